@@ -1,0 +1,1 @@
+"""shared-context-server: a shared blackboard for AI agents over MCP stdio."""

@@ -1,0 +1,3 @@
+from shared_context_server.cli import main
+
+raise SystemExit(main())

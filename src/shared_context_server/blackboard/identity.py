@@ -1,0 +1,72 @@
+"""Who an agent is, what it may do, and the one rule for which messages it may read."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from shared_context_server.errors import InvalidInput, PermissionDenied
+
+Permission = Literal["read", "write", "admin"]
+IdentitySource = Literal["flag", "env", "client_info", "token", "default"]
+Visibility = Literal["public", "private", "agent_only", "admin_only"]
+
+VISIBILITIES: tuple[Visibility, ...] = ("public", "private", "agent_only", "admin_only")
+DEFAULT_PERMISSIONS: frozenset[Permission] = frozenset({"read", "write"})
+
+# Printable, no whitespace, so ids read well in logs, transcripts and `tail`.
+_NAME = re.compile(r"^[^\s\x00-\x1f\x7f]{1,128}$")
+
+
+@dataclass(frozen=True)
+class Agent:
+    """An acting agent: a process's own identity, or (later) a sub-agent's by token."""
+
+    agent_id: str
+    agent_type: str = "generic"
+    permissions: frozenset[Permission] = field(default=DEFAULT_PERMISSIONS)
+    source: IdentitySource = "flag"
+
+    @property
+    def is_admin(self) -> bool:
+        return "admin" in self.permissions
+
+    def require(self, permission: Permission, action: str) -> None:
+        """Raises PermissionDenied unless this agent holds `permission`."""
+        if permission not in self.permissions and not self.is_admin:
+            raise PermissionDenied(
+                f"{action} needs the '{permission}' permission; agent '{self.agent_id}' has "
+                f"{sorted(self.permissions)}."
+            )
+
+
+def check_name(value: str, what: str) -> str:
+    """An agent id or type: 1-128 printable characters without whitespace."""
+    if not _NAME.match(value):
+        raise InvalidInput(
+            f"{what} must be 1-128 printable characters without spaces; got {value!r}."
+        )
+    return value
+
+
+# The visibility rule, the only place it is written. Every read of messages (get, list,
+# search, counts, resources, notifications, long-poll, export) puts this condition on the
+# messages table aliased `m`, with the parameters from `visible_to`.
+VISIBLE_SQL = (
+    "(m.visibility = 'public'"
+    " OR (m.visibility = 'private' AND m.sender = ?)"
+    " OR (m.visibility = 'agent_only' AND m.sender_type = ?)"
+    " OR ?)"
+)
+
+
+def visible_to(agent: Agent) -> tuple[Any, ...]:
+    """Parameters of VISIBLE_SQL for `agent`: admins read everything."""
+    return (agent.agent_id, agent.agent_type, 1 if agent.is_admin else 0)
+
+
+def check_visibility(value: str) -> Visibility:
+    if value not in VISIBILITIES:
+        raise InvalidInput(f"visibility must be one of {', '.join(VISIBILITIES)}; got {value!r}.")
+    return value

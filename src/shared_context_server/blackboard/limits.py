@@ -1,0 +1,58 @@
+"""Size limits on what agents write, and the checks that enforce them."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from shared_context_server.errors import InvalidInput, LimitExceeded
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_content_chars: int = 100_000
+    max_metadata_bytes: int = 16 * 1024
+    max_purpose_chars: int = 1_000
+    # A page of messages stops early (has_more=true) once it holds this many characters
+    # of content, so one call never floods the caller's context.
+    max_page_chars: int = 200_000
+
+
+DEFAULT_LIMITS = Limits()
+
+
+def check_text(value: str, name: str, maximum: int, hint: str) -> str:
+    if len(value) > maximum:
+        raise LimitExceeded(
+            f"{name} is {len(value):,} characters; the limit is {maximum:,}. {hint}",
+            argument=name,
+            limit=maximum,
+        )
+    return value
+
+
+def encode_metadata(metadata: dict[str, Any] | None, limits: Limits) -> str | None:
+    """Metadata as compact JSON text for storage, or None; raises LimitExceeded if large."""
+    if metadata is None:
+        return None
+    try:
+        text = json.dumps(metadata, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except ValueError as error:
+        raise InvalidInput(f"metadata must be plain JSON: {error}.") from None
+    size = len(text.encode())
+    if size > limits.max_metadata_bytes:
+        raise LimitExceeded(
+            f"metadata is {size:,} bytes as JSON; the limit is {limits.max_metadata_bytes:,}. "
+            "Keep metadata to small labels and ids; put large data in the message content.",
+            argument="metadata",
+            limit=limits.max_metadata_bytes,
+        )
+    return text
+
+
+def decode_metadata(text: str | None) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    value: dict[str, Any] = json.loads(text)
+    return value

@@ -1,0 +1,214 @@
+"""Messages: posting into a session and reading back what the caller may see."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from typing import Any
+
+from shared_context_server.blackboard.identity import (
+    VISIBLE_SQL,
+    Agent,
+    Visibility,
+    check_visibility,
+    visible_to,
+)
+from shared_context_server.blackboard.limits import (
+    DEFAULT_LIMITS,
+    Limits,
+    check_text,
+    decode_metadata,
+    encode_metadata,
+)
+from shared_context_server.blackboard.sessions import SELECT_SESSION, session_not_found
+from shared_context_server.clock import utc_now
+from shared_context_server.db import Database
+from shared_context_server.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+
+MESSAGE_COLUMNS = (
+    "m.id, m.session_id, m.sender, m.sender_type, m.content, m.visibility,"
+    " m.message_type, m.metadata, m.parent_message_id, m.created_at"
+)
+_MESSAGE_TYPE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+# One statement checks the session is active and the parent is a message of the same
+# session that the poster may see, and inserts; no row back means one of those failed,
+# and only then do we spend queries finding out which.
+INSERT_MESSAGE = (
+    "INSERT INTO messages (session_id, sender, sender_type, content, visibility,"  # noqa: S608
+    " message_type, metadata, parent_message_id, created_at)"
+    " SELECT ?, ?, ?, ?, ?, ?, ?, ?, ? FROM sessions s"
+    " WHERE s.id = ? AND s.status = 'active' AND (? IS NULL OR EXISTS ("
+    f"  SELECT 1 FROM messages m WHERE m.id = ? AND m.session_id = s.id AND {VISIBLE_SQL}))"
+    " RETURNING id"
+)
+# Every message read starts here and carries VISIBLE_SQL: the text is built from constants only.
+_SELECT = f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE {VISIBLE_SQL} AND "  # noqa: S608
+SELECT_MESSAGE = _SELECT + "m.session_id = ? AND m.id = ?"
+_FILTERS = "m.session_id = ? AND (? IS NULL OR m.sender = ?) AND (? IS NULL OR m.visibility = ?)"
+LATEST = _SELECT + _FILTERS + " ORDER BY m.id DESC LIMIT ?"
+BEFORE = _SELECT + _FILTERS + " AND m.id < ? ORDER BY m.id DESC LIMIT ?"
+AFTER = _SELECT + _FILTERS + " AND m.id > ? ORDER BY m.id ASC LIMIT ?"
+SESSION_EXISTS = "SELECT 1 FROM sessions WHERE id = ?"
+
+MAX_CONTEXT_LIMIT = 500
+
+
+def message_dict(row: sqlite3.Row) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "session_id": row["session_id"],
+        "sender": row["sender"],
+        "sender_type": row["sender_type"],
+        "content": row["content"],
+        "visibility": row["visibility"],
+        "message_type": row["message_type"],
+        "metadata": decode_metadata(row["metadata"]),
+        "parent_message_id": row["parent_message_id"],
+        "created_at": row["created_at"],
+    }
+
+
+async def add_message(
+    db: Database,
+    agent: Agent,
+    session_id: str,
+    content: str,
+    visibility: str = "public",
+    message_type: str = "message",
+    metadata: dict[str, Any] | None = None,
+    parent_message_id: int | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+) -> dict[str, Any]:
+    """Append a message; ids grow in commit order across every process on the file.
+
+    Raises SessionNotFound, Conflict (session not active), NotFound (parent),
+    PermissionDenied (admin_only by a non-admin), InvalidInput, LimitExceeded.
+    """
+    agent.require("write", "add_message")
+    vis: Visibility = check_visibility(visibility)
+    if vis == "admin_only" and not agent.is_admin:
+        raise PermissionDenied(
+            "only admins may post admin_only messages; use agent_only or private instead."
+        )
+    if not content.strip():
+        raise InvalidInput("content is empty; say something.")
+    check_text(content, "content", limits.max_content_chars, "Split it across several messages.")
+    if not _MESSAGE_TYPE.match(message_type):
+        raise InvalidInput(
+            "message_type must be 1-64 letters, digits or _.:- (e.g. 'finding', 'question'); "
+            f"got {message_type!r}."
+        )
+    meta = encode_metadata(metadata, limits)
+    async with db.write() as tx:
+        # Taken under the write lock, so timestamps follow commit order like the ids.
+        now = utc_now()
+        row = await tx.fetchone(
+            INSERT_MESSAGE,
+            (
+                session_id,
+                agent.agent_id,
+                agent.agent_type,
+                content,
+                vis,
+                message_type,
+                meta,
+                parent_message_id,
+                now,
+                session_id,
+                parent_message_id,
+                parent_message_id,
+                *visible_to(agent),
+            ),
+        )
+        if row is None:
+            session = await tx.fetchone(SELECT_SESSION, (session_id,))
+            if session is None:
+                raise session_not_found(session_id)
+            if session["status"] != "active":
+                raise Conflict(
+                    f"session {session_id} is {session['status']}; reopen it with "
+                    "update_session(status='active') before posting.",
+                    status=session["status"],
+                )
+            raise NotFound(
+                f"parent_message_id {parent_message_id} is not a message of session "
+                f"{session_id} that you can see; use an id from get_context of this session.",
+                argument="parent_message_id",
+            )
+    return {"message_id": row["id"], "session_id": session_id, "created_at": now}
+
+
+async def get_message(
+    db: Database, agent: Agent, session_id: str, message_id: int
+) -> dict[str, Any]:
+    """One message the caller may see. Raises SessionNotFound, NotFound."""
+    agent.require("read", "get_message")
+    row = await db.fetchone(SELECT_MESSAGE, (*visible_to(agent), session_id, message_id))
+    if row is None:
+        await _require_session(db, session_id)
+        raise NotFound(
+            f"no message {message_id} that you can see in session {session_id}.",
+            argument="message_id",
+        )
+    return message_dict(row)
+
+
+async def get_context(
+    db: Database,
+    agent: Agent,
+    session_id: str,
+    limit: int = 50,
+    after_id: int | None = None,
+    before_id: int | None = None,
+    sender: str | None = None,
+    visibility: str | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+) -> dict[str, Any]:
+    """A page of visible messages, oldest first.
+
+    No cursor: the latest `limit`. `after_id`: the first `limit` after it. `before_id`: the
+    `limit` just before it. `has_more` says whether more lie beyond the page in the paging
+    direction (older for latest/before, newer for after). A page also ends early once it
+    holds `limits.max_page_chars` of content. Raises SessionNotFound, InvalidInput.
+    """
+    agent.require("read", "get_context")
+    if after_id is not None and before_id is not None:
+        raise InvalidInput("give after_id or before_id, not both: one pages forward, one back.")
+    if not 1 <= limit <= MAX_CONTEXT_LIMIT:
+        raise InvalidInput(f"limit must be 1-{MAX_CONTEXT_LIMIT}; got {limit}.")
+    if visibility is not None:
+        check_visibility(visibility)
+    params: tuple[Any, ...] = (
+        *visible_to(agent),
+        session_id,
+        sender,
+        sender,
+        visibility,
+        visibility,
+    )
+    if after_id is not None:
+        rows = await db.fetchall(AFTER, (*params, after_id, limit + 1))
+    elif before_id is not None:
+        rows = await db.fetchall(BEFORE, (*params, before_id, limit + 1))
+    else:
+        rows = await db.fetchall(LATEST, (*params, limit + 1))
+    if not rows:
+        await _require_session(db, session_id)
+    has_more = len(rows) > limit
+    page: list[dict[str, Any]] = []
+    chars = 0
+    for row in rows[:limit]:  # nearest first in the paging direction
+        chars += len(row["content"])
+        if page and chars > limits.max_page_chars:
+            has_more = True
+            break
+        page.append(message_dict(row))
+    if after_id is None:
+        page.reverse()
+    return {"messages": page, "has_more": has_more}
+
+
+async def _require_session(db: Database, session_id: str) -> None:
+    if await db.fetchone(SESSION_EXISTS, (session_id,)) is None:
+        raise session_not_found(session_id)

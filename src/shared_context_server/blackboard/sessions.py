@@ -1,0 +1,224 @@
+"""Sessions: the shared workspaces agents post into, and their lifecycle."""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import sqlite3
+from typing import Any, Literal
+
+from shared_context_server.blackboard.identity import VISIBLE_SQL, Agent, visible_to
+from shared_context_server.blackboard.limits import (
+    DEFAULT_LIMITS,
+    Limits,
+    check_text,
+    decode_metadata,
+    encode_metadata,
+)
+from shared_context_server.clock import utc_now
+from shared_context_server.db import Database, Transaction
+from shared_context_server.errors import Conflict, InvalidInput, PermissionDenied, SessionNotFound
+
+Status = Literal["active", "completed", "archived"]
+StatusFilter = Literal["active", "completed", "archived", "all"]
+
+# Lifecycle: active -> completed -> archived; completed or archived -> active reopens.
+TRANSITIONS: dict[str, frozenset[str]] = {
+    "active": frozenset({"completed"}),
+    "completed": frozenset({"archived", "active"}),
+    "archived": frozenset({"active"}),
+}
+
+_COLUMNS = "id, purpose, status, created_by, created_at, updated_at, metadata"
+
+INSERT_SESSION = (
+    "INSERT INTO sessions (id, purpose, status, created_by, created_at, updated_at, metadata)"
+    " VALUES (?, ?, 'active', ?, ?, ?, ?)"
+)
+SELECT_SESSION = f"SELECT {_COLUMNS} FROM sessions WHERE id = ?"  # noqa: S608 (constants only)
+# Counts and participants over the messages the caller may see, never all of them.
+SESSION_ACTIVITY = (
+    "SELECT count(*) AS message_count, max(m.created_at) AS last_message_at,"  # noqa: S608
+    " json_group_array(DISTINCT m.sender) AS participants"
+    f" FROM messages m WHERE m.session_id = ? AND {VISIBLE_SQL}"
+)
+LIST_SESSIONS = (
+    f"SELECT rowid, {_COLUMNS} FROM sessions"  # noqa: S608 (constants only)
+    " WHERE (? = 'all' OR status = ?) AND (? IS NULL OR rowid < ?)"
+    " ORDER BY rowid DESC LIMIT ?"
+)
+UPDATE_SESSION = (
+    "UPDATE sessions SET status = ?, purpose = ?, metadata = ?, updated_at = ? WHERE id = ?"
+)
+
+
+def new_session_id() -> str:
+    return "sess_" + secrets.token_hex(8)
+
+
+def session_dict(row: sqlite3.Row) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "purpose": row["purpose"],
+        "status": row["status"],
+        "created_by": row["created_by"],
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+        "metadata": decode_metadata(row["metadata"]),
+    }
+
+
+def _check_purpose(purpose: str, limits: Limits) -> str:
+    purpose = purpose.strip()
+    if not purpose:
+        raise InvalidInput("purpose must say what the session is for; it was empty.")
+    return check_text(
+        purpose, "purpose", limits.max_purpose_chars, "Summarise; put detail in a first message."
+    )
+
+
+async def create_session(
+    db: Database,
+    agent: Agent,
+    purpose: str,
+    metadata: dict[str, Any] | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+) -> dict[str, Any]:
+    """Create an active session owned by `agent`. Raises InvalidInput, LimitExceeded."""
+    agent.require("write", "create_session")
+    purpose = _check_purpose(purpose, limits)
+    meta = encode_metadata(metadata, limits)
+    session_id = new_session_id()
+    async with db.write() as tx:
+        now = utc_now()
+        await tx.execute(INSERT_SESSION, (session_id, purpose, agent.agent_id, now, now, meta))
+    return {
+        "id": session_id,
+        "purpose": purpose,
+        "status": "active",
+        "created_by": agent.agent_id,
+        "created_at": now,
+        "updated_at": now,
+        "metadata": metadata,
+    }
+
+
+async def fetch_session(db: Database | Transaction, session_id: str) -> dict[str, Any]:
+    """The session row. Raises SessionNotFound."""
+    row = await db.fetchone(SELECT_SESSION, (session_id,))
+    if row is None:
+        raise session_not_found(session_id)
+    return session_dict(row)
+
+
+def session_not_found(session_id: str) -> SessionNotFound:
+    return SessionNotFound(
+        f"no session {session_id!r}; list_sessions shows existing ones, "
+        "create_session makes a new one.",
+        session_id=session_id,
+    )
+
+
+async def get_session(db: Database, agent: Agent, session_id: str) -> dict[str, Any]:
+    """The session with counts of the messages `agent` may see. Raises SessionNotFound."""
+    agent.require("read", "get_session")
+    session = await fetch_session(db, session_id)
+    activity = await db.fetchone(SESSION_ACTIVITY, (session_id, *visible_to(agent)))
+    assert activity is not None  # an aggregate always returns one row
+    return {
+        "session": session,
+        "message_count": activity["message_count"],
+        "participants": sorted(json.loads(activity["participants"])),
+        "last_message_at": activity["last_message_at"],
+    }
+
+
+def encode_cursor(position: int) -> str:
+    return base64.urlsafe_b64encode(f"r{position}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    """The position inside a cursor from next_cursor. Raises InvalidInput."""
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        if not text.startswith("r"):
+            raise ValueError(text)
+        return int(text[1:])
+    except ValueError:
+        raise InvalidInput(
+            "cursor is not one this server returned; pass next_cursor unchanged, or omit it "
+            "to start from the beginning."
+        ) from None
+
+
+async def list_sessions(
+    db: Database,
+    agent: Agent,
+    status: StatusFilter = "active",
+    limit: int = 50,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    """Sessions newest first, one page; `next_cursor` continues it (None at the end)."""
+    agent.require("read", "list_sessions")
+    before = decode_cursor(cursor) if cursor else None
+    rows = await db.fetchall(LIST_SESSIONS, (status, status, before, before, limit + 1))
+    page = rows[:limit]
+    more = len(rows) > limit
+    return {
+        "sessions": [session_dict(row) for row in page],
+        "next_cursor": encode_cursor(page[-1]["rowid"]) if more and page else None,
+    }
+
+
+async def update_session(
+    db: Database,
+    agent: Agent,
+    session_id: str,
+    status: Status | None = None,
+    purpose: str | None = None,
+    metadata: dict[str, Any] | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+) -> dict[str, Any]:
+    """Change status (by the lifecycle), purpose or metadata (replaced whole).
+
+    Only the session's creator or an admin may. Raises SessionNotFound, PermissionDenied,
+    Conflict (a transition the lifecycle does not allow), InvalidInput, LimitExceeded.
+    """
+    agent.require("write", "update_session")
+    if status is None and purpose is None and metadata is None:
+        raise InvalidInput("update_session needs at least one of status, purpose, metadata.")
+    new_purpose = _check_purpose(purpose, limits) if purpose is not None else None
+    new_meta = encode_metadata(metadata, limits) if metadata is not None else None
+    async with db.write() as tx:
+        row = await tx.fetchone(SELECT_SESSION, (session_id,))
+        if row is None:
+            raise session_not_found(session_id)
+        if row["created_by"] != agent.agent_id and not agent.is_admin:
+            raise PermissionDenied(
+                f"only the session's creator ({row['created_by']}) or an admin may update "
+                f"session {session_id}."
+            )
+        current = row["status"]
+        if status is not None and status != current and status not in TRANSITIONS[current]:
+            allowed = " or ".join(sorted(TRANSITIONS[current]))
+            raise Conflict(
+                f"session {session_id} is {current}; it can become {allowed}, not {status}.",
+                status=current,
+            )
+        now = utc_now()
+        values = (
+            status or current,
+            new_purpose if new_purpose is not None else row["purpose"],
+            new_meta if metadata is not None else row["metadata"],
+            now,
+            session_id,
+        )
+        await tx.execute(UPDATE_SESSION, values)
+    return {
+        **session_dict(row),
+        "status": values[0],
+        "purpose": values[1],
+        "metadata": decode_metadata(values[2]),
+        "updated_at": now,
+    }

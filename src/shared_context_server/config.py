@@ -1,0 +1,97 @@
+"""A process's settings from flags and environment: a flag beats its environment variable.
+
+Whoever writes the client's config owns the machine, so both sources are trusted.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from shared_context_server.blackboard.identity import check_name
+from shared_context_server.blackboard.limits import Limits
+from shared_context_server.db import default_db_path
+from shared_context_server.errors import InvalidInput
+
+ENV_DB = "SHARED_CONTEXT_DB"
+ENV_AGENT_ID = "SHARED_CONTEXT_AGENT_ID"
+ENV_AGENT_TYPE = "SHARED_CONTEXT_AGENT_TYPE"
+ENV_ADMIN = "SHARED_CONTEXT_ADMIN"
+ENV_MAX_CONTENT = "SHARED_CONTEXT_MAX_CONTENT_CHARS"
+ENV_LOG_LEVEL = "SHARED_CONTEXT_LOG_LEVEL"
+
+# name -> (environment variable, what it sets); the README's table and a test use this.
+ENVIRONMENT: dict[str, str] = {
+    ENV_DB: "database file (default: the per-user data directory)",
+    ENV_AGENT_ID: "this process's agent id (default: the client's name)",
+    ENV_AGENT_TYPE: "this process's agent type (default: generic)",
+    ENV_ADMIN: "1 gives this process the admin permission",
+    ENV_MAX_CONTENT: "longest message content in characters (default 100000)",
+    ENV_LOG_LEVEL: "stderr log level (default WARNING)",
+}
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+@dataclass(frozen=True)
+class Settings:
+    db_path: Path
+    agent_id: str | None = None
+    agent_id_source: Literal["flag", "env"] | None = None
+    agent_type: str = "generic"
+    admin: bool = False
+    limits: Limits = field(default_factory=Limits)
+    log_level: str = "WARNING"
+
+
+def resolve_db_path(flag: str | None, environ: Mapping[str, str] = os.environ) -> Path:
+    """--db, else SHARED_CONTEXT_DB, else the per-user default file."""
+    raw = flag or environ.get(ENV_DB)
+    return Path(raw).expanduser() if raw else default_db_path()
+
+
+def resolve_settings(flags: Mapping[str, Any], environ: Mapping[str, str] = os.environ) -> Settings:
+    """Settings from parsed flags (None = not given) over the environment.
+
+    Raises InvalidInput naming the flag or variable at fault.
+    """
+    agent_id: str | None = flags.get("agent_id")
+    source: Literal["flag", "env"] | None = "flag" if agent_id else None
+    if not agent_id and environ.get(ENV_AGENT_ID):
+        agent_id, source = environ[ENV_AGENT_ID], "env"
+    if agent_id:
+        check_name(agent_id, "--agent-id" if source == "flag" else ENV_AGENT_ID)
+    agent_type = flags.get("agent_type") or environ.get(ENV_AGENT_TYPE) or "generic"
+    check_name(agent_type, "--agent-type / " + ENV_AGENT_TYPE)
+
+    admin = bool(flags.get("admin"))
+    if not admin:
+        raw = environ.get(ENV_ADMIN, "").strip().lower()
+        if raw not in _TRUE | _FALSE:
+            raise InvalidInput(f"{ENV_ADMIN} must be 1 or 0; got {raw!r}.")
+        admin = raw in _TRUE
+
+    max_content = flags.get("max_content_chars")
+    if max_content is None and environ.get(ENV_MAX_CONTENT):
+        try:
+            max_content = int(environ[ENV_MAX_CONTENT])
+        except ValueError:
+            raise InvalidInput(f"{ENV_MAX_CONTENT} must be a whole number.") from None
+    if max_content is not None and max_content < 1:
+        raise InvalidInput("--max-content-chars must be at least 1.")
+    limits = Limits(max_content_chars=max_content) if max_content else Limits()
+
+    log_level = (flags.get("log_level") or environ.get(ENV_LOG_LEVEL) or "WARNING").upper()
+    return Settings(
+        db_path=resolve_db_path(flags.get("db"), environ),
+        agent_id=agent_id,
+        agent_id_source=source,
+        agent_type=agent_type,
+        admin=admin,
+        limits=limits,
+        log_level=log_level,
+    )

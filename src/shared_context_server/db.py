@@ -1,0 +1,289 @@
+"""The shared SQLite file: opening it, PRAGMAs, write transactions, retries and migrations.
+
+Every agent's client starts its own server process and all of them open this one file, so
+the file is the only shared state. WAL lets readers run beside the single writer;
+`busy_timeout` makes a writer wait for the lock; `BEGIN IMMEDIATE` takes the write lock at
+the start of a transaction, so a transaction never upgrades from a stale read snapshot
+(which fails at once with SQLITE_BUSY_SNAPSHOT instead of waiting). Transactions are short
+and hold no other I/O. Nothing read from the file is cached in the process: another
+process's commit is visible to the next read.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import anyio
+import platformdirs
+
+from shared_context_server.clock import utc_now
+from shared_context_server.errors import DatabaseBusy, StorageError
+from shared_context_server.migrations import MIGRATIONS, SCHEMA_VERSION
+
+logger = logging.getLogger(__name__)
+
+APP_NAME = "shared-context-server"
+DB_FILENAME = "shared-context.db"
+BUSY_TIMEOUT_MS = 5000
+BUSY_RETRIES = 3
+
+Params = Sequence[Any]
+
+
+def default_db_path() -> Path:
+    """The per-user database file shared by every server process of this user."""
+    return Path(platformdirs.user_data_dir(APP_NAME)) / DB_FILENAME
+
+
+def prepare_db_file(path: Path) -> None:
+    """Create the file's missing parent directories (0700) and the file itself (0600).
+
+    Directories that already exist are left as they are: `--db ./here.db` must not
+    chmod the user's working directory. The file is created before SQLite opens it so it
+    never exists with looser permissions; SQLite gives -wal and -shm the same mode.
+    """
+    missing: list[Path] = []
+    parent = path.parent
+    while not parent.exists():
+        missing.append(parent)
+        parent = parent.parent
+    for directory in reversed(missing):
+        directory.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(directory, 0o700)
+    if not path.exists():
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+        os.close(fd)
+        os.chmod(path, 0o600)
+
+
+_NETWORK_FS = {
+    "nfs",
+    "nfs4",
+    "cifs",
+    "smbfs",
+    "smb3",
+    "afs",
+    "9p",
+    "fuse.sshfs",
+    "ceph",
+    "glusterfs",
+}
+
+
+def network_filesystem(path: Path) -> str | None:
+    """The filesystem type if `path` is on a network filesystem (Linux only), else None.
+
+    WAL needs shared memory between processes on one host; network filesystems break it.
+    """
+    try:
+        mounts = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return None
+    target = str(path.resolve())
+    best, best_type = "", ""
+    for line in mounts:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        mount_point, fs_type = fields[1], fields[2]
+        inside = target == mount_point or target.startswith(mount_point.rstrip("/") + "/")
+        if inside and len(mount_point) > len(best):
+            best, best_type = mount_point, fs_type
+    return best_type if best_type in _NETWORK_FS else None
+
+
+def _prepare(path: Path) -> tuple[Path, str | None]:
+    path = path.expanduser().absolute()
+    prepare_db_file(path)
+    return path, network_filesystem(path)
+
+
+def _is_busy(error: sqlite3.OperationalError) -> bool:
+    return getattr(error, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+class Transaction:
+    """Statements inside one `BEGIN IMMEDIATE` transaction (see `Database.write`)."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        """Run one statement; returns the number of rows it changed."""
+        cursor = await self._conn.execute(sql, params)
+        changed = cursor.rowcount
+        await cursor.close()
+        return changed
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
+        return list(await self._conn.execute_fetchall(sql, params))
+
+    async def fetchone(self, sql: str, params: Params = ()) -> sqlite3.Row | None:
+        rows = await self.fetchall(sql, params)
+        return rows[0] if rows else None
+
+
+class Database:
+    """One process's connection to the shared file.
+
+    A process serves requests concurrently but owns one connection, so writers in this
+    process queue on `_write_lock`; across processes SQLite's own lock does the same.
+    """
+
+    def __init__(
+        self,
+        conn: aiosqlite.Connection,
+        path: Path,
+        *,
+        busy_timeout_ms: int = BUSY_TIMEOUT_MS,
+        busy_retries: int = BUSY_RETRIES,
+    ) -> None:
+        self._conn = conn
+        self.path = path
+        self.busy_timeout_ms = busy_timeout_ms
+        self.busy_retries = busy_retries
+        self._write_lock = anyio.Lock()
+
+    @classmethod
+    async def open(
+        cls,
+        path: Path,
+        *,
+        busy_timeout_ms: int = BUSY_TIMEOUT_MS,
+        busy_retries: int = BUSY_RETRIES,
+        migrate: bool = True,
+    ) -> Database:
+        """Open (creating if needed) the file, set PRAGMAs, verify WAL and migrate.
+
+        Raises StorageError if WAL cannot be enabled or the schema is newer than this code.
+        """
+        path, fs_type = await anyio.to_thread.run_sync(_prepare, path)
+        if fs_type:
+            logger.warning(
+                "%s is on a network filesystem (%s): SQLite WAL needs local disk; "
+                "processes on other hosts will corrupt or miss data. Use --db on a local disk.",
+                path,
+                fs_type,
+            )
+        conn = await aiosqlite.connect(path, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        db = cls(conn, path, busy_timeout_ms=busy_timeout_ms, busy_retries=busy_retries)
+        try:
+            await db._configure()
+            if migrate:
+                await db._migrate()
+        except BaseException:
+            await conn.close()
+            raise
+        return db
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+    async def _configure(self) -> None:
+        # busy_timeout first: switching a new file to WAL takes a lock other processes
+        # may hold while they do the same.
+        await self._conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+        mode = await self.fetchone("PRAGMA journal_mode = WAL")
+        if mode is None or str(mode[0]).lower() != "wal":
+            raise StorageError(
+                f"{self.path}: SQLite refused WAL mode (journal_mode={mode[0] if mode else '?'}); "
+                "put the database on a local disk (--db or SHARED_CONTEXT_DB)."
+            )
+        await self._conn.execute("PRAGMA synchronous = NORMAL")
+        await self._conn.execute("PRAGMA foreign_keys = ON")
+
+    async def schema_version(self) -> int:
+        row = await self.fetchone("PRAGMA user_version")
+        return int(row[0]) if row else 0
+
+    async def _migrate(self) -> None:
+        """Bring the schema to SCHEMA_VERSION exactly once, however many processes start.
+
+        The version is read again under the write lock: of N processes starting on a new
+        file, the first migrates and the others find nothing left to do.
+        """
+        current = await self.schema_version()
+        self._refuse_newer(current)
+        if current == SCHEMA_VERSION:
+            return
+        async with self.write() as tx:
+            row = await tx.fetchone("PRAGMA user_version")
+            current = int(row[0]) if row else 0
+            self._refuse_newer(current)
+            for version in range(current + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS[version]:
+                    await tx.execute(statement)
+                await tx.execute(
+                    "INSERT INTO schema_history (version, applied_at, pid) VALUES (?, ?, ?)",
+                    (version, utc_now(), os.getpid()),
+                )
+            # PRAGMA takes no parameters; SCHEMA_VERSION is a constant of this module.
+            await tx.execute(f"PRAGMA user_version = {int(SCHEMA_VERSION)}")
+        if current < SCHEMA_VERSION:
+            logger.info("migrated %s from schema %d to %d", self.path, current, SCHEMA_VERSION)
+
+    def _refuse_newer(self, version: int) -> None:
+        if version > SCHEMA_VERSION:
+            raise StorageError(
+                f"{self.path} has schema version {version}, newer than this "
+                f"shared-context-server understands ({SCHEMA_VERSION}). Upgrade it "
+                "(uvx shared-context-server@latest, or pipx upgrade shared-context-server) "
+                "or point --db at another file."
+            )
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[Transaction]:
+        """`BEGIN IMMEDIATE` ... `COMMIT`, or `ROLLBACK` and re-raise.
+
+        BEGIN waits up to busy_timeout for the write lock; past that it is retried with
+        jittered backoff, then DatabaseBusy is raised. Nothing inside may await other I/O.
+        """
+        async with self._write_lock:
+            await self._begin_immediate()
+            try:
+                yield Transaction(self._conn)
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await self._conn.execute("ROLLBACK")
+                raise
+            else:
+                with anyio.CancelScope(shield=True):
+                    await self._conn.execute("COMMIT")
+
+    async def _begin_immediate(self) -> None:
+        delay = 0.05
+        for attempt in range(self.busy_retries + 1):
+            if attempt:
+                await anyio.sleep(delay * (0.5 + random.random()))
+                delay *= 2
+            try:
+                await self._conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as error:
+                if not _is_busy(error):
+                    raise
+        waited = (self.busy_retries + 1) * self.busy_timeout_ms / 1000
+        raise DatabaseBusy(
+            f"another process held the database's write lock for over {waited:.0f} s; "
+            "retry the call in a moment. If it keeps happening, look for a stuck process "
+            "holding the file open.",
+            database_path=str(self.path),
+        )
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
+        """One read statement, one snapshot: outside a transaction each statement sees the
+        latest commit of any process."""
+        return list(await self._conn.execute_fetchall(sql, params))
+
+    async def fetchone(self, sql: str, params: Params = ()) -> sqlite3.Row | None:
+        rows = await self.fetchall(sql, params)
+        return rows[0] if rows else None

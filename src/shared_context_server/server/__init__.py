@@ -1,0 +1,1 @@
+"""The MCP layer: it translates between the protocol and the blackboard, nothing more."""

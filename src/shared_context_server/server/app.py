@@ -1,0 +1,124 @@
+"""The MCP server: handlers, the dispatch boundary, and serving over stdio."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.metadata import version
+from typing import Any
+
+import mcp_types as types
+from mcp.server import NotificationOptions, Server, ServerRequestContext
+from mcp.server.models import InitializationOptions
+from mcp.server.stdio import stdio_server
+from mcp.shared.exceptions import MCPError
+from pydantic import ValidationError
+
+from shared_context_server.config import Settings
+from shared_context_server.db import Database
+from shared_context_server.errors import BlackboardError, InvalidInput
+from shared_context_server.server import render
+from shared_context_server.server.state import AppState
+from shared_context_server.server.tools import TOOLS, tool_list
+
+logger = logging.getLogger(__name__)
+
+INSTRUCTIONS = (
+    "A blackboard shared by every agent on this machine. Work in a session (create_session, "
+    "or a session_id you were given): post findings with add_message, read the others' with "
+    "get_context, and pass after_id to fetch only what is new."
+)
+
+
+def tool_result(data: dict[str, Any], text: str, *, is_error: bool = False) -> types.CallToolResult:
+    return types.CallToolResult(
+        content=[types.TextContent(type="text", text=text)],
+        structured_content=data,
+        is_error=is_error,
+    )
+
+
+def error_result(error: BlackboardError) -> types.CallToolResult:
+    data = error.to_dict()
+    return tool_result(data, render.error(data), is_error=True)
+
+
+def invalid_arguments(tool: str, error: ValidationError) -> BlackboardError:
+    problems = []
+    for item in error.errors(include_url=False, include_input=False):
+        where = ".".join(str(part) for part in item["loc"]) or "arguments"
+        problems.append(f"{where}: {item['msg']}")
+    return InvalidInput(
+        f"invalid arguments for {tool}: {'; '.join(problems)}. "
+        "Check the tool's inputSchema and call again.",
+        problems=problems,
+    )
+
+
+async def list_tools(
+    ctx: ServerRequestContext[AppState], params: types.PaginatedRequestParams | None
+) -> types.ListToolsResult:
+    return types.ListToolsResult(tools=tool_list())
+
+
+async def call_tool(
+    ctx: ServerRequestContext[AppState], params: types.CallToolRequestParams
+) -> types.CallToolResult:
+    """The dispatch boundary: every error an agent can fix becomes an is_error result."""
+    spec = TOOLS.get(params.name)
+    if spec is None:
+        raise MCPError(
+            code=types.INVALID_PARAMS,
+            message=f"Unknown tool: {params.name!r}. Known tools: {', '.join(TOOLS)}.",
+        )
+    state = ctx.lifespan_context
+    try:
+        arguments = spec.input_model.model_validate(params.arguments or {})
+        agent = state.process_agent(ctx)
+        data = await spec.handler(state, agent, arguments)
+    except ValidationError as error:
+        return error_result(invalid_arguments(spec.name, error))
+    except BlackboardError as error:
+        return error_result(error)
+    except Exception:
+        logger.exception("tool %s failed", spec.name)
+        data = {
+            "code": "INTERNAL_ERROR",
+            "message": f"{spec.name} failed inside the server (logged to its stderr); "
+            "retry once, and report it if it happens again.",
+        }
+        return tool_result(data, render.error(data), is_error=True)
+    return tool_result(data, spec.render(data))
+
+
+def build_server(settings: Settings) -> Server[AppState]:
+    """A Server whose lifespan opens the shared file; one per process (stdio) or per test."""
+
+    @asynccontextmanager
+    async def lifespan(server: Server[AppState]) -> AsyncIterator[AppState]:
+        db = await Database.open(settings.db_path)
+        try:
+            yield AppState(settings=settings, db=db)
+        finally:
+            await db.close()
+
+    return Server(
+        "shared-context-server",
+        version=version("shared-context-server"),
+        instructions=INSTRUCTIONS,
+        lifespan=lifespan,
+        on_list_tools=list_tools,
+        on_call_tool=call_tool,
+    )
+
+
+def init_options(server: Server[AppState]) -> InitializationOptions:
+    return server.create_initialization_options(notification_options=NotificationOptions())
+
+
+async def serve_stdio(settings: Settings) -> None:
+    """Serve one client over stdin/stdout until it closes the pipe."""
+    server = build_server(settings)
+    async with stdio_server() as (read_stream, write_stream):
+        await server.run(read_stream, write_stream, init_options(server))

@@ -1,0 +1,207 @@
+"""Pydantic models of every tool's input and output, and the compact JSON schemas made from them.
+
+Every agent pays for the tool list on every turn, so schemas carry no titles, and an
+optional argument is written as its plain type rather than `anyOf [type, null]`.
+Output models exist for their schema only; results are built by the domain as dicts.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SessionId = Field(max_length=64)
+Json = dict[str, Any]
+
+
+class Input(BaseModel):
+    """A tool's arguments: unknown properties are refused and types are not coerced."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class CreateSession(Input):
+    purpose: str
+    metadata: Json | None = None
+
+
+class GetSession(Input):
+    session_id: str = SessionId
+
+
+class ListSessions(Input):
+    status: Literal["active", "completed", "archived", "all"] = "active"
+    limit: int = Field(50, ge=1, le=200)
+    cursor: str | None = None
+
+
+class UpdateSession(Input):
+    session_id: str = SessionId
+    status: Literal["active", "completed", "archived"] | None = None
+    purpose: str | None = None
+    metadata: Json | None = Field(None, description="replaces the session's metadata")
+
+
+Visibility = Literal["public", "private", "agent_only", "admin_only"]
+
+
+class AddMessage(Input):
+    session_id: str = SessionId
+    content: str
+    visibility: Visibility = "public"
+    message_type: str = Field("message", max_length=64)
+    metadata: Json | None = None
+    parent_message_id: int | None = None
+
+
+class AddPrivateNote(Input):
+    session_id: str = SessionId
+    content: str
+    metadata: Json | None = None
+
+
+class GetMessage(Input):
+    session_id: str = SessionId
+    message_id: int
+
+
+class GetContext(Input):
+    session_id: str = SessionId
+    limit: int = Field(50, ge=1, le=500)
+    after_id: int | None = None
+    before_id: int | None = None
+    sender: str | None = None
+    visibility: Visibility | None = None
+
+
+class NoArguments(Input):
+    pass
+
+
+class Output(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class Session(Output):
+    id: str
+    purpose: str
+    status: str
+    created_by: str
+    created_at: str
+    updated_at: str
+    metadata: Json | None
+
+
+class Message(Output):
+    id: int
+    session_id: str
+    sender: str
+    sender_type: str
+    content: str
+    visibility: str
+    message_type: str
+    metadata: Json | None
+    parent_message_id: int | None
+    created_at: str
+
+
+class CreatedSession(Output):
+    session_id: str
+    purpose: str
+    status: str
+    created_by: str
+    created_at: str
+
+
+class SessionDetail(Output):
+    session: Session
+    message_count: int
+    participants: list[str]
+    last_message_at: str | None
+
+
+class SessionPage(Output):
+    sessions: list[Session]
+    next_cursor: str | None
+
+
+class UpdatedSession(Output):
+    session: Session
+
+
+class PostedMessage(Output):
+    message_id: int
+    session_id: str
+    created_at: str
+
+
+class OneMessage(Output):
+    message: Message
+
+
+class MessagePage(Output):
+    messages: list[Message]
+    has_more: bool
+
+
+class Identity(Output):
+    agent_id: str
+    agent_type: str
+    permissions: list[str]
+    identity_source: str
+    database_path: str
+
+
+def compact_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The model's JSON schema without titles and with `X | None` written as X."""
+    schema = model.model_json_schema()
+    return _compact(schema)  # type: ignore[no-any-return]
+
+
+def _compact(node: Any) -> Any:
+    if isinstance(node, list):
+        return [_compact(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key == "title" or (key == "additionalProperties" and value is True):
+            continue  # titles repeat the names; additionalProperties defaults to true
+        if key in ("properties", "$defs"):
+            out[key] = {name: _compact(schema) for name, schema in value.items()}
+        else:
+            out[key] = _compact(value)
+    variants = out.get("anyOf")
+    if isinstance(variants, list) and len(variants) == 2 and {"type": "null"} in variants:
+        (inner,) = [v for v in variants if v != {"type": "null"}]
+        if out.get("default", ...) is None:
+            # Optional input: leaving it out already means None.
+            del out["anyOf"], out["default"]
+            out.update(inner)
+        elif isinstance(inner.get("type"), str):
+            # Nullable output: keep null legal in the shorter form.
+            del out["anyOf"]
+            out.update({**inner, "type": [inner["type"], "null"]})
+    return out
+
+
+def output_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """A result's schema: top-level fields exact, nested objects as plain objects.
+
+    Messages and sessions would otherwise be spelled out in full in every tool that
+    returns them; their fields are documented once, in the README.
+    """
+    schema = compact_schema(model)
+    schema.pop("$defs", None)
+    return _shallow(schema)  # type: ignore[no-any-return]
+
+
+def _shallow(node: Any) -> Any:
+    if isinstance(node, list):
+        return [_shallow(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        return {"type": "object"}
+    return {key: _shallow(value) for key, value in node.items()}

@@ -1,0 +1,105 @@
+"""Compact text renderings of results: what a model reads, most important first.
+
+Structured content carries the same data for programs; the text is not JSON so the model
+does not pay for the keys twice.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+def _meta(metadata: dict[str, Any] | None) -> str:
+    if not metadata:
+        return ""
+    return " " + json.dumps(metadata, separators=(",", ":"))
+
+
+def message_line(message: dict[str, Any]) -> str:
+    """`#12 alice/reviewer private reply-to #10 finding 2026-...Z {meta}` then the content."""
+    head = [f"#{message['id']}", f"{message['sender']}/{message['sender_type']}"]
+    if message["visibility"] != "public":
+        head.append(message["visibility"])
+    if message["parent_message_id"] is not None:
+        head.append(f"reply-to #{message['parent_message_id']}")
+    if message["message_type"] != "message":
+        head.append(message["message_type"])
+    head.append(message["created_at"])
+    content: str = message["content"]
+    return " ".join(head) + _meta(message["metadata"]) + "\n" + content
+
+
+def session_line(session: dict[str, Any]) -> str:
+    purpose = session["purpose"]
+    if len(purpose) > 100:
+        purpose = purpose[:99] + "…"
+    return f"{session['id']} [{session['status']}] by {session['created_by']}: {purpose}"
+
+
+def created_session(data: dict[str, Any]) -> str:
+    return f"Created session {data['session_id']} (active): {data['purpose']}"
+
+
+def session_detail(data: dict[str, Any]) -> str:
+    session = data["session"]
+    lines = [
+        session_line(session),
+        f"created {session['created_at']}, updated {session['updated_at']}"
+        + _meta(session["metadata"]),
+    ]
+    if len(session["purpose"]) > 100:
+        lines.append("purpose: " + session["purpose"])
+    count = data["message_count"]
+    if count:
+        lines.append(
+            f"{count} message{'s' if count != 1 else ''} you can see, from "
+            f"{', '.join(data['participants'])}; last at {data['last_message_at']}"
+        )
+    else:
+        lines.append("no messages you can see yet")
+    return "\n".join(lines)
+
+
+def session_page(data: dict[str, Any]) -> str:
+    sessions = data["sessions"]
+    lines = [f"{len(sessions)} session{'s' if len(sessions) != 1 else ''}"]
+    lines += [session_line(s) for s in sessions]
+    if data["next_cursor"]:
+        lines.append(f"more: cursor={data['next_cursor']}")
+    return "\n".join(lines)
+
+
+def updated_session(data: dict[str, Any]) -> str:
+    return "Updated: " + session_line(data["session"])
+
+
+def posted_message(data: dict[str, Any]) -> str:
+    return f"Posted #{data['message_id']} to {data['session_id']} at {data['created_at']}"
+
+
+def one_message(data: dict[str, Any]) -> str:
+    return message_line(data["message"])
+
+
+def message_page(data: dict[str, Any]) -> str:
+    messages = data["messages"]
+    if not messages:
+        return "No messages."
+    first, last = messages[0]["id"], messages[-1]["id"]
+    head = f"{len(messages)} message{'s' if len(messages) != 1 else ''} (#{first}..#{last})"
+    if data["has_more"]:
+        head += "; more exist beyond this page (page with before_id or after_id)"
+    return "\n\n".join([head, *(message_line(m) for m in messages)])
+
+
+def identity(data: dict[str, Any]) -> str:
+    return (
+        f"You are {data['agent_id']} (type {data['agent_type']}, "
+        f"permissions {', '.join(data['permissions'])}; identity from {data['identity_source']})."
+        f"\nDatabase: {data['database_path']}"
+    )
+
+
+def error(data: dict[str, Any]) -> str:
+    return f"{data['code']}: {data['message']}"

@@ -1,0 +1,237 @@
+"""The tool registry: each tool is one row (name, models, handler, rendering, annotations).
+
+Handlers only translate: take validated arguments, call one domain function, shape the
+result. Rules live in the domain.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import mcp_types as types
+from pydantic import BaseModel
+
+from shared_context_server.blackboard import messages, sessions
+from shared_context_server.blackboard.identity import Agent
+from shared_context_server.server import models as m
+from shared_context_server.server import render
+from shared_context_server.server.state import AppState
+
+Handler = Callable[[AppState, Agent, Any], Awaitable[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    name: str
+    description: str
+    input_model: type[m.Input]
+    output_model: type[BaseModel]
+    handler: Handler
+    render: Callable[[dict[str, Any]], str]
+    annotations: types.ToolAnnotations
+
+    def to_tool(self) -> types.Tool:
+        return types.Tool(
+            name=self.name,
+            description=self.description,
+            input_schema=m.compact_schema(self.input_model),
+            output_schema=m.output_schema(self.output_model),
+            annotations=self.annotations,
+        )
+
+
+READ = types.ToolAnnotations(read_only_hint=True, open_world_hint=False)
+APPEND = types.ToolAnnotations(
+    read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False
+)
+UPDATE = types.ToolAnnotations(
+    read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False
+)
+
+
+async def create_session(state: AppState, agent: Agent, a: m.CreateSession) -> dict[str, Any]:
+    s = await sessions.create_session(state.db, agent, a.purpose, a.metadata, state.settings.limits)
+    return {
+        "session_id": s["id"],
+        "purpose": s["purpose"],
+        "status": s["status"],
+        "created_by": s["created_by"],
+        "created_at": s["created_at"],
+    }
+
+
+async def get_session(state: AppState, agent: Agent, a: m.GetSession) -> dict[str, Any]:
+    return await sessions.get_session(state.db, agent, a.session_id)
+
+
+async def list_sessions(state: AppState, agent: Agent, a: m.ListSessions) -> dict[str, Any]:
+    return await sessions.list_sessions(state.db, agent, a.status, a.limit, a.cursor)
+
+
+async def update_session(state: AppState, agent: Agent, a: m.UpdateSession) -> dict[str, Any]:
+    session = await sessions.update_session(
+        state.db, agent, a.session_id, a.status, a.purpose, a.metadata, state.settings.limits
+    )
+    return {"session": session}
+
+
+async def add_message(state: AppState, agent: Agent, a: m.AddMessage) -> dict[str, Any]:
+    return await messages.add_message(
+        state.db,
+        agent,
+        a.session_id,
+        a.content,
+        a.visibility,
+        a.message_type,
+        a.metadata,
+        a.parent_message_id,
+        state.settings.limits,
+    )
+
+
+async def add_private_note(state: AppState, agent: Agent, a: m.AddPrivateNote) -> dict[str, Any]:
+    return await messages.add_message(
+        state.db,
+        agent,
+        a.session_id,
+        a.content,
+        "private",
+        "note",
+        a.metadata,
+        limits=state.settings.limits,
+    )
+
+
+async def get_message(state: AppState, agent: Agent, a: m.GetMessage) -> dict[str, Any]:
+    message = await messages.get_message(state.db, agent, a.session_id, a.message_id)
+    return {"message": message}
+
+
+async def get_context(state: AppState, agent: Agent, a: m.GetContext) -> dict[str, Any]:
+    return await messages.get_context(
+        state.db,
+        agent,
+        a.session_id,
+        a.limit,
+        a.after_id,
+        a.before_id,
+        a.sender,
+        a.visibility,
+        state.settings.limits,
+    )
+
+
+async def whoami(state: AppState, agent: Agent, a: m.NoArguments) -> dict[str, Any]:
+    return {
+        "agent_id": agent.agent_id,
+        "agent_type": agent.agent_type,
+        "permissions": sorted(agent.permissions),
+        "identity_source": agent.source,
+        "database_path": str(state.db.path),
+    }
+
+
+TOOLS: dict[str, ToolSpec] = {
+    spec.name: spec
+    for spec in [
+        ToolSpec(
+            "create_session",
+            "Start a shared session for a task; returns its session_id.",
+            m.CreateSession,
+            m.CreatedSession,
+            create_session,
+            render.created_session,
+            APPEND,
+        ),
+        ToolSpec(
+            "get_session",
+            "A session, with the count, senders and last time of the messages you can see.",
+            m.GetSession,
+            m.SessionDetail,
+            get_session,
+            render.session_detail,
+            READ,
+        ),
+        ToolSpec(
+            "list_sessions",
+            "Sessions, newest first; pass next_cursor back as cursor for more.",
+            m.ListSessions,
+            m.SessionPage,
+            list_sessions,
+            render.session_page,
+            READ,
+        ),
+        ToolSpec(
+            "update_session",
+            "Change a session's status, purpose or metadata (creator or admin only). "
+            "active->completed->archived; completed or archived->active reopens.",
+            m.UpdateSession,
+            m.UpdatedSession,
+            update_session,
+            render.updated_session,
+            UPDATE,
+        ),
+        ToolSpec(
+            "add_message",
+            "Post to a session. visibility: public (everyone), private (only you), "
+            "agent_only (agents of your agent_type), admin_only (admins).",
+            m.AddMessage,
+            m.PostedMessage,
+            add_message,
+            render.posted_message,
+            APPEND,
+        ),
+        ToolSpec(
+            "add_private_note",
+            "Post a note to a session that only you can read.",
+            m.AddPrivateNote,
+            m.PostedMessage,
+            add_private_note,
+            render.posted_message,
+            APPEND,
+        ),
+        ToolSpec(
+            "get_message",
+            "One message by id.",
+            m.GetMessage,
+            m.OneMessage,
+            get_message,
+            render.one_message,
+            READ,
+        ),
+        ToolSpec(
+            "get_context",
+            "Messages you can see, oldest first: the latest `limit`, or the page after "
+            "after_id (newer) or before before_id (older).",
+            m.GetContext,
+            m.MessagePage,
+            get_context,
+            render.message_page,
+            READ,
+        ),
+        ToolSpec(
+            "whoami",
+            "Your agent id, type, permissions, where they came from, and the database path.",
+            m.NoArguments,
+            m.Identity,
+            whoami,
+            render.identity,
+            READ,
+        ),
+    ]
+}
+
+
+@cache
+def tool_list() -> list[types.Tool]:
+    return [spec.to_tool() for spec in TOOLS.values()]
+
+
+def tool_list_size() -> int:
+    """Bytes of the tools/list result as JSON: what every agent pays for on every turn."""
+    tools = [t.model_dump(by_alias=True, mode="json", exclude_none=True) for t in tool_list()]
+    return len(json.dumps({"tools": tools}, separators=(",", ":")))

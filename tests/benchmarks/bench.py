@@ -1,0 +1,682 @@
+"""Benchmark shared-context-server against the floor server (a report, not a test).
+
+Run from the repository root:
+
+    .venv/bin/python tests/benchmarks/bench.py
+
+Options: --only floor|product, --messages N (1000), --procs N (20), --per-proc N (200),
+--spawns N (5), --rounds N (2), --floor PATH (default ../shared/bench/floor_server.py), --json.
+
+Both systems are driven by the same client code (``ClientSession`` over ``stdio_client``,
+handshake era), one system at a time, each on its own fresh temporary databases. Systems
+alternate ABBA (spawn by spawn, round by round) and samples are pooled over --rounds, because
+run-to-run noise on a small machine is of the same order as the 1.2x targets:
+
+1. start-up: spawn to ``tools/list`` answered, median over --spawns (after a warm-up spawn);
+2. latency: p50/p99 of --messages sequential ``add_message`` calls into one session, then
+   p50/p99 of 200 reads of the latest 50 messages (``get_context`` / floor ``get_messages``);
+3. concurrency: --procs server processes, --per-proc ``add_message`` calls each, all into one
+   shared session: msgs/s, p99, errors, lost rows (counted with stdlib sqlite3 afterwards);
+4. RSS of the server process after the latency phase (VmRSS from /proc).
+
+Exit status is 0 unless something crashed; PASS/FAIL lines are informational.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, TextIO
+
+import anyio
+import mcp.types as types
+from mcp import ClientSession, StdioServerParameters
+from mcp.client.stdio import stdio_client
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_FLOOR = REPO_ROOT.parent / "shared" / "bench" / "floor_server.py"
+
+READ_CALLS = 200
+READ_LIMIT = 50
+WARMUP_WRITES = 20
+WARMUP_READS = 10
+VALIDATE_SAMPLES = 200
+
+SPAWN_TIMEOUT_S = 60.0
+CALL_TIMEOUT_S = 30.0
+SHUTDOWN_TIMEOUT_S = 30.0
+
+
+# --------------------------------------------------------------------------- systems
+
+
+@dataclass(frozen=True)
+class System:
+    """How to launch one server and which tools/arguments it uses."""
+
+    name: str
+    marker: str  # a substring of the server's command line, to find its pid in /proc
+    args: Callable[[Path, str], list[str]]
+    env: Callable[[Path, str], dict[str, str]]
+    read_tool: str
+    read_args: Callable[[str, int], dict[str, Any]]
+    add_tool: str = "add_message"
+    create_tool: str = "create_session"
+
+    def params(self, db: Path, agent: str) -> StdioServerParameters:
+        return StdioServerParameters(
+            command=sys.executable, args=self.args(db, agent), env=self.env(db, agent)
+        )
+
+
+def floor_system(path: Path) -> System:
+    return System(
+        name="floor",
+        marker=str(path),
+        args=lambda db, agent: [str(path)],
+        env=lambda db, agent: {"FLOOR_DB": str(db), "AGENT_ID": agent},
+        read_tool="get_messages",
+        read_args=lambda sid, n: {"session_id": sid, "last": n},
+    )
+
+
+def product_system() -> System:
+    return System(
+        name="product",
+        marker="shared_context_server",
+        args=lambda db, agent: [
+            "-m",
+            "shared_context_server",
+            "serve",
+            "--db",
+            str(db),
+            "--agent-id",
+            agent,
+        ],
+        env=lambda db, agent: {"SHARED_CONTEXT_DB": str(db)},
+        read_tool="get_context",
+        read_args=lambda sid, n: {"session_id": sid, "limit": n},
+    )
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+class BenchError(Exception):
+    """A system misbehaved so badly that its figures cannot be measured."""
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Linear-interpolated percentile (q in 0..100), like numpy's default."""
+    if not values:
+        return math.nan
+    data = sorted(values)
+    pos = (len(data) - 1) * q / 100.0
+    lo = math.floor(pos)
+    hi = math.ceil(pos)
+    return data[lo] + (data[hi] - data[lo]) * (pos - lo)
+
+
+def structured(result: types.CallToolResult) -> dict[str, Any]:
+    """The result's structured content, falling back to JSON in the first text block."""
+    if isinstance(result.structured_content, dict):
+        return result.structured_content
+    for block in result.content:
+        if isinstance(block, types.TextContent):
+            try:
+                data = json.loads(block.text)
+            except ValueError:
+                break
+            if isinstance(data, dict):
+                return data
+    return {}
+
+
+def error_text(result: types.CallToolResult) -> str:
+    texts = [b.text for b in result.content if isinstance(b, types.TextContent)]
+    return " ".join(texts)[:300] or repr(result.structured_content)[:300]
+
+
+def child_pids(marker: str) -> list[int]:
+    """Pids of this process's children whose command line contains marker."""
+    me = os.getpid()
+    found: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) > 1 and int(fields[1]) == me and marker in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    raise BenchError(f"no VmRSS for pid {pid}")
+
+
+def count_rows(db: Path, session_id: str) -> int:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30.0)
+    try:
+        row = conn.execute("SELECT COUNT(*) FROM messages WHERE session_id = ?", (session_id,))
+        return int(row.fetchone()[0])
+    finally:
+        conn.close()
+
+
+@asynccontextmanager
+async def connect(
+    system: System, db: Path, agent: str, errlog: TextIO
+) -> AsyncIterator[ClientSession]:
+    """Spawn one server, initialize (handshake era) and list its tools."""
+    async with (
+        stdio_client(system.params(db, agent), errlog=errlog) as (read, write),
+        ClientSession(read, write) as session,
+    ):
+        with anyio.fail_after(SPAWN_TIMEOUT_S):
+            await session.initialize()
+            tools = await session.list_tools()
+        names = {t.name for t in tools.tools}
+        missing = {system.create_tool, system.add_tool, system.read_tool} - names
+        if missing:
+            raise BenchError(f"{system.name}: tools missing: {sorted(missing)}")
+        yield session
+
+
+async def create_session(system: System, session: ClientSession, purpose: str) -> str:
+    with anyio.fail_after(CALL_TIMEOUT_S):
+        result = await session.call_tool(system.create_tool, {"purpose": purpose})
+    if result.is_error:
+        raise BenchError(f"{system.name}: create_session failed: {error_text(result)}")
+    sid = structured(result).get("session_id")
+    if not isinstance(sid, str | int):
+        raise BenchError(f"{system.name}: create_session returned no session_id")
+    return str(sid)
+
+
+# --------------------------------------------------------------------------- phases
+
+
+@dataclass
+class Figures:
+    startup_ms: float = math.nan
+    startup_all_ms: list[float] = field(default_factory=list)
+    add_p50_ms: float = math.nan
+    add_p99_ms: float = math.nan
+    add_errors: int = 0
+    read_p50_ms: float = math.nan
+    read_p99_ms: float = math.nan
+    read_errors: int = 0
+    read_returned: int = 0
+    rss_mb: float = math.nan
+    rss_all_mb: list[float] = field(default_factory=list)
+    client_validate_us: float = math.nan
+    conc_msgs_per_s: float = math.nan
+    conc_p99_ms: float = math.nan
+    conc_wall_s: float = math.nan
+    conc_errors: int = 0
+    conc_lost: int = 0
+    conc_rows: int = 0
+    first_error: str = ""
+    crashed: str = ""
+
+
+@dataclass
+class Run:
+    """One system's raw samples, pooled over the rounds, and the figures derived from them."""
+
+    system: System
+    workdir: Path
+    errlog: TextIO
+    figures: Figures = field(default_factory=Figures)
+    startup_s: list[float] = field(default_factory=list)
+    add_s: list[float] = field(default_factory=list)
+    read_s: list[float] = field(default_factory=list)
+    validate_s: list[float] = field(default_factory=list)
+    conc_s: list[float] = field(default_factory=list)
+    conc_wall: float = 0.0
+    conc_ok: int = 0
+
+    def note_error(self, text: str) -> None:
+        if not self.figures.first_error:
+            self.figures.first_error = text
+
+    def summarise(self) -> None:
+        fig = self.figures
+        if self.startup_s:
+            fig.startup_all_ms = [round(t * 1000.0, 1) for t in self.startup_s]
+            fig.startup_ms = statistics.median(self.startup_s) * 1000.0
+        if self.add_s:
+            fig.add_p50_ms = statistics.median(self.add_s) * 1000.0
+            fig.add_p99_ms = percentile(self.add_s, 99) * 1000.0
+        if self.read_s:
+            fig.read_p50_ms = statistics.median(self.read_s) * 1000.0
+            fig.read_p99_ms = percentile(self.read_s, 99) * 1000.0
+        if fig.rss_all_mb:
+            fig.rss_mb = statistics.median(fig.rss_all_mb)
+        if self.validate_s:
+            fig.client_validate_us = statistics.median(self.validate_s) * 1e6
+        if self.conc_wall > 0:
+            fig.conc_wall_s = self.conc_wall
+            fig.conc_msgs_per_s = self.conc_ok / self.conc_wall
+            fig.conc_p99_ms = percentile(self.conc_s, 99) * 1000.0
+
+
+async def spawn_once(run: Run, db: Path, agent: str) -> float:
+    """Seconds from spawn to tools/list answered (connect() lists the tools)."""
+    t0 = time.perf_counter()
+    async with connect(run.system, db, agent, run.errlog):
+        return time.perf_counter() - t0
+
+
+async def phase_latency(run: Run, messages: int, rnd: int) -> None:
+    system, fig = run.system, run.figures
+    db = run.workdir / f"latency-{rnd}.db"
+    async with connect(system, db, "bench-latency", run.errlog) as session:
+        warm = await create_session(system, session, "bench warm-up")
+        sid = await create_session(system, session, "bench latency")
+        last: types.CallToolResult | None = None
+        with anyio.fail_after(SHUTDOWN_TIMEOUT_S + messages * 1.0):
+            for i in range(WARMUP_WRITES):
+                await session.call_tool(system.add_tool, {"session_id": warm, "content": f"w{i}"})
+            for i in range(messages):
+                content = f"latency message {i} from bench"
+                t0 = time.perf_counter()
+                result = await session.call_tool(
+                    system.add_tool, {"session_id": sid, "content": content}
+                )
+                run.add_s.append(time.perf_counter() - t0)
+                if result.is_error:
+                    fig.add_errors += 1
+                    run.note_error(f"add_message: {error_text(result)}")
+                else:
+                    last = result
+            read_args = system.read_args(sid, READ_LIMIT)
+            for _ in range(WARMUP_READS):
+                await session.call_tool(system.read_tool, read_args)
+            for _ in range(READ_CALLS):
+                t0 = time.perf_counter()
+                result = await session.call_tool(system.read_tool, read_args)
+                run.read_s.append(time.perf_counter() - t0)
+                if result.is_error:
+                    fig.read_errors += 1
+                    run.note_error(f"{system.read_tool}: {error_text(result)}")
+                else:
+                    msgs = structured(result).get("messages")
+                    fig.read_returned = len(msgs) if isinstance(msgs, list) else -1
+
+        pids = child_pids(system.marker)
+        if len(pids) != 1:
+            raise BenchError(f"{system.name}: expected one server child, found {pids}")
+        fig.rss_all_mb.append(round(rss_mb(pids[0]), 2))
+
+        # Client-side cost of output-schema validation (the SDK does it on every call_tool).
+        if last is not None:
+            t0 = time.perf_counter()
+            for _ in range(VALIDATE_SAMPLES):
+                await session.validate_tool_result(system.add_tool, last)
+            run.validate_s.append((time.perf_counter() - t0) / VALIDATE_SAMPLES)
+
+
+async def phase_concurrency(run: Run, procs: int, per_proc: int, rnd: int) -> None:
+    system, fig = run.system, run.figures
+    db = run.workdir / f"concurrency-{rnd}.db"
+    latencies: list[float] = []
+    errors = 0
+    ready = 0
+    all_ready = anyio.Event()
+    go = anyio.Event()
+    done = 0
+    all_done = anyio.Event()
+    sid_holder: list[str] = []
+
+    async def worker(i: int) -> None:
+        nonlocal ready, done, errors
+        async with connect(system, db, f"bench-agent-{i:02d}", run.errlog) as session:
+            if i == 0:
+                sid_holder.append(await create_session(system, session, "bench concurrency"))
+            ready += 1
+            if ready == procs:
+                all_ready.set()
+            await go.wait()
+            args = {"session_id": sid_holder[0], "content": ""}
+            for n in range(per_proc):
+                args["content"] = f"agent {i} message {n}"
+                t0 = time.perf_counter()
+                try:
+                    with anyio.fail_after(CALL_TIMEOUT_S):
+                        result = await session.call_tool(system.add_tool, args)
+                except Exception as exc:
+                    errors += 1
+                    run.note_error(f"concurrent add_message raised {type(exc).__name__}: {exc}")
+                    continue
+                latencies.append(time.perf_counter() - t0)
+                if result.is_error:
+                    errors += 1
+                    run.note_error(f"concurrent add_message: {error_text(result)}")
+            done += 1
+            if done == procs:
+                all_done.set()
+            await all_done.wait()  # keep every server up until the whole write phase ends
+
+    spawn_budget = SPAWN_TIMEOUT_S + procs * 5.0
+    write_budget = CALL_TIMEOUT_S + procs * per_proc * 0.5
+    with anyio.fail_after(spawn_budget + write_budget + SHUTDOWN_TIMEOUT_S):
+        async with anyio.create_task_group() as tg:
+            for i in range(procs):
+                tg.start_soon(worker, i)
+            with anyio.fail_after(spawn_budget):
+                await all_ready.wait()
+            t0 = time.perf_counter()
+            go.set()
+            with anyio.fail_after(write_budget):
+                await all_done.wait()
+            wall = time.perf_counter() - t0
+
+    expected = procs * per_proc
+    rows = count_rows(db, sid_holder[0])
+    fig.conc_rows += rows
+    fig.conc_errors += errors
+    fig.conc_lost += expected - rows
+    run.conc_ok += expected - errors
+    run.conc_wall += wall
+    run.conc_s.extend(latencies)
+
+
+# --------------------------------------------------------------------------- report
+
+METRICS: list[tuple[str, str, str]] = [
+    # (label, Figures attribute, format)
+    ("start-up median (ms)", "startup_ms", "{:.1f}"),
+    ("add_message p50 (ms)", "add_p50_ms", "{:.3f}"),
+    ("add_message p99 (ms)", "add_p99_ms", "{:.3f}"),
+    ("read last 50 p50 (ms)", "read_p50_ms", "{:.3f}"),
+    ("read last 50 p99 (ms)", "read_p99_ms", "{:.3f}"),
+    ("latency-phase errors", "add_errors", "{:d}"),
+    ("read errors", "read_errors", "{:d}"),
+    ("messages per read", "read_returned", "{:d}"),
+    ("server RSS (MB)", "rss_mb", "{:.1f}"),
+    ("client validate (us/call)", "client_validate_us", "{:.1f}"),
+    ("concurrent msgs/s", "conc_msgs_per_s", "{:.0f}"),
+    ("concurrent p99 (ms)", "conc_p99_ms", "{:.2f}"),
+    ("concurrent wall (s)", "conc_wall_s", "{:.2f}"),
+    ("concurrent errors", "conc_errors", "{:d}"),
+    ("concurrent lost", "conc_lost", "{:d}"),
+]
+
+RATIO_METRICS = {
+    "startup_ms",
+    "add_p50_ms",
+    "add_p99_ms",
+    "read_p50_ms",
+    "read_p99_ms",
+    "rss_mb",
+    "conc_msgs_per_s",
+    "conc_p99_ms",
+}
+
+
+@dataclass
+class Target:
+    name: str
+    value: float
+    limit: str
+    ok: bool
+
+
+def ratio(prod: Figures, floor: Figures, attr: str) -> float:
+    a, b = float(getattr(prod, attr)), float(getattr(floor, attr))
+    return a / b if b and not math.isnan(a) and not math.isnan(b) else math.nan
+
+
+def targets(floor: Figures | None, prod: Figures | None) -> list[Target]:
+    out: list[Target] = []
+    if prod is None:
+        return out
+    if prod.crashed:
+        return [Target("product ran to completion", math.nan, "no crash", False)]
+    if floor is not None:
+        for attr, label in [
+            ("add_p50_ms", "add_message p50"),
+            ("add_p99_ms", "add_message p99"),
+            ("read_p50_ms", "get_context p50"),
+            ("read_p99_ms", "get_context p99"),
+        ]:
+            r = ratio(prod, floor, attr)
+            out.append(Target(f"{label} <= 1.2x floor", r, "<= 1.20x", r <= 1.2))
+        r = ratio(prod, floor, "conc_msgs_per_s")
+        out.append(Target("throughput >= 0.9x floor", r, ">= 0.90x", r >= 0.9))
+    errors = prod.add_errors + prod.read_errors + prod.conc_errors
+    out.append(Target("0 errors", errors, "== 0", errors == 0))
+    out.append(Target("0 lost", prod.conc_lost, "== 0", prod.conc_lost == 0))
+    if floor is not None:
+        d = prod.rss_mb - floor.rss_mb
+        out.append(Target("RSS <= floor + 20 MB", d, "<= +20 MB", d <= 20.0))
+        r = ratio(prod, floor, "startup_ms")
+        out.append(Target("start-up <= 1.15x floor", r, "<= 1.15x", r <= 1.15))
+    return out
+
+
+def fmt(value: object, spec: str) -> str:
+    if isinstance(value, float) and math.isnan(value):
+        return "-"
+    try:
+        return spec.format(value)
+    except (ValueError, TypeError):
+        return str(value)
+
+
+def print_table(runs: dict[str, Run], args: argparse.Namespace) -> None:
+    floor = runs["floor"].figures if "floor" in runs else None
+    prod = runs["product"].figures if "product" in runs else None
+    both = floor is not None and prod is not None
+    print(
+        f"shared-context-server bench: messages={args.messages} reads={READ_CALLS} "
+        f"procs={args.procs} per-proc={args.per_proc} spawns={args.spawns} rounds={args.rounds} "
+        f"python={sys.version.split()[0]} cpus={os.cpu_count()}"
+    )
+    header = f"{'metric':<27}" + "".join(f"{name:>12}" for name in runs)
+    if both:
+        header += f"{'prod/floor':>12}"
+    print(header)
+    print("-" * len(header))
+    for label, attr, spec in METRICS:
+        line = f"{label:<27}"
+        for run in runs.values():
+            line += f"{fmt(getattr(run.figures, attr), spec):>12}"
+        if both and floor is not None and prod is not None:
+            if attr in RATIO_METRICS:
+                line += f"{fmt(ratio(prod, floor, attr), '{:.2f}x'):>12}"
+            else:
+                line += f"{'':>12}"
+        print(line)
+    for name, run in runs.items():
+        if run.figures.startup_all_ms:
+            print(f"{name} start-ups (ms): {run.figures.startup_all_ms}")
+        if run.figures.rss_all_mb:
+            print(f"{name} RSS per round (MB): {run.figures.rss_all_mb}")
+        if run.figures.first_error:
+            print(f"{name} first error: {run.figures.first_error}")
+        if run.figures.crashed:
+            print(f"{name} CRASHED: {run.figures.crashed}")
+    checks = targets(floor, prod)
+    if checks:
+        print()
+        print(f"{'target':<30}{'value':>12}{'limit':>12}  verdict")
+        for t in checks:
+            spec = "{:+.1f} MB" if "MB" in t.limit else "{:.2f}x" if "x" in t.limit else "{:.0f}"
+            verdict = "PASS" if t.ok else "FAIL"
+            print(f"{t.name:<30}{fmt(float(t.value), spec):>12}{t.limit:>12}  {verdict}")
+
+
+def as_json(runs: dict[str, Run], args: argparse.Namespace) -> dict[str, Any]:
+    def clean(v: object) -> object:
+        return None if isinstance(v, float) and math.isnan(v) else v
+
+    floor = runs["floor"].figures if "floor" in runs else None
+    prod = runs["product"].figures if "product" in runs else None
+    out: dict[str, Any] = {
+        "config": {
+            "messages": args.messages,
+            "reads": READ_CALLS,
+            "read_limit": READ_LIMIT,
+            "procs": args.procs,
+            "per_proc": args.per_proc,
+            "spawns": args.spawns,
+            "rounds": args.rounds,
+            "python": sys.version.split()[0],
+            "cpus": os.cpu_count(),
+        },
+    }
+    for name, run in runs.items():
+        out[name] = {k: clean(v) for k, v in vars(run.figures).items()}
+    if floor is not None and prod is not None:
+        out["ratios"] = {a: clean(ratio(prod, floor, a)) for a in sorted(RATIO_METRICS)}
+    out["targets"] = [
+        {"name": t.name, "value": clean(float(t.value)), "limit": t.limit, "pass": t.ok}
+        for t in targets(floor, prod)
+    ]
+    return out
+
+
+# --------------------------------------------------------------------------- main
+
+
+def leaf(exc: BaseException) -> BaseException:
+    """The first innermost exception of a (nested) exception group."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+async def run_all(
+    args: argparse.Namespace, systems: list[System], tmp: Path
+) -> tuple[dict[str, Run], bool]:
+    runs: dict[str, Run] = {}
+    for system in systems:
+        workdir = tmp / system.name
+        workdir.mkdir()
+        errlog = (workdir / "server-stderr.log").open("w")
+        runs[system.name] = Run(system, workdir, errlog)
+
+    crashed = False
+
+    async def attempt(run: Run, phase_name: str, job: Callable[[], Awaitable[object]]) -> None:
+        nonlocal crashed
+        if run.figures.crashed:
+            return
+        print(f"[bench] {run.system.name}: {phase_name}", file=sys.stderr, flush=True)
+        try:
+            await job()
+        except Exception as exc:
+            crashed = True
+            inner = leaf(exc)
+            run.figures.crashed = f"{phase_name}: {type(inner).__name__}: {inner}"
+            traceback.print_exc(file=sys.stderr)
+            run.errlog.flush()
+            log_tail = tail(run.workdir / "server-stderr.log")
+            if log_tail:
+                print(f"[bench] {run.system.name} server stderr tail:", file=sys.stderr)
+                print(log_tail, file=sys.stderr)
+
+    def order(rnd: int) -> list[Run]:
+        """ABBA: alternate which system goes first, so drift hits both alike."""
+        ordered = list(runs.values())
+        return ordered if rnd % 2 == 0 else ordered[::-1]
+
+    # Never two systems at once; phases interleaved system by system, round by round.
+    for run in runs.values():  # warm-up spawn: creates the database, warms the page cache
+        db = run.workdir / "startup.db"
+        await attempt(run, "start-up warm-up", partial(spawn_once, run, db, "bench-warm"))
+    for i in range(args.spawns):
+        for run in order(i):
+            db = run.workdir / "startup.db"
+            spawn = partial(spawn_once, run, db, f"bench-startup-{i}")
+
+            async def timed(r: Run = run, job: Callable[[], Awaitable[float]] = spawn) -> None:
+                r.startup_s.append(await job())
+
+            await attempt(run, f"start-up {i + 1}/{args.spawns}", timed)
+    for rnd in range(args.rounds):
+        for run in order(rnd):
+            job = partial(phase_latency, run, args.messages, rnd)
+            await attempt(run, f"latency round {rnd + 1}/{args.rounds}", job)
+    for rnd in range(args.rounds):
+        for run in order(rnd):
+            job = partial(phase_concurrency, run, args.procs, args.per_proc, rnd)
+            await attempt(run, f"concurrency round {rnd + 1}/{args.rounds}", job)
+    for run in runs.values():
+        run.summarise()
+    for run in runs.values():
+        run.errlog.close()
+    return runs, crashed
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--only", choices=["floor", "product"], default=None)
+    p.add_argument("--floor", default=str(DEFAULT_FLOOR), help="floor server script")
+    p.add_argument("--messages", type=int, default=1000)
+    p.add_argument("--procs", type=int, default=20)
+    p.add_argument("--per-proc", type=int, default=200)
+    p.add_argument("--spawns", type=int, default=5)
+    p.add_argument(
+        "--rounds", type=int, default=2, help="latency/concurrency repeats, ABBA order, pooled"
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object instead")
+    args = p.parse_args(argv)
+    for name in ("messages", "procs", "per_proc", "spawns", "rounds"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    systems: list[System] = []
+    if args.only in (None, "floor"):
+        floor_path = Path(args.floor).resolve()
+        if not floor_path.is_file():
+            print(f"floor server not found: {floor_path} (use --floor PATH)", file=sys.stderr)
+            return 2
+        systems.append(floor_system(floor_path))
+    if args.only in (None, "product"):
+        systems.append(product_system())
+    with tempfile.TemporaryDirectory(prefix="scs-bench-") as tmp:
+        runs, crashed = anyio.run(run_all, args, systems, Path(tmp), backend="asyncio")
+    if args.json:
+        print(json.dumps(as_json(runs, args), indent=2))
+    else:
+        print_table(runs, args)
+    return 1 if crashed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

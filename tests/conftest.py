@@ -1,0 +1,129 @@
+"""Shared fixtures: real SQLite files, real MCP client sessions, real server subprocesses."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from mcp import Client, ClientSession, StdioServerParameters
+from mcp.client.stdio import stdio_client
+from mcp.shared.memory import create_client_server_memory_streams
+
+from shared_context_server.blackboard.identity import Agent
+from shared_context_server.config import Settings
+from shared_context_server.db import Database
+from shared_context_server.server.app import build_server, init_options
+
+ALICE = Agent("alice", "reviewer")
+BOB = Agent("bob", "reviewer")
+CAROL = Agent("carol", "writer")
+ADMIN = Agent("root", "operator", frozenset({"read", "write", "admin"}))
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    database = await Database.open(tmp_path / "bb.db")
+    yield database
+    await database.close()
+
+
+@asynccontextmanager
+async def handshake_client(settings: Settings) -> AsyncIterator[ClientSession]:
+    """An in-process server and a ClientSession that does the `initialize` handshake."""
+    server = build_server(settings)
+    async with create_client_server_memory_streams() as (client_streams, server_streams):
+        done = anyio.Event()
+
+        async def run_server() -> None:
+            try:
+                await server.run(*server_streams, init_options(server))
+            finally:
+                done.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run_server)
+            try:
+                async with ClientSession(*client_streams) as session:
+                    await session.initialize()
+                    yield session
+            finally:
+                await client_streams[1].aclose()
+                with anyio.move_on_after(5):
+                    await done.wait()
+                tg.cancel_scope.cancel()
+
+
+class ModernSession:
+    """mcp.Client (2026-07-28 era) behind the ClientSession methods the tests use."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    async def call_tool(self, name: str, arguments: dict[str, Any] | None = None) -> Any:
+        return await self.client.call_tool(name, arguments or {})
+
+    async def list_tools(self) -> Any:
+        return await self.client.list_tools()
+
+
+@asynccontextmanager
+async def modern_client(settings: Settings) -> AsyncIterator[ModernSession]:
+    async with Client(build_server(settings)) as client:
+        assert client.protocol_version == "2026-07-28"
+        yield ModernSession(client)
+
+
+ERAS = ["handshake", "2026"]
+
+
+@asynccontextmanager
+async def connect(era: str, settings: Settings) -> AsyncIterator[Any]:
+    """A client session of the given protocol era to an in-process server."""
+    opener = handshake_client if era == "handshake" else modern_client
+    async with opener(settings) as session:
+        yield session
+
+
+def server_params(db: Path, *args: str, env: dict[str, str] | None = None) -> StdioServerParameters:
+    return StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "shared_context_server", *args, "--db", str(db)],
+        env=env or {},
+    )
+
+
+@asynccontextmanager
+async def spawn(
+    db: Path, *args: str, env: dict[str, str] | None = None
+) -> AsyncIterator[ClientSession]:
+    """A real `shared-context-server` subprocess over stdio, handshake done."""
+    async with (
+        stdio_client(server_params(db, *args, env=env)) as (read, write),
+        ClientSession(read, write) as session,
+    ):
+        with anyio.fail_after(30):
+            await session.initialize()
+        yield session
+
+
+async def ok(session: Any, tool: str, **arguments: Any) -> dict[str, Any]:
+    """Call a tool that must succeed; returns its structured content."""
+    result = await session.call_tool(tool, arguments)
+    assert not result.is_error, result.content[0].text
+    data: dict[str, Any] = result.structured_content
+    return data
+
+
+async def fails(session: Any, tool: str, code: str, **arguments: Any) -> str:
+    """Call a tool that must fail with `code`; returns the error text a model would read."""
+    result = await session.call_tool(tool, arguments)
+    assert result.is_error, f"{tool} succeeded: {result.structured_content}"
+    assert result.structured_content["code"] == code, result.structured_content
+    text: str = result.content[0].text
+    assert text.startswith(code)
+    return text

@@ -1,0 +1,226 @@
+"""Domain functions on a real file, no MCP: sessions, messages, visibility, paging, limits."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from shared_context_server.blackboard import messages, sessions
+from shared_context_server.blackboard.identity import Agent
+from shared_context_server.blackboard.limits import Limits
+from shared_context_server.db import Database
+from shared_context_server.errors import (
+    Conflict,
+    InvalidInput,
+    LimitExceeded,
+    NotFound,
+    PermissionDenied,
+    SessionNotFound,
+)
+from tests.conftest import ADMIN, ALICE, BOB, CAROL
+
+TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
+
+
+async def new_session(db: Database, by: Agent = ALICE) -> str:
+    return str((await sessions.create_session(db, by, "review"))["id"])
+
+
+# Who may read a message of each visibility posted by alice (a reviewer).
+MATRIX = [
+    ("public", {"alice", "bob", "carol", "root"}),
+    ("private", {"alice", "root"}),
+    ("agent_only", {"alice", "bob", "root"}),
+]
+
+
+@pytest.mark.parametrize(("visibility", "readers"), MATRIX)
+async def test_each_visibility_reaches_exactly_its_readers(
+    db: Database, visibility: str, readers: set[str]
+) -> None:
+    sid = await new_session(db)
+    posted = await messages.add_message(db, ALICE, sid, "x", visibility)
+    for reader in (ALICE, BOB, CAROL, ADMIN):
+        page = await messages.get_context(db, reader, sid)
+        sees = [m["id"] for m in page["messages"]] == [posted["message_id"]]
+        assert sees == (reader.agent_id in readers), (visibility, reader.agent_id)
+        detail = await sessions.get_session(db, reader, sid)
+        assert detail["message_count"] == (1 if sees else 0)
+        assert detail["participants"] == (["alice"] if sees else [])
+
+
+async def test_admin_only_is_posted_by_admins_and_read_only_by_them(db: Database) -> None:
+    sid = await new_session(db)
+    with pytest.raises(PermissionDenied, match="only admins"):
+        await messages.add_message(db, ALICE, sid, "x", "admin_only")
+    posted = await messages.add_message(db, ADMIN, sid, "ops", "admin_only")
+    for reader in (ALICE, BOB, CAROL):
+        with pytest.raises(NotFound):
+            await messages.get_message(db, reader, sid, posted["message_id"])
+    assert (await messages.get_message(db, ADMIN, sid, posted["message_id"]))["content"] == "ops"
+
+
+async def test_unknown_visibility_is_rejected_and_nothing_is_stored(db: Database) -> None:
+    sid = await new_session(db)
+    with pytest.raises(InvalidInput, match="visibility must be one of"):
+        await messages.add_message(db, ALICE, sid, "x", "secret")
+    assert (await messages.get_context(db, ADMIN, sid))["messages"] == []
+
+
+async def test_parent_must_be_a_visible_message_of_the_same_session(db: Database) -> None:
+    one, two = await new_session(db), await new_session(db)
+    elsewhere = await messages.add_message(db, ALICE, two, "other session")
+    hidden = await messages.add_message(db, ALICE, one, "mine", "private")
+    for parent in (elsewhere["message_id"], hidden["message_id"], 999_999):
+        with pytest.raises(NotFound, match="parent_message_id"):
+            await messages.add_message(db, BOB, one, "reply", parent_message_id=parent)
+    ok = await messages.add_message(db, ALICE, one, "reply", parent_message_id=hidden["message_id"])
+    got = await messages.get_message(db, ALICE, one, ok["message_id"])
+    assert got["parent_message_id"] == hidden["message_id"]
+
+
+async def test_ids_grow_and_timestamps_are_iso_utc_with_microseconds(db: Database) -> None:
+    sid = await new_session(db)
+    posted = [await messages.add_message(db, ALICE, sid, f"m{i}") for i in range(5)]
+    ids = [p["message_id"] for p in posted]
+    stamps = [p["created_at"] for p in posted]
+    assert ids == sorted(ids) and len(set(ids)) == 5
+    assert stamps == sorted(stamps) and all(TIMESTAMP.match(s) for s in stamps)
+
+
+async def test_sql_looking_content_is_stored_and_returned_verbatim(db: Database) -> None:
+    sid = await new_session(db)
+    nasty = "'); DROP TABLE messages; -- \" OR 1=1 /* \x00 ☃"
+    posted = await messages.add_message(db, ALICE, sid, nasty, metadata={"q": nasty})
+    got = await messages.get_message(db, ALICE, sid, posted["message_id"])
+    assert got["content"] == nasty and got["metadata"] == {"q": nasty}
+
+
+async def test_get_context_pages_latest_then_back_then_forward(db: Database) -> None:
+    sid = await new_session(db)
+    ids = [(await messages.add_message(db, ALICE, sid, f"m{i}"))["message_id"] for i in range(10)]
+    latest = await messages.get_context(db, BOB, sid, limit=4)
+    assert [m["id"] for m in latest["messages"]] == ids[6:] and latest["has_more"]
+    back = await messages.get_context(db, BOB, sid, limit=4, before_id=ids[6])
+    assert [m["id"] for m in back["messages"]] == ids[2:6] and back["has_more"]
+    first = await messages.get_context(db, BOB, sid, limit=4, before_id=ids[2])
+    assert [m["id"] for m in first["messages"]] == ids[:2] and not first["has_more"]
+    forward = await messages.get_context(db, BOB, sid, limit=4, after_id=ids[5])
+    assert [m["id"] for m in forward["messages"]] == ids[6:] and not forward["has_more"]
+
+
+async def test_get_context_filters_by_sender_and_visibility(db: Database) -> None:
+    sid = await new_session(db)
+    await messages.add_message(db, ALICE, sid, "a", "agent_only")
+    await messages.add_message(db, BOB, sid, "b")
+    by_bob = await messages.get_context(db, ALICE, sid, sender="bob")
+    assert [m["content"] for m in by_bob["messages"]] == ["b"]
+    team = await messages.get_context(db, BOB, sid, visibility="agent_only")
+    assert [m["content"] for m in team["messages"]] == ["a"]
+
+
+async def test_a_page_stops_early_at_the_character_budget(db: Database) -> None:
+    sid = await new_session(db)
+    for _ in range(5):
+        await messages.add_message(db, ALICE, sid, "x" * 400)
+    page = await messages.get_context(db, ALICE, sid, limits=Limits(max_page_chars=1000))
+    assert len(page["messages"]) == 2 and page["has_more"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"limit": 0}, InvalidInput),
+        ({"limit": 501}, InvalidInput),
+        ({"after_id": 1, "before_id": 5}, InvalidInput),
+        ({"visibility": "everyone"}, InvalidInput),
+    ],
+)
+async def test_get_context_refuses_bad_paging(db: Database, kwargs: dict, error: type) -> None:  # type: ignore[type-arg]
+    sid = await new_session(db)
+    with pytest.raises(error):
+        await messages.get_context(db, ALICE, sid, **kwargs)
+
+
+async def test_missing_session_is_session_not_found_everywhere(db: Database) -> None:
+    for call in (
+        messages.add_message(db, ALICE, "nope", "x"),
+        messages.get_context(db, ALICE, "nope"),
+        messages.get_message(db, ALICE, "nope", 1),
+        sessions.get_session(db, ALICE, "nope"),
+        sessions.update_session(db, ALICE, "nope", status="completed"),
+    ):
+        with pytest.raises(SessionNotFound, match="list_sessions"):
+            await call
+
+
+@pytest.mark.parametrize(
+    ("content", "metadata", "error"),
+    [
+        ("x" * 101, None, LimitExceeded),
+        ("ok", {"blob": "y" * 17_000}, LimitExceeded),
+        ("   ", None, InvalidInput),
+    ],
+)
+async def test_oversize_or_empty_writes_are_refused_and_not_stored(
+    db: Database,
+    content: str,
+    metadata: dict | None,
+    error: type,  # type: ignore[type-arg]
+) -> None:
+    sid = await new_session(db)
+    with pytest.raises(error):
+        await messages.add_message(
+            db, ALICE, sid, content, metadata=metadata, limits=Limits(max_content_chars=100)
+        )
+    assert (await messages.get_context(db, ALICE, sid))["messages"] == []
+
+
+async def test_purpose_over_1000_characters_is_limit_exceeded(db: Database) -> None:
+    with pytest.raises(LimitExceeded, match="1,000"):
+        await sessions.create_session(db, ALICE, "p" * 1001)
+
+
+async def test_lifecycle_moves_forward_and_reopens_but_never_skips(db: Database) -> None:
+    sid = await new_session(db)
+    with pytest.raises(Conflict, match="can become completed"):
+        await sessions.update_session(db, ALICE, sid, status="archived")
+    for status in ("completed", "archived", "active", "completed", "active"):
+        updated = await sessions.update_session(db, ALICE, sid, status=status)  # type: ignore[arg-type]
+        assert updated["status"] == status
+
+
+async def test_only_creator_or_admin_updates_a_session(db: Database) -> None:
+    sid = await new_session(db)
+    with pytest.raises(PermissionDenied, match="creator"):
+        await sessions.update_session(db, BOB, sid, purpose="mine now")
+    updated = await sessions.update_session(db, ADMIN, sid, purpose="renamed", metadata={"k": 1})
+    assert updated["purpose"] == "renamed" and updated["metadata"] == {"k": 1}
+    assert (await sessions.get_session(db, BOB, sid))["session"]["purpose"] == "renamed"
+
+
+async def test_posting_to_a_closed_session_says_how_to_reopen(db: Database) -> None:
+    sid = await new_session(db)
+    await sessions.update_session(db, ALICE, sid, status="completed")
+    with pytest.raises(Conflict, match="reopen"):
+        await messages.add_message(db, BOB, sid, "late")
+
+
+async def test_list_sessions_pages_with_a_cursor_and_filters_status(db: Database) -> None:
+    made = [await new_session(db) for _ in range(5)]
+    await sessions.update_session(db, ALICE, made[0], status="completed")
+    first = await sessions.list_sessions(db, BOB, limit=3)
+    rest = await sessions.list_sessions(db, BOB, limit=3, cursor=first["next_cursor"])
+    listed = [s["id"] for page in (first, rest) for s in page["sessions"]]
+    assert listed == made[:0:-1] and rest["next_cursor"] is None  # newest first, active only
+    every = await sessions.list_sessions(db, BOB, status="all", limit=50)
+    assert len(every["sessions"]) == 5
+    with pytest.raises(InvalidInput, match="cursor"):
+        await sessions.list_sessions(db, BOB, cursor="garbage!")
+
+
+async def test_a_read_only_agent_cannot_write(db: Database) -> None:
+    reader = Agent("viewer", "generic", frozenset({"read"}))
+    with pytest.raises(PermissionDenied, match="'write' permission"):
+        await sessions.create_session(db, reader, "nope")

@@ -1,0 +1,97 @@
+"""The storage layer on real files: PRAGMAs, permissions, transactions, busy, migrations."""
+
+from __future__ import annotations
+
+import sqlite3
+import stat
+from pathlib import Path
+
+import pytest
+
+from shared_context_server.db import Database
+from shared_context_server.errors import DatabaseBusy, StorageError
+from shared_context_server.migrations import SCHEMA_VERSION
+
+
+async def test_open_sets_wal_and_the_pragmas_every_writer_relies_on(db: Database) -> None:
+    assert (await db.fetchone("PRAGMA journal_mode"))[0] == "wal"  # type: ignore[index]
+    assert (await db.fetchone("PRAGMA synchronous"))[0] == 1  # type: ignore[index]  # NORMAL
+    assert (await db.fetchone("PRAGMA busy_timeout"))[0] >= 5000  # type: ignore[index]
+    assert (await db.fetchone("PRAGMA foreign_keys"))[0] == 1  # type: ignore[index]
+
+
+async def test_new_file_is_0600_in_a_new_0700_directory(tmp_path: Path) -> None:
+    path = tmp_path / "fresh" / "nested" / "bb.db"
+    database = await Database.open(path)
+    await database.close()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE(path.parent.parent.stat().st_mode) == 0o700
+
+
+async def test_existing_directory_permissions_are_left_alone(tmp_path: Path) -> None:
+    tmp_path.chmod(0o755)
+    database = await Database.open(tmp_path / "bb.db")
+    await database.close()
+    assert stat.S_IMODE(tmp_path.stat().st_mode) == 0o755
+
+
+async def test_schema_is_migrated_once_and_recorded(db: Database) -> None:
+    assert await db.schema_version() == SCHEMA_VERSION
+    rows = await db.fetchall("SELECT version FROM schema_history")
+    assert [r["version"] for r in rows] == list(range(1, SCHEMA_VERSION + 1))
+
+
+async def test_reopening_does_not_migrate_again(tmp_path: Path) -> None:
+    for _ in range(3):
+        database = await Database.open(tmp_path / "bb.db")
+        await database.close()
+    conn = sqlite3.connect(tmp_path / "bb.db")
+    assert conn.execute("SELECT count(*) FROM schema_history").fetchone()[0] == SCHEMA_VERSION
+
+
+async def test_a_database_from_a_newer_release_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    path = tmp_path / "bb.db"
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(StorageError, match="newer than this shared-context-server") as info:
+        await Database.open(path)
+    assert "Upgrade" in str(info.value) and "--db" in str(info.value)
+
+
+async def test_a_failed_transaction_rolls_back_everything(db: Database) -> None:
+    with pytest.raises(RuntimeError):
+        async with db.write() as tx:
+            await tx.execute(
+                "INSERT INTO sessions VALUES ('s1', 'p', 'active', 'a', 't', 't', NULL)"
+            )
+            raise RuntimeError("boom")
+    assert await db.fetchall("SELECT * FROM sessions") == []
+    async with db.write() as tx:  # and the connection is usable afterwards
+        await tx.execute("INSERT INTO sessions VALUES ('s2', 'p', 'active', 'a', 't', 't', NULL)")
+    assert len(await db.fetchall("SELECT * FROM sessions")) == 1
+
+
+async def test_a_writer_locked_out_past_the_timeout_gets_database_busy(tmp_path: Path) -> None:
+    path = tmp_path / "bb.db"
+    database = await Database.open(path, busy_timeout_ms=50, busy_retries=2)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process holding the write lock
+    try:
+        with pytest.raises(DatabaseBusy, match="retry the call"):
+            async with database.write():
+                pass
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    async with database.write() as tx:  # the lock released, writes go through again
+        await tx.execute("INSERT INTO sessions VALUES ('s', 'p', 'active', 'a', 't', 't', NULL)")
+    await database.close()
+
+
+async def test_reads_see_another_connections_commit_at_once(db: Database) -> None:
+    other = sqlite3.connect(db.path, isolation_level=None)
+    other.execute("INSERT INTO sessions VALUES ('s9', 'p', 'active', 'a', 't', 't', NULL)")
+    other.close()
+    assert (await db.fetchone("SELECT id FROM sessions"))["id"] == "s9"  # type: ignore[index]
