@@ -92,16 +92,17 @@ async def call_tool(
     return tool_result(data, spec.render(data))
 
 
-def build_server(settings: Settings) -> Server[AppState]:
-    """A Server whose lifespan opens the shared file; one per process (stdio) or per test."""
+def build_server(settings: Settings, db: Database | None = None) -> Server[AppState]:
+    """A Server over `db`, or over a connection its lifespan opens (in-process tests)."""
 
     @asynccontextmanager
     async def lifespan(server: Server[AppState]) -> AsyncIterator[AppState]:
-        db = await Database.open(settings.db_path)
+        database = db or await Database.open(settings.db_path)
         try:
-            yield AppState(settings=settings, db=db)
+            yield AppState(settings=settings, db=database)
         finally:
-            await db.close()
+            if db is None:
+                await database.close()
 
     return Server(
         "shared-context-server",
@@ -118,7 +119,15 @@ def init_options(server: Server[AppState]) -> InitializationOptions:
 
 
 async def serve_stdio(settings: Settings) -> None:
-    """Serve one client over stdin/stdout until it closes the pipe."""
-    server = build_server(settings)
-    async with stdio_server() as (read_stream, write_stream):
-        await server.run(read_stream, write_stream, init_options(server))
+    """Serve one client over stdin/stdout until it closes the pipe.
+
+    The file is opened first, so a database that cannot be used stops the process with
+    its own message before any protocol starts. Raises StorageError.
+    """
+    db = await Database.open(settings.db_path)
+    try:
+        server = build_server(settings, db)
+        async with stdio_server() as (read_stream, write_stream):
+            await server.run(read_stream, write_stream, init_options(server))
+    finally:
+        await db.close()

@@ -1,0 +1,52 @@
+"""The command line as a user runs it: real subprocesses."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+from shared_context_server.cli import COMMANDS
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "shared_context_server", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_demo_shows_three_agents_and_never_touches_the_real_blackboard(tmp_path: Path) -> None:
+    real = tmp_path / "real.db"
+    proc = run("demo", "--pace", "0", env={"SHARED_CONTEXT_DB": str(real)})
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    for agent in ("security", "performance", "docs"):
+        assert f"joined as {agent}" in out
+    assert "private note (only security can read it)" in out
+    assert "docs  can see 3 of the 6 messages" in out
+    assert "security  can see 6 of the 6 messages" in out
+    assert "temporary file" in out and not real.exists()
+
+
+def test_demo_with_db_keeps_the_collaboration(tmp_path: Path) -> None:
+    kept = tmp_path / "demo.db"
+    proc = run("demo", "--pace", "0", "--db", str(kept))
+    assert proc.returncode == 0, proc.stderr
+    conn = sqlite3.connect(kept)
+    rows = conn.execute("SELECT sender, visibility FROM messages ORDER BY id").fetchall()
+    assert len(rows) == 6 and ("security", "private") in rows
+    assert f"kept in {kept}" in proc.stdout
+
+
+def test_help_lists_every_subcommand() -> None:
+    proc = run("--help")
+    assert proc.returncode == 0
+    for command in COMMANDS:
+        assert command in proc.stdout

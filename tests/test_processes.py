@@ -1,0 +1,242 @@
+"""Real `shared-context-server` processes over stdio sharing one file: what only processes show."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from mcp import Client
+
+from shared_context_server.migrations import SCHEMA_VERSION
+from tests.conftest import ok, server_params, spawn
+
+WRITERS = 20
+PER_WRITER = 100
+
+
+async def test_twenty_processes_on_a_new_file_migrate_once_and_lose_nothing(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "fresh.db"
+    session_ready = anyio.Event()
+    session_id: list[str] = []
+    results: dict[str, list[int]] = {}
+    errors: list[str] = []
+
+    async def writer(n: int) -> None:
+        async with spawn(db, "--agent-id", f"agent-{n:02d}") as s:  # all start at once
+            if n == 0:
+                session_id.append((await ok(s, "create_session", purpose="load"))["session_id"])
+                session_ready.set()
+            await session_ready.wait()
+            ids = results.setdefault(f"agent-{n:02d}", [])
+            for i in range(PER_WRITER):
+                r = await s.call_tool(
+                    "add_message", {"session_id": session_id[0], "content": f"{n}:{i}"}
+                )
+                if r.is_error:
+                    errors.append(r.content[0].text)
+                else:
+                    ids.append(r.structured_content["message_id"])
+
+    with anyio.fail_after(240):
+        async with anyio.create_task_group() as tg:
+            for n in range(WRITERS):
+                tg.start_soon(writer, n)
+
+    assert errors == []
+    all_ids = [i for ids in results.values() for i in ids]
+    assert len(all_ids) == len(set(all_ids)) == WRITERS * PER_WRITER
+    for ids in results.values():  # each process saw its own ids grow
+        assert ids == sorted(ids)
+    conn = sqlite3.connect(db)
+    stored = conn.execute(
+        "SELECT sender, content FROM messages WHERE session_id = ? ORDER BY id", session_id
+    ).fetchall()
+    assert len(stored) == WRITERS * PER_WRITER
+    assert {c for _, c in stored} == {f"{n}:{i}" for n in range(WRITERS) for i in range(PER_WRITER)}
+    history = conn.execute("SELECT version FROM schema_history").fetchall()
+    assert [v for (v,) in history] == list(range(1, SCHEMA_VERSION + 1))  # migrated once
+    assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+# alice and bob share a type, carol has another, root is an admin. Each posts one message
+# of each visibility it may; then every process reads with every read tool.
+AGENTS = {
+    "alice": ["--agent-id", "alice", "--agent-type", "reviewer"],
+    "bob": ["--agent-id", "bob", "--agent-type", "reviewer"],
+    "carol": ["--agent-id", "carol", "--agent-type", "writer"],
+    "root": ["--agent-id", "root", "--agent-type", "operator", "--admin"],
+}
+TYPES = {"alice": "reviewer", "bob": "reviewer", "carol": "writer", "root": "operator"}
+
+
+def may_read(reader: str, sender: str, visibility: str) -> bool:
+    """The rule, restated independently of the product's SQL."""
+    if reader == "root" or visibility == "public":
+        return True
+    if visibility == "private":
+        return reader == sender
+    if visibility == "agent_only":
+        return TYPES[reader] == TYPES[sender]
+    return False  # admin_only, reader not admin
+
+
+async def test_visibility_matrix_across_four_processes_for_every_read_tool(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "bb.db"
+    async with (
+        spawn(db, *AGENTS["alice"]) as alice,
+        spawn(db, *AGENTS["bob"]) as bob,
+        spawn(db, *AGENTS["carol"]) as carol,
+        spawn(db, *AGENTS["root"]) as root,
+    ):
+        procs = {"alice": alice, "bob": bob, "carol": carol, "root": root}
+        sid = (await ok(alice, "create_session", purpose="matrix"))["session_id"]
+        posted: dict[int, tuple[str, str]] = {}
+        for sender, s in procs.items():
+            for vis in ("public", "private", "agent_only", "admin_only"):
+                if vis == "admin_only" and sender != "root":
+                    continue
+                r = await ok(
+                    s, "add_message", session_id=sid, content=f"{sender}/{vis}", visibility=vis
+                )
+                posted[r["message_id"]] = (sender, vis)
+
+        for reader, s in procs.items():
+            expected = {i for i, (snd, vis) in posted.items() if may_read(reader, snd, vis)}
+            page = await ok(s, "get_context", session_id=sid, limit=500)
+            assert {m["id"] for m in page["messages"]} == expected, reader
+            for message_id in posted:
+                r = await s.call_tool("get_message", {"session_id": sid, "message_id": message_id})
+                assert (not r.is_error) == (message_id in expected), (reader, message_id)
+            detail = await ok(s, "get_session", session_id=sid)
+            assert detail["message_count"] == len(expected), reader
+            senders = {posted[i][0] for i in expected}
+            assert set(detail["participants"]) == senders, reader
+            for vis in ("public", "private", "agent_only", "admin_only"):
+                filtered = await ok(s, "get_context", session_id=sid, visibility=vis)
+                assert {m["id"] for m in filtered["messages"]} == {
+                    i for i in expected if posted[i][1] == vis
+                }, (reader, vis)
+
+
+async def test_flags_beat_environment_and_serve_is_the_default(tmp_path: Path) -> None:
+    db = tmp_path / "bb.db"
+    env = {"SHARED_CONTEXT_AGENT_ID": "from-env", "SHARED_CONTEXT_AGENT_TYPE": "envtype"}
+    async with spawn(db, env=env) as s:
+        me = await ok(s, "whoami")
+        assert (me["agent_id"], me["agent_type"], me["identity_source"]) == (
+            "from-env",
+            "envtype",
+            "env",
+        )
+    async with spawn(db, "serve", "--agent-id", "from-flag", env=env) as s:
+        me = await ok(s, "whoami")
+        assert (me["agent_id"], me["identity_source"]) == ("from-flag", "flag")
+    async with spawn(db, "--agent-id", "flag-before-serve", env=env) as s:
+        assert (await ok(s, "whoami"))["agent_id"] == "flag-before-serve"
+
+
+async def test_the_2026_era_client_works_over_stdio(tmp_path: Path) -> None:
+    async with Client(server_params(tmp_path / "bb.db", "--agent-id", "modern")) as client:
+        assert client.protocol_version == "2026-07-28"
+        r = await client.call_tool("create_session", {"purpose": "now"})
+        assert r.structured_content["created_by"] == "modern"
+
+
+def test_stdout_carries_only_protocol_even_with_debug_logging(tmp_path: Path) -> None:
+    db = tmp_path / "bb.db"
+    requests = [
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-06-18",
+                "capabilities": {},
+                "clientInfo": {"name": "raw", "version": "1"},
+            },
+        },
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {
+            "jsonrpc": "2.0",
+            "id": 2,
+            "method": "tools/call",
+            "params": {"name": "create_session", "arguments": {"purpose": "raw"}},
+        },
+        {
+            "jsonrpc": "2.0",
+            "id": 3,
+            "method": "tools/call",
+            "params": {"name": "get_session", "arguments": {"session_id": 7}},
+        },
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shared_context_server", "--db", str(db), "--log-level", "DEBUG"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdin and proc.stdout
+    for request in requests:
+        proc.stdin.write(json.dumps(request) + "\n")
+    proc.stdin.flush()
+    lines = [json.loads(proc.stdout.readline()) for _ in range(3)]  # each line is JSON-RPC
+    rest, stderr = proc.communicate(timeout=60)  # closes stdin: the client hangs up
+    assert rest == ""  # and nothing else reached stdout, even at exit
+    by_id = {line["id"]: line for line in lines}  # requests run concurrently: any order
+    assert sorted(by_id) == [1, 2, 3] and len(lines) == 3
+    assert by_id[2]["result"]["structuredContent"]["created_by"] == "raw"
+    assert by_id[3]["result"]["isError"] is True
+    assert "DEBUG" in stderr  # the logs went somewhere, and not to stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "says"),
+    [
+        (["--agent-id", "has space"], {}, "--agent-id"),
+        ([], {"SHARED_CONTEXT_ADMIN": "maybe"}, "SHARED_CONTEXT_ADMIN"),
+    ],
+)
+def test_bad_configuration_exits_2_with_what_to_fix(
+    tmp_path: Path, args: list[str], env: dict[str, str], says: str
+) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "shared_context_server", "--db", str(tmp_path / "x.db"), *args],
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**_base_env(), **env},
+    )
+    assert proc.returncode == 2 and says in proc.stderr and proc.stdout == ""
+
+
+def test_a_newer_database_is_refused_at_start(tmp_path: Path) -> None:
+    db = tmp_path / "new.db"
+    sqlite3.connect(db).execute(f"PRAGMA user_version = {SCHEMA_VERSION + 5}").connection.close()
+    proc = subprocess.run(
+        [sys.executable, "-m", "shared_context_server", "--db", str(db)],
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2 and "newer than this shared-context-server" in proc.stderr
+
+
+def _base_env() -> dict[str, Any]:
+    import os
+
+    return {k: v for k, v in os.environ.items() if not k.startswith("SHARED_CONTEXT_")}

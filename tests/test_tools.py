@@ -1,0 +1,189 @@
+"""Every tool through a real MCP client session, in both protocol eras, in-process."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mcp.shared.exceptions import MCPError
+
+from shared_context_server.blackboard.limits import Limits
+from shared_context_server.config import Settings
+from shared_context_server.server.tools import TOOLS, tool_list_size
+from tests.conftest import ERAS, connect, fails, ok
+
+pytestmark = pytest.mark.parametrize("era", ERAS)
+
+DEFAULT_TOOLS = {
+    "create_session",
+    "get_session",
+    "list_sessions",
+    "update_session",
+    "add_message",
+    "add_private_note",
+    "get_message",
+    "get_context",
+    "whoami",
+}
+
+
+def settings(tmp_path: Path, **overrides: Any) -> Settings:
+    base: dict[str, Any] = {
+        "db_path": tmp_path / "bb.db",
+        "agent_id": "alice",
+        "agent_id_source": "flag",
+        "agent_type": "reviewer",
+    }
+    return Settings(**(base | overrides))
+
+
+async def test_tools_list_is_complete_strict_and_small(tmp_path: Path, era: str) -> None:
+    async with connect(era, settings(tmp_path)) as session:
+        tools = (await session.list_tools()).tools
+    assert {t.name for t in tools} == DEFAULT_TOOLS
+    for tool in tools:
+        assert tool.input_schema["additionalProperties"] is False, tool.name
+        assert tool.output_schema and tool.output_schema["type"] == "object", tool.name
+        assert tool.annotations is not None and tool.description, tool.name
+        assert "title" not in json.dumps(tool.input_schema), tool.name
+    reads = {t.name for t in tools if t.annotations.read_only_hint}
+    assert reads == {"get_session", "list_sessions", "get_message", "get_context", "whoami"}
+    # The whole default list, as JSON, fits the context budget with room for later tools.
+    assert tool_list_size() < 6_000
+
+
+async def test_a_session_round_trip_through_every_tool(tmp_path: Path, era: str) -> None:
+    async with connect(era, settings(tmp_path)) as s:
+        created = await ok(s, "create_session", purpose="plan the release", metadata={"pr": 42})
+        sid = created["session_id"]
+        assert created["created_by"] == "alice" and created["status"] == "active"
+        first = await ok(s, "add_message", session_id=sid, content="hello", message_type="finding")
+        await ok(s, "add_private_note", session_id=sid, content="todo: check logs")
+        reply = await ok(
+            s, "add_message", session_id=sid, content="re", parent_message_id=first["message_id"]
+        )
+        got = await ok(s, "get_message", session_id=sid, message_id=reply["message_id"])
+        assert got["message"]["parent_message_id"] == first["message_id"]
+        page = await ok(s, "get_context", session_id=sid, limit=2)
+        assert [m["content"] for m in page["messages"]] == ["todo: check logs", "re"]
+        assert page["has_more"] is True
+        assert page["messages"][0]["visibility"] == "private"
+        detail = await ok(s, "get_session", session_id=sid)
+        assert detail["message_count"] == 3 and detail["participants"] == ["alice"]
+        assert detail["session"]["metadata"] == {"pr": 42}
+        updated = await ok(s, "update_session", session_id=sid, status="completed")
+        assert updated["session"]["status"] == "completed"
+        listed = await ok(s, "list_sessions", status="completed")
+        assert [x["id"] for x in listed["sessions"]] == [sid]
+        assert (await ok(s, "list_sessions"))["sessions"] == []
+
+
+async def test_text_rendering_leads_with_what_matters(tmp_path: Path, era: str) -> None:
+    async with connect(era, settings(tmp_path)) as s:
+        sid = (await ok(s, "create_session", purpose="p"))["session_id"]
+        await ok(s, "add_message", session_id=sid, content="the finding", visibility="agent_only")
+        result = await s.call_tool("get_context", {"session_id": sid})
+        text = result.content[0].text
+        assert text.startswith("1 message (#1..#1)")
+        assert "#1 alice/reviewer agent_only" in text and text.endswith("the finding")
+
+
+async def test_whoami_reports_identity_source_and_database(tmp_path: Path, era: str) -> None:
+    async with connect(era, settings(tmp_path, admin=True)) as s:
+        me = await ok(s, "whoami")
+    assert me == {
+        "agent_id": "alice",
+        "agent_type": "reviewer",
+        "permissions": ["admin", "read", "write"],
+        "identity_source": "flag",
+        "database_path": str(tmp_path / "bb.db"),
+    }
+
+
+async def test_without_a_configured_id_the_client_name_is_the_agent(
+    tmp_path: Path, era: str
+) -> None:
+    config = settings(tmp_path, agent_id=None, agent_id_source=None)
+    async with connect(era, config) as s:
+        me = await ok(s, "whoami")
+    assert me["identity_source"] == "client_info" and me["agent_id"] == "mcp"
+
+
+BAD_CALLS = [
+    ("add_message", {"session_id": "S", "content": 5}, "INVALID_INPUT", "content"),
+    ("add_message", {"session_id": "S"}, "INVALID_INPUT", "content: Field required"),
+    ("add_message", {"session_id": "S", "content": "x", "extra": 1}, "INVALID_INPUT", "extra"),
+    (
+        "add_message",
+        {"session_id": "S", "content": "x", "visibility": "loud"},
+        "INVALID_INPUT",
+        "visibility",
+    ),
+    ("add_message", {"session_id": "nope", "content": "x"}, "SESSION_NOT_FOUND", "nope"),
+    ("add_message", {"session_id": "S", "content": "x" * 201}, "LIMIT_EXCEEDED", "201"),
+    (
+        "add_message",
+        {"session_id": "S", "content": "x", "parent_message_id": "1"},
+        "INVALID_INPUT",
+        "parent_message_id",
+    ),
+    (
+        "add_message",
+        {"session_id": "S", "content": "x", "visibility": "admin_only"},
+        "PERMISSION_DENIED",
+        "admin",
+    ),
+    ("get_context", {"session_id": "S", "limit": 501}, "INVALID_INPUT", "limit"),
+    ("get_context", {"session_id": "S", "limit": "10"}, "INVALID_INPUT", "limit"),
+    ("get_message", {"session_id": "S", "message_id": 99}, "NOT_FOUND", "99"),
+    ("create_session", {"purpose": "p" * 1001}, "LIMIT_EXCEEDED", "purpose"),
+    ("create_session", {}, "INVALID_INPUT", "purpose"),
+    ("update_session", {"session_id": "S", "status": "archived"}, "CONFLICT", "active"),
+    ("list_sessions", {"cursor": "xyz"}, "INVALID_INPUT", "cursor"),
+]
+
+
+@pytest.mark.parametrize(("tool", "arguments", "code", "says"), BAD_CALLS)
+async def test_bad_input_gets_a_clear_error_and_the_server_answers_the_next_call(
+    tmp_path: Path, era: str, tool: str, arguments: dict[str, Any], code: str, says: str
+) -> None:
+    config = settings(tmp_path, limits=Limits(max_content_chars=200))
+    async with connect(era, config) as s:
+        sid = (await ok(s, "create_session", purpose="p"))["session_id"]
+        args = {k: sid if v == "S" else v for k, v in arguments.items()}
+        text = await fails(s, tool, code, **args)
+        assert says in text and "Traceback" not in text
+        assert (await ok(s, "get_context", session_id=sid))["messages"] == []
+        assert (await ok(s, "whoami"))["agent_id"] == "alice"
+
+
+async def test_a_parent_from_another_session_is_refused(tmp_path: Path, era: str) -> None:
+    async with connect(era, settings(tmp_path)) as s:
+        one = (await ok(s, "create_session", purpose="one"))["session_id"]
+        two = (await ok(s, "create_session", purpose="two"))["session_id"]
+        other = await ok(s, "add_message", session_id=two, content="there")
+        text = await fails(
+            s,
+            "add_message",
+            "NOT_FOUND",
+            session_id=one,
+            content="x",
+            parent_message_id=other["message_id"],
+        )
+        assert "parent_message_id" in text
+
+
+async def test_null_arguments_are_validated_like_empty_ones(tmp_path: Path, era: str) -> None:
+    async with connect(era, settings(tmp_path)) as s:
+        result = await s.call_tool("get_session", None)
+        assert result.is_error and result.structured_content["code"] == "INVALID_INPUT"
+
+
+async def test_an_unknown_tool_is_a_protocol_error_naming_it(tmp_path: Path, era: str) -> None:
+    async with connect(era, settings(tmp_path)) as s:
+        with pytest.raises(MCPError) as info:
+            await s.call_tool("drop_everything", {})
+    assert "drop_everything" in str(info.value)
+    assert len(TOOLS) == len(DEFAULT_TOOLS)
