@@ -50,3 +50,17 @@ def test_help_lists_every_subcommand() -> None:
     assert proc.returncode == 0
     for command in COMMANDS:
         assert command in proc.stdout
+
+
+def test_the_two_agents_example_runs(tmp_path: Path) -> None:
+    example = Path(__file__).parents[1] / "examples" / "two_agents.py"
+    proc = subprocess.run(
+        [sys.executable, str(example), str(tmp_path / "ex.db")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "coder sees 1 message(s)" in proc.stdout  # the planner's private note stayed private
+    assert "planner reads the reply: Done" in proc.stdout
