@@ -155,12 +155,20 @@ async def test_missing_session_is_session_not_found_everywhere(db: Database) -> 
             await call
 
 
+def nested(levels: int) -> dict:  # type: ignore[type-arg]
+    value: dict = {}  # type: ignore[type-arg]
+    for _ in range(levels):
+        value = {"a": value}
+    return value
+
+
 @pytest.mark.parametrize(
     ("content", "metadata", "error"),
     [
         ("x" * 101, None, LimitExceeded),
         ("ok", {"blob": "y" * 17_000}, LimitExceeded),
         ("   ", None, InvalidInput),
+        ("ok", nested(5_000), InvalidInput),
     ],
 )
 async def test_oversize_or_empty_writes_are_refused_and_not_stored(

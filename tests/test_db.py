@@ -6,6 +6,7 @@ import sqlite3
 import stat
 from pathlib import Path
 
+import anyio
 import pytest
 
 from shared_context_server.db import Database
@@ -95,3 +96,27 @@ async def test_reads_see_another_connections_commit_at_once(db: Database) -> Non
     other.execute("INSERT INTO sessions VALUES ('s9', 'p', 'active', 'a', 't', 't', NULL)")
     other.close()
     assert (await db.fetchone("SELECT id FROM sessions"))["id"] == "s9"  # type: ignore[index]
+
+
+async def test_a_writer_cancelled_while_waiting_never_leaves_the_lock_held(tmp_path: Path) -> None:
+    path = tmp_path / "bb.db"
+    database = await Database.open(path, busy_timeout_ms=2000, busy_retries=0)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+
+    async def release_soon() -> None:
+        await anyio.sleep(0.3)
+        holder.execute("ROLLBACK")  # BEGIN on the server's thread now gets the lock
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(release_soon)
+        with anyio.move_on_after(0.1):  # the client cancels the request mid-wait
+            async with database.write() as tx:
+                await tx.execute(
+                    "INSERT INTO sessions VALUES ('s', 'p', 'active', 'a', 't', 't', NULL)"
+                )
+    other = sqlite3.connect(path, isolation_level=None, timeout=0)
+    other.execute("BEGIN IMMEDIATE")  # would raise "database is locked" if the lock leaked
+    assert other.execute("SELECT count(*) FROM sessions").fetchone() == (0,)
+    other.execute("ROLLBACK")
+    await database.close()

@@ -36,4 +36,3 @@ def test_ci_runs_the_readme_test_command_verbatim() -> None:
     test_command = next(b for b in blocks if "pytest" in b)
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     assert test_command in ci
-

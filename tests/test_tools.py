@@ -142,6 +142,7 @@ BAD_CALLS = [
     ("create_session", {}, "INVALID_INPUT", "purpose"),
     ("update_session", {"session_id": "S", "status": "archived"}, "CONFLICT", "active"),
     ("list_sessions", {"cursor": "xyz"}, "INVALID_INPUT", "cursor"),
+    ("add_message", {"session_id": "S", "content": "bad \ud800 half"}, "INVALID_INPUT", "Unicode"),
 ]
 
 

@@ -248,7 +248,10 @@ class Database:
         jittered backoff, then DatabaseBusy is raised. Nothing inside may await other I/O.
         """
         async with self._write_lock:
-            await self._begin_immediate()
+            # Shielded: a cancelled await does not stop the statement on aiosqlite's
+            # thread, and a BEGIN that lands unseen would hold every process's write lock.
+            with anyio.CancelScope(shield=True):
+                await self._begin_immediate()
             try:
                 yield Transaction(self._conn)
             except BaseException:

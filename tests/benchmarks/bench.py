@@ -35,7 +35,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -56,6 +56,7 @@ WARMUP_READS = 10
 VALIDATE_SAMPLES = 200
 
 SPAWN_TIMEOUT_S = 60.0
+SPAWN_ATTEMPTS = 3
 CALL_TIMEOUT_S = 30.0
 SHUTDOWN_TIMEOUT_S = 30.0
 
@@ -237,6 +238,7 @@ class Figures:
     conc_errors: int = 0
     conc_lost: int = 0
     conc_rows: int = 0
+    spawn_failures: int = 0
     first_error: str = ""
     crashed: str = ""
 
@@ -261,6 +263,24 @@ class Run:
         if not self.figures.first_error:
             self.figures.first_error = text
 
+    def spawn_failed(self, exc: BaseException, agent: str) -> None:
+        self.figures.spawn_failures += 1
+        inner = leaf(exc)
+        self.errlog.flush()
+        log = tail(self.workdir / "server-stderr.log", 3).replace("\n", " | ")
+        self.note_error(f"spawn {agent}: {type(inner).__name__}: {inner}; stderr: {log}")
+
+    async def open_session(self, stack: AsyncExitStack, db: Path, agent: str) -> ClientSession:
+        """connect() with retries; each failed spawn is counted and noted."""
+        for attempt in range(1, SPAWN_ATTEMPTS + 1):
+            try:
+                return await stack.enter_async_context(connect(self.system, db, agent, self.errlog))
+            except Exception as exc:
+                if attempt == SPAWN_ATTEMPTS:
+                    raise
+                self.spawn_failed(exc, agent)
+        raise AssertionError("unreachable")
+
     def summarise(self) -> None:
         fig = self.figures
         if self.startup_s:
@@ -284,15 +304,23 @@ class Run:
 
 async def spawn_once(run: Run, db: Path, agent: str) -> float:
     """Seconds from spawn to tools/list answered (connect() lists the tools)."""
-    t0 = time.perf_counter()
-    async with connect(run.system, db, agent, run.errlog):
-        return time.perf_counter() - t0
+    for attempt in range(1, SPAWN_ATTEMPTS + 1):
+        try:
+            t0 = time.perf_counter()
+            async with connect(run.system, db, agent, run.errlog):
+                return time.perf_counter() - t0
+        except Exception as exc:
+            if attempt == SPAWN_ATTEMPTS:
+                raise
+            run.spawn_failed(exc, agent)
+    raise AssertionError("unreachable")
 
 
 async def phase_latency(run: Run, messages: int, rnd: int) -> None:
     system, fig = run.system, run.figures
     db = run.workdir / f"latency-{rnd}.db"
-    async with connect(system, db, "bench-latency", run.errlog) as session:
+    async with AsyncExitStack() as stack:
+        session = await run.open_session(stack, db, "bench-latency")
         warm = await create_session(system, session, "bench warm-up")
         sid = await create_session(system, session, "bench latency")
         last: types.CallToolResult | None = None
@@ -352,7 +380,8 @@ async def phase_concurrency(run: Run, procs: int, per_proc: int, rnd: int) -> No
 
     async def worker(i: int) -> None:
         nonlocal ready, done, errors
-        async with connect(system, db, f"bench-agent-{i:02d}", run.errlog) as session:
+        async with AsyncExitStack() as stack:
+            session = await run.open_session(stack, db, f"bench-agent-{i:02d}")
             if i == 0:
                 sid_holder.append(await create_session(system, session, "bench concurrency"))
             ready += 1
@@ -422,6 +451,7 @@ METRICS: list[tuple[str, str, str]] = [
     ("concurrent wall (s)", "conc_wall_s", "{:.2f}"),
     ("concurrent errors", "conc_errors", "{:d}"),
     ("concurrent lost", "conc_lost", "{:d}"),
+    ("failed spawns (retried)", "spawn_failures", "{:d}"),
 ]
 
 RATIO_METRICS = {
@@ -466,7 +496,7 @@ def targets(floor: Figures | None, prod: Figures | None) -> list[Target]:
             out.append(Target(f"{label} <= 1.2x floor", r, "<= 1.20x", r <= 1.2))
         r = ratio(prod, floor, "conc_msgs_per_s")
         out.append(Target("throughput >= 0.9x floor", r, ">= 0.90x", r >= 0.9))
-    errors = prod.add_errors + prod.read_errors + prod.conc_errors
+    errors = prod.add_errors + prod.read_errors + prod.conc_errors + prod.spawn_failures
     out.append(Target("0 errors", errors, "== 0", errors == 0))
     out.append(Target("0 lost", prod.conc_lost, "== 0", prod.conc_lost == 0))
     if floor is not None:

@@ -40,6 +40,8 @@ def encode_metadata(metadata: dict[str, Any] | None, limits: Limits) -> str | No
         text = json.dumps(metadata, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except ValueError as error:
         raise InvalidInput(f"metadata must be plain JSON: {error}.") from None
+    except RecursionError:
+        raise InvalidInput("metadata is nested too deeply; flatten it.") from None
     size = len(text.encode())
     if size > limits.max_metadata_bytes:
         raise LimitExceeded(

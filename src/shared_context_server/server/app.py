@@ -81,6 +81,11 @@ async def call_tool(
         return error_result(invalid_arguments(spec.name, error))
     except BlackboardError as error:
         return error_result(error)
+    except UnicodeEncodeError:
+        # JSON can carry lone surrogates ("\\ud800") that no UTF-8 database can store.
+        return error_result(
+            InvalidInput(f"{spec.name}: a text argument holds invalid Unicode; send UTF-8 text.")
+        )
     except Exception:
         logger.exception("tool %s failed", spec.name)
         data = {
