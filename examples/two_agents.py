@@ -1,6 +1,6 @@
 """Two agents, two server processes, one blackboard: the smallest script that uses it.
 
-    python examples/two_agents.py [DB]
+    .venv/bin/python examples/two_agents.py [DB]    (from a clone, after the quick start)
 
 A planner posts a task and a private note; a coder, in its own process, reads what it is
 allowed to see and answers in a thread. Both talk to `shared-context-server` over stdio

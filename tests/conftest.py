@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import mcp_types as types
 import pytest
 from mcp import Client, ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
@@ -33,8 +34,11 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
 
 
 @asynccontextmanager
-async def handshake_client(settings: Settings) -> AsyncIterator[ClientSession]:
+async def handshake_client(
+    settings: Settings, client_name: str = "mcp"
+) -> AsyncIterator[ClientSession]:
     """An in-process server and a ClientSession that does the `initialize` handshake."""
+    client_info = types.Implementation(name=client_name, version="0")
     server = build_server(settings)
     async with create_client_server_memory_streams() as (client_streams, server_streams):
         done = anyio.Event()
@@ -48,7 +52,7 @@ async def handshake_client(settings: Settings) -> AsyncIterator[ClientSession]:
         async with anyio.create_task_group() as tg:
             tg.start_soon(run_server)
             try:
-                async with ClientSession(*client_streams) as session:
+                async with ClientSession(*client_streams, client_info=client_info) as session:
                     await session.initialize()
                     yield session
             finally:
@@ -72,8 +76,11 @@ class ModernSession:
 
 
 @asynccontextmanager
-async def modern_client(settings: Settings) -> AsyncIterator[ModernSession]:
-    async with Client(build_server(settings)) as client:
+async def modern_client(
+    settings: Settings, client_name: str = "mcp"
+) -> AsyncIterator[ModernSession]:
+    client_info = types.Implementation(name=client_name, version="0")
+    async with Client(build_server(settings), client_info=client_info) as client:
         assert client.protocol_version == "2026-07-28"
         yield ModernSession(client)
 
@@ -82,10 +89,10 @@ ERAS = ["handshake", "2026"]
 
 
 @asynccontextmanager
-async def connect(era: str, settings: Settings) -> AsyncIterator[Any]:
+async def connect(era: str, settings: Settings, client_name: str = "mcp") -> AsyncIterator[Any]:
     """A client session of the given protocol era to an in-process server."""
     opener = handshake_client if era == "handshake" else modern_client
-    async with opener(settings) as session:
+    async with opener(settings, client_name) as session:
         yield session
 
 

@@ -120,3 +120,60 @@ async def test_a_writer_cancelled_while_waiting_never_leaves_the_lock_held(tmp_p
     assert other.execute("SELECT count(*) FROM sessions").fetchone() == (0,)
     other.execute("ROLLBACK")
     await database.close()
+
+
+INSERT_S = "INSERT INTO sessions VALUES (?, 'p', 'active', 'a', 't', 't', NULL)"
+
+
+async def test_one_trip_transactions_roll_back_on_error_and_commit_otherwise(db: Database) -> None:
+    def fail(conn: sqlite3.Connection) -> None:
+        conn.execute(INSERT_S, ("s1",))
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        await db.transact(fail)
+    assert await db.fetchall("SELECT * FROM sessions") == []
+    assert await db.transact(lambda conn: conn.execute(INSERT_S, ("s2",)).rowcount) == 1
+    assert [r["id"] for r in await db.fetchall("SELECT id FROM sessions")] == ["s2"]
+
+
+async def test_a_one_trip_writer_locked_out_gets_database_busy_then_recovers(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "bb.db"
+    database = await Database.open(path, busy_timeout_ms=50, busy_retries=2)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(DatabaseBusy, match="retry the call"):
+            await database.transact(lambda conn: conn.execute(INSERT_S, ("s1",)))
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    await database.transact(lambda conn: conn.execute(INSERT_S, ("s2",)))
+    assert [r["id"] for r in await database.fetchall("SELECT id FROM sessions")] == ["s2"]
+    await database.close()
+
+
+async def test_a_cancelled_one_trip_writer_finishes_its_transaction_and_frees_the_lock(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "bb.db"
+    database = await Database.open(path, busy_timeout_ms=2000, busy_retries=0)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+
+    async def release_soon() -> None:
+        await anyio.sleep(0.3)
+        holder.execute("ROLLBACK")
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(release_soon)
+        with anyio.move_on_after(0.1):
+            await database.transact(lambda conn: conn.execute(INSERT_S, ("s",)))
+    other = sqlite3.connect(path, isolation_level=None, timeout=0)
+    other.execute("BEGIN IMMEDIATE")  # would raise "database is locked" if the lock leaked
+    # Once queued the transaction is whole: committed, never half done.
+    assert other.execute("SELECT count(*) FROM sessions").fetchone() == (1,)
+    other.execute("ROLLBACK")
+    await database.close()

@@ -204,12 +204,21 @@ def test_stdout_carries_only_protocol_even_with_debug_logging(tmp_path: Path) ->
     ("args", "env", "says"),
     [
         (["--agent-id", "has space"], {}, "--agent-id"),
+        (["--agent-id", ""], {}, "--agent-id"),
         ([], {"SHARED_CONTEXT_ADMIN": "maybe"}, "SHARED_CONTEXT_ADMIN"),
+        ([], {"SHARED_CONTEXT_LOG_LEVEL": "loud"}, "SHARED_CONTEXT_LOG_LEVEL"),
+        (["--db", "{tmp}"], {}, "it is a directory"),
+        (["--db", "{tmp}/notes.txt"], {}, "cannot be used as a shared-context-server database"),
+        (["--db", "/proc/no-such-dir/x.db"], {}, "writable directory"),
+        (["demo", "--db", "{tmp}"], {}, "it is a directory"),
+        (["demo", "--pace", "-1"], {}, "--pace"),
     ],
 )
-def test_bad_configuration_exits_2_with_what_to_fix(
+def test_bad_configuration_exits_2_saying_what_to_fix_without_a_traceback(
     tmp_path: Path, args: list[str], env: dict[str, str], says: str
 ) -> None:
+    (tmp_path / "notes.txt").write_text("not a database, just notes\n" * 100)
+    args = [a.format(tmp=tmp_path) for a in args]
     proc = subprocess.run(
         [sys.executable, "-m", "shared_context_server", "--db", str(tmp_path / "x.db"), *args],
         input="",
@@ -220,6 +229,8 @@ def test_bad_configuration_exits_2_with_what_to_fix(
         env={**_base_env(), **env},
     )
     assert proc.returncode == 2 and says in proc.stderr and proc.stdout == ""
+    assert "Traceback" not in proc.stderr
+    assert (tmp_path / "notes.txt").read_text().startswith("not a database")
 
 
 def test_a_newer_database_is_refused_at_start(tmp_path: Path) -> None:

@@ -111,6 +111,25 @@ async def test_without_a_configured_id_the_client_name_is_the_agent(
     assert me["identity_source"] == "client_info" and me["agent_id"] == "mcp"
 
 
+@pytest.mark.parametrize(
+    ("client_name", "agent_id"),
+    [
+        ("Claude Code\n  (window 2)\x07", "Claude-Code-(window-2)"),
+        ("x" * 300, "x" * 128),
+        (" \t ", "anonymous"),
+    ],
+)
+async def test_a_client_name_becomes_a_valid_agent_id(
+    tmp_path: Path, era: str, client_name: str, agent_id: str
+) -> None:
+    config = settings(tmp_path, agent_id=None, agent_id_source=None)
+    async with connect(era, config, client_name) as s:
+        me = await ok(s, "whoami")
+        sid = (await ok(s, "create_session", purpose="p"))["session_id"]
+        assert (await ok(s, "get_session", session_id=sid))["session"]["created_by"] == agent_id
+    assert me["agent_id"] == agent_id
+
+
 BAD_CALLS = [
     ("add_message", {"session_id": "S", "content": 5}, "INVALID_INPUT", "content"),
     ("add_message", {"session_id": "S"}, "INVALID_INPUT", "content: Field required"),
@@ -143,6 +162,16 @@ BAD_CALLS = [
     ("update_session", {"session_id": "S", "status": "archived"}, "CONFLICT", "active"),
     ("list_sessions", {"cursor": "xyz"}, "INVALID_INPUT", "cursor"),
     ("add_message", {"session_id": "S", "content": "bad \ud800 half"}, "INVALID_INPUT", "Unicode"),
+    ("get_context", {"session_id": "S", "after_id": 2**63}, "INVALID_INPUT", "after_id"),
+    ("get_context", {"session_id": "S", "before_id": 0}, "INVALID_INPUT", "before_id"),
+    ("get_message", {"session_id": "S", "message_id": 2**70}, "INVALID_INPUT", "message_id"),
+    (
+        "add_message",
+        {"session_id": "S", "content": "x", "parent_message_id": 2**64},
+        "INVALID_INPUT",
+        "parent_message_id",
+    ),
+    ("list_sessions", {"cursor": "cjk5OTk5OTk5OTk5OTk5OTk5OTk5OTk"}, "INVALID_INPUT", "cursor"),
 ]
 
 

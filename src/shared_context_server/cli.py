@@ -10,7 +10,17 @@ from pathlib import Path
 
 import anyio
 
-from shared_context_server.config import ENV_ADMIN, ENV_AGENT_ID, ENV_AGENT_TYPE, resolve_settings
+from shared_context_server.config import (
+    ENV_ADMIN,
+    ENV_AGENT_ID,
+    ENV_AGENT_TYPE,
+    ENV_DB,
+    ENV_LOG_LEVEL,
+    ENV_MAX_CONTENT,
+    LOG_LEVELS,
+    resolve_settings,
+)
+from shared_context_server.db import default_db_path
 from shared_context_server.errors import BlackboardError, StorageError
 
 PROG = "shared-context-server"
@@ -27,17 +37,48 @@ def _serve_flags() -> argparse.ArgumentParser:
     # subparser's defaults must not erase a flag given before the subcommand.
     flags = argparse.ArgumentParser(add_help=False)
     s = argparse.SUPPRESS
-    flags.add_argument("--db", default=s, metavar="PATH", help="database file")
-    flags.add_argument("--agent-id", default=s, help=f"this process's agent ({ENV_AGENT_ID})")
-    flags.add_argument("--agent-type", default=s, help=f"agent type ({ENV_AGENT_TYPE})")
+    flags.add_argument(
+        "--db",
+        default=s,
+        metavar="PATH",
+        help=f"database file ({ENV_DB}; default {default_db_path()})",
+    )
+    flags.add_argument(
+        "--agent-id",
+        default=s,
+        help=f"this process's agent ({ENV_AGENT_ID}; default: the client's name)",
+    )
+    flags.add_argument(
+        "--agent-type", default=s, help=f"agent type ({ENV_AGENT_TYPE}; default generic)"
+    )
     flags.add_argument(
         "--admin", action="store_true", default=s, help=f"admin permission ({ENV_ADMIN}=1)"
     )
-    flags.add_argument("--max-content-chars", type=int, default=s, metavar="N")
     flags.add_argument(
-        "--log-level", default=s, choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper
+        "--max-content-chars",
+        type=int,
+        default=s,
+        metavar="N",
+        help=f"longest message content ({ENV_MAX_CONTENT}; default 100000)",
+    )
+    flags.add_argument(
+        "--log-level",
+        default=s,
+        choices=LOG_LEVELS,
+        type=str.upper,
+        help=f"stderr log level ({ENV_LOG_LEVEL}; default WARNING)",
     )
     return flags
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 60:
+        raise argparse.ArgumentTypeError(f"expected seconds from 0 to 60, got {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,7 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep the demo's blackboard in this file (default: a temporary one, deleted after)",
     )
     demo.add_argument(
-        "--pace", type=float, default=0.5, metavar="SECONDS", help="pause between steps"
+        "--pace",
+        type=_seconds,
+        default=0.5,
+        metavar="SECONDS",
+        help="pause between steps (default 0.5)",
     )
     return parser
 

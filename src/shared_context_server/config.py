@@ -33,6 +33,7 @@ ENVIRONMENT: dict[str, str] = {
     ENV_LOG_LEVEL: "stderr log level (default WARNING)",
 }
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -60,10 +61,10 @@ def resolve_settings(flags: Mapping[str, Any], environ: Mapping[str, str] = os.e
     Raises InvalidInput naming the flag or variable at fault.
     """
     agent_id: str | None = flags.get("agent_id")
-    source: Literal["flag", "env"] | None = "flag" if agent_id else None
-    if not agent_id and environ.get(ENV_AGENT_ID):
+    source: Literal["flag", "env"] | None = "flag" if agent_id is not None else None
+    if agent_id is None and environ.get(ENV_AGENT_ID):
         agent_id, source = environ[ENV_AGENT_ID], "env"
-    if agent_id:
+    if agent_id is not None:
         check_name(agent_id, "--agent-id" if source == "flag" else ENV_AGENT_ID)
     agent_type = flags.get("agent_type") or environ.get(ENV_AGENT_TYPE) or "generic"
     check_name(agent_type, "--agent-type / " + ENV_AGENT_TYPE)
@@ -86,6 +87,10 @@ def resolve_settings(flags: Mapping[str, Any], environ: Mapping[str, str] = os.e
     limits = Limits(max_content_chars=max_content) if max_content else Limits()
 
     log_level = (flags.get("log_level") or environ.get(ENV_LOG_LEVEL) or "WARNING").upper()
+    if log_level not in LOG_LEVELS:
+        raise InvalidInput(
+            f"{ENV_LOG_LEVEL} must be one of {', '.join(LOG_LEVELS)}; got {log_level!r}."
+        )
     return Settings(
         db_path=resolve_db_path(flags.get("db"), environ),
         agent_id=agent_id,

@@ -11,14 +11,15 @@ process's commit is visible to the next read.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import random
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 import anyio
@@ -36,6 +37,7 @@ BUSY_TIMEOUT_MS = 5000
 BUSY_RETRIES = 3
 
 Params = Sequence[Any]
+T = TypeVar("T")
 
 
 def default_db_path() -> Path:
@@ -103,11 +105,64 @@ def network_filesystem(path: Path) -> str | None:
 def _prepare(path: Path) -> tuple[Path, str | None]:
     path = path.expanduser().absolute()
     prepare_db_file(path)
+    # Checked here because a failed aiosqlite.connect leaves its worker thread to report
+    # into an event loop that may already be closed.
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "it is a directory", str(path))
+    if not os.access(path, os.R_OK | os.W_OK):
+        raise PermissionError(errno.EACCES, "no read and write permission", str(path))
     return path, network_filesystem(path)
 
 
 def _is_busy(error: sqlite3.OperationalError) -> bool:
     return getattr(error, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+def _unusable(path: Path, error: sqlite3.Error) -> StorageError:
+    if isinstance(error, sqlite3.OperationalError) and _is_busy(error):
+        return StorageError(
+            f"{path} stayed locked by another process while opening it; retry, and if it "
+            "persists look for a stuck process holding the file."
+        )
+    return StorageError(
+        f"{path} cannot be used as a shared-context-server database ({error}). "
+        "If it is another program's file or damaged, point --db at a new path."
+    )
+
+
+class _BeginBusy(Exception):
+    """BEGIN IMMEDIATE waited out busy_timeout: nothing ran, so the work may be retried."""
+
+
+def _in_transaction(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as error:
+        if _is_busy(error):
+            raise _BeginBusy from None
+        raise
+    try:
+        result = work(conn)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return result
+
+
+async def _on_connection_thread(
+    conn: aiosqlite.Connection,
+    fn: Callable[[sqlite3.Connection, Callable[[sqlite3.Connection], T]], T],
+    work: Callable[[sqlite3.Connection], T],
+) -> T:
+    """Call fn(sqlite3_connection, work) on aiosqlite's own thread, in one trip.
+
+    aiosqlite has no public way to run a function on its thread, so this uses its private
+    `_execute` and `_conn`, present since 0.17; pyproject caps the version and the tests
+    exercise this path on every write.
+    """
+    execute: Callable[..., Awaitable[T]] = conn._execute
+    return await execute(fn, conn._conn, work)
 
 
 class Transaction:
@@ -163,9 +218,16 @@ class Database:
     ) -> Database:
         """Open (creating if needed) the file, set PRAGMAs, verify WAL and migrate.
 
-        Raises StorageError if WAL cannot be enabled or the schema is newer than this code.
+        Raises StorageError if the file cannot be created or read as a database, WAL cannot
+        be enabled, or the schema is newer than this code.
         """
-        path, fs_type = await anyio.to_thread.run_sync(_prepare, path)
+        try:
+            path, fs_type = await anyio.to_thread.run_sync(_prepare, path)
+        except OSError as error:
+            raise StorageError(
+                f"cannot use {path} as the database file: {error.strerror or error}. "
+                "Point --db (or SHARED_CONTEXT_DB) at a file in a writable directory."
+            ) from None
         if fs_type:
             logger.warning(
                 "%s is on a network filesystem (%s): SQLite WAL needs local disk; "
@@ -173,13 +235,19 @@ class Database:
                 path,
                 fs_type,
             )
-        conn = await aiosqlite.connect(path, isolation_level=None)
+        try:
+            conn = await aiosqlite.connect(path, isolation_level=None)
+        except sqlite3.Error as error:
+            raise _unusable(path, error) from None
         conn.row_factory = sqlite3.Row
         db = cls(conn, path, busy_timeout_ms=busy_timeout_ms, busy_retries=busy_retries)
         try:
             await db._configure()
             if migrate:
                 await db._migrate()
+        except sqlite3.DatabaseError as error:
+            await conn.close()
+            raise _unusable(path, error) from None
         except BaseException:
             await conn.close()
             raise
@@ -262,6 +330,39 @@ class Database:
                 with anyio.CancelScope(shield=True):
                     await self._conn.execute("COMMIT")
 
+    async def transact(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `work` inside `BEGIN IMMEDIATE` ... `COMMIT` in one trip to the connection's
+        thread; ROLLBACK and re-raise if it raises.
+
+        The hot path (add_message, create_session). `write()` costs a trip per statement,
+        about 0.1 ms each on a small machine, and every call pays it. `work` is plain
+        synchronous code over the sqlite3 connection, so by construction nothing else
+        happens inside the transaction. Busy handling is the same as `write()`'s.
+        """
+        async with self._write_lock:
+            # Shielded: once queued, the work runs to COMMIT or ROLLBACK whatever happens
+            # to the caller; waiting for it keeps the lock honest.
+            with anyio.CancelScope(shield=True):
+                delay = 0.05
+                for attempt in range(self.busy_retries + 1):
+                    if attempt:
+                        await anyio.sleep(delay * (0.5 + random.random()))
+                        delay *= 2
+                    try:
+                        return await _on_connection_thread(self._conn, _in_transaction, work)
+                    except _BeginBusy:
+                        continue
+        raise self._busy()
+
+    def _busy(self) -> DatabaseBusy:
+        waited = (self.busy_retries + 1) * self.busy_timeout_ms / 1000
+        return DatabaseBusy(
+            f"another process held the database's write lock for over {waited:.0f} s; "
+            "retry the call in a moment. If it keeps happening, look for a stuck process "
+            "holding the file open.",
+            database_path=str(self.path),
+        )
+
     async def _begin_immediate(self) -> None:
         delay = 0.05
         for attempt in range(self.busy_retries + 1):
@@ -274,13 +375,7 @@ class Database:
             except sqlite3.OperationalError as error:
                 if not _is_busy(error):
                     raise
-        waited = (self.busy_retries + 1) * self.busy_timeout_ms / 1000
-        raise DatabaseBusy(
-            f"another process held the database's write lock for over {waited:.0f} s; "
-            "retry the call in a moment. If it keeps happening, look for a stuck process "
-            "holding the file open.",
-            database_path=str(self.path),
-        )
+        raise self._busy()
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
         """One read statement, one snapshot: outside a transaction each statement sees the

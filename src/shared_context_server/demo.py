@@ -20,6 +20,8 @@ import anyio
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
+from shared_context_server.db import Database
+
 _COLOURS = {"security": "31", "performance": "33", "docs": "36"}
 
 
@@ -75,6 +77,9 @@ async def run_demo(db: Path | None, pace: float = 0.5) -> int:
 
 
 async def _run(db: Path, pace: float, *, temporary: bool) -> int:
+    # Open the file here first: a path that cannot hold a blackboard is one clear
+    # StorageError now, not three failing server processes.
+    await (await Database.open(db)).close()
     n = Narrator(pace)
     security = DemoAgent("security", "reviewer", "security reviewer")
     performance = DemoAgent("performance", "reviewer", "performance reviewer")

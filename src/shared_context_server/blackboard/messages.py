@@ -54,19 +54,14 @@ SESSION_EXISTS = "SELECT 1 FROM sessions WHERE id = ?"
 MAX_CONTEXT_LIMIT = 500
 
 
+MESSAGE_KEYS = tuple(column.strip().removeprefix("m.") for column in MESSAGE_COLUMNS.split(","))
+
+
 def message_dict(row: sqlite3.Row) -> dict[str, Any]:
-    return {
-        "id": row["id"],
-        "session_id": row["session_id"],
-        "sender": row["sender"],
-        "sender_type": row["sender_type"],
-        "content": row["content"],
-        "visibility": row["visibility"],
-        "message_type": row["message_type"],
-        "metadata": decode_metadata(row["metadata"]),
-        "parent_message_id": row["parent_message_id"],
-        "created_at": row["created_at"],
-    }
+    """A message row (selected with MESSAGE_COLUMNS) as the message object of the API."""
+    message = dict(zip(MESSAGE_KEYS, row, strict=True))
+    message["metadata"] = decode_metadata(message["metadata"])
+    return message
 
 
 async def add_message(
@@ -100,10 +95,12 @@ async def add_message(
             f"got {message_type!r}."
         )
     meta = encode_metadata(metadata, limits)
-    async with db.write() as tx:
+    reader = visible_to(agent)
+
+    def insert(conn: sqlite3.Connection) -> tuple[int, str]:
         # Taken under the write lock, so timestamps follow commit order like the ids.
         now = utc_now()
-        row = await tx.fetchone(
+        row = conn.execute(
             INSERT_MESSAGE,
             (
                 session_id,
@@ -118,25 +115,34 @@ async def add_message(
                 session_id,
                 parent_message_id,
                 parent_message_id,
-                *visible_to(agent),
+                *reader,
             ),
-        )
+        ).fetchone()
         if row is None:
-            session = await tx.fetchone(SELECT_SESSION, (session_id,))
-            if session is None:
-                raise session_not_found(session_id)
-            if session["status"] != "active":
-                raise Conflict(
-                    f"session {session_id} is {session['status']}; reopen it with "
-                    "update_session(status='active') before posting.",
-                    status=session["status"],
-                )
-            raise NotFound(
-                f"parent_message_id {parent_message_id} is not a message of session "
-                f"{session_id} that you can see; use an id from get_context of this session.",
-                argument="parent_message_id",
-            )
-    return {"message_id": row["id"], "session_id": session_id, "created_at": now}
+            raise _why_not_inserted(conn, session_id, parent_message_id)
+        return int(row[0]), now
+
+    message_id, created_at = await db.transact(insert)
+    return {"message_id": message_id, "session_id": session_id, "created_at": created_at}
+
+
+def _why_not_inserted(
+    conn: sqlite3.Connection, session_id: str, parent_message_id: int | None
+) -> Exception:
+    session = conn.execute(SELECT_SESSION, (session_id,)).fetchone()
+    if session is None:
+        return session_not_found(session_id)
+    if session["status"] != "active":
+        return Conflict(
+            f"session {session_id} is {session['status']}; reopen it with "
+            "update_session(status='active') before posting.",
+            status=session["status"],
+        )
+    return NotFound(
+        f"parent_message_id {parent_message_id} is not a message of session "
+        f"{session_id} that you can see; use an id from get_context of this session.",
+        argument="parent_message_id",
+    )
 
 
 async def get_message(

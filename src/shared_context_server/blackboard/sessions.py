@@ -90,9 +90,13 @@ async def create_session(
     purpose = _check_purpose(purpose, limits)
     meta = encode_metadata(metadata, limits)
     session_id = new_session_id()
-    async with db.write() as tx:
+
+    def insert(conn: sqlite3.Connection) -> str:
         now = utc_now()
-        await tx.execute(INSERT_SESSION, (session_id, purpose, agent.agent_id, now, now, meta))
+        conn.execute(INSERT_SESSION, (session_id, purpose, agent.agent_id, now, now, meta))
+        return now
+
+    now = await db.transact(insert)
     return {
         "id": session_id,
         "purpose": purpose,
@@ -144,7 +148,10 @@ def decode_cursor(cursor: str) -> int:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         if not text.startswith("r"):
             raise ValueError(text)
-        return int(text[1:])
+        position = int(text[1:])
+        if not 0 <= position < 2**63:
+            raise ValueError(text)
+        return position
     except ValueError:
         raise InvalidInput(
             "cursor is not one this server returned; pass next_cursor unchanged, or omit it "

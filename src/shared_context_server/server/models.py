@@ -7,12 +7,22 @@ Output models exist for their schema only; results are built by the domain as di
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 SessionId = Field(max_length=64)
 Json = dict[str, Any]
+
+
+def _fits_sqlite(value: int) -> int:
+    # Checked here rather than as a schema maximum, which every tool list would carry.
+    if value >= 2**63:
+        raise ValueError("is larger than any message id (ids fit in 64 bits)")
+    return value
+
+
+MessageId = Annotated[int, Field(ge=1), AfterValidator(_fits_sqlite)]
 
 
 class Input(BaseModel):
@@ -52,7 +62,7 @@ class AddMessage(Input):
     visibility: Visibility = "public"
     message_type: str = Field("message", max_length=64)
     metadata: Json | None = None
-    parent_message_id: int | None = None
+    parent_message_id: MessageId | None = None
 
 
 class AddPrivateNote(Input):
@@ -63,14 +73,14 @@ class AddPrivateNote(Input):
 
 class GetMessage(Input):
     session_id: str = SessionId
-    message_id: int
+    message_id: MessageId
 
 
 class GetContext(Input):
     session_id: str = SessionId
     limit: int = Field(50, ge=1, le=500)
-    after_id: int | None = None
-    before_id: int | None = None
+    after_id: Annotated[int, Field(ge=0), AfterValidator(_fits_sqlite)] | None = None
+    before_id: MessageId | None = None
     sender: str | None = None
     visibility: Visibility | None = None
 

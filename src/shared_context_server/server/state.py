@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from mcp.server import ServerRequestContext
@@ -9,6 +10,15 @@ from mcp.server import ServerRequestContext
 from shared_context_server.blackboard.identity import DEFAULT_PERMISSIONS, Agent, Permission
 from shared_context_server.config import Settings
 from shared_context_server.db import Database
+
+
+def client_agent_id(client_name: str) -> str:
+    """A client's self-reported name as an agent id: runs of spaces and control characters
+    become one "-", and it is cut to the 128 characters an agent id may have."""
+    return _UNSAFE.sub("-", client_name).strip("-")[:128]
+
+
+_UNSAFE = re.compile(r"[\s\x00-\x1f\x7f]+")
 
 
 @dataclass
@@ -27,7 +37,7 @@ class AppState:
                 settings.agent_id, settings.agent_type, permissions, settings.agent_id_source
             )
         params = ctx.session.client_params
-        name = params.client_info.name.strip() if params is not None else ""
+        name = client_agent_id(params.client_info.name) if params is not None else ""
         if name:
-            return Agent(name[:128], settings.agent_type, permissions, "client_info")
+            return Agent(name, settings.agent_type, permissions, "client_info")
         return Agent("anonymous", settings.agent_type, permissions, "default")
