@@ -171,6 +171,7 @@ BAD_CALLS = [
         "INVALID_INPUT",
         "parent_message_id",
     ),
+    ("get_session", {"session_id": "s" * 65}, "INVALID_INPUT", "session_id"),
     ("list_sessions", {"cursor": "cjk5OTk5OTk5OTk5OTk5OTk5OTk5OTk"}, "INVALID_INPUT", "cursor"),
 ]
 

@@ -11,7 +11,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-SessionId = Field(max_length=64)
 Json = dict[str, Any]
 
 
@@ -22,7 +21,17 @@ def _fits_sqlite(value: int) -> int:
     return value
 
 
+def _session_id_length(value: str) -> str:
+    if len(value) > 64:
+        raise ValueError(
+            "is longer than any session id (64 characters); use one from list_sessions"
+        )
+    return value
+
+
 MessageId = Annotated[int, Field(ge=1), AfterValidator(_fits_sqlite)]
+# Limits checked in code, not written into schemas that every agent pays for on every turn.
+SessionId = Annotated[str, AfterValidator(_session_id_length)]
 
 
 class Input(BaseModel):
@@ -37,7 +46,7 @@ class CreateSession(Input):
 
 
 class GetSession(Input):
-    session_id: str = SessionId
+    session_id: SessionId
 
 
 class ListSessions(Input):
@@ -47,7 +56,7 @@ class ListSessions(Input):
 
 
 class UpdateSession(Input):
-    session_id: str = SessionId
+    session_id: SessionId
     status: Literal["active", "completed", "archived"] | None = None
     purpose: str | None = None
     metadata: Json | None = Field(None, description="replaces the session's metadata")
@@ -57,7 +66,7 @@ Visibility = Literal["public", "private", "agent_only", "admin_only"]
 
 
 class AddMessage(Input):
-    session_id: str = SessionId
+    session_id: SessionId
     content: str
     visibility: Visibility = "public"
     message_type: str = Field("message", max_length=64)
@@ -66,18 +75,18 @@ class AddMessage(Input):
 
 
 class AddPrivateNote(Input):
-    session_id: str = SessionId
+    session_id: SessionId
     content: str
     metadata: Json | None = None
 
 
 class GetMessage(Input):
-    session_id: str = SessionId
+    session_id: SessionId
     message_id: MessageId
 
 
 class GetContext(Input):
-    session_id: str = SessionId
+    session_id: SessionId
     limit: int = Field(50, ge=1, le=500)
     after_id: Annotated[int, Field(ge=0), AfterValidator(_fits_sqlite)] | None = None
     before_id: MessageId | None = None
@@ -204,6 +213,7 @@ def output_schema(model: type[BaseModel]) -> dict[str, Any]:
     """
     schema = compact_schema(model)
     schema.pop("$defs", None)
+    schema.pop("required", None)  # every field is always present; the list repeats the names
     return _shallow(schema)  # type: ignore[no-any-return]
 
 

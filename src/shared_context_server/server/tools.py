@@ -44,13 +44,11 @@ class ToolSpec:
         )
 
 
+# Only hints that differ from MCP's defaults (readOnly false, destructive true, idempotent
+# false, openWorld true) are written: every agent pays for each byte on every turn.
 READ = types.ToolAnnotations(read_only_hint=True, open_world_hint=False)
-APPEND = types.ToolAnnotations(
-    read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False
-)
-UPDATE = types.ToolAnnotations(
-    read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False
-)
+APPEND = types.ToolAnnotations(destructive_hint=False, open_world_hint=False)
+UPDATE = types.ToolAnnotations(destructive_hint=False, idempotent_hint=True, open_world_hint=False)
 
 
 async def create_session(state: AppState, agent: Agent, a: m.CreateSession) -> dict[str, Any]:
