@@ -206,10 +206,13 @@ def _compact(node: Any) -> Any:
 
 
 def output_schema(model: type[BaseModel]) -> dict[str, Any]:
-    """A result's schema: top-level fields exact, nested objects as plain objects.
+    """A result's schema: top-level fields exact, nested objects as plain objects, lists
+    of objects as plain arrays.
 
     Messages and sessions would otherwise be spelled out in full in every tool that
-    returns them; their fields are documented once, in the README.
+    returns them; their fields are documented once, in the README. And a client checks
+    every result against this schema: `items` would make it visit each of 50 messages,
+    about 0.6 ms per page, more than the server spends reading them.
     """
     schema = compact_schema(model)
     schema.pop("$defs", None)
@@ -224,4 +227,6 @@ def _shallow(node: Any) -> Any:
         return node
     if "$ref" in node:
         return {"type": "object"}
+    if node.get("type") == "array" and "$ref" in node.get("items", {}):
+        return {"type": "array"}
     return {key: _shallow(value) for key, value in node.items()}
