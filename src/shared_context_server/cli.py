@@ -367,7 +367,9 @@ def _export(args: argparse.Namespace, db: Path) -> int:
 def _import(args: argparse.Namespace, db: Path) -> int:
     source = "stdin" if args.file == "-" else args.file
     text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
+    progress = Progress("imported messages")
     document = parse_export(text, source)
+    progress.update(0, len(document.messages))
 
     async def run() -> dict[str, Any]:
         database = await Database.open(db)
@@ -377,6 +379,8 @@ def _import(args: argparse.Namespace, db: Path) -> int:
             await database.close()
 
     result = anyio.run(run)
+    progress.update(result["messages"], result["messages"])
+    progress.finish()
     print(f"imported session {result['session_id']}: {result['messages']} message(s) into {db}")
     if result["session_id"] != result["original_session_id"]:
         print(

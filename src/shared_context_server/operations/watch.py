@@ -23,6 +23,7 @@ SESSION_OVERVIEW = (
     " WHERE (? = 'all' OR s.status = ?)"
     " GROUP BY s.id ORDER BY max(coalesce(max(m.created_at), ''), s.updated_at) DESC, s.id"
 )
+COUNT_VISIBLE = f"SELECT count(*) FROM messages m WHERE m.session_id = ? AND {VISIBLE_SQL}"  # noqa: S608
 # Changes whenever another connection commits to the file: cheaper than any query.
 DATA_VERSION = "PRAGMA data_version"
 
@@ -105,9 +106,6 @@ async def all_messages(
     """Every message of the session `viewer` may see, oldest first. Raises SessionNotFound."""
     async for message in messages_after(db, viewer, session_id, 0):
         yield message
-
-
-COUNT_VISIBLE = f"SELECT count(*) FROM messages m WHERE m.session_id = ? AND {VISIBLE_SQL}"  # noqa: S608
 
 
 async def count_visible(db: Database, viewer: Agent, session_id: str) -> int:
