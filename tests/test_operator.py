@@ -405,6 +405,10 @@ async def test_import_is_all_or_nothing(tmp_path: Path) -> None:
     document["messages"][4]["visibility"] = "public"
     document["messages"][4]["parent_message_id"] = document["messages"][4]["id"] + 1
     assert_one_line_error(run("import", "-", "--db", str(target), stdin=json.dumps(document)))
+    document["messages"][4]["parent_message_id"] = None
+    document["messages"][4]["content"] = "\ud800"  # valid JSON, unstorable: fails mid-write
+    proc = run("import", "-", "--db", str(target), stdin=json.dumps(document))
+    assert_one_line_error(proc, "not valid Unicode", "nothing was written")
     assert not target.exists() or sqlite3.connect(target).execute(
         "SELECT count(*) FROM sessions"
     ).fetchone() == (0,)

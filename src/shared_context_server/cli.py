@@ -203,8 +203,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as error:
         where = f": {error.filename}" if error.filename else ""
         return _fail(f"{error.strerror or error}{where}")
+    except UnicodeError as error:
+        return _fail(f"the text is not valid Unicode ({error}); nothing was written.")
     except KeyboardInterrupt:
         return 130
+    except Exception as error:  # the command line's boundary: one line, never a traceback
+        return _fail(f"unexpected {type(error).__name__}: {error}. Please report this.")
 
 
 def _fail(message: str) -> int:
@@ -412,8 +416,8 @@ def _backup(args: argparse.Namespace, db: Path) -> int:
 
 
 def _prune(args: argparse.Namespace, db: Path) -> int:
-    if args.archived_older_than < 0:
-        raise InvalidInput("--archived-older-than must be 0 or more days.")
+    if not 0 <= args.archived_older_than < 1e6:
+        raise InvalidInput("--archived-older-than must be a number of days from 0 to 999999.")
     progress = Progress("pruned")
     options = PruneOptions(archived_older_than_days=args.archived_older_than)
 
