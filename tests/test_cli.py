@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
+import re
+import shlex
 import sqlite3
 import subprocess
 import sys
@@ -64,3 +68,42 @@ def test_the_two_agents_example_runs(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "coder sees 1 message(s)" in proc.stdout  # the planner's private note stayed private
     assert "planner reads the reply: Done" in proc.stdout
+
+
+def test_the_multi_agent_pipeline_example_hands_off_security_performance_docs(
+    tmp_path: Path,
+) -> None:
+    example = Path(__file__).parents[1] / "examples" / "multi_agent_pipeline.py"
+    db = tmp_path / "pipeline.db"
+    proc = subprocess.run(
+        [sys.executable, str(example), str(db)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "performance  read security's #1" in proc.stdout
+    assert "docs         read 2 findings from ['performance', 'security']" in proc.stdout
+    assert "security     read the docs summary #3" in proc.stdout
+    conn = sqlite3.connect(db)
+    senders = [s for (s,) in conn.execute("SELECT sender FROM messages ORDER BY id")]
+    assert senders == ["security", "performance", "docs", "security"]
+
+
+def test_the_client_configs_in_the_examples_readme_are_what_config_prints() -> None:
+    text = (Path(__file__).parents[1] / "examples" / "README.md").read_text()
+    blocks = re.findall(r"```(\w+)\n(.*?)\n```", text, re.S)
+    pairs = [
+        (command, (kind, expected))
+        for (_, command), (kind, expected) in itertools.pairwise(blocks)
+        if command.startswith("shared-context-server config ")
+    ]
+    assert len(pairs) == 3
+    for command, (kind, expected) in pairs:
+        proc = run(*shlex.split(command)[1:])
+        assert proc.returncode == 0, proc.stderr
+        if kind == "json":
+            assert json.loads(proc.stdout) == json.loads(expected), command
+        else:
+            assert proc.stdout.strip() == expected, command

@@ -1,15 +1,26 @@
-"""Command line: `serve` (the default) speaks MCP on stdio; `demo` shows three agents at work."""
+"""Command line: `serve` (the default) speaks MCP on stdio; the other subcommands are the
+operator's tools over the same file. Parsing and printing only: the work is in
+`operations/`, the formatting in `terminal.py`."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
+import signal
+import sqlite3
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import anyio
 
+from shared_context_server.blackboard.identity import Agent, check_name
+from shared_context_server.blackboard.sessions import fetch_session
 from shared_context_server.config import (
     ENV_ADMIN,
     ENV_AGENT_ID,
@@ -18,10 +29,37 @@ from shared_context_server.config import (
     ENV_LOG_LEVEL,
     ENV_MAX_CONTENT,
     LOG_LEVELS,
+    resolve_db_path,
     resolve_settings,
 )
-from shared_context_server.db import default_db_path
-from shared_context_server.errors import BlackboardError, StorageError
+from shared_context_server.db import Database, default_db_path
+from shared_context_server.errors import (
+    BlackboardError,
+    InvalidInput,
+    SessionNotFound,
+    StorageError,
+)
+from shared_context_server.operations.backup import backup
+from shared_context_server.operations.client_config import CLIENTS, render_config
+from shared_context_server.operations.doctor import diagnose
+from shared_context_server.operations.prune import PruneOptions, prune
+from shared_context_server.operations.store import open_existing
+from shared_context_server.operations.transfer import (
+    export_session,
+    import_session,
+    parse_export,
+    to_json,
+    to_markdown,
+)
+from shared_context_server.operations.viewers import choose_viewer, describe
+from shared_context_server.operations.watch import follow, latest_messages, session_overview
+from shared_context_server.terminal import (
+    MessagePrinter,
+    Progress,
+    doctor_report,
+    prune_report,
+    sessions_table,
+)
 
 PROG = "shared-context-server"
 
@@ -29,7 +67,17 @@ PROG = "shared-context-server"
 COMMANDS: dict[str, str] = {
     "serve": "serve MCP over stdio (the default when no subcommand is given)",
     "demo": "watch three agents, three real server processes, share one blackboard",
+    "config": "print the configuration to paste into an MCP client",
+    "doctor": "check the database file and list the server processes using it",
+    "sessions": "list sessions with message counts and last activity",
+    "tail": "print a session's messages; --follow keeps printing new ones",
+    "export": "write a session as JSON (lossless, re-importable) or a Markdown transcript",
+    "import": "load a session from a JSON export, with fresh message ids",
+    "backup": "copy the database consistently while agents keep writing",
+    "prune": "remove old archived sessions (--dry-run shows what would go)",
 }
+CLIENT_NAMES = ("claude-desktop", "claude-code", "cursor", "generic")
+STATUSES = ("active", "completed", "archived", "all")
 
 
 def _serve_flags() -> argparse.ArgumentParser:
@@ -81,8 +129,28 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _db_flag() -> argparse.ArgumentParser:
+    flags = argparse.ArgumentParser(add_help=False)
+    flags.add_argument(
+        "--db", default=argparse.SUPPRESS, metavar="PATH", help=f"database file ({ENV_DB})"
+    )
+    return flags
+
+
+def _viewer_flags() -> argparse.ArgumentParser:
+    flags = argparse.ArgumentParser(add_help=False)
+    s = argparse.SUPPRESS
+    who = flags.add_mutually_exclusive_group()
+    who.add_argument("--as", dest="as_agent", default=s, metavar="AGENT", help="see as AGENT sees")
+    who.add_argument("--admin", action="store_true", default=s, help="see every message")
+    flags.add_argument(
+        "--agent-type", default=s, metavar="TYPE", help="AGENT's type (default: its last post's)"
+    )
+    return flags
+
+
 def build_parser() -> argparse.ArgumentParser:
-    flags = _serve_flags()
+    flags, db, viewer = _serve_flags(), _db_flag(), _viewer_flags()
     parser = argparse.ArgumentParser(
         prog=PROG,
         parents=[flags],
@@ -104,6 +172,47 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="pause between steps (default 0.5)",
     )
+
+    config = sub.add_parser("config", parents=[db], help=COMMANDS["config"])
+    config.add_argument("client", choices=CLIENT_NAMES)
+    config.add_argument("--agent-id", default=argparse.SUPPRESS, help="the agent's id")
+    config.add_argument("--agent-type", default=argparse.SUPPRESS, help="the agent's type")
+    config.add_argument("--admin", action="store_true", default=argparse.SUPPRESS)
+    config.add_argument("--name", default="shared-context", help="the server's name in the client")
+    config.add_argument(
+        "--local", action="store_true", help="run this installation, not `uvx " + PROG + "`"
+    )
+
+    doctor = sub.add_parser("doctor", parents=[db], help=COMMANDS["doctor"])
+    doctor.add_argument("--json", action="store_true", help="machine-readable output")
+    doctor.add_argument("--quick", action="store_true", help="quick_check instead of integrity")
+
+    sessions = sub.add_parser("sessions", parents=[db, viewer], help=COMMANDS["sessions"])
+    sessions.add_argument("--status", choices=STATUSES, default="all")
+    sessions.add_argument("--json", action="store_true", help="machine-readable output")
+
+    tail = sub.add_parser("tail", parents=[db, viewer], help=COMMANDS["tail"])
+    tail.add_argument("session_id", metavar="SESSION")
+    tail.add_argument("-n", "--lines", type=int, default=20, metavar="N", help="latest N (20)")
+    tail.add_argument("-f", "--follow", action="store_true", help="keep printing until Ctrl-C")
+
+    export = sub.add_parser("export", parents=[db, viewer], help=COMMANDS["export"])
+    export.add_argument("session_id", metavar="SESSION")
+    export.add_argument("--format", choices=("json", "markdown"), default="json")
+    export.add_argument("-o", "--output", metavar="FILE", help="write here (default: stdout)")
+
+    imp = sub.add_parser("import", parents=[db], help=COMMANDS["import"])
+    imp.add_argument("file", metavar="FILE", help="a JSON export ('-' reads stdin)")
+
+    backup = sub.add_parser("backup", parents=[db], help=COMMANDS["backup"])
+    backup.add_argument("path", metavar="PATH")
+    backup.add_argument("--force", action="store_true", help="replace PATH if it exists")
+
+    prune = sub.add_parser("prune", parents=[db], help=COMMANDS["prune"])
+    prune.add_argument("--dry-run", action="store_true", help="only say what would go")
+    prune.add_argument(
+        "--archived-older-than", type=float, default=30.0, metavar="DAYS", help="(30)"
+    )
     return parser
 
 
@@ -116,12 +225,37 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             db = Path(args.db).expanduser().absolute() if args.db else None
             return int(anyio.run(run_demo, db, args.pace))
-        return _serve(vars(args))
+        if command == "serve":
+            return _serve(vars(args))
+        return HANDLERS[command](args, resolve_db_path(getattr(args, "db", None)))
+    except SessionNotFound as error:
+        session_id = error.details.get("session_id")
+        return _fail(f"no session {session_id!r} in this database; `{PROG} sessions` lists them.")
     except (StorageError, BlackboardError) as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 2
+        return _fail(str(error))
+    except sqlite3.DatabaseError as error:
+        return _fail(f"SQLite says: {error}. `{PROG} doctor` checks the file.")
+    except BrokenPipeError:  # `tail ... | head`: the reader left; nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except OSError as error:
+        where = f": {error.filename}" if error.filename else ""
+        return _fail(f"{error.strerror or error}{where}")
+    except UnicodeError as error:
+        return _fail(f"the text is not valid Unicode ({error}); nothing was written.")
     except KeyboardInterrupt:
         return 130
+    except Exception as error:  # the command line's boundary: one line, never a traceback
+        return _fail(f"unexpected {type(error).__name__}: {error}. Please report this.")
+
+
+def _fail(message: str) -> int:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _note(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def _serve(flags: dict[str, object]) -> int:
@@ -135,3 +269,221 @@ def _serve(flags: dict[str, object]) -> int:
 
     anyio.run(serve_stdio, settings)
     return 0
+
+
+def _config(args: argparse.Namespace, db: Path) -> int:
+    agent_id = getattr(args, "agent_id", None)
+    agent_type = getattr(args, "agent_type", None)
+    if agent_id:
+        check_name(agent_id, "--agent-id")
+    if agent_type:
+        check_name(agent_type, "--agent-type")
+    explicit_db = getattr(args, "db", None) or os.environ.get(ENV_DB)
+    print(
+        render_config(
+            args.client,
+            name=args.name,
+            agent_id=agent_id,
+            agent_type=agent_type,
+            db=db if explicit_db else None,
+            admin=getattr(args, "admin", False),
+            local=args.local,
+        )
+    )
+    _note(f"# {args.client}: {CLIENTS[args.client]}")
+    return 0
+
+
+def _doctor(args: argparse.Namespace, db: Path) -> int:
+    data = anyio.run(partial(diagnose, db.absolute(), quick=args.quick))
+    print(json.dumps(data, indent=2) if args.json else doctor_report(data))
+    return 0 if data["ok"] else 1
+
+
+async def _viewer(database: Database, args: argparse.Namespace) -> Agent:
+    return await choose_viewer(
+        database,
+        getattr(args, "as_agent", None),
+        getattr(args, "agent_type", None),
+        getattr(args, "admin", False),
+    )
+
+
+def _sessions(args: argparse.Namespace, db: Path) -> int:
+    async def run() -> list[dict[str, Any]]:
+        database = await open_existing(db)
+        try:
+            return await session_overview(database, await _viewer(database, args), args.status)
+        finally:
+            await database.close()
+
+    rows = anyio.run(run)
+    if args.json:
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+    elif rows:
+        print(sessions_table(rows))
+    else:
+        _note(f"no {'' if args.status == 'all' else args.status + ' '}sessions in {db}")
+    return 0
+
+
+def _tail(args: argparse.Namespace, db: Path) -> int:
+    if args.lines < 0:
+        raise InvalidInput("-n must be 0 or more.")
+
+    async def run() -> None:
+        database = await open_existing(db)
+        try:
+            viewer = await _viewer(database, args)
+            session = await fetch_session(database, args.session_id)
+            _note(f"{session['id']} [{session['status']}] {session['purpose']}")
+            _note(f"showing {describe(viewer)}")
+            printer = MessagePrinter()
+            latest = await latest_messages(database, viewer, args.session_id, args.lines or 1)
+            for message in latest if args.lines else []:
+                printer.print(message)
+            if args.follow:
+                after = latest[-1]["id"] if latest else 0
+                await _follow(database, viewer, args.session_id, after, printer)
+        finally:
+            await database.close()
+
+    anyio.run(run)
+    return 0
+
+
+async def _follow(
+    database: Database, viewer: Agent, session_id: str, after: int, printer: MessagePrinter
+) -> None:
+    """Print new messages until Ctrl-C (or SIGTERM), then return quietly."""
+    async with anyio.create_task_group() as tg:
+
+        async def stop_on_signal() -> None:
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for _ in signals:
+                    tg.cancel_scope.cancel()
+
+        tg.start_soon(stop_on_signal)
+        async for message in follow(database, viewer, session_id, after):
+            printer.print(message)
+
+
+def _export(args: argparse.Namespace, db: Path) -> int:
+    progress = Progress("exported messages")
+
+    async def run() -> dict[str, Any]:
+        database = await open_existing(db)
+        try:
+            viewer = await _viewer(database, args)
+            return await export_session(database, viewer, args.session_id, progress.update)
+        finally:
+            await database.close()
+
+    document = anyio.run(run)
+    progress.finish()
+    text = to_json(document) if args.format == "json" else to_markdown(document)
+    count = len(document["messages"])
+    if not document["complete"]:
+        view = (
+            "public messages"
+            if document["view"] == "public"
+            else "what " + document["view"].removeprefix("agent:") + " can see"
+        )
+        _note(f"note: this export holds only {view}; --admin exports every message.")
+    if args.output is None:
+        sys.stdout.write(text)
+        return 0
+    target = Path(args.output).expanduser().absolute()
+    partial_file = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    fd = os.open(partial_file, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.replace(partial_file, target)
+    finally:
+        partial_file.unlink(missing_ok=True)
+    _note(f"exported {count} message(s) of {args.session_id} to {target}")
+    return 0
+
+
+def _import(args: argparse.Namespace, db: Path) -> int:
+    source = "stdin" if args.file == "-" else args.file
+    text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
+    progress = Progress("imported messages")
+    document = parse_export(text, source)
+    progress.update(0, len(document.messages))
+
+    async def run() -> dict[str, Any]:
+        database = await Database.open(db)
+        try:
+            return await import_session(database, document)
+        finally:
+            await database.close()
+
+    result = anyio.run(run)
+    progress.update(result["messages"], result["messages"])
+    progress.finish()
+    print(f"imported session {result['session_id']}: {result['messages']} message(s) into {db}")
+    if result["session_id"] != result["original_session_id"]:
+        print(
+            f"session {result['original_session_id']} already exists there, so the import "
+            f"got the new id {result['session_id']}"
+        )
+    if result["dropped_reply_links"]:
+        print(
+            f"{result['dropped_reply_links']} reply-to link(s) pointed at messages the file "
+            "does not hold (a narrower export) and were dropped"
+        )
+    if not result["complete"]:
+        print(f"the file was exported with the '{result['view']}' view: not every message")
+    return 0
+
+
+def _backup(args: argparse.Namespace, db: Path) -> int:
+    started = time.monotonic()
+    size = db.stat().st_size if db.is_file() else 0
+    if size > 50_000_000:
+        _note(f"copying {size / 1e6:.0f} MB from {db} ...")
+    result = backup(db, Path(args.path), force=args.force)
+    print(
+        f"backed up {db} to {result['path']}: {result['sessions']} session(s), "
+        f"{result['messages']} message(s), {result['bytes'] / 1e6:.1f} MB, integrity ok "
+        f"({time.monotonic() - started:.1f} s)"
+    )
+    return 0
+
+
+def _prune(args: argparse.Namespace, db: Path) -> int:
+    if not 0 <= args.archived_older_than < 1e6:
+        raise InvalidInput("--archived-older-than must be a number of days from 0 to 999999.")
+    progress = Progress("pruned")
+    options = PruneOptions(archived_older_than_days=args.archived_older_than)
+
+    async def run() -> dict[str, dict[str, int]]:
+        database = await open_existing(db)
+        try:
+            return await prune(
+                database,
+                options,
+                dry_run=args.dry_run,
+                progress=lambda counts: progress.update(sum(counts.values())),
+            )
+        finally:
+            await database.close()
+
+    report = anyio.run(run)
+    progress.finish()
+    print(prune_report(report, args.dry_run))
+    return 0
+
+
+HANDLERS: dict[str, Callable[[argparse.Namespace, Path], int]] = {
+    "config": _config,
+    "doctor": _doctor,
+    "sessions": _sessions,
+    "tail": _tail,
+    "export": _export,
+    "import": _import,
+    "backup": _backup,
+    "prune": _prune,
+}

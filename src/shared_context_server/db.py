@@ -16,7 +16,7 @@ import logging
 import os
 import random
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -177,6 +177,11 @@ class Transaction:
         changed = cursor.rowcount
         await cursor.close()
         return changed
+
+    async def executemany(self, sql: str, rows: Iterable[Params]) -> None:
+        """One statement over many rows in a single call (bulk import)."""
+        cursor = await self._conn.executemany(sql, rows)
+        await cursor.close()
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
         return list(await self._conn.execute_fetchall(sql, params))

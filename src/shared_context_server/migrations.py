@@ -40,6 +40,20 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         )""",
         "CREATE INDEX messages_session ON messages (session_id, id)",
     ),
+    # Live server processes, for `doctor`: each process keeps its own row fresh and
+    # deletes it on a clean exit; rows whose process stopped refreshing are stale.
+    2: (
+        """CREATE TABLE server_processes (
+            id INTEGER PRIMARY KEY,
+            host TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            agent_id TEXT,
+            agent_type TEXT NOT NULL,
+            client_name TEXT,
+            started_at TEXT NOT NULL,
+            last_seen TEXT NOT NULL
+        )""",
+    ),
 }
 
 SCHEMA_VERSION = max(MIGRATIONS)

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from importlib.metadata import version
 from typing import Any
 
+import anyio
 import mcp_types as types
 from mcp.server import NotificationOptions, Server, ServerRequestContext
 from mcp.server.models import InitializationOptions
@@ -15,6 +16,7 @@ from mcp.server.stdio import stdio_server
 from mcp.shared.exceptions import MCPError
 from pydantic import ValidationError
 
+from shared_context_server.blackboard.processes import Heartbeat
 from shared_context_server.config import Settings
 from shared_context_server.db import Database
 from shared_context_server.errors import BlackboardError, InvalidInput
@@ -59,6 +61,8 @@ def invalid_arguments(tool: str, error: ValidationError) -> BlackboardError:
 async def list_tools(
     ctx: ServerRequestContext[AppState], params: types.PaginatedRequestParams | None
 ) -> types.ListToolsResult:
+    state = ctx.lifespan_context
+    state.note_client(ctx, state.process_agent(ctx))
     return types.ListToolsResult(tools=tool_list())
 
 
@@ -76,6 +80,7 @@ async def call_tool(
     try:
         arguments = spec.input_model.model_validate(params.arguments or {})
         agent = state.process_agent(ctx)
+        state.note_client(ctx, agent)
         data = await spec.handler(state, agent, arguments)
     except ValidationError as error:
         return error_result(invalid_arguments(spec.name, error))
@@ -103,8 +108,17 @@ def build_server(settings: Settings, db: Database | None = None) -> Server[AppSt
     @asynccontextmanager
     async def lifespan(server: Server[AppState]) -> AsyncIterator[AppState]:
         database = db or await Database.open(settings.db_path)
+        heartbeat = Heartbeat(database, settings.agent_type, settings.agent_id)
         try:
-            yield AppState(settings=settings, db=database)
+            async with anyio.create_task_group() as tg:
+                # In the background: the first beat must not delay the handshake.
+                tg.start_soon(heartbeat.run)
+                try:
+                    yield AppState(settings=settings, db=database, heartbeat=heartbeat)
+                finally:
+                    tg.cancel_scope.cancel()
+                    with anyio.move_on_after(2, shield=True):
+                        await heartbeat.remove()
         finally:
             if db is None:
                 await database.close()

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mcp.server import ServerRequestContext
 
 from shared_context_server.blackboard.identity import DEFAULT_PERMISSIONS, Agent, Permission
+from shared_context_server.blackboard.processes import Heartbeat
 from shared_context_server.config import Settings
 from shared_context_server.db import Database
 
@@ -25,6 +26,7 @@ _UNSAFE = re.compile(r"[\s\x00-\x1f\x7f]+")
 class AppState:
     settings: Settings
     db: Database
+    heartbeat: Heartbeat | None = field(default=None)
 
     def process_agent(self, ctx: ServerRequestContext[AppState]) -> Agent:
         """This process's agent: --agent-id, else the env variable, else the client's name."""
@@ -41,3 +43,10 @@ class AppState:
         if name:
             return Agent(name, settings.agent_type, permissions, "client_info")
         return Agent("anonymous", settings.agent_type, permissions, "default")
+
+    def note_client(self, ctx: ServerRequestContext[AppState], agent: Agent) -> None:
+        """Tell the heartbeat which agent and client this process serves (for `doctor`)."""
+        if self.heartbeat is not None and agent.source != "token":
+            params = ctx.session.client_params
+            client = params.client_info.name if params is not None else None
+            self.heartbeat.note_client(agent.agent_id, client)

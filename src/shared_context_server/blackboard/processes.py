@@ -1,0 +1,165 @@
+"""Which server processes are using the file right now: one heartbeat row per process.
+
+Every server process inserts a row when it starts, refreshes `last_seen` every
+HEARTBEAT_INTERVAL seconds with one short write, and deletes the row on a clean exit. A
+process that was killed leaves its row behind; a row is stale once it has not been
+refreshed for STALE_AFTER seconds, or its pid is gone on this host. Stale rows are never
+shown and are deleted by whoever notices them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sqlite3
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import anyio
+
+from shared_context_server.clock import utc_now
+from shared_context_server.db import Database
+
+logger = logging.getLogger(__name__)
+
+HEARTBEAT_INTERVAL = 5.0
+STALE_AFTER = 3 * HEARTBEAT_INTERVAL
+
+INSERT_PROCESS = (
+    "INSERT INTO server_processes"
+    " (host, pid, agent_id, agent_type, client_name, started_at, last_seen)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id"
+)
+REFRESH_PROCESS = (
+    "UPDATE server_processes SET last_seen = ?, agent_id = ?, client_name = ? WHERE id = ?"
+)
+DELETE_PROCESS = "DELETE FROM server_processes WHERE id = ?"
+DELETE_SILENT = "DELETE FROM server_processes WHERE last_seen < ?"
+SELECT_PROCESSES = (
+    "SELECT id, host, pid, agent_id, agent_type, client_name, started_at, last_seen"
+    " FROM server_processes ORDER BY started_at, id"
+)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def stale_cutoff(now: datetime | None = None) -> str:
+    """Rows last seen before this time are stale."""
+    return _iso((now or datetime.now(UTC)) - timedelta(seconds=STALE_AFTER))
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
+def is_live(row: sqlite3.Row | dict[str, Any], cutoff: str, host: str) -> bool:
+    """Refreshed recently, and (on this host) its pid still exists."""
+    if row["last_seen"] < cutoff:
+        return False
+    return row["host"] != host or pid_alive(int(row["pid"]))
+
+
+def process_dict(row: sqlite3.Row) -> dict[str, Any]:
+    return {
+        "pid": row["pid"],
+        "host": row["host"],
+        "agent_id": row["agent_id"],
+        "agent_type": row["agent_type"],
+        "client_name": row["client_name"],
+        "started_at": row["started_at"],
+        "last_seen": row["last_seen"],
+    }
+
+
+@dataclass
+class Heartbeat:
+    """This process's row. `client_name` and `agent_id` may be learnt after it starts."""
+
+    db: Database
+    agent_type: str
+    agent_id: str | None = None
+    client_name: str | None = None
+    row_id: int | None = None
+    interval: float = HEARTBEAT_INTERVAL
+
+    def __post_init__(self) -> None:
+        self._news = anyio.Event()
+        self.started_at = utc_now()
+
+    def note_client(self, agent_id: str, client_name: str | None) -> None:
+        """Record who this process serves; the next beat (at once) writes it."""
+        if (agent_id, client_name) != (self.agent_id, self.client_name):
+            self.agent_id, self.client_name = agent_id, client_name
+            self._news.set()
+
+    async def beat(self) -> None:
+        """One short write: refresh our row (re-inserting it if someone judged it stale),
+        and delete rows nobody has refreshed for STALE_AFTER seconds."""
+        async with self.db.write() as tx:
+            now = utc_now()
+            changed = 0
+            if self.row_id is not None:
+                changed = await tx.execute(
+                    REFRESH_PROCESS, (now, self.agent_id, self.client_name, self.row_id)
+                )
+            if not changed:
+                row = await tx.fetchone(
+                    INSERT_PROCESS,
+                    (
+                        socket.gethostname(),
+                        os.getpid(),
+                        self.agent_id,
+                        self.agent_type,
+                        self.client_name,
+                        self.started_at,
+                        now,
+                    ),
+                )
+                assert row is not None
+                self.row_id = int(row["id"])
+            await tx.execute(DELETE_SILENT, (stale_cutoff(),))
+
+    async def run(self) -> None:
+        """Beat every `interval` seconds (sooner when news arrives) until cancelled.
+
+        A failed beat is logged and retried next time: presence must never stop a server.
+        """
+        while True:
+            self._news = anyio.Event()
+            try:
+                await self.beat()
+            except Exception as error:  # the server goes on serving whatever happens here
+                logger.warning("heartbeat write failed (%s); retrying", error)
+            with anyio.move_on_after(self.interval):
+                await self._news.wait()
+
+    async def remove(self) -> None:
+        """Delete our row (clean exit)."""
+        if self.row_id is not None:
+            async with self.db.write() as tx:
+                await tx.execute(DELETE_PROCESS, (self.row_id,))
+            self.row_id = None
+
+
+async def live_processes(db: Database, *, forget_stale: bool = True) -> list[dict[str, Any]]:
+    """Server processes using the file now, oldest first; stale rows are deleted unless
+    `forget_stale` is False (a file opened only for inspection)."""
+    rows = await db.fetchall(SELECT_PROCESSES)
+    cutoff, host = stale_cutoff(), socket.gethostname()
+    live = [row for row in rows if is_live(row, cutoff, host)]
+    stale = [row["id"] for row in rows if not is_live(row, cutoff, host)]
+    if stale and forget_stale:
+        async with db.write() as tx:
+            for row_id in stale:
+                await tx.execute(DELETE_PROCESS, (row_id,))
+    return [process_dict(row) for row in live]

@@ -1,0 +1,222 @@
+"""`doctor`: is this file a healthy blackboard, and who is using it?
+
+Inspection never changes a damaged or unusual file: the file's header and a read-only
+connection answer everything. Only a healthy file (WAL, intact, current schema) is opened
+for writing, to delete the heartbeat rows of processes that died without cleaning up.
+"""
+
+from __future__ import annotations
+
+import socket
+import sqlite3
+import stat
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from shared_context_server.blackboard.processes import (
+    SELECT_PROCESSES,
+    is_live,
+    live_processes,
+    process_dict,
+    stale_cutoff,
+)
+from shared_context_server.db import Database, network_filesystem
+from shared_context_server.migrations import SCHEMA_VERSION
+
+HEADER = b"SQLite format 3\x00"
+LARGE_WAL = 64 * 1024 * 1024
+TABLES = "SELECT name FROM sqlite_master WHERE type = 'table'"
+
+
+class Report:
+    """What doctor found: facts, problems (non-zero exit) and warnings, each with a fix."""
+
+    def __init__(self, path: Path) -> None:
+        self.data: dict[str, Any] = {
+            "path": str(path),
+            "exists": path.is_file(),
+            "problems": [],
+            "warnings": [],
+        }
+
+    def problem(self, what: str, fix: str) -> None:
+        self.data["problems"].append({"problem": what, "fix": fix})
+
+    def warning(self, what: str, fix: str) -> None:
+        self.data["warnings"].append({"warning": what, "fix": fix})
+
+    @property
+    def healthy(self) -> bool:
+        return not self.data["problems"]
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
+
+
+def _permissions(report: Report, path: Path) -> None:
+    modes: dict[str, str] = {}
+    for suffix in ("", "-wal", "-shm"):
+        part = Path(f"{path}{suffix}")
+        if part.exists():
+            mode = stat.S_IMODE(part.stat().st_mode)
+            modes["file" + suffix] = f"{mode:04o}"
+            if mode & 0o077:
+                report.problem(
+                    f"{part} is readable or writable by other users (mode {mode:04o}).",
+                    f"chmod 600 '{part}'",
+                )
+    directory = path.parent
+    mode = stat.S_IMODE(directory.stat().st_mode)
+    modes["directory"] = f"{mode:04o}"
+    if mode & 0o022 and not mode & stat.S_ISVTX:
+        report.problem(
+            f"{directory} is writable by other users (mode {mode:04o}): they could replace "
+            "the database.",
+            f"chmod go-w '{directory}', or move the database (--db) to a private directory",
+        )
+    report.data["permissions"] = modes
+
+
+def _header(report: Report, path: Path) -> bool:
+    """Journal mode from the file header (bytes 18-19: 2 = WAL); False if not SQLite."""
+    with path.open("rb") as f:
+        header = f.read(100)
+    if not header:
+        report.data["journal_mode"] = None
+        report.warning(
+            "the file is empty: no server has initialised it yet.",
+            "start any agent's server on it (or `shared-context-server demo --db FILE`)",
+        )
+        return False
+    if not header.startswith(HEADER) or len(header) < 100:
+        report.data["journal_mode"] = None
+        report.problem(
+            "the file is not an SQLite database, or its header is damaged.",
+            "restore it from a backup (`shared-context-server backup` makes them) or point "
+            "--db at the right file",
+        )
+        return False
+    wal = header[18] == 2 and header[19] == 2
+    report.data["journal_mode"] = "wal" if wal else "rollback"
+    if not wal:
+        report.problem(
+            "the file is not in WAL mode (its journal mode is a rollback journal): it was "
+            "made or changed by another tool, and processes sharing it will block each other.",
+            "with every process closed, run `sqlite3 FILE 'PRAGMA journal_mode=WAL'` (a "
+            "server also switches it when it next opens the file); if it stays in rollback "
+            "mode, the filesystem lacks shared memory: move the file to a local disk",
+        )
+    return True
+
+
+def _inspect(report: Report, path: Path, quick: bool) -> list[sqlite3.Row]:
+    """Integrity, schema and counts over a read-only connection; the heartbeat rows."""
+    conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+    conn.row_factory = sqlite3.Row
+    try:
+        conn.execute("PRAGMA busy_timeout = 5000")
+        check = "quick_check" if quick else "integrity_check"
+        try:
+            results = [str(row[0]) for row in conn.execute(f"PRAGMA {check}")]
+        except sqlite3.DatabaseError as error:
+            results = [str(error)]
+        report.data["integrity"] = "ok" if results == ["ok"] else results[:10]
+        if results != ["ok"]:
+            report.problem(
+                f"the integrity check failed: {results[0]}",
+                "stop the agents, then restore the newest backup; to salvage what is left, "
+                "`sqlite3 FILE .recover | sqlite3 NEW.db` and import sessions from NEW.db",
+            )
+            return []
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        report.data["schema_version"] = version
+        report.data["expected_schema_version"] = SCHEMA_VERSION
+        tables = {row[0] for row in conn.execute(TABLES)}
+        if version > SCHEMA_VERSION:
+            report.problem(
+                f"schema version {version} is newer than this release understands "
+                f"({SCHEMA_VERSION}).",
+                "upgrade: `uvx shared-context-server@latest` or `pipx upgrade "
+                "shared-context-server`",
+            )
+        elif "sessions" not in tables:
+            if tables:
+                report.problem(
+                    "this SQLite file is not a shared-context-server database.",
+                    "point --db or SHARED_CONTEXT_DB at the blackboard file",
+                )
+            return []
+        elif version < SCHEMA_VERSION:
+            report.warning(
+                f"schema version {version}; this release uses {SCHEMA_VERSION}.",
+                "nothing to do: the next server to start migrates the file",
+            )
+        for table in ("sessions", "messages"):
+            if table in tables:
+                # Table names from the constant tuple above.
+                count = conn.execute(f"SELECT count(*) FROM {table}").fetchone()  # noqa: S608
+                report.data[table] = int(count[0])
+        if "server_processes" not in tables:
+            return []
+        return list(conn.execute(SELECT_PROCESSES))
+    except sqlite3.DatabaseError as error:
+        report.problem(
+            f"SQLite cannot read the file: {error}.",
+            "restore it from a backup, or salvage with `sqlite3 FILE .recover`",
+        )
+        return []
+    finally:
+        conn.close()
+
+
+def inspect(path: Path, quick: bool = False) -> tuple[Report, list[sqlite3.Row]]:
+    """Everything that can be learnt without writing: the report and the heartbeat rows."""
+    report = Report(path)
+    data = report.data
+    if not data["exists"]:
+        report.problem(
+            f"no database at {path}.",
+            "check --db / SHARED_CONTEXT_DB; a server creates the file when it first starts",
+        )
+        return report, []
+    data["size_bytes"] = _size(path)
+    data["wal_bytes"] = _size(Path(f"{path}-wal"))
+    data["shm_bytes"] = _size(Path(f"{path}-shm"))
+    _permissions(report, path)
+    fs_type = network_filesystem(path)
+    data["network_filesystem"] = fs_type
+    if fs_type:
+        report.problem(
+            f"the file is on a network filesystem ({fs_type}); SQLite WAL needs a local disk "
+            "and can corrupt or miss data there.",
+            "move the database to a local disk (--db or SHARED_CONTEXT_DB)",
+        )
+    if data["wal_bytes"] > LARGE_WAL:
+        report.warning(
+            f"the WAL file is {data['wal_bytes'] / 1e6:.0f} MB: a long-lived read is "
+            "holding back checkpoints.",
+            "it shrinks once every server has closed the file; restart stuck agents",
+        )
+    if not _header(report, path):
+        return report, []
+    return report, _inspect(report, path, quick)
+
+
+async def diagnose(path: Path, *, quick: bool = False) -> dict[str, Any]:
+    """Everything doctor reports about the file at `path` (absolute); `ok` is False on any
+    problem."""
+    report, rows = await anyio.to_thread.run_sync(inspect, path, quick)
+    data = report.data
+    host, cutoff = socket.gethostname(), stale_cutoff()
+    data["processes"] = [process_dict(r) for r in rows if is_live(r, cutoff, host)]
+    if rows and report.healthy and data.get("schema_version") == SCHEMA_VERSION:
+        db = await Database.open(path, migrate=False)
+        try:  # forgets the rows of processes that died without cleaning up
+            data["processes"] = await live_processes(db)
+        finally:
+            await db.close()
+    data["ok"] = report.healthy
+    return data

@@ -1,0 +1,291 @@
+"""Moving a session between files: a lossless JSON export that imports anywhere, and a
+Markdown transcript for people.
+
+The JSON keeps every field of the session and its messages (threading, metadata,
+visibility, timestamps). Import gives messages fresh ids (remapping reply-to links), so it
+never clashes with what the target file holds; the session keeps its id unless the target
+already has one by that name.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from shared_context_server.blackboard.identity import Agent, Visibility, check_name
+from shared_context_server.blackboard.sessions import Status, fetch_session, new_session_id
+from shared_context_server.clock import utc_now
+from shared_context_server.db import Database
+from shared_context_server.errors import InvalidInput
+from shared_context_server.operations.viewers import ADMIN_VIEWER, PUBLIC_VIEWER
+from shared_context_server.operations.watch import all_messages, count_visible
+
+FORMAT = "shared-context-server/session"
+VERSION = 1
+
+Progress = Callable[[int, int], None]
+
+_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
+_MESSAGE_TYPE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+SESSION_EXISTS = "SELECT 1 FROM sessions WHERE id = ?"
+INSERT_SESSION = (
+    "INSERT INTO sessions (id, purpose, status, created_by, created_at, updated_at, metadata)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+# Ids are assigned here, under the write lock, from where AUTOINCREMENT would continue;
+# inserting them explicitly moves its counter past them.
+NEXT_MESSAGE_ID = (
+    "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'messages'), 0),"
+    " coalesce((SELECT max(id) FROM messages), 0)) + 1"
+)
+INSERT_MESSAGE = (
+    "INSERT INTO messages (id, session_id, sender, sender_type, content, visibility,"
+    " message_type, metadata, parent_message_id, created_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def view_name(viewer: Agent) -> str:
+    if viewer is PUBLIC_VIEWER:
+        return "public"
+    if viewer is ADMIN_VIEWER:
+        return "admin"
+    return f"agent:{viewer.agent_id}/{viewer.agent_type}"
+
+
+async def export_session(
+    db: Database, viewer: Agent, session_id: str, progress: Progress | None = None
+) -> dict[str, Any]:
+    """The session and every message `viewer` may see, as one JSON-ready document.
+
+    `complete` is true only for an admin's export (every message). Raises SessionNotFound.
+    """
+    session = await fetch_session(db, session_id)
+    total = await count_visible(db, viewer, session_id)
+    messages: list[dict[str, Any]] = []
+    async for message in all_messages(db, viewer, session_id):
+        del message["session_id"]
+        messages.append(message)
+        if progress and len(messages) % 500 == 0:
+            progress(len(messages), total)
+    if progress:
+        progress(len(messages), max(total, len(messages)))
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "exported_at": utc_now(),
+        "view": view_name(viewer),
+        "complete": viewer.is_admin,
+        "session": session,
+        "messages": messages,
+    }
+
+
+def to_json(document: dict[str, Any]) -> str:
+    return json.dumps(document, ensure_ascii=False, indent=2) + "\n"
+
+
+def to_markdown(document: dict[str, Any]) -> str:
+    """A readable transcript: a heading per message with sender, time and threading."""
+    session = document["session"]
+    messages = document["messages"]
+    view = {"public": "public messages only", "admin": "every message"}.get(
+        document["view"], "what " + document["view"].removeprefix("agent:") + " can see"
+    )
+    lines = [
+        f"# {session['purpose']}",
+        "",
+        f"Session `{session['id']}` · {session['status']} · started by "
+        f"{session['created_by']} at {session['created_at']} · {len(messages)} messages "
+        f"({view}) · exported {document['exported_at']}",
+    ]
+    if session["metadata"]:
+        lines += ["", f"Metadata: `{json.dumps(session['metadata'], ensure_ascii=False)}`"]
+    for message in messages:
+        head = [f"#{message['id']}", f"{message['sender']} ({message['sender_type']})"]
+        head.append(message["created_at"])
+        if message["visibility"] != "public":
+            head.append(message["visibility"])
+        if message["message_type"] != "message":
+            head.append(message["message_type"])
+        if message["parent_message_id"] is not None:
+            head.append(f"reply to #{message['parent_message_id']}")
+        lines += ["", "## " + " · ".join(head), "", message["content"]]
+        if message["metadata"]:
+            meta = json.dumps(message["metadata"], ensure_ascii=False)
+            lines += ["", f"Metadata: `{meta}`"]
+    return "\n".join(lines) + "\n"
+
+
+# --- import -----------------------------------------------------------------------------
+
+
+def _timestamp(value: str) -> str:
+    if not _TIME.match(value):
+        raise ValueError("must be an ISO 8601 UTC time like 2026-11-22T05:33:12.123456Z")
+    return value
+
+
+def _name(value: str) -> str:
+    try:
+        return check_name(value, "the name")
+    except InvalidInput as error:
+        raise ValueError(error.message) from None
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class ImportedSession(_Strict):
+    id: str
+    purpose: str
+    status: Status
+    created_by: str
+    created_at: str
+    updated_at: str
+    metadata: dict[str, Any] | None
+
+    _times = field_validator("created_at", "updated_at")(_timestamp)
+    _names = field_validator("id", "created_by")(_name)
+
+
+class ImportedMessage(_Strict):
+    id: int
+    session_id: str | None = None
+    sender: str
+    sender_type: str
+    content: str
+    visibility: Visibility
+    message_type: str
+    metadata: dict[str, Any] | None
+    parent_message_id: int | None
+    created_at: str
+
+    _times = field_validator("created_at")(_timestamp)
+    _names = field_validator("sender", "sender_type")(_name)
+
+    @field_validator("message_type")
+    @classmethod
+    def _message_type(cls, value: str) -> str:
+        if not _MESSAGE_TYPE.match(value):
+            raise ValueError("must be 1-64 letters, digits or _.:-")
+        return value
+
+
+class ExportFile(_Strict):
+    format: Literal["shared-context-server/session"]
+    version: int
+    exported_at: str
+    view: str
+    complete: bool
+    session: ImportedSession
+    messages: list[ImportedMessage]
+
+
+def parse_export(text: str, source: str) -> ExportFile:
+    """Validate an export file's text. Raises InvalidInput naming the first problems."""
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise InvalidInput(
+            f"{source} is not JSON (line {error.lineno}, column {error.colno}: {error.msg}); "
+            "import takes a file written by `export --format json`."
+        ) from None
+    if isinstance(raw, dict) and isinstance(raw.get("version"), int) and raw["version"] > VERSION:
+        raise InvalidInput(
+            f"{source} is export format version {raw['version']}, newer than this "
+            f"shared-context-server reads ({VERSION}); upgrade it to import this file."
+        )
+    try:
+        document = ExportFile.model_validate(raw)
+    except ValidationError as error:
+        problems = [
+            ".".join(str(part) for part in item["loc"]) + ": " + item["msg"]
+            for item in error.errors(include_url=False, include_input=False)
+        ]
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise InvalidInput(
+            f"{source} is not a session export: {'; '.join(problems[:3])}{more}."
+        ) from None
+    seen: set[int] = set()
+    for index, message in enumerate(document.messages):
+        where = f"{source}: messages[{index}]"
+        if message.id in seen:
+            raise InvalidInput(f"{where}: id {message.id} appears twice.")
+        if message.session_id not in (None, document.session.id):
+            raise InvalidInput(f"{where}: session_id is not the exported session's id.")
+        if message.parent_message_id is not None and message.parent_message_id >= message.id:
+            raise InvalidInput(f"{where}: replies to #{message.parent_message_id}, not earlier.")
+        seen.add(message.id)
+    return document
+
+
+def _encode(metadata: dict[str, Any] | None) -> str | None:
+    if metadata is None:
+        return None
+    return json.dumps(metadata, separators=(",", ":"), ensure_ascii=False)
+
+
+async def import_session(db: Database, document: ExportFile) -> dict[str, Any]:
+    """Write the session and its messages in one transaction: all of it or nothing.
+
+    Messages get fresh ids in their original order, reply-to links follow them; a reply to
+    a message the file does not hold (a narrower export) loses its link, and is counted.
+    """
+    session = document.session
+    ordered = sorted(document.messages, key=lambda m: m.id)
+    held = {m.id for m in ordered}
+    dropped = sum(
+        1 for m in ordered if m.parent_message_id is not None and m.parent_message_id not in held
+    )
+    async with db.write() as tx:
+        session_id = session.id
+        if await tx.fetchone(SESSION_EXISTS, (session_id,)):
+            session_id = new_session_id()
+        await tx.execute(
+            INSERT_SESSION,
+            (
+                session_id,
+                session.purpose,
+                session.status,
+                session.created_by,
+                session.created_at,
+                session.updated_at,
+                _encode(session.metadata),
+            ),
+        )
+        row = await tx.fetchone(NEXT_MESSAGE_ID)
+        first = int(row[0]) if row else 1
+        new_ids = {m.id: first + i for i, m in enumerate(ordered)}
+        await tx.executemany(
+            INSERT_MESSAGE,
+            [
+                (
+                    new_ids[m.id],
+                    session_id,
+                    m.sender,
+                    m.sender_type,
+                    m.content,
+                    m.visibility,
+                    m.message_type,
+                    _encode(m.metadata),
+                    new_ids.get(m.parent_message_id) if m.parent_message_id else None,
+                    m.created_at,
+                )
+                for m in ordered
+            ],
+        )
+    return {
+        "session_id": session_id,
+        "original_session_id": session.id,
+        "messages": len(ordered),
+        "dropped_reply_links": dropped,
+        "view": document.view,
+        "complete": document.complete,
+    }

@@ -1,0 +1,113 @@
+"""Reading sessions as an operator: the overview, a session's latest messages, and new
+messages from any process as they are committed."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+
+from shared_context_server.blackboard.identity import VISIBLE_SQL, Agent, visible_to
+from shared_context_server.blackboard.messages import MAX_CONTEXT_LIMIT, get_context
+from shared_context_server.blackboard.sessions import StatusFilter, session_dict
+from shared_context_server.db import Database
+
+FOLLOW_INTERVAL = 0.2
+
+# Counts and last message time over what the viewer may see, like get_session's.
+SESSION_OVERVIEW = (
+    "SELECT s.id, s.purpose, s.status, s.created_by, s.created_at, s.updated_at, s.metadata,"  # noqa: S608
+    " count(m.id) AS message_count, max(m.created_at) AS last_message_at"
+    f" FROM sessions s LEFT JOIN messages m ON m.session_id = s.id AND {VISIBLE_SQL}"
+    " WHERE (? = 'all' OR s.status = ?)"
+    " GROUP BY s.id ORDER BY max(coalesce(max(m.created_at), ''), s.updated_at) DESC, s.id"
+)
+COUNT_VISIBLE = f"SELECT count(*) FROM messages m WHERE m.session_id = ? AND {VISIBLE_SQL}"  # noqa: S608
+# Changes whenever another connection commits to the file: cheaper than any query.
+DATA_VERSION = "PRAGMA data_version"
+
+
+async def session_overview(
+    db: Database, viewer: Agent, status: StatusFilter = "all"
+) -> list[dict[str, Any]]:
+    """Every session with `status`, most recently active first, with the number and time
+    of the messages `viewer` may see; `last_activity` is the later of that and the
+    session's own last update."""
+    rows = await db.fetchall(SESSION_OVERVIEW, (*visible_to(viewer), status, status))
+    out = []
+    for row in rows:
+        last = row["last_message_at"]
+        out.append(
+            {
+                **session_dict(row),
+                "message_count": row["message_count"],
+                "last_message_at": last,
+                "last_activity": max(last or "", row["updated_at"]),
+            }
+        )
+    return out
+
+
+async def latest_messages(
+    db: Database, viewer: Agent, session_id: str, count: int
+) -> list[dict[str, Any]]:
+    """The latest `count` messages `viewer` may see, oldest first. Raises SessionNotFound."""
+    page = await get_context(db, viewer, session_id, limit=min(count, MAX_CONTEXT_LIMIT))
+    messages: list[dict[str, Any]] = page["messages"]
+    while page["has_more"] and messages and len(messages) < count:
+        limit = min(count - len(messages), MAX_CONTEXT_LIMIT)
+        page = await get_context(db, viewer, session_id, limit=limit, before_id=messages[0]["id"])
+        messages = page["messages"] + messages
+    return messages
+
+
+async def messages_after(
+    db: Database, viewer: Agent, session_id: str, after_id: int
+) -> AsyncIterator[dict[str, Any]]:
+    """Every message `viewer` may see with id > `after_id`, in order, page by page."""
+    while True:
+        page = await get_context(db, viewer, session_id, limit=MAX_CONTEXT_LIMIT, after_id=after_id)
+        for message in page["messages"]:
+            after_id = message["id"]
+            yield message
+        if not page["has_more"] or not page["messages"]:
+            return
+
+
+async def follow(
+    db: Database,
+    viewer: Agent,
+    session_id: str,
+    after_id: int,
+    interval: float = FOLLOW_INTERVAL,
+) -> AsyncIterator[dict[str, Any]]:
+    """New messages `viewer` may see, as any process commits them, forever.
+
+    Polls `PRAGMA data_version` every `interval` seconds and queries only when it moved,
+    so a quiet session costs one trivial statement per poll. Raises SessionNotFound if the
+    session disappears (pruned).
+    """
+    version: int | None = None
+    while True:
+        row = await db.fetchone(DATA_VERSION)
+        current = int(row[0]) if row else 0
+        if current != version:
+            version = current
+            async for message in messages_after(db, viewer, session_id, after_id):
+                after_id = message["id"]
+                yield message
+        await anyio.sleep(interval)
+
+
+async def all_messages(
+    db: Database, viewer: Agent, session_id: str
+) -> AsyncIterator[dict[str, Any]]:
+    """Every message of the session `viewer` may see, oldest first. Raises SessionNotFound."""
+    async for message in messages_after(db, viewer, session_id, 0):
+        yield message
+
+
+async def count_visible(db: Database, viewer: Agent, session_id: str) -> int:
+    row = await db.fetchone(COUNT_VISIBLE, (session_id, *visible_to(viewer)))
+    return int(row[0]) if row else 0

@@ -1,0 +1,179 @@
+"""How the command line shows things to a person: message lines, tables, reports, counters."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+_PALETTE = ("36", "33", "35", "32", "34", "31")
+
+
+def colour_enabled(stream: TextIO) -> bool:
+    return stream.isatty() and not os.environ.get("NO_COLOR")
+
+
+def paint(text: str, code: str, colour: bool) -> str:
+    return f"\033[{code}m{text}\033[0m" if colour else text
+
+
+def local_time(stamp: str) -> datetime:
+    """A stored UTC timestamp in this machine's time zone."""
+    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).astimezone()
+
+
+def short_time(stamp: str | None) -> str:
+    return local_time(stamp).strftime("%Y-%m-%d %H:%M") if stamp else "-"
+
+
+class MessagePrinter:
+    """`tail`'s lines: time, id, sender, visibility, threading, then the content indented.
+
+    A date line appears whenever the (local) day changes, so each line carries only the time.
+    """
+
+    def __init__(self, stream: TextIO = sys.stdout) -> None:
+        self.stream = stream
+        self.colour = colour_enabled(stream)
+        self.day: str | None = None
+
+    def _sender(self, sender: str) -> str:
+        code = _PALETTE[sum(sender.encode()) % len(_PALETTE)]
+        return paint(sender, "1;" + code, self.colour)
+
+    def print(self, message: dict[str, Any]) -> None:
+        moment = local_time(message["created_at"])
+        day = moment.strftime("%Y-%m-%d")
+        out: list[str] = []
+        if day != self.day:
+            self.day = day
+            out.append(paint(f"-- {day} --", "2", self.colour))
+        head = [
+            moment.strftime("%H:%M:%S"),
+            paint(f"#{message['id']}", "2", self.colour),
+            self._sender(message["sender"]) + "/" + message["sender_type"],
+        ]
+        if message["visibility"] != "public":
+            head.append(paint(f"[{message['visibility']}]", "1", self.colour))
+        if message["parent_message_id"] is not None:
+            head.append(f"reply-to #{message['parent_message_id']}")
+        if message["message_type"] != "message":
+            head.append(f"({message['message_type']})")
+        out.append(" ".join(head))
+        out += ["    " + line for line in message["content"].splitlines() or [""]]
+        print("\n".join(out), file=self.stream, flush=True)
+
+
+def _fit(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
+
+
+def sessions_table(sessions: list[dict[str, Any]]) -> str:
+    """One row per session: id, status, messages, last activity, creator, purpose."""
+    header = ("SESSION", "STATUS", "MSGS", "LAST ACTIVITY", "CREATED BY", "PURPOSE")
+    rows = [
+        (
+            s["id"],
+            s["status"],
+            str(s["message_count"]),
+            short_time(s["last_activity"]),
+            s["created_by"],
+            s["purpose"],
+        )
+        for s in sessions
+    ]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(5)]
+    room = max(shutil.get_terminal_size((120, 24)).columns - sum(widths) - 10, 20)
+    lines = []
+    for row in [header, *rows]:
+        cells = [row[i].ljust(widths[i]) if i != 2 else row[i].rjust(widths[i]) for i in range(5)]
+        lines.append("  ".join([*cells, _fit(row[5], room)]).rstrip())
+    return "\n".join(lines)
+
+
+def _bytes(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n} B"
+
+
+def doctor_report(data: dict[str, Any]) -> str:
+    lines = [f"database      {data['path']}"]
+    if data["exists"]:
+        lines.append(
+            f"size          {_bytes(data['size_bytes'])} (WAL {_bytes(data['wal_bytes'])}, "
+            f"shared memory {_bytes(data['shm_bytes'])})"
+        )
+        modes = data.get("permissions", {})
+        lines.append("permissions   " + ", ".join(f"{part} {mode}" for part, mode in modes.items()))
+        lines.append(f"filesystem    {data['network_filesystem'] or 'local'}")
+        lines.append(f"journal mode  {data.get('journal_mode') or 'unknown'}")
+        if "integrity" in data:
+            integrity = data["integrity"]
+            lines.append(f"integrity     {integrity if integrity == 'ok' else 'FAILED'}")
+        if "schema_version" in data:
+            lines.append(
+                f"schema        version {data['schema_version']} "
+                f"(this release: {data['expected_schema_version']})"
+            )
+        if "sessions" in data:
+            lines.append(
+                f"contents      {data['sessions']} sessions, {data.get('messages', 0)} messages"
+            )
+        processes = data.get("processes", [])
+        lines.append(f"processes     {len(processes)} live server process(es) on this file")
+        for p in processes:
+            who = p["agent_id"] or "(agent not known yet)"
+            client = f" via {p['client_name']}" if p["client_name"] else ""
+            lines.append(
+                f"  pid {p['pid']:<8} {who}/{p['agent_type']}{client}, started "
+                f"{short_time(p['started_at'])}, seen {local_time(p['last_seen']):%H:%M:%S}"
+            )
+    for item in data["warnings"]:
+        lines.append(f"warning: {item['warning']}\n  what to do: {item['fix']}")
+    for item in data["problems"]:
+        lines.append(f"PROBLEM: {item['problem']}\n  what to do: {item['fix']}")
+    lines.append("ok" if data["ok"] else f"{len(data['problems'])} problem(s) found")
+    return "\n".join(lines)
+
+
+def prune_report(report: dict[str, dict[str, int]], dry_run: bool) -> str:
+    verb = "would remove" if dry_run else "removed"
+    lines = []
+    for name, counts in report.items():
+        main = counts[name]
+        extra = ", ".join(f"{n} {label}" for label, n in counts.items() if label != name)
+        lines.append(f"{verb} {main} {name}" + (f" ({extra})" if extra else ""))
+    return "\n".join(lines) if any(c[n] for n, c in report.items()) else "nothing to prune"
+
+
+class Progress:
+    """A counter on stderr for work that takes a while: silent for the first second and
+    when stderr is not a terminal, so quick runs and scripts see nothing."""
+
+    def __init__(self, label: str, stream: TextIO = sys.stderr, delay: float = 1.0) -> None:
+        self.label = label
+        self.stream = stream
+        self.start = time.monotonic()
+        self.delay = delay
+        self.shown = False
+        self.live = stream.isatty()
+
+    def update(self, done: int, total: int | None = None) -> None:
+        if not self.live or time.monotonic() - self.start < self.delay:
+            return
+        of = f"/{total:,}" if total else ""
+        self.stream.write(f"\r{self.label} {done:,}{of}")
+        self.stream.flush()
+        self.shown = True
+
+    def finish(self) -> None:
+        if self.shown:
+            self.stream.write("\n")
+            self.stream.flush()

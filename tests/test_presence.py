@@ -1,0 +1,90 @@
+"""Heartbeat rows of live server processes, and the operator's progress counter."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from shared_context_server.blackboard.processes import Heartbeat, live_processes
+from shared_context_server.clock import utc_now
+from shared_context_server.db import Database
+from shared_context_server.operations.doctor import diagnose
+from shared_context_server.terminal import Progress
+
+INSERT = (
+    "INSERT INTO server_processes (host, pid, agent_id, agent_type, client_name, started_at,"
+    " last_seen) VALUES (?, ?, ?, 'generic', NULL, ?, ?)"
+)
+
+
+def dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+async def test_rows_not_refreshed_lately_or_of_dead_pids_are_hidden_and_deleted(
+    db: Database,
+) -> None:
+    now, old = utc_now(), "2020-01-01T00:00:00.000000Z"
+    host = socket.gethostname()
+    async with db.write() as tx:
+        await tx.execute(INSERT, (host, os.getpid(), "me", now, now))
+        await tx.execute(INSERT, (host, os.getpid(), "silent", old, old))
+        await tx.execute(INSERT, (host, dead_pid(), "dead", now, now))
+        await tx.execute(INSERT, ("elsewhere", 1, "remote", now, now))
+    live = await live_processes(db)
+    assert [p["agent_id"] for p in live] == ["me", "remote"]
+    assert len(await db.fetchall("SELECT * FROM server_processes")) == 2
+
+
+async def test_a_heartbeat_writes_who_it_serves_and_comes_back_after_being_judged_stale(
+    db: Database,
+) -> None:
+    beat = Heartbeat(db, "reviewer")
+    await beat.beat()
+    beat.note_client("alice", "claude-code")
+    await beat.beat()
+    (row,) = await live_processes(db)
+    assert (row["agent_id"], row["client_name"], row["pid"]) == (
+        "alice",
+        "claude-code",
+        os.getpid(),
+    )
+    async with db.write() as tx:  # as if judged stale (a laptop slept past STALE_AFTER)
+        await tx.execute("DELETE FROM server_processes")
+    await beat.beat()
+    assert len(await live_processes(db)) == 1
+    await beat.remove()
+    assert await live_processes(db) == []
+
+
+async def test_doctor_reports_an_older_schema_as_a_warning_without_migrating(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.db"
+    db = await Database.open(path)
+    await db.fetchall("PRAGMA user_version = 1")
+    await db.close()
+    data = await diagnose(path)
+    assert data["ok"] and data["schema_version"] == 1
+    assert "the next server to start migrates the file" in data["warnings"][0]["fix"]
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_counts_on_a_terminal_after_its_delay_and_stays_silent_otherwise() -> None:
+    tty, pipe = Terminal(), io.StringIO()
+    for stream, delay in ((tty, 0.0), (pipe, 0.0), (Terminal(), 60.0)):
+        progress = Progress("exported", stream, delay=delay)
+        progress.update(500, 1000)
+        progress.finish()
+    assert tty.getvalue() == "\rexported 500/1,000\n"
+    assert pipe.getvalue() == ""
