@@ -118,7 +118,7 @@ async def test_doctor_reports_a_healthy_file(tmp_path: Path) -> None:
     await blackboard(db)
     proc = run("doctor", "--db", str(db))
     assert proc.returncode == 0, proc.stdout
-    for line in ("journal mode  wal", "integrity     ok", "1 sessions, 5 messages", "ok"):
+    for line in ("journal mode  wal", "integrity     ok", "1 session, 5 messages", "ok"):
         assert line in proc.stdout
     data = json.loads(run("doctor", "--db", str(db), "--json").stdout)
     assert data["ok"] and data["problems"] == [] and data["permissions"]["file"] == "0600"

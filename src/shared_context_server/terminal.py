@@ -124,10 +124,13 @@ def doctor_report(data: dict[str, Any]) -> str:
             )
         if "sessions" in data:
             lines.append(
-                f"contents      {data['sessions']} sessions, {data.get('messages', 0)} messages"
+                f"contents      {_count(data['sessions'], 'session')}, "
+                f"{_count(data.get('messages', 0), 'message')}"
             )
         processes = data.get("processes", [])
-        lines.append(f"processes     {len(processes)} live server process(es) on this file")
+        lines.append(
+            f"processes     {_count(len(processes), 'live server process', 'es')} on this file"
+        )
         for p in processes:
             who = p["agent_id"] or "(agent not known yet)"
             client = f" via {p['client_name']}" if p["client_name"] else ""
@@ -177,3 +180,7 @@ class Progress:
         if self.shown:
             self.stream.write("\n")
             self.stream.flush()
+
+
+def _count(n: int, noun: str, plural: str = "s") -> str:
+    return f"{n:,} {noun}{'' if n == 1 else plural}"
