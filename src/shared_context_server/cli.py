@@ -35,6 +35,13 @@ def _serve_flags() -> argparse.ArgumentParser:
     )
     flags.add_argument("--max-content-chars", type=int, default=s, metavar="N")
     flags.add_argument(
+        "--poll-interval",
+        type=float,
+        default=s,
+        metavar="SECONDS",
+        help="how often to look for other processes' commits (default 0.1)",
+    )
+    flags.add_argument(
         "--log-level", default=s, choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper
     )
     return flags

@@ -15,7 +15,7 @@ import logging
 import os
 import random
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -151,6 +151,7 @@ class Database:
         self.busy_timeout_ms = busy_timeout_ms
         self.busy_retries = busy_retries
         self._write_lock = anyio.Lock()
+        self._commit_listeners: list[Callable[[], None]] = []
 
     @classmethod
     async def open(
@@ -187,6 +188,20 @@ class Database:
 
     async def close(self) -> None:
         await self._conn.close()
+
+    def on_commit(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call `listener` after each commit of `write()`; returns a function that stops it.
+
+        `PRAGMA data_version` shows other connections' commits, never this one's own, so
+        the change poller also listens here.
+        """
+        self._commit_listeners.append(listener)
+        return lambda: self._commit_listeners.remove(listener)
+
+    async def data_version(self) -> int:
+        """A number that changes whenever another connection commits to the file."""
+        row = await self.fetchone("PRAGMA data_version")
+        return int(row[0]) if row else 0
 
     async def _configure(self) -> None:
         # busy_timeout first: switching a new file to WAL takes a lock other processes
@@ -261,6 +276,8 @@ class Database:
             else:
                 with anyio.CancelScope(shield=True):
                     await self._conn.execute("COMMIT")
+        for listener in list(self._commit_listeners):
+            listener()
 
     async def _begin_immediate(self) -> None:
         delay = 0.05

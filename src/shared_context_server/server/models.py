@@ -75,6 +75,12 @@ class GetContext(Input):
     visibility: Visibility | None = None
 
 
+class WaitForMessages(Input):
+    session_id: str = SessionId
+    after_id: int = Field(ge=0)
+    timeout_s: float = Field(30, ge=0, le=120)
+
+
 class NoArguments(Input):
     pass
 

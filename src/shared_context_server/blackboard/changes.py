@@ -1,0 +1,204 @@
+"""Noticing other processes' commits: one poller per process, and the long poll built on it.
+
+Processes share nothing but the file, so a process learns of another's commit by looking.
+Looking is cheap: `PRAGMA data_version` changes only when another connection commits,
+so an idle poll is one PRAGMA; only after it moves are the two markers read (the highest
+message id, and the sessions counter that migration 2's triggers keep). This process's
+own commits do not move data_version on its own connection, so the poller reads through
+a connection of its own (which also never sees a write still in progress) and `write()`
+wakes it at once after each local commit.
+
+The poller sleeps outright, with no timer, while nobody is watching (no subscription,
+listen stream or long poll); with watchers it looks every `interval` seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from shared_context_server.blackboard.identity import VISIBLE_SQL, Agent, visible_to
+from shared_context_server.blackboard.limits import DEFAULT_LIMITS, Limits
+from shared_context_server.blackboard.messages import get_context
+from shared_context_server.db import Database
+from shared_context_server.errors import InvalidInput
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_POLL_INTERVAL = 0.1
+MAX_WAIT_S = 120.0
+
+LAST_MESSAGE_ID = "SELECT coalesce(max(id), 0) FROM messages"
+SESSIONS_COUNTER = "SELECT value FROM change_counters WHERE name = 'sessions'"
+# The sessions that gained a message `agent` may see in an id range: the range comes
+# from the poller, so this scans only the new rows.
+SESSIONS_WITH_NEWS = (
+    "SELECT DISTINCT m.session_id FROM messages m"  # noqa: S608 (constants only)
+    f" WHERE m.id > ? AND m.id <= ? AND {VISIBLE_SQL}"
+)
+
+
+@dataclass(frozen=True)
+class Change:
+    """What one poll found: messages with first_id <= id <= last_id are new."""
+
+    first_id: int
+    last_id: int
+    sessions_changed: bool
+
+    @property
+    def new_messages(self) -> bool:
+        return self.last_id >= self.first_id
+
+
+OnChange = Callable[[Change], Awaitable[None]]
+
+
+class ChangeFeed:
+    """One process's view of commits to the shared file, from any process."""
+
+    def __init__(self, reader: Database, interval: float = DEFAULT_POLL_INTERVAL) -> None:
+        self._reader = reader
+        self.interval = interval
+        self.watchers = 0
+        self._wake = anyio.Event()
+        self._seen = anyio.Event()
+        self._data_version = -1
+        self._last_id = 0
+        self._sessions = 0
+
+    @classmethod
+    async def open(cls, path: Path, interval: float = DEFAULT_POLL_INTERVAL) -> ChangeFeed:
+        """A feed over its own read connection to `path` (migrated already by the caller)."""
+        reader = await Database.open(path, migrate=False)
+        await reader.fetchone("PRAGMA query_only = ON")
+        feed = cls(reader, interval)
+        await feed.poll()  # the baseline: what exists now is not news
+        return feed
+
+    async def close(self) -> None:
+        await self._reader.close()
+
+    @property
+    def reader(self) -> Database:
+        """The feed's connection: it sees committed data only."""
+        return self._reader
+
+    def poke(self) -> None:
+        """Look now rather than at the next tick (after a commit on this process's connection)."""
+        self._wake.set()
+
+    def watch(self) -> None:
+        """Someone wants to hear of changes: keep looking until the matching `unwatch`."""
+        self.watchers += 1
+        self._wake.set()
+
+    def unwatch(self) -> None:
+        self.watchers -= 1
+
+    @contextmanager
+    def watching(self) -> Iterator[None]:
+        """`watch` while inside (a listen stream, a long poll)."""
+        self.watch()
+        try:
+            yield
+        finally:
+            self.unwatch()
+
+    def next_change(self) -> anyio.Event:
+        """An event set by the next change seen. Take it *before* reading, so a change that
+        lands between the read and the wait still wakes the waiter."""
+        return self._seen
+
+    async def poll(self) -> Change | None:
+        """Look once; the change since the last look, or None."""
+        version = await self._reader.data_version()
+        if version == self._data_version:
+            return None
+        self._data_version = version
+        row = await self._reader.fetchone(LAST_MESSAGE_ID)
+        last_id = int(row[0]) if row else 0
+        row = await self._reader.fetchone(SESSIONS_COUNTER)
+        sessions = int(row[0]) if row else 0
+        change = Change(self._last_id + 1, last_id, sessions != self._sessions)
+        self._last_id, self._sessions = last_id, sessions
+        if not change.new_messages and not change.sessions_changed:
+            return None  # a commit elsewhere (memory, tokens...) that no one here watches
+        return change
+
+    async def run(self, on_change: OnChange) -> None:
+        """Poll until cancelled, calling `on_change` for each change and waking waiters."""
+        while True:
+            if self.watchers:
+                with anyio.move_on_after(self.interval):
+                    await self._wake.wait()
+            else:
+                await self._wake.wait()
+            self._wake = anyio.Event()
+            if not self.watchers:
+                continue  # a local commit nobody waits for; the next look catches up
+            try:
+                change = await self.poll()
+            except Exception:
+                logger.exception("change poll failed; trying again next tick")
+                continue
+            if change is None:
+                continue
+            seen, self._seen = self._seen, anyio.Event()
+            seen.set()
+            try:
+                await on_change(change)
+            except Exception:
+                logger.exception("sending change notifications failed")
+
+
+async def sessions_with_news(db: Database, agent: Agent, change: Change) -> set[str]:
+    """Sessions that gained a message `agent` may see in `change`: no notification ever
+    tells an agent about a message it cannot read."""
+    if not change.new_messages:
+        return set()
+    rows = await db.fetchall(
+        SESSIONS_WITH_NEWS, (change.first_id - 1, change.last_id, *visible_to(agent))
+    )
+    return {row[0] for row in rows}
+
+
+async def wait_for_messages(
+    feed: ChangeFeed,
+    agent: Agent,
+    session_id: str,
+    after_id: int,
+    timeout_s: float = 30.0,
+    limits: Limits = DEFAULT_LIMITS,
+) -> dict[str, Any]:
+    """The messages `agent` may see with id > after_id, as soon as any exist; none at timeout.
+
+    Holds no lock and no transaction while it waits: each look is one read through the
+    feed's connection (committed data only), and between looks it sleeps until the feed
+    sees a commit from any process. Messages the caller may not see never end the wait.
+    Raises SessionNotFound (at once), InvalidInput.
+    """
+    agent.require("read", "wait_for_messages")
+    if after_id < 0:
+        raise InvalidInput(f"after_id must be 0 or more (0: from the start); got {after_id}.")
+    if not 0 <= timeout_s <= MAX_WAIT_S:
+        raise InvalidInput(f"timeout_s must be 0-{MAX_WAIT_S:.0f} seconds; got {timeout_s}.")
+
+    async def look() -> dict[str, Any]:
+        return await get_context(feed.reader, agent, session_id, after_id=after_id, limits=limits)
+
+    with feed.watching():
+        changed = feed.next_change()
+        page = await look()
+        with anyio.move_on_after(timeout_s):
+            while not page["messages"]:
+                await changed.wait()
+                changed = feed.next_change()
+                page = await look()
+    return page
