@@ -69,6 +69,7 @@ class ChangeFeed:
         self.watchers = 0
         self._wake = anyio.Event()
         self._seen = anyio.Event()
+        self._polling = anyio.Lock()
         self._data_version = -1
         self._last_id = 0
         self._sessions = 0
@@ -99,6 +100,15 @@ class ChangeFeed:
         self.watchers += 1
         self._wake.set()
 
+    async def watch_from_now(self) -> None:
+        """`watch`, for a subscriber: it hears of commits after this call, never of older
+        ones. While nobody watched, the poller did not look, so look first."""
+        if not self.watchers:
+            async with self._polling:
+                if not self.watchers and await self.poll() is not None:
+                    self._tick()  # only long polls could be waiting: they look again
+        self.watch()
+
     def unwatch(self) -> None:
         self.watchers -= 1
 
@@ -117,7 +127,8 @@ class ChangeFeed:
         return self._seen
 
     async def poll(self) -> Change | None:
-        """Look once; the change since the last look, or None."""
+        """Look once; the change since the last look, or None. While nobody watches, the
+        last look grows old: the first look after a pause may report older commits."""
         version = await self._reader.data_version()
         if version == self._data_version:
             return None
@@ -132,6 +143,10 @@ class ChangeFeed:
             return None  # a commit elsewhere (memory, tokens...) that no one here watches
         return change
 
+    def _tick(self) -> None:
+        seen, self._seen = self._seen, anyio.Event()
+        seen.set()
+
     async def run(self, on_change: OnChange) -> None:
         """Poll until cancelled, calling `on_change` for each change and waking waiters."""
         while True:
@@ -144,14 +159,14 @@ class ChangeFeed:
             if not self.watchers:
                 continue  # a local commit nobody waits for; the next look catches up
             try:
-                change = await self.poll()
+                async with self._polling:
+                    change = await self.poll()
             except Exception:
                 logger.exception("change poll failed; trying again next tick")
                 continue
             if change is None:
                 continue
-            seen, self._seen = self._seen, anyio.Event()
-            seen.set()
+            self._tick()
             try:
                 await on_change(change)
             except Exception:

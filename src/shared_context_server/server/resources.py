@@ -179,7 +179,7 @@ async def subscribe(
     await check_subscribable(state, agent, params.uri)
     state.peer = state.peer or ctx.session
     if params.uri not in state.subscriptions:
-        state.feed.watch()
+        await state.feed.watch_from_now()
     state.subscriptions[params.uri] = agent
     return types.EmptyResult()
 
@@ -200,8 +200,8 @@ async def initialized(
     a subscription, so the poller keeps looking for as long as the connection lasts."""
     state = ctx.lifespan_context
     if state.peer is None:
-        state.feed.watch()
-    state.peer = ctx.session
+        state.peer = ctx.session
+        await state.feed.watch_from_now()
 
 
 def listen_handler(stream: ListenHandler) -> Callable[..., Awaitable[Any]]:
@@ -217,12 +217,13 @@ def listen_handler(stream: ListenHandler) -> Callable[..., Awaitable[Any]]:
         for uri in sorted(uris):
             await check_subscribable(state, agent, uri)
         key = object()
+        await state.feed.watch_from_now()
         state.listens[key] = (agent, uris)
         try:
-            with state.feed.watching():
-                return await stream(ctx, params)
+            return await stream(ctx, params)
         finally:
             del state.listens[key]
+            state.feed.unwatch()
 
     return listen
 
