@@ -166,19 +166,19 @@ async def test_poll_tells_messages_from_session_list_changes(db: Database) -> No
     feed = await ChangeFeed.open(db.path)
     try:
         async with other_process(db) as other:
-            assert await feed.poll() is None  # nothing committed since the baseline
+            assert feed.poll() is None  # nothing committed since the baseline
             sid = (await sessions.create_session(other, BOB, "new"))["id"]
-            change = await feed.poll()
+            change = feed.poll()
             assert change is not None and change.sessions_changed and not change.new_messages
             posted = await messages.add_message(other, BOB, sid, "hello")
-            change = await feed.poll()
+            change = feed.poll()
             assert change is not None and not change.sessions_changed
             assert change.first_id == change.last_id == posted["message_id"]
             await sessions.update_session(other, BOB, sid, status="completed")
-            change = await feed.poll()
+            change = feed.poll()
             assert change is not None and change.sessions_changed
             await sessions.update_session(other, BOB, sid, metadata={"k": 1})
-            assert await feed.poll() is None  # metadata is not in the resource list
+            assert feed.poll() is None  # metadata is not in the resource list
     finally:
         await feed.close()
 

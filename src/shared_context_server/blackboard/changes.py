@@ -1,12 +1,17 @@
 """Noticing other processes' commits: one poller per process, and the long poll built on it.
 
 Processes share nothing but the file, so a process learns of another's commit by looking.
-Looking is cheap: `PRAGMA data_version` changes only when another connection commits,
-so an idle poll is one PRAGMA; only after it moves are the two markers read (the highest
-message id, and the sessions counter that migration 2's triggers keep). This process's
-own commits do not move data_version on its own connection, so the poller reads through
-a connection of its own (which also never sees a write still in progress) and `write()`
-wakes it at once after each local commit.
+Looking is cheap: `PRAGMA data_version` changes only when another connection commits, so
+an idle look is one PRAGMA; only after it moves are the two markers read (the highest
+message id, and the sessions counter that migration 2's triggers keep).
+
+The looks go through a plain sqlite3 connection of the feed's own, on the event loop
+thread: each is a few microseconds (a WAL reader never waits for a writer), where a
+round trip through aiosqlite's worker thread costs more than the look itself, ten times a
+second, in every process. Being another connection, it sees this process's own commits
+move data_version too, and never a write still in progress; `write()` pokes the feed so
+its own commits are seen at once. Larger reads (long polls, whom to notify) use an
+aiosqlite connection of the feed's own, for the same reason.
 
 The poller sleeps outright, with no timer, while nobody is watching (no subscription,
 listen stream or long poll); with watchers it looks every `interval` seconds.
@@ -15,6 +20,7 @@ listen stream or long poll); with watchers it looks every `interval` seconds.
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,6 +38,7 @@ from shared_context_server.errors import InvalidInput
 logger = logging.getLogger(__name__)
 
 DEFAULT_POLL_INTERVAL = 0.1
+PROBE_BUSY_MS = 50
 MAX_WAIT_S = 120.0
 
 LAST_MESSAGE_ID = "SELECT coalesce(max(id), 0) FROM messages"
@@ -63,50 +70,62 @@ OnChange = Callable[[Change], Awaitable[None]]
 class ChangeFeed:
     """One process's view of commits to the shared file, from any process."""
 
-    def __init__(self, reader: Database, interval: float = DEFAULT_POLL_INTERVAL) -> None:
+    def __init__(
+        self, probe: sqlite3.Connection, reader: Database, interval: float = DEFAULT_POLL_INTERVAL
+    ) -> None:
+        self._probe = probe
         self._reader = reader
         self.interval = interval
         self.watchers = 0
-        self._wake = anyio.Event()
+        self._nap: anyio.CancelScope | None = None
+        self._woken = False
         self._seen = anyio.Event()
-        self._polling = anyio.Lock()
         self._data_version = -1
         self._last_id = 0
         self._sessions = 0
 
     @classmethod
     async def open(cls, path: Path, interval: float = DEFAULT_POLL_INTERVAL) -> ChangeFeed:
-        """A feed over its own read connection to `path` (migrated already by the caller)."""
+        """A feed over its own connections to `path` (migrated already by the caller)."""
         reader = await Database.open(path, migrate=False)
-        await reader.fetchone("PRAGMA query_only = ON")
-        feed = cls(reader, interval)
-        await feed.poll()  # the baseline: what exists now is not news
+        try:
+            await reader.fetchone("PRAGMA query_only = ON")
+            probe = sqlite3.connect(reader.path, isolation_level=None, check_same_thread=False)
+        except BaseException:
+            await reader.close()
+            raise
+        # Short: a look that cannot read now is retried at the next tick.
+        probe.execute(f"PRAGMA busy_timeout = {PROBE_BUSY_MS}")
+        probe.execute("PRAGMA query_only = ON")
+        feed = cls(probe, reader, interval)
+        feed.poll()  # the baseline: what exists now is not news
         return feed
 
     async def close(self) -> None:
+        self._probe.close()
         await self._reader.close()
 
     @property
     def reader(self) -> Database:
-        """The feed's connection: it sees committed data only."""
+        """The feed's aiosqlite connection: it sees committed data only."""
         return self._reader
 
     def poke(self) -> None:
         """Look now rather than at the next tick (after a commit on this process's connection)."""
-        self._wake.set()
+        self._woken = True
+        if self._nap is not None:
+            self._nap.cancel()
 
     def watch(self) -> None:
         """Someone wants to hear of changes: keep looking until the matching `unwatch`."""
         self.watchers += 1
-        self._wake.set()
+        self.poke()
 
-    async def watch_from_now(self) -> None:
+    def watch_from_now(self) -> None:
         """`watch`, for a subscriber: it hears of commits after this call, never of older
         ones. While nobody watched, the poller did not look, so look first."""
-        if not self.watchers:
-            async with self._polling:
-                if not self.watchers and await self.poll() is not None:
-                    self._tick()  # only long polls could be waiting: they look again
+        if not self.watchers and self.poll() is not None:
+            self._tick()  # only long polls could be waiting: they look again
         self.watch()
 
     def unwatch(self) -> None:
@@ -114,7 +133,7 @@ class ChangeFeed:
 
     @contextmanager
     def watching(self) -> Iterator[None]:
-        """`watch` while inside (a listen stream, a long poll)."""
+        """`watch` while inside (a long poll)."""
         self.watch()
         try:
             yield
@@ -126,17 +145,16 @@ class ChangeFeed:
         lands between the read and the wait still wakes the waiter."""
         return self._seen
 
-    async def poll(self) -> Change | None:
+    def poll(self) -> Change | None:
         """Look once; the change since the last look, or None. While nobody watches, the
         last look grows old: the first look after a pause may report older commits."""
-        version = await self._reader.data_version()
+        version = int(self._probe.execute("PRAGMA data_version").fetchone()[0])
         if version == self._data_version:
             return None
-        self._data_version = version
-        row = await self._reader.fetchone(LAST_MESSAGE_ID)
-        last_id = int(row[0]) if row else 0
-        row = await self._reader.fetchone(SESSIONS_COUNTER)
+        last_id = int(self._probe.execute(LAST_MESSAGE_ID).fetchone()[0])
+        row = self._probe.execute(SESSIONS_COUNTER).fetchone()
         sessions = int(row[0]) if row else 0
+        self._data_version = version
         change = Change(self._last_id + 1, last_id, sessions != self._sessions)
         self._last_id, self._sessions = last_id, sessions
         if not change.new_messages and not change.sessions_changed:
@@ -150,18 +168,19 @@ class ChangeFeed:
     async def run(self, on_change: OnChange) -> None:
         """Poll until cancelled, calling `on_change` for each change and waking waiters."""
         while True:
-            if self.watchers:
-                with anyio.move_on_after(self.interval):
-                    await self._wake.wait()
-            else:
-                await self._wake.wait()
-            self._wake = anyio.Event()
+            if not self._woken:
+                with anyio.CancelScope() as self._nap:
+                    if self.watchers:
+                        await anyio.sleep(self.interval)
+                    else:
+                        await anyio.sleep_forever()
+                self._nap = None
+            self._woken = False
             if not self.watchers:
                 continue  # a local commit nobody waits for; the next look catches up
             try:
-                async with self._polling:
-                    change = await self.poll()
-            except Exception:
+                change = self.poll()
+            except sqlite3.Error:
                 logger.exception("change poll failed; trying again next tick")
                 continue
             if change is None:

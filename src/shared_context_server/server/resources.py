@@ -179,7 +179,7 @@ async def subscribe(
     await check_subscribable(state, agent, params.uri)
     state.peer = state.peer or ctx.session
     if params.uri not in state.subscriptions:
-        await state.feed.watch_from_now()
+        state.feed.watch_from_now()
     state.subscriptions[params.uri] = agent
     return types.EmptyResult()
 
@@ -201,7 +201,7 @@ async def initialized(
     state = ctx.lifespan_context
     if state.peer is None:
         state.peer = ctx.session
-        await state.feed.watch_from_now()
+        state.feed.watch_from_now()
 
 
 def listen_handler(stream: ListenHandler) -> Callable[..., Awaitable[Any]]:
@@ -217,7 +217,7 @@ def listen_handler(stream: ListenHandler) -> Callable[..., Awaitable[Any]]:
         for uri in sorted(uris):
             await check_subscribable(state, agent, uri)
         key = object()
-        await state.feed.watch_from_now()
+        state.feed.watch_from_now()
         state.listens[key] = (agent, uris)
         try:
             return await stream(ctx, params)
