@@ -31,7 +31,8 @@ logger = logging.getLogger(__name__)
 INSTRUCTIONS = (
     "A blackboard shared by every agent on this machine. Work in a session (create_session, "
     "or a session_id you were given): post findings with add_message, read the others' with "
-    "get_context, and pass after_id to fetch only what is new."
+    "get_context, and pass after_id to fetch only what is new; wait_for_messages waits "
+    "for it."
 )
 
 
