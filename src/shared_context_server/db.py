@@ -198,11 +198,6 @@ class Database:
         self._commit_listeners.append(listener)
         return lambda: self._commit_listeners.remove(listener)
 
-    async def data_version(self) -> int:
-        """A number that changes whenever another connection commits to the file."""
-        row = await self.fetchone("PRAGMA data_version")
-        return int(row[0]) if row else 0
-
     async def _configure(self) -> None:
         # busy_timeout first: switching a new file to WAL takes a lock other processes
         # may hold while they do the same.
