@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -106,16 +106,39 @@ def server_params(db: Path, *args: str, env: dict[str, str] | None = None) -> St
 
 @asynccontextmanager
 async def spawn(
-    db: Path, *args: str, env: dict[str, str] | None = None
+    db: Path, *args: str, env: dict[str, str] | None = None, message_handler: Any = None
 ) -> AsyncIterator[ClientSession]:
-    """A real `shared-context-server` subprocess over stdio, handshake done."""
+    """A real `shared-context-server` subprocess over stdio, handshake done.
+
+    `message_handler` receives the server's notifications (see `Inbox`)."""
     async with (
         stdio_client(server_params(db, *args, env=env)) as (read, write),
-        ClientSession(read, write) as session,
+        ClientSession(read, write, message_handler=message_handler) as session,
     ):
         with anyio.fail_after(30):
             await session.initialize()
         yield session
+
+
+class Inbox:
+    """Collects the notifications a client session receives; `wait_for` one that matches."""
+
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+        self._changed = anyio.Event()
+
+    async def __call__(self, message: Any) -> None:
+        self.items.append(message)
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    async def wait_for(self, match: Callable[[Any], bool]) -> Any:
+        with anyio.fail_after(10):
+            while True:
+                for item in self.items:
+                    if match(item):
+                        return item
+                await self._changed.wait()
 
 
 async def ok(session: Any, tool: str, **arguments: Any) -> dict[str, Any]:

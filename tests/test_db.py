@@ -177,3 +177,25 @@ async def test_a_cancelled_one_trip_writer_finishes_its_transaction_and_frees_th
     assert other.execute("SELECT count(*) FROM sessions").fetchone() == (1,)
     other.execute("ROLLBACK")
     await database.close()
+
+
+async def test_a_read_never_sees_another_requests_uncommitted_write(db: Database) -> None:
+    seen: list[int] = []
+    inserted = anyio.Event()
+
+    async def writer() -> None:
+        with pytest.raises(RuntimeError):
+            async with db.write() as tx:
+                await tx.execute(INSERT_S, ("ghost",))
+                inserted.set()
+                await anyio.sleep(0.05)  # a concurrent request reads meanwhile
+                raise RuntimeError("rolled back")
+
+    async def reader() -> None:
+        await inserted.wait()
+        seen.append(len(await db.fetchall("SELECT id FROM sessions")))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(writer)
+        tg.start_soon(reader)
+    assert seen == [0]

@@ -28,6 +28,7 @@ from shared_context_server.config import (
     ENV_DB,
     ENV_LOG_LEVEL,
     ENV_MAX_CONTENT,
+    ENV_POLL_INTERVAL,
     LOG_LEVELS,
     resolve_db_path,
     resolve_settings,
@@ -108,6 +109,13 @@ def _serve_flags() -> argparse.ArgumentParser:
         default=s,
         metavar="N",
         help=f"longest message content ({ENV_MAX_CONTENT}; default 100000)",
+    )
+    flags.add_argument(
+        "--poll-interval",
+        type=float,
+        default=s,
+        metavar="SECONDS",
+        help=f"how often to look for other processes' commits ({ENV_POLL_INTERVAL}; default 0.1)",
     )
     flags.add_argument(
         "--log-level",

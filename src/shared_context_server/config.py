@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from shared_context_server.blackboard.changes import DEFAULT_POLL_INTERVAL
 from shared_context_server.blackboard.identity import check_name
 from shared_context_server.blackboard.limits import Limits
 from shared_context_server.db import default_db_path
@@ -22,6 +23,7 @@ ENV_AGENT_TYPE = "SHARED_CONTEXT_AGENT_TYPE"
 ENV_ADMIN = "SHARED_CONTEXT_ADMIN"
 ENV_MAX_CONTENT = "SHARED_CONTEXT_MAX_CONTENT_CHARS"
 ENV_LOG_LEVEL = "SHARED_CONTEXT_LOG_LEVEL"
+ENV_POLL_INTERVAL = "SHARED_CONTEXT_POLL_INTERVAL"
 
 # name -> (environment variable, what it sets); the README's table and a test use this.
 ENVIRONMENT: dict[str, str] = {
@@ -31,9 +33,14 @@ ENVIRONMENT: dict[str, str] = {
     ENV_ADMIN: "1 gives this process the admin permission",
     ENV_MAX_CONTENT: "longest message content in characters (default 100000)",
     ENV_LOG_LEVEL: "stderr log level (default WARNING)",
+    ENV_POLL_INTERVAL: "seconds between looks for other processes' commits (default 0.1)",
 }
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+# Below 10 ms polling costs CPU for nothing; above 5 s real time stops being real.
+MIN_POLL_INTERVAL = 0.01
+MAX_POLL_INTERVAL = 5.0
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -47,6 +54,7 @@ class Settings:
     admin: bool = False
     limits: Limits = field(default_factory=Limits)
     log_level: str = "WARNING"
+    poll_interval: float = DEFAULT_POLL_INTERVAL
 
 
 def resolve_db_path(flag: str | None, environ: Mapping[str, str] = os.environ) -> Path:
@@ -86,6 +94,7 @@ def resolve_settings(flags: Mapping[str, Any], environ: Mapping[str, str] = os.e
         raise InvalidInput("--max-content-chars must be at least 1.")
     limits = Limits(max_content_chars=max_content) if max_content else Limits()
 
+    poll_interval = _poll_interval(flags.get("poll_interval"), environ)
     log_level = (flags.get("log_level") or environ.get(ENV_LOG_LEVEL) or "WARNING").upper()
     if log_level not in LOG_LEVELS:
         raise InvalidInput(
@@ -99,4 +108,24 @@ def resolve_settings(flags: Mapping[str, Any], environ: Mapping[str, str] = os.e
         admin=admin,
         limits=limits,
         log_level=log_level,
+        poll_interval=poll_interval,
     )
+
+
+def _poll_interval(flag: float | None, environ: Mapping[str, str]) -> float:
+    """--poll-interval, else SHARED_CONTEXT_POLL_INTERVAL, else 0.1. Raises InvalidInput."""
+    what = "--poll-interval"
+    value = flag
+    if value is None and environ.get(ENV_POLL_INTERVAL):
+        what = ENV_POLL_INTERVAL
+        try:
+            value = float(environ[ENV_POLL_INTERVAL])
+        except ValueError:
+            raise InvalidInput(f"{ENV_POLL_INTERVAL} must be a number of seconds.") from None
+    if value is None:
+        return DEFAULT_POLL_INTERVAL
+    if not MIN_POLL_INTERVAL <= value <= MAX_POLL_INTERVAL:
+        raise InvalidInput(
+            f"{what} must be {MIN_POLL_INTERVAL}-{MAX_POLL_INTERVAL} seconds; got {value}."
+        )
+    return value

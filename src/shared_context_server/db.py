@@ -18,6 +18,7 @@ import random
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -130,6 +131,10 @@ def _unusable(path: Path, error: sqlite3.Error) -> StorageError:
     )
 
 
+# The Database whose write() transaction the current task is inside, if any.
+_WRITING: ContextVar[Database | None] = ContextVar("writing", default=None)
+
+
 class _BeginBusy(Exception):
     """BEGIN IMMEDIATE waited out busy_timeout: nothing ran, so the work may be retried."""
 
@@ -211,6 +216,8 @@ class Database:
         self.busy_timeout_ms = busy_timeout_ms
         self.busy_retries = busy_retries
         self._write_lock = anyio.Lock()
+        self._commit_listeners: list[Callable[[], None]] = []
+        self._open_write: anyio.Event | None = None
 
     @classmethod
     async def open(
@@ -260,6 +267,16 @@ class Database:
 
     async def close(self) -> None:
         await self._conn.close()
+
+    def on_commit(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call `listener` after each commit of `write()` or `transact()`; returns a function
+        that stops it.
+
+        `PRAGMA data_version` shows other connections' commits, never this one's own, so
+        the change poller also listens here.
+        """
+        self._commit_listeners.append(listener)
+        return lambda: self._commit_listeners.remove(listener)
 
     async def _configure(self) -> None:
         # busy_timeout first: switching a new file to WAL takes a lock other processes
@@ -321,19 +338,33 @@ class Database:
         jittered backoff, then DatabaseBusy is raised. Nothing inside may await other I/O.
         """
         async with self._write_lock:
-            # Shielded: a cancelled await does not stop the statement on aiosqlite's
-            # thread, and a BEGIN that lands unseen would hold every process's write lock.
-            with anyio.CancelScope(shield=True):
-                await self._begin_immediate()
+            # Reads by other requests wait until COMMIT: on this one connection they
+            # would otherwise see the transaction's uncommitted rows.
+            self._open_write = anyio.Event()
+            owner = _WRITING.set(self)
             try:
-                yield Transaction(self._conn)
-            except BaseException:
+                # Shielded: a cancelled await does not stop the statement on aiosqlite's
+                # thread, and a BEGIN that lands unseen would hold every process's lock.
                 with anyio.CancelScope(shield=True):
-                    await self._conn.execute("ROLLBACK")
-                raise
-            else:
-                with anyio.CancelScope(shield=True):
-                    await self._conn.execute("COMMIT")
+                    await self._begin_immediate()
+                try:
+                    yield Transaction(self._conn)
+                except BaseException:
+                    with anyio.CancelScope(shield=True):
+                        await self._conn.execute("ROLLBACK")
+                    raise
+                else:
+                    with anyio.CancelScope(shield=True):
+                        await self._conn.execute("COMMIT")
+            finally:
+                _WRITING.reset(owner)
+                self._open_write.set()
+                self._open_write = None
+        self._committed()
+
+    def _committed(self) -> None:
+        for listener in list(self._commit_listeners):
+            listener()
 
     async def transact(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run `work` inside `BEGIN IMMEDIATE` ... `COMMIT` in one trip to the connection's
@@ -354,9 +385,11 @@ class Database:
                         await anyio.sleep(delay * (0.5 + random.random()))
                         delay *= 2
                     try:
-                        return await _on_connection_thread(self._conn, _in_transaction, work)
+                        result = await _on_connection_thread(self._conn, _in_transaction, work)
                     except _BeginBusy:
                         continue
+                    self._committed()
+                    return result
         raise self._busy()
 
     def _busy(self) -> DatabaseBusy:
@@ -385,6 +418,8 @@ class Database:
     async def fetchall(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
         """One read statement, one snapshot: outside a transaction each statement sees the
         latest commit of any process."""
+        while self._open_write is not None and _WRITING.get() is not self:
+            await self._open_write.wait()
         return list(await self._conn.execute_fetchall(sql, params))
 
     async def fetchone(self, sql: str, params: Params = ()) -> sqlite3.Row | None:

@@ -54,6 +54,24 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             last_seen TEXT NOT NULL
         )""",
     ),
+    # A counter that moves whenever the list of sessions changes (one is created, deleted,
+    # renamed or changes status), so the change poller reads one row instead of scanning
+    # sessions to learn whether to send resources/list_changed. Triggers keep it exact
+    # whichever process or code path writes.
+    3: (
+        "CREATE TABLE change_counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+        "INSERT INTO change_counters (name, value) VALUES ('sessions', 0)",
+        """CREATE TRIGGER sessions_count_insert AFTER INSERT ON sessions BEGIN
+            UPDATE change_counters SET value = value + 1 WHERE name = 'sessions';
+        END""",
+        """CREATE TRIGGER sessions_count_delete AFTER DELETE ON sessions BEGIN
+            UPDATE change_counters SET value = value + 1 WHERE name = 'sessions';
+        END""",
+        """CREATE TRIGGER sessions_count_update AFTER UPDATE OF status, purpose ON sessions
+        WHEN OLD.status IS NOT NEW.status OR OLD.purpose IS NOT NEW.purpose BEGIN
+            UPDATE change_counters SET value = value + 1 WHERE name = 'sessions';
+        END""",
+    ),
 }
 
 SCHEMA_VERSION = max(MIGRATIONS)

@@ -4,8 +4,9 @@ Run from the repository root:
 
     .venv/bin/python tests/benchmarks/bench.py
 
-Options: --only floor|product, --messages N (1000), --procs N (20), --per-proc N (200),
---spawns N (5), --rounds N (2), --floor PATH (default ../shared/bench/floor_server.py), --json.
+Options: --only floor|product|realtime, --messages N (1000), --procs N (20), --per-proc N (200),
+--spawns N (5), --rounds N (2), --floor PATH (default ../shared/bench/floor_server.py), --json,
+--posts N (50), --idle-seconds S (10).
 
 Both systems are driven by the same client code (``ClientSession`` over ``stdio_client``,
 handshake era), one system at a time, each on its own fresh temporary databases. Systems
@@ -19,6 +20,14 @@ run-to-run noise on a small machine is of the same order as the 1.2x targets:
    shared session: msgs/s, p99, errors, lost rows (counted with stdlib sqlite3 afterwards);
 4. RSS of the server process after the latency phase (VmRSS from /proc).
 
+Then, for the product alone (``--only realtime`` runs just this):
+
+5. real time: idle CPU of a server process subscribed to a session over --idle-seconds
+   (utime+stime from /proc/PID/stat); then --posts messages from a second process, each
+   after a random pause, timed from sending ``add_message`` in the second process to
+   ``notifications/resources/updated`` in the subscriber (p50/p99), and the same for a
+   ``wait_for_messages`` long poll in the subscriber returning the message.
+
 Exit status is 0 unless something crashed; PASS/FAIL lines are informational.
 """
 
@@ -28,12 +37,14 @@ import argparse
 import json
 import math
 import os
+import random
 import sqlite3
 import statistics
 import sys
 import tempfile
 import time
 import traceback
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -45,6 +56,7 @@ import anyio
 import mcp.types as types
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
+from mcp.shared.exceptions import MCPDeprecationWarning
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_FLOOR = REPO_ROOT.parent / "shared" / "bench" / "floor_server.py"
@@ -432,6 +444,126 @@ async def phase_concurrency(run: Run, procs: int, per_proc: int, rnd: int) -> No
     run.conc_s.extend(latencies)
 
 
+# --------------------------------------------------------------------------- real time
+
+
+@dataclass
+class Realtime:
+    idle_cpu_pct: float = math.nan
+    idle_seconds: float = math.nan
+    notify_p50_ms: float = math.nan
+    notify_p99_ms: float = math.nan
+    wait_p50_ms: float = math.nan
+    wait_p99_ms: float = math.nan
+    posts: int = 0
+    crashed: str = ""
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of `pid` in seconds (fields 14 and 15 of /proc/PID/stat)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rfind(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def phase_realtime(workdir: Path, errlog: TextIO, posts: int, idle_s: float) -> Realtime:
+    system, out = product_system(), Realtime(idle_seconds=idle_s)
+    db = workdir / "realtime.db"
+    arrived: dict[str, float] = {}
+    news = anyio.Event()
+
+    async def on_message(message: object) -> None:
+        nonlocal news
+        if isinstance(message, types.ResourceUpdatedNotification):
+            arrived[message.params.uri] = time.perf_counter()
+            news.set()
+            news = anyio.Event()
+
+    async with (
+        stdio_client(system.params(db, "bench-subscriber"), errlog=errlog) as (read, write),
+        ClientSession(read, write, message_handler=on_message) as watcher,
+    ):
+        with anyio.fail_after(SPAWN_TIMEOUT_S):
+            await watcher.initialize()
+        sid = await create_session(system, watcher, "bench real time")
+        uri = f"session://{sid}"
+        with warnings.catch_warnings():  # the handshake era is what today's hosts speak
+            warnings.simplefilter("ignore", MCPDeprecationWarning)
+            await watcher.subscribe_resource(uri)
+        (pid,) = child_pids(system.marker)
+        before = cpu_seconds(pid)
+        await anyio.sleep(idle_s)
+        out.idle_cpu_pct = (cpu_seconds(pid) - before) / idle_s * 100.0
+
+        async with connect(system, db, "bench-poster", errlog) as poster:
+            notify: list[float] = []
+            last = 0
+            for i in range(posts):
+                await anyio.sleep(random.uniform(0.0, 0.15))  # land anywhere in a poll tick
+                arrived.pop(uri, None)
+                t0 = time.perf_counter()
+                posted = await poster.call_tool(
+                    system.add_tool, {"session_id": sid, "content": f"n{i}"}
+                )
+                last = int(structured(posted)["message_id"])
+                with anyio.fail_after(CALL_TIMEOUT_S):
+                    while uri not in arrived:
+                        await news.wait()
+                notify.append(arrived[uri] - t0)
+            waits: list[float] = []
+
+            async def wait_once(after_id: int, released: list[float]) -> None:
+                args = {"session_id": sid, "after_id": after_id, "timeout_s": 30}
+                result = await watcher.call_tool("wait_for_messages", args)
+                released.append(time.perf_counter())
+                if result.is_error or not structured(result).get("messages"):
+                    raise BenchError(f"wait_for_messages: {error_text(result)}")
+
+            for i in range(posts):
+                released: list[float] = []
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(wait_once, last, released)
+                    await anyio.sleep(random.uniform(0.05, 0.2))  # the wait is under way
+                    t0 = time.perf_counter()
+                    posted = await poster.call_tool(
+                        system.add_tool, {"session_id": sid, "content": f"w{i}"}
+                    )
+                    last = int(structured(posted)["message_id"])
+                waits.append(released[0] - t0)
+    out.posts = posts
+    out.notify_p50_ms = statistics.median(notify) * 1000.0
+    out.notify_p99_ms = percentile(notify, 99) * 1000.0
+    out.wait_p50_ms = statistics.median(waits) * 1000.0
+    out.wait_p99_ms = percentile(waits, 99) * 1000.0
+    return out
+
+
+async def run_realtime(args: argparse.Namespace, tmp: Path) -> Realtime:
+    workdir = tmp / "realtime"
+    workdir.mkdir()
+    print("[bench] product: real time", file=sys.stderr, flush=True)
+    with (workdir / "server-stderr.log").open("w") as errlog:
+        try:
+            return await phase_realtime(workdir, errlog, args.posts, args.idle_seconds)
+        except Exception as exc:
+            traceback.print_exc(file=sys.stderr)
+            inner = leaf(exc)
+            return Realtime(crashed=f"{type(inner).__name__}: {inner}")
+
+
+def print_realtime(rt: Realtime) -> None:
+    print()
+    print(f"real time (product): {rt.posts} posts from a second process, poll interval 0.1 s")
+    if rt.crashed:
+        print(f"real time CRASHED: {rt.crashed}")
+        return
+    print(f"{'resources/updated p50 (ms)':<34}{rt.notify_p50_ms:>10.1f}")
+    print(f"{'resources/updated p99 (ms)':<34}{rt.notify_p99_ms:>10.1f}")
+    print(f"{'wait_for_messages release p50 (ms)':<34}{rt.wait_p50_ms:>10.1f}")
+    print(f"{'wait_for_messages release p99 (ms)':<34}{rt.wait_p99_ms:>10.1f}")
+    print(f"{f'idle CPU, subscribed, {rt.idle_seconds:.0f} s (%)':<34}{rt.idle_cpu_pct:>10.2f}")
+
+
 # --------------------------------------------------------------------------- report
 
 METRICS: list[tuple[str, str, str]] = [
@@ -671,7 +803,9 @@ async def run_all(
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--only", choices=["floor", "product"], default=None)
+    p.add_argument("--only", choices=["floor", "product", "realtime"], default=None)
+    p.add_argument("--posts", type=int, default=50, help="real-time posts (product only)")
+    p.add_argument("--idle-seconds", type=float, default=10.0, help="idle CPU window")
     p.add_argument("--floor", default=str(DEFAULT_FLOOR), help="floor server script")
     p.add_argument("--messages", type=int, default=1000)
     p.add_argument("--procs", type=int, default=20)
@@ -699,12 +833,28 @@ def main(argv: list[str] | None = None) -> int:
         systems.append(floor_system(floor_path))
     if args.only in (None, "product"):
         systems.append(product_system())
+    realtime: Realtime | None = None
+    runs: dict[str, Run] = {}
+    crashed = False
     with tempfile.TemporaryDirectory(prefix="scs-bench-") as tmp:
-        runs, crashed = anyio.run(run_all, args, systems, Path(tmp), backend="asyncio")
+        if systems:
+            runs, crashed = anyio.run(run_all, args, systems, Path(tmp), backend="asyncio")
+        if args.only in (None, "product", "realtime"):
+            realtime = anyio.run(run_realtime, args, Path(tmp), backend="asyncio")
+            crashed = crashed or bool(realtime.crashed)
     if args.json:
-        print(json.dumps(as_json(runs, args), indent=2))
+        out = as_json(runs, args) if runs else {}
+        if realtime is not None:
+            out["realtime"] = {
+                k: None if isinstance(v, float) and math.isnan(v) else v
+                for k, v in vars(realtime).items()
+            }
+        print(json.dumps(out, indent=2))
     else:
-        print_table(runs, args)
+        if runs:
+            print_table(runs, args)
+        if realtime is not None:
+            print_realtime(realtime)
     return 1 if crashed else 0
 
 

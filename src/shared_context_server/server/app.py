@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from importlib.metadata import version
 from typing import Any
 
@@ -13,14 +14,16 @@ import mcp_types as types
 from mcp.server import NotificationOptions, Server, ServerRequestContext
 from mcp.server.models import InitializationOptions
 from mcp.server.stdio import stdio_server
+from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler
 from mcp.shared.exceptions import MCPError
 from pydantic import ValidationError
 
+from shared_context_server.blackboard.changes import ChangeFeed
 from shared_context_server.blackboard.processes import Heartbeat
 from shared_context_server.config import Settings
 from shared_context_server.db import Database
 from shared_context_server.errors import BlackboardError, InvalidInput
-from shared_context_server.server import render
+from shared_context_server.server import render, resources
 from shared_context_server.server.state import AppState
 from shared_context_server.server.tools import TOOLS, tool_list
 
@@ -29,7 +32,8 @@ logger = logging.getLogger(__name__)
 INSTRUCTIONS = (
     "A blackboard shared by every agent on this machine. Work in a session (create_session, "
     "or a session_id you were given): post findings with add_message, read the others' with "
-    "get_context, and pass after_id to fetch only what is new."
+    "get_context, and pass after_id to fetch only what is new; wait_for_messages waits "
+    "for it."
 )
 
 
@@ -105,36 +109,67 @@ async def call_tool(
 def build_server(settings: Settings, db: Database | None = None) -> Server[AppState]:
     """A Server over `db`, or over a connection its lifespan opens (in-process tests)."""
 
+    bus = InMemorySubscriptionBus()
+
     @asynccontextmanager
     async def lifespan(server: Server[AppState]) -> AsyncIterator[AppState]:
         database = db or await Database.open(settings.db_path)
-        heartbeat = Heartbeat(database, settings.agent_type, settings.agent_id)
         try:
-            async with anyio.create_task_group() as tg:
-                # In the background: the first beat must not delay the handshake.
-                tg.start_soon(heartbeat.run)
-                try:
-                    yield AppState(settings=settings, db=database, heartbeat=heartbeat)
-                finally:
-                    tg.cancel_scope.cancel()
-                    with anyio.move_on_after(2, shield=True):
-                        await heartbeat.remove()
+            async with _running(settings, database, bus) as state:
+                yield state
         finally:
             if db is None:
                 await database.close()
 
-    return Server(
+    server: Server[AppState] = Server(
         "shared-context-server",
         version=version("shared-context-server"),
         instructions=INSTRUCTIONS,
         lifespan=lifespan,
         on_list_tools=list_tools,
         on_call_tool=call_tool,
+        on_list_resources=resources.list_resources,
+        on_list_resource_templates=resources.list_resource_templates,
+        on_read_resource=resources.read_resource,
+        on_subscribe_resource=resources.subscribe,
+        on_unsubscribe_resource=resources.unsubscribe,
+        on_subscriptions_listen=resources.listen_handler(ListenHandler(bus)),
     )
+    server.add_notification_handler(
+        "notifications/initialized", types.NotificationParams, resources.initialized
+    )
+    return server
+
+
+@asynccontextmanager
+async def _running(
+    settings: Settings, database: Database, bus: InMemorySubscriptionBus
+) -> AsyncIterator[AppState]:
+    """The process's work beside its requests: the change poller and the heartbeat."""
+    feed = await ChangeFeed.open(database.path, settings.poll_interval)
+    heartbeat = Heartbeat(database, settings.agent_type, settings.agent_id)
+    state = AppState(settings=settings, db=database, feed=feed, bus=bus, heartbeat=heartbeat)
+    stop_poking = database.on_commit(feed.poke)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(feed.run, partial(resources.notify_change, state))
+            # In the background: the first beat must not delay the handshake.
+            tg.start_soon(heartbeat.run)
+            try:
+                yield state
+            finally:
+                tg.cancel_scope.cancel()
+                with anyio.move_on_after(2, shield=True):
+                    await heartbeat.remove()
+    finally:
+        stop_poking()
+        await feed.close()
 
 
 def init_options(server: Server[AppState]) -> InitializationOptions:
-    return server.create_initialization_options(notification_options=NotificationOptions())
+    return server.create_initialization_options(
+        notification_options=NotificationOptions(resources_changed=True)
+    )
 
 
 async def serve_stdio(settings: Settings) -> None:

@@ -30,6 +30,7 @@ def _session_id_length(value: str) -> str:
 
 
 MessageId = Annotated[int, Field(ge=1), AfterValidator(_fits_sqlite)]
+AfterId = Annotated[int, Field(ge=0), AfterValidator(_fits_sqlite)]
 # Limits checked in code, not written into schemas that every agent pays for on every turn.
 SessionId = Annotated[str, AfterValidator(_session_id_length)]
 
@@ -88,10 +89,16 @@ class GetMessage(Input):
 class GetContext(Input):
     session_id: SessionId
     limit: int = Field(50, ge=1, le=500)
-    after_id: Annotated[int, Field(ge=0), AfterValidator(_fits_sqlite)] | None = None
+    after_id: AfterId | None = None
     before_id: MessageId | None = None
     sender: str | None = None
     visibility: Visibility | None = None
+
+
+class WaitForMessages(Input):
+    session_id: SessionId
+    after_id: AfterId
+    timeout_s: float = Field(30, ge=0, le=120)
 
 
 class NoArguments(Input):

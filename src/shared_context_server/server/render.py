@@ -93,6 +93,12 @@ def message_page(data: dict[str, Any]) -> str:
     return "\n\n".join([head, *(message_line(m) for m in messages)])
 
 
+def waited_messages(data: dict[str, Any]) -> str:
+    if not data["messages"]:
+        return "No new messages before the timeout; call again with the same after_id."
+    return message_page(data)
+
+
 def identity(data: dict[str, Any]) -> str:
     return (
         f"You are {data['agent_id']} (type {data['agent_type']}, "

@@ -1,4 +1,5 @@
-"""What one server process holds while it serves: settings and its connection to the file."""
+"""What one server process holds while it serves: settings, its connections to the file,
+and who is listening for changes."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ import re
 from dataclasses import dataclass, field
 
 from mcp.server import ServerRequestContext
+from mcp.server.session import ServerSession
+from mcp.server.subscriptions import InMemorySubscriptionBus
 
+from shared_context_server.blackboard.changes import ChangeFeed
 from shared_context_server.blackboard.identity import DEFAULT_PERMISSIONS, Agent, Permission
 from shared_context_server.blackboard.processes import Heartbeat
 from shared_context_server.config import Settings
@@ -26,7 +30,17 @@ _UNSAFE = re.compile(r"[\s\x00-\x1f\x7f]+")
 class AppState:
     settings: Settings
     db: Database
-    heartbeat: Heartbeat | None = field(default=None)
+    feed: ChangeFeed
+    # 2026 era: listen streams take events from here (filtered by URI per stream).
+    bus: InMemorySubscriptionBus
+    heartbeat: Heartbeat | None = None
+    # Handshake era: the connection, captured at notifications/initialized so the poller
+    # can notify outside any request, and the URIs it subscribed to, with the agent that
+    # subscribed (whose visibility decides what counts as news).
+    peer: ServerSession | None = None
+    subscriptions: dict[str, Agent] = field(default_factory=dict)
+    # 2026 era: the agent and URIs of each open listen stream.
+    listens: dict[object, tuple[Agent, frozenset[str]]] = field(default_factory=dict)
 
     def process_agent(self, ctx: ServerRequestContext[AppState]) -> Agent:
         """This process's agent: --agent-id, else the env variable, else the client's name."""

@@ -15,7 +15,7 @@ from typing import Any
 import mcp_types as types
 from pydantic import BaseModel
 
-from shared_context_server.blackboard import messages, sessions
+from shared_context_server.blackboard import changes, messages, sessions
 from shared_context_server.blackboard.identity import Agent
 from shared_context_server.server import models as m
 from shared_context_server.server import render
@@ -123,6 +123,12 @@ async def get_context(state: AppState, agent: Agent, a: m.GetContext) -> dict[st
     )
 
 
+async def wait_for_messages(state: AppState, agent: Agent, a: m.WaitForMessages) -> dict[str, Any]:
+    return await changes.wait_for_messages(
+        state.feed, agent, a.session_id, a.after_id, a.timeout_s, state.settings.limits
+    )
+
+
 async def whoami(state: AppState, agent: Agent, a: m.NoArguments) -> dict[str, Any]:
     return {
         "agent_id": agent.agent_id,
@@ -209,6 +215,16 @@ TOOLS: dict[str, ToolSpec] = {
             m.MessagePage,
             get_context,
             render.message_page,
+            READ,
+        ),
+        ToolSpec(
+            "wait_for_messages",
+            "Long poll: the messages after after_id you can see, as soon as any exist "
+            "(from any agent), or [] after timeout_s.",
+            m.WaitForMessages,
+            m.MessagePage,
+            wait_for_messages,
+            render.waited_messages,
             READ,
         ),
         ToolSpec(

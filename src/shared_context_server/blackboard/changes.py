@@ -1,0 +1,238 @@
+"""Noticing other processes' commits: one poller per process, and the long poll built on it.
+
+Processes share nothing but the file, so a process learns of another's commit by looking.
+Looking is cheap: `PRAGMA data_version` changes only when another connection commits, so
+an idle look is one PRAGMA; only after it moves are the two markers read (the highest
+message id, and the sessions counter that migration 2's triggers keep).
+
+The looks go through a plain sqlite3 connection of the feed's own, on the event loop
+thread: each is a few microseconds (a WAL reader never waits for a writer), where a
+round trip through aiosqlite's worker thread costs more than the look itself, ten times a
+second, in every process. Being another connection, it sees this process's own commits
+move data_version too, and never a write still in progress; `write()` pokes the feed so
+its own commits are seen at once. Larger reads (long polls, whom to notify) use an
+aiosqlite connection of the feed's own, for the same reason.
+
+The poller sleeps outright, with no timer, while nobody is watching (no subscription,
+listen stream or long poll); with watchers it looks every `interval` seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from shared_context_server.blackboard.identity import VISIBLE_SQL, Agent, visible_to
+from shared_context_server.blackboard.limits import DEFAULT_LIMITS, Limits
+from shared_context_server.blackboard.messages import get_context
+from shared_context_server.db import Database
+from shared_context_server.errors import InvalidInput
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_POLL_INTERVAL = 0.1
+PROBE_BUSY_MS = 50
+MAX_WAIT_S = 120.0
+
+LAST_MESSAGE_ID = "SELECT coalesce(max(id), 0) FROM messages"
+SESSIONS_COUNTER = "SELECT value FROM change_counters WHERE name = 'sessions'"
+# The sessions that gained a message `agent` may see in an id range: the range comes
+# from the poller, so this scans only the new rows.
+SESSIONS_WITH_NEWS = (
+    "SELECT DISTINCT m.session_id FROM messages m"  # noqa: S608 (constants only)
+    f" WHERE m.id > ? AND m.id <= ? AND {VISIBLE_SQL}"
+)
+
+
+@dataclass(frozen=True)
+class Change:
+    """What one poll found: messages with first_id <= id <= last_id are new."""
+
+    first_id: int
+    last_id: int
+    sessions_changed: bool
+
+    @property
+    def new_messages(self) -> bool:
+        return self.last_id >= self.first_id
+
+
+OnChange = Callable[[Change], Awaitable[None]]
+
+
+class ChangeFeed:
+    """One process's view of commits to the shared file, from any process."""
+
+    def __init__(
+        self, probe: sqlite3.Connection, reader: Database, interval: float = DEFAULT_POLL_INTERVAL
+    ) -> None:
+        self._probe = probe
+        self._reader = reader
+        self.interval = interval
+        self.watchers = 0
+        self._nap: anyio.CancelScope | None = None
+        self._woken = False
+        self._seen = anyio.Event()
+        self._data_version = -1
+        self._last_id = 0
+        self._sessions = 0
+
+    @classmethod
+    async def open(cls, path: Path, interval: float = DEFAULT_POLL_INTERVAL) -> ChangeFeed:
+        """A feed over its own connections to `path` (migrated already by the caller)."""
+        reader = await Database.open(path, migrate=False)
+        try:
+            await reader.fetchone("PRAGMA query_only = ON")
+            probe = sqlite3.connect(reader.path, isolation_level=None, check_same_thread=False)
+        except BaseException:
+            await reader.close()
+            raise
+        # Short: a look that cannot read now is retried at the next tick.
+        probe.execute(f"PRAGMA busy_timeout = {PROBE_BUSY_MS}")
+        probe.execute("PRAGMA query_only = ON")
+        feed = cls(probe, reader, interval)
+        feed.poll()  # the baseline: what exists now is not news
+        return feed
+
+    async def close(self) -> None:
+        self._probe.close()
+        await self._reader.close()
+
+    @property
+    def reader(self) -> Database:
+        """The feed's aiosqlite connection: it sees committed data only."""
+        return self._reader
+
+    def poke(self) -> None:
+        """Look now rather than at the next tick (after a commit on this process's connection)."""
+        self._woken = True
+        if self._nap is not None:
+            self._nap.cancel()
+
+    def watch(self) -> None:
+        """Someone wants to hear of changes: keep looking until the matching `unwatch`."""
+        self.watchers += 1
+        self.poke()
+
+    def watch_from_now(self) -> None:
+        """`watch`, for a subscriber: it hears of commits after this call, never of older
+        ones. While nobody watched, the poller did not look, so look first."""
+        if not self.watchers and self.poll() is not None:
+            self._tick()  # only long polls could be waiting: they look again
+        self.watch()
+
+    def unwatch(self) -> None:
+        self.watchers -= 1
+
+    @contextmanager
+    def watching(self) -> Iterator[None]:
+        """`watch` while inside (a long poll)."""
+        self.watch()
+        try:
+            yield
+        finally:
+            self.unwatch()
+
+    def next_change(self) -> anyio.Event:
+        """An event set by the next change seen. Take it *before* reading, so a change that
+        lands between the read and the wait still wakes the waiter."""
+        return self._seen
+
+    def poll(self) -> Change | None:
+        """Look once; the change since the last look, or None. While nobody watches, the
+        last look grows old: the first look after a pause may report older commits."""
+        version = int(self._probe.execute("PRAGMA data_version").fetchone()[0])
+        if version == self._data_version:
+            return None
+        last_id = int(self._probe.execute(LAST_MESSAGE_ID).fetchone()[0])
+        row = self._probe.execute(SESSIONS_COUNTER).fetchone()
+        sessions = int(row[0]) if row else 0
+        self._data_version = version
+        change = Change(self._last_id + 1, last_id, sessions != self._sessions)
+        self._last_id, self._sessions = last_id, sessions
+        if not change.new_messages and not change.sessions_changed:
+            return None  # a commit elsewhere (memory, tokens...) that no one here watches
+        return change
+
+    def _tick(self) -> None:
+        seen, self._seen = self._seen, anyio.Event()
+        seen.set()
+
+    async def run(self, on_change: OnChange) -> None:
+        """Poll until cancelled, calling `on_change` for each change and waking waiters."""
+        while True:
+            if not self._woken:
+                with anyio.CancelScope() as self._nap:
+                    if self.watchers:
+                        await anyio.sleep(self.interval)
+                    else:
+                        await anyio.sleep_forever()
+                self._nap = None
+            self._woken = False
+            if not self.watchers:
+                continue  # a local commit nobody waits for; the next look catches up
+            try:
+                change = self.poll()
+            except sqlite3.Error:
+                logger.exception("change poll failed; trying again next tick")
+                continue
+            if change is None:
+                continue
+            self._tick()
+            try:
+                await on_change(change)
+            except Exception:
+                logger.exception("sending change notifications failed")
+
+
+async def sessions_with_news(db: Database, agent: Agent, change: Change) -> set[str]:
+    """Sessions that gained a message `agent` may see in `change`: no notification ever
+    tells an agent about a message it cannot read."""
+    if not change.new_messages:
+        return set()
+    rows = await db.fetchall(
+        SESSIONS_WITH_NEWS, (change.first_id - 1, change.last_id, *visible_to(agent))
+    )
+    return {row[0] for row in rows}
+
+
+async def wait_for_messages(
+    feed: ChangeFeed,
+    agent: Agent,
+    session_id: str,
+    after_id: int,
+    timeout_s: float = 30.0,
+    limits: Limits = DEFAULT_LIMITS,
+) -> dict[str, Any]:
+    """The messages `agent` may see with id > after_id, as soon as any exist; none at timeout.
+
+    Holds no lock and no transaction while it waits: each look is one read through the
+    feed's connection (committed data only), and between looks it sleeps until the feed
+    sees a commit from any process. Messages the caller may not see never end the wait.
+    Raises SessionNotFound (at once), InvalidInput.
+    """
+    agent.require("read", "wait_for_messages")
+    if after_id < 0:
+        raise InvalidInput(f"after_id must be 0 or more (0: from the start); got {after_id}.")
+    if not 0 <= timeout_s <= MAX_WAIT_S:
+        raise InvalidInput(f"timeout_s must be 0-{MAX_WAIT_S:.0f} seconds; got {timeout_s}.")
+
+    async def look() -> dict[str, Any]:
+        return await get_context(feed.reader, agent, session_id, after_id=after_id, limits=limits)
+
+    with feed.watching():
+        changed = feed.next_change()
+        page = await look()
+        with anyio.move_on_after(timeout_s):
+            while not page["messages"]:
+                await changed.wait()
+                changed = feed.next_change()
+                page = await look()
+    return page

@@ -1,0 +1,256 @@
+"""Resources and change notifications: the resource registry (a kind of resource is one
+row), its MCP handlers, subscriptions in both protocol eras, and turning what the change
+poller sees into notifications.
+
+Handshake era: `resources/subscribe` / `unsubscribe`, and notifications sent through the
+connection captured at `notifications/initialized`. 2026 era: `subscriptions/listen`
+streams served by the SDK's ListenHandler, fed through a bus. Every change goes both ways.
+A subscription acts as the agent that made it: it hears of a message only if that agent
+may read it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import mcp_types as types
+from mcp.server import ServerRequestContext
+from mcp.server.subscriptions import ListenHandler, ResourcesListChanged, ResourceUpdated
+from mcp.shared.exceptions import MCPError
+from mcp.shared.uri_template import UriTemplate
+
+from shared_context_server.blackboard import messages, sessions
+from shared_context_server.blackboard.changes import Change, sessions_with_news
+from shared_context_server.blackboard.identity import Agent
+from shared_context_server.errors import BlackboardError
+from shared_context_server.server.state import AppState
+
+Reader = Callable[[AppState, Agent, dict[str, str]], Awaitable[dict[str, Any]]]
+
+LIST_PAGE = 100
+SESSION_MESSAGES = 50
+
+
+@dataclass(frozen=True)
+class ResourceSpec:
+    name: str
+    template: UriTemplate
+    description: str
+    read: Reader
+    # The session id whose new messages change this resource (None: messages never do).
+    session_of: Callable[[dict[str, str]], str | None]
+
+    def match(self, uri: str) -> dict[str, str] | None:
+        found = self.template.match(uri)
+        if found is None or not all(isinstance(v, str) and v for v in found.values()):
+            return None
+        return {key: str(value) for key, value in found.items()}
+
+    def to_template(self) -> types.ResourceTemplate:
+        return types.ResourceTemplate(
+            uri_template=self.template.template,
+            name=self.name,
+            description=self.description,
+            mime_type="application/json",
+        )
+
+
+async def read_session(state: AppState, agent: Agent, args: dict[str, str]) -> dict[str, Any]:
+    """The session, counts over what the caller may see, and its latest visible messages."""
+    session_id = args["session_id"]
+    detail = await sessions.get_session(state.db, agent, session_id)
+    page = await messages.get_context(
+        state.db, agent, session_id, SESSION_MESSAGES, limits=state.settings.limits
+    )
+    return {**detail, "messages": page["messages"], "has_more": page["has_more"]}
+
+
+RESOURCES: list[ResourceSpec] = [
+    ResourceSpec(
+        "session",
+        UriTemplate.parse("session://{session_id}"),
+        f"A session and its latest {SESSION_MESSAGES} messages you can see.",
+        read_session,
+        lambda args: args["session_id"],
+    ),
+    # The caller's own memory joins here as one row once memory exists:
+    # ResourceSpec("memory", UriTemplate.parse("agent://{agent_id}/memory"), ...,
+    # read_memory, lambda args: None), whose reader raises PermissionDenied unless
+    # args["agent_id"] is the caller's own id.
+]
+
+
+def session_uri(session_id: str) -> str:
+    return f"session://{session_id}"
+
+
+def resolve(uri: str) -> tuple[ResourceSpec, dict[str, str]]:
+    """The registry row that `uri` names. Raises MCPError (INVALID_PARAMS)."""
+    for spec in RESOURCES:
+        args = spec.match(uri)
+        if args is not None:
+            return spec, args
+    templates = ", ".join(spec.template.template for spec in RESOURCES)
+    raise MCPError(
+        code=types.INVALID_PARAMS,
+        message=f"Resource not found: {uri!r} is not a resource of this server ({templates}).",
+        data={"uri": uri},
+    )
+
+
+def resource_error(uri: str, error: BlackboardError) -> MCPError:
+    """A domain error as the JSON-RPC error resources use (SEP-2164: not found is -32602)."""
+    return MCPError(
+        code=types.INVALID_PARAMS,
+        message=f"{error.code}: {error.message}",
+        data={"uri": uri, "code": error.code},
+    )
+
+
+async def read(state: AppState, agent: Agent, uri: str) -> dict[str, Any]:
+    """Read `uri` as `agent`. Raises MCPError."""
+    spec, args = resolve(uri)
+    try:
+        return await spec.read(state, agent, args)
+    except BlackboardError as error:
+        raise resource_error(uri, error) from None
+
+
+async def list_resources(
+    ctx: ServerRequestContext[AppState], params: types.PaginatedRequestParams | None
+) -> types.ListResourcesResult:
+    """Active sessions, newest first, a page at a time."""
+    state = ctx.lifespan_context
+    agent = state.process_agent(ctx)
+    cursor = params.cursor if params is not None else None
+    try:
+        page = await sessions.list_sessions(state.db, agent, "active", LIST_PAGE, cursor)
+    except BlackboardError as error:
+        raise MCPError(code=types.INVALID_PARAMS, message=error.message) from None
+    return types.ListResourcesResult(
+        resources=[
+            types.Resource(
+                uri=session_uri(s["id"]),
+                name=s["id"],
+                title=s["purpose"][:100],
+                description=f"session by {s['created_by']}, created {s['created_at']}",
+                mime_type="application/json",
+            )
+            for s in page["sessions"]
+        ],
+        next_cursor=page["next_cursor"],
+    )
+
+
+async def list_resource_templates(
+    ctx: ServerRequestContext[AppState], params: types.PaginatedRequestParams | None
+) -> types.ListResourceTemplatesResult:
+    return types.ListResourceTemplatesResult(
+        resource_templates=[spec.to_template() for spec in RESOURCES]
+    )
+
+
+async def read_resource(
+    ctx: ServerRequestContext[AppState], params: types.ReadResourceRequestParams
+) -> types.ReadResourceResult:
+    state = ctx.lifespan_context
+    data = await read(state, state.process_agent(ctx), params.uri)
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    return types.ReadResourceResult(
+        contents=[
+            types.TextResourceContents(uri=params.uri, mime_type="application/json", text=text)
+        ]
+    )
+
+
+async def check_subscribable(state: AppState, agent: Agent, uri: str) -> None:
+    """A subscription must name a resource that exists now. Raises MCPError."""
+    await read(state, agent, uri)
+
+
+async def subscribe(
+    ctx: ServerRequestContext[AppState], params: types.SubscribeRequestParams
+) -> types.EmptyResult:
+    state = ctx.lifespan_context
+    agent = state.process_agent(ctx)
+    await check_subscribable(state, agent, params.uri)
+    state.peer = state.peer or ctx.session
+    if params.uri not in state.subscriptions:
+        state.feed.watch_from_now()
+    state.subscriptions[params.uri] = agent
+    return types.EmptyResult()
+
+
+async def unsubscribe(
+    ctx: ServerRequestContext[AppState], params: types.UnsubscribeRequestParams
+) -> types.EmptyResult:
+    state = ctx.lifespan_context
+    if state.subscriptions.pop(params.uri, None) is not None:
+        state.feed.unwatch()
+    return types.EmptyResult()
+
+
+async def initialized(
+    ctx: ServerRequestContext[AppState], params: types.NotificationParams
+) -> None:
+    """A handshake-era client may hear resources/list_changed from now on, with or without
+    a subscription, so the poller keeps looking for as long as the connection lasts."""
+    state = ctx.lifespan_context
+    if state.peer is None:
+        state.peer = ctx.session
+        state.feed.watch_from_now()
+
+
+def listen_handler(stream: ListenHandler) -> Callable[..., Awaitable[Any]]:
+    """`subscriptions/listen` (2026 era): check the URIs, then let the SDK serve the stream
+    while the poller watches on its behalf."""
+
+    async def listen(
+        ctx: ServerRequestContext[AppState], params: types.SubscriptionsListenRequestParams
+    ) -> types.SubscriptionsListenResult:
+        state = ctx.lifespan_context
+        agent = state.process_agent(ctx)
+        uris = frozenset(params.notifications.resource_subscriptions or ())
+        for uri in sorted(uris):
+            await check_subscribable(state, agent, uri)
+        key = object()
+        state.feed.watch_from_now()
+        state.listens[key] = (agent, uris)
+        try:
+            return await stream(ctx, params)
+        finally:
+            del state.listens[key]
+            state.feed.unwatch()
+
+    return listen
+
+
+async def notify_change(state: AppState, change: Change) -> None:
+    """Tell every subscriber, in both eras, what `change` means for it."""
+    if change.sessions_changed:
+        if state.peer is not None:
+            await state.peer.send_resource_list_changed()
+        await state.bus.publish(ResourcesListChanged())
+    if not change.new_messages:
+        return
+    watched: dict[Agent, set[str]] = {}
+    for uri, agent in state.subscriptions.items():
+        watched.setdefault(agent, set()).add(uri)
+    for agent, listened in state.listens.values():
+        watched.setdefault(agent, set()).update(listened)
+    published: set[str] = set()
+    for agent, uris in watched.items():
+        news = await sessions_with_news(state.feed.reader, agent, change)
+        for uri in sorted(uris):
+            spec, args = resolve(uri)
+            if spec.session_of(args) not in news:
+                continue
+            if state.peer is not None and state.subscriptions.get(uri) == agent:
+                await state.peer.send_resource_updated(uri)
+            listening = any(a == agent and uri in u for a, u in state.listens.values())
+            if listening and uri not in published:
+                published.add(uri)
+                await state.bus.publish(ResourceUpdated(uri=uri))
