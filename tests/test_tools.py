@@ -25,6 +25,11 @@ DEFAULT_TOOLS = {
     "add_private_note",
     "get_message",
     "get_context",
+    "search_context",
+    "set_memory",
+    "get_memory",
+    "list_memory",
+    "delete_memory",
     "whoami",
 }
 
@@ -49,9 +54,20 @@ async def test_tools_list_is_complete_strict_and_small(tmp_path: Path, era: str)
         assert tool.annotations is not None and tool.description, tool.name
         assert "title" not in json.dumps(tool.input_schema), tool.name
     reads = {t.name for t in tools if t.annotations.read_only_hint}
-    assert reads == {"get_session", "list_sessions", "get_message", "get_context", "whoami"}
-    # The whole default list, as JSON, fits the context budget with room for later tools.
-    assert tool_list_size() < 6_000
+    assert reads == {
+        "get_session",
+        "list_sessions",
+        "get_message",
+        "get_context",
+        "search_context",
+        "get_memory",
+        "list_memory",
+        "whoami",
+    }
+    destructive = {t.name for t in tools if t.annotations.destructive_hint}
+    assert destructive == {"delete_memory"}
+    # The whole default list, as JSON, fits the context budget (SPEC: under 10 KB).
+    assert tool_list_size() < 10_000
 
 
 async def test_a_session_round_trip_through_every_tool(tmp_path: Path, era: str) -> None:

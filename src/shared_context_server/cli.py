@@ -34,6 +34,7 @@ def _serve_flags() -> argparse.ArgumentParser:
         "--admin", action="store_true", default=s, help=f"admin permission ({ENV_ADMIN}=1)"
     )
     flags.add_argument("--max-content-chars", type=int, default=s, metavar="N")
+    flags.add_argument("--max-memory-bytes", type=int, default=s, metavar="N")
     flags.add_argument(
         "--log-level", default=s, choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper
     )

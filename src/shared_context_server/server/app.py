@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from importlib.metadata import version
 from typing import Any
 
+import anyio
 import mcp_types as types
 from mcp.server import NotificationOptions, Server, ServerRequestContext
 from mcp.server.models import InitializationOptions
@@ -15,6 +16,8 @@ from mcp.server.stdio import stdio_server
 from mcp.shared.exceptions import MCPError
 from pydantic import ValidationError
 
+from shared_context_server.blackboard.lease import new_holder_id
+from shared_context_server.blackboard.maintenance import run_maintenance
 from shared_context_server.config import Settings
 from shared_context_server.db import Database
 from shared_context_server.errors import BlackboardError, InvalidInput
@@ -104,7 +107,16 @@ def build_server(settings: Settings, db: Database | None = None) -> Server[AppSt
     async def lifespan(server: Server[AppState]) -> AsyncIterator[AppState]:
         database = db or await Database.open(settings.db_path)
         try:
-            yield AppState(settings=settings, db=database)
+            # Background jobs live as long as the server: started without waiting for them
+            # (maintenance's first round comes a second or so later), cancelled on exit.
+            async with anyio.create_task_group() as background:
+                background.start_soon(
+                    run_maintenance, database, new_holder_id(), settings.maintenance_interval_s
+                )
+                try:
+                    yield AppState(settings=settings, db=database)
+                finally:
+                    background.cancel_scope.cancel()
         finally:
             if db is None:
                 await database.close()
