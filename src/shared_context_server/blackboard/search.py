@@ -77,7 +77,7 @@ def _phrase(trigram: str) -> str:
     return '"' + trigram.replace('"', '""') + '"'
 
 
-def choose_trigrams(counts: dict[str, int], budget: int = POSTINGS_BUDGET) -> list[str]:
+def choose_trigrams(counts: dict[str, int], budget: int) -> list[str]:
     """The rarest trigrams present in the index whose message counts fit the budget."""
     chosen: list[str] = []
     total = 0
@@ -100,7 +100,7 @@ async def _candidates(
         counts = {
             r["term"]: r["doc"] for r in await db.fetchall(TERM_COUNTS.format(marks), trigrams)
         }
-        rare = choose_trigrams(counts)
+        rare = choose_trigrams(counts, POSTINGS_BUDGET)
         if rare:
             match = " OR ".join(_phrase(t) for t in rare)
             rows = await db.fetchall(RANKED, (match, *filters, CANDIDATES))
