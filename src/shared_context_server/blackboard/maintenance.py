@@ -58,7 +58,8 @@ async def run_maintenance(
             if done and any(done.values()):
                 logger.info("maintenance: %s", done)
         except DatabaseBusy:
-            logger.warning("maintenance skipped a round: the database was busy")
+            # Routine: another process held the write lock; the next round catches up.
+            logger.info("maintenance skipped a round: the database was busy")
         except Exception:
             # A failed round must not take the server down with it; the next round retries.
             logger.exception("maintenance round failed")
