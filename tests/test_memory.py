@@ -16,7 +16,7 @@ from shared_context_server.blackboard import memory, sessions
 from shared_context_server.blackboard.lease import acquire_lease, lease_holder, release_lease
 from shared_context_server.blackboard.limits import Limits
 from shared_context_server.blackboard.maintenance import maintain_once
-from shared_context_server.config import Settings
+from shared_context_server.config import Settings, resolve_settings
 from shared_context_server.db import Database
 from shared_context_server.errors import (
     Conflict,
@@ -254,8 +254,7 @@ async def test_of_two_processes_maintaining_at_once_only_one_sweeps(tmp_path: Pa
 
 
 async def test_the_server_sweeps_expired_memory_in_the_background(tmp_path: Path) -> None:
-    config = Settings(db_path=tmp_path / "bb.db", agent_id="alice", agent_id_source="flag")
-    config = Settings(**{**config.__dict__, "maintenance_interval_s": 0.05})
+    config = settings(tmp_path, maintenance_interval_s=0.05)
     async with connect("handshake", config) as session:
         await ok(session, "set_memory", key="kept", value=1)
         db = await Database.open(config.db_path)
@@ -266,6 +265,17 @@ async def test_the_server_sweeps_expired_memory_in_the_background(tmp_path: Path
         with anyio.fail_after(10):
             await poll_until(lambda: rows_in_memory_table(config.db_path) == 1)
         await ok(session, "get_memory", key="kept")
+
+
+def test_the_value_limit_comes_from_the_flag_else_the_environment(tmp_path: Path) -> None:
+    env = {"SHARED_CONTEXT_DB": str(tmp_path / "x.db"), "SHARED_CONTEXT_MAX_MEMORY_BYTES": "500"}
+    assert resolve_settings({}, env).limits.max_memory_bytes == 500
+    assert resolve_settings({"max_memory_bytes": 700}, env).limits.max_memory_bytes == 700
+    assert resolve_settings({}, {}).limits.max_memory_bytes == 64 * 1024
+    with pytest.raises(InvalidInput, match="SHARED_CONTEXT_MAX_MEMORY_BYTES"):
+        resolve_settings({}, {"SHARED_CONTEXT_MAX_MEMORY_BYTES": "lots"})
+    with pytest.raises(InvalidInput, match="--max-memory-bytes"):
+        resolve_settings({"max_memory_bytes": 0}, {})
 
 
 def settings(tmp_path: Path, **overrides: Any) -> Settings:
