@@ -51,6 +51,7 @@ MAX_TRIGRAMS = 48  # bounds the vocabulary lookup of a very long query
 SHORT_QUERY_SCAN = 1_000  # newest messages scored when the query has no trigram
 
 SESSION_EXISTS = "SELECT 1 FROM sessions WHERE id = ?"
+# Formatted with one "?" per trigram only; the trigrams themselves are bound parameters.
 TERM_COUNTS = "SELECT term, doc FROM messages_fts_terms WHERE term IN ({})"
 # CROSS JOIN keeps the MATCH as the outer loop: the planner must not walk the session's
 # messages probing the index once per row.
