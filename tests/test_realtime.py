@@ -243,7 +243,10 @@ async def test_resources_list_active_sessions_and_read_only_visible_messages(
         listed = await client.list_resources()
         assert [(r.uri, r.title) for r in listed.resources] == [(f"session://{sid}", "shared")]
         templates = await client.list_resource_templates()
-        assert [t.uri_template for t in templates.resource_templates] == ["session://{session_id}"]
+        assert [t.uri_template for t in templates.resource_templates] == [
+            "session://{session_id}",
+            "agent://{agent_id}/memory",
+        ]
         read = await client.read_resource(f"session://{sid}")
         body = json.loads(read.contents[0].text)
         assert read.contents[0].mime_type == "application/json"
@@ -263,6 +266,23 @@ async def test_reading_a_missing_or_unknown_resource_is_a_clear_error(
     assert "sess_missing" in raised.value.error.message or "session://{session_id}" in str(
         raised.value.error.message
     )
+
+
+@pytest.mark.parametrize("era", ERAS)
+async def test_the_memory_resource_shows_only_the_callers_own_live_memory(
+    tmp_path: Path, era: str
+) -> None:
+    async with connect(era, settings(tmp_path, "bob")) as bob:
+        await ok(bob, "set_memory", key="bob.secret", value={"plan": 1})
+    async with connect(era, settings(tmp_path)) as alice:
+        await ok(alice, "set_memory", key="todo", value=["a", "b"])
+        client = resource_client(era, alice)
+        read = await client.read_resource("agent://alice/memory")
+        body = json.loads(read.contents[0].text)
+        live = [e["key"] for e in body["entries"]]
+        assert body["agent_id"] == "alice" and "todo" in live and "bob.secret" not in live
+        with pytest.raises(MCPError, match="PERMISSION_DENIED"):
+            await client.read_resource("agent://bob/memory")
 
 
 async def test_subscribing_to_a_missing_session_is_refused(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ from shared_context_server.config import (
     ENV_DB,
     ENV_LOG_LEVEL,
     ENV_MAX_CONTENT,
+    ENV_MAX_MEMORY,
     ENV_POLL_INTERVAL,
     LOG_LEVELS,
     resolve_db_path,
@@ -102,6 +103,13 @@ def _serve_flags() -> argparse.ArgumentParser:
     )
     flags.add_argument(
         "--admin", action="store_true", default=s, help=f"admin permission ({ENV_ADMIN}=1)"
+    )
+    flags.add_argument(
+        "--max-memory-bytes",
+        type=int,
+        default=s,
+        metavar="N",
+        help=f"largest memory value as JSON ({ENV_MAX_MEMORY}; default 65536)",
     )
     flags.add_argument(
         "--max-content-chars",

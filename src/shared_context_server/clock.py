@@ -15,3 +15,13 @@ def utc_now() -> str:
 def utc_after(seconds: float) -> str:
     """`seconds` from now, in the same format."""
     return (datetime.now(UTC) + timedelta(seconds=seconds)).strftime(_FORMAT)
+
+
+def now_utc() -> datetime:
+    """Now as a datetime; functions that compare times take one so tests can pass another."""
+    return datetime.now(UTC)
+
+
+def iso(moment: datetime) -> str:
+    """`moment` in the one format (it must be timezone-aware)."""
+    return moment.astimezone(UTC).strftime(_FORMAT)

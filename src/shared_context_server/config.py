@@ -22,6 +22,7 @@ ENV_AGENT_ID = "SHARED_CONTEXT_AGENT_ID"
 ENV_AGENT_TYPE = "SHARED_CONTEXT_AGENT_TYPE"
 ENV_ADMIN = "SHARED_CONTEXT_ADMIN"
 ENV_MAX_CONTENT = "SHARED_CONTEXT_MAX_CONTENT_CHARS"
+ENV_MAX_MEMORY = "SHARED_CONTEXT_MAX_MEMORY_BYTES"
 ENV_LOG_LEVEL = "SHARED_CONTEXT_LOG_LEVEL"
 ENV_POLL_INTERVAL = "SHARED_CONTEXT_POLL_INTERVAL"
 
@@ -32,6 +33,7 @@ ENVIRONMENT: dict[str, str] = {
     ENV_AGENT_TYPE: "this process's agent type (default: generic)",
     ENV_ADMIN: "1 gives this process the admin permission",
     ENV_MAX_CONTENT: "longest message content in characters (default 100000)",
+    ENV_MAX_MEMORY: "largest memory value in bytes of JSON (default 65536)",
     ENV_LOG_LEVEL: "stderr log level (default WARNING)",
     ENV_POLL_INTERVAL: "seconds between looks for other processes' commits (default 0.1)",
 }
@@ -55,12 +57,29 @@ class Settings:
     limits: Limits = field(default_factory=Limits)
     log_level: str = "WARNING"
     poll_interval: float = DEFAULT_POLL_INTERVAL
+    # Seconds between maintenance rounds (expired memory sweep); tests shorten it.
+    maintenance_interval_s: float = 60.0
 
 
 def resolve_db_path(flag: str | None, environ: Mapping[str, str] = os.environ) -> Path:
     """--db, else SHARED_CONTEXT_DB, else the per-user default file."""
     raw = flag or environ.get(ENV_DB)
     return Path(raw).expanduser() if raw else default_db_path()
+
+
+def _positive_int(
+    flags: Mapping[str, Any], name: str, environ: Mapping[str, str], variable: str
+) -> int | None:
+    """A whole-number limit from its flag, else its variable; None if neither is given."""
+    value = flags.get(name)
+    if value is None and environ.get(variable):
+        try:
+            value = int(environ[variable])
+        except ValueError:
+            raise InvalidInput(f"{variable} must be a whole number.") from None
+    if value is not None and value < 1:
+        raise InvalidInput(f"--{name.replace('_', '-')} must be at least 1.")
+    return value if value is None else int(value)
 
 
 def resolve_settings(flags: Mapping[str, Any], environ: Mapping[str, str] = os.environ) -> Settings:
@@ -84,15 +103,10 @@ def resolve_settings(flags: Mapping[str, Any], environ: Mapping[str, str] = os.e
             raise InvalidInput(f"{ENV_ADMIN} must be 1 or 0; got {raw!r}.")
         admin = raw in _TRUE
 
-    max_content = flags.get("max_content_chars")
-    if max_content is None and environ.get(ENV_MAX_CONTENT):
-        try:
-            max_content = int(environ[ENV_MAX_CONTENT])
-        except ValueError:
-            raise InvalidInput(f"{ENV_MAX_CONTENT} must be a whole number.") from None
-    if max_content is not None and max_content < 1:
-        raise InvalidInput("--max-content-chars must be at least 1.")
-    limits = Limits(max_content_chars=max_content) if max_content else Limits()
+    max_content = _positive_int(flags, "max_content_chars", environ, ENV_MAX_CONTENT)
+    max_memory = _positive_int(flags, "max_memory_bytes", environ, ENV_MAX_MEMORY)
+    sizes = {"max_content_chars": max_content, "max_memory_bytes": max_memory}
+    limits = Limits(**{name: value for name, value in sizes.items() if value is not None})
 
     poll_interval = _poll_interval(flags.get("poll_interval"), environ)
     log_level = (flags.get("log_level") or environ.get(ENV_LOG_LEVEL) or "WARNING").upper()

@@ -72,6 +72,54 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             UPDATE change_counters SET value = value + 1 WHERE name = 'sessions';
         END""",
     ),
+    # Memory, the maintenance lease, and the search index (SPEC §3, §5).
+    4: (
+        # session_id NULL = the agent's global memory. The unique index treats NULL as ''
+        # so a global key cannot exist twice (NULLs are distinct in a plain unique index).
+        """CREATE TABLE memory (
+            id INTEGER PRIMARY KEY,
+            agent_id TEXT NOT NULL,
+            session_id TEXT REFERENCES sessions (id) ON DELETE CASCADE,
+            key TEXT NOT NULL,
+            value TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            expires_at TEXT
+        )""",
+        "CREATE UNIQUE INDEX memory_key ON memory (agent_id, ifnull(session_id, ''), key)",
+        "CREATE INDEX memory_expiry ON memory (expires_at) WHERE expires_at IS NOT NULL",
+        # One row per background job: whoever holds it unexpired does the job (lease.py).
+        """CREATE TABLE leases (
+            name TEXT PRIMARY KEY,
+            holder TEXT NOT NULL,
+            expires_at TEXT NOT NULL
+        )""",
+        # Trigram index over what search_context ranks (why: blackboard/search.py). External
+        # content: the text lives once, in messages; triggers keep the index in the same
+        # transaction as the write, so a commit is searchable by every process at once.
+        """CREATE VIRTUAL TABLE messages_fts USING fts5(
+            content, sender, metadata,
+            content='messages', content_rowid='id', tokenize='trigram'
+        )""",
+        # How many messages hold each trigram: lets a search skip the common ones.
+        "CREATE VIRTUAL TABLE messages_fts_terms USING fts5vocab(messages_fts, row)",
+        """CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
+            INSERT INTO messages_fts (rowid, content, sender, metadata)
+            VALUES (new.id, new.content, new.sender, new.metadata);
+        END""",
+        """CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
+            INSERT INTO messages_fts (messages_fts, rowid, content, sender, metadata)
+            VALUES ('delete', old.id, old.content, old.sender, old.metadata);
+        END""",
+        """CREATE TRIGGER messages_fts_update AFTER UPDATE ON messages BEGIN
+            INSERT INTO messages_fts (messages_fts, rowid, content, sender, metadata)
+            VALUES ('delete', old.id, old.content, old.sender, old.metadata);
+            INSERT INTO messages_fts (rowid, content, sender, metadata)
+            VALUES (new.id, new.content, new.sender, new.metadata);
+        END""",
+        # Backfill the messages written before this migration.
+        "INSERT INTO messages_fts (messages_fts) VALUES ('rebuild')",
+    ),
 }
 
 SCHEMA_VERSION = max(MIGRATIONS)

@@ -4,6 +4,9 @@ Run from the repository root:
 
     .venv/bin/python tests/benchmarks/bench.py
 
+With --search, runs bench_search.py instead (search latency on 1k, 10k and 100k messages;
+its own options follow --search, e.g. ``bench.py --search --queries 50``).
+
 Options: --only floor|product|realtime, --messages N (1000), --procs N (20), --per-proc N (200),
 --spawns N (5), --rounds N (2), --floor PATH (default ../shared/bench/floor_server.py), --json,
 --posts N (50), --idle-seconds S (10).
@@ -823,6 +826,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--search"]:
+        import bench_search  # beside this file
+
+        return bench_search.main(argv[1:])
     args = parse_args(argv)
     systems: list[System] = []
     if args.only in (None, "floor"):

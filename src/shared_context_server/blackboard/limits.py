@@ -14,6 +14,7 @@ class Limits:
     max_content_chars: int = 100_000
     max_metadata_bytes: int = 16 * 1024
     max_purpose_chars: int = 1_000
+    max_memory_bytes: int = 64 * 1024
     # A page of messages stops early (has_more=true) once it holds this many characters
     # of content, so one call never floods the caller's context.
     max_page_chars: int = 200_000

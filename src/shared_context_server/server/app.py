@@ -19,6 +19,8 @@ from mcp.shared.exceptions import MCPError
 from pydantic import ValidationError
 
 from shared_context_server.blackboard.changes import ChangeFeed
+from shared_context_server.blackboard.lease import new_holder_id
+from shared_context_server.blackboard.maintenance import run_maintenance
 from shared_context_server.blackboard.processes import Heartbeat
 from shared_context_server.config import Settings
 from shared_context_server.db import Database
@@ -145,7 +147,8 @@ def build_server(settings: Settings, db: Database | None = None) -> Server[AppSt
 async def _running(
     settings: Settings, database: Database, bus: InMemorySubscriptionBus
 ) -> AsyncIterator[AppState]:
-    """The process's work beside its requests: the change poller and the heartbeat."""
+    """The process's work beside its requests: the change poller, the heartbeat, and
+    maintenance (its first round comes a second or so later; one process at a time)."""
     feed = await ChangeFeed.open(database.path, settings.poll_interval)
     heartbeat = Heartbeat(database, settings.agent_type, settings.agent_id)
     state = AppState(settings=settings, db=database, feed=feed, bus=bus, heartbeat=heartbeat)
@@ -155,6 +158,9 @@ async def _running(
             tg.start_soon(feed.run, partial(resources.notify_change, state))
             # In the background: the first beat must not delay the handshake.
             tg.start_soon(heartbeat.run)
+            tg.start_soon(
+                run_maintenance, database, new_holder_id(), settings.maintenance_interval_s
+            )
             try:
                 yield state
             finally:

@@ -101,6 +101,43 @@ class WaitForMessages(Input):
     timeout_s: float = Field(30, ge=0, le=120)
 
 
+class SearchContext(Input):
+    session_id: SessionId
+    query: str = Field(min_length=1, max_length=1000)
+    fuzzy_threshold: float = Field(60, ge=0, le=100)
+    limit: int = Field(10, ge=1, le=100)
+    sender: str | None = None
+
+
+MemoryKey = Field(min_length=1, max_length=255)
+YEAR_S = 365 * 24 * 3600
+
+
+class SetMemory(Input):
+    key: str = MemoryKey
+    value: Any
+    session_id: SessionId | None = None
+    expires_in: int | None = Field(None, ge=1, le=YEAR_S)
+    overwrite: bool = True
+
+
+class GetMemory(Input):
+    key: str = MemoryKey
+    session_id: SessionId | None = None
+
+
+class ListMemory(Input):
+    session_id: SessionId | None = None
+    prefix: str = Field("", max_length=255)
+    limit: int = Field(50, ge=1, le=200)
+    cursor: str | None = None
+
+
+class DeleteMemory(Input):
+    key: str = MemoryKey
+    session_id: SessionId | None = None
+
+
 class NoArguments(Input):
     pass
 
@@ -169,6 +206,38 @@ class OneMessage(Output):
 class MessagePage(Output):
     messages: list[Message]
     has_more: bool
+
+
+class SearchResults(Output):
+    results: list[Json]
+    search_time_ms: float
+
+
+class StoredMemory(Output):
+    key: str
+    scope: str
+    session_id: str | None
+    expires_at: str | None
+    size: int
+
+
+class MemoryEntry(Output):
+    key: str
+    value: Any
+    scope: str
+    session_id: str | None
+    created_at: str
+    updated_at: str
+    expires_at: str | None
+
+
+class MemoryPage(Output):
+    entries: list[Json]
+    next_cursor: str | None
+
+
+class Deleted(Output):
+    deleted: bool
 
 
 class Identity(Output):

@@ -109,3 +109,40 @@ def identity(data: dict[str, Any]) -> str:
 
 def error(data: dict[str, Any]) -> str:
     return f"{data['code']}: {data['message']}"
+
+
+def search_results(data: dict[str, Any]) -> str:
+    results = data["results"]
+    head = f"{len(results)} match{'es' if len(results) != 1 else ''} ({data['search_time_ms']} ms)"
+    lines = [f"[{r['score']}] " + message_line(r["message"]) for r in results]
+    return "\n\n".join([head, *lines])
+
+
+def _scope(data: dict[str, Any]) -> str:
+    return f"session {data['session_id']}" if data["session_id"] else "global"
+
+
+def _expiry(data: dict[str, Any]) -> str:
+    return f", expires {data['expires_at']}" if data["expires_at"] else ""
+
+
+def stored_memory(data: dict[str, Any]) -> str:
+    return f"Stored {data['key']} ({_scope(data)}, {data['size']} bytes{_expiry(data)})"
+
+
+def memory_entry(data: dict[str, Any]) -> str:
+    value = json.dumps(data["value"], ensure_ascii=False)
+    return f"{data['key']} ({_scope(data)}, updated {data['updated_at']}{_expiry(data)})\n{value}"
+
+
+def memory_page(data: dict[str, Any]) -> str:
+    entries = data["entries"]
+    lines = [f"{len(entries)} key{'s' if len(entries) != 1 else ''}"]
+    lines += [f"{e['key']} ({_scope(e)}, {e['size']} bytes{_expiry(e)})" for e in entries]
+    if data["next_cursor"]:
+        lines.append(f"more: cursor={data['next_cursor']}")
+    return "\n".join(lines)
+
+
+def deleted(data: dict[str, Any]) -> str:
+    return "Deleted." if data["deleted"] else "Nothing to delete (no such live key)."

@@ -22,10 +22,10 @@ from mcp.server.subscriptions import ListenHandler, ResourcesListChanged, Resour
 from mcp.shared.exceptions import MCPError
 from mcp.shared.uri_template import UriTemplate
 
-from shared_context_server.blackboard import messages, sessions
+from shared_context_server.blackboard import memory, messages, sessions
 from shared_context_server.blackboard.changes import Change, sessions_with_news
 from shared_context_server.blackboard.identity import Agent
-from shared_context_server.errors import BlackboardError
+from shared_context_server.errors import BlackboardError, PermissionDenied
 from shared_context_server.server.state import AppState
 
 Reader = Callable[[AppState, Agent, dict[str, str]], Awaitable[dict[str, Any]]]
@@ -68,6 +68,16 @@ async def read_session(state: AppState, agent: Agent, args: dict[str, str]) -> d
     return {**detail, "messages": page["messages"], "has_more": page["has_more"]}
 
 
+async def read_memory(state: AppState, agent: Agent, args: dict[str, str]) -> dict[str, Any]:
+    """The caller's own memory; memory is private, so another agent's id is refused."""
+    if args["agent_id"] != agent.agent_id:
+        raise PermissionDenied(
+            f"memory is private to its agent; you are {agent.agent_id!r}, so read "
+            f"agent://{agent.agent_id}/memory."
+        )
+    return await memory.memory_snapshot(state.db, agent)
+
+
 RESOURCES: list[ResourceSpec] = [
     ResourceSpec(
         "session",
@@ -76,10 +86,13 @@ RESOURCES: list[ResourceSpec] = [
         read_session,
         lambda args: args["session_id"],
     ),
-    # The caller's own memory joins here as one row once memory exists:
-    # ResourceSpec("memory", UriTemplate.parse("agent://{agent_id}/memory"), ...,
-    # read_memory, lambda args: None), whose reader raises PermissionDenied unless
-    # args["agent_id"] is the caller's own id.
+    ResourceSpec(
+        "memory",
+        UriTemplate.parse("agent://{agent_id}/memory"),
+        "Your own live memory entries with their values (another agent's: refused).",
+        read_memory,
+        lambda args: None,
+    ),
 ]
 
 

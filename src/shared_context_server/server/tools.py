@@ -15,7 +15,7 @@ from typing import Any
 import mcp_types as types
 from pydantic import BaseModel
 
-from shared_context_server.blackboard import changes, messages, sessions
+from shared_context_server.blackboard import changes, memory, messages, search, sessions
 from shared_context_server.blackboard.identity import Agent
 from shared_context_server.server import models as m
 from shared_context_server.server import render
@@ -49,6 +49,7 @@ class ToolSpec:
 READ = types.ToolAnnotations(read_only_hint=True, open_world_hint=False)
 APPEND = types.ToolAnnotations(destructive_hint=False, open_world_hint=False)
 UPDATE = types.ToolAnnotations(destructive_hint=False, idempotent_hint=True, open_world_hint=False)
+DELETE = types.ToolAnnotations(destructive_hint=True, idempotent_hint=True, open_world_hint=False)
 
 
 async def create_session(state: AppState, agent: Agent, a: m.CreateSession) -> dict[str, Any]:
@@ -127,6 +128,37 @@ async def wait_for_messages(state: AppState, agent: Agent, a: m.WaitForMessages)
     return await changes.wait_for_messages(
         state.feed, agent, a.session_id, a.after_id, a.timeout_s, state.settings.limits
     )
+
+
+async def search_context(state: AppState, agent: Agent, a: m.SearchContext) -> dict[str, Any]:
+    return await search.search_context(
+        state.db, agent, a.session_id, a.query, a.fuzzy_threshold, a.limit, a.sender
+    )
+
+
+async def set_memory(state: AppState, agent: Agent, a: m.SetMemory) -> dict[str, Any]:
+    return await memory.set_memory(
+        state.db,
+        agent,
+        a.key,
+        a.value,
+        a.session_id,
+        a.expires_in,
+        a.overwrite,
+        state.settings.limits,
+    )
+
+
+async def get_memory(state: AppState, agent: Agent, a: m.GetMemory) -> dict[str, Any]:
+    return await memory.get_memory(state.db, agent, a.key, a.session_id)
+
+
+async def list_memory(state: AppState, agent: Agent, a: m.ListMemory) -> dict[str, Any]:
+    return await memory.list_memory(state.db, agent, a.session_id, a.prefix, a.limit, a.cursor)
+
+
+async def delete_memory(state: AppState, agent: Agent, a: m.DeleteMemory) -> dict[str, Any]:
+    return await memory.delete_memory(state.db, agent, a.key, a.session_id)
 
 
 async def whoami(state: AppState, agent: Agent, a: m.NoArguments) -> dict[str, Any]:
@@ -226,6 +258,52 @@ TOOLS: dict[str, ToolSpec] = {
             wait_for_messages,
             render.waited_messages,
             READ,
+        ),
+        ToolSpec(
+            "search_context",
+            "Fuzzy search of a session's messages you can see (typos ok); best first, score 0-100.",
+            m.SearchContext,
+            m.SearchResults,
+            search_context,
+            render.search_results,
+            READ,
+        ),
+        ToolSpec(
+            "set_memory",
+            "Remember a JSON value, private to you, global or per session_id. "
+            "expires_in: seconds. overwrite=false: refuse to replace.",
+            m.SetMemory,
+            m.StoredMemory,
+            set_memory,
+            render.stored_memory,
+            UPDATE,
+        ),
+        ToolSpec(
+            "get_memory",
+            "A value you remembered.",
+            m.GetMemory,
+            m.MemoryEntry,
+            get_memory,
+            render.memory_entry,
+            READ,
+        ),
+        ToolSpec(
+            "list_memory",
+            "Your memory keys: global, a session_id's, or session_id='all'.",
+            m.ListMemory,
+            m.MemoryPage,
+            list_memory,
+            render.memory_page,
+            READ,
+        ),
+        ToolSpec(
+            "delete_memory",
+            "Forget a memory key.",
+            m.DeleteMemory,
+            m.Deleted,
+            delete_memory,
+            render.deleted,
+            DELETE,
         ),
         ToolSpec(
             "whoami",

@@ -1,0 +1,325 @@
+"""Agent memory: a private key-value store per agent, global or per session, with expiry.
+
+Every statement is keyed by the caller's agent_id, so no path shows one agent another's
+memory. An expired entry is invisible at once because every read filters on
+`expires_at > now`; the rows themselves are deleted later by `sweep_expired_memory`, which
+the maintenance loop runs in one process at a time (never on reads).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import sqlite3
+from datetime import datetime, timedelta
+from typing import Any
+
+from shared_context_server.blackboard.identity import Agent
+from shared_context_server.blackboard.limits import DEFAULT_LIMITS, Limits
+from shared_context_server.blackboard.sessions import session_not_found
+from shared_context_server.clock import iso, now_utc
+from shared_context_server.db import Database, Transaction
+from shared_context_server.errors import Conflict, InvalidInput, LimitExceeded, NotFound
+
+MAX_EXPIRES_IN = 365 * 24 * 3600  # one year, in seconds
+MAX_LIST_LIMIT = 200
+SNAPSHOT_LIMIT = 1000
+SWEEP_BATCH = 500
+ALL = "all"
+
+# 1-255 printable characters, no whitespace: keys are typed by models and read in logs.
+_KEY = re.compile(r"^[^\s\x00-\x1f\x7f]{1,255}$")
+
+_LIVE = "(expires_at IS NULL OR expires_at > ?)"
+_SCOPE = "ifnull(session_id, '')"  # the unique index's expression: '' is global
+_COLUMNS = "key, session_id, value, created_at, updated_at, expires_at"
+
+SESSION_EXISTS = "SELECT 1 FROM sessions WHERE id = ?"
+FIND = f"SELECT id, expires_at FROM memory WHERE agent_id = ? AND {_SCOPE} = ? AND key = ?"  # noqa: S608
+INSERT = (
+    "INSERT INTO memory (agent_id, session_id, key, value, created_at, updated_at, expires_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+# A live entry keeps its created_at when replaced; an expired one is a new entry.
+REPLACE = (
+    "UPDATE memory SET value = ?, updated_at = ?, expires_at = ?,"
+    " created_at = CASE WHEN ? THEN created_at ELSE ? END WHERE id = ?"
+)
+GET = (
+    f"SELECT {_COLUMNS} FROM memory"  # noqa: S608 (constants only)
+    f" WHERE agent_id = ? AND {_SCOPE} = ? AND key = ? AND {_LIVE}"
+)
+DELETE = f"DELETE FROM memory WHERE agent_id = ? AND {_SCOPE} = ? AND key = ? AND {_LIVE}"  # noqa: S608
+# scope parameter: NULL = every scope ("all"), '' = global, else a session id.
+# Cursor: the last (scope, key) of the previous page; row values compare in index order.
+LIST = (
+    f"SELECT key, session_id, expires_at, length(CAST(value AS BLOB)) AS size,"  # noqa: S608
+    f" {_SCOPE} AS scope_key FROM memory"
+    f" WHERE agent_id = ? AND (? IS NULL OR {_SCOPE} = ?) AND {_LIVE}"
+    " AND substr(key, 1, ?) = ?"
+    f" AND (? IS NULL OR ({_SCOPE}, key) > (?, ?))"
+    f" ORDER BY {_SCOPE}, key LIMIT ?"
+)
+SNAPSHOT = (
+    f"SELECT {_COLUMNS} FROM memory WHERE agent_id = ? AND {_LIVE}"  # noqa: S608
+    f" ORDER BY {_SCOPE}, key LIMIT ?"
+)
+SWEEP = "DELETE FROM memory WHERE id IN (SELECT id FROM memory WHERE expires_at <= ? LIMIT ?)"
+
+
+def check_key(key: str) -> str:
+    if not _KEY.match(key):
+        raise InvalidInput(
+            f"key must be 1-255 printable characters without spaces; got {key!r}.",
+            argument="key",
+        )
+    return key
+
+
+def _scope_key(session_id: str | None) -> str:
+    return session_id or ""
+
+
+def entry_dict(row: sqlite3.Row) -> dict[str, Any]:
+    return {
+        "key": row["key"],
+        "value": json.loads(row["value"]),
+        "scope": "session" if row["session_id"] else "global",
+        "session_id": row["session_id"],
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+        "expires_at": row["expires_at"],
+    }
+
+
+def _encode_value(value: Any, limits: Limits) -> str:
+    try:
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise InvalidInput(f"value must be plain JSON: {error}.", argument="value") from None
+    except RecursionError:
+        raise InvalidInput("value is nested too deeply; flatten it.", argument="value") from None
+    size = len(text.encode())
+    if size > limits.max_memory_bytes:
+        raise LimitExceeded(
+            f"value is {size:,} bytes as JSON; the limit is {limits.max_memory_bytes:,}. "
+            "Store a summary, or split it across several keys.",
+            argument="value",
+            limit=limits.max_memory_bytes,
+        )
+    return text
+
+
+def _expiry(expires_in: int | None, moment: datetime) -> str | None:
+    if expires_in is None:
+        return None
+    if not 1 <= expires_in <= MAX_EXPIRES_IN:
+        raise InvalidInput(
+            f"expires_in must be 1-{MAX_EXPIRES_IN} seconds (one year); got {expires_in}. "
+            "Omit it to keep the entry until you delete it.",
+            argument="expires_in",
+        )
+    return iso(moment + timedelta(seconds=expires_in))
+
+
+async def _require_session(db: Database | Transaction, session_id: str | None) -> None:
+    if session_id is not None and await db.fetchone(SESSION_EXISTS, (session_id,)) is None:
+        raise session_not_found(session_id)
+
+
+def _not_found(key: str, session_id: str | None) -> NotFound:
+    where = f"session {session_id}" if session_id else "your global memory"
+    return NotFound(
+        f"no memory {key!r} in {where} (never set, deleted, or expired); "
+        "list_memory shows your keys.",
+        argument="key",
+    )
+
+
+async def set_memory(
+    db: Database,
+    agent: Agent,
+    key: str,
+    value: Any,
+    session_id: str | None = None,
+    expires_in: int | None = None,
+    overwrite: bool = True,
+    limits: Limits = DEFAULT_LIMITS,
+    *,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Store `value` under `key` for `agent`, globally or in an existing session.
+
+    With overwrite=False a live entry is kept and Conflict raised; an expired one is
+    replaced. Raises SessionNotFound, Conflict, InvalidInput, LimitExceeded.
+    """
+    agent.require("write", "set_memory")
+    check_key(key)
+    text = _encode_value(value, limits)
+    moment = now or now_utc()
+    stamp, expires_at = iso(moment), _expiry(expires_in, moment)
+    async with db.write() as tx:
+        await _require_session(tx, session_id)
+        row = await tx.fetchone(FIND, (agent.agent_id, _scope_key(session_id), key))
+        live = row is not None and (row["expires_at"] is None or row["expires_at"] > stamp)
+        if row is None:
+            await tx.execute(
+                INSERT, (agent.agent_id, session_id, key, text, stamp, stamp, expires_at)
+            )
+        elif live and not overwrite:
+            raise Conflict(
+                f"memory {key!r} already exists; pass overwrite=true to replace it, "
+                "or use another key.",
+                argument="key",
+                expires_at=row["expires_at"],
+            )
+        else:
+            await tx.execute(REPLACE, (text, stamp, expires_at, live, stamp, row["id"]))
+    return {
+        "key": key,
+        "scope": "session" if session_id else "global",
+        "session_id": session_id,
+        "expires_at": expires_at,
+        "size": len(text.encode()),
+    }
+
+
+async def get_memory(
+    db: Database,
+    agent: Agent,
+    key: str,
+    session_id: str | None = None,
+    *,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """The caller's live entry. Raises NotFound (missing or expired), SessionNotFound."""
+    agent.require("read", "get_memory")
+    check_key(key)
+    stamp = iso(now or now_utc())
+    row = await db.fetchone(GET, (agent.agent_id, _scope_key(session_id), key, stamp))
+    if row is None:
+        await _require_session(db, session_id)
+        raise _not_found(key, session_id)
+    return entry_dict(row)
+
+
+async def delete_memory(
+    db: Database,
+    agent: Agent,
+    key: str,
+    session_id: str | None = None,
+    *,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Delete the caller's live entry; `deleted` is False if there was none."""
+    agent.require("write", "delete_memory")
+    check_key(key)
+    stamp = iso(now or now_utc())
+    async with db.write() as tx:
+        deleted = await tx.execute(DELETE, (agent.agent_id, _scope_key(session_id), key, stamp))
+    if not deleted:
+        await _require_session(db, session_id)
+    return {"deleted": deleted > 0}
+
+
+def _encode_cursor(scope: str, key: str) -> str:
+    raw = json.dumps([scope, key], ensure_ascii=False).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[str, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        scope, key = json.loads(raw)
+        if isinstance(scope, str) and isinstance(key, str):
+            return scope, key
+    except (ValueError, TypeError):
+        pass
+    raise InvalidInput(
+        "cursor is not one list_memory returned; pass next_cursor unchanged, or omit it "
+        "to start from the beginning.",
+        argument="cursor",
+    )
+
+
+async def list_memory(
+    db: Database,
+    agent: Agent,
+    session_id: str | None = None,
+    prefix: str = "",
+    limit: int = 50,
+    cursor: str | None = None,
+    *,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """The caller's live keys in key order, one page; `next_cursor` continues (None at end).
+
+    session_id None lists global entries, a session id that session's, "all" both.
+    Raises SessionNotFound, InvalidInput.
+    """
+    agent.require("read", "list_memory")
+    if not 1 <= limit <= MAX_LIST_LIMIT:
+        raise InvalidInput(f"limit must be 1-{MAX_LIST_LIMIT}; got {limit}.", argument="limit")
+    if session_id != ALL:
+        await _require_session(db, session_id)
+    scope = None if session_id == ALL else _scope_key(session_id)
+    after_scope, after_key = _decode_cursor(cursor) if cursor else (None, None)
+    params = (
+        agent.agent_id,
+        scope,
+        scope,
+        iso(now or now_utc()),
+        len(prefix),
+        prefix,
+        after_scope,
+        after_scope,
+        after_key,
+        limit + 1,
+    )
+    rows = await db.fetchall(LIST, params)
+    page = rows[:limit]
+    entries = [
+        {
+            "key": row["key"],
+            "scope": "session" if row["session_id"] else "global",
+            "session_id": row["session_id"],
+            "expires_at": row["expires_at"],
+            "size": row["size"],
+        }
+        for row in page
+    ]
+    more = len(rows) > limit
+    last = page[-1] if page else None
+    return {
+        "entries": entries,
+        "next_cursor": _encode_cursor(last["scope_key"], last["key"]) if more and last else None,
+    }
+
+
+async def memory_snapshot(
+    db: Database, agent: Agent, limit: int = SNAPSHOT_LIMIT, *, now: datetime | None = None
+) -> dict[str, Any]:
+    """All of the caller's live memory with values, as JSON-ready data (for a resource).
+
+    At most `limit` entries, global first then by session and key; `truncated` says more exist.
+    """
+    agent.require("read", "memory")
+    rows = await db.fetchall(SNAPSHOT, (agent.agent_id, iso(now or now_utc()), limit + 1))
+    return {
+        "agent_id": agent.agent_id,
+        "entries": [entry_dict(row) for row in rows[:limit]],
+        "truncated": len(rows) > limit,
+    }
+
+
+async def sweep_expired_memory(db: Database, *, now: datetime | None = None) -> int:
+    """Delete expired entries in short batches (each its own transaction); returns how many."""
+    stamp = iso(now or now_utc())
+    total = 0
+    while True:
+        async with db.write() as tx:
+            deleted = await tx.execute(SWEEP, (stamp, SWEEP_BATCH))
+        total += deleted
+        if deleted < SWEEP_BATCH:
+            return total

@@ -1,0 +1,184 @@
+"""Benchmark search_context on sessions of 1k, 10k and 100k messages (a report, not a test).
+
+Run from the repository root:
+
+    .venv/bin/python tests/benchmarks/bench.py --search
+    .venv/bin/python tests/benchmarks/bench_search.py --sizes 1000,10000,100000 --queries 200
+
+For each size, a fresh database gets one session of generated messages (tests/corpus.py:
+common words plus one made-up word each; every tenth message private to another agent, so
+the visibility rule is in play). The rows are inserted with stdlib sqlite3 in one
+transaction after the server has created the schema: the index triggers fill the search
+index exactly as add_message would, only faster. Then a real server process is spawned and
+asked, over stdio, three kinds of query:
+
+- typo: one distinctive word with one edit (recall@5 is reported too);
+- mixed: the misspelt word plus two common words of its message, shuffled;
+- common: three common words (every trigram frequent: the worst case for the index).
+
+Printed per size and kind: p50/p99 of the server's own `search_time_ms` and of the full
+tool call round trip seen by the client.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+from mcp import ClientSession, StdioServerParameters
+from mcp.client.stdio import stdio_client
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO_ROOT))
+
+from tests.corpus import COMMON, corpus, with_typo  # noqa: E402
+
+KINDS = ("typo", "mixed", "common")
+
+
+def percentile(values: list[float], q: float) -> float:
+    data = sorted(values)
+    pos = (len(data) - 1) * q / 100
+    lo, hi = int(pos), min(int(pos) + 1, len(data) - 1)
+    return data[lo] + (data[hi] - data[lo]) * (pos - lo)
+
+
+def fill(db: Path, session_id: str, texts: list[str]) -> list[int]:
+    """Insert the messages (every tenth private to 'carol'); returns their ids in order."""
+    conn = sqlite3.connect(db)
+    try:
+        rows = [
+            (
+                session_id,
+                "carol" if i % 10 == 9 else f"agent-{i % 5}",
+                "worker",
+                text,
+                "private" if i % 10 == 9 else "public",
+                "message",
+                f"2026-01-01T00:00:{i % 60:02d}.000000Z",
+            )
+            for i, text in enumerate(texts)
+        ]
+        with conn:
+            first = conn.execute("SELECT ifnull(max(id), 0) FROM messages").fetchone()[0]
+            conn.executemany(
+                "INSERT INTO messages (session_id, sender, sender_type, content, visibility,"
+                " message_type, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+        return list(range(first + 1, first + 1 + len(texts)))
+    finally:
+        conn.close()
+
+
+def queries(words: list[tuple[str, str]], n: int, rng: random.Random) -> list[tuple[str, str, int]]:
+    """(kind, query, index of the target message or -1) for n queries of each kind."""
+    out: list[tuple[str, str, int]] = []
+    visible = [i for i in range(len(words)) if i % 10 != 9]
+    for i in rng.sample(visible, n):
+        out.append(("typo", with_typo(rng, words[i][0]), i))
+    for i in rng.sample(visible, n):
+        common = [w for w in words[i][1].rstrip(".").lower().split() if w != words[i][0]]
+        parts = [with_typo(rng, words[i][0]), *rng.sample(common, 2)]
+        rng.shuffle(parts)
+        out.append(("mixed", " ".join(parts), i))
+    for _ in range(n):
+        out.append(("common", " ".join(rng.sample(COMMON, 3)), -1))
+    rng.shuffle(out)
+    return out
+
+
+async def call(session: ClientSession, tool: str, **arguments: Any) -> dict[str, Any]:
+    result = await session.call_tool(tool, arguments)
+    if result.is_error or not isinstance(result.structured_content, dict):
+        raise RuntimeError(f"{tool} failed: {result.content}")
+    return result.structured_content
+
+
+async def bench_size(size: int, per_kind: int, workdir: Path) -> dict[str, Any]:
+    db = workdir / f"search-{size}.db"
+    params = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "shared_context_server", "--db", str(db), "--agent-id", "bench"],
+    )
+    words = corpus(size, seed=size)
+    rng = random.Random(size)
+    server_ms: dict[str, list[float]] = {k: [] for k in KINDS}
+    call_ms: dict[str, list[float]] = {k: [] for k in KINDS}
+    hits = 0
+    started = time.perf_counter()
+    async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+        await session.initialize()
+        sid = (await call(session, "create_session", purpose=f"search {size}"))["session_id"]
+        ids = await anyio.to_thread.run_sync(fill, db, sid, [text for _, text in words])
+        filled = time.perf_counter() - started
+        for _ in range(5):  # warm the page cache and the process
+            await call(session, "search_context", session_id=sid, query="warm up query")
+        for kind, query, target in queries(words, per_kind, rng):
+            t0 = time.perf_counter()
+            found = await call(session, "search_context", session_id=sid, query=query, limit=5)
+            call_ms[kind].append((time.perf_counter() - t0) * 1000)
+            server_ms[kind].append(found["search_time_ms"])
+            if kind == "typo":
+                hits += ids[target] in [r["message"]["id"] for r in found["results"]]
+    return {
+        "size": size,
+        "fill_s": filled,
+        "recall_at_5": hits / per_kind,
+        "server_ms": server_ms,
+        "call_ms": call_ms,
+    }
+
+
+def report(result: dict[str, Any]) -> None:
+    print(
+        f"\n{result['size']:,} messages (filled in {result['fill_s']:.1f} s); "
+        f"typo recall@5 {result['recall_at_5']:.3f}"
+    )
+    print(f"  {'query':<8} {'server p50':>10} {'p99':>8} {'call p50':>9} {'p99':>8}  (ms)")
+    every_server: list[float] = []
+    every_call: list[float] = []
+    for kind in KINDS:
+        s, c = result["server_ms"][kind], result["call_ms"][kind]
+        every_server += s
+        every_call += c
+        print(
+            f"  {kind:<8} {percentile(s, 50):>10.1f} {percentile(s, 99):>8.1f}"
+            f" {percentile(c, 50):>9.1f} {percentile(c, 99):>8.1f}"
+        )
+    print(
+        f"  {'all':<8} {percentile(every_server, 50):>10.1f} {percentile(every_server, 99):>8.1f}"
+        f" {percentile(every_call, 50):>9.1f} {percentile(every_call, 99):>8.1f}"
+    )
+
+
+async def run(sizes: list[int], per_kind: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="scs-bench-search-") as tmp:
+        for size in sizes:
+            print(f"[bench] search: {size:,} messages", file=sys.stderr, flush=True)
+            report(await bench_size(size, per_kind, Path(tmp)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--sizes", default="1000,10000,100000", help="comma-separated session sizes")
+    p.add_argument("--queries", type=int, default=200, help="queries of each kind per size")
+    args = p.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    if any(s < 10 for s in sizes) or args.queries < 1:
+        p.error("sizes must be >= 10 and --queries >= 1")
+    if args.queries > min(sizes) * 9 // 10:
+        p.error("--queries must not exceed the visible messages of the smallest size")
+    anyio.run(run, sizes, args.queries)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

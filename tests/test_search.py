@@ -1,0 +1,213 @@
+"""search_context: typo recall, the visibility rule, freshness, fall-backs and bad input, on a
+real file and through the tool in both eras."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared_context_server.blackboard import messages, search, sessions
+from shared_context_server.config import Settings
+from shared_context_server.db import Database
+from shared_context_server.errors import InvalidInput, SessionNotFound
+from shared_context_server.migrations import MIGRATIONS
+from tests.conftest import ADMIN, ALICE, BOB, CAROL, ERAS, connect, fails, ok
+from tests.corpus import corpus, with_typo
+
+
+async def new_session(db: Database) -> str:
+    return str((await sessions.create_session(db, ALICE, "search"))["id"])
+
+
+def ids(found: dict[str, Any]) -> list[int]:
+    return [r["message"]["id"] for r in found["results"]]
+
+
+async def test_a_typo_in_a_distinctive_word_finds_its_message_in_the_top_five(
+    db: Database,
+) -> None:
+    sid = await new_session(db)
+    words = corpus(1000)
+    posted = [(await messages.add_message(db, ALICE, sid, text))["message_id"] for _, text in words]
+    rng = random.Random(7)
+    queries = rng.sample(range(len(words)), 300)
+    hits = 0
+    for i in queries:
+        found = await search.search_context(db, BOB, sid, with_typo(rng, words[i][0]), limit=5)
+        hits += posted[i] in ids(found)
+    assert hits / len(queries) >= 0.95
+
+
+@pytest.mark.parametrize(
+    ("visibility", "finders"),
+    [("private", {"alice", "root"}), ("agent_only", {"alice", "bob", "root"})],
+)
+async def test_messages_the_caller_may_not_see_are_never_results(
+    db: Database, visibility: str, finders: set[str]
+) -> None:
+    sid = await new_session(db)
+    secret = await messages.add_message(db, ALICE, sid, "the zanzibarite key rotates", visibility)
+    for reader in (ALICE, BOB, CAROL, ADMIN):
+        found = await search.search_context(db, reader, sid, "zanzibarite", fuzzy_threshold=0)
+        assert (secret["message_id"] in ids(found)) == (reader.agent_id in finders)
+
+
+async def test_hidden_messages_do_not_crowd_out_visible_ones(db: Database) -> None:
+    sid = await new_session(db)
+    for i in range(search.CANDIDATES + 50):
+        await messages.add_message(db, ALICE, sid, f"quorvex note {i}", "private")
+    visible = await messages.add_message(db, ALICE, sid, "quorvex public note")
+    found = await search.search_context(db, BOB, sid, "quorvex")
+    assert ids(found) == [visible["message_id"]]
+
+
+async def test_results_are_best_first_above_the_threshold_within_the_limit(db: Database) -> None:
+    sid = await new_session(db)
+    exact = await messages.add_message(db, ALICE, sid, "deploy the flumbrix service")
+    close = await messages.add_message(db, ALICE, sid, "the flumbrax parser")
+    await messages.add_message(db, ALICE, sid, "nothing related at all here")
+    found = await search.search_context(db, ALICE, sid, "flumbrix", fuzzy_threshold=70)
+    assert ids(found) == [exact["message_id"], close["message_id"]]
+    scores = [r["score"] for r in found["results"]]
+    assert scores[0] == 100 and 70 <= scores[1] < 100
+    assert found["search_time_ms"] >= 0
+    one = await search.search_context(db, ALICE, sid, "flumbrix", limit=1)
+    assert ids(one) == [exact["message_id"]]
+
+
+async def test_sender_and_metadata_text_are_searched_and_sender_filters(db: Database) -> None:
+    sid = await new_session(db)
+    tagged = await messages.add_message(db, ALICE, sid, "see ticket", metadata={"jira": "OPS-4711"})
+    by_bob = await messages.add_message(db, BOB, sid, "a finding about the cache")
+    assert ids(await search.search_context(db, ALICE, sid, "ops-4711")) == [tagged["message_id"]]
+    assert by_bob["message_id"] in ids(await search.search_context(db, ALICE, sid, "bob"))
+    only_alice = await search.search_context(db, ALICE, sid, "cache", sender="alice")
+    assert by_bob["message_id"] not in ids(only_alice)
+
+
+async def test_a_query_shorter_than_a_trigram_still_matches(db: Database) -> None:
+    sid = await new_session(db)
+    hit = await messages.add_message(db, ALICE, sid, "move to k8s now")
+    await messages.add_message(db, ALICE, sid, "unrelated words")
+    found = await search.search_context(db, ALICE, sid, "k8", fuzzy_threshold=90)
+    assert ids(found) == [hit["message_id"]]
+
+
+async def test_a_query_of_only_common_trigrams_finds_the_newest_holding_them_all(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sid = await new_session(db)
+    older = await messages.add_message(db, ALICE, sid, "the server timeout again")
+    newer = await messages.add_message(db, ALICE, sid, "server timeout on the worker")
+    await messages.add_message(db, ALICE, sid, "nothing to see")
+    monkeypatch.setattr(search, "POSTINGS_BUDGET", 0)  # every trigram counts as common
+    found = await search.search_context(db, ALICE, sid, "server timeout", fuzzy_threshold=90)
+    assert ids(found) == [newer["message_id"], older["message_id"]]
+
+
+async def test_only_the_rarest_trigrams_within_the_budget_are_used() -> None:
+    counts = {"the": 900, "qzx": 3, "zxv": 5, "abs": 0, "ser": 400}
+    assert search.choose_trigrams(counts, 10) == ["qzx", "zxv"]
+    assert search.choose_trigrams(counts, 500) == ["qzx", "zxv", "ser"]
+    assert search.choose_trigrams(counts, 2) == []
+
+
+async def test_a_message_written_through_another_handle_is_searchable_at_once(
+    tmp_path: Path,
+) -> None:
+    writer, reader = (
+        await Database.open(tmp_path / "bb.db"),
+        await Database.open(tmp_path / "bb.db"),
+    )
+    try:
+        sid = await new_session(writer)
+        assert ids(await search.search_context(reader, ALICE, sid, "plovinex")) == []
+        posted = await messages.add_message(writer, ALICE, sid, "plovinex is ready")
+        assert ids(await search.search_context(reader, ALICE, sid, "plovinex")) == [
+            posted["message_id"]
+        ]
+    finally:
+        await writer.close()
+        await reader.close()
+
+
+async def test_messages_stored_before_the_index_existed_are_searchable(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    for statement in MIGRATIONS[1]:
+        conn.execute(statement)
+    conn.execute(
+        "INSERT INTO sessions VALUES"
+        " ('s1', 'p', 'active', 'alice', '2026-01-01', '2026-01-01', NULL)"
+    )
+    conn.execute(
+        "INSERT INTO messages (session_id, sender, sender_type, content, visibility,"
+        " message_type, created_at) VALUES ('s1', 'alice', 'reviewer', 'the grommetix plan',"
+        " 'public', 'message', '2026-01-01')"
+    )
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    db = await Database.open(path)
+    try:
+        assert ids(await search.search_context(db, ALICE, "s1", "gromettix")) == [1]
+    finally:
+        await db.close()
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [{"limit": 0}, {"limit": 101}, {"fuzzy_threshold": 101}, {"fuzzy_threshold": -1}],
+)
+async def test_out_of_range_arguments_are_refused(db: Database, arguments: dict[str, Any]) -> None:
+    sid = await new_session(db)
+    with pytest.raises(InvalidInput):
+        await search.search_context(db, ALICE, sid, "x", **arguments)
+
+
+@pytest.mark.parametrize("query", ["", "   ", "?!-", "x" * 1001])
+async def test_empty_or_oversized_queries_are_refused(db: Database, query: str) -> None:
+    sid = await new_session(db)
+    with pytest.raises(InvalidInput, match="query"):
+        await search.search_context(db, ALICE, sid, query)
+
+
+async def test_searching_a_missing_session_says_so(db: Database) -> None:
+    with pytest.raises(SessionNotFound):
+        await search.search_context(db, ALICE, "sess_missing", "anything")
+
+
+def settings(tmp_path: Path) -> Settings:
+    return Settings(
+        db_path=tmp_path / "bb.db", agent_id="alice", agent_id_source="flag", agent_type="reviewer"
+    )
+
+
+@pytest.mark.parametrize("era", ERAS)
+async def test_search_context_tool_finds_a_misspelt_word(tmp_path: Path, era: str) -> None:
+    async with connect(era, settings(tmp_path)) as s:
+        sid = (await ok(s, "create_session", purpose="p"))["session_id"]
+        posted = await ok(s, "add_message", session_id=sid, content="rollback the vexomari patch")
+        await ok(s, "add_message", session_id=sid, content="lunch at noon")
+        found = await ok(s, "search_context", session_id=sid, query="vexomary")
+        assert [r["message"]["id"] for r in found["results"]] == [posted["message_id"]]
+        assert found["results"][0]["score"] >= 80 and found["search_time_ms"] >= 0
+        text = await s.call_tool("search_context", {"session_id": sid, "query": "vexomary"})
+        assert "vexomari" in text.content[0].text and text.content[0].text.startswith("1 match")
+
+
+@pytest.mark.parametrize("era", ERAS)
+async def test_search_context_tool_fails_with_stable_codes(tmp_path: Path, era: str) -> None:
+    async with connect(era, settings(tmp_path)) as s:
+        sid = (await ok(s, "create_session", purpose="p"))["session_id"]
+        await fails(s, "search_context", "SESSION_NOT_FOUND", session_id="sess_x", query="q")
+        await fails(s, "search_context", "INVALID_INPUT", session_id=sid, query="q", limit=101)
+        await fails(s, "search_context", "INVALID_INPUT", session_id=sid, query="")
+        await fails(s, "search_context", "INVALID_INPUT", session_id=sid, query="?!")
+        await fails(
+            s, "search_context", "INVALID_INPUT", session_id=sid, query="q", fuzzy_threshold=150
+        )
