@@ -10,7 +10,14 @@ from pathlib import Path
 
 import anyio
 
-from shared_context_server.config import ENV_ADMIN, ENV_AGENT_ID, ENV_AGENT_TYPE, resolve_settings
+from shared_context_server.config import (
+    ENV_ADMIN,
+    ENV_AGENT_ID,
+    ENV_AGENT_TYPE,
+    ENV_ALLOW_RAW_WRITES,
+    ENV_TOOLSETS,
+    resolve_settings,
+)
 from shared_context_server.errors import BlackboardError, StorageError
 
 PROG = "shared-context-server"
@@ -34,6 +41,15 @@ def _serve_flags() -> argparse.ArgumentParser:
         "--admin", action="store_true", default=s, help=f"admin permission ({ENV_ADMIN}=1)"
     )
     flags.add_argument("--max-content-chars", type=int, default=s, metavar="N")
+    flags.add_argument(
+        "--toolsets", default=s, metavar="LIST", help=f"core,records ({ENV_TOOLSETS})"
+    )
+    flags.add_argument(
+        "--allow-raw-writes",
+        action="store_true",
+        default=s,
+        help=f"let execute_raw_query change rows ({ENV_ALLOW_RAW_WRITES}=1)",
+    )
     flags.add_argument(
         "--log-level", default=s, choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper
     )

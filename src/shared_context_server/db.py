@@ -15,8 +15,9 @@ import logging
 import os
 import random
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,28 @@ def _is_busy(error: sqlite3.OperationalError) -> bool:
     return getattr(error, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
+@dataclass(frozen=True)
+class Fetched:
+    """At most `max_rows` rows of one statement, its column names and the rows it changed."""
+
+    columns: list[str]
+    rows: list[sqlite3.Row]
+    changes: int
+
+
+async def _fetch_at_most(
+    conn: aiosqlite.Connection, sql: str, params: Params, max_rows: int
+) -> Fetched:
+    # fetchmany: a statement that would yield rows forever stops after max_rows.
+    cursor = await conn.execute(sql, params)
+    try:
+        rows = list(await cursor.fetchmany(max_rows))
+        columns = [d[0] for d in cursor.description or ()]
+        return Fetched(columns, rows, max(cursor.rowcount, 0))
+    finally:
+        await cursor.close()
+
+
 class Transaction:
     """Statements inside one `BEGIN IMMEDIATE` transaction (see `Database.write`)."""
 
@@ -129,6 +152,9 @@ class Transaction:
     async def fetchone(self, sql: str, params: Params = ()) -> sqlite3.Row | None:
         rows = await self.fetchall(sql, params)
         return rows[0] if rows else None
+
+    async def fetch_at_most(self, sql: str, params: Params, max_rows: int) -> Fetched:
+        return await _fetch_at_most(self._conn, sql, params, max_rows)
 
 
 class Database:
@@ -160,10 +186,13 @@ class Database:
         busy_timeout_ms: int = BUSY_TIMEOUT_MS,
         busy_retries: int = BUSY_RETRIES,
         migrate: bool = True,
+        statement_cache: bool = True,
     ) -> Database:
         """Open (creating if needed) the file, set PRAGMAs, verify WAL and migrate.
 
-        Raises StorageError if WAL cannot be enabled or the schema is newer than this code.
+        `statement_cache=False` prepares every statement afresh, so an authorizer set on
+        the connection judges every call. Raises StorageError if WAL cannot be enabled
+        or the schema is newer than this code.
         """
         path, fs_type = await anyio.to_thread.run_sync(_prepare, path)
         if fs_type:
@@ -173,7 +202,9 @@ class Database:
                 path,
                 fs_type,
             )
-        conn = await aiosqlite.connect(path, isolation_level=None)
+        conn = await aiosqlite.connect(
+            path, isolation_level=None, cached_statements=128 if statement_cache else 0
+        )
         conn.row_factory = sqlite3.Row
         db = cls(conn, path, busy_timeout_ms=busy_timeout_ms, busy_retries=busy_retries)
         try:
@@ -187,6 +218,16 @@ class Database:
 
     async def close(self) -> None:
         await self._conn.close()
+
+    async def set_authorizer(
+        self, callback: Callable[[int, str | None, str | None, str | None, str | None], int]
+    ) -> None:
+        """Judge every statement this connection prepares (see sqlite3 set_authorizer)."""
+        await self._conn.set_authorizer(callback)
+
+    async def set_progress_handler(self, handler: Callable[[], int | None], n: int) -> None:
+        """Call `handler` every `n` VM steps; a true result interrupts the statement."""
+        await self._conn.set_progress_handler(handler, n)
 
     async def _configure(self) -> None:
         # busy_timeout first: switching a new file to WAL takes a lock other processes
@@ -290,3 +331,7 @@ class Database:
     async def fetchone(self, sql: str, params: Params = ()) -> sqlite3.Row | None:
         rows = await self.fetchall(sql, params)
         return rows[0] if rows else None
+
+    async def fetch_at_most(self, sql: str, params: Params, max_rows: int) -> Fetched:
+        """One statement outside a transaction, stopped after `max_rows` rows."""
+        return await _fetch_at_most(self._conn, sql, params, max_rows)
