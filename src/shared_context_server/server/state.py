@@ -1,4 +1,4 @@
-"""What one server process holds while it serves: settings and its connection to the file."""
+"""What one server process holds while it serves: settings and its connections to the files."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from mcp.server import ServerRequestContext
 
 from shared_context_server.blackboard.identity import DEFAULT_PERMISSIONS, Agent, Permission
+from shared_context_server.blackboard.records.store import RecordsStore
 from shared_context_server.config import Settings
 from shared_context_server.db import Database
 
@@ -15,6 +16,7 @@ from shared_context_server.db import Database
 class AppState:
     settings: Settings
     db: Database
+    records: RecordsStore | None = None  # open when the records toolset is on
 
     def process_agent(self, ctx: ServerRequestContext[AppState]) -> Agent:
         """This process's agent: --agent-id, else the env variable, else the client's name."""
