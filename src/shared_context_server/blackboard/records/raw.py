@@ -173,18 +173,24 @@ class RawQueries:
 
     async def run(self, query: str, params: Sequence[Any], *, writes: bool) -> Fetched:
         """Run one statement, at most max_rows + 1 rows back. Raises BlackboardError."""
+        # Shielded: a cancelled await does not stop the statement on aiosqlite's thread,
+        # and the guard must stay armed (and the deadline set) until that statement ends.
+        # The time limit bounds how long the shield can hold.
         async with self._lock:
-            try:
-                if writes:
-                    # A statement that may write is one BEGIN IMMEDIATE transaction,
-                    # bounded like any other by the time limit.
-                    async with self.db.write() as tx:
-                        with self.guard.statement(writes=True, seconds=self.seconds):
-                            return await tx.fetch_at_most(query, params, self.max_rows + 1)
-                with self.guard.statement(writes=False, seconds=self.seconds):
-                    return await self.db.fetch_at_most(query, params, self.max_rows + 1)
-            except sqlite3.Error as error:
-                raise self._explain(error) from None
+            with anyio.CancelScope(shield=True):
+                try:
+                    if writes:
+                        # A statement that may write is one BEGIN IMMEDIATE transaction,
+                        # bounded like any other by the time limit.
+                        async with self.db.write() as tx:
+                            with self.guard.statement(writes=True, seconds=self.seconds):
+                                fetched = await tx.fetch_at_most(query, params, self.max_rows + 1)
+                    else:
+                        with self.guard.statement(writes=False, seconds=self.seconds):
+                            fetched = await self.db.fetch_at_most(query, params, self.max_rows + 1)
+                except sqlite3.Error as error:
+                    raise self._explain(error) from None
+        return fetched
 
     def _explain(self, error: sqlite3.Error) -> BlackboardError:
         code = getattr(error, "sqlite_errorcode", None)
