@@ -25,11 +25,13 @@ from shared_context_server.config import (
     ENV_ADMIN,
     ENV_AGENT_ID,
     ENV_AGENT_TYPE,
+    ENV_ALLOW_RAW_WRITES,
     ENV_DB,
     ENV_LOG_LEVEL,
     ENV_MAX_CONTENT,
     ENV_MAX_MEMORY,
     ENV_POLL_INTERVAL,
+    ENV_TOOLSETS,
     LOG_LEVELS,
     resolve_db_path,
     resolve_settings,
@@ -124,6 +126,15 @@ def _serve_flags() -> argparse.ArgumentParser:
         default=s,
         metavar="SECONDS",
         help=f"how often to look for other processes' commits ({ENV_POLL_INTERVAL}; default 0.1)",
+    )
+    flags.add_argument(
+        "--toolsets", default=s, metavar="LIST", help=f"core,records ({ENV_TOOLSETS}; default core)"
+    )
+    flags.add_argument(
+        "--allow-raw-writes",
+        action="store_true",
+        default=s,
+        help=f"let execute_raw_query change rows ({ENV_ALLOW_RAW_WRITES}=1)",
     )
     flags.add_argument(
         "--log-level",

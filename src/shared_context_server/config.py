@@ -25,6 +25,12 @@ ENV_MAX_CONTENT = "SHARED_CONTEXT_MAX_CONTENT_CHARS"
 ENV_MAX_MEMORY = "SHARED_CONTEXT_MAX_MEMORY_BYTES"
 ENV_LOG_LEVEL = "SHARED_CONTEXT_LOG_LEVEL"
 ENV_POLL_INTERVAL = "SHARED_CONTEXT_POLL_INTERVAL"
+ENV_TOOLSETS = "SHARED_CONTEXT_TOOLSETS"
+ENV_ALLOW_RAW_WRITES = "SHARED_CONTEXT_ALLOW_RAW_WRITES"
+
+# The groups of tools a process can offer; `core` alone by default keeps the tool list small.
+TOOLSETS = ("core", "records")
+DEFAULT_TOOLSETS: frozenset[str] = frozenset({"core"})
 
 # name -> (environment variable, what it sets); the README's table and a test use this.
 ENVIRONMENT: dict[str, str] = {
@@ -36,6 +42,8 @@ ENVIRONMENT: dict[str, str] = {
     ENV_MAX_MEMORY: "largest memory value in bytes of JSON (default 65536)",
     ENV_LOG_LEVEL: "stderr log level (default WARNING)",
     ENV_POLL_INTERVAL: "seconds between looks for other processes' commits (default 0.1)",
+    ENV_TOOLSETS: "toolsets to offer, comma-separated: core, records (default core)",
+    ENV_ALLOW_RAW_WRITES: "1 lets execute_raw_query change rows of the shared tables",
 }
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -59,6 +67,8 @@ class Settings:
     poll_interval: float = DEFAULT_POLL_INTERVAL
     # Seconds between maintenance rounds (expired memory sweep); tests shorten it.
     maintenance_interval_s: float = 60.0
+    toolsets: frozenset[str] = DEFAULT_TOOLSETS
+    allow_raw_writes: bool = False
 
 
 def resolve_db_path(flag: str | None, environ: Mapping[str, str] = os.environ) -> Path:
@@ -96,12 +106,16 @@ def resolve_settings(flags: Mapping[str, Any], environ: Mapping[str, str] = os.e
     agent_type = flags.get("agent_type") or environ.get(ENV_AGENT_TYPE) or "generic"
     check_name(agent_type, "--agent-type / " + ENV_AGENT_TYPE)
 
-    admin = bool(flags.get("admin"))
-    if not admin:
-        raw = environ.get(ENV_ADMIN, "").strip().lower()
-        if raw not in _TRUE | _FALSE:
-            raise InvalidInput(f"{ENV_ADMIN} must be 1 or 0; got {raw!r}.")
-        admin = raw in _TRUE
+    admin = bool(flags.get("admin")) or _env_flag(environ, ENV_ADMIN)
+    allow_raw_writes = bool(flags.get("allow_raw_writes")) or _env_flag(
+        environ, ENV_ALLOW_RAW_WRITES
+    )
+    if flags.get("toolsets") is not None:
+        toolsets = parse_toolsets(flags["toolsets"], "--toolsets")
+    elif environ.get(ENV_TOOLSETS) is not None:
+        toolsets = parse_toolsets(environ[ENV_TOOLSETS], ENV_TOOLSETS)
+    else:
+        toolsets = DEFAULT_TOOLSETS
 
     max_content = _positive_int(flags, "max_content_chars", environ, ENV_MAX_CONTENT)
     max_memory = _positive_int(flags, "max_memory_bytes", environ, ENV_MAX_MEMORY)
@@ -123,6 +137,8 @@ def resolve_settings(flags: Mapping[str, Any], environ: Mapping[str, str] = os.e
         limits=limits,
         log_level=log_level,
         poll_interval=poll_interval,
+        toolsets=toolsets,
+        allow_raw_writes=allow_raw_writes,
     )
 
 
@@ -143,3 +159,23 @@ def _poll_interval(flag: float | None, environ: Mapping[str, str]) -> float:
             f"{what} must be {MIN_POLL_INTERVAL}-{MAX_POLL_INTERVAL} seconds; got {value}."
         )
     return value
+
+
+def _env_flag(environ: Mapping[str, str], name: str) -> bool:
+    raw = environ.get(name, "").strip().lower()
+    if raw not in _TRUE | _FALSE:
+        raise InvalidInput(f"{name} must be 1 or 0; got {raw!r}.")
+    return raw in _TRUE
+
+
+def parse_toolsets(raw: str, where: str) -> frozenset[str]:
+    """`core,records` -> {"core", "records"}. Raises InvalidInput naming `where`."""
+    names = [name.strip() for name in raw.split(",") if name.strip()]
+    unknown = [name for name in names if name not in TOOLSETS]
+    if unknown or not names:
+        got = ", ".join(repr(n) for n in unknown) if unknown else "nothing"
+        raise InvalidInput(
+            f"{where}: unknown toolset {got}; choose from {', '.join(TOOLSETS)} "
+            "(e.g. core,records)."
+        )
+    return frozenset(names)

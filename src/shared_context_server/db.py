@@ -19,6 +19,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -170,6 +171,28 @@ async def _on_connection_thread(
     return await execute(fn, conn._conn, work)
 
 
+@dataclass(frozen=True)
+class Fetched:
+    """At most `max_rows` rows of one statement, its column names and the rows it changed."""
+
+    columns: list[str]
+    rows: list[sqlite3.Row]
+    changes: int
+
+
+async def _fetch_at_most(
+    conn: aiosqlite.Connection, sql: str, params: Params, max_rows: int
+) -> Fetched:
+    # fetchmany: a statement that would yield rows forever stops after max_rows.
+    cursor = await conn.execute(sql, params)
+    try:
+        rows = list(await cursor.fetchmany(max_rows))
+        columns = [d[0] for d in cursor.description or ()]
+        return Fetched(columns, rows, max(cursor.rowcount, 0))
+    finally:
+        await cursor.close()
+
+
 class Transaction:
     """Statements inside one `BEGIN IMMEDIATE` transaction (see `Database.write`)."""
 
@@ -194,6 +217,9 @@ class Transaction:
     async def fetchone(self, sql: str, params: Params = ()) -> sqlite3.Row | None:
         rows = await self.fetchall(sql, params)
         return rows[0] if rows else None
+
+    async def fetch_at_most(self, sql: str, params: Params, max_rows: int) -> Fetched:
+        return await _fetch_at_most(self._conn, sql, params, max_rows)
 
 
 class Database:
@@ -227,11 +253,13 @@ class Database:
         busy_timeout_ms: int = BUSY_TIMEOUT_MS,
         busy_retries: int = BUSY_RETRIES,
         migrate: bool = True,
+        statement_cache: bool = True,
     ) -> Database:
         """Open (creating if needed) the file, set PRAGMAs, verify WAL and migrate.
 
-        Raises StorageError if the file cannot be created or read as a database, WAL cannot
-        be enabled, or the schema is newer than this code.
+        `statement_cache=False` prepares every statement afresh, so an authorizer set on
+        the connection judges every call. Raises StorageError if the file cannot be created
+        or read as a database, WAL cannot be enabled, or the schema is newer than this code.
         """
         try:
             path, fs_type = await anyio.to_thread.run_sync(_prepare, path)
@@ -248,7 +276,9 @@ class Database:
                 fs_type,
             )
         try:
-            conn = await aiosqlite.connect(path, isolation_level=None)
+            conn = await aiosqlite.connect(
+                path, isolation_level=None, cached_statements=128 if statement_cache else 0
+            )
         except sqlite3.Error as error:
             raise _unusable(path, error) from None
         conn.row_factory = sqlite3.Row
@@ -277,6 +307,16 @@ class Database:
         """
         self._commit_listeners.append(listener)
         return lambda: self._commit_listeners.remove(listener)
+
+    async def set_authorizer(
+        self, callback: Callable[[int, str | None, str | None, str | None, str | None], int]
+    ) -> None:
+        """Judge every statement this connection prepares (see sqlite3 set_authorizer)."""
+        await self._conn.set_authorizer(callback)
+
+    async def set_progress_handler(self, handler: Callable[[], int | None], n: int) -> None:
+        """Call `handler` every `n` VM steps; a true result interrupts the statement."""
+        await self._conn.set_progress_handler(handler, n)
 
     async def _configure(self) -> None:
         # busy_timeout first: switching a new file to WAL takes a lock other processes
@@ -425,3 +465,7 @@ class Database:
     async def fetchone(self, sql: str, params: Params = ()) -> sqlite3.Row | None:
         rows = await self.fetchall(sql, params)
         return rows[0] if rows else None
+
+    async def fetch_at_most(self, sql: str, params: Params, max_rows: int) -> Fetched:
+        """One statement outside a transaction, stopped after `max_rows` rows."""
+        return await _fetch_at_most(self._conn, sql, params, max_rows)

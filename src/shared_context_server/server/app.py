@@ -22,12 +22,13 @@ from shared_context_server.blackboard.changes import ChangeFeed
 from shared_context_server.blackboard.lease import new_holder_id
 from shared_context_server.blackboard.maintenance import run_maintenance
 from shared_context_server.blackboard.processes import Heartbeat
+from shared_context_server.blackboard.records.store import RecordsStore, records_path
 from shared_context_server.config import Settings
 from shared_context_server.db import Database
 from shared_context_server.errors import BlackboardError, InvalidInput
 from shared_context_server.server import render, resources
 from shared_context_server.server.state import AppState
-from shared_context_server.server.tools import TOOLS, tool_list
+from shared_context_server.server.toolsets import tool_list_for, tools_for
 
 logger = logging.getLogger(__name__)
 
@@ -69,20 +70,21 @@ async def list_tools(
 ) -> types.ListToolsResult:
     state = ctx.lifespan_context
     state.note_client(ctx, state.process_agent(ctx))
-    return types.ListToolsResult(tools=tool_list())
+    return types.ListToolsResult(tools=tool_list_for(state.settings.toolsets))
 
 
 async def call_tool(
     ctx: ServerRequestContext[AppState], params: types.CallToolRequestParams
 ) -> types.CallToolResult:
     """The dispatch boundary: every error an agent can fix becomes an is_error result."""
-    spec = TOOLS.get(params.name)
+    state = ctx.lifespan_context
+    tools = tools_for(state.settings.toolsets)
+    spec = tools.get(params.name)
     if spec is None:
         raise MCPError(
             code=types.INVALID_PARAMS,
-            message=f"Unknown tool: {params.name!r}. Known tools: {', '.join(TOOLS)}.",
+            message=f"Unknown tool: {params.name!r}. Known tools: {', '.join(tools)}.",
         )
-    state = ctx.lifespan_context
     try:
         arguments = spec.input_model.model_validate(params.arguments or {})
         agent = state.process_agent(ctx)
@@ -108,18 +110,26 @@ async def call_tool(
     return tool_result(data, spec.render(data))
 
 
-def build_server(settings: Settings, db: Database | None = None) -> Server[AppState]:
-    """A Server over `db`, or over a connection its lifespan opens (in-process tests)."""
+def build_server(
+    settings: Settings, db: Database | None = None, records: RecordsStore | None = None
+) -> Server[AppState]:
+    """A Server over `db` (and `records`), or over connections its lifespan opens
+    (in-process tests)."""
 
     bus = InMemorySubscriptionBus()
 
     @asynccontextmanager
     async def lifespan(server: Server[AppState]) -> AsyncIterator[AppState]:
         database = db or await Database.open(settings.db_path)
+        store = records
         try:
-            async with _running(settings, database, bus) as state:
+            if store is None and "records" in settings.toolsets:
+                store = await open_records(settings, database)
+            async with _running(settings, database, bus, store) as state:
                 yield state
         finally:
+            if store is not None and records is None:
+                await store.close()
             if db is None:
                 await database.close()
 
@@ -145,13 +155,23 @@ def build_server(settings: Settings, db: Database | None = None) -> Server[AppSt
 
 @asynccontextmanager
 async def _running(
-    settings: Settings, database: Database, bus: InMemorySubscriptionBus
+    settings: Settings,
+    database: Database,
+    bus: InMemorySubscriptionBus,
+    records: RecordsStore | None,
 ) -> AsyncIterator[AppState]:
     """The process's work beside its requests: the change poller, the heartbeat, and
     maintenance (its first round comes a second or so later; one process at a time)."""
     feed = await ChangeFeed.open(database.path, settings.poll_interval)
     heartbeat = Heartbeat(database, settings.agent_type, settings.agent_id)
-    state = AppState(settings=settings, db=database, feed=feed, bus=bus, heartbeat=heartbeat)
+    state = AppState(
+        settings=settings,
+        db=database,
+        feed=feed,
+        bus=bus,
+        heartbeat=heartbeat,
+        records=records,
+    )
     stop_poking = database.on_commit(feed.poke)
     try:
         async with anyio.create_task_group() as tg:
@@ -178,16 +198,28 @@ def init_options(server: Server[AppState]) -> InitializationOptions:
     )
 
 
+async def open_records(settings: Settings, db: Database) -> RecordsStore:
+    """The records file beside the blackboard file. Raises StorageError."""
+    return await RecordsStore.open(
+        records_path(db.path), allow_raw_writes=settings.allow_raw_writes
+    )
+
+
 async def serve_stdio(settings: Settings) -> None:
     """Serve one client over stdin/stdout until it closes the pipe.
 
-    The file is opened first, so a database that cannot be used stops the process with
+    The files are opened first, so a database that cannot be used stops the process with
     its own message before any protocol starts. Raises StorageError.
     """
     db = await Database.open(settings.db_path)
+    records: RecordsStore | None = None
     try:
-        server = build_server(settings, db)
+        if "records" in settings.toolsets:
+            records = await open_records(settings, db)
+        server = build_server(settings, db, records)
         async with stdio_server() as (read_stream, write_stream):
             await server.run(read_stream, write_stream, init_options(server))
     finally:
+        if records is not None:
+            await records.close()
         await db.close()

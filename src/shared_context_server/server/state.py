@@ -1,4 +1,4 @@
-"""What one server process holds while it serves: settings, its connections to the file,
+"""What one server process holds while it serves: settings, its connections to the files,
 and who is listening for changes."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from mcp.server.subscriptions import InMemorySubscriptionBus
 from shared_context_server.blackboard.changes import ChangeFeed
 from shared_context_server.blackboard.identity import DEFAULT_PERMISSIONS, Agent, Permission
 from shared_context_server.blackboard.processes import Heartbeat
+from shared_context_server.blackboard.records.store import RecordsStore
 from shared_context_server.config import Settings
 from shared_context_server.db import Database
 
@@ -41,6 +42,7 @@ class AppState:
     subscriptions: dict[str, Agent] = field(default_factory=dict)
     # 2026 era: the agent and URIs of each open listen stream.
     listens: dict[object, tuple[Agent, frozenset[str]]] = field(default_factory=dict)
+    records: RecordsStore | None = None  # open when the records toolset is on
 
     def process_agent(self, ctx: ServerRequestContext[AppState]) -> Agent:
         """This process's agent: --agent-id, else the env variable, else the client's name."""

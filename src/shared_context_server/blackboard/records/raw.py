@@ -1,0 +1,278 @@
+"""`execute_raw_query`: one SQL statement over the shared tables, judged by SQLite itself.
+
+Safety does not come from reading the SQL text. The raw connection has an authorizer that
+SQLite consults for every table, column, function and pragma a statement touches while it
+is prepared (the statement cache is off, so every call is judged), `PRAGMA query_only`
+unless the process allows raw writes, a progress handler that stops a statement past its
+time limit, and a row cap. The connection never attaches the blackboard file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from shared_context_server.blackboard.identity import Agent
+from shared_context_server.blackboard.limits import DEFAULT_LIMITS, Limits, check_text
+from shared_context_server.blackboard.records.schema import INT64, decode, sql_error
+from shared_context_server.db import Database, Fetched
+from shared_context_server.errors import BlackboardError, InvalidInput, LimitExceeded
+
+if TYPE_CHECKING:
+    from shared_context_server.blackboard.records.store import RecordsStore
+
+# Introspection pragmas that only read; every other pragma (query_only, writable_schema,
+# journal_mode...) is refused, so a raw query cannot lift its own limits.
+READ_PRAGMAS = frozenset(
+    {"table_info", "table_xinfo", "index_list", "index_info", "index_xinfo", "foreign_key_list"}
+)
+_ROW_WRITES = (sqlite3.SQLITE_INSERT, sqlite3.SQLITE_UPDATE, sqlite3.SQLITE_DELETE)
+# Authorizer action codes overlap SQLite's error codes, so the names are listed, not scanned.
+_ACTION_NAMES = {
+    getattr(sqlite3, "SQLITE_" + name): name.replace("_", " ")
+    for name in [
+        "CREATE_INDEX",
+        "CREATE_TABLE",
+        "CREATE_TEMP_INDEX",
+        "CREATE_TEMP_TABLE",
+        "CREATE_TEMP_TRIGGER",
+        "CREATE_TEMP_VIEW",
+        "CREATE_TRIGGER",
+        "CREATE_VIEW",
+        "DROP_INDEX",
+        "DROP_TABLE",
+        "DROP_TEMP_INDEX",
+        "DROP_TEMP_TABLE",
+        "DROP_TEMP_TRIGGER",
+        "DROP_TEMP_VIEW",
+        "DROP_TRIGGER",
+        "DROP_VIEW",
+        "ALTER_TABLE",
+        "REINDEX",
+        "ANALYZE",
+        "CREATE_VTABLE",
+        "DROP_VTABLE",
+    ]
+}
+PROGRESS_STEPS = 1000
+_NO_SCHEMA_CHANGES = "schema changes are not allowed in raw queries (make tables with create_table)"
+
+
+class RawGuard:
+    """The authorizer and progress handler of the raw connection, armed per statement.
+
+    Disarmed, it allows everything: only this module's own BEGIN/COMMIT run then.
+    """
+
+    def __init__(self) -> None:
+        self.armed = False
+        self.writes = False
+        self.deadline = math.inf
+        self.refusal: str | None = None
+        self.written: set[str] = set()
+
+    @contextmanager
+    def statement(self, *, writes: bool, seconds: float) -> Iterator[None]:
+        self.armed, self.writes, self.refusal, self.written = True, writes, None, set()
+        self.deadline = time.monotonic() + seconds
+        try:
+            yield
+        finally:
+            self.armed, self.deadline = False, math.inf
+
+    def authorize(
+        self, action: int, arg1: str | None, arg2: str | None, db_name: str | None, _: str | None
+    ) -> int:
+        if not self.armed:
+            return sqlite3.SQLITE_OK
+        reason = self._refusal(action, arg1 or "", db_name)
+        if reason is None:
+            return sqlite3.SQLITE_OK
+        self.refusal = self.refusal or reason
+        return sqlite3.SQLITE_DENY
+
+    def _refusal(self, action: int, arg1: str, db_name: str | None) -> str | None:
+        if action in (sqlite3.SQLITE_SELECT, sqlite3.SQLITE_RECURSIVE, sqlite3.SQLITE_FUNCTION):
+            return None  # load_extension() stays off on this connection
+        if action == sqlite3.SQLITE_READ:
+            if db_name in ("main", None):
+                return None
+            return f"{db_name}.{arg1} is outside the shared tables"
+        if action == sqlite3.SQLITE_PRAGMA:
+            if arg1.lower() in READ_PRAGMAS and db_name in ("main", None):
+                return None
+            return f"PRAGMA {arg1} is not allowed (only {', '.join(sorted(READ_PRAGMAS))})"
+        if action in _ROW_WRITES:
+            if action == sqlite3.SQLITE_UPDATE and arg1 in ("sqlite_master", "sqlite_schema"):
+                # Reported while json_each() or pragma_table_info() is prepared. A statement
+                # that really writes the schema table is refused by SQLite itself, since
+                # PRAGMA writable_schema can never be set here.
+                return None
+            if arg1 in ("sqlite_master", "sqlite_temp_master"):
+                return _NO_SCHEMA_CHANGES
+            if db_name != "main" or arg1.lower().startswith("sqlite_"):
+                return f"{arg1} is not a shared table and cannot be changed"
+            if not self.writes:
+                return (
+                    "raw queries are read-only here: change rows with insert_record, "
+                    "update_record or delete_record (or start the server with --allow-raw-writes)"
+                )
+            self.written.add(arg1)
+            return None
+        if action in (sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH):
+            # VACUUM attaches a scratch database, so it lands here too.
+            return "ATTACH, DETACH and VACUUM are never allowed: raw queries see only shared tables"
+        if action in (sqlite3.SQLITE_TRANSACTION, sqlite3.SQLITE_SAVEPOINT):
+            return "each raw query is its own transaction; BEGIN, COMMIT and SAVEPOINT are refused"
+        name = _ACTION_NAMES.get(action, f"action {action}")
+        return f"{name}: {_NO_SCHEMA_CHANGES}"
+
+    def progress(self) -> int:
+        return 1 if time.monotonic() > self.deadline else 0
+
+
+class RawQueries:
+    """The guarded connection raw queries run on, one statement at a time."""
+
+    def __init__(
+        self, db: Database, guard: RawGuard, *, allow_writes: bool, seconds: float, max_rows: int
+    ) -> None:
+        self.db = db
+        self.guard = guard
+        self.allow_writes = allow_writes
+        self.seconds = seconds
+        self.max_rows = max_rows
+        self._lock = anyio.Lock()  # the guard holds one statement's state
+
+    @classmethod
+    async def open(
+        cls, path: Path, *, allow_writes: bool, seconds: float, max_rows: int
+    ) -> RawQueries:
+        db = await Database.open(path, migrate=False, statement_cache=False)
+        try:
+            if not allow_writes:
+                await db.fetchall("PRAGMA query_only = ON")
+            guard = RawGuard()
+            await db.set_authorizer(guard.authorize)
+            await db.set_progress_handler(guard.progress, PROGRESS_STEPS)
+        except BaseException:
+            await db.close()
+            raise
+        return cls(db, guard, allow_writes=allow_writes, seconds=seconds, max_rows=max_rows)
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    async def run(self, query: str, params: Sequence[Any], *, writes: bool) -> Fetched:
+        """Run one statement, at most max_rows + 1 rows back. Raises BlackboardError."""
+        # Shielded: a cancelled await does not stop the statement on aiosqlite's thread,
+        # and the guard must stay armed (and the deadline set) until that statement ends.
+        # The time limit bounds how long the shield can hold.
+        async with self._lock:
+            with anyio.CancelScope(shield=True):
+                try:
+                    if writes:
+                        # A statement that may write is one BEGIN IMMEDIATE transaction,
+                        # bounded like any other by the time limit.
+                        async with self.db.write() as tx:
+                            with self.guard.statement(writes=True, seconds=self.seconds):
+                                fetched = await tx.fetch_at_most(query, params, self.max_rows + 1)
+                    else:
+                        with self.guard.statement(writes=False, seconds=self.seconds):
+                            fetched = await self.db.fetch_at_most(query, params, self.max_rows + 1)
+                except sqlite3.Error as error:
+                    raise self._explain(error) from None
+        return fetched
+
+    def _explain(self, error: sqlite3.Error) -> BlackboardError:
+        code = getattr(error, "sqlite_errorcode", None)
+        text = str(error)
+        if isinstance(error, sqlite3.ProgrammingError):
+            if "one statement" in text:
+                return InvalidInput(
+                    "query holds more than one statement; send one statement per call.",
+                    argument="query",
+                )
+            return InvalidInput(f"execute_raw_query: {text}.", argument="params")
+        if code == sqlite3.SQLITE_INTERRUPT:
+            return LimitExceeded(
+                f"the query ran over {self.seconds:g} s and was stopped; add a LIMIT, "
+                "narrow the WHERE, or check a recursive query ends.",
+                limit_seconds=self.seconds,
+            )
+        if code == sqlite3.SQLITE_AUTH:
+            return InvalidInput(
+                f"forbidden statement: {self.guard.refusal or text}.", argument="query"
+            )
+        if code == sqlite3.SQLITE_READONLY:
+            return InvalidInput(
+                "raw queries are read-only here: change rows with insert_record, "
+                "update_record or delete_record (or start the server with --allow-raw-writes).",
+                argument="query",
+            )
+        return sql_error(error, "execute_raw_query")
+
+
+def _param(value: Any, index: int) -> Any:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int) and not INT64[0] <= value <= INT64[1]:
+        raise InvalidInput(f"params[{index}] is outside 64-bit integers.", argument="params")
+    if value is None or isinstance(value, str | int | float):
+        return value
+    raise InvalidInput(
+        f"params[{index}] must be text, a number, true/false or null; "
+        "pass JSON as text (json('...') in SQL).",
+        argument="params",
+    )
+
+
+async def execute_raw_query(
+    store: RecordsStore,
+    agent: Agent,
+    query: str,
+    params: Sequence[Any] | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+) -> dict[str, Any]:
+    """Run one statement over the shared tables; columns, rows (capped), changes.
+
+    Writes only with --allow-raw-writes and the write permission. Raises InvalidInput
+    (forbidden or malformed statement), NotFound, Conflict, LimitExceeded, DatabaseBusy.
+    """
+    agent.require("read", "execute_raw_query")
+    if not query.strip():
+        raise InvalidInput("query is empty; send one SQL statement.", argument="query")
+    check_text(query, "query", limits.max_content_chars, "Send a shorter statement.")
+    bound = [_param(value, i) for i, value in enumerate(params or ())]
+    raw = store.raw
+    writes = raw.allow_writes and ("write" in agent.permissions or agent.is_admin)
+    fetched = await raw.run(query, bound, writes=writes)
+    if writes and fetched.changes:
+        await store.record_write(
+            agent, "execute_raw_query", ",".join(sorted(raw.guard.written)), fetched.changes
+        )
+    truncated = len(fetched.rows) > raw.max_rows
+    rows: list[list[Any]] = []
+    chars = 0
+    for row in fetched.rows[: raw.max_rows]:
+        values = [decode(None, value) for value in row]
+        chars += len(json.dumps(values, ensure_ascii=False, default=str))
+        if rows and chars > limits.max_page_chars:
+            truncated = True
+            break
+        rows.append(values)
+    return {
+        "columns": fetched.columns,
+        "rows": rows,
+        "row_count": len(rows),
+        "changes": fetched.changes,
+        "truncated": truncated,
+    }

@@ -1,0 +1,407 @@
+"""The records toolset's domain on real files: tables, values, filters, raw-query guard."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared_context_server.blackboard.records import raw, rows
+from shared_context_server.blackboard.records.store import RecordsStore, records_path
+from shared_context_server.db import Database
+from shared_context_server.errors import BlackboardError
+from tests.conftest import ALICE, BOB
+
+TASKS = {"title": "TEXT NOT NULL", "claimed_by": "TEXT", "priority": "INTEGER", "done": "BOOLEAN"}
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[RecordsStore]:
+    main = await Database.open(tmp_path / "bb.db")  # a real blackboard beside it
+    records = await RecordsStore.open(records_path(main.path), raw_query_seconds=0.5)
+    yield records
+    await records.close()
+    await main.close()
+
+
+@pytest.fixture
+async def writable(tmp_path: Path) -> AsyncIterator[RecordsStore]:
+    records = await RecordsStore.open(
+        tmp_path / "w-records.db", allow_raw_writes=True, raw_query_seconds=0.5
+    )
+    yield records
+    await records.close()
+
+
+async def board(store: RecordsStore, *titles: str) -> None:
+    await rows.create_table(store, ALICE, "tasks", TASKS)
+    for n, title in enumerate(titles):
+        await rows.insert_record(store, ALICE, "tasks", {"title": title, "priority": n})
+
+
+async def refused(code: str, call: Any) -> str:
+    with pytest.raises(BlackboardError) as info:
+        await call
+    assert info.value.code == code, info.value.to_dict()
+    return info.value.message
+
+
+async def test_records_live_in_their_own_private_wal_file_beside_the_blackboard(
+    store: RecordsStore, tmp_path: Path
+) -> None:
+    await board(store, "a")
+    assert store.db.path == tmp_path / "bb-records.db"
+    assert stat.S_IMODE(os.stat(store.db.path).st_mode) == 0o600
+    assert (await store.db.fetchone("PRAGMA journal_mode"))[0] == "wal"  # type: ignore[index]
+    blackboard = sqlite3.connect(tmp_path / "bb.db")
+    names = {r[0] for r in blackboard.execute("SELECT name FROM sqlite_master")}
+    assert "messages" in names and "tasks" not in names
+
+
+@pytest.mark.parametrize(
+    "name", ["t; DROP TABLE x", 'a"b', "main.messages", "sqlite_master", "1st", "a" * 64, "", "é"]
+)
+async def test_names_that_are_not_plain_identifiers_are_refused_everywhere(
+    store: RecordsStore, name: str
+) -> None:
+    await board(store, "a")
+    await refused("INVALID_INPUT", rows.create_table(store, ALICE, name, {"a": "TEXT"}))
+    await refused("INVALID_INPUT", rows.create_table(store, ALICE, "t2", {name: "TEXT"}))
+    await refused("INVALID_INPUT", rows.query_records(store, ALICE, name))
+    await refused("INVALID_INPUT", rows.insert_record(store, ALICE, name, {"title": "x"}))
+    # As a column, an odd name is simply not one of the table's columns.
+    await refused("NOT_FOUND", rows.query_records(store, ALICE, "tasks", {name: 1}))
+    if name:  # an empty order_by means the default order
+        await refused("NOT_FOUND", rows.query_records(store, ALICE, "tasks", order_by=name))
+    await refused("NOT_FOUND", rows.insert_record(store, ALICE, "tasks", {name: "x"}))
+    assert (await rows.list_tables(store, ALICE))["tables"] == [
+        {"table_name": "tasks", "row_count": 1}
+    ]
+
+
+@pytest.mark.parametrize(
+    "spec", ["VARCHAR(10)", "TEXT PRIMARY KEY", "TEXT); DROP TABLE tasks; --", "", "TEXT DEFAULT 1"]
+)
+async def test_column_types_outside_the_whitelist_are_refused(
+    store: RecordsStore, spec: str
+) -> None:
+    text = await refused("INVALID_INPUT", rows.create_table(store, ALICE, "t", {"a": spec}))
+    assert "TEXT, INTEGER" in text or "NOT NULL and UNIQUE" in text
+
+
+async def test_values_of_every_type_round_trip(store: RecordsStore) -> None:
+    columns = {
+        "t": "text",
+        "i": "INTEGER",
+        "r": "REAL",
+        "n": "NUMERIC",
+        "b": "BOOLEAN",
+        "j": "JSON",
+        "d": "DATETIME",
+        "x": "BLOB",
+    }
+    await rows.create_table(store, ALICE, "kinds", columns)
+    data = {
+        "t": "0042",
+        "i": 2**62,
+        "r": 2,
+        "n": 1.5,
+        "b": True,
+        "j": {"big": 2**70, "list": [1, "two", None]},
+        "d": "2026-05-01T12:00:00.123456Z",
+        "x": "AAEC/w==",
+    }
+    inserted = await rows.insert_record(store, ALICE, "kinds", data)
+    expected = {"id": 1, **data, "r": 2.0}
+    assert inserted == {"id": 1, "record": expected}
+    assert (await rows.query_records(store, ALICE, "kinds"))["records"] == [expected]
+    blob = await store.db.fetchone("SELECT x, typeof(j), b FROM kinds")
+    assert blob is not None and tuple(blob) == (b"\x00\x01\x02\xff", "text", 1)
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("title", 5),
+        ("priority", "high"),
+        ("priority", 1.5),
+        ("priority", True),
+        ("priority", 2**64),
+        ("done", 1),
+        ("title", ["a"]),
+    ],
+)
+async def test_a_value_of_the_wrong_type_names_the_column(
+    store: RecordsStore, column: str, value: Any
+) -> None:
+    await board(store)
+    data = {"title": "x", column: value}
+    text = await refused("INVALID_INPUT", rows.insert_record(store, ALICE, "tasks", data))
+    assert f"data.{column}" in text
+    filters = {column: value}
+    await refused("INVALID_INPUT", rows.query_records(store, ALICE, "tasks", filters))
+
+
+@pytest.mark.parametrize(
+    ("filters", "titles"),
+    [
+        ({"priority": 1}, ["b"]),
+        ({"priority": {"!=": 1}}, ["a", "c", "d"]),
+        ({"priority": {">": 1}}, ["c", "d"]),
+        ({"priority": {">=": 1, "<": 3}}, ["b", "c"]),
+        ({"priority": {"<=": 0}}, ["a"]),
+        ({"title": {"like": "C%"}}, ["c"]),
+        ({"title": {"in": ["a", "d", "z"]}}, ["a", "d"]),
+        ({"claimed_by": None}, ["a", "c", "d"]),
+        ({"claimed_by": {"is_null": False}}, ["b"]),
+        ({"claimed_by": {"!=": "alice"}}, ["a", "c", "d"]),  # unclaimed rows included
+        ({"claimed_by": "alice", "priority": 1}, ["b"]),
+    ],
+)
+async def test_filters_match_by_every_operator(
+    store: RecordsStore, filters: dict[str, Any], titles: list[str]
+) -> None:
+    await board(store, "a", "b", "c", "d")
+    await rows.update_record(store, ALICE, "tasks", {"title": "b"}, {"claimed_by": "alice"})
+    page = await rows.query_records(store, ALICE, "tasks", filters)
+    assert [r["title"] for r in page["records"]] == titles
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [
+        {"priority": {"between": [1, 2]}},
+        {"priority": {"in": []}},
+        {"priority": {"in": 3}},
+        {"priority": {"is_null": "yes"}},
+        {"priority": {"<": None}},
+        {"priority": {}},
+        {"title": {"like": 5}},
+    ],
+)
+async def test_malformed_filters_are_refused_with_the_operator_list(
+    store: RecordsStore, filters: dict[str, Any]
+) -> None:
+    await board(store, "a")
+    text = await refused("INVALID_INPUT", rows.query_records(store, ALICE, "tasks", filters))
+    assert "filters.priority" in text or "filters.title" in text
+
+
+async def test_update_and_delete_refuse_empty_filters_unless_all_rows(
+    store: RecordsStore,
+) -> None:
+    await board(store, "a", "b")
+    for filters in (None, {}):
+        text = await refused(
+            "INVALID_INPUT", rows.update_record(store, ALICE, "tasks", filters, {"done": True})
+        )
+        assert "all_rows=true" in text
+        await refused("INVALID_INPUT", rows.delete_record(store, ALICE, "tasks", filters))
+    both = rows.delete_record(store, ALICE, "tasks", {"title": "a"}, all_rows=True)
+    await refused("INVALID_INPUT", both)
+    assert (await rows.update_record(store, ALICE, "tasks", None, {"done": True}, True)) == {
+        "count": 2
+    }
+    assert (await rows.delete_record(store, ALICE, "tasks", {}, all_rows=True)) == {"count": 2}
+
+
+async def test_a_conditional_update_claims_a_row_once(store: RecordsStore) -> None:
+    await board(store, "a")
+    claim = {"id": 1, "claimed_by": {"is_null": True}}
+    first = await rows.update_record(store, ALICE, "tasks", claim, {"claimed_by": "alice"})
+    second = await rows.update_record(store, BOB, "tasks", claim, {"claimed_by": "bob"})
+    assert (first["count"], second["count"]) == (1, 0)
+
+
+async def test_duplicate_tables_and_constraint_violations_are_conflicts(
+    store: RecordsStore,
+) -> None:
+    await rows.create_table(store, ALICE, "files", {"path": "TEXT UNIQUE", "owner": "TEXT"})
+    await refused("CONFLICT", rows.create_table(store, BOB, "FILES", {"a": "TEXT"}))
+    await rows.insert_record(store, ALICE, "files", {"path": "a.py"})
+    text = await refused("CONFLICT", rows.insert_record(store, BOB, "files", {"path": "a.py"}))
+    assert "UNIQUE constraint failed: files.path" in text
+    await rows.create_table(store, ALICE, "tasks", TASKS)
+    text = await refused("CONFLICT", rows.insert_record(store, ALICE, "tasks", {"priority": 1}))
+    assert "NOT NULL" in text
+    described = await rows.describe_table(store, ALICE, "files")
+    assert [(c["name"], c["primary_key"], c["unique"]) for c in described["columns"]] == [
+        ("id", True, False),
+        ("path", False, True),
+        ("owner", False, False),
+    ]
+
+
+async def test_a_named_primary_key_replaces_the_added_id(store: RecordsStore) -> None:
+    columns = {"agent": "TEXT", "file": "TEXT", "note": "TEXT"}
+    await rows.create_table(store, ALICE, "claims", columns, ["agent", "file"])
+    await rows.insert_record(store, ALICE, "claims", {"agent": "alice", "file": "a"})
+    duplicate = rows.insert_record(store, ALICE, "claims", {"agent": "alice", "file": "a"})
+    await refused("CONFLICT", duplicate)
+    described = await rows.describe_table(store, ALICE, "claims")
+    assert [c["name"] for c in described["columns"] if c["primary_key"]] == ["agent", "file"]
+    bad = rows.create_table(store, ALICE, "c2", columns, "nope")
+    assert "primary_key" in await refused("INVALID_INPUT", bad)
+
+
+async def test_pages_follow_order_by_and_offset_without_gaps(store: RecordsStore) -> None:
+    await board(store, *"abcdefg")
+    seen: list[str] = []
+    offset = 0
+    while True:
+        page = await rows.query_records(
+            store, ALICE, "tasks", limit=3, offset=offset, order_by="-priority"
+        )
+        seen += [r["title"] for r in page["records"]]
+        offset += len(page["records"])
+        if not page["has_more"]:
+            break
+    assert seen == list("gfedcba")
+
+
+async def test_a_page_stops_early_when_its_text_is_large(store: RecordsStore) -> None:
+    from shared_context_server.blackboard.limits import Limits
+
+    await board(store)
+    for n in range(5):
+        await rows.insert_record(store, ALICE, "tasks", {"title": str(n) * 1000})
+    small = Limits(max_page_chars=2500)
+    page = await rows.query_records(store, ALICE, "tasks", limits=small)
+    assert len(page["records"]) == 2 and page["has_more"] is True
+
+
+async def test_every_write_passes_the_one_write_hook(writable: RecordsStore) -> None:
+    seen: list[tuple[str, str, str, int]] = []
+
+    async def hook(agent: Any, action: str, table: str, count: int) -> None:
+        seen.append((agent.agent_id, action, table, count))
+
+    writable.on_write = hook
+    await board(writable, "a", "b")
+    await rows.update_record(writable, BOB, "tasks", {"title": "a"}, {"done": True})
+    await rows.delete_record(writable, BOB, "tasks", {"title": "b"})
+    await raw.execute_raw_query(writable, BOB, "INSERT INTO tasks (title) VALUES ('c')")
+    await raw.execute_raw_query(writable, BOB, "SELECT * FROM tasks")  # not a write
+    assert seen == [
+        ("alice", "create_table", "tasks", 0),
+        ("alice", "insert_record", "tasks", 1),
+        ("alice", "insert_record", "tasks", 1),
+        ("bob", "update_record", "tasks", 1),
+        ("bob", "delete_record", "tasks", 1),
+        ("bob", "execute_raw_query", "tasks", 1),
+    ]
+
+
+async def test_raw_queries_read_with_bound_parameters(store: RecordsStore) -> None:
+    await board(store, "a", "b", "c")
+    result = await raw.execute_raw_query(
+        store, ALICE, "SELECT title, done FROM tasks WHERE priority >= ? ORDER BY id", [1]
+    )
+    assert result["columns"] == ["title", "done"]
+    assert result["rows"] == [["b", None], ["c", None]]
+    assert result["row_count"] == 2 and result["truncated"] is False
+    bad = raw.execute_raw_query(store, ALICE, "SELECT ?", [])
+    await refused("INVALID_INPUT", bad)
+
+
+FORBIDDEN_ALWAYS = [
+    "ATTACH DATABASE 'other.db' AS other",
+    "DETACH DATABASE main",
+    "CREATE TABLE t2 (a)",
+    "CREATE TEMP TABLE t2 (a)",
+    "DROP TABLE tasks",
+    "ALTER TABLE tasks ADD COLUMN x",
+    "CREATE INDEX i ON tasks (title)",
+    "CREATE TRIGGER tr AFTER INSERT ON tasks BEGIN DELETE FROM tasks; END",
+    "PRAGMA query_only = 0",
+    "PRAGMA writable_schema = 1",
+    "PRAGMA journal_mode = DELETE",
+    "UPDATE sqlite_master SET sql = 'x'",
+    "UPDATE sqlite_sequence SET seq = 0",
+    "BEGIN",
+    "SAVEPOINT s",
+    "VACUUM",
+    "VACUUM INTO 'copy.db'",
+    "SELECT * FROM temp.sqlite_master",
+    "SELECT load_extension('x')",
+]
+WRITES = [
+    "INSERT INTO tasks (title) VALUES ('x')",
+    "UPDATE tasks SET done = 1",
+    "DELETE FROM tasks",
+    "INSERT INTO tasks (title) VALUES ('x') RETURNING id",
+]
+
+
+@pytest.mark.parametrize("query", FORBIDDEN_ALWAYS + WRITES)
+async def test_raw_queries_are_read_only_without_the_flag(store: RecordsStore, query: str) -> None:
+    await board(store, "a")
+    await refused("INVALID_INPUT", raw.execute_raw_query(store, ALICE, query))
+    page = await rows.query_records(store, ALICE, "tasks")
+    assert [(r["title"], r["done"]) for r in page["records"]] == [("a", None)]
+
+
+@pytest.mark.parametrize("query", FORBIDDEN_ALWAYS)
+async def test_raw_writes_still_refuse_schema_attach_pragma_and_transactions(
+    writable: RecordsStore, query: str
+) -> None:
+    await board(writable, "a")
+    await refused("INVALID_INPUT", raw.execute_raw_query(writable, ALICE, query))
+    assert [t["table_name"] for t in (await rows.list_tables(writable, ALICE))["tables"]] == [
+        "tasks"
+    ]
+
+
+async def test_raw_writes_change_rows_when_allowed(writable: RecordsStore) -> None:
+    await board(writable, "a")
+    inserted = await raw.execute_raw_query(writable, ALICE, WRITES[3])
+    assert inserted["rows"] == [[2]] and inserted["changes"] == 1
+    updated = await raw.execute_raw_query(writable, ALICE, "UPDATE tasks SET done = ?", [True])
+    assert updated["changes"] == 2 and updated["columns"] == []
+    # A second statement is refused before the first runs.
+    two = "INSERT INTO tasks (title) VALUES ('y'); DELETE FROM tasks"
+    assert "one statement" in await refused(
+        "INVALID_INPUT", raw.execute_raw_query(writable, ALICE, two)
+    )
+    assert len((await rows.query_records(writable, ALICE, "tasks"))["records"]) == 2
+
+
+RUNAWAY = "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n) SELECT count(*) FROM n"
+
+
+async def test_a_runaway_recursive_query_is_stopped_by_the_time_limit(
+    store: RecordsStore,
+) -> None:
+    text = await refused("LIMIT_EXCEEDED", raw.execute_raw_query(store, ALICE, RUNAWAY))
+    assert "0.5 s" in text
+    # The connection is usable afterwards.
+    assert (await raw.execute_raw_query(store, ALICE, "SELECT 1"))["rows"] == [[1]]
+
+
+async def test_an_endless_row_stream_is_cut_at_the_row_cap(store: RecordsStore) -> None:
+    endless = "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n) SELECT x FROM n"
+    result = await raw.execute_raw_query(store, ALICE, endless)
+    assert result["row_count"] == store.raw.max_rows and result["truncated"] is True
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "SELECT * FROM messages",
+        "SELECT * FROM main.messages",
+        "SELECT * FROM sessions",
+        "SELECT * FROM schema_history",
+    ],
+)
+async def test_blackboard_tables_do_not_exist_for_raw_queries(
+    store: RecordsStore, query: str
+) -> None:
+    text = await refused("NOT_FOUND", raw.execute_raw_query(store, ALICE, query))
+    assert "not reachable" in text
+    listed = await raw.execute_raw_query(store, ALICE, "SELECT name FROM sqlite_master")
+    assert listed["rows"] == []
