@@ -246,7 +246,7 @@ async def test_of_two_processes_maintaining_at_once_only_one_sweeps(tmp_path: Pa
         async with anyio.create_task_group() as tg:
             tg.start_soon(maintain, first, "one")
             tg.start_soon(maintain, second, "two")
-        assert sorted(results, key=str) == [None, {"expired_memory": 10}]
+        assert sorted(results, key=str) == [None, {"expired_memory": 10, "search_index": 0}]
         assert rows_in_memory_table(path) == 0
     finally:
         await first.close()

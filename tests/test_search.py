@@ -8,6 +8,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from shared_context_server.blackboard import messages, search, sessions
@@ -27,12 +28,20 @@ def ids(found: dict[str, Any]) -> list[int]:
     return [r["message"]["id"] for r in found["results"]]
 
 
+# Search reads indexed rows through the trigram index and newer rows directly: the
+# behaviour must be the same either way.
+WAYS = pytest.mark.parametrize("indexed", [True, False], ids=["indexed", "not-yet-indexed"])
+
+
+@WAYS
 async def test_a_typo_in_a_distinctive_word_finds_its_message_in_the_top_five(
-    db: Database,
+    db: Database, indexed: bool
 ) -> None:
     sid = await new_session(db)
     words = corpus(1000)
     posted = [(await messages.add_message(db, ALICE, sid, text))["message_id"] for _, text in words]
+    if indexed:
+        assert await search.index_pending(db) == 1000
     rng = random.Random(7)
     queries = rng.sample(range(len(words)), 300)
     hits = 0
@@ -42,25 +51,31 @@ async def test_a_typo_in_a_distinctive_word_finds_its_message_in_the_top_five(
     assert hits / len(queries) >= 0.95
 
 
+@WAYS
 @pytest.mark.parametrize(
     ("visibility", "finders"),
     [("private", {"alice", "root"}), ("agent_only", {"alice", "bob", "root"})],
 )
 async def test_messages_the_caller_may_not_see_are_never_results(
-    db: Database, visibility: str, finders: set[str]
+    db: Database, visibility: str, finders: set[str], indexed: bool
 ) -> None:
     sid = await new_session(db)
     secret = await messages.add_message(db, ALICE, sid, "the zanzibarite key rotates", visibility)
+    if indexed:
+        await search.index_pending(db)
     for reader in (ALICE, BOB, CAROL, ADMIN):
         found = await search.search_context(db, reader, sid, "zanzibarite", fuzzy_threshold=0)
         assert (secret["message_id"] in ids(found)) == (reader.agent_id in finders)
 
 
-async def test_hidden_messages_do_not_crowd_out_visible_ones(db: Database) -> None:
+@WAYS
+async def test_hidden_messages_do_not_crowd_out_visible_ones(db: Database, indexed: bool) -> None:
     sid = await new_session(db)
     for i in range(search.CANDIDATES + 50):
         await messages.add_message(db, ALICE, sid, f"quorvex note {i}", "private")
     visible = await messages.add_message(db, ALICE, sid, "quorvex public note")
+    if indexed:
+        await search.index_pending(db)
     found = await search.search_context(db, BOB, sid, "quorvex")
     assert ids(found) == [visible["message_id"]]
 
@@ -104,6 +119,7 @@ async def test_a_query_of_only_common_trigrams_finds_the_newest_holding_them_all
     older = await messages.add_message(db, ALICE, sid, "the server timeout again")
     newer = await messages.add_message(db, ALICE, sid, "server timeout on the worker")
     await messages.add_message(db, ALICE, sid, "nothing to see")
+    await search.index_pending(db)
     monkeypatch.setattr(search, "POSTINGS_BUDGET", 0)  # every trigram counts as common
     found = await search.search_context(db, ALICE, sid, "server timeout", fuzzy_threshold=90)
     assert ids(found) == [newer["message_id"], older["message_id"]]
@@ -133,6 +149,46 @@ async def test_a_message_written_through_another_handle_is_searchable_at_once(
     finally:
         await writer.close()
         await reader.close()
+
+
+async def test_two_handles_indexing_at_once_index_each_message_once(tmp_path: Path) -> None:
+    one, two = await Database.open(tmp_path / "bb.db"), await Database.open(tmp_path / "bb.db")
+    try:
+        sid = await new_session(one)
+        for i in range(2_500):
+            await messages.add_message(one, ALICE, sid, f"entry {i} of the ledger")
+        async with anyio.create_task_group() as tg:
+            counts: list[int] = []
+
+            async def index(db: Database) -> None:
+                counts.append(await search.index_pending(db, batch=300))
+
+            tg.start_soon(index, one)
+            tg.start_soon(index, two)
+        assert sum(counts) == 2_500
+        # FTS5's own check that the index matches the messages table exactly.
+        await one.transact(
+            lambda c: c.execute(
+                "INSERT INTO messages_fts (messages_fts) VALUES ('integrity-check')"
+            )
+        )
+    finally:
+        await one.close()
+        await two.close()
+
+
+async def test_deleting_indexed_and_unindexed_messages_keeps_the_index_whole(db: Database) -> None:
+    sid = await new_session(db)
+    for i in range(10):
+        await messages.add_message(db, ALICE, sid, f"indexed {i}")
+    await search.index_pending(db)
+    for i in range(10):
+        await messages.add_message(db, ALICE, sid, f"pending {i}")
+    await db.transact(lambda c: c.execute("DELETE FROM sessions WHERE id = ?", (sid,)))
+    await db.transact(
+        lambda c: c.execute("INSERT INTO messages_fts (messages_fts) VALUES ('integrity-check')")
+    )
+    assert await search.index_pending(db) == 0
 
 
 async def test_messages_stored_before_the_index_existed_are_searchable(tmp_path: Path) -> None:

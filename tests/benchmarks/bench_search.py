@@ -8,9 +8,9 @@ Run from the repository root:
 For each size, a fresh database gets one session of generated messages (tests/corpus.py:
 common words plus one made-up word each; every tenth message private to another agent, so
 the visibility rule is in play). The rows are inserted with stdlib sqlite3 in one
-transaction after the server has created the schema: the index triggers fill the search
-index exactly as add_message would, only faster. Then a real server process is spawned and
-asked, over stdio, three kinds of query:
+transaction after the server has created the schema, then indexed with the product's
+own `index_pending` (what a server process does a quarter second after its writes).
+Then a real server process is spawned and asked, over stdio, three kinds of query:
 
 - typo: one distinctive word with one edit (recall@5 is reported too);
 - mixed: the misspelt word plus two common words of its message, shuffled;
@@ -39,6 +39,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT))
 
 from tests.corpus import COMMON, corpus, with_typo  # noqa: E402
+
+from shared_context_server.blackboard.search import index_pending  # noqa: E402
+from shared_context_server.db import Database  # noqa: E402
 
 KINDS = ("typo", "mixed", "common")
 
@@ -73,9 +76,18 @@ def fill(db: Path, session_id: str, texts: list[str]) -> list[int]:
                 " message_type, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
+        anyio.run(_index, db)
         return list(range(first + 1, first + 1 + len(texts)))
     finally:
         conn.close()
+
+
+async def _index(path: Path) -> None:
+    db = await Database.open(path)
+    try:
+        await index_pending(db)
+    finally:
+        await db.close()
 
 
 def queries(words: list[tuple[str, str]], n: int, rng: random.Random) -> list[tuple[str, str, int]]:

@@ -77,6 +77,7 @@ class ChangeFeed:
         self._reader = reader
         self.interval = interval
         self.watchers = 0
+        self._long_polls = 0
         self._nap: anyio.CancelScope | None = None
         self._woken = False
         self._seen = anyio.Event()
@@ -111,7 +112,14 @@ class ChangeFeed:
         return self._reader
 
     def poke(self) -> None:
-        """Look now rather than at the next tick (after a commit on this process's connection)."""
+        """A commit on this process's own connection: look now if a long poll waits here.
+
+        The probe sees this process's commits anyway, at the next tick; subscribers can
+        wait that long, and every add_message would otherwise pay for a look."""
+        if self._long_polls:
+            self._wake()
+
+    def _wake(self) -> None:
         self._woken = True
         if self._nap is not None:
             self._nap.cancel()
@@ -119,7 +127,7 @@ class ChangeFeed:
     def watch(self) -> None:
         """Someone wants to hear of changes: keep looking until the matching `unwatch`."""
         self.watchers += 1
-        self.poke()
+        self._wake()
 
     def watch_from_now(self) -> None:
         """`watch`, for a subscriber: it hears of commits after this call, never of older
@@ -133,12 +141,14 @@ class ChangeFeed:
 
     @contextmanager
     def watching(self) -> Iterator[None]:
-        """`watch` while inside (a long poll)."""
+        """`watch` while inside (a long poll): this process's own commits wake it at once."""
+        self._long_polls += 1
         self.watch()
         try:
             yield
         finally:
             self.unwatch()
+            self._long_polls -= 1
 
     def next_change(self) -> anyio.Event:
         """An event set by the next change seen. Take it *before* reading, so a change that
@@ -175,9 +185,10 @@ class ChangeFeed:
                     else:
                         await anyio.sleep_forever()
                 self._nap = None
-            self._woken = False
             if not self.watchers:
+                self._woken = False
                 continue  # a local commit nobody waits for; the next look catches up
+            self._woken = False
             try:
                 change = self.poll()
             except sqlite3.Error:

@@ -16,6 +16,7 @@ import anyio
 
 from shared_context_server.blackboard.lease import acquire_lease
 from shared_context_server.blackboard.memory import sweep_expired_memory
+from shared_context_server.blackboard.search import index_pending
 from shared_context_server.db import Database
 from shared_context_server.errors import DatabaseBusy
 
@@ -31,6 +32,9 @@ Job = Callable[..., Awaitable[int]]
 # audit retention, auto-archive) are added here.
 JOBS: dict[str, Job] = {
     "expired_memory": sweep_expired_memory,
+    # Normally done by the writing process within a second; this catches rows whose
+    # writer exited first, and bulk imports.
+    "search_index": lambda db, now=None: index_pending(db),
 }
 
 

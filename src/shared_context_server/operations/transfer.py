@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from shared_context_server.blackboard.identity import Agent, Visibility, check_name
+from shared_context_server.blackboard.search import index_pending
 from shared_context_server.blackboard.sessions import Status, fetch_session, new_session_id
 from shared_context_server.clock import utc_now
 from shared_context_server.db import Database
@@ -281,6 +282,9 @@ async def import_session(db: Database, document: ExportFile) -> dict[str, Any]:
                 for m in ordered
             ],
         )
+    # Indexed now, in short batches after the import's own transaction: no server process
+    # may run on this file for a while, and search reads only a bounded unindexed tail.
+    await index_pending(db)
     return {
         "session_id": session_id,
         "original_session_id": session.id,

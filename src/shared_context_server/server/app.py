@@ -23,6 +23,7 @@ from shared_context_server.blackboard.lease import new_holder_id
 from shared_context_server.blackboard.maintenance import run_maintenance
 from shared_context_server.blackboard.processes import Heartbeat
 from shared_context_server.blackboard.records.store import RecordsStore, records_path
+from shared_context_server.blackboard.search import Indexer
 from shared_context_server.config import Settings
 from shared_context_server.db import Database
 from shared_context_server.errors import BlackboardError, InvalidInput
@@ -160,8 +161,9 @@ async def _running(
     bus: InMemorySubscriptionBus,
     records: RecordsStore | None,
 ) -> AsyncIterator[AppState]:
-    """The process's work beside its requests: the change poller, the heartbeat, and
-    maintenance (its first round comes a second or so later; one process at a time)."""
+    """The process's work beside its requests: the change poller, the heartbeat, the
+    search indexer, and maintenance (first round a second or so later; one process at a
+    time)."""
     feed = await ChangeFeed.open(database.path, settings.poll_interval)
     heartbeat = Heartbeat(database, settings.agent_type, settings.agent_id)
     state = AppState(
@@ -172,12 +174,15 @@ async def _running(
         heartbeat=heartbeat,
         records=records,
     )
+    indexer = Indexer(database)
     stop_poking = database.on_commit(feed.poke)
+    stop_indexing = database.on_commit(indexer.poke)
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(feed.run, partial(resources.notify_change, state))
             # In the background: the first beat must not delay the handshake.
             tg.start_soon(heartbeat.run)
+            tg.start_soon(indexer.run)
             tg.start_soon(
                 run_maintenance, database, new_holder_id(), settings.maintenance_interval_s
             )
@@ -189,6 +194,7 @@ async def _running(
                     await heartbeat.remove()
     finally:
         stop_poking()
+        stop_indexing()
         await feed.close()
 
 
