@@ -149,7 +149,7 @@ async def _candidates(
 
 async def index_pending(db: Database, batch: int = INDEX_BATCH) -> int:
     """Add committed messages above the watermark to the search index, a batch per short
-    transaction, until none are left; returns how many. Safe from any process at any
+    transaction, until it has caught up; returns how many. Safe from any process at any
     time: the watermark is read again under the write lock."""
     total = 0
     while True:
@@ -168,9 +168,11 @@ async def index_pending(db: Database, batch: int = INDEX_BATCH) -> int:
             return max(added, 0)
 
         added = await db.transact(index)
-        if added is None:
+        total += added or 0
+        if added is None or added < batch:
+            # Caught up with what existed: rows committed since wait for the next round,
+            # or a busy writer would keep the indexer chasing it one row at a time.
             return total
-        total += added
 
 
 def score(query: str, text: str) -> float:
