@@ -199,3 +199,13 @@ async def test_a_read_never_sees_another_requests_uncommitted_write(db: Database
         tg.start_soon(writer)
         tg.start_soon(reader)
     assert seen == [0]
+
+
+async def test_a_quick_read_sees_commits_at_once_but_never_an_open_write(db: Database) -> None:
+    other = sqlite3.connect(db.path, isolation_level=None)
+    other.execute(INSERT_S, ("committed",))
+    other.close()
+    async with db.write() as tx:
+        await tx.execute(INSERT_S, ("in-flight",))
+        assert [r["id"] for r in db.read_now("SELECT id FROM sessions")] == ["committed"]
+    assert len(db.read_now("SELECT id FROM sessions")) == 2

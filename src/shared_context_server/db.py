@@ -37,6 +37,9 @@ APP_NAME = "shared-context-server"
 DB_FILENAME = "shared-context.db"
 BUSY_TIMEOUT_MS = 5000
 BUSY_RETRIES = 3
+# A quick read blocks the event loop while it waits, so it waits briefly (WAL readers
+# only wait during rare recovery of the shared-memory index).
+QUICK_BUSY_MS = 200
 
 Params = Sequence[Any]
 T = TypeVar("T")
@@ -244,6 +247,7 @@ class Database:
         self._write_lock = anyio.Lock()
         self._commit_listeners: list[Callable[[], None]] = []
         self._open_write: anyio.Event | None = None
+        self._quick: sqlite3.Connection | None = None
 
     @classmethod
     async def open(
@@ -296,7 +300,25 @@ class Database:
         return db
 
     async def close(self) -> None:
+        if self._quick is not None:
+            self._quick.close()
         await self._conn.close()
+
+    def read_now(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
+        """A small bounded read run at once on the caller's thread, through a read-only
+        connection of its own.
+
+        For reads of at most a page of rows (get_context, get_message): a trip to
+        aiosqlite's thread costs more than such a read, and in WAL a reader never waits
+        for writers. It sees committed data only, never an open write() of this process.
+        """
+        if self._quick is None:
+            quick = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            quick.execute(f"PRAGMA busy_timeout = {QUICK_BUSY_MS}")
+            quick.execute("PRAGMA query_only = ON")
+            quick.row_factory = sqlite3.Row
+            self._quick = quick
+        return self._quick.execute(sql, params).fetchall()
 
     def on_commit(self, listener: Callable[[], None]) -> Callable[[], None]:
         """Call `listener` after each commit of `write()` or `transact()`; returns a function

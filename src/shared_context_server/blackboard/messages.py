@@ -150,7 +150,8 @@ async def get_message(
 ) -> dict[str, Any]:
     """One message the caller may see. Raises SessionNotFound, NotFound."""
     agent.require("read", "get_message")
-    row = await db.fetchone(SELECT_MESSAGE, (*visible_to(agent), session_id, message_id))
+    found = db.read_now(SELECT_MESSAGE, (*visible_to(agent), session_id, message_id))
+    row = found[0] if found else None
     if row is None:
         await _require_session(db, session_id)
         raise NotFound(
@@ -194,11 +195,11 @@ async def get_context(
         visibility,
     )
     if after_id is not None:
-        rows = await db.fetchall(AFTER, (*params, after_id, limit + 1))
+        rows = db.read_now(AFTER, (*params, after_id, limit + 1))
     elif before_id is not None:
-        rows = await db.fetchall(BEFORE, (*params, before_id, limit + 1))
+        rows = db.read_now(BEFORE, (*params, before_id, limit + 1))
     else:
-        rows = await db.fetchall(LATEST, (*params, limit + 1))
+        rows = db.read_now(LATEST, (*params, limit + 1))
     if not rows:
         await _require_session(db, session_id)
     has_more = len(rows) > limit
