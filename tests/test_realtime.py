@@ -369,9 +369,10 @@ async def test_session_creation_and_status_change_elsewhere_send_list_changed(
 ) -> None:
     db, inbox = tmp_path / "bb.db", Inbox()
     async with (
-        spawn(db, "--agent-id", "alice", message_handler=inbox),
+        spawn(db, "--agent-id", "alice", message_handler=inbox) as alice,
         spawn(db, "--agent-id", "bob") as bob,
     ):
+        await alice.list_resources()  # a client that lists resources hears the list change
         sid = (await ok(bob, "create_session", purpose="new"))["session_id"]
         await inbox.wait_for(is_list_changed)
         inbox.items.clear()

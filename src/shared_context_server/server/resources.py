@@ -135,8 +135,15 @@ async def read(state: AppState, agent: Agent, uri: str) -> dict[str, Any]:
 async def list_resources(
     ctx: ServerRequestContext[AppState], params: types.PaginatedRequestParams | None
 ) -> types.ListResourcesResult:
-    """Active sessions, newest first, a page at a time."""
+    """Active sessions, newest first, a page at a time.
+
+    A handshake-era client that lists resources hears resources/list_changed from then on,
+    so the poller keeps looking for the rest of the connection. Clients that never list
+    (most tool-only agents) cost no polling at all."""
     state = ctx.lifespan_context
+    if state.peer is not None and not state.list_watched:
+        state.list_watched = True
+        state.feed.watch_from_now()
     agent = state.process_agent(ctx)
     cursor = params.cursor if params is not None else None
     try:
@@ -209,12 +216,10 @@ async def unsubscribe(
 async def initialized(
     ctx: ServerRequestContext[AppState], params: types.NotificationParams
 ) -> None:
-    """A handshake-era client may hear resources/list_changed from now on, with or without
-    a subscription, so the poller keeps looking for as long as the connection lasts."""
+    """Keep the handshake-era connection, to notify through it outside any request."""
     state = ctx.lifespan_context
     if state.peer is None:
         state.peer = ctx.session
-        state.feed.watch_from_now()
 
 
 def listen_handler(stream: ListenHandler) -> Callable[..., Awaitable[Any]]:

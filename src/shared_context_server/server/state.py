@@ -40,6 +40,8 @@ class AppState:
     # subscribed (whose visibility decides what counts as news).
     peer: ServerSession | None = None
     subscriptions: dict[str, Agent] = field(default_factory=dict)
+    # Handshake era: whether the client listed resources (and so hears list_changed).
+    list_watched: bool = False
     # 2026 era: the agent and URIs of each open listen stream.
     listens: dict[object, tuple[Agent, frozenset[str]]] = field(default_factory=dict)
     records: RecordsStore | None = None  # open when the records toolset is on
