@@ -441,11 +441,7 @@ class Database:
             # Shielded: once queued, the work runs to COMMIT or ROLLBACK whatever happens
             # to the caller; waiting for it keeps the lock honest.
             with anyio.CancelScope(shield=True):
-                delay = 0.05
-                for attempt in range(self.busy_retries + 1):
-                    if attempt:
-                        await anyio.sleep(delay * (0.5 + random.random()))
-                        delay *= 2
+                async for _ in self._attempts():
                     try:
                         result = await _on_connection_thread(self._conn, _in_transaction, work)
                     except _BeginBusy:
@@ -453,6 +449,15 @@ class Database:
                     self._committed()
                     return result
         raise self._busy()
+
+    async def _attempts(self) -> AsyncIterator[int]:
+        """One turn per try at the write lock, with jittered, doubling pauses between."""
+        delay = 0.05
+        for attempt in range(self.busy_retries + 1):
+            if attempt:
+                await anyio.sleep(delay * (0.5 + random.random()))
+                delay *= 2
+            yield attempt
 
     def _busy(self) -> DatabaseBusy:
         waited = (self.busy_retries + 1) * self.busy_timeout_ms / 1000
@@ -464,11 +469,7 @@ class Database:
         )
 
     async def _begin_immediate(self) -> None:
-        delay = 0.05
-        for attempt in range(self.busy_retries + 1):
-            if attempt:
-                await anyio.sleep(delay * (0.5 + random.random()))
-                delay *= 2
+        async for _ in self._attempts():
             try:
                 await self._conn.execute("BEGIN IMMEDIATE")
                 return

@@ -33,25 +33,36 @@ def check_text(value: str, name: str, maximum: int, hint: str) -> str:
     return value
 
 
-def encode_metadata(metadata: dict[str, Any] | None, limits: Limits) -> str | None:
-    """Metadata as compact JSON text for storage, or None; raises LimitExceeded if large."""
-    if metadata is None:
-        return None
+def encode_json(value: Any, argument: str, max_bytes: int, hint: str) -> str:
+    """`value` as compact JSON text for storage. Raises InvalidInput, LimitExceeded."""
     try:
-        text = json.dumps(metadata, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except ValueError as error:
-        raise InvalidInput(f"metadata must be plain JSON: {error}.") from None
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise InvalidInput(f"{argument} must be plain JSON: {error}.", argument=argument) from None
     except RecursionError:
-        raise InvalidInput("metadata is nested too deeply; flatten it.") from None
+        raise InvalidInput(
+            f"{argument} is nested too deeply; flatten it.", argument=argument
+        ) from None
     size = len(text.encode())
-    if size > limits.max_metadata_bytes:
+    if size > max_bytes:
         raise LimitExceeded(
-            f"metadata is {size:,} bytes as JSON; the limit is {limits.max_metadata_bytes:,}. "
-            "Keep metadata to small labels and ids; put large data in the message content.",
-            argument="metadata",
-            limit=limits.max_metadata_bytes,
+            f"{argument} is {size:,} bytes as JSON; the limit is {max_bytes:,}. {hint}",
+            argument=argument,
+            limit=max_bytes,
         )
     return text
+
+
+def encode_metadata(metadata: dict[str, Any] | None, limits: Limits) -> str | None:
+    """Metadata as compact JSON text for storage, or None. Raises LimitExceeded."""
+    if metadata is None:
+        return None
+    return encode_json(
+        metadata,
+        "metadata",
+        limits.max_metadata_bytes,
+        "Keep metadata to small labels and ids; put large data in the message content.",
+    )
 
 
 def decode_metadata(text: str | None) -> dict[str, Any] | None:

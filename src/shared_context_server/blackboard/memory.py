@@ -16,11 +16,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from shared_context_server.blackboard.identity import Agent
-from shared_context_server.blackboard.limits import DEFAULT_LIMITS, Limits
+from shared_context_server.blackboard.limits import DEFAULT_LIMITS, Limits, encode_json
 from shared_context_server.blackboard.sessions import session_not_found
 from shared_context_server.clock import iso, now_utc
 from shared_context_server.db import Database, Transaction
-from shared_context_server.errors import Conflict, InvalidInput, LimitExceeded, NotFound
+from shared_context_server.errors import Conflict, InvalidInput, NotFound
 
 MAX_EXPIRES_IN = 365 * 24 * 3600  # one year, in seconds
 MAX_LIST_LIMIT = 200
@@ -94,21 +94,9 @@ def entry_dict(row: sqlite3.Row) -> dict[str, Any]:
 
 
 def _encode_value(value: Any, limits: Limits) -> str:
-    try:
-        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError) as error:
-        raise InvalidInput(f"value must be plain JSON: {error}.", argument="value") from None
-    except RecursionError:
-        raise InvalidInput("value is nested too deeply; flatten it.", argument="value") from None
-    size = len(text.encode())
-    if size > limits.max_memory_bytes:
-        raise LimitExceeded(
-            f"value is {size:,} bytes as JSON; the limit is {limits.max_memory_bytes:,}. "
-            "Store a summary, or split it across several keys.",
-            argument="value",
-            limit=limits.max_memory_bytes,
-        )
-    return text
+    return encode_json(
+        value, "value", limits.max_memory_bytes, "Store a summary, or split it across several keys."
+    )
 
 
 def _expiry(expires_in: int | None, moment: datetime) -> str | None:
