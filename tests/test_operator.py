@@ -17,6 +17,7 @@ import anyio
 import pytest
 from anyio.abc import Process
 
+from shared_context_server.blackboard import memory
 from shared_context_server.blackboard.messages import add_message
 from shared_context_server.blackboard.sessions import create_session, update_session
 from shared_context_server.db import Database
@@ -450,7 +451,7 @@ async def test_backup_while_agents_write_is_consistent_and_never_overwrites(
     assert sorted(p.name for p in tmp_path.iterdir() if "copy" in p.name) == ["copy.db"]
 
 
-async def test_prune_removes_only_archived_sessions_older_than_the_cutoff(tmp_path: Path) -> None:
+async def test_prune_removes_old_archived_sessions_and_expired_memory_only(tmp_path: Path) -> None:
     path = tmp_path / "bb.db"
     old_sid = (await blackboard(path))["session_id"]
     db = await Database.open(path)
@@ -460,18 +461,26 @@ async def test_prune_removes_only_archived_sessions_older_than_the_cutoff(tmp_pa
             await update_session(db, ALICE, sid, status="completed")
             await update_session(db, ALICE, sid, status="archived")
         await create_session(db, ALICE, "still active")
+        await memory.set_memory(db, ALICE, "stale", 1, expires_in=1)
+        await memory.set_memory(db, ALICE, "kept", 2, expires_in=3600)
     finally:
         await db.close()
     conn = sqlite3.connect(path)
     conn.execute(
         "UPDATE sessions SET updated_at = '2020-01-01T00:00:00.000000Z' WHERE id = ?", (old_sid,)
     )
+    conn.execute("UPDATE memory SET expires_at = '2020-01-01T00:00:00.000000Z' WHERE key = 'stale'")
     conn.commit()
     preview = run("prune", "--dry-run", "--db", str(path))
-    assert preview.stdout.strip() == "would remove 1 archived sessions (5 messages)"
+    assert preview.stdout.strip() == (
+        "would remove 1 archived sessions (5 messages)\nwould remove 1 expired memory entries"
+    )
     assert conn.execute("SELECT count(*) FROM sessions").fetchone() == (3,)
     done = run("prune", "--db", str(path))
-    assert done.stdout.strip() == "removed 1 archived sessions (5 messages)"
+    assert done.stdout.strip() == (
+        "removed 1 archived sessions (5 messages)\nremoved 1 expired memory entries"
+    )
+    assert [r[0] for r in conn.execute("SELECT key FROM memory")] == ["kept"]
     left = {row[0] for row in conn.execute("SELECT purpose FROM sessions")}
     assert left == {"recently archived", "still active"}
     assert conn.execute("SELECT count(*) FROM messages").fetchone() == (0,)

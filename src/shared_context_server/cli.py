@@ -78,7 +78,7 @@ COMMANDS: dict[str, str] = {
     "export": "write a session as JSON (lossless, re-importable) or a Markdown transcript",
     "import": "load a session from a JSON export, with fresh message ids",
     "backup": "copy the database consistently while agents keep writing",
-    "prune": "remove old archived sessions (--dry-run shows what would go)",
+    "prune": "remove old archived sessions and expired memory (--dry-run shows what would go)",
 }
 CLIENT_NAMES = ("claude-desktop", "claude-code", "cursor", "generic")
 STATUSES = ("active", "completed", "archived", "all")

@@ -151,6 +151,8 @@ def prune_report(report: dict[str, dict[str, int]], dry_run: bool) -> str:
     lines = []
     for name, counts in report.items():
         main = counts[name]
+        if not main:
+            continue
         extra = ", ".join(f"{n} {label}" for label, n in counts.items() if label != name)
         lines.append(f"{verb} {main} {name}" + (f" ({extra})" if extra else ""))
     return "\n".join(lines) if any(c[n] for n, c in report.items()) else "nothing to prune"

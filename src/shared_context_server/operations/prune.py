@@ -76,8 +76,16 @@ ARCHIVED_SESSIONS = PruneRule(
     ),
 )
 
-# Expired memory, expired tokens and audit entries past retention join as one row each.
-RULES: tuple[PruneRule, ...] = (ARCHIVED_SESSIONS,)
+EXPIRED_MEMORY = PruneRule(
+    name="expired memory entries",
+    table="memory",
+    # Already invisible to every read; the server's maintenance sweeps them too.
+    condition="expires_at IS NOT NULL AND expires_at <= ?",
+    cutoff=lambda options: _iso(options.moment()),
+)
+
+# Expired tokens and audit entries past retention join as one row each.
+RULES: tuple[PruneRule, ...] = (ARCHIVED_SESSIONS, EXPIRED_MEMORY)
 
 Counts = dict[str, int]
 Progress = Callable[[Counts], None]
