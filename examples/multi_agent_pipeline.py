@@ -1,6 +1,6 @@
 """Three agents, three server processes, one hand-off chain: security -> performance -> docs.
 
-    python examples/multi_agent_pipeline.py [DB]
+    .venv/bin/python examples/multi_agent_pipeline.py [DB]    (from a clone, after the quick start)
 
 All three start at once, each as its own `shared-context-server` process spoken to over
 stdio by the official MCP client. Each waits for the agent before it, reads what the others

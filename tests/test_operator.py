@@ -487,3 +487,23 @@ async def test_prune_removes_old_archived_sessions_and_expired_memory_only(tmp_p
     assert run("prune", "--db", str(path)).stdout.strip() == "nothing to prune"
     everything = run("prune", "--archived-older-than", "0", "--db", str(path))
     assert everything.stdout.strip() == "removed 1 archived sessions (0 messages)"
+
+
+@pytest.mark.parametrize(
+    ("command", "says"),
+    [
+        (["export", "SID", "-o", "{tmp}/adir"], "is a directory"),
+        (["export", "SID", "-o", "{tmp}/missing/x.json"], "is not a directory; create it first"),
+        (["backup", "{tmp}/adir", "--force"], "is a directory"),
+    ],
+)
+async def test_an_unusable_output_path_is_named_as_the_user_gave_it(
+    tmp_path: Path, command: list[str], says: str
+) -> None:
+    path = tmp_path / "bb.db"
+    sid = (await blackboard(path))["session_id"]
+    (tmp_path / "adir").mkdir()
+    args = [a.format(tmp=tmp_path).replace("SID", sid) for a in command]
+    proc = run(*args, "--db", str(path))
+    assert_one_line_error(proc, says)
+    assert ".partial" not in proc.stderr and list((tmp_path / "adir").iterdir()) == []

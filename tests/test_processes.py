@@ -213,6 +213,8 @@ def test_stdout_carries_only_protocol_even_with_debug_logging(tmp_path: Path) ->
         ([], {"SHARED_CONTEXT_ADMIN": "maybe"}, "SHARED_CONTEXT_ADMIN"),
         ([], {"SHARED_CONTEXT_LOG_LEVEL": "loud"}, "SHARED_CONTEXT_LOG_LEVEL"),
         (["--db", "{tmp}"], {}, "it is a directory"),
+        (["--db", ""], {}, "--db is empty"),
+        (["sessions", "--db", ""], {}, "--db is empty"),
         (["--db", "{tmp}/notes.txt"], {}, "cannot be used as a shared-context-server database"),
         (["--db", "/proc/no-such-dir/x.db"], {}, "writable directory"),
         (["demo", "--db", "{tmp}"], {}, "it is a directory"),

@@ -128,7 +128,10 @@ def _serve_flags() -> argparse.ArgumentParser:
         help=f"how often to look for other processes' commits ({ENV_POLL_INTERVAL}; default 0.1)",
     )
     flags.add_argument(
-        "--toolsets", default=s, metavar="LIST", help=f"core,records ({ENV_TOOLSETS}; default core)"
+        "--toolsets",
+        default=s,
+        metavar="LIST",
+        help=f"core,records ({ENV_TOOLSETS}; default core; records alone drops the core tools)",
     )
     flags.add_argument(
         "--allow-raw-writes",
@@ -215,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--quick", action="store_true", help="quick_check instead of integrity")
 
     sessions = sub.add_parser("sessions", parents=[db, viewer], help=COMMANDS["sessions"])
-    sessions.add_argument("--status", choices=STATUSES, default="all")
+    sessions.add_argument("--status", choices=STATUSES, default="all", help="(default all)")
     sessions.add_argument("--json", action="store_true", help="machine-readable output")
 
     tail = sub.add_parser("tail", parents=[db, viewer], help=COMMANDS["tail"])
@@ -225,7 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = sub.add_parser("export", parents=[db, viewer], help=COMMANDS["export"])
     export.add_argument("session_id", metavar="SESSION")
-    export.add_argument("--format", choices=("json", "markdown"), default="json")
+    export.add_argument(
+        "--format", choices=("json", "markdown"), default="json", help="(default json)"
+    )
     export.add_argument("-o", "--output", metavar="FILE", help="write here (default: stdout)")
 
     imp = sub.add_parser("import", parents=[db], help=COMMANDS["import"])
@@ -318,6 +323,11 @@ def _config(args: argparse.Namespace, db: Path) -> int:
         )
     )
     _note(f"# {args.client}: {CLIENTS[args.client]}")
+    if not agent_id:
+        _note(
+            "# no --agent-id: the agent will be named after the client, so two agents of "
+            "one client would be one; give each its own --agent-id"
+        )
     return 0
 
 
@@ -396,6 +406,12 @@ async def _follow(
 
 
 def _export(args: argparse.Namespace, db: Path) -> int:
+    if args.output is not None:  # checked first: a bad path fails before any work
+        wanted = Path(args.output).expanduser().absolute()
+        if wanted.is_dir():
+            raise InvalidInput(f"-o {wanted} is a directory; name a file inside it.")
+        if not wanted.parent.is_dir():
+            raise InvalidInput(f"{wanted.parent} is not a directory; create it first.")
     progress = Progress("exported messages")
 
     async def run() -> dict[str, Any]:

@@ -72,7 +72,13 @@ class Settings:
 
 
 def resolve_db_path(flag: str | None, environ: Mapping[str, str] = os.environ) -> Path:
-    """--db, else SHARED_CONTEXT_DB, else the per-user default file."""
+    """--db, else SHARED_CONTEXT_DB, else the per-user default file. Raises InvalidInput
+    for an empty --db (an unset shell variable), which must not mean the real blackboard."""
+    if flag is not None and not flag.strip():
+        raise InvalidInput(
+            "--db is empty (an unset variable?); give a file path, or leave --db out for "
+            "the default blackboard."
+        )
     raw = flag or environ.get(ENV_DB)
     return Path(raw).expanduser() if raw else default_db_path()
 

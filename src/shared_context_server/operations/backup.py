@@ -27,6 +27,8 @@ def backup(source: Path, target: Path, *, force: bool = False) -> dict[str, Any]
     target = target.expanduser().absolute()
     if target == source:
         raise InvalidInput("the backup path is the database itself; name another file.")
+    if target.is_dir():
+        raise InvalidInput(f"{target} is a directory; name a file inside it.")
     if target.exists() and not force:
         raise Conflict(f"{target} already exists; pass --force to replace it.")
     if not target.parent.is_dir():
