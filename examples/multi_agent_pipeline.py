@@ -42,18 +42,18 @@ async def wait_for_message(
 ) -> dict[str, Any]:
     """The first message from `sender` after `after_id`, however long it takes to arrive.
 
-    Polls get_context(after_id=...) until one comes; `wait_for_messages` will replace this
-    loop with one blocking call.
+    `wait_for_messages` returns as soon as any message newer than `after_id` exists (from
+    any process), so the wait costs one blocking call per batch of news, not a poll loop.
     """
     with anyio.fail_after(WAIT_SECONDS):
         while True:
-            page = await call(session, "get_context", session_id=session_id, after_id=after_id)
+            page = await call(
+                session, "wait_for_messages", session_id=session_id, after_id=after_id
+            )
             for message in page["messages"]:
                 if message["sender"] == sender:
                     return message
                 after_id = message["id"]
-            if not page["messages"]:
-                await anyio.sleep(0.1)
 
 
 async def security(s: ClientSession, sid: str) -> None:
