@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 _FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
@@ -10,11 +10,6 @@ _FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 def utc_now() -> str:
     """Now as `2026-11-22T05:33:12.123456Z`; such strings sort in time order."""
     return datetime.now(UTC).strftime(_FORMAT)
-
-
-def utc_after(seconds: float) -> str:
-    """`seconds` from now, in the same format."""
-    return (datetime.now(UTC) + timedelta(seconds=seconds)).strftime(_FORMAT)
 
 
 def now_utc() -> datetime:

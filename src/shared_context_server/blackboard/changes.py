@@ -5,13 +5,13 @@ Looking is cheap: `PRAGMA data_version` changes only when another connection com
 an idle look is one PRAGMA; only after it moves are the two markers read (the highest
 message id, and the sessions counter that migration 2's triggers keep).
 
-The looks go through a plain sqlite3 connection of the feed's own, on the event loop
+The looks go through the Database's read-only connection (`read_now`), on the event loop
 thread: each is a few microseconds (a WAL reader never waits for a writer), where a
 round trip through aiosqlite's worker thread costs more than the look itself, ten times a
-second, in every process. Being another connection, it sees this process's own commits
-move data_version too, and never a write still in progress; `write()` pokes the feed so
-its own commits are seen at once. Larger reads (long polls, whom to notify) use an
-aiosqlite connection of the feed's own, for the same reason.
+second, in every process. That connection never writes, so this process's own commits
+move its data_version too, and it never sees a write still in progress; a commit wakes
+the feed at once when a long poll of this process waits. Long polls read with the same
+Database, whose reads never see an open write either.
 
 The poller sleeps outright, with no timer, while nobody is watching (no subscription,
 listen stream or long poll); with watchers it looks every `interval` seconds.
@@ -24,7 +24,6 @@ import sqlite3
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -38,7 +37,6 @@ from shared_context_server.errors import InvalidInput
 logger = logging.getLogger(__name__)
 
 DEFAULT_POLL_INTERVAL = 0.1
-PROBE_BUSY_MS = 50
 MAX_WAIT_S = 120.0
 
 LAST_MESSAGE_ID = "SELECT coalesce(max(id), 0) FROM messages"
@@ -70,11 +68,8 @@ OnChange = Callable[[Change], Awaitable[None]]
 class ChangeFeed:
     """One process's view of commits to the shared file, from any process."""
 
-    def __init__(
-        self, probe: sqlite3.Connection, reader: Database, interval: float = DEFAULT_POLL_INTERVAL
-    ) -> None:
-        self._probe = probe
-        self._reader = reader
+    def __init__(self, db: Database, interval: float = DEFAULT_POLL_INTERVAL) -> None:
+        self.db = db
         self.interval = interval
         self.watchers = 0
         self._long_polls = 0
@@ -84,32 +79,7 @@ class ChangeFeed:
         self._data_version = -1
         self._last_id = 0
         self._sessions = 0
-
-    @classmethod
-    async def open(cls, path: Path, interval: float = DEFAULT_POLL_INTERVAL) -> ChangeFeed:
-        """A feed over its own connections to `path` (migrated already by the caller)."""
-        reader = await Database.open(path, migrate=False)
-        try:
-            await reader.fetchone("PRAGMA query_only = ON")
-            probe = sqlite3.connect(reader.path, isolation_level=None, check_same_thread=False)
-        except BaseException:
-            await reader.close()
-            raise
-        # Short: a look that cannot read now is retried at the next tick.
-        probe.execute(f"PRAGMA busy_timeout = {PROBE_BUSY_MS}")
-        probe.execute("PRAGMA query_only = ON")
-        feed = cls(probe, reader, interval)
-        feed.poll()  # the baseline: what exists now is not news
-        return feed
-
-    async def close(self) -> None:
-        self._probe.close()
-        await self._reader.close()
-
-    @property
-    def reader(self) -> Database:
-        """The feed's aiosqlite connection: it sees committed data only."""
-        return self._reader
+        self.poll()  # the baseline: what exists now is not news
 
     def poke(self) -> None:
         """A commit on this process's own connection: look now if a long poll waits here.
@@ -158,12 +128,12 @@ class ChangeFeed:
     def poll(self) -> Change | None:
         """Look once; the change since the last look, or None. While nobody watches, the
         last look grows old: the first look after a pause may report older commits."""
-        version = int(self._probe.execute("PRAGMA data_version").fetchone()[0])
+        version = int(self.db.read_now("PRAGMA data_version")[0][0])
         if version == self._data_version:
             return None
-        last_id = int(self._probe.execute(LAST_MESSAGE_ID).fetchone()[0])
-        row = self._probe.execute(SESSIONS_COUNTER).fetchone()
-        sessions = int(row[0]) if row else 0
+        last_id = int(self.db.read_now(LAST_MESSAGE_ID)[0][0])
+        rows = self.db.read_now(SESSIONS_COUNTER)
+        sessions = int(rows[0][0]) if rows else 0
         self._data_version = version
         change = Change(self._last_id + 1, last_id, sessions != self._sessions)
         self._last_id, self._sessions = last_id, sessions
@@ -236,7 +206,7 @@ async def wait_for_messages(
         raise InvalidInput(f"timeout_s must be 0-{MAX_WAIT_S:.0f} seconds; got {timeout_s}.")
 
     async def look() -> dict[str, Any]:
-        return await get_context(feed.reader, agent, session_id, after_id=after_id, limits=limits)
+        return await get_context(feed.db, agent, session_id, after_id=after_id, limits=limits)
 
     with feed.watching():
         changed = feed.next_change()

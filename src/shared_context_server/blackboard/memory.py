@@ -17,7 +17,7 @@ from typing import Any
 
 from shared_context_server.blackboard.identity import Agent
 from shared_context_server.blackboard.limits import DEFAULT_LIMITS, Limits, encode_json
-from shared_context_server.blackboard.sessions import session_not_found
+from shared_context_server.blackboard.sessions import require_session
 from shared_context_server.clock import iso, now_utc
 from shared_context_server.db import Database, Transaction
 from shared_context_server.errors import Conflict, InvalidInput, NotFound
@@ -35,7 +35,6 @@ _LIVE = "(expires_at IS NULL OR expires_at > ?)"
 _SCOPE = "ifnull(session_id, '')"  # the unique index's expression: '' is global
 _COLUMNS = "key, session_id, value, created_at, updated_at, expires_at"
 
-SESSION_EXISTS = "SELECT 1 FROM sessions WHERE id = ?"
 FIND = f"SELECT id, expires_at FROM memory WHERE agent_id = ? AND {_SCOPE} = ? AND key = ?"  # noqa: S608
 INSERT = (
     "INSERT INTO memory (agent_id, session_id, key, value, created_at, updated_at, expires_at)"
@@ -112,8 +111,8 @@ def _expiry(expires_in: int | None, moment: datetime) -> str | None:
 
 
 async def _require_session(db: Database | Transaction, session_id: str | None) -> None:
-    if session_id is not None and await db.fetchone(SESSION_EXISTS, (session_id,)) is None:
-        raise session_not_found(session_id)
+    if session_id is not None:  # None: global memory, no session to check
+        await require_session(db, session_id)
 
 
 def _not_found(key: str, session_id: str | None) -> NotFound:

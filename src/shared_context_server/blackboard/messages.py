@@ -20,7 +20,11 @@ from shared_context_server.blackboard.limits import (
     decode_metadata,
     encode_metadata,
 )
-from shared_context_server.blackboard.sessions import SELECT_SESSION, session_not_found
+from shared_context_server.blackboard.sessions import (
+    SELECT_SESSION,
+    require_session,
+    session_not_found,
+)
 from shared_context_server.clock import utc_now
 from shared_context_server.db import Database
 from shared_context_server.errors import Conflict, InvalidInput, NotFound, PermissionDenied
@@ -49,7 +53,6 @@ _FILTERS = "m.session_id = ? AND (? IS NULL OR m.sender = ?) AND (? IS NULL OR m
 LATEST = _SELECT + _FILTERS + " ORDER BY m.id DESC LIMIT ?"
 BEFORE = _SELECT + _FILTERS + " AND m.id < ? ORDER BY m.id DESC LIMIT ?"
 AFTER = _SELECT + _FILTERS + " AND m.id > ? ORDER BY m.id ASC LIMIT ?"
-SESSION_EXISTS = "SELECT 1 FROM sessions WHERE id = ?"
 
 MAX_CONTEXT_LIMIT = 500
 
@@ -153,7 +156,7 @@ async def get_message(
     found = db.read_now(SELECT_MESSAGE, (*visible_to(agent), session_id, message_id))
     row = found[0] if found else None
     if row is None:
-        await _require_session(db, session_id)
+        await require_session(db, session_id)
         raise NotFound(
             f"no message {message_id} that you can see in session {session_id}.",
             argument="message_id",
@@ -201,7 +204,7 @@ async def get_context(
     else:
         rows = db.read_now(LATEST, (*params, limit + 1))
     if not rows:
-        await _require_session(db, session_id)
+        await require_session(db, session_id)
     has_more = len(rows) > limit
     page: list[dict[str, Any]] = []
     chars = 0
@@ -214,8 +217,3 @@ async def get_context(
     if after_id is None:
         page.reverse()
     return {"messages": page, "has_more": has_more}
-
-
-async def _require_session(db: Database, session_id: str) -> None:
-    if await db.fetchone(SESSION_EXISTS, (session_id,)) is None:
-        raise session_not_found(session_id)

@@ -19,7 +19,7 @@ from typing import Any
 
 import anyio
 
-from shared_context_server.clock import utc_now
+from shared_context_server.clock import iso, utc_now
 from shared_context_server.db import Database
 
 logger = logging.getLogger(__name__)
@@ -43,13 +43,9 @@ SELECT_PROCESSES = (
 )
 
 
-def _iso(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 def stale_cutoff(now: datetime | None = None) -> str:
     """Rows last seen before this time are stale."""
-    return _iso((now or datetime.now(UTC)) - timedelta(seconds=STALE_AFTER))
+    return iso((now or datetime.now(UTC)) - timedelta(seconds=STALE_AFTER))
 
 
 def pid_alive(pid: int) -> bool:

@@ -44,7 +44,7 @@ from rapidfuzz import fuzz, utils
 
 from shared_context_server.blackboard.identity import VISIBLE_SQL, Agent, visible_to
 from shared_context_server.blackboard.messages import MESSAGE_COLUMNS, message_dict
-from shared_context_server.blackboard.sessions import session_not_found
+from shared_context_server.blackboard.sessions import require_session
 from shared_context_server.db import Database
 from shared_context_server.errors import DatabaseBusy, InvalidInput
 
@@ -67,7 +67,8 @@ INDEX_DELAY = 0.25
 INDEX_AT_LEAST = 256
 
 WATERMARK = "SELECT value FROM change_counters WHERE name = 'fts_indexed'"
-PENDING = "SELECT coalesce(max(id), 0) FROM messages"
+# How far the index lags: ids past the watermark (one read, no write lock).
+PENDING = f"SELECT coalesce(max(id), 0) - ({WATERMARK}) FROM messages"  # noqa: S608
 INDEX_ROWS = (
     "INSERT INTO messages_fts (rowid, content, sender, metadata)"
     " SELECT id, content, sender, metadata FROM messages WHERE id > ? AND id <= ?"
@@ -75,7 +76,6 @@ INDEX_ROWS = (
 BATCH_END = "SELECT max(id) FROM (SELECT id FROM messages WHERE id > ? ORDER BY id LIMIT ?)"
 SET_WATERMARK = "UPDATE change_counters SET value = ? WHERE name = 'fts_indexed'"
 
-SESSION_EXISTS = "SELECT 1 FROM sessions WHERE id = ?"
 # Formatted with one "?" per trigram only; the trigrams themselves are bound parameters.
 TERM_COUNTS = "SELECT term, doc FROM messages_fts_terms WHERE term IN ({})"
 # CROSS JOIN keeps the MATCH as the outer loop: the planner must not walk the session's
@@ -158,10 +158,8 @@ async def index_pending(db: Database, batch: int = INDEX_BATCH, at_least: int = 
     time: the watermark is read again under the write lock."""
     total = 0
     while True:
-        mark = await db.fetchone(WATERMARK)
-        latest = await db.fetchone(PENDING)
-        if mark is None or latest is None or int(latest[0]) - int(mark[0]) < at_least:
-            return total  # the common case costs two reads and no write lock
+        if int(db.read_now(PENDING)[0][0] or 0) < at_least:
+            return total  # the common case: one quick read, no write lock
 
         def index(conn: sqlite3.Connection) -> int | None:
             start = int(conn.execute(WATERMARK).fetchone()[0])
@@ -225,8 +223,7 @@ async def search_context(
             "(a few distinctive words work best).",
             argument="query",
         )
-    if await db.fetchone(SESSION_EXISTS, (session_id,)) is None:
-        raise session_not_found(session_id)
+    await require_session(db, session_id)
     scored = []
     for row in await _candidates(db, agent, session_id, query, sender):
         value = score(processed, _searchable(row))

@@ -124,6 +124,15 @@ def session_not_found(session_id: str) -> SessionNotFound:
     )
 
 
+SESSION_EXISTS = "SELECT 1 FROM sessions WHERE id = ?"
+
+
+async def require_session(db: Database | Transaction, session_id: str) -> None:
+    """Raises SessionNotFound unless the session exists (any status)."""
+    if await db.fetchone(SESSION_EXISTS, (session_id,)) is None:
+        raise session_not_found(session_id)
+
+
 async def get_session(db: Database, agent: Agent, session_id: str) -> dict[str, Any]:
     """The session with counts of the messages `agent` may see. Raises SessionNotFound."""
     agent.require("read", "get_session")

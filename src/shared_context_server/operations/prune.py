@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from shared_context_server.clock import iso
 from shared_context_server.db import Database
 
 BATCH = 200
@@ -23,10 +24,6 @@ class PruneOptions:
 
     def moment(self) -> datetime:
         return self.now or datetime.now(UTC)
-
-
-def _iso(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass(frozen=True)
@@ -62,7 +59,7 @@ class PruneRule:
 
 
 def _archived_cutoff(options: PruneOptions) -> str:
-    return _iso(options.moment() - timedelta(days=options.archived_older_than_days))
+    return iso(options.moment() - timedelta(days=options.archived_older_than_days))
 
 
 ARCHIVED_SESSIONS = PruneRule(
@@ -81,7 +78,7 @@ EXPIRED_MEMORY = PruneRule(
     table="memory",
     # Already invisible to every read; the server's maintenance sweeps them too.
     condition="expires_at IS NOT NULL AND expires_at <= ?",
-    cutoff=lambda options: _iso(options.moment()),
+    cutoff=lambda options: iso(options.moment()),
 )
 
 # Expired tokens and audit entries past retention join as one row each.

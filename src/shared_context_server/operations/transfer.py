@@ -18,7 +18,12 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from shared_context_server.blackboard.identity import Agent, Visibility, check_name
 from shared_context_server.blackboard.search import index_pending
-from shared_context_server.blackboard.sessions import Status, fetch_session, new_session_id
+from shared_context_server.blackboard.sessions import (
+    SESSION_EXISTS,
+    Status,
+    fetch_session,
+    new_session_id,
+)
 from shared_context_server.clock import utc_now
 from shared_context_server.db import Database
 from shared_context_server.errors import InvalidInput
@@ -33,7 +38,6 @@ Progress = Callable[[int, int], None]
 _TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 _MESSAGE_TYPE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
-SESSION_EXISTS = "SELECT 1 FROM sessions WHERE id = ?"
 INSERT_SESSION = (
     "INSERT INTO sessions (id, purpose, status, created_by, created_at, updated_at, metadata)"
     " VALUES (?, ?, ?, ?, ?, ?, ?)"

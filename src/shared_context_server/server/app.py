@@ -164,7 +164,7 @@ async def _running(
     """The process's work beside its requests: the change poller, the heartbeat, the
     search indexer, and maintenance (first round a second or so later; one process at a
     time)."""
-    feed = await ChangeFeed.open(database.path, settings.poll_interval)
+    feed = ChangeFeed(database, settings.poll_interval)
     heartbeat = Heartbeat(database, settings.agent_type, settings.agent_id)
     state = AppState(
         settings=settings,
@@ -195,7 +195,6 @@ async def _running(
     finally:
         stop_poking()
         stop_indexing()
-        await feed.close()
 
 
 def init_options(server: Server[AppState]) -> InitializationOptions:

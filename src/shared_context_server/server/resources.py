@@ -261,7 +261,7 @@ async def notify_change(state: AppState, change: Change) -> None:
         watched.setdefault(agent, set()).update(listened)
     published: set[str] = set()
     for agent, uris in watched.items():
-        news = await sessions_with_news(state.feed.reader, agent, change)
+        news = await sessions_with_news(state.db, agent, change)
         for uri in sorted(uris):
             spec, args = resolve(uri)
             if spec.session_of(args) not in news:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Sequence
 from typing import Any
 
 from shared_context_server.blackboard.identity import Agent
@@ -170,13 +171,7 @@ async def update_record(
         raise InvalidInput("data is empty; give {column: new value}.", argument="data")
     sets = ", ".join(f"{quote(c.name)} = ?" for c in columns)
     sql = f"UPDATE {quote(table.name)} SET {sets}{where}"  # noqa: S608
-    try:
-        async with store.db.write() as tx:
-            count = await tx.execute(sql, (*values, *params))
-    except sqlite3.Error as error:
-        raise sql_error(error, "update_record") from None
-    await store.record_write(agent, "update_record", table.name, count)
-    return {"count": count}
+    return await _change_rows(store, agent, "update_record", table.name, sql, (*values, *params))
 
 
 async def delete_record(
@@ -195,12 +190,19 @@ async def delete_record(
     table = await load_table(store.db, table_name)
     where, params = _where(table, _require_filters(filters, all_rows, "delete_record"), limits)
     sql = f"DELETE FROM {quote(table.name)}{where}"  # noqa: S608
+    return await _change_rows(store, agent, "delete_record", table.name, sql, params)
+
+
+async def _change_rows(
+    store: RecordsStore, agent: Agent, action: str, table: str, sql: str, params: Sequence[Any]
+) -> dict[str, Any]:
+    """One UPDATE or DELETE in its own write transaction; `count` is the rows it changed."""
     try:
         async with store.db.write() as tx:
             count = await tx.execute(sql, params)
     except sqlite3.Error as error:
-        raise sql_error(error, "delete_record") from None
-    await store.record_write(agent, "delete_record", table.name, count)
+        raise sql_error(error, action) from None
+    await store.record_write(agent, action, table, count)
     return {"count": count}
 
 
