@@ -209,3 +209,20 @@ async def test_a_quick_read_sees_commits_at_once_but_never_an_open_write(db: Dat
         await tx.execute(INSERT_S, ("in-flight",))
         assert [r["id"] for r in db.read_now("SELECT id FROM sessions")] == ["committed"]
     assert len(db.read_now("SELECT id FROM sessions")) == 2
+
+
+async def test_a_new_file_locked_briefly_while_opening_is_waited_for(tmp_path: Path) -> None:
+    path = tmp_path / "bb.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # another process mid-way through creating the file
+
+    async def release_soon() -> None:
+        await anyio.sleep(0.3)
+        holder.execute("ROLLBACK")
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(release_soon)
+        database = await Database.open(path, busy_timeout_ms=50, busy_retries=3)
+    assert await database.schema_version() == SCHEMA_VERSION
+    await database.close()
+    holder.close()

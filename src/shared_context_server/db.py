@@ -289,9 +289,7 @@ class Database:
         conn.row_factory = sqlite3.Row
         db = cls(conn, path, busy_timeout_ms=busy_timeout_ms, busy_retries=busy_retries)
         try:
-            await db._configure()
-            if migrate:
-                await db._migrate()
+            await db._prepare_schema(migrate)
         except sqlite3.DatabaseError as error:
             await conn.close()
             raise _unusable(path, error) from None
@@ -341,6 +339,22 @@ class Database:
     async def set_progress_handler(self, handler: Callable[[], int | None], n: int) -> None:
         """Call `handler` every `n` VM steps; a true result interrupts the statement."""
         await self._conn.set_progress_handler(handler, n)
+
+    async def _prepare_schema(self, migrate: bool) -> None:
+        """PRAGMAs, then migrations, retried like a write when the file stays locked.
+
+        Processes starting together on a new file race to switch it to WAL, and SQLite
+        can answer such a lock change SQLITE_BUSY at once, without waiting busy_timeout.
+        """
+        async for attempt in self._attempts():
+            try:
+                await self._configure()
+                if migrate:
+                    await self._migrate()
+                return
+            except sqlite3.OperationalError as error:
+                if not _is_busy(error) or attempt == self.busy_retries:
+                    raise
 
     async def _configure(self) -> None:
         # busy_timeout first: switching a new file to WAL takes a lock other processes
