@@ -157,3 +157,11 @@ async def fails(session: Any, tool: str, code: str, **arguments: Any) -> str:
     text: str = result.content[0].text
     assert text.startswith(code)
     return text
+
+
+async def poll_until(condition: Callable[[], bool]) -> None:
+    """Check `condition` every 20 ms until it holds (the caller bounds the wait)."""
+    while True:
+        if condition():
+            return
+        await anyio.sleep(0.02)

@@ -129,3 +129,24 @@ async def test_raw_writes_follow_the_process_setting(tmp_path: Path, era: str) -
         )
         assert wrote["changes"] == 1
         await fails(s, "execute_raw_query", "INVALID_INPUT", query="DROP TABLE notes")
+
+
+async def test_every_records_write_is_in_the_audit_trail_with_its_row_count(
+    tmp_path: Path, era: str
+) -> None:
+    async with connect(era, settings(tmp_path)) as s:
+        await ok(
+            s, "create_table", table_name="tasks", columns={"title": "TEXT", "done": "INTEGER"}
+        )
+        await ok(s, "insert_record", table_name="tasks", data={"title": "a", "done": 0})
+        await ok(s, "insert_record", table_name="tasks", data={"title": "b", "done": 0})
+        await ok(s, "update_record", table_name="tasks", filters={"done": 0}, data={"done": 1})
+        await ok(s, "delete_record", table_name="tasks", filters={"title": "a"})
+        log = await ok(s, "get_audit_log")
+    assert [(e["action"], e["target"], e.get("detail")) for e in log["entries"]] == [
+        ("delete_record", "table:tasks", "1 row"),
+        ("update_record", "table:tasks", "2 rows"),
+        ("insert_record", "table:tasks", "1 row"),
+        ("insert_record", "table:tasks", "1 row"),
+        ("create_table", "table:tasks", "0 rows"),
+    ]

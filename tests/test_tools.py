@@ -32,6 +32,9 @@ DEFAULT_TOOLS = {
     "list_memory",
     "delete_memory",
     "whoami",
+    "authenticate_agent",
+    "revoke_token",
+    "get_audit_log",
 }
 
 
@@ -65,9 +68,10 @@ async def test_tools_list_is_complete_strict_and_small(tmp_path: Path, era: str)
         "get_memory",
         "list_memory",
         "whoami",
+        "get_audit_log",
     }
     destructive = {t.name for t in tools if t.annotations.destructive_hint}
-    assert destructive == {"delete_memory"}
+    assert destructive == {"delete_memory", "revoke_token"}
     # The whole default list, as JSON, fits the context budget (under 10 KB).
     assert tool_list_size() < 10_000
 
@@ -117,6 +121,7 @@ async def test_whoami_reports_identity_source_and_database(tmp_path: Path, era: 
         "permissions": ["admin", "read", "write"],
         "identity_source": "flag",
         "database_path": str(tmp_path / "bb.db"),
+        "settings": Settings(tmp_path / "bb.db").public(),  # shown to admins only
     }
 
 

@@ -26,11 +26,15 @@ from shared_context_server.config import (
     ENV_AGENT_ID,
     ENV_AGENT_TYPE,
     ENV_ALLOW_RAW_WRITES,
+    ENV_ARCHIVE_AFTER,
+    ENV_AUDIT_RETENTION,
     ENV_DB,
     ENV_LOG_LEVEL,
+    ENV_MAINTENANCE_INTERVAL,
     ENV_MAX_CONTENT,
     ENV_MAX_MEMORY,
     ENV_POLL_INTERVAL,
+    ENV_TOKEN_TTL,
     ENV_TOOLSETS,
     LOG_LEVELS,
     resolve_db_path,
@@ -139,6 +143,13 @@ def _serve_flags() -> argparse.ArgumentParser:
         default=s,
         help=f"let execute_raw_query change rows ({ENV_ALLOW_RAW_WRITES}=1)",
     )
+    for flag, variable, text in (
+        ("--token-ttl", ENV_TOKEN_TTL, "seconds a sub-agent token lives (default 86400)"),
+        ("--archive-after-days", ENV_ARCHIVE_AFTER, "archive sessions idle N days (30; 0 never)"),
+        ("--audit-retention-days", ENV_AUDIT_RETENTION, "keep audit N days (90; 0 forever)"),
+        ("--maintenance-interval", ENV_MAINTENANCE_INTERVAL, "seconds between rounds (60)"),
+    ):
+        flags.add_argument(flag, type=int, default=s, metavar="N", help=f"{text} ({variable})")
     flags.add_argument(
         "--log-level",
         default=s,

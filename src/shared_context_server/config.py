@@ -14,6 +14,7 @@ from typing import Any, Literal
 from shared_context_server.blackboard.changes import DEFAULT_POLL_INTERVAL
 from shared_context_server.blackboard.identity import check_name
 from shared_context_server.blackboard.limits import Limits
+from shared_context_server.blackboard.tokens import DEFAULT_TTL_S, MAX_TTL_S
 from shared_context_server.db import default_db_path
 from shared_context_server.errors import InvalidInput
 
@@ -27,6 +28,10 @@ ENV_LOG_LEVEL = "SHARED_CONTEXT_LOG_LEVEL"
 ENV_POLL_INTERVAL = "SHARED_CONTEXT_POLL_INTERVAL"
 ENV_TOOLSETS = "SHARED_CONTEXT_TOOLSETS"
 ENV_ALLOW_RAW_WRITES = "SHARED_CONTEXT_ALLOW_RAW_WRITES"
+ENV_TOKEN_TTL = "SHARED_CONTEXT_TOKEN_TTL"
+ENV_ARCHIVE_AFTER = "SHARED_CONTEXT_ARCHIVE_AFTER_DAYS"
+ENV_AUDIT_RETENTION = "SHARED_CONTEXT_AUDIT_RETENTION_DAYS"
+ENV_MAINTENANCE_INTERVAL = "SHARED_CONTEXT_MAINTENANCE_INTERVAL"
 
 # The groups of tools a process can offer; `core` alone by default keeps the tool list small.
 TOOLSETS = ("core", "records")
@@ -44,6 +49,10 @@ ENVIRONMENT: dict[str, str] = {
     ENV_POLL_INTERVAL: "seconds between looks for other processes' commits (default 0.1)",
     ENV_TOOLSETS: "toolsets to offer, comma-separated: core, records (default core)",
     ENV_ALLOW_RAW_WRITES: "1 lets execute_raw_query change rows of the shared tables",
+    ENV_TOKEN_TTL: "seconds a sub-agent token lives unless expires_in says (default 86400)",
+    ENV_ARCHIVE_AFTER: "archive sessions idle this many days (default 30; 0 never)",
+    ENV_AUDIT_RETENTION: "keep audit entries this many days (default 90; 0 forever)",
+    ENV_MAINTENANCE_INTERVAL: "seconds between maintenance rounds (default 60)",
 }
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -65,10 +74,27 @@ class Settings:
     limits: Limits = field(default_factory=Limits)
     log_level: str = "WARNING"
     poll_interval: float = DEFAULT_POLL_INTERVAL
-    # Seconds between maintenance rounds (expired memory sweep); tests shorten it.
-    maintenance_interval_s: float = 60.0
     toolsets: frozenset[str] = DEFAULT_TOOLSETS
     allow_raw_writes: bool = False
+    token_ttl_s: int = DEFAULT_TTL_S
+    # Seconds between maintenance rounds; which ages it acts on.
+    maintenance_interval_s: float = 60.0
+    archive_after_days: int = 30
+    audit_retention_days: int = 90
+
+    def public(self) -> dict[str, Any]:
+        """What an admin's whoami shows: the settings that shape the shared file."""
+        return {
+            "toolsets": sorted(self.toolsets),
+            "allow_raw_writes": self.allow_raw_writes,
+            "max_content_chars": self.limits.max_content_chars,
+            "max_memory_bytes": self.limits.max_memory_bytes,
+            "poll_interval_s": self.poll_interval,
+            "token_ttl_s": self.token_ttl_s,
+            "maintenance_interval_s": self.maintenance_interval_s,
+            "archive_after_days": self.archive_after_days,
+            "audit_retention_days": self.audit_retention_days,
+        }
 
 
 def resolve_db_path(flag: str | None, environ: Mapping[str, str] = os.environ) -> Path:
@@ -84,17 +110,22 @@ def resolve_db_path(flag: str | None, environ: Mapping[str, str] = os.environ) -
 
 
 def _positive_int(
-    flags: Mapping[str, Any], name: str, environ: Mapping[str, str], variable: str
+    flags: Mapping[str, Any],
+    name: str,
+    environ: Mapping[str, str],
+    variable: str,
+    *,
+    least: int = 1,
 ) -> int | None:
-    """A whole-number limit from its flag, else its variable; None if neither is given."""
+    """A whole number from its flag, else its variable; None if neither is given."""
     value = flags.get(name)
     if value is None and environ.get(variable):
         try:
             value = int(environ[variable])
         except ValueError:
             raise InvalidInput(f"{variable} must be a whole number.") from None
-    if value is not None and value < 1:
-        raise InvalidInput(f"--{name.replace('_', '-')} must be at least 1.")
+    if value is not None and value < least:
+        raise InvalidInput(f"--{name.replace('_', '-')} / {variable} must be at least {least}.")
     return value if value is None else int(value)
 
 
@@ -129,6 +160,12 @@ def resolve_settings(flags: Mapping[str, Any], environ: Mapping[str, str] = os.e
     limits = Limits(**{name: value for name, value in sizes.items() if value is not None})
 
     poll_interval = _poll_interval(flags.get("poll_interval"), environ)
+    token_ttl = _positive_int(flags, "token_ttl", environ, ENV_TOKEN_TTL)
+    if token_ttl is not None and token_ttl > MAX_TTL_S:
+        raise InvalidInput(f"--token-ttl / {ENV_TOKEN_TTL} must be at most {MAX_TTL_S} (30 days).")
+    archive = _positive_int(flags, "archive_after_days", environ, ENV_ARCHIVE_AFTER, least=0)
+    retention = _positive_int(flags, "audit_retention_days", environ, ENV_AUDIT_RETENTION, least=0)
+    interval = _positive_int(flags, "maintenance_interval", environ, ENV_MAINTENANCE_INTERVAL)
     log_level = (flags.get("log_level") or environ.get(ENV_LOG_LEVEL) or "WARNING").upper()
     if log_level not in LOG_LEVELS:
         raise InvalidInput(
@@ -145,6 +182,10 @@ def resolve_settings(flags: Mapping[str, Any], environ: Mapping[str, str] = os.e
         poll_interval=poll_interval,
         toolsets=toolsets,
         allow_raw_writes=allow_raw_writes,
+        token_ttl_s=token_ttl or DEFAULT_TTL_S,
+        maintenance_interval_s=float(interval or 60),
+        archive_after_days=30 if archive is None else archive,
+        audit_retention_days=90 if retention is None else retention,
     )
 
 

@@ -40,6 +40,8 @@ BUSY_RETRIES = 3
 # A quick read blocks the event loop while it waits, so it waits briefly (WAL readers
 # only wait during rare recovery of the shared-memory index).
 QUICK_BUSY_MS = 200
+# The WAL is cut back to this size after a checkpoint, and maintenance checkpoints past it.
+WAL_SIZE_LIMIT = 64 * 1024 * 1024
 
 Params = Sequence[Any]
 T = TypeVar("T")
@@ -368,6 +370,21 @@ class Database:
             )
         await self._conn.execute("PRAGMA synchronous = NORMAL")
         await self._conn.execute("PRAGMA foreign_keys = ON")
+        # After a checkpoint resets the WAL, cut the file back to this size.
+        await self._conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
+
+    async def checkpoint_if_large(self, threshold_bytes: int = WAL_SIZE_LIMIT) -> int:
+        """A passive checkpoint if the WAL file has grown past `threshold_bytes`; returns
+        the frames copied back. SQLite checkpoints on its own at commit, but a reader that
+        was busy then can leave the WAL growing; passive never waits for anyone."""
+        try:
+            size = self.path.with_name(self.path.name + "-wal").stat().st_size
+        except FileNotFoundError:
+            return 0
+        if size < threshold_bytes:
+            return 0
+        row = await self.fetchone("PRAGMA wal_checkpoint(PASSIVE)")
+        return int(row[2]) if row is not None and row[2] > 0 else 0
 
     async def schema_version(self) -> int:
         row = await self.fetchone("PRAGMA user_version")

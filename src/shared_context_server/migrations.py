@@ -124,6 +124,39 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         """UPDATE change_counters SET value = (SELECT coalesce(max(id), 0) FROM messages)
         WHERE name = 'fts_indexed'""",
     ),
+    # Sub-agent tokens and the audit trail (SPEC §2, §3).
+    5: (
+        # Only a hash of each token is kept: a copy of the file does not hand out identities.
+        # Revoked rows stay until they expire, so using one says "revoked", not "unknown".
+        """CREATE TABLE agent_tokens (
+            token_hash TEXT PRIMARY KEY,
+            agent_id TEXT NOT NULL,
+            agent_type TEXT NOT NULL,
+            permissions TEXT NOT NULL,
+            issued_by TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            expires_at TEXT NOT NULL,
+            revoked_at TEXT
+        ) WITHOUT ROWID""",
+        "CREATE INDEX agent_tokens_expiry ON agent_tokens (expires_at)",
+        # One row per mutation, authentication event or refused call, written in the same
+        # transaction as the change it describes. `via`: the process agent a token was
+        # used through. `result`: 'ok' or the error code. `ts` is taken under the write
+        # lock, so it grows with `id` and retention trims a prefix of ids (no ts index).
+        """CREATE TABLE audit_log (
+            id INTEGER PRIMARY KEY,
+            ts TEXT NOT NULL,
+            agent_id TEXT NOT NULL,
+            via TEXT,
+            action TEXT NOT NULL,
+            session_id TEXT,
+            target TEXT,
+            result TEXT NOT NULL,
+            detail TEXT
+        )""",
+        "CREATE INDEX audit_agent ON audit_log (agent_id, id)",
+        "CREATE INDEX audit_session ON audit_log (session_id, id) WHERE session_id IS NOT NULL",
+    ),
 }
 
 SCHEMA_VERSION = max(MIGRATIONS)

@@ -21,12 +21,14 @@ _NAME = re.compile(r"^[^\s\x00-\x1f\x7f]{1,128}$")
 
 @dataclass(frozen=True)
 class Agent:
-    """An acting agent: a process's own identity, or (later) a sub-agent's by token."""
+    """An acting agent: a process's own identity, or a sub-agent's by token."""
 
     agent_id: str
     agent_type: str = "generic"
     permissions: frozenset[Permission] = field(default=DEFAULT_PERMISSIONS)
     source: IdentitySource = "flag"
+    # For a sub-agent acting by token: the process agent the call came through (audit).
+    via: str | None = None
 
     @property
     def is_admin(self) -> bool:

@@ -1,8 +1,9 @@
-"""Background maintenance: jobs that clean the shared file, run by one process at a time.
+"""Background maintenance: jobs that keep the shared file small, run by one process at a time.
 
 Every server process runs `run_maintenance`; each round it asks for the maintenance lease
 (lease.py) and only the holder does the jobs, so N processes do not sweep the same rows N
-times. Reads never clean up after themselves: they filter expired rows out instead.
+times. Reads never clean up after themselves: they filter expired rows out instead. Each
+job does at most a batch per round in short transactions, so agents' writes never wait long.
 """
 
 from __future__ import annotations
@@ -10,13 +11,19 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import anyio
 
+from shared_context_server.blackboard.audit import trim_audit_log
+from shared_context_server.blackboard.identity import Agent
 from shared_context_server.blackboard.lease import acquire_lease
 from shared_context_server.blackboard.memory import sweep_expired_memory
 from shared_context_server.blackboard.search import index_pending
+from shared_context_server.blackboard.sessions import archive_idle_sessions
+from shared_context_server.blackboard.tokens import sweep_expired_tokens
+from shared_context_server.clock import iso, now_utc
 from shared_context_server.db import Database
 from shared_context_server.errors import DatabaseBusy
 
@@ -27,38 +34,62 @@ DEFAULT_INTERVAL_S = 60.0
 # The holder renews every round; three missed rounds mean it is gone.
 LEASE_ROUNDS = 3
 
-Job = Callable[..., Awaitable[int]]
-# name -> job(db, now=...) returning how many rows it handled. Later jobs (expired tokens,
-# audit retention, auto-archive) are added here.
+
+@dataclass(frozen=True)
+class Policy:
+    """What maintenance acts on (0 turns an age off)."""
+
+    interval_s: float = DEFAULT_INTERVAL_S
+    archive_after_days: int = 30
+    audit_retention_days: int = 90
+
+
+Job = Callable[[Database, Policy, str, datetime], Awaitable[int]]
+
+
+async def _archive(db: Database, policy: Policy, holder: str, now: datetime) -> int:
+    if policy.archive_after_days <= 0:
+        return 0
+    cutoff = iso(now - timedelta(days=policy.archive_after_days))
+    # Audited as "maintenance", through the process that held the lease.
+    return await archive_idle_sessions(db, Agent("maintenance", "system", via=holder), cutoff)
+
+
+# name -> job(db, policy, holder, now) returning how many rows (or WAL frames) it handled.
 JOBS: dict[str, Job] = {
-    "expired_memory": sweep_expired_memory,
+    "expired_memory": lambda db, policy, holder, now: sweep_expired_memory(db, now=now),
+    "expired_tokens": lambda db, policy, holder, now: sweep_expired_tokens(db, now=now),
+    "idle_sessions_archived": _archive,
+    "audit_trimmed": lambda db, policy, holder, now: trim_audit_log(
+        db, policy.audit_retention_days, now=now
+    ),
     # Normally done by the writing process within a second; this catches rows whose
     # writer exited first, and bulk imports.
-    "search_index": lambda db, now=None: index_pending(db),
+    "search_index": lambda db, policy, holder, now: index_pending(db),
+    "wal_checkpointed": lambda db, policy, holder, now: db.checkpoint_if_large(),
 }
 
 
 async def maintain_once(
-    db: Database, holder: str, interval_s: float, *, now: datetime | None = None
+    db: Database, holder: str, policy: Policy = Policy(), *, now: datetime | None = None
 ) -> dict[str, int] | None:
     """One round: if `holder` gets the lease, run every job; None if another process has it."""
-    if not await acquire_lease(db, LEASE, holder, interval_s * LEASE_ROUNDS, now=now):
+    moment = now or now_utc()
+    if not await acquire_lease(db, LEASE, holder, policy.interval_s * LEASE_ROUNDS, now=moment):
         return None
-    return {name: await job(db, now=now) for name, job in JOBS.items()}
+    return {name: await job(db, policy, holder, moment) for name, job in JOBS.items()}
 
 
-async def run_maintenance(
-    db: Database, holder: str, interval_s: float = DEFAULT_INTERVAL_S
-) -> None:
-    """Run maintenance rounds every `interval_s` until cancelled.
+async def run_maintenance(db: Database, holder: str, policy: Policy = Policy()) -> None:
+    """Run maintenance rounds every `policy.interval_s` until cancelled.
 
     The first round waits a jittered fraction of a round (at most a second or two), so
     starting a process costs nothing and processes started together do not all ask at once.
     """
-    await anyio.sleep(min(interval_s, 1.0) * (0.5 + random.random()))
+    await anyio.sleep(min(policy.interval_s, 1.0) * (0.5 + random.random()))
     while True:
         try:
-            done = await maintain_once(db, holder, interval_s)
+            done = await maintain_once(db, holder, policy)
             if done and any(done.values()):
                 logger.info("maintenance: %s", done)
         except DatabaseBusy:
@@ -67,4 +98,4 @@ async def run_maintenance(
         except Exception:
             # A failed round must not take the server down with it; the next round retries.
             logger.exception("maintenance round failed")
-        await anyio.sleep(interval_s)
+        await anyio.sleep(policy.interval_s)

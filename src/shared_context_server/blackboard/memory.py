@@ -15,6 +15,7 @@ import sqlite3
 from datetime import datetime, timedelta
 from typing import Any
 
+from shared_context_server.blackboard import audit
 from shared_context_server.blackboard.identity import Agent
 from shared_context_server.blackboard.limits import DEFAULT_LIMITS, Limits, encode_json
 from shared_context_server.blackboard.sessions import require_session
@@ -163,6 +164,7 @@ async def set_memory(
             )
         else:
             await tx.execute(REPLACE, (text, stamp, expires_at, live, stamp, row["id"]))
+        await audit.record(tx, agent, "set_memory", session_id=session_id, target=f"memory:{key}")
     return {
         "key": key,
         "scope": "session" if session_id else "global",
@@ -205,6 +207,10 @@ async def delete_memory(
     stamp = iso(now or now_utc())
     async with db.write() as tx:
         deleted = await tx.execute(DELETE, (agent.agent_id, _scope_key(session_id), key, stamp))
+        if deleted:
+            await audit.record(
+                tx, agent, "delete_memory", session_id=session_id, target=f"memory:{key}"
+            )
     if not deleted:
         await _require_session(db, session_id)
     return {"deleted": deleted > 0}

@@ -6,6 +6,7 @@ import re
 import sqlite3
 from typing import Any
 
+from shared_context_server.blackboard import audit
 from shared_context_server.blackboard.identity import (
     VISIBLE_SQL,
     Agent,
@@ -77,8 +78,10 @@ async def add_message(
     metadata: dict[str, Any] | None = None,
     parent_message_id: int | None = None,
     limits: Limits = DEFAULT_LIMITS,
+    action: str = "add_message",
 ) -> dict[str, Any]:
     """Append a message; ids grow in commit order across every process on the file.
+    `action`: the tool's name in the audit entry written with it.
 
     Raises SessionNotFound, Conflict (session not active), NotFound (parent),
     PermissionDenied (admin_only by a non-admin), InvalidInput, LimitExceeded.
@@ -123,6 +126,9 @@ async def add_message(
         ).fetchone()
         if row is None:
             raise _why_not_inserted(conn, session_id, parent_message_id)
+        audit.write_entry(
+            conn, agent, action, session_id=session_id, target=f"message:{row[0]}", ts=now
+        )
         return int(row[0]), now
 
     message_id, created_at = await db.transact(insert)

@@ -8,6 +8,7 @@ import secrets
 import sqlite3
 from typing import Any, Literal
 
+from shared_context_server.blackboard import audit
 from shared_context_server.blackboard.identity import VISIBLE_SQL, Agent, visible_to
 from shared_context_server.blackboard.limits import (
     DEFAULT_LIMITS,
@@ -94,6 +95,14 @@ async def create_session(
     def insert(conn: sqlite3.Connection) -> str:
         now = utc_now()
         conn.execute(INSERT_SESSION, (session_id, purpose, agent.agent_id, now, now, meta))
+        audit.write_entry(
+            conn,
+            agent,
+            "create_session",
+            session_id=session_id,
+            target=f"session:{session_id}",
+            ts=now,
+        )
         return now
 
     now = await db.transact(insert)
@@ -231,6 +240,19 @@ async def update_session(
             session_id,
         )
         await tx.execute(UPDATE_SESSION, values)
+        changed = [
+            f"status {status}" if status is not None else "",
+            "purpose" if purpose is not None else "",
+            "metadata" if metadata is not None else "",
+        ]
+        await audit.record(
+            tx,
+            agent,
+            "update_session",
+            session_id=session_id,
+            target=f"session:{session_id}",
+            detail=", ".join(c for c in changed if c),
+        )
     return {
         **session_dict(row),
         "status": values[0],
@@ -238,3 +260,33 @@ async def update_session(
         "metadata": decode_metadata(values[2]),
         "updated_at": now,
     }
+
+
+# Idle: no update and no message since the cutoff. The newest message of a session is one
+# step down the (session_id, id) index. Completed sessions idle as long are archived too.
+IDLE_SESSIONS = (
+    "SELECT id, status FROM sessions WHERE status != 'archived' AND updated_at < ?"
+    " AND coalesce((SELECT created_at FROM messages WHERE session_id = sessions.id"
+    " ORDER BY id DESC LIMIT 1), '') < ? LIMIT ?"
+)
+ARCHIVE = "UPDATE sessions SET status = 'archived', updated_at = ? WHERE id = ?"
+ARCHIVE_BATCH = 200
+
+
+async def archive_idle_sessions(db: Database, actor: Agent, cutoff: str) -> int:
+    """Archive up to a batch of sessions with no update and no message since `cutoff`,
+    each with an audit entry by `actor` (maintenance); returns how many."""
+    async with db.write() as tx:
+        rows = await tx.fetchall(IDLE_SESSIONS, (cutoff, cutoff, ARCHIVE_BATCH))
+        now = utc_now()
+        for row in rows:
+            await tx.execute(ARCHIVE, (now, row["id"]))
+            await audit.record(
+                tx,
+                actor,
+                "auto_archive",
+                session_id=row["id"],
+                target=f"session:{row['id']}",
+                detail=f"was {row['status']}, idle since before {cutoff}",
+            )
+    return len(rows)

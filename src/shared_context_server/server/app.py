@@ -18,16 +18,25 @@ from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler
 from mcp.shared.exceptions import MCPError
 from pydantic import ValidationError
 
+from shared_context_server.blackboard.audit import record_refusal, record_table_write
 from shared_context_server.blackboard.changes import ChangeFeed
+from shared_context_server.blackboard.identity import Agent
 from shared_context_server.blackboard.lease import new_holder_id
-from shared_context_server.blackboard.maintenance import run_maintenance
+from shared_context_server.blackboard.maintenance import Policy, run_maintenance
 from shared_context_server.blackboard.processes import Heartbeat
 from shared_context_server.blackboard.records.store import RecordsStore, records_path
 from shared_context_server.blackboard.search import Indexer
+from shared_context_server.blackboard.tokens import resolve_token
 from shared_context_server.config import Settings
 from shared_context_server.db import Database
-from shared_context_server.errors import BlackboardError, InvalidInput
+from shared_context_server.errors import (
+    BlackboardError,
+    InvalidInput,
+    PermissionDenied,
+    TokenInvalid,
+)
 from shared_context_server.server import render, resources
+from shared_context_server.server.models import Input
 from shared_context_server.server.state import AppState
 from shared_context_server.server.toolsets import tool_list_for, tools_for
 
@@ -86,13 +95,23 @@ async def call_tool(
             code=types.INVALID_PARAMS,
             message=f"Unknown tool: {params.name!r}. Known tools: {', '.join(tools)}.",
         )
+    agent: Agent | None = None
+    arguments: Input | None = None
     try:
         arguments = spec.input_model.model_validate(params.arguments or {})
         agent = state.process_agent(ctx)
         state.note_client(ctx, agent)
+        if arguments.agent_token is not None:
+            agent = resolve_token(state.db, arguments.agent_token, agent)
         data = await spec.handler(state, agent, arguments)
     except ValidationError as error:
         return error_result(invalid_arguments(spec.name, error))
+    except (PermissionDenied, TokenInvalid) as error:
+        # Refusals are audited: who tried what, where, and why it was refused.
+        if agent is not None and arguments is not None:
+            session_id = getattr(arguments, "session_id", None)
+            await record_refusal(state.db, agent, spec.name, session_id, error)
+        return error_result(error)
     except BlackboardError as error:
         return error_result(error)
     except UnicodeEncodeError:
@@ -175,6 +194,8 @@ async def _running(
         records=records,
     )
     indexer = Indexer(database)
+    if records is not None:
+        records.on_write = partial(record_table_write, database)
     stop_poking = database.on_commit(feed.poke)
     stop_indexing = database.on_commit(indexer.poke)
     try:
@@ -183,9 +204,12 @@ async def _running(
             # In the background: the first beat must not delay the handshake.
             tg.start_soon(heartbeat.run)
             tg.start_soon(indexer.run)
-            tg.start_soon(
-                run_maintenance, database, new_holder_id(), settings.maintenance_interval_s
+            policy = Policy(
+                settings.maintenance_interval_s,
+                settings.archive_after_days,
+                settings.audit_retention_days,
             )
+            tg.start_soon(run_maintenance, database, new_holder_id(), policy)
             try:
                 yield state
             finally:

@@ -7,9 +7,12 @@ Output models exist for their schema only; results are built by the domain as di
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from shared_context_server.blackboard.tokens import MAX_TTL_S
 
 Json = dict[str, Any]
 
@@ -21,12 +24,32 @@ def _fits_sqlite(value: int) -> int:
     return value
 
 
+def _seconds(most: int) -> Callable[[int], int]:
+    def check(value: int) -> int:
+        if not 1 <= value <= most:
+            raise ValueError(f"must be 1-{most} seconds; got {value}")
+        return value
+
+    return check
+
+
 def _session_id_length(value: str) -> str:
     if len(value) > 64:
         raise ValueError(
             "is longer than any session id (64 characters); use one from list_sessions"
         )
     return value
+
+
+def _length(least: int, most: int) -> AfterValidator:
+    """A text length checked in code rather than written into every tool list."""
+
+    def check(value: str) -> str:
+        if not least <= len(value) <= most:
+            raise ValueError(f"must be {least}-{most} characters long; it has {len(value)}")
+        return value
+
+    return AfterValidator(check)
 
 
 MessageId = Annotated[int, Field(ge=1), AfterValidator(_fits_sqlite)]
@@ -39,6 +62,9 @@ class Input(BaseModel):
     """A tool's arguments: unknown properties are refused and types are not coerced."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
+
+    # Every tool: act as the sub-agent this token (from authenticate_agent) stands for.
+    agent_token: str | None = None
 
 
 class CreateSession(Input):
@@ -60,7 +86,7 @@ class UpdateSession(Input):
     session_id: SessionId
     status: Literal["active", "completed", "archived"] | None = None
     purpose: str | None = None
-    metadata: Json | None = Field(None, description="replaces the session's metadata")
+    metadata: Json | None = None  # replaces the session's metadata whole
 
 
 Visibility = Literal["public", "private", "agent_only", "admin_only"]
@@ -70,7 +96,7 @@ class AddMessage(Input):
     session_id: SessionId
     content: str
     visibility: Visibility = "public"
-    message_type: str = Field("message", max_length=64)
+    message_type: Annotated[str, _length(1, 64)] = "message"
     metadata: Json | None = None
     parent_message_id: MessageId | None = None
 
@@ -103,43 +129,62 @@ class WaitForMessages(Input):
 
 class SearchContext(Input):
     session_id: SessionId
-    query: str = Field(min_length=1, max_length=1000)
+    query: Annotated[str, _length(1, 1000)]
     fuzzy_threshold: float = Field(60, ge=0, le=100)
     limit: int = Field(10, ge=1, le=100)
     sender: str | None = None
 
 
-MemoryKey = Field(min_length=1, max_length=255)
+MemoryKey = Annotated[str, _length(1, 255)]
 YEAR_S = 365 * 24 * 3600
 
 
 class SetMemory(Input):
-    key: str = MemoryKey
+    key: MemoryKey
     value: Any
     session_id: SessionId | None = None
-    expires_in: int | None = Field(None, ge=1, le=YEAR_S)
+    expires_in: Annotated[int, AfterValidator(_seconds(YEAR_S))] | None = None
     overwrite: bool = True
 
 
 class GetMemory(Input):
-    key: str = MemoryKey
+    key: MemoryKey
     session_id: SessionId | None = None
 
 
 class ListMemory(Input):
     session_id: SessionId | None = None
-    prefix: str = Field("", max_length=255)
+    prefix: Annotated[str, _length(0, 255)] = ""
     limit: int = Field(50, ge=1, le=200)
     cursor: str | None = None
 
 
 class DeleteMemory(Input):
-    key: str = MemoryKey
+    key: MemoryKey
     session_id: SessionId | None = None
 
 
 class NoArguments(Input):
     pass
+
+
+class AuthenticateAgent(Input):
+    agent_id: str
+    agent_type: str | None = None
+    permissions: list[Literal["read", "write", "admin"]] | None = None
+    expires_in: Annotated[int, AfterValidator(_seconds(MAX_TTL_S))] | None = None
+
+
+class RevokeToken(Input):
+    token: str
+
+
+class GetAuditLog(Input):
+    session_id: SessionId | None = None
+    agent_id: str | None = None
+    action: str | None = None
+    limit: int = Field(50, ge=1, le=200)
+    cursor: str | None = None
 
 
 class Output(BaseModel):
@@ -246,6 +291,24 @@ class Identity(Output):
     permissions: list[str]
     identity_source: str
     database_path: str
+    settings: Json | None = None  # admins only
+
+
+class Token(Output):
+    token: str
+    agent_id: str
+    agent_type: str
+    permissions: list[str]
+    expires_at: str
+
+
+class Revoked(Output):
+    revoked: bool
+
+
+class AuditPage(Output):
+    entries: list[Json]
+    next_cursor: str | None
 
 
 def compact_schema(model: type[BaseModel]) -> dict[str, Any]:
@@ -283,7 +346,7 @@ def _compact(node: Any) -> Any:
 
 def output_schema(model: type[BaseModel]) -> dict[str, Any]:
     """A result's schema: top-level fields exact, nested objects as plain objects, lists
-    of objects as plain arrays.
+    as plain arrays.
 
     Messages and sessions would otherwise be spelled out in full in every tool that
     returns them; their fields are documented once, in the README. And a client checks
@@ -303,6 +366,6 @@ def _shallow(node: Any) -> Any:
         return node
     if "$ref" in node:
         return {"type": "object"}
-    if node.get("type") == "array" and "$ref" in node.get("items", {}):
+    if node.get("type") == "array":
         return {"type": "array"}
     return {key: _shallow(value) for key, value in node.items()}

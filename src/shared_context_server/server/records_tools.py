@@ -15,12 +15,8 @@ from shared_context_server.server.models import NoArguments
 from shared_context_server.server.state import AppState
 from shared_context_server.server.tools import APPEND, READ, UPDATE, ToolSpec
 
-DELETE = types.ToolAnnotations(
-    read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False
-)
-RAW = types.ToolAnnotations(
-    read_only_hint=False, destructive_hint=True, idempotent_hint=False, open_world_hint=False
-)
+DELETE = types.ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True)
+RAW = types.ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=False)
 
 
 def _store(state: AppState) -> RecordsStore:

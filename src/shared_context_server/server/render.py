@@ -104,7 +104,34 @@ def identity(data: dict[str, Any]) -> str:
         f"You are {data['agent_id']} (type {data['agent_type']}, "
         f"permissions {', '.join(data['permissions'])}; identity from {data['identity_source']})."
         f"\nDatabase: {data['database_path']}"
+        + (f"\nSettings: {json.dumps(data['settings'])}" if data.get("settings") else "")
     )
+
+
+def token(data: dict[str, Any]) -> str:
+    return (
+        f"Token for {data['agent_id']} (type {data['agent_type']}, "
+        f"{', '.join(data['permissions'])}; expires {data['expires_at']}). Pass it as "
+        f"agent_token on every call the sub-agent makes:\n{data['token']}"
+    )
+
+
+def revoked(data: dict[str, Any]) -> str:
+    return "Revoked." if data["revoked"] else "Nothing to revoke (unknown, expired or revoked)."
+
+
+def audit_page(data: dict[str, Any]) -> str:
+    lines = []
+    for e in data["entries"]:
+        who = f"{e['agent_id']} via {e['via']}" if e.get("via") else e["agent_id"]
+        where = " ".join(str(x) for x in (e["session_id"], e["target"]) if x)
+        detail = f" ({e['detail']})" if e.get("detail") else ""
+        lines.append(f"{e['ts']} {who} {e['action']} {where} -> {e['result']}{detail}")
+    if not lines:
+        lines.append("No audit entries.")
+    if data["next_cursor"]:
+        lines.append(f"More: cursor={data['next_cursor']}")
+    return "\n".join(lines)
 
 
 def error(data: dict[str, Any]) -> str:

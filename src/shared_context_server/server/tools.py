@@ -15,7 +15,15 @@ from typing import Any
 import mcp_types as types
 from pydantic import BaseModel
 
-from shared_context_server.blackboard import changes, memory, messages, search, sessions
+from shared_context_server.blackboard import (
+    audit,
+    changes,
+    memory,
+    messages,
+    search,
+    sessions,
+    tokens,
+)
 from shared_context_server.blackboard.identity import Agent
 from shared_context_server.server import models as m
 from shared_context_server.server import render
@@ -45,11 +53,12 @@ class ToolSpec:
 
 
 # Only hints that differ from MCP's defaults (readOnly false, destructive true, idempotent
-# false, openWorld true) are written: every agent pays for each byte on every turn.
-READ = types.ToolAnnotations(read_only_hint=True, open_world_hint=False)
-APPEND = types.ToolAnnotations(destructive_hint=False, open_world_hint=False)
-UPDATE = types.ToolAnnotations(destructive_hint=False, idempotent_hint=True, open_world_hint=False)
-DELETE = types.ToolAnnotations(destructive_hint=True, idempotent_hint=True, open_world_hint=False)
+# false) are written: every agent pays for each byte on every turn. openWorldHint is left
+# out too: no tool reaches beyond the local file, and 18 copies of it cost 380 bytes.
+READ = types.ToolAnnotations(read_only_hint=True)
+APPEND = types.ToolAnnotations(destructive_hint=False)
+UPDATE = types.ToolAnnotations(destructive_hint=False, idempotent_hint=True)
+DELETE = types.ToolAnnotations(destructive_hint=True, idempotent_hint=True)
 
 
 async def create_session(state: AppState, agent: Agent, a: m.CreateSession) -> dict[str, Any]:
@@ -102,6 +111,7 @@ async def add_private_note(state: AppState, agent: Agent, a: m.AddPrivateNote) -
         "note",
         a.metadata,
         limits=state.settings.limits,
+        action="add_private_note",
     )
 
 
@@ -162,13 +172,42 @@ async def delete_memory(state: AppState, agent: Agent, a: m.DeleteMemory) -> dic
 
 
 async def whoami(state: AppState, agent: Agent, a: m.NoArguments) -> dict[str, Any]:
-    return {
+    data: dict[str, Any] = {
         "agent_id": agent.agent_id,
         "agent_type": agent.agent_type,
         "permissions": sorted(agent.permissions),
         "identity_source": agent.source,
         "database_path": str(state.db.path),
     }
+    if agent.via is not None:
+        data["via"] = agent.via
+    if agent.is_admin:
+        data["settings"] = state.settings.public()
+    return data
+
+
+async def authenticate_agent(
+    state: AppState, agent: Agent, a: m.AuthenticateAgent
+) -> dict[str, Any]:
+    return await tokens.authenticate_agent(
+        state.db,
+        agent,
+        a.agent_id,
+        a.agent_type,
+        a.permissions,
+        a.expires_in,
+        default_ttl_s=state.settings.token_ttl_s,
+    )
+
+
+async def revoke_token(state: AppState, agent: Agent, a: m.RevokeToken) -> dict[str, Any]:
+    return await tokens.revoke_token(state.db, agent, a.token)
+
+
+async def get_audit_log(state: AppState, agent: Agent, a: m.GetAuditLog) -> dict[str, Any]:
+    return await audit.get_audit_log(
+        state.db, agent, a.session_id, a.agent_id, a.action, a.limit, a.cursor
+    )
 
 
 TOOLS: dict[str, ToolSpec] = {
@@ -176,7 +215,7 @@ TOOLS: dict[str, ToolSpec] = {
     for spec in [
         ToolSpec(
             "create_session",
-            "Start a shared session for a task; returns its session_id.",
+            "Start a shared session; returns its session_id.",
             m.CreateSession,
             m.CreatedSession,
             create_session,
@@ -185,7 +224,7 @@ TOOLS: dict[str, ToolSpec] = {
         ),
         ToolSpec(
             "get_session",
-            "A session, with the count, senders and last time of the messages you can see.",
+            "A session with the count, senders and last time of messages you can see.",
             m.GetSession,
             m.SessionDetail,
             get_session,
@@ -194,7 +233,7 @@ TOOLS: dict[str, ToolSpec] = {
         ),
         ToolSpec(
             "list_sessions",
-            "Sessions, newest first; pass next_cursor back as cursor for more.",
+            "Sessions, newest first; pass next_cursor as cursor for more.",
             m.ListSessions,
             m.SessionPage,
             list_sessions,
@@ -203,8 +242,8 @@ TOOLS: dict[str, ToolSpec] = {
         ),
         ToolSpec(
             "update_session",
-            "Change a session's status, purpose or metadata (creator or admin only). "
-            "active->completed->archived; completed or archived->active reopens.",
+            "Change status, purpose or metadata (creator or admin). "
+            "active->completed->archived; back to active reopens.",
             m.UpdateSession,
             m.UpdatedSession,
             update_session,
@@ -213,8 +252,8 @@ TOOLS: dict[str, ToolSpec] = {
         ),
         ToolSpec(
             "add_message",
-            "Post to a session. visibility: public (everyone), private (only you), "
-            "agent_only (agents of your agent_type), admin_only (admins).",
+            "Post to a session. visibility: public, private (you), agent_only (your "
+            "agent_type), admin_only.",
             m.AddMessage,
             m.PostedMessage,
             add_message,
@@ -223,7 +262,7 @@ TOOLS: dict[str, ToolSpec] = {
         ),
         ToolSpec(
             "add_private_note",
-            "Post a note to a session that only you can read.",
+            "Post a note only you can read.",
             m.AddPrivateNote,
             m.PostedMessage,
             add_private_note,
@@ -241,8 +280,8 @@ TOOLS: dict[str, ToolSpec] = {
         ),
         ToolSpec(
             "get_context",
-            "Messages you can see, oldest first: the latest `limit`, or the page after "
-            "after_id (newer) or before before_id (older).",
+            "Messages you can see, oldest first: the latest `limit`, or those after "
+            "after_id / before before_id.",
             m.GetContext,
             m.MessagePage,
             get_context,
@@ -251,8 +290,8 @@ TOOLS: dict[str, ToolSpec] = {
         ),
         ToolSpec(
             "wait_for_messages",
-            "Long poll: the messages after after_id you can see, as soon as any exist "
-            "(from any agent), or [] after timeout_s.",
+            "Long poll: messages after after_id you can see, as soon as any exist, "
+            "or [] after timeout_s.",
             m.WaitForMessages,
             m.MessagePage,
             wait_for_messages,
@@ -261,7 +300,7 @@ TOOLS: dict[str, ToolSpec] = {
         ),
         ToolSpec(
             "search_context",
-            "Fuzzy search of a session's messages you can see (typos ok); best first, score 0-100.",
+            "Fuzzy search of messages you can see; best first, score 0-100.",
             m.SearchContext,
             m.SearchResults,
             search_context,
@@ -270,8 +309,8 @@ TOOLS: dict[str, ToolSpec] = {
         ),
         ToolSpec(
             "set_memory",
-            "Remember a JSON value, private to you, global or per session_id. "
-            "expires_in: seconds. overwrite=false: refuse to replace.",
+            "Store a private JSON value, global or per session_id. expires_in: seconds; "
+            "overwrite=false keeps an existing one.",
             m.SetMemory,
             m.StoredMemory,
             set_memory,
@@ -307,11 +346,39 @@ TOOLS: dict[str, ToolSpec] = {
         ),
         ToolSpec(
             "whoami",
-            "Your agent id, type, permissions, where they came from, and the database path.",
+            "Your agent id, type, permissions, identity source, database path.",
             m.NoArguments,
             m.Identity,
             whoami,
             render.identity,
+            READ,
+        ),
+        ToolSpec(
+            "authenticate_agent",
+            "A token a sub-agent passes as agent_token (agent_id 'you/name', permissions "
+            "within yours, expires_in seconds, default 24 h).",
+            m.AuthenticateAgent,
+            m.Token,
+            authenticate_agent,
+            render.token,
+            APPEND,
+        ),
+        ToolSpec(
+            "revoke_token",
+            "Revoke a token (its minter, its agent, or an admin).",
+            m.RevokeToken,
+            m.Revoked,
+            revoke_token,
+            render.revoked,
+            DELETE,
+        ),
+        ToolSpec(
+            "get_audit_log",
+            "Who did what, newest first: your entries (admins: all).",
+            m.GetAuditLog,
+            m.AuditPage,
+            get_audit_log,
+            render.audit_page,
             READ,
         ),
     ]

@@ -1,0 +1,199 @@
+"""The audit trail: who did what, when, to which session and target, and with what result.
+
+A mutation writes its entry inside its own transaction (`write_entry` / `record`), so the
+log never claims a change that rolled back or misses one that committed. A refused call
+(a permission check, a bad token) changes nothing, so its entry is a transaction of its
+own (`record_refusal`). Reads are not logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from datetime import datetime, timedelta
+from typing import Any
+
+from shared_context_server.blackboard.identity import Agent
+from shared_context_server.clock import iso, now_utc, utc_now
+from shared_context_server.db import Database, Transaction
+from shared_context_server.errors import (
+    BlackboardError,
+    DatabaseBusy,
+    InvalidInput,
+    PermissionDenied,
+)
+
+logger = logging.getLogger(__name__)
+
+MAX_LIMIT = 200
+MAX_DETAIL = 300
+TRIM_BATCH = 5000
+
+INSERT = (
+    "INSERT INTO audit_log (ts, agent_id, via, action, session_id, target, result, detail)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_COLUMNS = "id, ts, agent_id, via, action, session_id, target, result, detail"
+# One constant query per filter that can lead: the planner then walks the matching index
+# (agent, session, or the ids themselves) newest first. The other filters are `? IS NULL OR`.
+_REST = (
+    " (? IS NULL OR agent_id = ?) AND (? IS NULL OR session_id = ?)"
+    " AND (? IS NULL OR action = ?) AND (? IS NULL OR id < ?)"
+    " ORDER BY id DESC LIMIT ?"
+)
+BY_AGENT = f"SELECT {_COLUMNS} FROM audit_log WHERE agent_id = ? AND" + _REST  # noqa: S608
+BY_SESSION = f"SELECT {_COLUMNS} FROM audit_log WHERE session_id = ? AND" + _REST  # noqa: S608
+ANY = f"SELECT {_COLUMNS} FROM audit_log WHERE" + _REST  # noqa: S608
+# ts grows with id (both taken under the write lock), so entries older than the cutoff are
+# a prefix of ids: find where it ends by walking from the oldest, and delete up to there.
+TRIM = (
+    "DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log WHERE id < coalesce("
+    "(SELECT id FROM audit_log WHERE ts >= ? ORDER BY id LIMIT 1),"
+    " (SELECT max(id) + 1 FROM audit_log)) ORDER BY id LIMIT ?)"
+)
+
+
+def _row(
+    agent: Agent,
+    action: str,
+    session_id: str | None,
+    target: str | None,
+    result: str,
+    detail: str | None,
+    ts: str,
+) -> tuple[Any, ...]:
+    if detail is not None and len(detail) > MAX_DETAIL:
+        detail = detail[: MAX_DETAIL - 1] + "…"
+    return (ts, agent.agent_id, agent.via, action, session_id, target, result, detail)
+
+
+def write_entry(
+    conn: sqlite3.Connection,
+    agent: Agent,
+    action: str,
+    *,
+    session_id: str | None = None,
+    target: str | None = None,
+    result: str = "ok",
+    detail: str | None = None,
+    ts: str | None = None,
+) -> None:
+    """Log one entry inside a `Database.transact` unit of work."""
+    conn.execute(INSERT, _row(agent, action, session_id, target, result, detail, ts or utc_now()))
+
+
+async def record(
+    tx: Transaction,
+    agent: Agent,
+    action: str,
+    *,
+    session_id: str | None = None,
+    target: str | None = None,
+    result: str = "ok",
+    detail: str | None = None,
+) -> None:
+    """Log one entry inside a `Database.write()` transaction."""
+    await tx.execute(INSERT, _row(agent, action, session_id, target, result, detail, utc_now()))
+
+
+async def record_refusal(
+    db: Database, agent: Agent, action: str, session_id: str | None, error: BlackboardError
+) -> None:
+    """Log a refused call (PERMISSION_DENIED, TOKEN_INVALID) in a transaction of its own.
+
+    The refusal stands even if the log cannot be written (a busy file): that is logged to
+    stderr rather than turned into a different error for the caller.
+    """
+    try:
+        async with db.write() as tx:
+            await record(
+                tx, agent, action, session_id=session_id, result=error.code, detail=error.message
+            )
+    except DatabaseBusy:
+        logger.warning("could not log a refused %s by %s: database busy", action, agent.agent_id)
+
+
+def entry_dict(row: sqlite3.Row) -> dict[str, Any]:
+    entry = {
+        "id": row["id"],
+        "ts": row["ts"],
+        "agent_id": row["agent_id"],
+        "action": row["action"],
+        "session_id": row["session_id"],
+        "target": row["target"],
+        "result": row["result"],
+    }
+    for optional in ("via", "detail"):
+        if row[optional] is not None:
+            entry[optional] = row[optional]
+    return entry
+
+
+async def get_audit_log(
+    db: Database,
+    agent: Agent,
+    session_id: str | None = None,
+    agent_id: str | None = None,
+    action: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    """Entries newest first. Admins see every agent's; others only their own.
+
+    Raises PermissionDenied (another agent's entries), InvalidInput (a bad cursor or limit).
+    """
+    agent.require("read", "get_audit_log")
+    if not agent.is_admin:
+        if agent_id is not None and agent_id != agent.agent_id:
+            raise PermissionDenied(
+                f"only admins read other agents' audit entries; leave agent_id out to see "
+                f"your own ({agent.agent_id})."
+            )
+        agent_id = agent.agent_id
+    if not 1 <= limit <= MAX_LIMIT:
+        raise InvalidInput(f"limit must be 1-{MAX_LIMIT}; got {limit}.")
+    before = _cursor(cursor)
+    if agent_id is not None:
+        sql, lead = BY_AGENT, agent_id
+    elif session_id is not None:
+        sql, lead = BY_SESSION, session_id
+    else:
+        sql, lead = ANY, None
+    params = (agent_id, agent_id, session_id, session_id, action, action, before, before)
+    rows = await db.fetchall(sql, ((lead,) if lead is not None else ()) + params + (limit + 1,))
+    entries = [entry_dict(row) for row in rows[:limit]]
+    more = len(rows) > limit
+    return {"entries": entries, "next_cursor": str(entries[-1]["id"]) if more else None}
+
+
+def _cursor(cursor: str | None) -> int | None:
+    if cursor is None:
+        return None
+    if not cursor.isdigit() or len(cursor) > 19:
+        raise InvalidInput(
+            f"cursor {cursor!r} is not one get_audit_log returned; pass next_cursor back as is."
+        )
+    return int(cursor)
+
+
+async def trim_audit_log(db: Database, retention_days: int, *, now: datetime | None = None) -> int:
+    """Delete entries older than `retention_days` (0 keeps everything); a batch per call."""
+    if retention_days <= 0:
+        return 0
+    cutoff = iso((now or now_utc()) - timedelta(days=retention_days))
+    async with db.write() as tx:
+        return await tx.execute(TRIM, (cutoff, TRIM_BATCH))
+
+
+async def record_table_write(
+    db: Database, agent: Agent, action: str, table: str, count: int
+) -> None:
+    """Log a records-toolset write. The tables live in another file, and two SQLite files
+    in WAL mode share no atomic transaction, so this entry follows the records commit; if
+    the blackboard is too busy to take it, that is logged to stderr and the write stands."""
+    try:
+        async with db.write() as tx:
+            rows = f"{count} row" if count == 1 else f"{count} rows"
+            await record(tx, agent, action, target=f"table:{table}", detail=rows)
+    except DatabaseBusy:
+        logger.warning("could not log %s on %s by %s: database busy", action, table, agent.agent_id)

@@ -1,0 +1,172 @@
+"""Lifecycle maintenance: what a round sweeps, archives and trims (with a controlled clock),
+and the lease that keeps it to one process at a time, shown with real processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+
+import anyio
+import pytest
+
+from shared_context_server.blackboard import audit, messages, sessions, tokens
+from shared_context_server.blackboard.maintenance import Policy, maintain_once
+from shared_context_server.clock import iso, now_utc
+from shared_context_server.config import resolve_settings
+from shared_context_server.db import Database
+from shared_context_server.errors import InvalidInput, TokenInvalid
+from tests.conftest import ADMIN, ALICE, poll_until
+
+
+async def test_a_round_sweeps_expired_tokens_and_keeps_live_ones(db: Database) -> None:
+    short = await tokens.authenticate_agent(db, ALICE, "alice/short", expires_in=60)
+    long = await tokens.authenticate_agent(db, ALICE, "alice/long", expires_in=3600)
+    later = now_utc() + timedelta(minutes=5)
+    done = await maintain_once(db, "me", now=later)
+    assert done is not None and done["expired_tokens"] == 1
+    with pytest.raises(TokenInvalid, match="not a token"):
+        tokens.resolve_token(db, short["token"], ALICE, now=later)
+    assert tokens.resolve_token(db, long["token"], ALICE, now=later).agent_id == "alice/long"
+
+
+async def test_sessions_idle_past_the_age_are_archived_and_audited(db: Database) -> None:
+    quiet = await sessions.create_session(db, ALICE, "quiet")
+    chatty = await sessions.create_session(db, ALICE, "chatty")
+    later = now_utc() + timedelta(days=31)
+    # chatty's message is one day old by the clock the round runs with.
+    await messages.add_message(db, ALICE, chatty["id"], "still here")
+    async with db.write() as tx:
+        await tx.execute(
+            "UPDATE messages SET created_at = ? WHERE session_id = ?",
+            (iso(later - timedelta(days=1)), chatty["id"]),
+        )
+    done = await maintain_once(db, "me", Policy(archive_after_days=30), now=later)
+    assert done is not None and done["idle_sessions_archived"] == 1
+    assert (await sessions.get_session(db, ALICE, quiet["id"]))["session"]["status"] == "archived"
+    assert (await sessions.get_session(db, ALICE, chatty["id"]))["session"]["status"] == "active"
+    log = await audit.get_audit_log(db, ADMIN, action="auto_archive")
+    assert [(e["agent_id"], e["via"], e["session_id"]) for e in log["entries"]] == [
+        ("maintenance", "me", quiet["id"])
+    ]
+    never = await maintain_once(db, "me", Policy(archive_after_days=0), now=later)
+    assert never is not None and never["idle_sessions_archived"] == 0
+
+
+async def test_the_audit_log_is_trimmed_past_its_retention_only(db: Database) -> None:
+    for n in range(3):
+        await sessions.create_session(db, ALICE, f"s{n}")
+    async with db.write() as tx:  # the first two entries are 100 days old
+        await tx.execute(
+            "UPDATE audit_log SET ts = ? WHERE id <= 2", (iso(now_utc() - timedelta(days=100)),)
+        )
+    kept = await maintain_once(db, "me", Policy(audit_retention_days=0, archive_after_days=0))
+    assert kept is not None and kept["audit_trimmed"] == 0
+    done = await maintain_once(db, "me", Policy(audit_retention_days=90, archive_after_days=0))
+    assert done is not None and done["audit_trimmed"] == 2
+    assert [r[0] for r in await db.fetchall("SELECT id FROM audit_log")] == [3]
+
+
+async def test_a_large_wal_gets_a_passive_checkpoint(db: Database) -> None:
+    s = await sessions.create_session(db, ALICE, "wal")
+    for n in range(20):
+        await messages.add_message(db, ALICE, s["id"], "x" * 2000 + str(n))
+    assert await db.checkpoint_if_large(threshold_bytes=1 << 40) == 0
+    assert await db.checkpoint_if_large(threshold_bytes=1) > 0
+
+
+def test_maintenance_settings_come_from_flags_then_environment(tmp_path: Path) -> None:
+    env = {
+        "SHARED_CONTEXT_ARCHIVE_AFTER_DAYS": "7",
+        "SHARED_CONTEXT_AUDIT_RETENTION_DAYS": "0",
+        "SHARED_CONTEXT_TOKEN_TTL": "600",
+        "SHARED_CONTEXT_MAINTENANCE_INTERVAL": "5",
+    }
+    s = resolve_settings({"db": str(tmp_path / "x.db"), "archive_after_days": 3}, env)
+    assert (s.archive_after_days, s.audit_retention_days, s.token_ttl_s) == (3, 0, 600)
+    assert s.maintenance_interval_s == 5.0
+    with pytest.raises(InvalidInput, match="at least 0"):
+        resolve_settings({"db": "x.db", "archive_after_days": -1}, {})
+    with pytest.raises(InvalidInput, match="at most 2592000"):
+        resolve_settings({"db": "x.db"}, {"SHARED_CONTEXT_TOKEN_TTL": "99999999"})
+
+
+# --------------------------------------------------------------------------- real processes
+
+
+@contextmanager
+def maintainers(db: Path, count: int) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Server processes with no client yet (stdin held open), maintaining every second."""
+    args = [sys.executable, "-m", "shared_context_server", "--db", str(db)]
+    args += ["--maintenance-interval", "1", "--archive-after-days", "1"]
+    procs = [
+        subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE) for _ in range(count)
+    ]
+    try:
+        yield procs
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+
+
+def plant_idle_sessions(db: Path, names: list[str]) -> None:
+    old = iso(now_utc() - timedelta(days=2))
+    conn = sqlite3.connect(db, timeout=10)
+    with conn:
+        conn.executemany(
+            "INSERT INTO sessions (id, purpose, status, created_by, created_at, updated_at)"
+            " VALUES (?, 'idle', 'active', 'x', ?, ?)",
+            [(name, old, old) for name in names],
+        )
+    conn.close()
+
+
+def archivers(db: Path) -> list[tuple[str, str]]:
+    """(session, holder) of every auto-archive entry so far."""
+    conn = sqlite3.connect(db, timeout=10)
+    try:
+        rows = conn.execute(
+            "SELECT session_id, via FROM audit_log WHERE action = 'auto_archive' ORDER BY id"
+        ).fetchall()
+    finally:
+        conn.close()
+    return [(s, v) for s, v in rows]
+
+
+async def wait_until_archived(db: Path, count: int) -> list[tuple[str, str]]:
+    with anyio.fail_after(20):
+        await poll_until(lambda: len(archivers(db)) >= count)
+    return archivers(db)
+
+
+async def test_two_processes_share_maintenance_and_a_killed_holder_is_replaced(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "bb.db"
+    await (await Database.open(db)).close()  # the schema exists before sessions are planted
+    first_batch = [f"old{n}" for n in range(5)]
+    plant_idle_sessions(db, first_batch)
+    with maintainers(db, 2) as procs:
+        rows = await wait_until_archived(db, 5)
+        # Each idle session archived once, all by one lease holder.
+        assert sorted(s for s, _ in rows) == sorted(first_batch)
+        holders = {holder for _, holder in rows}
+        assert len(holders) == 1
+        (holder,) = holders
+        pid = int(holder.split(":")[1])
+        assert pid in {p.pid for p in procs}
+        os.kill(pid, signal.SIGKILL)  # no clean exit: its lease must run out (3 rounds)
+        plant_idle_sessions(db, ["late"])
+        rows = await wait_until_archived(db, 6)
+        assert rows[-1][0] == "late" and rows[-1][1] != holder
+        survivor = int(rows[-1][1].split(":")[1])
+        assert survivor != pid and survivor in {p.pid for p in procs}
+        assert len(archivers(db)) == 6  # nothing was archived twice
