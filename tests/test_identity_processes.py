@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import anyio
 import mcp_types as types
 
 from tests.conftest import Inbox, ok, spawn
@@ -119,6 +118,11 @@ async def test_every_read_path_shows_each_caller_exactly_what_the_rule_allows(
                 "get_session count": len(expected),
                 "get_session participants": {posted[i][0] for i in expected},
             }, reader
+            for vis in VISIBILITIES:  # the visibility filter narrows the same rule
+                filtered = await caller.ok("get_context", session_id=sid, visibility=vis)
+                assert {m["id"] for m in filtered["messages"]} == {
+                    i for i in expected if posted[i][1] == vis
+                }, (reader, vis)
             if caller.token is None:  # a resource URI carries no token: process agents only
                 resource = await caller.session.read_resource(f"session://{sid}")
                 body = json.loads(resource.contents[0].text)
@@ -155,21 +159,31 @@ async def test_notifications_reach_only_agents_who_may_see_the_commit(tmp_path: 
                 sid = (await ok(root, "create_session", purpose=f"{sender} {vis}"))["session_id"]
                 cases[sid] = (sender, vis)
         beacon = (await ok(root, "create_session", purpose="beacon"))["session_id"]
+
+        def is_beacon(m: Any) -> bool:
+            return (
+                isinstance(m, types.ResourceUpdatedNotification)
+                and m.params.uri == f"session://{beacon}"
+            )
+
         for s in procs.values():
             for sid in [*cases, beacon]:
                 await s.subscribe_resource(f"session://{sid}")
         for sid, (sender, vis) in cases.items():
             await senders[sender].ok("add_message", session_id=sid, content="x", visibility=vis)
         await ok(root, "add_message", session_id=beacon, content="done")
-
+        for inbox in inboxes.values():
+            await inbox.wait_for(is_beacon)
+        # A batch's notifications go out in URI order, not commit order, so the first
+        # beacon may lead its batch; a second beacon, committed after every process heard
+        # the first, comes in a later batch, after all of the first one.
+        await ok(root, "add_message", session_id=beacon, content="done again")
         for reader, inbox in inboxes.items():
-            with anyio.fail_after(10):
-                await inbox.wait_for(
-                    lambda m: (
-                        isinstance(m, types.ResourceUpdatedNotification)
-                        and m.params.uri == f"session://{beacon}"
-                    )
-                )
+
+            def both_beacons(_: Any, inbox: Inbox = inbox) -> bool:
+                return sum(map(is_beacon, inbox.items)) >= 2
+
+            await inbox.wait_for(both_beacons)
             heard = {
                 m.params.uri.removeprefix("session://")
                 for m in inbox.items

@@ -20,6 +20,7 @@ from anyio.abc import Process
 from shared_context_server.blackboard import memory
 from shared_context_server.blackboard.messages import add_message
 from shared_context_server.blackboard.sessions import create_session, update_session
+from shared_context_server.blackboard.tokens import authenticate_agent
 from shared_context_server.db import Database
 from tests.conftest import ADMIN, ALICE, BOB, CAROL, ok, spawn
 
@@ -451,7 +452,9 @@ async def test_backup_while_agents_write_is_consistent_and_never_overwrites(
     assert sorted(p.name for p in tmp_path.iterdir() if "copy" in p.name) == ["copy.db"]
 
 
-async def test_prune_removes_old_archived_sessions_and_expired_memory_only(tmp_path: Path) -> None:
+async def test_prune_removes_old_archived_sessions_expired_memory_tokens_and_old_audit_only(
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "bb.db"
     old_sid = (await blackboard(path))["session_id"]
     db = await Database.open(path)
@@ -463,6 +466,8 @@ async def test_prune_removes_old_archived_sessions_and_expired_memory_only(tmp_p
         await create_session(db, ALICE, "still active")
         await memory.set_memory(db, ALICE, "stale", 1, expires_in=1)
         await memory.set_memory(db, ALICE, "kept", 2, expires_in=3600)
+        await authenticate_agent(db, ALICE, "alice/old")
+        await authenticate_agent(db, ALICE, "alice/new")
     finally:
         await db.close()
     conn = sqlite3.connect(path)
@@ -470,16 +475,26 @@ async def test_prune_removes_old_archived_sessions_and_expired_memory_only(tmp_p
         "UPDATE sessions SET updated_at = '2020-01-01T00:00:00.000000Z' WHERE id = ?", (old_sid,)
     )
     conn.execute("UPDATE memory SET expires_at = '2020-01-01T00:00:00.000000Z' WHERE key = 'stale'")
+    conn.execute(
+        "UPDATE agent_tokens SET expires_at = '2020-01-01T00:00:00.000000Z'"
+        " WHERE agent_id = 'alice/old'"
+    )
+    conn.execute("UPDATE audit_log SET ts = '2020-01-01T00:00:00.000000Z' WHERE id <= 2")
     conn.commit()
+    audit_entries = conn.execute("SELECT count(*) FROM audit_log").fetchone()[0]
     preview = run("prune", "--dry-run", "--db", str(path))
     assert preview.stdout.strip() == (
         "would remove 1 archived sessions (5 messages)\nwould remove 1 expired memory entries"
+        "\nwould remove 1 expired tokens\nwould remove 2 audit entries"
     )
     assert conn.execute("SELECT count(*) FROM sessions").fetchone() == (3,)
     done = run("prune", "--db", str(path))
     assert done.stdout.strip() == (
         "removed 1 archived sessions (5 messages)\nremoved 1 expired memory entries"
+        "\nremoved 1 expired tokens\nremoved 2 audit entries"
     )
+    assert [r[0] for r in conn.execute("SELECT agent_id FROM agent_tokens")] == ["alice/new"]
+    assert conn.execute("SELECT count(*) FROM audit_log").fetchone() == (audit_entries - 2,)
     assert [r[0] for r in conn.execute("SELECT key FROM memory")] == ["kept"]
     left = {row[0] for row in conn.execute("SELECT purpose FROM sessions")}
     assert left == {"recently archived", "still active"}

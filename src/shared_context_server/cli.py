@@ -82,7 +82,8 @@ COMMANDS: dict[str, str] = {
     "export": "write a session as JSON (lossless, re-importable) or a Markdown transcript",
     "import": "load a session from a JSON export, with fresh message ids",
     "backup": "copy the database consistently while agents keep writing",
-    "prune": "remove old archived sessions and expired memory (--dry-run shows what would go)",
+    "prune": "remove old archived sessions, expired memory and tokens, old audit entries "
+    "(--dry-run shows what would go)",
 }
 CLIENT_NAMES = ("claude-desktop", "claude-code", "cursor", "generic")
 STATUSES = ("active", "completed", "archived", "all")
@@ -256,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument(
         "--archived-older-than", type=float, default=30.0, metavar="DAYS", help="(30)"
     )
+    prune.add_argument("--audit-older-than", type=float, default=90.0, metavar="DAYS", help="(90)")
     return parser
 
 
@@ -508,10 +510,17 @@ def _backup(args: argparse.Namespace, db: Path) -> int:
 
 
 def _prune(args: argparse.Namespace, db: Path) -> int:
-    if not 0 <= args.archived_older_than < 1e6:
-        raise InvalidInput("--archived-older-than must be a number of days from 0 to 999999.")
+    for flag, days in (
+        ("--archived-older-than", args.archived_older_than),
+        ("--audit-older-than", args.audit_older_than),
+    ):
+        if not 0 <= days < 1e6:
+            raise InvalidInput(f"{flag} must be a number of days from 0 to 999999.")
     progress = Progress("pruned")
-    options = PruneOptions(archived_older_than_days=args.archived_older_than)
+    options = PruneOptions(
+        archived_older_than_days=args.archived_older_than,
+        audit_older_than_days=args.audit_older_than,
+    )
 
     async def run() -> dict[str, dict[str, int]]:
         database = await open_existing(db)

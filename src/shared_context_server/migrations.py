@@ -137,7 +137,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             created_at TEXT NOT NULL,
             expires_at TEXT NOT NULL,
             revoked_at TEXT
-        ) WITHOUT ROWID""",
+        )""",
         "CREATE INDEX agent_tokens_expiry ON agent_tokens (expires_at)",
         # One row per mutation, authentication event or refused call, written in the same
         # transaction as the change it describes. `via`: the process agent a token was

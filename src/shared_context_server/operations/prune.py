@@ -20,6 +20,7 @@ BATCH = 200
 @dataclass(frozen=True)
 class PruneOptions:
     archived_older_than_days: float = 30.0
+    audit_older_than_days: float = 90.0
     now: datetime | None = None
 
     def moment(self) -> datetime:
@@ -81,8 +82,22 @@ EXPIRED_MEMORY = PruneRule(
     cutoff=lambda options: iso(options.moment()),
 )
 
-# Expired tokens and audit entries past retention join as one row each.
-RULES: tuple[PruneRule, ...] = (ARCHIVED_SESSIONS, EXPIRED_MEMORY)
+EXPIRED_TOKENS = PruneRule(
+    name="expired tokens",
+    table="agent_tokens",
+    # Using one already fails; after this it fails as "unknown" rather than "expired".
+    condition="expires_at <= ?",
+    cutoff=lambda options: iso(options.moment()),
+)
+
+OLD_AUDIT = PruneRule(
+    name="audit entries",
+    table="audit_log",
+    condition="ts < ?",
+    cutoff=lambda options: iso(options.moment() - timedelta(days=options.audit_older_than_days)),
+)
+
+RULES: tuple[PruneRule, ...] = (ARCHIVED_SESSIONS, EXPIRED_MEMORY, EXPIRED_TOKENS, OLD_AUDIT)
 
 Counts = dict[str, int]
 Progress = Callable[[Counts], None]
