@@ -142,7 +142,9 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         # One row per mutation, authentication event or refused call, written in the same
         # transaction as the change it describes. `via`: the process agent a token was
         # used through. `result`: 'ok' or the error code. `ts` is taken under the write
-        # lock, so it grows with `id` and retention trims a prefix of ids (no ts index).
+        # lock, so it grows with `id` and retention trims a prefix of ids. No secondary
+        # index: every add_message writes an entry, and two indexes made it 0.04-0.08 ms
+        # (a quarter) slower; get_audit_log walks ids newest first instead.
         """CREATE TABLE audit_log (
             id INTEGER PRIMARY KEY,
             ts TEXT NOT NULL,
@@ -154,8 +156,6 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             result TEXT NOT NULL,
             detail TEXT
         )""",
-        "CREATE INDEX audit_agent ON audit_log (agent_id, id)",
-        "CREATE INDEX audit_session ON audit_log (session_id, id) WHERE session_id IS NOT NULL",
     ),
 }
 

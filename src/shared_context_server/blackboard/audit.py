@@ -34,16 +34,13 @@ INSERT = (
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _COLUMNS = "id, ts, agent_id, via, action, session_id, target, result, detail"
-# One constant query per filter that can lead: the planner then walks the matching index
-# (agent, session, or the ids themselves) newest first. The other filters are `? IS NULL OR`.
-_REST = (
-    " (? IS NULL OR agent_id = ?) AND (? IS NULL OR session_id = ?)"
-    " AND (? IS NULL OR action = ?) AND (? IS NULL OR id < ?)"
-    " ORDER BY id DESC LIMIT ?"
+# Newest first down the ids (the table has no other index: see migration 5), stopping at
+# `limit` matches; retention keeps the walk bounded.
+SELECT = (
+    f"SELECT {_COLUMNS} FROM audit_log"  # noqa: S608 (constants only)
+    " WHERE (? IS NULL OR agent_id = ?) AND (? IS NULL OR session_id = ?)"
+    " AND (? IS NULL OR action = ?) AND id < ? ORDER BY id DESC LIMIT ?"
 )
-BY_AGENT = f"SELECT {_COLUMNS} FROM audit_log WHERE agent_id = ? AND" + _REST  # noqa: S608
-BY_SESSION = f"SELECT {_COLUMNS} FROM audit_log WHERE session_id = ? AND" + _REST  # noqa: S608
-ANY = f"SELECT {_COLUMNS} FROM audit_log WHERE" + _REST  # noqa: S608
 # ts grows with id (both taken under the write lock), so entries older than the cutoff are
 # a prefix of ids: find where it ends by walking from the oldest, and delete up to there.
 TRIM = (
@@ -153,22 +150,16 @@ async def get_audit_log(
     if not 1 <= limit <= MAX_LIMIT:
         raise InvalidInput(f"limit must be 1-{MAX_LIMIT}; got {limit}.")
     before = _cursor(cursor)
-    if agent_id is not None:
-        sql, lead = BY_AGENT, agent_id
-    elif session_id is not None:
-        sql, lead = BY_SESSION, session_id
-    else:
-        sql, lead = ANY, None
-    params = (agent_id, agent_id, session_id, session_id, action, action, before, before)
-    rows = await db.fetchall(sql, ((lead,) if lead is not None else ()) + params + (limit + 1,))
+    params = (agent_id, agent_id, session_id, session_id, action, action, before, limit + 1)
+    rows = await db.fetchall(SELECT, params)
     entries = [entry_dict(row) for row in rows[:limit]]
     more = len(rows) > limit
     return {"entries": entries, "next_cursor": str(entries[-1]["id"]) if more else None}
 
 
-def _cursor(cursor: str | None) -> int | None:
+def _cursor(cursor: str | None) -> int:
     if cursor is None:
-        return None
+        return 2**63 - 1
     if not cursor.isdigit() or len(cursor) > 19:
         raise InvalidInput(
             f"cursor {cursor!r} is not one get_audit_log returned; pass next_cursor back as is."
