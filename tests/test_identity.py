@@ -12,13 +12,13 @@ import pytest
 
 from shared_context_server.blackboard import audit, messages, sessions, tokens
 from shared_context_server.clock import now_utc
-from shared_context_server.config import Settings
+from shared_context_server.config import Settings, resolve_settings
 from shared_context_server.db import Database
-from shared_context_server.errors import Conflict, PermissionDenied, TokenInvalid
+from shared_context_server.errors import Conflict, InvalidInput, PermissionDenied, TokenInvalid
 from tests.conftest import ADMIN, ALICE, BOB, ERAS, connect, fails, ok
 
 
-def settings(tmp_path: Path, agent_id: str = "alice", **overrides: Any) -> Settings:
+def settings(tmp_path: Path, agent_id: str | None = "alice", **overrides: Any) -> Settings:
     base: dict[str, Any] = {
         "db_path": tmp_path / "bb.db",
         "agent_id": agent_id,
@@ -169,8 +169,10 @@ async def test_a_sub_agent_acts_as_itself_by_token_for_every_rule(tmp_path: Path
             ("alice/helper", "alice", "set_memory"),
             ("alice/helper", "alice", "add_private_note"),
         ]
-        own = await ok(s, "get_audit_log")
-        assert {e["agent_id"] for e in own["entries"]} == {"alice"}
+        # The parent reads its own entries and its sub-agents'; the sub-agent only its own.
+        family = await ok(s, "get_audit_log")
+        assert {e["agent_id"] for e in family["entries"]} == {"alice", "alice/helper"}
+        await fails(s, "get_audit_log", "PERMISSION_DENIED", agent_id="alice", agent_token=token)
 
 
 @pytest.mark.parametrize("era", ERAS)
@@ -214,10 +216,11 @@ async def test_a_read_only_sub_agent_cannot_write_and_the_refusal_is_audited(
         )
         assert (await ok(s, "get_context", session_id=sid, agent_token=token))["messages"] == []
         denied = await ok(s, "get_audit_log", agent_token=token)
-        assert [(e["action"], e["result"], e["session_id"]) for e in denied["entries"]] == [
-            ("authenticate_agent", "PERMISSION_DENIED", None),
-            ("set_memory", "PERMISSION_DENIED", None),
-            ("add_message", "PERMISSION_DENIED", sid),
+        entries = denied["entries"]
+        assert [(e["action"], e["result"], e["session_id"], e["target"]) for e in entries] == [
+            ("authenticate_agent", "PERMISSION_DENIED", None, "agent:alice/ro/x"),
+            ("set_memory", "PERMISSION_DENIED", None, "memory:k"),
+            ("add_message", "PERMISSION_DENIED", sid, None),
         ]
 
 
@@ -241,3 +244,16 @@ async def test_only_the_creator_or_an_admin_updates_a_session(tmp_path: Path, er
         admin_view = await ok(root, "whoami")
         assert admin_view["settings"]["archive_after_days"] == 30
         await fails(bob, "get_audit_log", "PERMISSION_DENIED", agent_id="alice")
+
+
+@pytest.mark.parametrize("era", ERAS)
+async def test_a_slash_is_kept_for_sub_agents_so_no_process_is_another_agents_sub_agent(
+    tmp_path: Path, era: str
+) -> None:
+    with pytest.raises(InvalidInput, match="may not contain '/'"):
+        resolve_settings({"db": str(tmp_path / "x.db"), "agent_id": "alice/bot"}, {})
+    with pytest.raises(InvalidInput, match="SHARED_CONTEXT_AGENT_ID may not contain"):
+        resolve_settings({"db": str(tmp_path / "x.db")}, {"SHARED_CONTEXT_AGENT_ID": "a/b"})
+    unnamed = settings(tmp_path, agent_id=None, agent_id_source=None)
+    async with connect(era, unnamed, client_name="alice/bot") as s:
+        assert (await ok(s, "whoami"))["agent_id"] == "alice-bot"

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -19,10 +20,10 @@ import pytest
 from shared_context_server.blackboard import audit, messages, sessions, tokens
 from shared_context_server.blackboard.maintenance import Policy, maintain_once
 from shared_context_server.clock import iso, now_utc
-from shared_context_server.config import resolve_settings
+from shared_context_server.config import Settings, resolve_settings
 from shared_context_server.db import Database
 from shared_context_server.errors import InvalidInput, TokenInvalid
-from tests.conftest import ADMIN, ALICE, poll_until
+from tests.conftest import ADMIN, ALICE, connect, ok, poll_until
 
 
 async def test_a_round_sweeps_expired_tokens_and_keeps_live_ones(db: Database) -> None:
@@ -91,10 +92,44 @@ def test_maintenance_settings_come_from_flags_then_environment(tmp_path: Path) -
     s = resolve_settings({"db": str(tmp_path / "x.db"), "archive_after_days": 3}, env)
     assert (s.archive_after_days, s.audit_retention_days, s.token_ttl_s) == (3, 0, 600)
     assert s.maintenance_interval_s == 5.0
-    with pytest.raises(InvalidInput, match="at least 0"):
-        resolve_settings({"db": "x.db", "archive_after_days": -1}, {})
-    with pytest.raises(InvalidInput, match="at most 2592000"):
-        resolve_settings({"db": "x.db"}, {"SHARED_CONTEXT_TOKEN_TTL": "99999999"})
+    half = resolve_settings({"db": "x.db", "maintenance_interval": 0.5}, {})
+    assert half.maintenance_interval_s == 0.5
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "says"),
+    [
+        ({"archive_after_days": -1}, {}, "--archive-after-days / .* from 0 to 36500"),
+        ({"archive_after_days": 800000}, {}, "from 0 to 36500"),
+        ({"audit_retention_days": 800000}, {}, "--audit-retention-days / .* from 0 to 36500"),
+        ({"maintenance_interval": 1e14}, {}, "--maintenance-interval must be 0.1-86400"),
+        ({}, {"SHARED_CONTEXT_MAINTENANCE_INTERVAL": "abc"}, "must be a number of seconds"),
+        ({}, {"SHARED_CONTEXT_TOKEN_TTL": "99999999"}, "from 1 to 2592000"),
+        ({}, {"SHARED_CONTEXT_TOKEN_TTL": "abc"}, "must be a whole number"),
+    ],
+)
+def test_maintenance_settings_out_of_range_are_refused_at_start(
+    flags: dict[str, Any], env: dict[str, str], says: str
+) -> None:
+    with pytest.raises(InvalidInput, match=says):
+        resolve_settings({"db": "x.db", **flags}, env)
+
+
+async def test_a_clean_exit_hands_the_maintenance_lease_on_at_once(tmp_path: Path) -> None:
+    config = Settings(tmp_path / "bb.db", "alice", "flag", maintenance_interval_s=0.1)
+    async with connect("handshake", config) as s:
+        await ok(s, "whoami")
+        with anyio.fail_after(10):
+            await poll_until(lambda: lease_rows(config.db_path) == 1)
+    assert lease_rows(config.db_path) == 0
+
+
+def lease_rows(path: Path) -> int:
+    conn = sqlite3.connect(path, timeout=10)
+    try:
+        return int(conn.execute("SELECT count(*) FROM leases").fetchone()[0])
+    finally:
+        conn.close()
 
 
 # --------------------------------------------------------------------------- real processes

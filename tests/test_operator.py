@@ -21,6 +21,7 @@ from shared_context_server.blackboard import memory
 from shared_context_server.blackboard.messages import add_message
 from shared_context_server.blackboard.sessions import create_session, update_session
 from shared_context_server.blackboard.tokens import authenticate_agent
+from shared_context_server.config import ENV_AUDIT_RETENTION
 from shared_context_server.db import Database
 from tests.conftest import ADMIN, ALICE, BOB, CAROL, ok, spawn
 
@@ -257,9 +258,9 @@ async def test_tail_shows_public_messages_with_threading_unless_told_whose_eyes(
     public = run("tail", sid, "--db", str(db)).stdout
     assert "finding: overflow" in public and "docs updated" in public
     assert "note to self" not in public and "reviewers: agreed" not in public
-    assert "carol/writer reply-to #1" in public and "(finding)" in public
+    assert "carol (writer) reply-to #1" in public and "<finding>" in public
     alice = run("tail", sid, "--db", str(db), "--as", "alice").stdout
-    assert "alice/reviewer [private]" in alice and "reviewers: agreed" in alice
+    assert "alice (reviewer) [private]" in alice and "reviewers: agreed" in alice
     assert "admins only" not in alice
     assert "admins only" in run("tail", sid, "--db", str(db), "--admin").stdout
     last = run("tail", sid, "--db", str(db), "--admin", "-n", "1").stdout
@@ -302,7 +303,7 @@ async def test_tail_follow_prints_a_message_another_process_writes_and_stops_on_
         assert tail.stderr is not None
         stderr = (await tail.stderr.receive()).decode()
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
-    assert "late/generic" in "".join(seen) and "not for tail" not in "".join(seen)
+    assert "late (generic)" in "".join(seen) and "not for tail" not in "".join(seen)
 
 
 # --- export and import ------------------------------------------------------------------
@@ -380,7 +381,7 @@ async def test_markdown_export_is_a_readable_transcript(tmp_path: Path) -> None:
     text = run("export", sid, "--format", "markdown", "--as", "bob", "--db", str(db)).stdout
     assert text.startswith("# review the parser\n")
     assert "## #3 · bob (reviewer) · " in text and "agent_only · reply to #1" in text
-    assert "what bob/reviewer can see" in text and "note to self" not in text
+    assert "what bob (reviewer) can see" in text and "note to self" not in text
 
 
 @pytest.mark.parametrize(
@@ -482,6 +483,8 @@ async def test_prune_removes_old_archived_sessions_expired_memory_tokens_and_old
     conn.execute("UPDATE audit_log SET ts = '2020-01-01T00:00:00.000000Z' WHERE id <= 2")
     conn.commit()
     audit_entries = conn.execute("SELECT count(*) FROM audit_log").fetchone()[0]
+    keep_audit = run("prune", "--dry-run", "--db", str(path), env={ENV_AUDIT_RETENTION: "0"})
+    assert "audit" not in keep_audit.stdout  # retention 0 keeps every entry, as in serve
     preview = run("prune", "--dry-run", "--db", str(path))
     assert preview.stdout.strip() == (
         "would remove 1 archived sessions (5 messages)\nwould remove 1 expired memory entries"
@@ -494,7 +497,16 @@ async def test_prune_removes_old_archived_sessions_expired_memory_tokens_and_old
         "\nremoved 1 expired tokens\nremoved 2 audit entries"
     )
     assert [r[0] for r in conn.execute("SELECT agent_id FROM agent_tokens")] == ["alice/new"]
-    assert conn.execute("SELECT count(*) FROM audit_log").fetchone() == (audit_entries - 2,)
+    # What went is itself recorded.
+    last = conn.execute(
+        "SELECT agent_id, action, detail FROM audit_log ORDER BY id DESC"
+    ).fetchone()
+    assert last == (
+        "operator",
+        "prune",
+        "1 archived sessions, 1 expired memory entries, 1 expired tokens, 2 audit entries",
+    )
+    assert conn.execute("SELECT count(*) FROM audit_log").fetchone() == (audit_entries - 1,)
     assert [r[0] for r in conn.execute("SELECT key FROM memory")] == ["kept"]
     left = {row[0] for row in conn.execute("SELECT purpose FROM sessions")}
     assert left == {"recently archived", "still active"}
@@ -522,3 +534,16 @@ async def test_an_unusable_output_path_is_named_as_the_user_gave_it(
     proc = run(*args, "--db", str(path))
     assert_one_line_error(proc, says)
     assert ".partial" not in proc.stderr and list((tmp_path / "adir").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--maintenance-interval", "abc"], "invalid float value: 'abc'"),
+        (["--token-ttl", "1.5"], "invalid int value: '1.5'"),
+        (["prune", "--audit-retention-days", "x"], "invalid int value: 'x'"),
+        (["serve", "--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+    ],
+)
+def test_a_usage_mistake_is_one_line_not_the_usage_block(args: list[str], says: str) -> None:
+    assert_one_line_error(run(*args), says, "--help")

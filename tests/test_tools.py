@@ -109,7 +109,7 @@ async def test_text_rendering_leads_with_what_matters(tmp_path: Path, era: str) 
         result = await s.call_tool("get_context", {"session_id": sid})
         text = result.content[0].text
         assert text.startswith("1 message (#1..#1)")
-        assert "#1 alice/reviewer agent_only" in text and text.endswith("the finding")
+        assert "#1 alice (reviewer) agent_only" in text and text.endswith("the finding")
 
 
 async def test_whoami_reports_identity_source_and_database(tmp_path: Path, era: str) -> None:

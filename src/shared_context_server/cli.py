@@ -15,11 +15,11 @@ import time
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import anyio
 
-from shared_context_server.blackboard.identity import Agent, check_name
+from shared_context_server.blackboard.identity import Agent, check_name, check_process_id
 from shared_context_server.blackboard.sessions import fetch_session
 from shared_context_server.config import (
     ENV_ADMIN,
@@ -37,6 +37,7 @@ from shared_context_server.config import (
     ENV_TOKEN_TTL,
     ENV_TOOLSETS,
     LOG_LEVELS,
+    audit_retention,
     resolve_db_path,
     resolve_settings,
 )
@@ -89,10 +90,17 @@ CLIENT_NAMES = ("claude-desktop", "claude-code", "cursor", "generic")
 STATUSES = ("active", "completed", "archived", "all")
 
 
-def _serve_flags() -> argparse.ArgumentParser:
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes are one line on stderr (exit 2), like every other error here."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{PROG}: error: {message} (--help lists the options)\n")
+
+
+def _serve_flags() -> _Parser:
     # SUPPRESS: the same flags live on the top-level parser and on `serve`, and a
     # subparser's defaults must not erase a flag given before the subcommand.
-    flags = argparse.ArgumentParser(add_help=False)
+    flags = _Parser(add_help=False)
     s = argparse.SUPPRESS
     flags.add_argument(
         "--db",
@@ -148,9 +156,15 @@ def _serve_flags() -> argparse.ArgumentParser:
         ("--token-ttl", ENV_TOKEN_TTL, "seconds a sub-agent token lives (default 86400)"),
         ("--archive-after-days", ENV_ARCHIVE_AFTER, "archive sessions idle N days (30; 0 never)"),
         ("--audit-retention-days", ENV_AUDIT_RETENTION, "keep audit N days (90; 0 forever)"),
-        ("--maintenance-interval", ENV_MAINTENANCE_INTERVAL, "seconds between rounds (60)"),
     ):
         flags.add_argument(flag, type=int, default=s, metavar="N", help=f"{text} ({variable})")
+    flags.add_argument(
+        "--maintenance-interval",
+        type=float,
+        default=s,
+        metavar="SECONDS",
+        help=f"seconds between maintenance rounds ({ENV_MAINTENANCE_INTERVAL}; default 60)",
+    )
     flags.add_argument(
         "--log-level",
         default=s,
@@ -171,16 +185,16 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _db_flag() -> argparse.ArgumentParser:
-    flags = argparse.ArgumentParser(add_help=False)
+def _db_flag() -> _Parser:
+    flags = _Parser(add_help=False)
     flags.add_argument(
         "--db", default=argparse.SUPPRESS, metavar="PATH", help=f"database file ({ENV_DB})"
     )
     return flags
 
 
-def _viewer_flags() -> argparse.ArgumentParser:
-    flags = argparse.ArgumentParser(add_help=False)
+def _viewer_flags() -> _Parser:
+    flags = _Parser(add_help=False)
     s = argparse.SUPPRESS
     who = flags.add_mutually_exclusive_group()
     who.add_argument("--as", dest="as_agent", default=s, metavar="AGENT", help="see as AGENT sees")
@@ -193,7 +207,7 @@ def _viewer_flags() -> argparse.ArgumentParser:
 
 def build_parser() -> argparse.ArgumentParser:
     flags, db, viewer = _serve_flags(), _db_flag(), _viewer_flags()
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG,
         parents=[flags],
         description="A shared blackboard for AI agents: an MCP server over stdio whose "
@@ -255,9 +269,19 @@ def build_parser() -> argparse.ArgumentParser:
     prune = sub.add_parser("prune", parents=[db], help=COMMANDS["prune"])
     prune.add_argument("--dry-run", action="store_true", help="only say what would go")
     prune.add_argument(
-        "--archived-older-than", type=float, default=30.0, metavar="DAYS", help="(30)"
+        "--archived-older-than",
+        type=float,
+        default=30.0,
+        metavar="DAYS",
+        help="remove archived sessions last changed over DAYS ago (30)",
     )
-    prune.add_argument("--audit-older-than", type=float, default=90.0, metavar="DAYS", help="(90)")
+    prune.add_argument(
+        "--audit-retention-days",
+        type=int,
+        metavar="N",
+        help=f"remove audit entries older than N days ({ENV_AUDIT_RETENTION}, else 90; "
+        "0 keeps them all)",
+    )
     return parser
 
 
@@ -320,7 +344,7 @@ def _config(args: argparse.Namespace, db: Path) -> int:
     agent_id = getattr(args, "agent_id", None)
     agent_type = getattr(args, "agent_type", None)
     if agent_id:
-        check_name(agent_id, "--agent-id")
+        check_process_id(agent_id, "--agent-id")
     if agent_type:
         check_name(agent_type, "--agent-type")
     explicit_db = getattr(args, "db", None) or os.environ.get(ENV_DB)
@@ -510,16 +534,12 @@ def _backup(args: argparse.Namespace, db: Path) -> int:
 
 
 def _prune(args: argparse.Namespace, db: Path) -> int:
-    for flag, days in (
-        ("--archived-older-than", args.archived_older_than),
-        ("--audit-older-than", args.audit_older_than),
-    ):
-        if not 0 <= days < 1e6:
-            raise InvalidInput(f"{flag} must be a number of days from 0 to 999999.")
+    if not 0 <= args.archived_older_than < 1e6:
+        raise InvalidInput("--archived-older-than must be a number of days from 0 to 999999.")
+    retention = audit_retention({"audit_retention_days": args.audit_retention_days})
     progress = Progress("pruned")
     options = PruneOptions(
-        archived_older_than_days=args.archived_older_than,
-        audit_older_than_days=args.audit_older_than,
+        archived_older_than_days=args.archived_older_than, audit_retention_days=retention
     )
 
     async def run() -> dict[str, dict[str, int]]:

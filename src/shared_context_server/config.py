@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from shared_context_server.blackboard.changes import DEFAULT_POLL_INTERVAL
-from shared_context_server.blackboard.identity import check_name
+from shared_context_server.blackboard.identity import check_name, check_process_id
 from shared_context_server.blackboard.limits import Limits
 from shared_context_server.blackboard.tokens import DEFAULT_TTL_S, MAX_TTL_S
 from shared_context_server.db import default_db_path
@@ -59,6 +59,11 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 # Below 10 ms polling costs CPU for nothing; above 5 s real time stops being real.
 MIN_POLL_INTERVAL = 0.01
 MAX_POLL_INTERVAL = 5.0
+# A round a tenth of a second apart is for tests; a day apart still sweeps daily.
+MIN_MAINTENANCE_INTERVAL = 0.1
+MAX_MAINTENANCE_INTERVAL = 86400.0
+MAX_DAYS = 36500  # a century: beyond it dates overflow
+DEFAULT_AUDIT_RETENTION_DAYS = 90
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -116,6 +121,7 @@ def _positive_int(
     variable: str,
     *,
     least: int = 1,
+    most: int | None = None,
 ) -> int | None:
     """A whole number from its flag, else its variable; None if neither is given."""
     value = flags.get(name)
@@ -124,8 +130,9 @@ def _positive_int(
             value = int(environ[variable])
         except ValueError:
             raise InvalidInput(f"{variable} must be a whole number.") from None
-    if value is not None and value < least:
-        raise InvalidInput(f"--{name.replace('_', '-')} / {variable} must be at least {least}.")
+    if value is not None and (value < least or (most is not None and value > most)):
+        bound = f"from {least} to {most}" if most is not None else f"at least {least}"
+        raise InvalidInput(f"--{name.replace('_', '-')} / {variable} must be {bound}.")
     return value if value is None else int(value)
 
 
@@ -139,7 +146,7 @@ def resolve_settings(flags: Mapping[str, Any], environ: Mapping[str, str] = os.e
     if agent_id is None and environ.get(ENV_AGENT_ID):
         agent_id, source = environ[ENV_AGENT_ID], "env"
     if agent_id is not None:
-        check_name(agent_id, "--agent-id" if source == "flag" else ENV_AGENT_ID)
+        check_process_id(agent_id, "--agent-id" if source == "flag" else ENV_AGENT_ID)
     agent_type = flags.get("agent_type") or environ.get(ENV_AGENT_TYPE) or "generic"
     check_name(agent_type, "--agent-type / " + ENV_AGENT_TYPE)
 
@@ -160,12 +167,18 @@ def resolve_settings(flags: Mapping[str, Any], environ: Mapping[str, str] = os.e
     limits = Limits(**{name: value for name, value in sizes.items() if value is not None})
 
     poll_interval = _poll_interval(flags.get("poll_interval"), environ)
-    token_ttl = _positive_int(flags, "token_ttl", environ, ENV_TOKEN_TTL)
-    if token_ttl is not None and token_ttl > MAX_TTL_S:
-        raise InvalidInput(f"--token-ttl / {ENV_TOKEN_TTL} must be at most {MAX_TTL_S} (30 days).")
-    archive = _positive_int(flags, "archive_after_days", environ, ENV_ARCHIVE_AFTER, least=0)
-    retention = _positive_int(flags, "audit_retention_days", environ, ENV_AUDIT_RETENTION, least=0)
-    interval = _positive_int(flags, "maintenance_interval", environ, ENV_MAINTENANCE_INTERVAL)
+    token_ttl = _positive_int(flags, "token_ttl", environ, ENV_TOKEN_TTL, most=MAX_TTL_S)
+    archive = _positive_int(
+        flags, "archive_after_days", environ, ENV_ARCHIVE_AFTER, least=0, most=MAX_DAYS
+    )
+    retention = audit_retention(flags, environ)
+    interval = _seconds_setting(
+        flags.get("maintenance_interval"),
+        environ,
+        ENV_MAINTENANCE_INTERVAL,
+        "--maintenance-interval",
+        (MIN_MAINTENANCE_INTERVAL, MAX_MAINTENANCE_INTERVAL),
+    )
     log_level = (flags.get("log_level") or environ.get(ENV_LOG_LEVEL) or "WARNING").upper()
     if log_level not in LOG_LEVELS:
         raise InvalidInput(
@@ -183,28 +196,46 @@ def resolve_settings(flags: Mapping[str, Any], environ: Mapping[str, str] = os.e
         toolsets=toolsets,
         allow_raw_writes=allow_raw_writes,
         token_ttl_s=token_ttl or DEFAULT_TTL_S,
-        maintenance_interval_s=float(interval or 60),
+        maintenance_interval_s=interval if interval is not None else 60.0,
         archive_after_days=30 if archive is None else archive,
-        audit_retention_days=90 if retention is None else retention,
+        audit_retention_days=retention,
     )
+
+
+def audit_retention(flags: Mapping[str, Any], environ: Mapping[str, str] = os.environ) -> int:
+    """Days of audit log kept (0: all): --audit-retention-days, else its variable, else 90."""
+    days = _positive_int(
+        flags, "audit_retention_days", environ, ENV_AUDIT_RETENTION, least=0, most=MAX_DAYS
+    )
+    return DEFAULT_AUDIT_RETENTION_DAYS if days is None else days
 
 
 def _poll_interval(flag: float | None, environ: Mapping[str, str]) -> float:
     """--poll-interval, else SHARED_CONTEXT_POLL_INTERVAL, else 0.1. Raises InvalidInput."""
-    what = "--poll-interval"
-    value = flag
-    if value is None and environ.get(ENV_POLL_INTERVAL):
-        what = ENV_POLL_INTERVAL
+    value = _seconds_setting(
+        flag, environ, ENV_POLL_INTERVAL, "--poll-interval", (MIN_POLL_INTERVAL, MAX_POLL_INTERVAL)
+    )
+    return DEFAULT_POLL_INTERVAL if value is None else value
+
+
+def _seconds_setting(
+    flag: float | None,
+    environ: Mapping[str, str],
+    variable: str,
+    name: str,
+    bounds: tuple[float, float],
+) -> float | None:
+    """Seconds from the flag, else its variable, within `bounds`; None if neither is given.
+    Raises InvalidInput naming the flag or variable."""
+    what, value = name, flag
+    if value is None and environ.get(variable):
+        what = variable
         try:
-            value = float(environ[ENV_POLL_INTERVAL])
+            value = float(environ[variable])
         except ValueError:
-            raise InvalidInput(f"{ENV_POLL_INTERVAL} must be a number of seconds.") from None
-    if value is None:
-        return DEFAULT_POLL_INTERVAL
-    if not MIN_POLL_INTERVAL <= value <= MAX_POLL_INTERVAL:
-        raise InvalidInput(
-            f"{what} must be {MIN_POLL_INTERVAL}-{MAX_POLL_INTERVAL} seconds; got {value}."
-        )
+            raise InvalidInput(f"{variable} must be a number of seconds.") from None
+    if value is not None and not bounds[0] <= value <= bounds[1]:
+        raise InvalidInput(f"{what} must be {bounds[0]}-{bounds[1]} seconds; got {value}.")
     return value
 
 

@@ -54,14 +54,14 @@ class MessagePrinter:
         head = [
             moment.strftime("%H:%M:%S"),
             paint(f"#{message['id']}", "2", self.colour),
-            self._sender(message["sender"]) + "/" + message["sender_type"],
+            self._sender(message["sender"]) + f" ({message['sender_type']})",
         ]
         if message["visibility"] != "public":
             head.append(paint(f"[{message['visibility']}]", "1", self.colour))
         if message["parent_message_id"] is not None:
             head.append(f"reply-to #{message['parent_message_id']}")
         if message["message_type"] != "message":
-            head.append(f"({message['message_type']})")
+            head.append(f"<{message['message_type']}>")
         out.append(" ".join(head))
         out += ["    " + line for line in message["content"].splitlines() or [""]]
         print("\n".join(out), file=self.stream, flush=True)

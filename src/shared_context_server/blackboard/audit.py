@@ -36,9 +36,12 @@ INSERT = (
 _COLUMNS = "id, ts, agent_id, via, action, session_id, target, result, detail"
 # Newest first down the ids (the table has no other index: see migration 5), stopping at
 # `limit` matches; retention keeps the walk bounded.
+# The first two parameters: an agent id, or (for a non-admin reading its own entries and
+# its sub-agents') the prefix `agent/` too.
 SELECT = (
     f"SELECT {_COLUMNS} FROM audit_log"  # noqa: S608 (constants only)
-    " WHERE (? IS NULL OR agent_id = ?) AND (? IS NULL OR session_id = ?)"
+    " WHERE (? IS NULL OR agent_id = ? OR (? IS NOT NULL AND substr(agent_id, 1, ?) = ?))"
+    " AND (? IS NULL OR session_id = ?)"
     " AND (? IS NULL OR action = ?) AND id < ? ORDER BY id DESC LIMIT ?"
 )
 # ts grows with id (both taken under the write lock), so entries older than the cutoff are
@@ -94,7 +97,12 @@ async def record(
 
 
 async def record_refusal(
-    db: Database, agent: Agent, action: str, session_id: str | None, error: BlackboardError
+    db: Database,
+    agent: Agent,
+    action: str,
+    session_id: str | None,
+    target: str | None,
+    error: BlackboardError,
 ) -> None:
     """Log a refused call (PERMISSION_DENIED, TOKEN_INVALID) in a transaction of its own.
 
@@ -104,7 +112,13 @@ async def record_refusal(
     try:
         async with db.write() as tx:
             await record(
-                tx, agent, action, session_id=session_id, result=error.code, detail=error.message
+                tx,
+                agent,
+                action,
+                session_id=session_id,
+                target=target,
+                result=error.code,
+                detail=error.message,
             )
     except DatabaseBusy:
         logger.warning("could not log a refused %s by %s: database busy", action, agent.agent_id)
@@ -135,22 +149,27 @@ async def get_audit_log(
     limit: int = 50,
     cursor: str | None = None,
 ) -> dict[str, Any]:
-    """Entries newest first. Admins see every agent's; others only their own.
+    """Entries newest first. Admins see every agent's; others their own and their
+    sub-agents' (`their-id/...`), which they minted.
 
     Raises PermissionDenied (another agent's entries), InvalidInput (a bad cursor or limit).
     """
     agent.require("read", "get_audit_log")
+    family: str | None = None
     if not agent.is_admin:
-        if agent_id is not None and agent_id != agent.agent_id:
+        own = agent.agent_id
+        if agent_id is not None and agent_id != own and not agent_id.startswith(own + "/"):
             raise PermissionDenied(
                 f"only admins read other agents' audit entries; leave agent_id out to see "
-                f"your own ({agent.agent_id})."
+                f"yours and your sub-agents' ({own}, {own}/...)."
             )
-        agent_id = agent.agent_id
+        if agent_id is None:
+            agent_id, family = own, own + "/"
     if not 1 <= limit <= MAX_LIMIT:
         raise InvalidInput(f"limit must be 1-{MAX_LIMIT}; got {limit}.")
     before = _cursor(cursor)
-    params = (agent_id, agent_id, session_id, session_id, action, action, before, limit + 1)
+    who = (agent_id, agent_id, family, len(family or ""), family)
+    params = (*who, session_id, session_id, action, action, before, limit + 1)
     rows = await db.fetchall(SELECT, params)
     entries = [entry_dict(row) for row in rows[:limit]]
     more = len(rows) > limit

@@ -52,6 +52,18 @@ def check_name(value: str, what: str) -> str:
     return value
 
 
+def check_process_id(value: str, what: str) -> str:
+    """A process's own agent id: a name without '/', which is kept for sub-agents
+    (`parent/name`, tokens.py), so no process can be another agent's sub-agent."""
+    check_name(value, what)
+    if "/" in value:
+        raise InvalidInput(
+            f"{what} may not contain '/': ids with '/' are sub-agents minted by "
+            f"authenticate_agent. Use e.g. {value.replace('/', '-')!r}."
+        )
+    return value
+
+
 # The visibility rule, the only place it is written. Every read of messages (get, list,
 # search, counts, resources, notifications, long-poll, export) puts this condition on the
 # messages table aliased `m`, with the parameters from `visible_to`.

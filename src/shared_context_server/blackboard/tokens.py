@@ -104,6 +104,7 @@ async def authenticate_agent(
     now: datetime | None = None,
 ) -> dict[str, Any]:
     """Mint a token for a sub-agent. Raises InvalidInput, PermissionDenied."""
+    caller.require("write", "authenticate_agent")
     kind, granted = check_grant(caller, agent_id, agent_type, permissions)
     ttl = expires_in if expires_in is not None else default_ttl_s
     if not 1 <= ttl <= MAX_TTL_S:

@@ -11,16 +11,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from shared_context_server.blackboard import audit
+from shared_context_server.blackboard.identity import Agent
 from shared_context_server.clock import iso
 from shared_context_server.db import Database
 
 BATCH = 200
+OPERATOR = Agent("operator", "cli")
 
 
 @dataclass(frozen=True)
 class PruneOptions:
     archived_older_than_days: float = 30.0
-    audit_older_than_days: float = 90.0
+    audit_retention_days: int = 90  # 0 keeps every audit entry, as in `serve`
     now: datetime | None = None
 
     def moment(self) -> datetime:
@@ -40,6 +43,7 @@ class PruneRule:
     condition: str
     cutoff: Callable[[PruneOptions], str]
     also: tuple[tuple[str, str], ...] = ()
+    applies: Callable[[PruneOptions], bool] = lambda options: True
 
     def _doomed(self) -> str:
         return (
@@ -94,7 +98,8 @@ OLD_AUDIT = PruneRule(
     name="audit entries",
     table="audit_log",
     condition="ts < ?",
-    cutoff=lambda options: iso(options.moment() - timedelta(days=options.audit_older_than_days)),
+    cutoff=lambda options: iso(options.moment() - timedelta(days=options.audit_retention_days)),
+    applies=lambda options: options.audit_retention_days > 0,
 )
 
 RULES: tuple[PruneRule, ...] = (ARCHIVED_SESSIONS, EXPIRED_MEMORY, EXPIRED_TOKENS, OLD_AUDIT)
@@ -122,6 +127,8 @@ async def prune(
     """What each rule removed (or, with `dry_run`, would remove): rule name -> counts."""
     report: dict[str, Counts] = {}
     for rule in rules:
+        if not rule.applies(options):
+            continue
         cutoff = rule.cutoff(options)
         if dry_run:
             report[rule.name] = await _count(db, rule, cutoff, -1)  # LIMIT -1: no limit
@@ -141,4 +148,14 @@ async def prune(
             if progress:
                 progress(totals)
         report[rule.name] = totals
+    removed = {name: counts[name] for name, counts in report.items() if counts[name]}
+    if removed and not dry_run:
+        # Deleting history is itself history: the audit log says when and what went.
+        async with db.write() as tx:
+            await audit.record(
+                tx,
+                OPERATOR,
+                "prune",
+                detail=", ".join(f"{n} {name}" for name, n in removed.items()),
+            )
     return report

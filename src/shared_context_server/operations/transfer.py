@@ -60,7 +60,7 @@ def view_name(viewer: Agent) -> str:
         return "public"
     if viewer is ADMIN_VIEWER:
         return "admin"
-    return f"agent:{viewer.agent_id}/{viewer.agent_type}"
+    return f"agent:{viewer.agent_id} ({viewer.agent_type})"
 
 
 async def export_session(

@@ -21,8 +21,8 @@ from pydantic import ValidationError
 from shared_context_server.blackboard.audit import record_refusal, record_table_write
 from shared_context_server.blackboard.changes import ChangeFeed
 from shared_context_server.blackboard.identity import Agent
-from shared_context_server.blackboard.lease import new_holder_id
-from shared_context_server.blackboard.maintenance import Policy, run_maintenance
+from shared_context_server.blackboard.lease import new_holder_id, release_lease
+from shared_context_server.blackboard.maintenance import LEASE, Policy, run_maintenance
 from shared_context_server.blackboard.processes import Heartbeat
 from shared_context_server.blackboard.records.store import RecordsStore, records_path
 from shared_context_server.blackboard.search import Indexer
@@ -31,6 +31,7 @@ from shared_context_server.config import Settings
 from shared_context_server.db import Database
 from shared_context_server.errors import (
     BlackboardError,
+    DatabaseBusy,
     InvalidInput,
     PermissionDenied,
     TokenInvalid,
@@ -63,11 +64,29 @@ def error_result(error: BlackboardError) -> types.CallToolResult:
     return tool_result(data, render.error(data), is_error=True)
 
 
+# What a refused call was aimed at, from the arguments that name one (audit `target`).
+TARGETS = (
+    ("message_id", "message"),
+    ("key", "memory"),
+    ("table_name", "table"),
+    ("agent_id", "agent"),
+)
+
+
+def target(arguments: Input) -> str | None:
+    for name, kind in TARGETS:
+        value = getattr(arguments, name, None)
+        if value is not None:
+            return f"{kind}:{value}"
+    return None
+
+
 def invalid_arguments(tool: str, error: ValidationError) -> BlackboardError:
     problems = []
     for item in error.errors(include_url=False, include_input=False):
         where = ".".join(str(part) for part in item["loc"]) or "arguments"
-        problems.append(f"{where}: {item['msg']}")
+        # "Value error, ..." is pydantic's prefix for our validators' own messages.
+        problems.append(f"{where}: {item['msg'].removeprefix('Value error, ')}")
     return InvalidInput(
         f"invalid arguments for {tool}: {'; '.join(problems)}. "
         "Check the tool's inputSchema and call again.",
@@ -110,7 +129,7 @@ async def call_tool(
         # Refusals are audited: who tried what, where, and why it was refused.
         if agent is not None and arguments is not None:
             session_id = getattr(arguments, "session_id", None)
-            await record_refusal(state.db, agent, spec.name, session_id, error)
+            await record_refusal(state.db, agent, spec.name, session_id, target(arguments), error)
         return error_result(error)
     except BlackboardError as error:
         return error_result(error)
@@ -209,13 +228,20 @@ async def _running(
                 settings.archive_after_days,
                 settings.audit_retention_days,
             )
-            tg.start_soon(run_maintenance, database, new_holder_id(), policy)
+            holder = new_holder_id()
+            tg.start_soon(run_maintenance, database, holder, policy)
             try:
                 yield state
             finally:
                 tg.cancel_scope.cancel()
                 with anyio.move_on_after(2, shield=True):
-                    await heartbeat.remove()
+                    try:
+                        await heartbeat.remove()
+                        # A clean exit hands maintenance on at once, not after the lease
+                        # runs out.
+                        await release_lease(database, LEASE, holder)
+                    except DatabaseBusy:
+                        logger.info("at exit the file was busy; the row and lease expire")
     finally:
         stop_poking()
         stop_indexing()

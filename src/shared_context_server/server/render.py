@@ -17,8 +17,8 @@ def _meta(metadata: dict[str, Any] | None) -> str:
 
 
 def message_line(message: dict[str, Any]) -> str:
-    """`#12 alice/reviewer private reply-to #10 finding 2026-...Z {meta}` then the content."""
-    head = [f"#{message['id']}", f"{message['sender']}/{message['sender_type']}"]
+    """`#12 alice (reviewer) private reply-to #10 finding 2026-...Z {meta}` then the content."""
+    head = [f"#{message['id']}", f"{message['sender']} ({message['sender_type']})"]
     if message["visibility"] != "public":
         head.append(message["visibility"])
     if message["parent_message_id"] is not None:
@@ -103,8 +103,15 @@ def identity(data: dict[str, Any]) -> str:
     return (
         f"You are {data['agent_id']} (type {data['agent_type']}, "
         f"permissions {', '.join(data['permissions'])}; identity from {data['identity_source']})."
-        f"\nDatabase: {data['database_path']}"
-        + (f"\nSettings: {json.dumps(data['settings'])}" if data.get("settings") else "")
+        + (f" Acting through {data['via']}'s process." if data.get("via") else "")
+        + (f"\nDatabase: {data['database_path']}")
+        + ("\nSettings: " + _pairs(data["settings"]) if data.get("settings") else "")
+    )
+
+
+def _pairs(values: dict[str, Any]) -> str:
+    return ", ".join(
+        f"{k} {','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in values.items()
     )
 
 
@@ -124,9 +131,9 @@ def audit_page(data: dict[str, Any]) -> str:
     lines = []
     for e in data["entries"]:
         who = f"{e['agent_id']} via {e['via']}" if e.get("via") else e["agent_id"]
-        where = " ".join(str(x) for x in (e["session_id"], e["target"]) if x)
+        parts = [e["ts"], who, e["action"], e["session_id"], e["target"], "->", e["result"]]
         detail = f" ({e['detail']})" if e.get("detail") else ""
-        lines.append(f"{e['ts']} {who} {e['action']} {where} -> {e['result']}{detail}")
+        lines.append(" ".join(str(p) for p in parts if p) + detail)
     if not lines:
         lines.append("No audit entries.")
     if data["next_cursor"]:

@@ -19,12 +19,13 @@ from shared_context_server.db import Database
 
 
 def client_agent_id(client_name: str) -> str:
-    """A client's self-reported name as an agent id: runs of spaces and control characters
-    become one "-", and it is cut to the 128 characters an agent id may have."""
+    """A client's self-reported name as an agent id: runs of spaces, control characters
+    and '/' (kept for sub-agents) become one "-", and it is cut to the 128 characters an
+    agent id may have."""
     return _UNSAFE.sub("-", client_name).strip("-")[:128]
 
 
-_UNSAFE = re.compile(r"[\s\x00-\x1f\x7f]+")
+_UNSAFE = re.compile(r"[\s\x00-\x1f\x7f/]+")
 
 
 @dataclass
