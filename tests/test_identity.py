@@ -104,6 +104,33 @@ async def test_only_the_minter_its_agent_or_an_admin_may_revoke(db: Database) ->
     assert (await tokens.revoke_token(db, ADMIN, second["token"]))["revoked"] is True
 
 
+async def test_a_sub_agent_cannot_mint_itself_a_token_that_outlives_its_own(
+    db: Database,
+) -> None:
+    first = await tokens.authenticate_agent(db, ALICE, "alice/h", expires_in=60)
+    sub = tokens.resolve_token(db, first["token"], ALICE)
+    with pytest.raises(PermissionDenied, match="a sub-agent cannot mint tokens; ask alice"):
+        await tokens.authenticate_agent(db, sub, "alice/h", expires_in=3600)
+    # A token minted for a sub-agent's own sub-agent by the parent stays the parent's to revoke.
+    second = await tokens.authenticate_agent(db, ALICE, "alice/h/x")
+    assert (await tokens.revoke_token(db, ALICE, second["token"]))["revoked"] is True
+
+
+async def test_an_audit_entry_that_cannot_be_written_undoes_its_change(db: Database) -> None:
+    s = await sessions.create_session(db, ALICE, "audited")
+    async with db.write() as tx:  # every audit insert now fails
+        await tx.execute(
+            "CREATE TRIGGER no_audit BEFORE INSERT ON audit_log BEGIN"
+            " SELECT RAISE(ABORT, 'audit refused'); END"
+        )
+    with pytest.raises(sqlite3.IntegrityError, match="audit refused"):
+        await messages.add_message(db, ALICE, s["id"], "never stored")
+    with pytest.raises(sqlite3.IntegrityError, match="audit refused"):
+        await sessions.update_session(db, ALICE, s["id"], purpose="never renamed")
+    assert await db.fetchall("SELECT * FROM messages") == []
+    assert (await sessions.get_session(db, ALICE, s["id"]))["session"]["purpose"] == "audited"
+
+
 async def test_a_mutation_and_its_audit_entry_commit_or_roll_back_together(
     db: Database,
 ) -> None:
@@ -211,7 +238,6 @@ async def test_a_read_only_sub_agent_cannot_write_and_the_refusal_is_audited(
             "authenticate_agent",
             "PERMISSION_DENIED",
             agent_id="alice/ro/x",
-            permissions=["write"],
             agent_token=token,
         )
         assert (await ok(s, "get_context", session_id=sid, agent_token=token))["messages"] == []
@@ -254,6 +280,8 @@ async def test_a_slash_is_kept_for_sub_agents_so_no_process_is_another_agents_su
         resolve_settings({"db": str(tmp_path / "x.db"), "agent_id": "alice/bot"}, {})
     with pytest.raises(InvalidInput, match="SHARED_CONTEXT_AGENT_ID may not contain"):
         resolve_settings({"db": str(tmp_path / "x.db")}, {"SHARED_CONTEXT_AGENT_ID": "a/b"})
+    with pytest.raises(InvalidInput, match="the server's own name"):
+        resolve_settings({"db": str(tmp_path / "x.db"), "agent_id": "maintenance"}, {})
     unnamed = settings(tmp_path, agent_id=None, agent_id_source=None)
     async with connect(era, unnamed, client_name="alice/bot") as s:
         assert (await ok(s, "whoami"))["agent_id"] == "alice-bot"

@@ -334,6 +334,10 @@ async def test_export_import_round_trip_is_lossless_into_another_database(tmp_pa
     assert again["session"] == original["session"]  # the id was free, so it was kept
     assert normalised(again) == normalised(original)
     assert again["messages"][2]["metadata"] == {"severity": "high"}
+    conn = sqlite3.connect(target)
+    audited = conn.execute("SELECT agent_id, action, session_id, detail FROM audit_log").fetchall()
+    conn.close()
+    assert audited == [("operator", "import", sid, "5 messages")]
 
 
 async def test_importing_into_the_same_database_gets_fresh_ids_and_says_so(tmp_path: Path) -> None:
@@ -497,16 +501,17 @@ async def test_prune_removes_old_archived_sessions_expired_memory_tokens_and_old
         "\nremoved 1 expired tokens\nremoved 2 audit entries"
     )
     assert [r[0] for r in conn.execute("SELECT agent_id FROM agent_tokens")] == ["alice/new"]
-    # What went is itself recorded.
-    last = conn.execute(
-        "SELECT agent_id, action, detail FROM audit_log ORDER BY id DESC"
-    ).fetchone()
-    assert last == (
-        "operator",
-        "prune",
-        "1 archived sessions, 1 expired memory entries, 1 expired tokens, 2 audit entries",
-    )
-    assert conn.execute("SELECT count(*) FROM audit_log").fetchone() == (audit_entries - 1,)
+    # What went is itself recorded, in the transaction of each batch.
+    entries = conn.execute(
+        "SELECT agent_id, action, target, detail FROM audit_log WHERE action = 'prune'"
+    ).fetchall()
+    assert entries == [
+        ("operator", "prune", "sessions", "1 archived sessions, 5 messages"),
+        ("operator", "prune", "memory", "1 expired memory entries"),
+        ("operator", "prune", "agent_tokens", "1 expired tokens"),
+        ("operator", "prune", "audit_log", "2 audit entries"),
+    ]
+    assert conn.execute("SELECT count(*) FROM audit_log").fetchone() == (audit_entries + 2,)
     assert [r[0] for r in conn.execute("SELECT key FROM memory")] == ["kept"]
     left = {row[0] for row in conn.execute("SELECT purpose FROM sessions")}
     assert left == {"recently archived", "still active"}

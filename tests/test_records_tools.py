@@ -129,6 +129,24 @@ async def test_raw_writes_follow_the_process_setting(tmp_path: Path, era: str) -
         )
         assert wrote["changes"] == 1
         await fails(s, "execute_raw_query", "INVALID_INPUT", query="DROP TABLE notes")
+        # A read-only sub-agent may read raw, but its write is a permission refusal, logged.
+        token = (await ok(s, "authenticate_agent", agent_id="alice/ro", permissions=["read"]))[
+            "token"
+        ]
+        read = await ok(s, "execute_raw_query", query="SELECT text FROM notes", agent_token=token)
+        assert read["rows"] == [["hi"]]
+        text = await fails(
+            s,
+            "execute_raw_query",
+            "PERMISSION_DENIED",
+            query="DELETE FROM notes",
+            agent_token=token,
+        )
+        assert "'write' permission" in text
+        log = await ok(s, "get_audit_log", agent_id="alice/ro")
+        assert [(e["action"], e["result"]) for e in log["entries"]] == [
+            ("execute_raw_query", "PERMISSION_DENIED")
+        ]
 
 
 async def test_every_records_write_is_in_the_audit_trail_with_its_row_count(

@@ -139,6 +139,9 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             revoked_at TEXT
         )""",
         "CREATE INDEX agent_tokens_expiry ON agent_tokens (expires_at)",
+        # Maintenance looks for idle sessions inside its write transaction: this keeps that
+        # a short index walk, not a scan of every session, while other writers wait.
+        "CREATE INDEX sessions_idle ON sessions (updated_at) WHERE status != 'archived'",
         # One row per mutation, authentication event or refused call, written in the same
         # transaction as the change it describes. `via`: the process agent a token was
         # used through. `result`: 'ok' or the error code. `ts` is taken under the write

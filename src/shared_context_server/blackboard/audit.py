@@ -13,7 +13,7 @@ import sqlite3
 from datetime import datetime, timedelta
 from typing import Any
 
-from shared_context_server.blackboard.identity import Agent
+from shared_context_server.blackboard.identity import Agent, in_family
 from shared_context_server.clock import iso, now_utc, utc_now
 from shared_context_server.db import Database, Transaction
 from shared_context_server.errors import (
@@ -25,6 +25,8 @@ from shared_context_server.errors import (
 
 logger = logging.getLogger(__name__)
 
+# Who the command line's changes (prune, import) are logged as.
+OPERATOR = Agent("operator", "cli")
 MAX_LIMIT = 200
 MAX_DETAIL = 300
 TRIM_BATCH = 5000
@@ -158,7 +160,7 @@ async def get_audit_log(
     family: str | None = None
     if not agent.is_admin:
         own = agent.agent_id
-        if agent_id is not None and agent_id != own and not agent_id.startswith(own + "/"):
+        if agent_id is not None and not in_family(agent_id, own):
             raise PermissionDenied(
                 f"only admins read other agents' audit entries; leave agent_id out to see "
                 f"yours and your sub-agents' ({own}, {own}/...)."

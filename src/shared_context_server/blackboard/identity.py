@@ -52,16 +52,28 @@ def check_name(value: str, what: str) -> str:
     return value
 
 
+# The actors the server itself writes audit entries as: no agent may take these names.
+RESERVED_IDS = frozenset({"maintenance", "operator"})
+
+
 def check_process_id(value: str, what: str) -> str:
     """A process's own agent id: a name without '/', which is kept for sub-agents
-    (`parent/name`, tokens.py), so no process can be another agent's sub-agent."""
+    (`parent/name`, tokens.py), so no process can be another agent's sub-agent; and not
+    one of the server's own actor names."""
     check_name(value, what)
     if "/" in value:
         raise InvalidInput(
             f"{what} may not contain '/': ids with '/' are sub-agents minted by "
             f"authenticate_agent. Use e.g. {value.replace('/', '-')!r}."
         )
+    if value in RESERVED_IDS:
+        raise InvalidInput(f"{what} {value!r} is the server's own name in the audit log.")
     return value
+
+
+def in_family(agent_id: str, parent: str) -> bool:
+    """`agent_id` is `parent` or one of its sub-agents (`parent/...`)."""
+    return agent_id == parent or agent_id.startswith(parent + "/")
 
 
 # The visibility rule, the only place it is written. Every read of messages (get, list,

@@ -264,29 +264,42 @@ async def update_session(
 
 # Idle: no update and no message since the cutoff. The newest message of a session is one
 # step down the (session_id, id) index. Completed sessions idle as long are archived too.
-IDLE_SESSIONS = (
-    "SELECT id, status FROM sessions WHERE status != 'archived' AND updated_at < ?"
+_IDLE = (
+    "status != 'archived' AND updated_at < ?"
     " AND coalesce((SELECT created_at FROM messages WHERE session_id = sessions.id"
-    " ORDER BY id DESC LIMIT 1), '') < ? LIMIT ?"
+    " ORDER BY id DESC LIMIT 1), '') < ?"
 )
-ARCHIVE = "UPDATE sessions SET status = 'archived', updated_at = ? WHERE id = ?"
+IDLE_SESSIONS = f"SELECT id FROM sessions WHERE {_IDLE} LIMIT ?"  # noqa: S608 (constants)
+# The same test again under the write lock: a message may have arrived since the read.
+ARCHIVE = (
+    f"UPDATE sessions SET status = 'archived', updated_at = ? WHERE id = ? AND {_IDLE}"  # noqa: S608
+    " RETURNING id"
+)
 ARCHIVE_BATCH = 200
 
 
 async def archive_idle_sessions(db: Database, actor: Agent, cutoff: str) -> int:
     """Archive up to a batch of sessions with no update and no message since `cutoff`,
-    each with an audit entry by `actor` (maintenance); returns how many."""
+    each with an audit entry by `actor` (maintenance); returns how many.
+
+    They are found by a plain read, so other processes' writes never wait for the search;
+    only the few found are re-checked and changed under the write lock."""
+    found = await db.fetchall(IDLE_SESSIONS, (cutoff, cutoff, ARCHIVE_BATCH))
+    if not found:
+        return 0
+    archived = 0
     async with db.write() as tx:
-        rows = await tx.fetchall(IDLE_SESSIONS, (cutoff, cutoff, ARCHIVE_BATCH))
         now = utc_now()
-        for row in rows:
-            await tx.execute(ARCHIVE, (now, row["id"]))
+        for (session_id,) in found:
+            if await tx.fetchone(ARCHIVE, (now, session_id, cutoff, cutoff)) is None:
+                continue
+            archived += 1
             await audit.record(
                 tx,
                 actor,
                 "auto_archive",
-                session_id=row["id"],
-                target=f"session:{row['id']}",
-                detail=f"was {row['status']}, idle since before {cutoff}",
+                session_id=session_id,
+                target=f"session:{session_id}",
+                detail=f"idle since before {cutoff}",
             )
-    return len(rows)
+    return archived

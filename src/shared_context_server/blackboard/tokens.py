@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from shared_context_server.blackboard import audit
-from shared_context_server.blackboard.identity import Agent, Permission, check_name
+from shared_context_server.blackboard.identity import Agent, Permission, check_name, in_family
 from shared_context_server.clock import iso, now_utc
 from shared_context_server.db import Database
 from shared_context_server.errors import InvalidInput, PermissionDenied, TokenInvalid
@@ -79,7 +79,7 @@ def check_grant(
                 f"{_sorted(caller.permissions)}."
             )
         own = caller.agent_id
-        if agent_id != own and not agent_id.startswith(own + "/"):
+        if not in_family(agent_id, own):
             raise PermissionDenied(
                 f"name your sub-agent under your own id, e.g. '{own}/{agent_id}': only admins "
                 "mint tokens for other agents' ids."
@@ -105,6 +105,12 @@ async def authenticate_agent(
 ) -> dict[str, Any]:
     """Mint a token for a sub-agent. Raises InvalidInput, PermissionDenied."""
     caller.require("write", "authenticate_agent")
+    if caller.source == "token":
+        # Else a sub-agent could mint itself a fresh token that outlives a revoke of its own.
+        raise PermissionDenied(
+            f"a sub-agent cannot mint tokens; ask {caller.via or 'the agent that minted yours'} "
+            "(without agent_token) to mint one."
+        )
     kind, granted = check_grant(caller, agent_id, agent_type, permissions)
     ttl = expires_in if expires_in is not None else default_ttl_s
     if not 1 <= ttl <= MAX_TTL_S:
@@ -145,15 +151,22 @@ async def authenticate_agent(
 async def revoke_token(
     db: Database, caller: Agent, token: str, *, now: datetime | None = None
 ) -> dict[str, Any]:
-    """Revoke a token: its issuer, its own agent, or an admin may. `revoked` is False for a
-    token that is unknown, expired or already revoked. Raises PermissionDenied."""
+    """Revoke a token: its minter (or the minter's parent), its own agent, or an admin may.
+    `revoked` is False for a token that is unknown, expired or already revoked.
+    Raises PermissionDenied."""
     stamp = iso(now or now_utc())
     digest = token_hash(token)
     async with db.write() as tx:
         row = await tx.fetchone(LOOKUP, (digest,))
         if row is None:
             return {"revoked": False}
-        allowed = caller.is_admin or caller.agent_id in (row["issued_by"], row["agent_id"])
+        own = caller.agent_id
+        allowed = (
+            caller.is_admin
+            or in_family(row["issued_by"], own)
+            or in_family(row["agent_id"], own)
+            or own == row["agent_id"]
+        )
         if not allowed:
             raise PermissionDenied(
                 f"only the agent that minted this token ({row['issued_by']}), the token's own "

@@ -12,12 +12,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from shared_context_server.blackboard import audit
-from shared_context_server.blackboard.identity import Agent
 from shared_context_server.clock import iso
 from shared_context_server.db import Database
 
 BATCH = 200
-OPERATOR = Agent("operator", "cli")
 
 
 @dataclass(frozen=True)
@@ -143,19 +141,12 @@ async def prune(
                 if not batch[rule.name]:
                     break
                 await tx.execute(rule.delete_sql(), (cutoff, BATCH))
+                # Deleting history is itself history, logged with the batch it describes.
+                removed = ", ".join(f"{n} {label}" for label, n in batch.items() if n)
+                await audit.record(tx, audit.OPERATOR, "prune", target=rule.table, detail=removed)
             for label, n in batch.items():
                 totals[label] += n
             if progress:
                 progress(totals)
         report[rule.name] = totals
-    removed = {name: counts[name] for name, counts in report.items() if counts[name]}
-    if removed and not dry_run:
-        # Deleting history is itself history: the audit log says when and what went.
-        async with db.write() as tx:
-            await audit.record(
-                tx,
-                OPERATOR,
-                "prune",
-                detail=", ".join(f"{n} {name}" for name, n in removed.items()),
-            )
     return report

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from shared_context_server.blackboard import audit
 from shared_context_server.blackboard.identity import Agent, Visibility, check_name
 from shared_context_server.blackboard.search import index_pending
 from shared_context_server.blackboard.sessions import (
@@ -285,6 +286,14 @@ async def import_session(db: Database, document: ExportFile) -> dict[str, Any]:
                 )
                 for m in ordered
             ],
+        )
+        await audit.record(
+            tx,
+            audit.OPERATOR,
+            "import",
+            session_id=session_id,
+            target=f"session:{session_id}",
+            detail=f"{len(ordered)} messages",
         )
     # Indexed now, in short batches after the import's own transaction: no server process
     # may run on this file for a while, and search reads only a bounded unindexed tail.

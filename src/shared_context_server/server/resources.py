@@ -23,6 +23,7 @@ from mcp.shared.exceptions import MCPError
 from mcp.shared.uri_template import UriTemplate
 
 from shared_context_server.blackboard import memory, messages, sessions
+from shared_context_server.blackboard.audit import record_refusal
 from shared_context_server.blackboard.changes import Change, sessions_with_news
 from shared_context_server.blackboard.identity import Agent
 from shared_context_server.errors import BlackboardError, PermissionDenied
@@ -128,6 +129,9 @@ async def read(state: AppState, agent: Agent, uri: str) -> dict[str, Any]:
     spec, args = resolve(uri)
     try:
         return await spec.read(state, agent, args)
+    except PermissionDenied as error:
+        await record_refusal(state.db, agent, "resources/read", None, uri, error)
+        raise resource_error(uri, error) from None
     except BlackboardError as error:
         raise resource_error(uri, error) from None
 

@@ -11,7 +11,12 @@ from mcp.server.session import ServerSession
 from mcp.server.subscriptions import InMemorySubscriptionBus
 
 from shared_context_server.blackboard.changes import ChangeFeed
-from shared_context_server.blackboard.identity import DEFAULT_PERMISSIONS, Agent, Permission
+from shared_context_server.blackboard.identity import (
+    DEFAULT_PERMISSIONS,
+    RESERVED_IDS,
+    Agent,
+    Permission,
+)
 from shared_context_server.blackboard.processes import Heartbeat
 from shared_context_server.blackboard.records.store import RecordsStore
 from shared_context_server.config import Settings
@@ -22,7 +27,8 @@ def client_agent_id(client_name: str) -> str:
     """A client's self-reported name as an agent id: runs of spaces, control characters
     and '/' (kept for sub-agents) become one "-", and it is cut to the 128 characters an
     agent id may have."""
-    return _UNSAFE.sub("-", client_name).strip("-")[:128]
+    name = _UNSAFE.sub("-", client_name).strip("-")[:128]
+    return f"{name}-client" if name in RESERVED_IDS else name
 
 
 _UNSAFE = re.compile(r"[\s\x00-\x1f\x7f/]+")

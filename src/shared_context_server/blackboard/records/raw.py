@@ -78,10 +78,12 @@ class RawGuard:
         self.deadline = math.inf
         self.refusal: str | None = None
         self.written: set[str] = set()
+        self.wanted_write = False  # a row write was refused because writes were off
 
     @contextmanager
     def statement(self, *, writes: bool, seconds: float) -> Iterator[None]:
         self.armed, self.writes, self.refusal, self.written = True, writes, None, set()
+        self.wanted_write = False
         self.deadline = time.monotonic() + seconds
         try:
             yield
@@ -121,6 +123,7 @@ class RawGuard:
             if db_name != "main" or arg1.lower().startswith("sqlite_"):
                 return f"{arg1} is not a shared table and cannot be changed"
             if not self.writes:
+                self.wanted_write = True
                 return (
                     "raw queries are read-only here: change rows with insert_record, "
                     "update_record or delete_record (or start the server with --allow-raw-writes)"
@@ -254,7 +257,13 @@ async def execute_raw_query(
     bound = [_param(value, i) for i, value in enumerate(params or ())]
     raw = store.raw
     writes = raw.allow_writes and ("write" in agent.permissions or agent.is_admin)
-    fetched = await raw.run(query, bound, writes=writes)
+    try:
+        fetched = await raw.run(query, bound, writes=writes)
+    except InvalidInput:
+        if raw.allow_writes and raw.guard.wanted_write:
+            # The server allows raw writes; this agent lacks the permission.
+            agent.require("write", "a raw query that changes rows")
+        raise
     if writes and fetched.changes:
         await store.record_write(
             agent, "execute_raw_query", ",".join(sorted(raw.guard.written)), fetched.changes
