@@ -14,6 +14,12 @@ from typing import Any, Literal
 from shared_context_server.blackboard.changes import DEFAULT_POLL_INTERVAL
 from shared_context_server.blackboard.identity import check_name, check_process_id
 from shared_context_server.blackboard.limits import Limits
+from shared_context_server.blackboard.maintenance import (
+    DEFAULT_ARCHIVE_AFTER_DAYS,
+    DEFAULT_AUDIT_RETENTION_DAYS,
+    DEFAULT_INTERVAL_S,
+    Policy,
+)
 from shared_context_server.blackboard.tokens import DEFAULT_TTL_S, MAX_TTL_S
 from shared_context_server.db import default_db_path
 from shared_context_server.errors import InvalidInput
@@ -63,7 +69,6 @@ MAX_POLL_INTERVAL = 5.0
 MIN_MAINTENANCE_INTERVAL = 0.1
 MAX_MAINTENANCE_INTERVAL = 86400.0
 MAX_DAYS = 36500  # a century: beyond it dates overflow
-DEFAULT_AUDIT_RETENTION_DAYS = 90
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -83,9 +88,15 @@ class Settings:
     allow_raw_writes: bool = False
     token_ttl_s: int = DEFAULT_TTL_S
     # Seconds between maintenance rounds; which ages it acts on.
-    maintenance_interval_s: float = 60.0
-    archive_after_days: int = 30
-    audit_retention_days: int = 90
+    maintenance_interval_s: float = DEFAULT_INTERVAL_S
+    archive_after_days: int = DEFAULT_ARCHIVE_AFTER_DAYS
+    audit_retention_days: int = DEFAULT_AUDIT_RETENTION_DAYS
+
+    def policy(self) -> Policy:
+        """What this process's maintenance rounds act on, when it holds the lease."""
+        return Policy(
+            self.maintenance_interval_s, self.archive_after_days, self.audit_retention_days
+        )
 
     def public(self) -> dict[str, Any]:
         """What an admin's whoami shows: the settings that shape the shared file."""
@@ -196,8 +207,8 @@ def resolve_settings(flags: Mapping[str, Any], environ: Mapping[str, str] = os.e
         toolsets=toolsets,
         allow_raw_writes=allow_raw_writes,
         token_ttl_s=token_ttl or DEFAULT_TTL_S,
-        maintenance_interval_s=interval if interval is not None else 60.0,
-        archive_after_days=30 if archive is None else archive,
+        maintenance_interval_s=interval if interval is not None else DEFAULT_INTERVAL_S,
+        archive_after_days=DEFAULT_ARCHIVE_AFTER_DAYS if archive is None else archive,
         audit_retention_days=retention,
     )
 

@@ -108,22 +108,27 @@ async def record_refusal(
 ) -> None:
     """Log a refused call (PERMISSION_DENIED, TOKEN_INVALID) in a transaction of its own.
 
-    The refusal stands even if the log cannot be written (a busy file): that is logged to
-    stderr rather than turned into a different error for the caller.
-    """
+    The refusal stands even if the log cannot be written (a busy file)."""
+    await _record_alone(
+        db,
+        agent,
+        action,
+        session_id=session_id,
+        target=target,
+        result=error.code,
+        detail=error.message,
+    )
+
+
+async def _record_alone(db: Database, agent: Agent, action: str, **entry: Any) -> None:
+    """One entry in a transaction of its own, for something that already happened (or was
+    refused): a file too busy to take it gets a warning on stderr, never a different
+    result for the caller."""
     try:
         async with db.write() as tx:
-            await record(
-                tx,
-                agent,
-                action,
-                session_id=session_id,
-                target=target,
-                result=error.code,
-                detail=error.message,
-            )
+            await record(tx, agent, action, **entry)
     except DatabaseBusy:
-        logger.warning("could not log a refused %s by %s: database busy", action, agent.agent_id)
+        logger.warning("could not log %s by %s: database busy", action, agent.agent_id)
 
 
 def entry_dict(row: sqlite3.Row) -> dict[str, Any]:
@@ -203,9 +208,5 @@ async def record_table_write(
     """Log a records-toolset write. The tables live in another file, and two SQLite files
     in WAL mode share no atomic transaction, so this entry follows the records commit; if
     the blackboard is too busy to take it, that is logged to stderr and the write stands."""
-    try:
-        async with db.write() as tx:
-            rows = f"{count} row" if count == 1 else f"{count} rows"
-            await record(tx, agent, action, target=f"table:{table}", detail=rows)
-    except DatabaseBusy:
-        logger.warning("could not log %s on %s by %s: database busy", action, table, agent.agent_id)
+    rows = f"{count} row" if count == 1 else f"{count} rows"
+    await _record_alone(db, agent, action, target=f"table:{table}", detail=rows)

@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 
 LEASE = "maintenance"
 DEFAULT_INTERVAL_S = 60.0
+DEFAULT_ARCHIVE_AFTER_DAYS = 30
+DEFAULT_AUDIT_RETENTION_DAYS = 90
 # The holder renews every round; three missed rounds mean it is gone.
 LEASE_ROUNDS = 3
 
@@ -40,8 +42,8 @@ class Policy:
     """What maintenance acts on (0 turns an age off)."""
 
     interval_s: float = DEFAULT_INTERVAL_S
-    archive_after_days: int = 30
-    audit_retention_days: int = 90
+    archive_after_days: int = DEFAULT_ARCHIVE_AFTER_DAYS
+    audit_retention_days: int = DEFAULT_AUDIT_RETENTION_DAYS
 
 
 Job = Callable[[Database, Policy, str, datetime], Awaitable[int]]

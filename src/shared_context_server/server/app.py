@@ -22,7 +22,7 @@ from shared_context_server.blackboard.audit import record_refusal, record_table_
 from shared_context_server.blackboard.changes import ChangeFeed
 from shared_context_server.blackboard.identity import Agent
 from shared_context_server.blackboard.lease import new_holder_id, release_lease
-from shared_context_server.blackboard.maintenance import LEASE, Policy, run_maintenance
+from shared_context_server.blackboard.maintenance import LEASE, run_maintenance
 from shared_context_server.blackboard.processes import Heartbeat
 from shared_context_server.blackboard.records.store import RecordsStore, records_path
 from shared_context_server.blackboard.search import Indexer
@@ -223,13 +223,8 @@ async def _running(
             # In the background: the first beat must not delay the handshake.
             tg.start_soon(heartbeat.run)
             tg.start_soon(indexer.run)
-            policy = Policy(
-                settings.maintenance_interval_s,
-                settings.archive_after_days,
-                settings.audit_retention_days,
-            )
             holder = new_holder_id()
-            tg.start_soon(run_maintenance, database, holder, policy)
+            tg.start_soon(run_maintenance, database, holder, settings.policy())
             try:
                 yield state
             finally:
