@@ -150,6 +150,8 @@ def test_stdout_carries_only_protocol_even_with_debug_logging(tmp_path: Path) ->
         (["--agent-id", ""], {}, "--agent-id"),
         ([], {"SHARED_CONTEXT_ADMIN": "maybe"}, "SHARED_CONTEXT_ADMIN"),
         ([], {"SHARED_CONTEXT_LOG_LEVEL": "loud"}, "SHARED_CONTEXT_LOG_LEVEL"),
+        ([], {"SHARED_CONTEXT_STDIO": "thread"}, "SHARED_CONTEXT_STDIO"),
+        (["--stdio", "fast"], {}, "--stdio"),
         (["--db", "{tmp}"], {}, "it is a directory"),
         (["--db", ""], {}, "--db is empty"),
         (["sessions", "--db", ""], {}, "--db is empty"),

@@ -34,9 +34,11 @@ from shared_context_server.config import (
     ENV_MAX_CONTENT,
     ENV_MAX_MEMORY,
     ENV_POLL_INTERVAL,
+    ENV_STDIO,
     ENV_TOKEN_TTL,
     ENV_TOOLSETS,
     LOG_LEVELS,
+    STDIO_TRANSPORTS,
     audit_retention,
     resolve_db_path,
     resolve_settings,
@@ -164,6 +166,12 @@ def _serve_flags() -> _Parser:
         default=s,
         metavar="SECONDS",
         help=f"seconds between maintenance rounds ({ENV_MAINTENANCE_INTERVAL}; default 60)",
+    )
+    flags.add_argument(
+        "--stdio",
+        default=s,
+        choices=STDIO_TRANSPORTS,
+        help=f"auto, or threads for the SDK's stdio transport ({ENV_STDIO}; default auto)",
     )
     flags.add_argument(
         "--log-level",

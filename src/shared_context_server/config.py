@@ -38,6 +38,7 @@ ENV_TOKEN_TTL = "SHARED_CONTEXT_TOKEN_TTL"
 ENV_ARCHIVE_AFTER = "SHARED_CONTEXT_ARCHIVE_AFTER_DAYS"
 ENV_AUDIT_RETENTION = "SHARED_CONTEXT_AUDIT_RETENTION_DAYS"
 ENV_MAINTENANCE_INTERVAL = "SHARED_CONTEXT_MAINTENANCE_INTERVAL"
+ENV_STDIO = "SHARED_CONTEXT_STDIO"
 
 # The groups of tools a process can offer; `core` alone by default keeps the tool list small.
 TOOLSETS = ("core", "records")
@@ -59,9 +60,12 @@ ENVIRONMENT: dict[str, str] = {
     ENV_ARCHIVE_AFTER: "archive sessions idle this many days (default 30; 0 never)",
     ENV_AUDIT_RETENTION: "keep audit entries this many days (default 90; 0 forever)",
     ENV_MAINTENANCE_INTERVAL: "seconds between maintenance rounds (default 60)",
+    ENV_STDIO: "threads: the SDK's threaded stdio transport (default auto)",
 }
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+# auto: the event loop's own pipes when stdin and stdout are pipes; threads: the SDK's.
+STDIO_TRANSPORTS = ("auto", "threads")
 # Below 10 ms polling costs CPU for nothing; above 5 s real time stops being real.
 MIN_POLL_INTERVAL = 0.01
 MAX_POLL_INTERVAL = 5.0
@@ -91,6 +95,7 @@ class Settings:
     maintenance_interval_s: float = DEFAULT_INTERVAL_S
     archive_after_days: int = DEFAULT_ARCHIVE_AFTER_DAYS
     audit_retention_days: int = DEFAULT_AUDIT_RETENTION_DAYS
+    stdio: Literal["auto", "threads"] = "auto"
 
     def policy(self) -> Policy:
         """What this process's maintenance rounds act on, when it holds the lease."""
@@ -195,6 +200,11 @@ def resolve_settings(flags: Mapping[str, Any], environ: Mapping[str, str] = os.e
         raise InvalidInput(
             f"{ENV_LOG_LEVEL} must be one of {', '.join(LOG_LEVELS)}; got {log_level!r}."
         )
+    stdio = (flags.get("stdio") or environ.get(ENV_STDIO) or "auto").lower()
+    if stdio not in STDIO_TRANSPORTS:
+        raise InvalidInput(
+            f"{ENV_STDIO} must be one of {', '.join(STDIO_TRANSPORTS)}; got {stdio!r}."
+        )
     return Settings(
         db_path=resolve_db_path(flags.get("db"), environ),
         agent_id=agent_id,
@@ -210,6 +220,7 @@ def resolve_settings(flags: Mapping[str, Any], environ: Mapping[str, str] = os.e
         maintenance_interval_s=interval if interval is not None else DEFAULT_INTERVAL_S,
         archive_after_days=DEFAULT_ARCHIVE_AFTER_DAYS if archive is None else archive,
         audit_retention_days=retention,
+        stdio="threads" if stdio == "threads" else "auto",
     )
 
 

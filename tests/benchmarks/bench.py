@@ -12,15 +12,19 @@ Options: --only floor|product|realtime, --messages N (1000), --procs N (20), --p
 --posts N (50), --idle-seconds S (10).
 
 Both systems are driven by the same client code (``ClientSession`` over ``stdio_client``,
-handshake era), one system at a time, each on its own fresh temporary databases. Systems
-alternate ABBA (spawn by spawn, round by round) and samples are pooled over --rounds, because
-run-to-run noise on a small machine is of the same order as the 1.2x targets:
+handshake era), each on its own fresh temporary databases, and samples are pooled over
+--rounds, because run-to-run noise on a small machine is of the same order as the 1.2x
+targets:
 
-1. start-up: spawn to ``tools/list`` answered, median over --spawns (after a warm-up spawn);
-2. latency: p50/p99 of --messages sequential ``add_message`` calls into one session, then
-   p50/p99 of 200 reads of the latest 50 messages (``get_context`` / floor ``get_messages``);
+1. start-up: spawn to ``tools/list`` answered, median over --spawns (after a warm-up spawn),
+   systems alternating ABBA;
+2. latency: both servers up at once and called in turn, in a fresh random order at each
+   step, so drift and neighbours' load land on both alike: p50/p99 of --messages
+   sequential ``add_message`` calls into one session, then p50/p99 of 200 reads of the
+   latest 50 messages (``get_context`` / floor ``get_messages``);
 3. concurrency: --procs server processes, --per-proc ``add_message`` calls each, all into one
    shared session: msgs/s, p99, errors, lost rows (counted with stdlib sqlite3 afterwards);
+   one system at a time (each saturates the machine), ABBA round by round;
 4. RSS of the server process after the latency phase (VmRSS from /proc).
 
 Then, for the product alone (``--only realtime`` runs just this):
@@ -331,54 +335,100 @@ async def spawn_once(run: Run, db: Path, agent: str) -> float:
     raise AssertionError("unreachable")
 
 
-async def phase_latency(run: Run, messages: int, rnd: int) -> None:
-    system, fig = run.system, run.figures
-    db = run.workdir / f"latency-{rnd}.db"
-    async with AsyncExitStack() as stack:
-        session = await run.open_session(stack, db, "bench-latency")
-        warm = await create_session(system, session, "bench warm-up")
-        sid = await create_session(system, session, "bench latency")
-        last: types.CallToolResult | None = None
-        with anyio.fail_after(SHUTDOWN_TIMEOUT_S + messages * 1.0):
-            for i in range(WARMUP_WRITES):
-                await session.call_tool(system.add_tool, {"session_id": warm, "content": f"w{i}"})
-            for i in range(messages):
-                content = f"latency message {i} from bench"
-                t0 = time.perf_counter()
-                result = await session.call_tool(
-                    system.add_tool, {"session_id": sid, "content": content}
-                )
-                run.add_s.append(time.perf_counter() - t0)
-                if result.is_error:
-                    fig.add_errors += 1
-                    run.note_error(f"add_message: {error_text(result)}")
-                else:
-                    last = result
-            read_args = system.read_args(sid, READ_LIMIT)
-            for _ in range(WARMUP_READS):
-                await session.call_tool(system.read_tool, read_args)
-            for _ in range(READ_CALLS):
-                t0 = time.perf_counter()
-                result = await session.call_tool(system.read_tool, read_args)
-                run.read_s.append(time.perf_counter() - t0)
-                if result.is_error:
-                    fig.read_errors += 1
-                    run.note_error(f"{system.read_tool}: {error_text(result)}")
-                else:
-                    msgs = structured(result).get("messages")
-                    fig.read_returned = len(msgs) if isinstance(msgs, list) else -1
+@dataclass
+class Lane:
+    """One system's server in the latency phase: its session and what it was last sent."""
 
-        pids = child_pids(system.marker)
-        if len(pids) != 1:
-            raise BenchError(f"{system.name}: expected one server child, found {pids}")
-        fig.rss_all_mb.append(round(rss_mb(pids[0]), 2))
+    run: Run
+    session: ClientSession
+    sid: str
+    last: types.CallToolResult | None = None
 
-        # Client-side cost of output-schema validation (the SDK does it on every call_tool).
-        if last is not None:
-            t0 = time.perf_counter()
-            for _ in range(VALIDATE_SAMPLES):
-                await session.validate_tool_result(system.add_tool, last)
-            run.validate_s.append((time.perf_counter() - t0) / VALIDATE_SAMPLES)
+
+async def open_lane(run: Run, stack: AsyncExitStack, rnd: int) -> Lane:
+    system = run.system
+    session = await run.open_session(stack, run.workdir / f"latency-{rnd}.db", "bench-latency")
+    warm = await create_session(system, session, "bench warm-up")
+    lane = Lane(run, session, await create_session(system, session, "bench latency"))
+    for i in range(WARMUP_WRITES):
+        await session.call_tool(system.add_tool, {"session_id": warm, "content": f"w{i}"})
+    return lane
+
+
+async def add_once(lane: Lane, i: int) -> None:
+    run, system = lane.run, lane.run.system
+    args = {"session_id": lane.sid, "content": f"latency message {i} from bench"}
+    t0 = time.perf_counter()
+    result = await lane.session.call_tool(system.add_tool, args)
+    run.add_s.append(time.perf_counter() - t0)
+    if result.is_error:
+        run.figures.add_errors += 1
+        run.note_error(f"add_message: {error_text(result)}")
+    else:
+        lane.last = result
+
+
+async def read_once(lane: Lane, timed: bool) -> None:
+    run, system = lane.run, lane.run.system
+    t0 = time.perf_counter()
+    result = await lane.session.call_tool(system.read_tool, system.read_args(lane.sid, READ_LIMIT))
+    if not timed:
+        return
+    run.read_s.append(time.perf_counter() - t0)
+    if result.is_error:
+        run.figures.read_errors += 1
+        run.note_error(f"{system.read_tool}: {error_text(result)}")
+    else:
+        msgs = structured(result).get("messages")
+        run.figures.read_returned = len(msgs) if isinstance(msgs, list) else -1
+
+
+class LaneFailed(Exception):
+    """One system failed in a phase that drives several at once."""
+
+    def __init__(self, run: Run) -> None:
+        super().__init__(run.system.name)
+        self.run = run
+
+
+async def phase_latency(runs: list[Run], messages: int, rnd: int) -> None:
+    """Every system's server up at once, called in turn, in a fresh random order each
+    step: whatever the machine does meanwhile lands on all of them alike."""
+    current = runs[0]
+    try:
+        async with AsyncExitStack() as stack:
+            lanes = []
+            for current in runs:
+                lanes.append(await open_lane(current, stack, rnd))
+            shuffler = random.Random(rnd)
+            with anyio.fail_after(SHUTDOWN_TIMEOUT_S + messages * 2.0):
+                for i in range(messages):
+                    for lane in shuffler.sample(lanes, len(lanes)):
+                        current = lane.run
+                        await add_once(lane, i)
+                for i in range(WARMUP_READS + READ_CALLS):
+                    for lane in shuffler.sample(lanes, len(lanes)):
+                        current = lane.run
+                        await read_once(lane, timed=i >= WARMUP_READS)
+            for lane in lanes:
+                current = lane.run
+                await measure_lane(lane)
+    except Exception as exc:
+        raise LaneFailed(current) from exc
+
+
+async def measure_lane(lane: Lane) -> None:
+    """RSS of the lane's server, and the client's output-schema check of a result."""
+    run = lane.run
+    pids = child_pids(run.system.marker)
+    if len(pids) != 1:
+        raise BenchError(f"{run.system.name}: expected one server child, found {pids}")
+    run.figures.rss_all_mb.append(round(rss_mb(pids[0]), 2))
+    if lane.last is not None:  # the SDK client does this on every call_tool
+        t0 = time.perf_counter()
+        for _ in range(VALIDATE_SAMPLES):
+            await lane.session.validate_tool_result(run.system.add_tool, lane.last)
+        run.validate_s.append((time.perf_counter() - t0) / VALIDATE_SAMPLES)
 
 
 async def phase_concurrency(run: Run, procs: int, per_proc: int, rnd: int) -> None:
@@ -753,30 +803,47 @@ async def run_all(
 
     crashed = False
 
-    async def attempt(run: Run, phase_name: str, job: Callable[[], Awaitable[object]]) -> None:
+    def record_crash(run: Run, phase_name: str, exc: BaseException) -> None:
         nonlocal crashed
+        crashed = True
+        inner = leaf(exc)
+        run.figures.crashed = f"{phase_name}: {type(inner).__name__}: {inner}"
+        traceback.print_exception(exc, file=sys.stderr)
+        run.errlog.flush()
+        log_tail = tail(run.workdir / "server-stderr.log")
+        if log_tail:
+            print(f"[bench] {run.system.name} server stderr tail:", file=sys.stderr)
+            print(log_tail, file=sys.stderr)
+
+    async def attempt(run: Run, phase_name: str, job: Callable[[], Awaitable[object]]) -> None:
         if run.figures.crashed:
             return
         print(f"[bench] {run.system.name}: {phase_name}", file=sys.stderr, flush=True)
         try:
             await job()
         except Exception as exc:
-            crashed = True
-            inner = leaf(exc)
-            run.figures.crashed = f"{phase_name}: {type(inner).__name__}: {inner}"
-            traceback.print_exc(file=sys.stderr)
-            run.errlog.flush()
-            log_tail = tail(run.workdir / "server-stderr.log")
-            if log_tail:
-                print(f"[bench] {run.system.name} server stderr tail:", file=sys.stderr)
-                print(log_tail, file=sys.stderr)
+            record_crash(run, phase_name, exc)
+
+    async def attempt_together(
+        phase_name: str, job: Callable[[list[Run]], Awaitable[object]]
+    ) -> None:
+        """attempt() for a phase that drives every system still standing at once."""
+        live = [run for run in runs.values() if not run.figures.crashed]
+        if not live:
+            return
+        names = ", ".join(run.system.name for run in live)
+        print(f"[bench] {names}: {phase_name}", file=sys.stderr, flush=True)
+        try:
+            await job(live)
+        except LaneFailed as failed:
+            record_crash(failed.run, phase_name, failed.__cause__ or failed)
 
     def order(rnd: int) -> list[Run]:
         """ABBA: alternate which system goes first, so drift hits both alike."""
         ordered = list(runs.values())
         return ordered if rnd % 2 == 0 else ordered[::-1]
 
-    # Never two systems at once; phases interleaved system by system, round by round.
+    # Start-up and concurrency: one system at a time, ABBA; latency: every system at once.
     for run in runs.values():  # warm-up spawn: creates the database, warms the page cache
         db = run.workdir / "startup.db"
         await attempt(run, "start-up warm-up", partial(spawn_once, run, db, "bench-warm"))
@@ -790,9 +857,8 @@ async def run_all(
 
             await attempt(run, f"start-up {i + 1}/{args.spawns}", timed)
     for rnd in range(args.rounds):
-        for run in order(rnd):
-            job = partial(phase_latency, run, args.messages, rnd)
-            await attempt(run, f"latency round {rnd + 1}/{args.rounds}", job)
+        job = partial(phase_latency, messages=args.messages, rnd=rnd)
+        await attempt_together(f"latency round {rnd + 1}/{args.rounds}", job)
     for rnd in range(args.rounds):
         for run in order(rnd):
             job = partial(phase_concurrency, run, args.procs, args.per_proc, rnd)
@@ -814,9 +880,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--procs", type=int, default=20)
     p.add_argument("--per-proc", type=int, default=200)
     p.add_argument("--spawns", type=int, default=5)
-    p.add_argument(
-        "--rounds", type=int, default=2, help="latency/concurrency repeats, ABBA order, pooled"
-    )
+    p.add_argument("--rounds", type=int, default=2, help="latency/concurrency repeats, pooled")
     p.add_argument("--json", action="store_true", help="print one JSON object instead")
     args = p.parse_args(argv)
     for name in ("messages", "procs", "per_proc", "spawns", "rounds"):

@@ -13,7 +13,6 @@ import anyio
 import mcp_types as types
 from mcp.server import NotificationOptions, Server, ServerRequestContext
 from mcp.server.models import InitializationOptions
-from mcp.server.stdio import stdio_server
 from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler
 from mcp.shared.exceptions import MCPError
 from pydantic import ValidationError
@@ -39,6 +38,7 @@ from shared_context_server.errors import (
 from shared_context_server.server import render, resources
 from shared_context_server.server.models import Input
 from shared_context_server.server.state import AppState
+from shared_context_server.server.stdio import stdio_streams
 from shared_context_server.server.toolsets import tool_list_for, tools_for
 
 logger = logging.getLogger(__name__)
@@ -267,7 +267,7 @@ async def serve_stdio(settings: Settings) -> None:
         if "records" in settings.toolsets:
             records = await open_records(settings, db)
         server = build_server(settings, db, records)
-        async with stdio_server() as (read_stream, write_stream):
+        async with stdio_streams(settings.stdio == "threads") as (read_stream, write_stream):
             await server.run(read_stream, write_stream, init_options(server))
     finally:
         if records is not None:

@@ -1,0 +1,244 @@
+"""MCP over stdin/stdout on the event loop's own pipe transports.
+
+The SDK's `stdio_server` reads each line and writes and flushes each reply through a
+worker thread, portable to every platform and file type. Every call then pays three trips
+to a thread and back (measured: the larger part of a small call's server time). When both
+ends are pipes or sockets on POSIX (how every MCP client spawns a server), the loop reads
+and writes them itself; anything else (a terminal, a file, Windows) gets the SDK's
+transport. `--stdio threads` (`SHARED_CONTEXT_STDIO=threads`) asks for the SDK's anyway.
+
+As in the SDK: while serving, fd 0 reads the null device and fd 1 writes to stderr, so a
+stray print or a child process cannot corrupt the protocol stream; both are put back at
+the end. Unlike the SDK, a line that is not a JSON-RPC message gets a JSON-RPC error back
+(-32700 if it is not JSON, -32600 if it is JSON of another shape) instead of silence, and
+requests already read when the input ends are answered before the server stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import stat
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+import mcp_types as types
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from mcp.server.stdio import stdio_server
+from mcp.shared.message import SessionMessage
+from mcp_types import INVALID_REQUEST, PARSE_ERROR
+
+logger = logging.getLogger(__name__)
+
+# One request per line; a line past this is answered with a parse error and skipped.
+MAX_LINE_BYTES = 64 * 1024 * 1024
+# At the end of input, how long requests already read may take to answer.
+EOF_GRACE_S = 2.0
+
+ReadStream = MemoryObjectReceiveStream[SessionMessage | Exception]
+WriteStream = MemoryObjectSendStream[SessionMessage]
+
+
+def _error(code: int, message: str, request_id: types.RequestId | None = None) -> bytes:
+    error = types.JSONRPCError(
+        jsonrpc="2.0", id=request_id, error=types.ErrorData(code=code, message=message)
+    )
+    return error.model_dump_json(by_alias=True, exclude_unset=True).encode() + b"\n"
+
+
+def _refusal(line: bytes) -> bytes:
+    """The JSON-RPC error for a line that is not a JSON-RPC message: -32700 if it is not
+    JSON at all, else -32600 (with its id, when it has a usable one)."""
+    logger.warning("answered a line that is not a JSON-RPC message: %.200r", line)
+    try:
+        data = json.loads(line)
+    except ValueError:
+        return _error(PARSE_ERROR, "Parse error: each line must be one JSON-RPC message")
+    request_id = data.get("id") if isinstance(data, dict) else None
+    if not isinstance(request_id, str | int) or isinstance(request_id, bool):
+        request_id = None
+    return _error(INVALID_REQUEST, "Invalid Request: not a JSON-RPC 2.0 message", request_id)
+
+
+def _is_pipe(fd: int) -> bool:
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+
+
+def loop_transport_usable() -> bool:
+    """Whether stdin and stdout can be served by the event loop itself."""
+    return sys.platform != "win32" and _is_pipe(0) and _is_pipe(1)
+
+
+class _Output(asyncio.Protocol):
+    """The write side: lets a writer wait while the pipe is full (the client is slow)."""
+
+    def __init__(self) -> None:
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self.closed = False
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._writable.set()
+
+    async def drain(self) -> None:
+        await self._writable.wait()
+
+
+@asynccontextmanager
+async def stdio_streams(threads: bool = False) -> AsyncIterator[tuple[ReadStream, WriteStream]]:
+    """(read_stream, write_stream) for `Server.run`, over this process's stdin/stdout;
+    `threads`: the SDK's transport, whatever stdin and stdout are."""
+    if threads or not loop_transport_usable():
+        async with stdio_server() as streams:
+            yield streams  # the SDK's streams: the same interface
+        return
+    saved = os.dup(0), os.dup(1)  # to put back at the end; the transports close theirs
+    wire = _Wire()
+    try:
+        await wire.open(os.dup(0), os.dup(1))
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+        os.dup2(2, 1)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(wire.read_lines)
+            tg.start_soon(wire.write_messages)
+            try:
+                yield wire.incoming, wire.outgoing
+            finally:
+                await wire.outgoing.aclose()
+                tg.cancel_scope.cancel()
+    finally:
+        wire.close()
+        # Put the wire back on fd 0 and 1, blocking again, as the SDK's transport does.
+        for fd, saved_fd in enumerate(saved):
+            os.dup2(saved_fd, fd)
+            os.close(saved_fd)
+            os.set_blocking(fd, True)
+
+
+class _Wire:
+    """Lines in, lines out, on the loop's pipe transports."""
+
+    def __init__(self) -> None:
+        self._reader = asyncio.StreamReader(limit=MAX_LINE_BYTES)
+        self._transports: list[asyncio.BaseTransport] = []
+        self._write: asyncio.WriteTransport | None = None
+        self._output = _Output()
+        self._incoming_send, self.incoming = anyio.create_memory_object_stream[
+            SessionMessage | Exception
+        ](0)
+        self.outgoing, self._outgoing_receive = anyio.create_memory_object_stream[SessionMessage](0)
+        self._pending: set[types.RequestId] = set()  # requests read and not yet answered
+        self._answered = anyio.Event()
+        self._reading = anyio.CancelScope()
+
+    async def open(self, read_fd: int, write_fd: int) -> None:
+        loop = asyncio.get_running_loop()
+        reader = self._reader
+        read, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(read_fd, "rb", buffering=0)
+        )
+        self._transports.append(read)
+        write, _ = await loop.connect_write_pipe(
+            lambda: self._output, os.fdopen(write_fd, "wb", buffering=0)
+        )
+        self._transports.append(write)
+        # Nothing waits in a buffer: a reply is in the pipe when _send returns, or _send
+        # waits until it is, like the flush the SDK's transport does after every line.
+        write.set_write_buffer_limits(high=0)
+        self._write = write
+
+    def close(self) -> None:
+        for transport in self._transports:
+            transport.close()
+
+    async def _send(self, data: bytes) -> bool:
+        """Write one line; False once the client has closed its end."""
+        if self._output.closed or self._write is None:
+            return False
+        self._write.write(data)
+        await self._output.drain()
+        return True
+
+    async def read_lines(self) -> None:
+        with self._reading:
+            await self._read_lines()
+
+    async def _read_lines(self) -> None:
+        async with self._incoming_send:
+            while line := await self._next_line():
+                if line.isspace():
+                    continue
+                try:
+                    message = types.jsonrpc_message_adapter.validate_json(
+                        line.decode("utf-8", errors="replace"), by_name=False
+                    )
+                except ValueError:
+                    await self._send(_refusal(line))
+                    continue
+                if isinstance(message, types.JSONRPCRequest):
+                    self._pending.add(message.id)
+                await self._incoming_send.send(SessionMessage(message))
+            # The server cancels what is in flight when its input ends: let requests
+            # already read (`printf ... | shared-context-server`) answer first, briefly.
+            with anyio.move_on_after(EOF_GRACE_S):
+                while self._pending:
+                    await self._answered.wait()
+
+    async def _next_line(self) -> bytes:
+        """The next line, newline included; b"" at the end of input. A line longer than
+        MAX_LINE_BYTES is answered with a parse error and skipped."""
+        reader = self._reader
+        while True:
+            try:
+                return await reader.readuntil(b"\n")
+            except asyncio.IncompleteReadError as end:
+                return end.partial  # a last line without its newline, or b""
+            except asyncio.LimitOverrunError:
+                logger.warning("answered a line longer than %d bytes", MAX_LINE_BYTES)
+                await self._send(
+                    _error(
+                        PARSE_ERROR,
+                        f"Parse error: a line longer than {MAX_LINE_BYTES:,} bytes; "
+                        "send less in one call",
+                    )
+                )
+            while True:  # drop the rest of the long line
+                try:
+                    await reader.readuntil(b"\n")
+                    break
+                except asyncio.IncompleteReadError:
+                    return b""
+                except asyncio.LimitOverrunError as overrun:
+                    await reader.readexactly(overrun.consumed)
+
+    async def write_messages(self) -> None:
+        async with self._outgoing_receive:
+            async for item in self._outgoing_receive:
+                message = item.message
+                data = message.model_dump_json(by_alias=True, exclude_unset=True)
+                if not await self._send(data.encode() + b"\n"):
+                    # Nobody reads any more: end the session as if its input had ended.
+                    self._reading.cancel()
+                    continue
+                if isinstance(message, types.JSONRPCResponse | types.JSONRPCError):
+                    self._pending.discard(message.id)
+                    if not self._pending:
+                        self._answered.set()
+                        self._answered = anyio.Event()
