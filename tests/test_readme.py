@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 
 from shared_context_server.cli import COMMANDS
-from shared_context_server.config import ENVIRONMENT
-from shared_context_server.server.toolsets import ALL_TOOLS
+from shared_context_server.config import ENVIRONMENT, TOOLSETS
+from shared_context_server.server.toolsets import tools_for
 
 ROOT = Path(__file__).parents[1]
 README = (ROOT / "README.md").read_text()
 
 
-@pytest.mark.parametrize("tool", sorted(ALL_TOOLS))
+@pytest.mark.parametrize("tool", sorted(tools_for(frozenset(TOOLSETS))))
 def test_every_tool_has_a_row_in_the_readme(tool: str) -> None:
     assert f"| `{tool}` |" in README
 

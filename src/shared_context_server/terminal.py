@@ -12,6 +12,11 @@ from typing import Any, TextIO
 _PALETTE = ("36", "33", "35", "32", "34", "31")
 
 
+def note(message: str) -> None:
+    """A line for the person at the terminal, on stderr (stdout carries the results)."""
+    print(message, file=sys.stderr, flush=True)
+
+
 def colour_enabled(stream: TextIO) -> bool:
     return stream.isatty() and not os.environ.get("NO_COLOR")
 

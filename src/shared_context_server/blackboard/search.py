@@ -40,7 +40,6 @@ import time
 from typing import Any
 
 import anyio
-from rapidfuzz import fuzz, utils
 
 from shared_context_server.blackboard.identity import VISIBLE_SQL, Agent, visible_to
 from shared_context_server.blackboard.messages import MESSAGE_COLUMNS, message_dict
@@ -178,21 +177,6 @@ async def index_pending(db: Database, batch: int = INDEX_BATCH, at_least: int = 
             return total
 
 
-def score(query: str, text: str) -> float:
-    """0-100: how well `text` contains the query (both already through default_process)."""
-    words = query.split()
-    whole = fuzz.partial_ratio(query, text)
-    if len(words) < 2:
-        return whole
-    weight = sum(len(w) for w in words)
-    each = sum(len(w) * fuzz.partial_ratio(w, text) for w in words) / weight
-    return max(whole, each)
-
-
-def _searchable(row: sqlite3.Row) -> str:
-    return utils.default_process(f"{row['content']} {row['sender']} {row['metadata'] or ''}")
-
-
 async def search_context(
     db: Database,
     agent: Agent,
@@ -207,6 +191,9 @@ async def search_context(
     Raises SessionNotFound, InvalidInput.
     """
     started = time.perf_counter()
+    # Imported at the first search, not at start-up, which every agent's client waits for.
+    from shared_context_server.blackboard.ranking import default_process, score, searchable
+
     agent.require("read", "search_context")
     if not 1 <= limit <= MAX_LIMIT:
         raise InvalidInput(f"limit must be 1-{MAX_LIMIT}; got {limit}.", argument="limit")
@@ -214,7 +201,7 @@ async def search_context(
         raise InvalidInput(
             f"fuzzy_threshold must be 0-100; got {fuzzy_threshold}.", argument="fuzzy_threshold"
         )
-    processed = utils.default_process(query)
+    processed = default_process(query)
     if not processed:
         raise InvalidInput("query has no letters or digits; say what to look for.")
     if len(query) > MAX_QUERY_CHARS:
@@ -226,7 +213,7 @@ async def search_context(
     await require_session(db, session_id)
     scored = []
     for row in await _candidates(db, agent, session_id, query, sender):
-        value = score(processed, _searchable(row))
+        value = score(processed, searchable(row))
         if value >= fuzzy_threshold:
             scored.append((value, row))
     scored.sort(key=lambda pair: (-pair[0], -pair[1]["id"]))

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
 from importlib.metadata import version
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import mcp_types as types
@@ -23,7 +23,6 @@ from shared_context_server.blackboard.identity import Agent
 from shared_context_server.blackboard.lease import new_holder_id, release_lease
 from shared_context_server.blackboard.maintenance import LEASE, run_maintenance
 from shared_context_server.blackboard.processes import Heartbeat
-from shared_context_server.blackboard.records.store import RecordsStore, records_path
 from shared_context_server.blackboard.search import Indexer
 from shared_context_server.blackboard.tokens import resolve_token
 from shared_context_server.config import Settings
@@ -40,6 +39,9 @@ from shared_context_server.server.models import Input
 from shared_context_server.server.state import AppState
 from shared_context_server.server.stdio import stdio_streams
 from shared_context_server.server.toolsets import tool_list_for, tools_for
+
+if TYPE_CHECKING:  # the records toolset is imported only when it is offered
+    from shared_context_server.blackboard.records.store import RecordsStore
 
 logger = logging.getLogger(__name__)
 
@@ -250,6 +252,8 @@ def init_options(server: Server[AppState]) -> InitializationOptions:
 
 async def open_records(settings: Settings, db: Database) -> RecordsStore:
     """The records file beside the blackboard file. Raises StorageError."""
+    from shared_context_server.blackboard.records.store import RecordsStore, records_path
+
     return await RecordsStore.open(
         records_path(db.path), allow_raw_writes=settings.allow_raw_writes
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from mcp.server import ServerRequestContext
 from mcp.server.session import ServerSession
@@ -18,9 +19,11 @@ from shared_context_server.blackboard.identity import (
     Permission,
 )
 from shared_context_server.blackboard.processes import Heartbeat
-from shared_context_server.blackboard.records.store import RecordsStore
 from shared_context_server.config import Settings
 from shared_context_server.db import Database
+
+if TYPE_CHECKING:  # imported only when the records toolset is offered
+    from shared_context_server.blackboard.records.store import RecordsStore
 
 
 def client_agent_id(client_name: str) -> str:

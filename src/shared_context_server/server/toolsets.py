@@ -7,18 +7,23 @@ from functools import cache
 
 import mcp_types as types
 
-from shared_context_server.config import TOOLSETS as TOOLSET_NAMES
-from shared_context_server.server.records_tools import RECORDS_TOOLS
+from shared_context_server.config import TOOLSETS
 from shared_context_server.server.tools import TOOLS, ToolSpec
 
-TOOLSETS: dict[str, dict[str, ToolSpec]] = {"core": TOOLS, "records": RECORDS_TOOLS}
-assert tuple(TOOLSETS) == TOOLSET_NAMES
-ALL_TOOLS: dict[str, ToolSpec] = {name: spec for s in TOOLSETS.values() for name, spec in s.items()}
+
+def _toolset(name: str) -> dict[str, ToolSpec]:
+    if name == "records":
+        # Imported only when offered: a process without it (the default) never pays for it.
+        from shared_context_server.server.records_tools import RECORDS_TOOLS
+
+        return RECORDS_TOOLS
+    return TOOLS
 
 
 @cache
 def tools_for(toolsets: frozenset[str]) -> dict[str, ToolSpec]:
-    return {name: spec for t in TOOLSETS if t in toolsets for name, spec in TOOLSETS[t].items()}
+    """The tools of `toolsets`, in TOOLSETS order."""
+    return {name: spec for t in TOOLSETS if t in toolsets for name, spec in _toolset(t).items()}
 
 
 @cache

@@ -1,0 +1,251 @@
+"""The operator's subcommands (doctor, sessions, tail, export, import, backup, prune):
+each takes the parsed arguments and the database path and returns the exit status.
+
+Kept apart from cli.py so that serving, which every agent's client starts, does not import
+them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from shared_context_server.blackboard.identity import Agent
+from shared_context_server.blackboard.sessions import fetch_session
+from shared_context_server.config import audit_retention
+from shared_context_server.db import Database
+from shared_context_server.errors import InvalidInput
+from shared_context_server.operations.backup import backup
+from shared_context_server.operations.doctor import diagnose
+from shared_context_server.operations.prune import PruneOptions, prune
+from shared_context_server.operations.store import open_existing
+from shared_context_server.operations.transfer import (
+    export_session,
+    import_session,
+    parse_export,
+    to_json,
+    to_markdown,
+)
+from shared_context_server.operations.viewers import choose_viewer, describe
+from shared_context_server.operations.watch import follow, latest_messages, session_overview
+from shared_context_server.terminal import (
+    MessagePrinter,
+    Progress,
+    doctor_report,
+    note,
+    prune_report,
+    sessions_table,
+)
+
+
+def _doctor(args: argparse.Namespace, db: Path) -> int:
+    data = anyio.run(partial(diagnose, db.absolute(), quick=args.quick))
+    print(json.dumps(data, indent=2) if args.json else doctor_report(data))
+    return 0 if data["ok"] else 1
+
+
+async def _viewer(database: Database, args: argparse.Namespace) -> Agent:
+    return await choose_viewer(
+        database,
+        getattr(args, "as_agent", None),
+        getattr(args, "agent_type", None),
+        getattr(args, "admin", False),
+    )
+
+
+def _sessions(args: argparse.Namespace, db: Path) -> int:
+    async def run() -> list[dict[str, Any]]:
+        database = await open_existing(db)
+        try:
+            return await session_overview(database, await _viewer(database, args), args.status)
+        finally:
+            await database.close()
+
+    rows = anyio.run(run)
+    if args.json:
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+    elif rows:
+        print(sessions_table(rows))
+    else:
+        note(f"no {'' if args.status == 'all' else args.status + ' '}sessions in {db}")
+    return 0
+
+
+def _tail(args: argparse.Namespace, db: Path) -> int:
+    if args.lines < 0:
+        raise InvalidInput("-n must be 0 or more.")
+
+    async def run() -> None:
+        database = await open_existing(db)
+        try:
+            viewer = await _viewer(database, args)
+            session = await fetch_session(database, args.session_id)
+            note(f"{session['id']} [{session['status']}] {session['purpose']}")
+            note(f"showing {describe(viewer)}")
+            printer = MessagePrinter()
+            latest = await latest_messages(database, viewer, args.session_id, args.lines or 1)
+            for message in latest if args.lines else []:
+                printer.print(message)
+            if args.follow:
+                after = latest[-1]["id"] if latest else 0
+                await _follow(database, viewer, args.session_id, after, printer)
+        finally:
+            await database.close()
+
+    anyio.run(run)
+    return 0
+
+
+async def _follow(
+    database: Database, viewer: Agent, session_id: str, after: int, printer: MessagePrinter
+) -> None:
+    """Print new messages until Ctrl-C (or SIGTERM), then return quietly."""
+    async with anyio.create_task_group() as tg:
+
+        async def stop_on_signal() -> None:
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for _ in signals:
+                    tg.cancel_scope.cancel()
+
+        tg.start_soon(stop_on_signal)
+        async for message in follow(database, viewer, session_id, after):
+            printer.print(message)
+
+
+def _export(args: argparse.Namespace, db: Path) -> int:
+    if args.output is not None:  # checked first: a bad path fails before any work
+        wanted = Path(args.output).expanduser().absolute()
+        if wanted.is_dir():
+            raise InvalidInput(f"-o {wanted} is a directory; name a file inside it.")
+        if not wanted.parent.is_dir():
+            raise InvalidInput(f"{wanted.parent} is not a directory; create it first.")
+    progress = Progress("exported messages")
+
+    async def run() -> dict[str, Any]:
+        database = await open_existing(db)
+        try:
+            viewer = await _viewer(database, args)
+            return await export_session(database, viewer, args.session_id, progress.update)
+        finally:
+            await database.close()
+
+    document = anyio.run(run)
+    progress.finish()
+    text = to_json(document) if args.format == "json" else to_markdown(document)
+    count = len(document["messages"])
+    if not document["complete"]:
+        view = (
+            "public messages"
+            if document["view"] == "public"
+            else "what " + document["view"].removeprefix("agent:") + " can see"
+        )
+        note(f"note: this export holds only {view}; --admin exports every message.")
+    if args.output is None:
+        sys.stdout.write(text)
+        return 0
+    target = Path(args.output).expanduser().absolute()
+    partial_file = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    fd = os.open(partial_file, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.replace(partial_file, target)
+    finally:
+        partial_file.unlink(missing_ok=True)
+    note(f"exported {count} message(s) of {args.session_id} to {target}")
+    return 0
+
+
+def _import(args: argparse.Namespace, db: Path) -> int:
+    source = "stdin" if args.file == "-" else args.file
+    text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
+    progress = Progress("imported messages")
+    document = parse_export(text, source)
+    progress.update(0, len(document.messages))
+
+    async def run() -> dict[str, Any]:
+        database = await Database.open(db)
+        try:
+            return await import_session(database, document)
+        finally:
+            await database.close()
+
+    result = anyio.run(run)
+    progress.update(result["messages"], result["messages"])
+    progress.finish()
+    print(f"imported session {result['session_id']}: {result['messages']} message(s) into {db}")
+    if result["session_id"] != result["original_session_id"]:
+        print(
+            f"session {result['original_session_id']} already exists there, so the import "
+            f"got the new id {result['session_id']}"
+        )
+    if result["dropped_reply_links"]:
+        print(
+            f"{result['dropped_reply_links']} reply-to link(s) pointed at messages the file "
+            "does not hold (a narrower export) and were dropped"
+        )
+    if not result["complete"]:
+        print(f"the file was exported with the '{result['view']}' view: not every message")
+    return 0
+
+
+def _backup(args: argparse.Namespace, db: Path) -> int:
+    started = time.monotonic()
+    size = db.stat().st_size if db.is_file() else 0
+    if size > 50_000_000:
+        note(f"copying {size / 1e6:.0f} MB from {db} ...")
+    result = backup(db, Path(args.path), force=args.force)
+    print(
+        f"backed up {db} to {result['path']}: {result['sessions']} session(s), "
+        f"{result['messages']} message(s), {result['bytes'] / 1e6:.1f} MB, integrity ok "
+        f"({time.monotonic() - started:.1f} s)"
+    )
+    return 0
+
+
+def _prune(args: argparse.Namespace, db: Path) -> int:
+    if not 0 <= args.archived_older_than < 1e6:
+        raise InvalidInput("--archived-older-than must be a number of days from 0 to 999999.")
+    retention = audit_retention({"audit_retention_days": args.audit_retention_days})
+    progress = Progress("pruned")
+    options = PruneOptions(
+        archived_older_than_days=args.archived_older_than, audit_retention_days=retention
+    )
+
+    async def run() -> dict[str, dict[str, int]]:
+        database = await open_existing(db)
+        try:
+            return await prune(
+                database,
+                options,
+                dry_run=args.dry_run,
+                progress=lambda counts: progress.update(sum(counts.values())),
+            )
+        finally:
+            await database.close()
+
+    report = anyio.run(run)
+    progress.finish()
+    print(prune_report(report, args.dry_run))
+    return 0
+
+
+HANDLERS: dict[str, Callable[[argparse.Namespace, Path], int]] = {
+    "doctor": _doctor,
+    "sessions": _sessions,
+    "tail": _tail,
+    "export": _export,
+    "import": _import,
+    "backup": _backup,
+    "prune": _prune,
+}
