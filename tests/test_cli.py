@@ -49,23 +49,6 @@ def test_demo_with_db_keeps_the_collaboration(tmp_path: Path) -> None:
     assert f"kept in {kept}" in proc.stdout
 
 
-def test_serving_leaves_the_operator_commands_records_and_rapidfuzz_unimported() -> None:
-    # Every agent's client waits for its server to start: what serving does not use is
-    # imported when it is first used (start-up is measured in tests/benchmarks/bench.py).
-    code = (
-        "import sys; from shared_context_server import cli; "
-        "from shared_context_server.server import app; "
-        "print(' '.join(sorted(sys.modules)))"
-    )
-    loaded = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
-    ).stdout.split()
-    assert "shared_context_server.server.app" in loaded
-    unwanted = ("shared_context_server.operations.", "shared_context_server.server.records")
-    late = [m for m in loaded if m.startswith(unwanted) or m.split(".")[0] == "rapidfuzz"]
-    assert late == ["shared_context_server.operations.client_config"]
-
-
 def test_help_lists_every_subcommand() -> None:
     proc = run("--help")
     assert proc.returncode == 0

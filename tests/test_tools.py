@@ -11,7 +11,8 @@ from mcp.shared.exceptions import MCPError
 
 from shared_context_server.blackboard.limits import Limits
 from shared_context_server.config import Settings
-from shared_context_server.server.tools import TOOLS, tool_list_size
+from shared_context_server.server.tools import TOOLS
+from shared_context_server.server.toolsets import tool_list_size_for
 from tests.conftest import ERAS, connect, fails, ok
 
 pytestmark = pytest.mark.parametrize("era", ERAS)
@@ -73,7 +74,7 @@ async def test_tools_list_is_complete_strict_and_small(tmp_path: Path, era: str)
     destructive = {t.name for t in tools if t.annotations.destructive_hint}
     assert destructive == {"delete_memory", "revoke_token"}
     # The whole default list, as JSON, fits the context budget (under 10 KB).
-    assert tool_list_size() < 10_000
+    assert tool_list_size_for(frozenset({"core"})) < 10_000
 
 
 async def test_a_session_round_trip_through_every_tool(tmp_path: Path, era: str) -> None:

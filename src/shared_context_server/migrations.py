@@ -139,8 +139,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             revoked_at TEXT
         )""",
         "CREATE INDEX agent_tokens_expiry ON agent_tokens (expires_at)",
-        # Maintenance looks for idle sessions inside its write transaction: this keeps that
-        # a short index walk, not a scan of every session, while other writers wait.
+        # Maintenance finds idle sessions with a read on this index (a short walk, not a
+        # scan of every session), then re-checks only those under the write lock.
         "CREATE INDEX sessions_idle ON sessions (updated_at) WHERE status != 'archived'",
         # One row per mutation, authentication event or refused call, written in the same
         # transaction as the change it describes. `via`: the process agent a token was

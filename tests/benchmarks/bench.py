@@ -9,7 +9,8 @@ its own options follow --search, e.g. ``bench.py --search --queries 50``).
 
 Options: --only floor|product|realtime, --messages N (1000), --procs N (20), --per-proc N (200),
 --spawns N (5), --rounds N (2), --floor PATH (default ../shared/bench/floor_server.py), --json,
---posts N (50), --idle-seconds S (10).
+--posts N (50), --idle-seconds S (10), --stdio auto|threads (the product's transport; threads
+is the SDK's, as the floor uses).
 
 Both systems are driven by the same client code (``ClientSession`` over ``stdio_client``,
 handshake era), each on its own fresh temporary databases, and samples are pooled over
@@ -113,7 +114,7 @@ def floor_system(path: Path) -> System:
     )
 
 
-def product_system() -> System:
+def product_system(stdio: str = "auto") -> System:
     return System(
         name="product",
         marker="shared_context_server",
@@ -125,6 +126,8 @@ def product_system() -> System:
             str(db),
             "--agent-id",
             agent,
+            "--stdio",
+            stdio,
         ],
         env=lambda db, agent: {"SHARED_CONTEXT_DB": str(db)},
         read_tool="get_context",
@@ -708,6 +711,7 @@ def print_table(runs: dict[str, Run], args: argparse.Namespace) -> None:
     print(
         f"shared-context-server bench: messages={args.messages} reads={READ_CALLS} "
         f"procs={args.procs} per-proc={args.per_proc} spawns={args.spawns} rounds={args.rounds} "
+        f"product-stdio={args.stdio} "
         f"python={sys.version.split()[0]} cpus={os.cpu_count()}"
     )
     header = f"{'metric':<27}" + "".join(f"{name:>12}" for name in runs)
@@ -759,6 +763,7 @@ def as_json(runs: dict[str, Run], args: argparse.Namespace) -> dict[str, Any]:
             "per_proc": args.per_proc,
             "spawns": args.spawns,
             "rounds": args.rounds,
+            "product_stdio": args.stdio,
             "python": sys.version.split()[0],
             "cpus": os.cpu_count(),
         },
@@ -876,6 +881,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--posts", type=int, default=50, help="real-time posts (product only)")
     p.add_argument("--idle-seconds", type=float, default=10.0, help="idle CPU window")
     p.add_argument("--floor", default=str(DEFAULT_FLOOR), help="floor server script")
+    p.add_argument(
+        "--stdio",
+        choices=["auto", "threads"],
+        default="auto",
+        help="the product's stdio transport (threads: the SDK's, as the floor uses)",
+    )
     p.add_argument("--messages", type=int, default=1000)
     p.add_argument("--procs", type=int, default=20)
     p.add_argument("--per-proc", type=int, default=200)
@@ -904,7 +915,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         systems.append(floor_system(floor_path))
     if args.only in (None, "product"):
-        systems.append(product_system())
+        systems.append(product_system(args.stdio))
     realtime: Realtime | None = None
     runs: dict[str, Run] = {}
     crashed = False

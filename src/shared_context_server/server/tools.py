@@ -6,10 +6,8 @@ result. Rules live in the domain.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
 import mcp_types as types
@@ -383,14 +381,3 @@ TOOLS: dict[str, ToolSpec] = {
         ),
     ]
 }
-
-
-@cache
-def tool_list() -> list[types.Tool]:
-    return [spec.to_tool() for spec in TOOLS.values()]
-
-
-def tool_list_size() -> int:
-    """Bytes of the tools/list result as JSON: what every agent pays for on every turn."""
-    tools = [t.model_dump(by_alias=True, mode="json", exclude_none=True) for t in tool_list()]
-    return len(json.dumps({"tools": tools}, separators=(",", ":")))

@@ -1,14 +1,29 @@
-"""Which tools a process offers: the toolsets named by --toolsets, `core` by default."""
+"""Which tools a process offers: the toolsets named by --toolsets, `core` by default.
+
+The tools/list a client sees is generated from the pydantic models, once, into
+tool_list.json beside this file: building it at start-up took 20-40 ms of every server's
+spawn-to-tools/list (pydantic does not cache JSON schemas), and every agent's client waits
+for that. `python -m shared_context_server.server.toolsets` writes the file again; a test
+fails until it matches the models.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
+import sys
 from functools import cache
+from pathlib import Path
+from typing import Any
 
 import mcp_types as types
 
 from shared_context_server.config import TOOLSETS
 from shared_context_server.server.tools import TOOLS, ToolSpec
+
+logger = logging.getLogger(__name__)
+
+TOOL_LIST_FILE = Path(__file__).with_name("tool_list.json")
 
 
 def _toolset(name: str) -> dict[str, ToolSpec]:
@@ -28,12 +43,41 @@ def tools_for(toolsets: frozenset[str]) -> dict[str, ToolSpec]:
 
 @cache
 def tool_list_for(toolsets: frozenset[str]) -> list[types.Tool]:
-    return [spec.to_tool() for spec in tools_for(toolsets).values()]
+    """What tools/list answers: the shipped tool list of each toolset, in TOOLSETS order."""
+    shipped = _shipped_tool_lists()
+    return [
+        types.Tool.model_validate(tool) for t in TOOLSETS if t in toolsets for tool in shipped[t]
+    ]
+
+
+def generate_tool_lists() -> dict[str, list[dict[str, Any]]]:
+    """Each toolset's tools/list entries, from the models and descriptions in the code."""
+    return {
+        name: [
+            spec.to_tool().model_dump(by_alias=True, mode="json", exclude_none=True)
+            for spec in _toolset(name).values()
+        ]
+        for name in TOOLSETS
+    }
+
+
+def _shipped_tool_lists() -> dict[str, list[dict[str, Any]]]:
+    try:
+        shipped: dict[str, list[dict[str, Any]]] = json.loads(TOOL_LIST_FILE.read_text())
+    except (OSError, ValueError):
+        logger.warning("%s is missing or unreadable; building the tool list", TOOL_LIST_FILE)
+        return generate_tool_lists()
+    return shipped
 
 
 def tool_list_size_for(toolsets: frozenset[str]) -> int:
-    """Bytes of the tools/list result as JSON for these toolsets."""
+    """Bytes of the tools/list result as JSON: what every agent pays for on every turn."""
     tools = [
         t.model_dump(by_alias=True, mode="json", exclude_none=True) for t in tool_list_for(toolsets)
     ]
     return len(json.dumps({"tools": tools}, separators=(",", ":")))
+
+
+if __name__ == "__main__":  # regenerate tool_list.json after changing a tool
+    TOOL_LIST_FILE.write_text(json.dumps(generate_tool_lists(), indent=1) + "\n")
+    print(f"wrote {TOOL_LIST_FILE}", file=sys.stderr)
