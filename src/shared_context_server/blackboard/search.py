@@ -190,10 +190,10 @@ async def search_context(
 
     Raises SessionNotFound, InvalidInput.
     """
-    started = time.perf_counter()
     # Imported at the first search, not at start-up, which every agent's client waits for.
     from shared_context_server.blackboard.ranking import default_process, score, searchable
 
+    started = time.perf_counter()
     agent.require("read", "search_context")
     if not 1 <= limit <= MAX_LIMIT:
         raise InvalidInput(f"limit must be 1-{MAX_LIMIT}; got {limit}.", argument="limit")
