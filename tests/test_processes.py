@@ -14,7 +14,7 @@ import pytest
 from mcp import Client
 
 from shared_context_server.migrations import SCHEMA_VERSION
-from tests.conftest import ok, server_params, spawn
+from tests.conftest import INITIALIZE, INITIALIZED, ok, server_params, spawn, tool_call
 
 WRITERS = 20
 PER_WRITER = 100
@@ -93,29 +93,10 @@ async def test_the_2026_era_client_works_over_stdio(tmp_path: Path) -> None:
 def test_stdout_carries_only_protocol_even_with_debug_logging(tmp_path: Path) -> None:
     db = tmp_path / "bb.db"
     requests = [
-        {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": "2025-06-18",
-                "capabilities": {},
-                "clientInfo": {"name": "raw", "version": "1"},
-            },
-        },
-        {"jsonrpc": "2.0", "method": "notifications/initialized"},
-        {
-            "jsonrpc": "2.0",
-            "id": 2,
-            "method": "tools/call",
-            "params": {"name": "create_session", "arguments": {"purpose": "raw"}},
-        },
-        {
-            "jsonrpc": "2.0",
-            "id": 3,
-            "method": "tools/call",
-            "params": {"name": "get_session", "arguments": {"session_id": 7}},
-        },
+        INITIALIZE,
+        INITIALIZED,
+        tool_call(2, "create_session", {"purpose": "raw"}),
+        tool_call(3, "get_session", {"session_id": 7}),
     ]
     proc = subprocess.Popen(
         [sys.executable, "-m", "shared_context_server", "--db", str(db), "--log-level", "DEBUG"],

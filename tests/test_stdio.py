@@ -11,28 +11,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mcp import ClientSession
-from mcp.client.stdio import stdio_client
 
 from shared_context_server.server.stdio import MAX_LINE_BYTES
-from tests.conftest import ok, server_params
-
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-06-18",
-        "capabilities": {},
-        "clientInfo": {"name": "raw", "version": "1"},
-    },
-}
-INITIALIZED = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+from tests.conftest import INITIALIZE, INITIALIZED, ok, spawn, tool_call
 
 
-def call(request_id: int, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
-    params = {"name": tool, "arguments": arguments}
-    return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}
+def popen(db: Path, **env: str) -> subprocess.Popen[str]:
+    """A server with its stdin, stdout and stderr piped to this test."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "shared_context_server", "--db", str(db)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **env},
+    )
 
 
 def serve(db: Path, lines: list[str], **env: str) -> tuple[list[dict[str, Any]], str]:
@@ -59,7 +52,7 @@ def test_requests_piped_in_are_all_answered_before_the_server_exits(tmp_path: Pa
     # The input ends before the server has even started: every request read is still
     # answered (the SDK's loop would cancel them as the input ends).
     lines = [json.dumps(INITIALIZE), json.dumps(INITIALIZED)]
-    lines += [json.dumps(call(10 + i, "whoami", {})) for i in range(5)]
+    lines += [json.dumps(tool_call(10 + i, "whoami", {})) for i in range(5)]
     replies, _ = serve(tmp_path / "bb.db", lines)
     answered = by_id(replies)
     assert sorted(answered) == [1, 10, 11, 12, 13, 14]
@@ -76,7 +69,7 @@ def test_a_line_that_is_not_json_rpc_gets_a_json_rpc_error_and_the_server_carrie
         json.dumps({"id": 7, "question": "json, but not JSON-RPC"}),
         "[1, 2]",
         json.dumps(INITIALIZED),
-        json.dumps(call(2, "whoami", {})),
+        json.dumps(tool_call(2, "whoami", {})),
     ]
     replies, stderr = serve(tmp_path / "bb.db", lines)
     errors = [m for m in replies if "error" in m]
@@ -91,9 +84,9 @@ def test_a_line_that_is_not_json_rpc_gets_a_json_rpc_error_and_the_server_carrie
 
 
 def test_a_line_past_the_limit_is_refused_whole_and_the_next_one_served(tmp_path: Path) -> None:
-    huge = call(2, "add_message", {"session_id": "x", "content": "y" * (MAX_LINE_BYTES + 10)})
+    huge = tool_call(2, "add_message", {"session_id": "x", "content": "y" * (MAX_LINE_BYTES + 10)})
     lines = [json.dumps(INITIALIZE), json.dumps(INITIALIZED), json.dumps(huge)]
-    lines += [json.dumps(call(3, "whoami", {}))]
+    lines += [json.dumps(tool_call(3, "whoami", {}))]
     replies, _ = serve(tmp_path / "bb.db", lines)
     errors = [m for m in replies if "error" in m]
     assert len(errors) == 1 and errors[0]["id"] is None  # one error for the whole line
@@ -103,15 +96,8 @@ def test_a_line_past_the_limit_is_refused_whole_and_the_next_one_served(tmp_path
 
 def test_the_sdk_transport_can_be_asked_for_and_serves_the_same_calls(tmp_path: Path) -> None:
     lines = [json.dumps(INITIALIZE), "not json", json.dumps(INITIALIZED)]
-    lines += [json.dumps(call(2, "create_session", {"purpose": "threads"}))]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "shared_context_server", "--db", str(tmp_path / "bb.db")],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "SHARED_CONTEXT_STDIO": "threads"},
-    )
+    lines += [json.dumps(tool_call(2, "create_session", {"purpose": "threads"}))]
+    proc = popen(tmp_path / "bb.db", SHARED_CONTEXT_STDIO="threads")
     assert proc.stdin and proc.stdout
     proc.stdin.write("".join(line + "\n" for line in lines))
     proc.stdin.flush()
@@ -129,9 +115,7 @@ async def test_requests_and_replies_larger_than_a_pipe_buffer_cross_intact(
     # A pipe holds 64 KiB: these lines are several times that both ways, so reading
     # spans many chunks and writing waits for the client to drain the pipe.
     content = 'a "quoted" \\ line\n' * 5_000  # 95,000 characters, escaped on the wire
-    params = server_params(tmp_path / "bb.db", "--agent-id", "big")
-    async with stdio_client(params) as streams, ClientSession(*streams) as client:
-        await client.initialize()
+    async with spawn(tmp_path / "bb.db", "--agent-id", "big") as client:
         sid = (await ok(client, "create_session", purpose="big"))["session_id"]
         for _ in range(2):  # a page holds up to 200,000 characters of content
             await ok(client, "add_message", session_id=sid, content=content)
@@ -140,17 +124,11 @@ async def test_requests_and_replies_larger_than_a_pipe_buffer_cross_intact(
 
 
 def test_a_client_that_stops_reading_ends_the_server_cleanly(tmp_path: Path) -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "shared_context_server", "--db", str(tmp_path / "bb.db")],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = popen(tmp_path / "bb.db")
     assert proc.stdin and proc.stdout and proc.stderr
     proc.stdout.close()  # gone before the first reply
     proc.stdin.write(json.dumps(INITIALIZE) + "\n" + json.dumps(INITIALIZED) + "\n")
-    proc.stdin.write(json.dumps(call(2, "create_session", {"purpose": "unread"})) + "\n")
+    proc.stdin.write(json.dumps(tool_call(2, "create_session", {"purpose": "unread"})) + "\n")
     proc.stdin.flush()
     assert proc.wait(timeout=60) == 0  # it noticed, and stopped, without being told
     assert "Traceback" not in proc.stderr.read()
