@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -123,16 +124,81 @@ async def test_requests_and_replies_larger_than_a_pipe_buffer_cross_intact(
         assert [m["content"] for m in page["messages"]] == [content] * 2
 
 
-def test_a_client_that_stops_reading_ends_the_server_cleanly(tmp_path: Path) -> None:
-    proc = popen(tmp_path / "bb.db")
+@pytest.mark.parametrize("transport", ["auto", "threads"])
+def test_a_client_that_stops_reading_ends_the_server_cleanly(
+    tmp_path: Path, transport: str
+) -> None:
+    proc = popen(tmp_path / "bb.db", SHARED_CONTEXT_STDIO=transport)
     assert proc.stdin and proc.stdout and proc.stderr
     proc.stdout.close()  # gone before the first reply
     proc.stdin.write(json.dumps(INITIALIZE) + "\n" + json.dumps(INITIALIZED) + "\n")
     proc.stdin.write(json.dumps(tool_call(2, "create_session", {"purpose": "unread"})) + "\n")
     proc.stdin.flush()
+    if transport == "threads":
+        # The SDK's transport reads stdin on a thread that nothing can interrupt: it
+        # stops when the client closes that too, as a client that leaves does.
+        proc.stdin.close()
     assert proc.wait(timeout=60) == 0  # it noticed, and stopped, without being told
-    assert "Traceback" not in proc.stderr.read()
+    stderr = proc.stderr.read()
+    assert "Traceback" not in stderr and "error" not in stderr
+    if not proc.stdin.closed:
+        proc.stdin.close()
+
+
+def test_a_client_that_closes_the_servers_stdout_and_waits_ends_the_server(
+    tmp_path: Path,
+) -> None:
+    proc = popen(tmp_path / "bb.db")
+    assert proc.stdin and proc.stdout
+    proc.stdin.write(json.dumps(INITIALIZE) + "\n")
+    proc.stdin.flush()
+    assert json.loads(proc.stdout.readline())["id"] == 1
+    proc.stdout.close()  # and stdin stays open, with nothing more sent
+    assert proc.wait(timeout=60) == 0
     proc.stdin.close()
+
+
+def test_requests_piped_in_with_replies_going_to_a_file_are_all_answered(
+    tmp_path: Path,
+) -> None:
+    # `printf ... | shared-context-server > replies`: stdout is no pipe, and the input
+    # ends before the server has started.
+    lines = [json.dumps(INITIALIZE), json.dumps(INITIALIZED)]
+    lines += [json.dumps(tool_call(10 + i, "whoami", {})) for i in range(5)]
+    replies_file = tmp_path / "replies.jsonl"
+    with replies_file.open("w") as out:
+        subprocess.run(
+            [sys.executable, "-m", "shared_context_server", "--db", str(tmp_path / "bb.db")],
+            input="".join(line + "\n" for line in lines),
+            stdout=out,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+    replies = [json.loads(line) for line in replies_file.read_text().splitlines()]
+    assert sorted(by_id(replies)) == [1, 10, 11, 12, 13, 14]
+
+
+def test_one_socket_for_stdin_and_stdout_is_served(tmp_path: Path) -> None:
+    # socat EXEC, inetd: the requests arrive on the socket the replies leave by.
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "shared_context_server", "--db", str(tmp_path / "bb.db")],
+            stdin=theirs,
+            stdout=theirs,
+            stderr=subprocess.PIPE,
+        )
+        theirs.close()
+        replies = ours.makefile("rb")
+        ours.sendall((json.dumps(INITIALIZE) + "\n").encode())
+        assert json.loads(replies.readline())["id"] == 1
+        # A request that arrives once the server is serving, not one waiting at its start.
+        later = [INITIALIZED, tool_call(2, "whoami", {})]
+        ours.sendall("".join(json.dumps(m) + "\n" for m in later).encode())
+        assert json.loads(replies.readline())["result"]["isError"] is False
+        ours.shutdown(socket.SHUT_WR)
+        assert proc.wait(timeout=60) == 0
 
 
 STRAY = textwrap.dedent(

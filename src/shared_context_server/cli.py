@@ -320,7 +320,11 @@ def _serve(flags: dict[str, object]) -> int:
     )
     from shared_context_server.server.app import serve_stdio
 
-    anyio.run(serve_stdio, settings)
+    try:
+        anyio.run(serve_stdio, settings)
+    except* (BrokenPipeError, ConnectionResetError):
+        # The SDK's transport learns that the client left when a reply cannot be written.
+        logging.getLogger(__name__).info("the client closed the connection; stopped")
     return 0
 
 

@@ -2,10 +2,11 @@
 
 The SDK's `stdio_server` reads each line and writes and flushes each reply through a
 worker thread, portable to every platform and file type. Every call then pays three trips
-to a thread and back (measured: the larger part of a small call's server time). When both
-ends are pipes or sockets on POSIX (how every MCP client spawns a server), the loop reads
-and writes them itself; anything else (a terminal, a file, Windows) gets the SDK's
-transport. `--stdio threads` (`SHARED_CONTEXT_STDIO=threads`) asks for the SDK's anyway.
+to a thread and back (measured: the larger part of a small call's server time). When stdin
+is a pipe or socket on POSIX (how every MCP client spawns a server), the loop reads it
+itself, and writes stdout itself too (plainly, when stdout is a file or a terminal);
+anything else (stdin from a terminal or a file, one socket for both, Windows) gets the
+SDK's transport. `--stdio threads` (`SHARED_CONTEXT_STDIO=threads`) asks for the SDK's anyway.
 
 As in the SDK: while serving, fd 0 reads the null device and fd 1 writes to stderr, so a
 stray print or a child process cannot corrupt the protocol stream; both are put back at
@@ -22,7 +23,7 @@ import logging
 import os
 import stat
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import anyio
@@ -73,16 +74,26 @@ def _is_pipe(fd: int) -> bool:
 
 
 def loop_transport_usable() -> bool:
-    """Whether stdin and stdout can be served by the event loop itself."""
-    return sys.platform != "win32" and _is_pipe(0) and _is_pipe(1)
+    """Whether the event loop can read stdin itself: a pipe or socket on POSIX, and not
+    the very socket stdout writes to (socat EXEC, inetd), which asyncio's write side would
+    take for closed as soon as a request arrives on it."""
+    if sys.platform == "win32" or not _is_pipe(0):
+        return False
+    try:
+        read, write = os.fstat(0), os.fstat(1)
+    except OSError:
+        return False
+    return (read.st_dev, read.st_ino) != (write.st_dev, write.st_ino)
 
 
 class _Output(asyncio.Protocol):
-    """The write side: lets a writer wait while the pipe is full (the client is slow)."""
+    """The write side: lets a writer wait while the pipe is full (the client is slow), and
+    says when the client has closed its end."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_lost: Callable[[], None]) -> None:
         self._writable = asyncio.Event()
         self._writable.set()
+        self._on_lost = on_lost
         self.closed = False
 
     def pause_writing(self) -> None:
@@ -94,6 +105,7 @@ class _Output(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._writable.set()
+        self._on_lost()
 
     async def drain(self) -> None:
         await self._writable.wait()
@@ -133,20 +145,23 @@ async def stdio_streams(threads: bool = False) -> AsyncIterator[tuple[ReadStream
 
 
 class _Wire:
-    """Lines in, lines out, on the loop's pipe transports."""
+    """Lines in, lines out: stdin on the loop's pipe transport; stdout on one too, or
+    written plainly when it is a file or a terminal."""
 
     def __init__(self) -> None:
         self._reader = asyncio.StreamReader(limit=MAX_LINE_BYTES)
         self._transports: list[asyncio.BaseTransport] = []
         self._write: asyncio.WriteTransport | None = None
-        self._output = _Output()
+        self._reading = anyio.CancelScope()
+        # Nobody reads any more: end the session as if its input had ended.
+        self._output = _Output(on_lost=self._reading.cancel)
+        self._blocking_fd: int | None = None  # stdout as a file or terminal: plain writes
         self._incoming_send, self.incoming = anyio.create_memory_object_stream[
             SessionMessage | Exception
         ](0)
         self.outgoing, self._outgoing_receive = anyio.create_memory_object_stream[SessionMessage](0)
         self._pending: set[types.RequestId] = set()  # requests read and not yet answered
         self._answered = anyio.Event()
-        self._reading = anyio.CancelScope()
 
     async def open(self, read_fd: int, write_fd: int) -> None:
         loop = asyncio.get_running_loop()
@@ -155,6 +170,11 @@ class _Wire:
             lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(read_fd, "rb", buffering=0)
         )
         self._transports.append(read)
+        if not _is_pipe(write_fd):
+            # A file or a terminal (`printf ... | shared-context-server > out`): writes to
+            # it do not wait on a reader, and asyncio has no transport for files.
+            self._blocking_fd = write_fd
+            return
         write, _ = await loop.connect_write_pipe(
             lambda: self._output, os.fdopen(write_fd, "wb", buffering=0)
         )
@@ -167,9 +187,21 @@ class _Wire:
     def close(self) -> None:
         for transport in self._transports:
             transport.close()
+        if self._blocking_fd is not None:
+            os.close(self._blocking_fd)
 
     async def _send(self, data: bytes) -> bool:
         """Write one line; False once the client has closed its end."""
+        if self._blocking_fd is not None:
+            view = memoryview(data)
+            try:
+                while view:
+                    view = view[os.write(self._blocking_fd, view) :]
+            except OSError:  # a terminal gone, a full disk: nobody will read the rest
+                logger.warning("cannot write to stdout any more; stopping", exc_info=True)
+                self._reading.cancel()
+                return False
+            return True
         if self._output.closed or self._write is None:
             return False
         self._write.write(data)
@@ -234,9 +266,7 @@ class _Wire:
                 message = item.message
                 data = message.model_dump_json(by_alias=True, exclude_unset=True)
                 if not await self._send(data.encode() + b"\n"):
-                    # Nobody reads any more: end the session as if its input had ended.
-                    self._reading.cancel()
-                    continue
+                    continue  # the client is gone; reading has stopped
                 if isinstance(message, types.JSONRPCResponse | types.JSONRPCError):
                     self._pending.discard(message.id)
                     if not self._pending:
