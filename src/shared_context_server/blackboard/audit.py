@@ -55,22 +55,7 @@ TRIM = (
 )
 
 
-def _row(
-    agent: Agent,
-    action: str,
-    session_id: str | None,
-    target: str | None,
-    result: str,
-    detail: str | None,
-    ts: str,
-) -> tuple[Any, ...]:
-    if detail is not None and len(detail) > MAX_DETAIL:
-        detail = detail[: MAX_DETAIL - 1] + "…"
-    return (ts, agent.agent_id, agent.via, action, session_id, target, result, detail)
-
-
-def write_entry(
-    conn: sqlite3.Connection,
+def entry(
     agent: Agent,
     action: str,
     *,
@@ -79,23 +64,22 @@ def write_entry(
     result: str = "ok",
     detail: str | None = None,
     ts: str | None = None,
-) -> None:
-    """Log one entry inside a `Database.transact` unit of work."""
-    conn.execute(INSERT, _row(agent, action, session_id, target, result, detail, ts or utc_now()))
+) -> tuple[Any, ...]:
+    """One audit row, for `write_entry` or `record`. `ts` defaults to now: take the row
+    inside the transaction, so times grow with ids."""
+    if detail is not None and len(detail) > MAX_DETAIL:
+        detail = detail[: MAX_DETAIL - 1] + "…"
+    return (ts or utc_now(), agent.agent_id, agent.via, action, session_id, target, result, detail)
 
 
-async def record(
-    tx: Transaction,
-    agent: Agent,
-    action: str,
-    *,
-    session_id: str | None = None,
-    target: str | None = None,
-    result: str = "ok",
-    detail: str | None = None,
-) -> None:
-    """Log one entry inside a `Database.write()` transaction."""
-    await tx.execute(INSERT, _row(agent, action, session_id, target, result, detail, utc_now()))
+def write_entry(conn: sqlite3.Connection, row: tuple[Any, ...]) -> None:
+    """Log `row` (from `entry`) inside a `Database.transact` unit of work."""
+    conn.execute(INSERT, row)
+
+
+async def record(tx: Transaction, row: tuple[Any, ...]) -> None:
+    """Log `row` (from `entry`) inside a `Database.write()` transaction."""
+    await tx.execute(INSERT, row)
 
 
 async def record_refusal(
@@ -120,13 +104,13 @@ async def record_refusal(
     )
 
 
-async def _record_alone(db: Database, agent: Agent, action: str, **entry: Any) -> None:
+async def _record_alone(db: Database, agent: Agent, action: str, **fields: Any) -> None:
     """One entry in a transaction of its own, for something that already happened (or was
     refused): a file too busy to take it gets a warning on stderr, never a different
     result for the caller."""
     try:
         async with db.write() as tx:
-            await record(tx, agent, action, **entry)
+            await record(tx, entry(agent, action, **fields))
     except DatabaseBusy:
         logger.warning("could not log %s by %s: database busy", action, agent.agent_id)
 

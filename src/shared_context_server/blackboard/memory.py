@@ -164,7 +164,9 @@ async def set_memory(
             )
         else:
             await tx.execute(REPLACE, (text, stamp, expires_at, live, stamp, row["id"]))
-        await audit.record(tx, agent, "set_memory", session_id=session_id, target=f"memory:{key}")
+        await audit.record(
+            tx, audit.entry(agent, "set_memory", session_id=session_id, target=f"memory:{key}")
+        )
     return {
         "key": key,
         "scope": "session" if session_id else "global",
@@ -209,7 +211,8 @@ async def delete_memory(
         deleted = await tx.execute(DELETE, (agent.agent_id, _scope_key(session_id), key, stamp))
         if deleted:
             await audit.record(
-                tx, agent, "delete_memory", session_id=session_id, target=f"memory:{key}"
+                tx,
+                audit.entry(agent, "delete_memory", session_id=session_id, target=f"memory:{key}"),
             )
     if not deleted:
         await _require_session(db, session_id)

@@ -127,7 +127,8 @@ async def add_message(
         if row is None:
             raise _why_not_inserted(conn, session_id, parent_message_id)
         audit.write_entry(
-            conn, agent, action, session_id=session_id, target=f"message:{row[0]}", ts=now
+            conn,
+            audit.entry(agent, action, session_id=session_id, target=f"message:{row[0]}", ts=now),
         )
         return int(row[0]), now
 

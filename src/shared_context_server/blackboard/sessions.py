@@ -97,11 +97,13 @@ async def create_session(
         conn.execute(INSERT_SESSION, (session_id, purpose, agent.agent_id, now, now, meta))
         audit.write_entry(
             conn,
-            agent,
-            "create_session",
-            session_id=session_id,
-            target=f"session:{session_id}",
-            ts=now,
+            audit.entry(
+                agent,
+                "create_session",
+                session_id=session_id,
+                target=f"session:{session_id}",
+                ts=now,
+            ),
         )
         return now
 
@@ -247,11 +249,13 @@ async def update_session(
         ]
         await audit.record(
             tx,
-            agent,
-            "update_session",
-            session_id=session_id,
-            target=f"session:{session_id}",
-            detail=", ".join(c for c in changed if c),
+            audit.entry(
+                agent,
+                "update_session",
+                session_id=session_id,
+                target=f"session:{session_id}",
+                detail=", ".join(c for c in changed if c),
+            ),
         )
     return {
         **session_dict(row),
@@ -296,10 +300,12 @@ async def archive_idle_sessions(db: Database, actor: Agent, cutoff: str) -> int:
             archived += 1
             await audit.record(
                 tx,
-                actor,
-                "auto_archive",
-                session_id=session_id,
-                target=f"session:{session_id}",
-                detail=f"idle since before {cutoff}",
+                audit.entry(
+                    actor,
+                    "auto_archive",
+                    session_id=session_id,
+                    target=f"session:{session_id}",
+                    detail=f"idle since before {cutoff}",
+                ),
             )
     return archived

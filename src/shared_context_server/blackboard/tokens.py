@@ -134,10 +134,12 @@ async def authenticate_agent(
         )
         await audit.record(
             tx,
-            caller,
-            "authenticate_agent",
-            target=f"agent:{agent_id}",
-            detail=f"{kind} {','.join(granted_list)} until {expires_at}",
+            audit.entry(
+                caller,
+                "authenticate_agent",
+                target=f"agent:{agent_id}",
+                detail=f"{kind} {','.join(granted_list)} until {expires_at}",
+            ),
         )
     return {
         "token": token,
@@ -175,7 +177,9 @@ async def revoke_token(
         live = row["revoked_at"] is None and row["expires_at"] > stamp
         if live:
             await tx.execute(REVOKE, (stamp, digest))
-            await audit.record(tx, caller, "revoke_token", target=f"agent:{row['agent_id']}")
+            await audit.record(
+                tx, audit.entry(caller, "revoke_token", target=f"agent:{row['agent_id']}")
+            )
     return {"revoked": live}
 
 

@@ -143,7 +143,9 @@ async def prune(
                 await tx.execute(rule.delete_sql(), (cutoff, BATCH))
                 # Deleting history is itself history, logged with the batch it describes.
                 removed = ", ".join(f"{n} {label}" for label, n in batch.items() if n)
-                await audit.record(tx, audit.OPERATOR, "prune", target=rule.table, detail=removed)
+                await audit.record(
+                    tx, audit.entry(audit.OPERATOR, "prune", target=rule.table, detail=removed)
+                )
             for label, n in batch.items():
                 totals[label] += n
             if progress:

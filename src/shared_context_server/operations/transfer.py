@@ -289,11 +289,13 @@ async def import_session(db: Database, document: ExportFile) -> dict[str, Any]:
         )
         await audit.record(
             tx,
-            audit.OPERATOR,
-            "import",
-            session_id=session_id,
-            target=f"session:{session_id}",
-            detail=f"{len(ordered)} messages",
+            audit.entry(
+                audit.OPERATOR,
+                "import",
+                session_id=session_id,
+                target=f"session:{session_id}",
+                detail=f"{len(ordered)} messages",
+            ),
         )
     # Indexed now, in short batches after the import's own transaction: no server process
     # may run on this file for a while, and search reads only a bounded unindexed tail.
