@@ -149,7 +149,7 @@ function messageCard(m, parents) {
 function chart(data) {
   const agents = data.agents.slice(0, 8);
   if (!agents.length) return h("div", { class: "empty" }, "No messages to chart.");
-  const rowH = 24, left = 130, width = 640, right = 50, n = agents[0].counts.length;
+  const rowH = 24, left = 150, width = 960, right = 50, n = agents[0].counts.length;
   const barW = (width - left - right) / Math.max(n, 24);  // one busy minute is not a wall
   const max = Math.max(1, ...agents.flatMap((a) => a.counts));
   const svg = s("svg", { viewBox: `0 0 ${width} ${agents.length * rowH + 18}`, role: "img", "aria-label": "messages per agent over time" });
@@ -218,8 +218,7 @@ async function viewSession(main, sid, focus) {
     const found = await api(`/api/search?session=${enc}&q=${encodeURIComponent(q)}`);
     results.replaceChildren(...(found.length ? found.map(resultCard) : [h("div", { class: "empty" }, "No match.")]));
   }, 300));
-  await header();
-  drawChart().catch(showError);
+  await Promise.all([header(), drawChart()]);  // the layout settles before scrolling
   const target = focus && $(`m-${focus}`);
   if (target) { target.classList.add("target"); target.scrollIntoView({ block: "center" }); } else window.scrollTo(0, document.documentElement.scrollHeight);
   listen(`/api/events?session=${enc}&after=${last}`, (change) => {
