@@ -30,7 +30,7 @@ class Dashboard:
     base: str
     token: str
     port: int
-    stderr: str
+    pid: int
 
     def client(self, **kwargs: Any) -> httpx.AsyncClient:
         """A client holding the token's cookie, as a browser does after the first visit."""
@@ -48,7 +48,7 @@ async def dashboard(db: Path, *flags: str) -> AsyncIterator[Dashboard]:
             url = (await process.stdout.receive()).decode().strip().splitlines()[0]
         base, _, token = url.partition("/?token=")
         try:
-            yield Dashboard(url, base, token, int(base.rsplit(":", 1)[1]), "")
+            yield Dashboard(url, base, token, int(base.rsplit(":", 1)[1]), process.pid)
         finally:
             process.send_signal(signal.SIGINT)
             with anyio.fail_after(20):
