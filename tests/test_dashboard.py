@@ -110,6 +110,9 @@ async def test_without_the_token_or_under_another_host_nothing_is_served(tmp_pat
                 f"/api/sessions?token={dash.token}", headers={"Host": f"evil.example:{dash.port}"}
             )
             assert rebound.status_code == 400
+            # Another local app's malformed cookie on 127.0.0.1 does not hide ours.
+            mixed = {"Cookie": f'other="x; junk; scs_dashboard_{dash.port}={dash.token}'}
+            assert (await stranger.get("/api/sessions", headers=mixed)).status_code == 200
         async with dash.client() as client:
             assert (await client.get("/api/sessions")).status_code == 200
             other_site = await client.get(
@@ -169,6 +172,7 @@ async def test_mistakes_are_coded_json_errors(tmp_path: Path) -> None:
     async with dashboard(tmp_path / "b.db") as dash, dash.client() as client:
         missing = await client.get("/api/sessions/sess_nope/messages")
         assert (missing.status_code, missing.json()["code"]) == (404, "SESSION_NOT_FOUND")
+        assert (await client.get("/api/sessions?status=completed")).json() == []
         bad = await client.get("/api/sessions?status=sleeping")
         assert (bad.status_code, bad.json()["code"]) == (400, "INVALID_INPUT")
         assert (await client.get("/api/events?session=sess_nope")).status_code == 404

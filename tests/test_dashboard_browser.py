@@ -4,6 +4,7 @@ processes post. Screenshots of each view are saved under the test's tmp_path."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -156,3 +157,21 @@ async def test_screenshots_of_each_view_as_admin_light_and_dark(
         await page.screenshot(path=shots / "memory.png")
         assert page.errors == []  # type: ignore[attr-defined]
     assert len(list(shots.glob("*.png"))) == 7
+
+
+async def test_the_search_box_finds_a_message_despite_a_typo_and_opens_it(
+    tmp_path: Path, browser: Browser
+) -> None:
+    await blackboard(tmp_path / "b.db")
+    async with dashboard(tmp_path / "b.db") as dash:
+        page = await open_page(browser, dash.url)
+        await page.fill("input[type=search]", "overflw parse_headr")
+        result = page.locator(".result").first  # best first
+        await expect(result).to_contain_text("finding: overflow in parse_header")
+        await result.click()
+        await expect(page.locator("#m-1")).to_have_class(re.compile("target"))
+        await page.goto(f"{dash.base}/#/")
+        await page.fill("input[type=search]", "SECRET note to self")
+        await expect(page.locator(".results > *").first).to_be_visible()
+        shown = await page.locator(".results").inner_text()
+        assert not any(secret in shown for secret in SECRETS)

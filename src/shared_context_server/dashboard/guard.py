@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-from http.cookies import SimpleCookie
 from urllib.parse import parse_qs
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -77,8 +76,7 @@ class Guard:
             return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-        cookies = SimpleCookie(headers.get("cookie", ""))
-        in_cookie = cookies[self.cookie].value if self.cookie in cookies else None
+        in_cookie = _cookie(headers.get("cookie", ""), self.cookie)
         in_query = query.get("token", [None])[0]
         origin = headers.get("origin")
         if not self._host_ok(headers.get("host", "")):
@@ -95,6 +93,16 @@ class Guard:
             await self.app(scope, receive, _with_headers(send))
         else:
             await _refuse(send, 403, "the dashboard needs its token: open the URL it printed.")
+
+
+def _cookie(header: str, name: str) -> str | None:
+    """The cookie `name`, read by hand: other local apps' cookies share 127.0.0.1 (cookies
+    ignore ports), and one malformed among them makes http.cookies drop them all."""
+    for part in header.split(";"):
+        key, _, value = part.strip().partition("=")
+        if key == name:
+            return value
+    return None
 
 
 def _with_headers(send: Send) -> Send:
