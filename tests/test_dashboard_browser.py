@@ -115,6 +115,7 @@ async def test_the_page_keeps_its_place_while_messages_arrive(
         page = await open_page(browser, dash.url)
         await page.goto(f"{dash.base}/#/s/{sid}")
         await expect(page.locator(".msg")).to_have_count(42)
+        await expect(page.locator("#live")).to_have_class("live on")  # settled, following
         await page.evaluate("window.scrollTo(0, 400)")
         before = await page.evaluate(FIRST_VISIBLE)
         await ok(bob, "add_message", session_id=sid, content="arrives while reading")

@@ -3,10 +3,14 @@
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import anyio
+
+logger = logging.getLogger(__name__)
 
 INTERVAL = 0.25  # new messages reach the page well within a second
 
@@ -55,7 +59,12 @@ class Changes:
             if not self._listeners:
                 last = None  # a listener arriving later starts from a fresh look
                 await self._someone.wait()
-            current = await self._version()
+            try:
+                current = await self._version()
+            except sqlite3.Error as error:  # a page going stale beats a dead dashboard
+                logger.warning("could not look for changes (%s); retrying", error)
+                await anyio.sleep(self._interval)
+                continue
             self.looks += 1
             if last is not None and current != last:
                 self.seen += 1

@@ -146,10 +146,10 @@ function messageCard(m, parents) {
     meta);
 }
 
-function chart(data) {
+function chart(data, width) {
   const agents = data.agents.slice(0, 8);
   if (!agents.length) return h("div", { class: "empty" }, "No messages to chart.");
-  const rowH = 24, left = 150, width = 960, right = 50, n = agents[0].counts.length;
+  const rowH = 24, left = 150, right = 50, n = agents[0].counts.length;
   const barW = (width - left - right) / Math.max(n, 24);  // one busy minute is not a wall
   const max = Math.max(1, ...agents.flatMap((a) => a.counts));
   const svg = s("svg", { viewBox: `0 0 ${width} ${agents.length * rowH + 18}`, role: "img", "aria-label": "messages per agent over time" });
@@ -190,7 +190,8 @@ async function viewSession(main, sid, focus) {
       h("div", { class: "sub" }, h("span", { class: `badge status-${session.status}` }, session.status),
         ` ${session.message_count} message(s) you can see · created by ${session.created_by} · `, h("span", { class: "mono" }, session.id)));
   };
-  const drawChart = async () => chartBox.replaceChildren(chart(await api(`/api/sessions/${enc}/activity`)));
+  // Drawn at the box's own width, so its text stays the page's size at any window width.
+  const drawChart = async () => chartBox.replaceChildren(chart(await api(`/api/sessions/${enc}/activity`), Math.max(420, chartBox.clientWidth - 28)));
   const render = (messages, parents) => messages.filter((m) => !seen.has(m.id)).map((m) => {
     seen.add(m.id);
     return messageCard(m, parents);
@@ -305,7 +306,6 @@ async function viewMemory(main) {
     return h("tr", {}, h("td", {}, e.agent_id), h("td", { class: "mono" }, e.session_id || "global"), h("td", { class: "mono" }, e.key),
       h("td", {}, `${e.size} B`), h("td", {}, e.expires_at ? when(e.expires_at) : "never"), cell);
   });
-  if (state.source) state.source.close();
 }
 
 // ---- routing ----
@@ -313,6 +313,9 @@ async function route() {
   const parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
   const main = h("main", { id: "main" });
   $("main").replaceWith(main);
+  if (state.source) state.source.close();
+  state.source = null;
+  $("live").className = "live";  // "on" again once the new view's stream is open
   $("new-below").hidden = true;
   showError(null);
   const view = parts[0] === "s" ? "session" : parts[0] || "sessions";
@@ -336,6 +339,8 @@ async function start() {
     if (window.innerHeight + window.scrollY >= document.documentElement.scrollHeight - 80) $("new-below").hidden = true;
   });
   window.addEventListener("hashchange", route);
+  // "3 min ago" ages on screen; this touches the page only, never the server.
+  setInterval(() => document.querySelectorAll("time.when").forEach((t) => { t.textContent = ago(t.dateTime); }), 30000);
   refreshProcessCount().catch(() => {});
   await route();
 }
