@@ -252,6 +252,8 @@ async function viewProcesses(main) {
   };
   await load();
   listen("/api/events", () => debounce("processes", load, 500));
+  // A killed process commits nothing: its row ages out (15 s) without a change to follow.
+  state.poll = setInterval(() => load().catch(showError), 10000);
 }
 
 // ---- admin: audit log and memory ----
@@ -315,6 +317,7 @@ async function route() {
   $("main").replaceWith(main);
   if (state.source) state.source.close();
   state.source = null;
+  clearInterval(state.poll);
   $("live").className = "live";  // "on" again once the new view's stream is open
   $("new-below").hidden = true;
   showError(null);
