@@ -101,7 +101,8 @@ async def test_without_the_token_or_under_another_host_nothing_is_served(tmp_pat
     sid = await blackboard(tmp_path / "b.db")
     async with dashboard(tmp_path / "b.db", "--admin") as dash:
         async with httpx.AsyncClient(base_url=dash.base) as stranger:
-            for path in ("/", "/api/sessions", f"/api/sessions/{sid}/messages", "/static/app.js"):
+            paths = ("/", "/api/sessions", f"/api/sessions/{sid}/messages", "/api/events")
+            for path in (*paths, "/static/app.js"):
                 for query in ("", "?token=wrong"):
                     response = await stranger.get(path + query)
                     assert response.status_code == 403, path
