@@ -14,7 +14,7 @@ from shared_context_server.server import toolsets
 from shared_context_server.server.toolsets import TOOL_LIST_FILE, generate_tool_lists
 
 
-def test_serving_leaves_the_operator_commands_records_and_rapidfuzz_unimported() -> None:
+def test_serving_leaves_the_operator_commands_dashboard_records_and_rapidfuzz_unimported() -> None:
     # Every agent's client waits for its server to start: what serving does not use is
     # imported when it is first used (start-up is measured in tests/benchmarks/bench.py).
     code = (
@@ -26,7 +26,11 @@ def test_serving_leaves_the_operator_commands_records_and_rapidfuzz_unimported()
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     ).stdout.split()
     assert "shared_context_server.server.app" in loaded
-    unwanted = ("shared_context_server.operations.", "shared_context_server.server.records")
+    unwanted = (
+        "shared_context_server.operations.",
+        "shared_context_server.server.records",
+        "shared_context_server.dashboard",
+    )
     late = [m for m in loaded if m.startswith(unwanted) or m.split(".")[0] == "rapidfuzz"]
     assert late == ["shared_context_server.operations.client_config"]
 

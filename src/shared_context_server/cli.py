@@ -59,6 +59,8 @@ COMMANDS: dict[str, str] = {
     "export": "write a session as JSON (lossless, re-importable) or a Markdown transcript",
     "import": "load a session from a JSON export, with fresh message ids",
     "backup": "copy the database consistently while agents keep writing",
+    "dashboard": "a live, read-only view of the blackboard in the browser (sessions, "
+    "transcripts, who is connected; --admin adds the audit log and memory)",
     "prune": "remove old archived sessions, expired memory and tokens, old audit entries "
     "(--dry-run shows what would go)",
 }
@@ -247,6 +249,17 @@ def build_parser() -> argparse.ArgumentParser:
     backup = sub.add_parser("backup", parents=[db], help=COMMANDS["backup"])
     backup.add_argument("path", metavar="PATH")
     backup.add_argument("--force", action="store_true", help="replace PATH if it exists")
+
+    dashboard = sub.add_parser("dashboard", parents=[db, viewer], help=COMMANDS["dashboard"])
+    dashboard.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this machine only)",
+    )
+    dashboard.add_argument(
+        "--port", type=int, default=0, metavar="N", help="port (default: a free one)"
+    )
+    dashboard.add_argument("--open", action="store_true", help="open it in the web browser")
 
     prune = sub.add_parser("prune", parents=[db], help=COMMANDS["prune"])
     prune.add_argument("--dry-run", action="store_true", help="only say what would go")

@@ -21,7 +21,7 @@ from shared_context_server.blackboard.limits import DEFAULT_LIMITS, Limits, enco
 from shared_context_server.blackboard.sessions import require_session
 from shared_context_server.clock import iso, now_utc
 from shared_context_server.db import Database, Transaction
-from shared_context_server.errors import Conflict, InvalidInput, NotFound
+from shared_context_server.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 
 MAX_EXPIRES_IN = 365 * 24 * 3600  # one year, in seconds
 MAX_LIST_LIMIT = 200
@@ -64,6 +64,14 @@ LIST = (
 SNAPSHOT = (
     f"SELECT {_COLUMNS} FROM memory WHERE agent_id = ? AND {_LIVE}"  # noqa: S608
     f" ORDER BY {_SCOPE}, key LIMIT ?"
+)
+# Every agent's keys (admin only), without values; cursor as LIST's plus the agent.
+ALL_KEYS = (
+    "SELECT agent_id, key, session_id, expires_at, updated_at,"  # noqa: S608 (constants only)
+    f" length(CAST(value AS BLOB)) AS size, {_SCOPE} AS scope_key FROM memory"
+    f" WHERE (? IS NULL OR agent_id = ?) AND {_LIVE}"
+    f" AND (? IS NULL OR (agent_id, {_SCOPE}, key) > (?, ?, ?))"
+    f" ORDER BY agent_id, {_SCOPE}, key LIMIT ?"
 )
 SWEEP = "DELETE FROM memory WHERE id IN (SELECT id FROM memory WHERE expires_at <= ? LIMIT ?)"
 
@@ -319,3 +327,69 @@ async def sweep_expired_memory(db: Database, *, now: datetime | None = None) -> 
         total += deleted
         if deleted < SWEEP_BATCH:
             return total
+
+
+async def all_memory_keys(
+    db: Database,
+    admin: Agent,
+    agent_id: str | None = None,
+    limit: int = 100,
+    cursor: str | None = None,
+    *,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Every agent's live keys (or `agent_id`'s), with sizes but no values, one page.
+
+    Raises PermissionDenied (not an admin), InvalidInput."""
+    if not admin.is_admin:
+        raise PermissionDenied("only admins list other agents' memory.")
+    if not 1 <= limit <= MAX_LIST_LIMIT:
+        raise InvalidInput(f"limit must be 1-{MAX_LIST_LIMIT}; got {limit}.", argument="limit")
+    after: tuple[str | None, ...] = (None, None, None)
+    if cursor:
+        scope, key = _decode_cursor(cursor)
+        owner, _, scope = scope.partition("\n")
+        after = (owner, scope, key)
+    stamp = iso(now or now_utc())
+    rows = await db.fetchall(ALL_KEYS, (agent_id, agent_id, stamp, after[0], *after, limit + 1))
+    page = rows[:limit]
+    entries = [
+        {
+            "agent_id": row["agent_id"],
+            "key": row["key"],
+            "scope": "session" if row["session_id"] else "global",
+            "session_id": row["session_id"],
+            "updated_at": row["updated_at"],
+            "expires_at": row["expires_at"],
+            "size": row["size"],
+        }
+        for row in page
+    ]
+    last = page[-1] if page and len(rows) > limit else None
+    next_cursor = (
+        _encode_cursor(f"{last['agent_id']}\n{last['scope_key']}", last["key"]) if last else None
+    )
+    return {"entries": entries, "next_cursor": next_cursor}
+
+
+async def any_memory(
+    db: Database,
+    admin: Agent,
+    agent_id: str,
+    key: str,
+    session_id: str | None = None,
+    *,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """One agent's live entry, value included, read by an admin.
+
+    Raises PermissionDenied (not an admin), NotFound, SessionNotFound."""
+    if not admin.is_admin:
+        raise PermissionDenied("only admins read other agents' memory.")
+    check_key(key)
+    stamp = iso(now or now_utc())
+    row = await db.fetchone(GET, (agent_id, _scope_key(session_id), key, stamp))
+    if row is None:
+        await _require_session(db, session_id)
+        raise _not_found(key, session_id)
+    return {"agent_id": agent_id, **entry_dict(row)}

@@ -240,6 +240,13 @@ def _prune(args: argparse.Namespace, db: Path) -> int:
     return 0
 
 
+def _dashboard(args: argparse.Namespace, db: Path) -> int:
+    # Imported here: the web stack loads only for this command.
+    from shared_context_server.dashboard.command import run_dashboard
+
+    return run_dashboard(args, db)
+
+
 HANDLERS: dict[str, Callable[[argparse.Namespace, Path], int]] = {
     "doctor": _doctor,
     "sessions": _sessions,
@@ -248,4 +255,5 @@ HANDLERS: dict[str, Callable[[argparse.Namespace, Path], int]] = {
     "import": _import,
     "backup": _backup,
     "prune": _prune,
+    "dashboard": _dashboard,
 }

@@ -1,0 +1,2 @@
+"""The live, read-only browser dashboard (`shared-context-server dashboard`); imported only
+when that command runs."""

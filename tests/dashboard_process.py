@@ -1,0 +1,81 @@
+"""A real `shared-context-server dashboard` process for the dashboard tests, and the file
+they read."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2 as httpx
+
+from shared_context_server.blackboard import memory
+from shared_context_server.blackboard.messages import add_message
+from shared_context_server.blackboard.sessions import create_session
+from shared_context_server.db import Database
+from tests.conftest import ADMIN, ALICE, BOB, CAROL
+
+SECRETS = ("SECRET-private", "SECRET-agent-only", "SECRET-admin-only")
+HOSTILE = '<script>window.pwned = 1</script><img src=x onerror="window.pwned = 2"> hostile'
+
+
+@dataclass
+class Dashboard:
+    url: str  # as printed, with the token
+    base: str
+    token: str
+    port: int
+    pid: int
+
+    def client(self, **kwargs: Any) -> httpx.AsyncClient:
+        """A client holding the token's cookie, as a browser does after the first visit."""
+        cookies = {f"scs_dashboard_{self.port}": self.token}
+        return httpx.AsyncClient(base_url=self.base, cookies=cookies, timeout=10, **kwargs)
+
+
+@asynccontextmanager
+async def dashboard(db: Path, *flags: str) -> AsyncIterator[Dashboard]:
+    """Run `dashboard --db db *flags` until the block ends, then stop it with Ctrl-C."""
+    command = [sys.executable, "-m", "shared_context_server", "dashboard", "--db", str(db)]
+    async with await anyio.open_process([*command, *flags]) as process:
+        assert process.stdout is not None and process.stderr is not None
+        with anyio.fail_after(30):
+            url = (await process.stdout.receive()).decode().strip().splitlines()[0]
+        base, _, token = url.partition("/?token=")
+        try:
+            yield Dashboard(url, base, token, int(base.rsplit(":", 1)[1]), process.pid)
+        finally:
+            process.send_signal(signal.SIGINT)
+            with anyio.fail_after(20):
+                assert await process.wait() == 0
+
+
+async def blackboard(path: Path) -> str:
+    """A file with one session holding a public finding, a private note, an agent_only
+    reply to the finding (bob, reviewer), a public reply carrying markup (carol), an
+    admin_only message, and some memory; returns the session id."""
+    db = await Database.open(path)
+    try:
+        sid = (await create_session(db, ALICE, "review the parser", {"ticket": 7}))["id"]
+        first = await add_message(db, ALICE, sid, "finding: overflow in parse_header")
+        await add_message(db, ALICE, sid, f"{SECRETS[0]} note to self", visibility="private")
+        await add_message(
+            db,
+            BOB,
+            sid,
+            f"{SECRETS[1]} reply",
+            visibility="agent_only",
+            parent_message_id=first["message_id"],
+            metadata={"confidence": 0.9},
+        )
+        await add_message(db, CAROL, sid, HOSTILE, parent_message_id=first["message_id"])
+        await add_message(db, ADMIN, sid, f"{SECRETS[2]} note", visibility="admin_only")
+        await memory.set_memory(db, ALICE, "plan", {"step": "SECRET-memory-value"})
+        return sid
+    finally:
+        await db.close()
