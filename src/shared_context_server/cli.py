@@ -120,7 +120,8 @@ def _serve_flags() -> _Parser:
         "--toolsets",
         default=s,
         metavar="LIST",
-        help=f"core,records ({ENV_TOOLSETS}; default core; records alone drops the core tools)",
+        help=f"core or minimal (a worker's six tools), plus records ({ENV_TOOLSETS}; default "
+        "core; records alone drops the core tools)",
     )
     flags.add_argument(
         "--allow-raw-writes",
