@@ -48,9 +48,9 @@ def _news_sql(mark: Mark, columns: str) -> str:
 
 
 NEWS = {mark: _news_sql(mark, COLUMNS) for mark in ("seen_id", "hinted_id", "nudged_id")}
-# The digest needs no metadata or type: a lighter row for the hook.
+# The digest needs no metadata or type, and a snippet of the content: a light row.
 BRIEF = {
-    mark: _news_sql(mark, "m.id, m.session_id, m.sender, m.content")
+    mark: _news_sql(mark, "m.id, m.session_id, m.sender, substr(m.content, 1, 400)")
     for mark in ("seen_id", "hinted_id", "nudged_id")
 }
 COUNT_NEWS = (
