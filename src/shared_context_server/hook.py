@@ -37,7 +37,7 @@ PROG = "shared-context-server hook"
 HOSTS = ("claude-code",)
 MAX_DIGEST_CHARS = 1500
 SNIPPET_CHARS = 160
-MAX_ROWS = 200  # news read per run; beyond, the digest says "200+"
+MAX_ROWS = 200  # the newest news read per run; beyond, the digest says "200+"
 INBOX_SCHEMA = 6  # migration 6 made inbox_marks
 WRITE_WAIT_MS = 50  # the hook gives up recording what it showed rather than hold a prompt
 # The server's variables (config.py) and default file (db.py): modules too heavy to
@@ -156,7 +156,7 @@ def _stop(conn: sqlite3.Connection, agent: Agent) -> dict[str, Any] | None:
     if not waiting:
         return None
     _record(conn, agent, waiting, "nudged_id")
-    latest = waiting[-1]
+    latest = waiting[0]
     reason = (
         f"{len(waiting)} message(s) addressed to you on the shared blackboard wait unread, "
         f"the latest from {latest[2]} in {latest[1]}: {_snippet(latest[3])}. "
@@ -201,7 +201,7 @@ def digest(agent_id: str, rows: list[Any]) -> str:
     lines = [head]
     shown = 0
     budget = MAX_DIGEST_CHARS - 60  # room for the closing "N more" line
-    for row in reversed(for_you):
+    for row in for_you:
         line = f"- for you: #{row[0]} from {row[2]} in {row[1]}: {_snippet(row[3])}"
         if sum(len(x) + 1 for x in lines) + len(line) > budget:
             break
@@ -211,10 +211,14 @@ def digest(agent_id: str, rows: list[Any]) -> str:
     for row in rows:
         if not row[4]:
             sessions.setdefault(row[1], []).append(row)
-    for session_id, group in sorted(sessions.items(), key=lambda item: -item[1][-1][0]):
+    for session_id, group in sessions.items():  # the session with the newest news first
         senders = ", ".join(dict.fromkeys(row[2] for row in group))
         purpose = _snippet(group[0][5], 60)
-        line = f"- {session_id} {purpose}: {len(group)} new from {senders}"
+        latest = group[0]
+        line = (
+            f"- {session_id} {purpose}: {len(group)} new from {senders}; "
+            f"latest #{latest[0]} {latest[2]}: {_snippet(latest[3], 100)}"
+        )
         if sum(len(x) + 1 for x in lines) + len(line) > budget:
             break
         lines.append(line)

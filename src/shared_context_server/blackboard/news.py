@@ -48,9 +48,11 @@ def _news_sql(mark: Mark, columns: str) -> str:
 
 
 NEWS = {mark: _news_sql(mark, COLUMNS) for mark in ("seen_id", "hinted_id", "nudged_id")}
-# The digest needs no metadata or type, and a snippet of the content: a light row.
+# The digest: newest first, as it tells of them; no metadata; a snippet of the content.
 BRIEF = {
-    mark: _news_sql(mark, "m.id, m.session_id, m.sender, substr(m.content, 1, 400)")
+    mark: _news_sql(mark, "m.id, m.session_id, m.sender, substr(m.content, 1, 400)").replace(
+        "ORDER BY m.id", "ORDER BY m.id DESC"
+    )
     for mark in ("seen_id", "hinted_id", "nudged_id")
 }
 COUNT_NEWS = (
@@ -83,7 +85,8 @@ def news(
 def brief_news(
     conn: sqlite3.Connection, agent: Agent, limit: int, mark: Mark = "seen_id"
 ) -> list[tuple[Any, ...]]:
-    """`news`, as (id, session_id, sender, content, for_you, purpose) tuples."""
+    """The newest `limit` of `news`, newest first, as (id, session_id, sender, content
+    snippet, for_you, purpose) tuples."""
     return conn.execute(BRIEF[mark], (*news_params(agent), limit)).fetchall()
 
 
