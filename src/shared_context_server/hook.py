@@ -26,12 +26,17 @@ import json
 import os
 import sqlite3
 import sys
-from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
 
 from shared_context_server.blackboard import news
-from shared_context_server.blackboard.identity import DEFAULT_PERMISSIONS, Agent, Permission
+
+# What the hook imports is what every prompt waits for: no pathlib, typing or dataclasses
+# at run time (mypy takes any TYPE_CHECKING name as true).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from typing import Any
+
+    from shared_context_server.blackboard.news import Mark
 
 PROG = "shared-context-server hook"
 HOSTS = ("claude-code",)
@@ -54,6 +59,17 @@ class Skip(Exception):
     """Nothing for the model: the reason goes to stderr as one line."""
 
 
+class Reader:
+    """The agent whose inbox the hook reads (a blackboard.visibility.Reader)."""
+
+    __slots__ = ("agent_id", "agent_type", "is_admin")
+
+    def __init__(self, agent_id: str, agent_type: str, is_admin: bool) -> None:
+        self.agent_id = agent_id
+        self.agent_type = agent_type
+        self.is_admin = is_admin
+
+
 def main(argv: Sequence[str]) -> int:
     """Run one hook event; always exit 0, since a hook must never block the user."""
     try:
@@ -72,7 +88,7 @@ def main(argv: Sequence[str]) -> int:
     return 0
 
 
-def parse_args(argv: list[str], environ: Any) -> tuple[Agent, Path]:
+def parse_args(argv: list[str], environ: Mapping[str, str]) -> tuple[Reader, str]:
     """`claude-code [--agent-id ID] [--agent-type T] [--admin] [--db PATH]`, over the
     environment like the server. Raises Skip."""
     if not argv or argv[0] not in HOSTS:
@@ -93,28 +109,24 @@ def parse_args(argv: list[str], environ: Any) -> tuple[Agent, Path]:
         raise Skip(f"no agent id: give --agent-id or {ENV_AGENT_ID}, as the MCP entry does")
     agent_type = flags.get("--agent-type") or environ.get(ENV_AGENT_TYPE) or "generic"
     admin = admin or environ.get(ENV_ADMIN, "").strip().lower() in ("1", "true", "yes", "on")
-    permissions: frozenset[Permission] = DEFAULT_PERMISSIONS
-    if admin:
-        permissions = permissions | {"admin"}
-    return Agent(agent_id, agent_type, permissions), _db_path(flags, environ)
+    return Reader(agent_id, agent_type, admin), _db_path(flags, environ)
 
 
-def _db_path(flags: dict[str, str], environ: Any) -> Path:
+def _db_path(flags: dict[str, str], environ: Mapping[str, str]) -> str:
     raw = flags.get("--db") or environ.get(ENV_DB)
     if raw:
-        return Path(raw).expanduser()
+        return os.path.expanduser(raw)
     import platformdirs  # only when no --db: the default file's directory
 
-    return Path(platformdirs.user_data_dir(APP_NAME)) / DB_FILENAME
+    return os.path.join(platformdirs.user_data_dir(APP_NAME), DB_FILENAME)
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    """The file, never created. Raises Skip, sqlite3.Error."""
-    if not path.is_file():
+def connect(path: str) -> sqlite3.Connection:
+    """The file, never created (checked first: a file: URI would cost pathlib or urllib).
+    Raises Skip, sqlite3.Error."""
+    if not os.path.isfile(path):
         raise Skip(f"no blackboard at {path}; start a server once, or pass its --db")
-    conn = sqlite3.connect(
-        path.absolute().as_uri() + "?mode=rw", uri=True, isolation_level=None, timeout=0
-    )
+    conn = sqlite3.connect(path, isolation_level=None, timeout=0)
     conn.execute(f"PRAGMA busy_timeout = {WRITE_WAIT_MS}")
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version < INBOX_SCHEMA:
@@ -122,7 +134,7 @@ def connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def run(argv: list[str], stdin: str, environ: Any) -> dict[str, Any] | None:
+def run(argv: list[str], stdin: str, environ: Mapping[str, str]) -> dict[str, Any] | None:
     """The JSON to print for the event on `stdin`, or None. Raises Skip, sqlite3.Error."""
     try:
         payload = json.loads(stdin)
@@ -140,7 +152,7 @@ def run(argv: list[str], stdin: str, environ: Any) -> dict[str, Any] | None:
     try:
         if event == "Stop":
             return _stop(conn, agent)
-        mark: news.Mark = "seen_id" if event == "SessionStart" else "hinted_id"
+        mark: Mark = "seen_id" if event == "SessionStart" else "hinted_id"
         rows = news.brief_news(conn, agent, MAX_ROWS, mark)
         if not rows:
             return None
@@ -151,7 +163,7 @@ def run(argv: list[str], stdin: str, environ: Any) -> dict[str, Any] | None:
         conn.close()
 
 
-def _stop(conn: sqlite3.Connection, agent: Agent) -> dict[str, Any] | None:
+def _stop(conn: sqlite3.Connection, agent: Reader) -> dict[str, Any] | None:
     waiting = [row for row in news.brief_news(conn, agent, MAX_ROWS, "nudged_id") if row[4]]
     if not waiting:
         return None
@@ -165,7 +177,7 @@ def _stop(conn: sqlite3.Connection, agent: Agent) -> dict[str, Any] | None:
     return {"decision": "block", "reason": reason[:MAX_DIGEST_CHARS]}
 
 
-def _record(conn: sqlite3.Connection, agent: Agent, rows: list[Any], mark: news.Mark) -> None:
+def _record(conn: sqlite3.Connection, agent: Reader, rows: list[Any], mark: Mark) -> None:
     """Remember what was mentioned; when the file is busy, skip it (a repeat is harmless,
     a held prompt is not)."""
     try:

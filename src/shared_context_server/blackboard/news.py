@@ -15,12 +15,19 @@ addresses (`@property`, `a@b.c`) that a pattern would take for mentions.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
-from typing import Any, Literal
 
-from shared_context_server.blackboard.identity import VISIBLE_SQL, Agent, visible_to
+from shared_context_server.blackboard.visibility import VISIBLE_SQL, visible_to
 
-Mark = Literal["seen_id", "hinted_id", "nudged_id"]
+# typing and collections cost the hook milliseconds: for mypy only (it takes any
+# TYPE_CHECKING name as true).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from typing import Any, Literal
+
+    from shared_context_server.blackboard.visibility import Reader
+
+    Mark = Literal["seen_id", "hinted_id", "nudged_id"]
 
 COLUMNS = (
     "m.id, m.session_id, m.sender, m.sender_type, m.content, m.visibility,"
@@ -33,7 +40,7 @@ FOR_YOU_SQL = (
 )
 
 
-def _news_sql(mark: Mark, columns: str) -> str:
+def _news_sql(mark: str, columns: str) -> str:
     # CROSS JOIN keeps the agent's marks as the outer loop: each is a short range of the
     # (session_id, id) index, where ORDER BY m.id alone could walk every message.
     since = "i.seen_id" if mark == "seen_id" else f"max(i.seen_id, i.{mark})"
@@ -67,12 +74,12 @@ MOVE_MARK = {
 }
 
 
-def news_params(agent: Agent) -> tuple[Any, ...]:
+def news_params(agent: Reader) -> tuple[Any, ...]:
     return (agent.agent_id, agent.agent_id, agent.agent_id, agent.agent_id, *visible_to(agent))
 
 
 def news(
-    conn: sqlite3.Connection, agent: Agent, limit: int, mark: Mark = "seen_id"
+    conn: sqlite3.Connection, agent: Reader, limit: int, mark: Mark = "seen_id"
 ) -> list[sqlite3.Row]:
     """The oldest `limit` messages new to `agent` past `mark`, that it may see and did not
     send, in id order: for each session a run from its mark on, so marks can move to the
@@ -83,14 +90,14 @@ def news(
 
 
 def brief_news(
-    conn: sqlite3.Connection, agent: Agent, limit: int, mark: Mark = "seen_id"
+    conn: sqlite3.Connection, agent: Reader, limit: int, mark: Mark = "seen_id"
 ) -> list[tuple[Any, ...]]:
     """The newest `limit` of `news`, newest first, as (id, session_id, sender, content
     snippet, for_you, purpose) tuples."""
     return conn.execute(BRIEF[mark], (*news_params(agent), limit)).fetchall()
 
 
-def count_news(conn: sqlite3.Connection, agent: Agent) -> tuple[int, int]:
+def count_news(conn: sqlite3.Connection, agent: Reader) -> tuple[int, int]:
     """How many messages wait for `agent` past its seen marks, and how many are for it."""
     total, for_you = conn.execute(COUNT_NEWS, news_params(agent)).fetchone()
     return int(total), int(for_you)
