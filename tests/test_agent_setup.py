@@ -132,3 +132,9 @@ def test_the_readme_table_of_profiles_gives_each_size() -> None:
         row = re.search(rf"^\| `{profile}` \| [^|]*\| ([\d.]+) KB \|", readme, re.M)
         assert row, f"README: no row for the {profile} profile"
         assert float(row.group(1)) == round(size / 1000, 1), profile
+
+
+def test_the_readme_codex_block_is_what_config_codex_prints() -> None:
+    readme = (ROOT / "README.md").read_text()
+    (block,) = re.findall(r"```toml\n(.*?)\n```", readme, re.S)
+    assert run("config", "codex", "--agent-id", "codex").stdout.strip() == block
