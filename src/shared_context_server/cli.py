@@ -47,12 +47,6 @@ from shared_context_server.errors import (
 from shared_context_server.hook import HOSTS as HOOK_HOSTS
 from shared_context_server.instructions import AGENT_INSTRUCTIONS
 from shared_context_server.operations.client_config import CLIENTS, render_config
-from shared_context_server.operations.host_config import (
-    HOOKS_NOTE,
-    HOSTS,
-    render_claude_hooks,
-    render_codex,
-)
 from shared_context_server.terminal import note
 
 PROG = "shared-context-server"
@@ -375,6 +369,14 @@ def _config(args: argparse.Namespace, db: Path) -> int:
         return 0
     if args.client is None:
         return _fail(f"config needs a client ({', '.join(CLIENT_NAMES)}) or --instructions.")
+    # Imported here: serving never pays for it.
+    from shared_context_server.operations.host_config import (
+        HOOKS_NOTE,
+        HOSTS,
+        render_claude_hooks,
+        render_codex,
+    )
+
     explicit_db = db if getattr(args, "db", None) or os.environ.get(ENV_DB) else None
     admin = getattr(args, "admin", False)
     if args.hooks:
