@@ -184,3 +184,37 @@ async def test_the_inbox_long_poll_returns_soon_after_another_process_commits(
                 # bob's commit (poll interval 0.1 s), or this scope fails.
                 with anyio.fail_after(0.2):
                     await returned.wait()
+
+
+async def test_a_file_from_before_the_inbox_upgrades_with_its_history_as_old_news(
+    tmp_path: Path,
+) -> None:
+    import sqlite3
+
+    from shared_context_server.migrations import MIGRATIONS
+
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    for version in range(1, 6):
+        for statement in MIGRATIONS[version]:
+            conn.execute(statement)
+    conn.execute("PRAGMA user_version = 5")
+    conn.execute(
+        "INSERT INTO sessions VALUES ('sess_old', 'before', 'active', 'alice', 't', 't', NULL)"
+    )
+    insert = (
+        "INSERT INTO messages (session_id, sender, sender_type, content, visibility,"
+        " message_type, created_at) VALUES ('sess_old', ?, 'reviewer', ?, 'public', 'message', 't')"
+    )
+    conn.execute(insert, ("bob", "old news"))
+    conn.close()
+    db = await Database.open(path)
+    try:
+        async with feed_of(db) as feed:
+            assert contents(await check_inbox(feed, ALICE)) == []
+            assert contents(await check_inbox(feed, BOB)) == []
+            await messages.add_message(db, BOB, "sess_old", "after the upgrade")
+            assert contents(await check_inbox(feed, ALICE)) == ["after the upgrade"]
+    finally:
+        await db.close()
