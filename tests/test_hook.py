@@ -180,6 +180,8 @@ async def test_stop_blocks_once_for_a_hand_off_then_lets_the_agent_stop(tmp_path
     sid = await seed(tmp_path / "bb.db", (BOB, "not for alice", None))
     assert run_hook(tmp_path, "Stop", *as_alice(tmp_path)).stdout == ""
     await post(tmp_path / "bb.db", sid, BOB, "alice, your turn", metadata={"to": "alice"})
+    for n in range(hook.MAX_ROWS + 5):  # chatter after it never hides the hand-off
+        await post(tmp_path / "bb.db", sid, CAROL, f"chatter {n}")
     blocked = json.loads(run_hook(tmp_path, "Stop", *as_alice(tmp_path)).stdout)
     jsonschema.validate(blocked, STOP_SCHEMA)
     assert "alice, your turn" in blocked["reason"] and "check_inbox" in blocked["reason"]

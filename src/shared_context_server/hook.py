@@ -165,7 +165,7 @@ def run(argv: list[str], stdin: str, environ: Mapping[str, str]) -> dict[str, An
 
 
 def _stop(conn: sqlite3.Connection, agent: Reader) -> dict[str, Any] | None:
-    waiting = [row for row in news.brief_news(conn, agent, MAX_ROWS, "nudged_id") if row[4]]
+    waiting = news.addressed_news(conn, agent, MAX_ROWS)
     if not waiting:
         return None
     _record(conn, agent, waiting, "nudged_id")

@@ -62,11 +62,8 @@ BRIEF = {
     )
     for mark in ("seen_id", "hinted_id", "nudged_id")
 }
-COUNT_NEWS = (
-    "SELECT count(*), coalesce(sum(for_you), 0) FROM ("  # noqa: S608 (constants)
-    + _news_sql("seen_id", "m.id").replace(" ORDER BY m.id LIMIT ?", "")
-    + ")"
-)
+# Stop's question: only messages for the agent, so older chatter never hides one.
+ADDRESSED = BRIEF["nudged_id"].replace(" ORDER BY", f" AND {FOR_YOU_SQL} ORDER BY")
 MOVE_MARK = {
     mark: f"UPDATE inbox_marks SET {mark} = max({mark}, ?)"  # noqa: S608 (constants)
     " WHERE agent_id = ? AND session_id = ?"
@@ -97,10 +94,10 @@ def brief_news(
     return conn.execute(BRIEF[mark], (*news_params(agent), limit)).fetchall()
 
 
-def count_news(conn: sqlite3.Connection, agent: Reader) -> tuple[int, int]:
-    """How many messages wait for `agent` past its seen marks, and how many are for it."""
-    total, for_you = conn.execute(COUNT_NEWS, news_params(agent)).fetchone()
-    return int(total), int(for_you)
+def addressed_news(conn: sqlite3.Connection, agent: Reader, limit: int) -> list[tuple[Any, ...]]:
+    """`brief_news` past the nudged marks, of messages for `agent` only."""
+    params = (*news_params(agent), agent.agent_id, agent.agent_id, limit)
+    return conn.execute(ADDRESSED, params).fetchall()
 
 
 def move_marks(
