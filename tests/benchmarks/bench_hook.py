@@ -103,6 +103,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "bb.db"
         build(path, args.messages)
+        # As in use, where the agents' servers hold the file open: otherwise each hook
+        # process is the last connection to close and checkpoints the WAL on its way out.
+        held = sqlite3.connect(path)
+        held.execute("SELECT count(*) FROM sessions").fetchone()
         flags = ["--agent-id", ME, "--agent-type", "bench", "--db", str(path)]
         print(f"{args.messages:,} messages; {args.runs} runs each, whole process wall time")
 
@@ -124,6 +128,7 @@ def main() -> int:
             timed(hook_command() + flags, event("UserPromptSubmit"), args.runs),
         )
         report("Stop", timed(hook_command() + flags, event("Stop"), args.runs))
+        held.close()
     return 0
 
 
