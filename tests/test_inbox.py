@@ -218,3 +218,20 @@ async def test_a_file_from_before_the_inbox_upgrades_with_its_history_as_old_new
             assert contents(await check_inbox(feed, ALICE)) == ["after the upgrade"]
     finally:
         await db.close()
+
+
+async def test_a_sub_agent_acting_by_token_reads_its_own_inbox_in_any_process(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "bb.db"
+    async with spawn(db, "--agent-id", "alice") as alice, spawn(db, "--agent-id", "bob") as bob:
+        token = (await ok(alice, "authenticate_agent", agent_id="alice/rev"))["token"]
+        sid = (await ok(bob, "create_session", purpose="review"))["session_id"]
+        await ok(
+            bob, "add_message", session_id=sid, content="rev: go", metadata={"to": "alice/rev"}
+        )
+        assert contents(await ok(alice, "check_inbox")) == []  # the parent is not addressed
+        # The token works through any process: here bob's, as the sub-agent.
+        got = await ok(bob, "check_inbox", agent_token=token)
+        assert contents(got) == ["rev: go"] and got["for_you"] == 1
+        assert contents(await ok(alice, "check_inbox", agent_token=token)) == []
