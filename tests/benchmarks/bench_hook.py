@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sqlite3
 import statistics
@@ -80,13 +81,19 @@ def hook_command() -> list[str]:
     return [str(Path(sys.executable).parent / "shared-context-server"), "hook", "claude-code"]
 
 
-def timed(argv: list[str], stdin: str, runs: int) -> list[float]:
-    times = []
+def timed(commands: dict[str, tuple[list[str], str]], runs: int) -> dict[str, list[float]]:
+    """Wall ms of each command per run, the commands in a fresh random order each round, so
+    the machine's drift and its neighbours' load land on all of them alike."""
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    order = list(commands)
     for _ in range(runs):
-        start = time.perf_counter()
-        done = subprocess.run(argv, input=stdin, capture_output=True, text=True, check=True)
-        times.append((time.perf_counter() - start) * 1000)
-        assert "Traceback" not in done.stderr, done.stderr
+        random.shuffle(order)
+        for name in order:
+            argv, stdin = commands[name]
+            start = time.perf_counter()
+            done = subprocess.run(argv, input=stdin, capture_output=True, text=True, check=True)
+            times[name].append((time.perf_counter() - start) * 1000)
+            assert "Traceback" not in done.stderr, done.stderr
     return times
 
 
@@ -107,6 +114,7 @@ def main() -> int:
         # process is the last connection to close and checkpoints the WAL on its way out.
         held = sqlite3.connect(path)
         held.execute("SELECT count(*) FROM sessions").fetchone()
+        os.sync()  # the build's writes reach the disk before anything is timed
         flags = ["--agent-id", ME, "--agent-type", "bench", "--db", str(path)]
         print(f"{args.messages:,} messages; {args.runs} runs each, whole process wall time")
 
@@ -118,16 +126,15 @@ def main() -> int:
         )
         digest = json.loads(start.stdout)["hookSpecificOutput"]["additionalContext"]
         print(f"SessionStart digest: {len(digest)} characters")
-        report("python -c pass", timed([sys.executable, "-c", "pass"], "", args.runs))
-        report(
-            "SessionStart (digest each run)",
-            timed(hook_command() + flags, event("SessionStart"), args.runs),
-        )
-        report(
-            "UserPromptSubmit (nothing new)",
-            timed(hook_command() + flags, event("UserPromptSubmit"), args.runs),
-        )
-        report("Stop", timed(hook_command() + flags, event("Stop"), args.runs))
+        hook = hook_command() + flags
+        commands = {
+            "python -c pass": ([sys.executable, "-c", "pass"], ""),
+            "SessionStart (digest each run)": (hook, event("SessionStart")),
+            "UserPromptSubmit (nothing new)": (hook, event("UserPromptSubmit")),
+            "Stop": (hook, event("Stop")),
+        }
+        for name, times in timed(commands, args.runs).items():
+            report(name, times)
         held.close()
     return 0
 
