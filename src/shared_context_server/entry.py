@@ -8,7 +8,7 @@ import sys
 
 def main() -> int:
     argv = sys.argv[1:]
-    if argv[:1] == ["hook"]:
+    if argv[:1] == ["hook"] and not {"-h", "--help"} & set(argv):
         from shared_context_server.hook import main as hook
 
         return hook(argv[1:])
