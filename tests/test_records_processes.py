@@ -187,4 +187,4 @@ def test_an_unknown_toolset_stops_the_server_with_one_line(
     )
     assert proc.returncode == 2 and proc.stdout == ""
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "toolset" in lines[0] and "core, records" in lines[0], lines
+    assert len(lines) == 1 and "toolset" in lines[0] and "core, minimal, records" in lines[0], lines

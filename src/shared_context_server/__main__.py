@@ -1,3 +1,3 @@
-from shared_context_server.cli import main
+from shared_context_server.entry import main
 
 raise SystemExit(main())

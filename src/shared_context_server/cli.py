@@ -9,6 +9,7 @@ import logging
 import os
 import sqlite3
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
@@ -43,6 +44,8 @@ from shared_context_server.errors import (
     SessionNotFound,
     StorageError,
 )
+from shared_context_server.hook import HOSTS as HOOK_HOSTS
+from shared_context_server.instructions import AGENT_INSTRUCTIONS
 from shared_context_server.operations.client_config import CLIENTS, render_config
 from shared_context_server.terminal import note
 
@@ -53,6 +56,8 @@ COMMANDS: dict[str, str] = {
     "serve": "serve MCP over stdio (the default when no subcommand is given)",
     "demo": "watch three agents, three real server processes, share one blackboard",
     "config": "print the configuration to paste into an MCP client",
+    "hook": "the Claude Code hook: the agent's inbox as context on SessionStart and "
+    "UserPromptSubmit, a nudge on Stop (config claude-code --hooks prints the wiring)",
     "doctor": "check the database file and list the server processes using it",
     "sessions": "list sessions with message counts and last activity",
     "tail": "print a session's messages; --follow keeps printing new ones",
@@ -64,7 +69,7 @@ COMMANDS: dict[str, str] = {
     "prune": "remove old archived sessions, expired memory and tokens, old audit entries "
     "(--dry-run shows what would go)",
 }
-CLIENT_NAMES = ("claude-desktop", "claude-code", "cursor", "generic")
+CLIENT_NAMES = ("claude-desktop", "claude-code", "cursor", "codex", "generic")
 STATUSES = ("active", "completed", "archived", "all")
 
 
@@ -122,7 +127,8 @@ def _serve_flags() -> _Parser:
         "--toolsets",
         default=s,
         metavar="LIST",
-        help=f"core,records ({ENV_TOOLSETS}; default core; records alone drops the core tools)",
+        help=f"core or minimal (a worker's six tools), plus records ({ENV_TOOLSETS}; default "
+        "core; records alone drops the core tools)",
     )
     flags.add_argument(
         "--allow-raw-writes",
@@ -214,7 +220,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     config = sub.add_parser("config", parents=[db], help=COMMANDS["config"])
-    config.add_argument("client", choices=CLIENT_NAMES)
+    config.add_argument("client", choices=CLIENT_NAMES, nargs="?")
+    config.add_argument(
+        "--hooks",
+        action="store_true",
+        help="claude-code: the settings.json hooks that show the agent its inbox",
+    )
+    config.add_argument(
+        "--instructions",
+        action="store_true",
+        help="a paragraph for CLAUDE.md or AGENTS.md on working with the blackboard",
+    )
     config.add_argument("--agent-id", default=argparse.SUPPRESS, help="the agent's id")
     config.add_argument("--agent-type", default=argparse.SUPPRESS, help="the agent's type")
     config.add_argument("--admin", action="store_true", default=argparse.SUPPRESS)
@@ -277,10 +293,22 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"remove audit entries older than N days ({ENV_AUDIT_RETENTION}, else 90; "
         "0 keeps them all)",
     )
+    hook = sub.add_parser("hook", help=COMMANDS["hook"])
+    hook.add_argument("host", choices=HOOK_HOSTS)
+    hook.add_argument("--agent-id", help="the agent's id, as in its MCP entry")
+    hook.add_argument("--agent-type", help="its type (agent_only messages)")
+    hook.add_argument("--admin", action="store_true", help="it reads admin_only messages")
+    hook.add_argument("--db", metavar="PATH", help=f"database file ({ENV_DB})")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["hook"] and not {"-h", "--help"} & set(argv):
+        # The hook's own parser: it must never exit non-zero (entry.py skips this module).
+        from shared_context_server.hook import main as hook
+
+        return hook(argv[1:])
     args = build_parser().parse_args(argv)
     command = args.command or "serve"
     try:
@@ -348,19 +376,46 @@ def _config(args: argparse.Namespace, db: Path) -> int:
         check_process_id(agent_id, "--agent-id")
     if agent_type:
         check_name(agent_type, "--agent-type")
-    explicit_db = getattr(args, "db", None) or os.environ.get(ENV_DB)
-    print(
-        render_config(
+    if args.instructions:
+        print(textwrap.fill(AGENT_INSTRUCTIONS, width=88))
+        note("# paste into CLAUDE.md or AGENTS.md; the server sends the same as instructions")
+        return 0
+    if args.client is None:
+        return _fail(f"config needs a client ({', '.join(CLIENT_NAMES)}) or --instructions.")
+    # Imported here: serving never pays for it.
+    from shared_context_server.operations.host_config import (
+        HOOKS_NOTE,
+        HOSTS,
+        render_claude_hooks,
+        render_codex,
+    )
+
+    explicit_db = db if getattr(args, "db", None) or os.environ.get(ENV_DB) else None
+    admin = getattr(args, "admin", False)
+    if args.hooks:
+        if args.client != "claude-code":
+            return _fail("--hooks is for claude-code: other hosts have no such hooks.")
+        if not agent_id:
+            return _fail("--hooks needs --agent-id: the hook has no client name to go by.")
+        print(render_claude_hooks(agent_id, agent_type, explicit_db, admin, args.local))
+        note(f"# {HOOKS_NOTE}")
+        return 0
+    if args.client == "codex":
+        text = render_codex(args.name, agent_id, agent_type, explicit_db, admin, args.local)
+        where = HOSTS["codex"]
+    else:
+        text = render_config(
             args.client,
             name=args.name,
             agent_id=agent_id,
             agent_type=agent_type,
-            db=db if explicit_db else None,
-            admin=getattr(args, "admin", False),
+            db=explicit_db,
+            admin=admin,
             local=args.local,
         )
-    )
-    note(f"# {args.client}: {CLIENTS[args.client]}")
+        where = CLIENTS[args.client]
+    print(text)
+    note(f"# {args.client}: {where}")
     if not agent_id:
         note(
             "# no --agent-id: the agent will be named after the client, so two agents of "

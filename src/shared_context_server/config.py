@@ -41,7 +41,8 @@ ENV_MAINTENANCE_INTERVAL = "SHARED_CONTEXT_MAINTENANCE_INTERVAL"
 ENV_STDIO = "SHARED_CONTEXT_STDIO"
 
 # The groups of tools a process can offer; `core` alone by default keeps the tool list small.
-TOOLSETS = ("core", "records")
+# `minimal` is the part of core a worker agent needs (server/toolsets.py says which).
+TOOLSETS = ("core", "minimal", "records")
 DEFAULT_TOOLSETS: frozenset[str] = frozenset({"core"})
 
 # name -> (environment variable, what it sets); the README's table and a test use this.
@@ -54,7 +55,7 @@ ENVIRONMENT: dict[str, str] = {
     ENV_MAX_MEMORY: "largest memory value in bytes of JSON (default 65536)",
     ENV_LOG_LEVEL: "stderr log level (default WARNING)",
     ENV_POLL_INTERVAL: "seconds between looks for other processes' commits (default 0.1)",
-    ENV_TOOLSETS: "toolsets to offer, comma-separated: core, records (default core)",
+    ENV_TOOLSETS: "toolsets to offer, comma-separated: core or minimal, records (default core)",
     ENV_ALLOW_RAW_WRITES: "1 lets execute_raw_query change rows of the shared tables",
     ENV_TOKEN_TTL: "seconds a sub-agent token lives unless expires_in says (default 86400)",
     ENV_ARCHIVE_AFTER: "archive sessions idle this many days (default 30; 0 never)",
@@ -276,6 +277,6 @@ def parse_toolsets(raw: str, where: str) -> frozenset[str]:
         got = ", ".join(repr(n) for n in unknown) if unknown else "nothing"
         raise InvalidInput(
             f"{where}: unknown toolset {got}; choose from {', '.join(TOOLSETS)} "
-            "(e.g. core,records)."
+            "(e.g. core,records or minimal)."
         )
     return frozenset(names)

@@ -160,6 +160,46 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             detail TEXT
         )""",
     ),
+    # The inbox (blackboard/news.py): per agent and session, up to which message id the
+    # agent has been shown news (`seen_id`, moved by check_inbox), hinted at by the Claude
+    # Code hook's digest (`hinted_id`) and nudged about by its Stop hook (`nudged_id`).
+    # A row means the agent takes part in the session. Triggers add rows on every path
+    # that writes (tools, import): the creator (nothing seen yet), a sender (its own post
+    # is not news to it; and when nothing else arrived since its mark, the mark moves past
+    # it), and each agent named in a message's metadata `to` (from that message on).
+    6: (
+        """CREATE TABLE inbox_marks (
+            agent_id TEXT NOT NULL,
+            session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+            seen_id INTEGER NOT NULL,
+            hinted_id INTEGER NOT NULL DEFAULT 0,
+            nudged_id INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (agent_id, session_id)
+        ) WITHOUT ROWID""",
+        # Deleting a session cascades here: without this index each delete scans the table.
+        "CREATE INDEX inbox_marks_session ON inbox_marks (session_id)",
+        """CREATE TRIGGER inbox_creator AFTER INSERT ON sessions BEGIN
+            INSERT OR IGNORE INTO inbox_marks (agent_id, session_id, seen_id)
+            VALUES (new.created_by, new.id, 0);
+        END""",
+        """CREATE TRIGGER inbox_sender AFTER INSERT ON messages BEGIN
+            INSERT INTO inbox_marks (agent_id, session_id, seen_id)
+            VALUES (new.sender, new.session_id, new.id)
+            ON CONFLICT (agent_id, session_id) DO UPDATE SET seen_id = excluded.seen_id
+            WHERE NOT EXISTS (SELECT 1 FROM messages o WHERE o.session_id = excluded.session_id
+                AND o.id > inbox_marks.seen_id AND o.id < excluded.seen_id);
+            INSERT OR IGNORE INTO inbox_marks (agent_id, session_id, seen_id)
+            SELECT t.value, new.session_id, new.id - 1
+            FROM json_each(coalesce(new.metadata, '{}'), '$.to') AS t
+            WHERE t.type = 'text' AND t.value != new.sender;
+        END""",
+        # Files from older releases: what exists is old news to everyone who took part.
+        """INSERT OR IGNORE INTO inbox_marks (agent_id, session_id, seen_id)
+        SELECT m.sender, m.session_id, max(m.id) FROM messages m GROUP BY m.sender, m.session_id""",
+        """INSERT OR IGNORE INTO inbox_marks (agent_id, session_id, seen_id)
+        SELECT s.created_by, s.id, coalesce((SELECT max(m.id) FROM messages m
+            WHERE m.session_id = s.id), 0) FROM sessions s""",
+    ),
 }
 
 SCHEMA_VERSION = max(MIGRATIONS)

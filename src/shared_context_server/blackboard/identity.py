@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 from shared_context_server.errors import InvalidInput, PermissionDenied
 
@@ -76,20 +76,11 @@ def in_family(agent_id: str, parent: str) -> bool:
     return agent_id == parent or agent_id.startswith(parent + "/")
 
 
-# The visibility rule, the only place it is written. Every read of messages (get, list,
-# search, counts, resources, notifications, long-poll, export) puts this condition on the
-# messages table aliased `m`, with the parameters from `visible_to`.
-VISIBLE_SQL = (
-    "(m.visibility = 'public'"
-    " OR (m.visibility = 'private' AND m.sender = ?)"
-    " OR (m.visibility = 'agent_only' AND m.sender_type = ?)"
-    " OR ?)"
-)
+# The visibility rule lives in visibility.py (no imports, for the hook); every reader of
+# messages takes it from here or there.
+from shared_context_server.blackboard.visibility import VISIBLE_SQL, visible_to  # noqa: E402
 
-
-def visible_to(agent: Agent) -> tuple[Any, ...]:
-    """Parameters of VISIBLE_SQL for `agent`: admins read everything."""
-    return (agent.agent_id, agent.agent_type, 1 if agent.is_admin else 0)
+__all__ = ["VISIBLE_SQL", "visible_to"]
 
 
 def check_visibility(value: str) -> Visibility:

@@ -34,6 +34,7 @@ from shared_context_server.errors import (
     PermissionDenied,
     TokenInvalid,
 )
+from shared_context_server.instructions import AGENT_INSTRUCTIONS
 from shared_context_server.server import render, resources
 from shared_context_server.server.models import Input
 from shared_context_server.server.state import AppState
@@ -45,12 +46,9 @@ if TYPE_CHECKING:  # the records toolset is imported only when it is offered
 
 logger = logging.getLogger(__name__)
 
-INSTRUCTIONS = (
-    "A blackboard shared by every agent on this machine. Work in a session (create_session, "
-    "or a session_id you were given): post findings with add_message, read the others' with "
-    "get_context, and pass after_id to fetch only what is new; wait_for_messages waits "
-    "for it."
-)
+# The initialize result's instructions; `config --instructions` prints the same for a
+# CLAUDE.md or AGENTS.md (operations/client_config.py keeps the one text).
+INSTRUCTIONS = AGENT_INSTRUCTIONS
 
 
 def tool_result(data: dict[str, Any], text: str, *, is_error: bool = False) -> types.CallToolResult:

@@ -127,6 +127,12 @@ class WaitForMessages(Input):
     timeout_s: float = Field(30, ge=0, le=120)
 
 
+class CheckInbox(Input):
+    # Bounds checked by the domain (1-200, 0-120 s), not written into every tool list.
+    limit: int = 50
+    wait_s: float = 0
+
+
 class SearchContext(Input):
     session_id: SessionId
     query: Annotated[str, _length(1, 1000)]
@@ -253,6 +259,12 @@ class MessagePage(Output):
     has_more: bool
 
 
+class InboxPage(Output):
+    sessions: list[Json]
+    for_you: int
+    has_more: bool
+
+
 class SearchResults(Output):
     results: list[Json]
     search_time_ms: float
@@ -324,8 +336,11 @@ def _compact(node: Any) -> Any:
         return node
     out: dict[str, Any] = {}
     for key, value in node.items():
-        if key == "title" or (key == "additionalProperties" and value is True):
-            continue  # titles repeat the names; additionalProperties defaults to true
+        if key == "title" or (key == "additionalProperties" and isinstance(value, bool)):
+            # Titles repeat the names. additionalProperties: true is the default, and
+            # false (every input model) cost 28 bytes a tool on every turn for what the
+            # models enforce anyway: an unknown property is INVALID_INPUT, naming it.
+            continue
         if key in ("properties", "$defs"):
             out[key] = {name: _compact(schema) for name, schema in value.items()}
         else:

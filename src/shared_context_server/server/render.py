@@ -99,6 +99,22 @@ def waited_messages(data: dict[str, Any]) -> str:
     return message_page(data)
 
 
+def inbox(data: dict[str, Any]) -> str:
+    if not data["sessions"]:
+        return "Nothing new for you."
+    count = sum(len(group["messages"]) for group in data["sessions"])
+    head = f"{count} new" + (f", {data['for_you']} for you" if data["for_you"] else "")
+    if data["has_more"]:
+        head += "; more wait: call check_inbox again"
+    parts = [head]
+    for group in data["sessions"]:
+        parts.append(f"== {group['session_id']}: {group['purpose']}")
+        for message in group["messages"]:
+            mark = "[for you] " if message["for_you"] else ""
+            parts.append(mark + message_line(message))
+    return "\n\n".join(parts)
+
+
 def identity(data: dict[str, Any]) -> str:
     return (
         f"You are {data['agent_id']} (type {data['agent_type']}, "

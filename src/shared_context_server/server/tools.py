@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from shared_context_server.blackboard import (
     audit,
     changes,
+    inbox,
     memory,
     messages,
     search,
@@ -136,6 +137,10 @@ async def wait_for_messages(state: AppState, agent: Agent, a: m.WaitForMessages)
     return await changes.wait_for_messages(
         state.feed, agent, a.session_id, a.after_id, a.timeout_s, state.settings.limits
     )
+
+
+async def check_inbox(state: AppState, agent: Agent, a: m.CheckInbox) -> dict[str, Any]:
+    return await inbox.check_inbox(state.feed, agent, a.limit, a.wait_s, state.settings.limits)
 
 
 async def search_context(state: AppState, agent: Agent, a: m.SearchContext) -> dict[str, Any]:
@@ -295,6 +300,16 @@ TOOLS: dict[str, ToolSpec] = {
             wait_for_messages,
             render.waited_messages,
             READ,
+        ),
+        ToolSpec(
+            "check_inbox",
+            "News in your sessions since you last checked, each once; replies to you and "
+            "messages whose metadata.to names you first. wait_s: long poll.",
+            m.CheckInbox,
+            m.InboxPage,
+            check_inbox,
+            render.inbox,
+            APPEND,
         ),
         ToolSpec(
             "search_context",

@@ -25,6 +25,21 @@ logger = logging.getLogger(__name__)
 
 TOOL_LIST_FILE = Path(__file__).with_name("tool_list.json")
 
+# A worker agent's tools, under 4 KB of tools/list: its news and the long poll across its
+# sessions (check_inbox, which stands in for wait_for_messages), reading a session
+# (get_context pages it; a missing session is SESSION_NOT_FOUND, so get_session is not
+# needed), posting (add_message: replies, `to`, private), starting a session for a
+# hand-off, finding earlier findings (search_context), and whoami when identities
+# confuse. Sessions' lifecycle, memory, tokens and the audit log stay with `core`.
+MINIMAL = (
+    "create_session",
+    "add_message",
+    "get_context",
+    "check_inbox",
+    "search_context",
+    "whoami",
+)
+
 
 def _toolset(name: str) -> dict[str, ToolSpec]:
     if name == "records":
@@ -32,22 +47,27 @@ def _toolset(name: str) -> dict[str, ToolSpec]:
         from shared_context_server.server.records_tools import RECORDS_TOOLS
 
         return RECORDS_TOOLS
+    if name == "minimal":
+        return {tool: TOOLS[tool] for tool in MINIMAL}
     return TOOLS
+
+
+def _offered(toolsets: frozenset[str]) -> list[str]:
+    # minimal is part of core: both together are core.
+    return [t for t in TOOLSETS if t in toolsets and not (t == "minimal" and "core" in toolsets)]
 
 
 @cache
 def tools_for(toolsets: frozenset[str]) -> dict[str, ToolSpec]:
     """The tools of `toolsets`, in TOOLSETS order."""
-    return {name: spec for t in TOOLSETS if t in toolsets for name, spec in _toolset(t).items()}
+    return {name: spec for t in _offered(toolsets) for name, spec in _toolset(t).items()}
 
 
 @cache
 def tool_list_for(toolsets: frozenset[str]) -> list[types.Tool]:
     """What tools/list answers: the shipped tool list of each toolset, in TOOLSETS order."""
     shipped = _shipped_tool_lists()
-    return [
-        types.Tool.model_validate(tool) for t in TOOLSETS if t in toolsets for tool in shipped[t]
-    ]
+    return [types.Tool.model_validate(tool) for t in _offered(toolsets) for tool in shipped[t]]
 
 
 def generate_tool_lists() -> dict[str, list[dict[str, Any]]]:

@@ -1,0 +1,106 @@
+"""check_inbox: what is new for an agent across every session it takes part in.
+
+The marks live in the shared file (blackboard/news.py says which sessions count and which
+messages are *for* the agent), so every process of an agent, before and after a restart,
+sees one inbox. Taking news reads it and moves the marks in one BEGIN IMMEDIATE
+transaction: two processes of one agent never both get a message.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+import anyio
+
+from shared_context_server.blackboard import news
+from shared_context_server.blackboard.changes import MAX_WAIT_S, ChangeFeed
+from shared_context_server.blackboard.identity import Agent
+from shared_context_server.blackboard.limits import DEFAULT_LIMITS, Limits, decode_metadata
+from shared_context_server.errors import InvalidInput
+
+MAX_INBOX_LIMIT = 200
+_KEYS = tuple(column.strip().removeprefix("m.") for column in news.COLUMNS.split(","))
+
+
+def _take(agent: Agent, limit: int, limits: Limits) -> Any:
+    def work(conn: sqlite3.Connection) -> tuple[list[sqlite3.Row], bool]:
+        rows = news.news(conn, agent, limit + 1)
+        has_more = len(rows) > limit
+        taken: list[sqlite3.Row] = []
+        chars = 0
+        for row in rows[:limit]:  # a prefix in id order: each session's run stays whole
+            chars += len(row["content"])
+            if taken and chars > limits.max_page_chars:
+                has_more = True
+                break
+            taken.append(row)
+        news.move_marks(
+            conn, agent.agent_id, ((r["session_id"], r["id"]) for r in taken), "seen_id"
+        )
+        return taken, has_more
+
+    return work
+
+
+def _grouped(rows: list[sqlite3.Row], has_more: bool) -> dict[str, Any]:
+    """Sessions with messages for the caller first; in each, those messages first."""
+    groups: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        message = dict(zip(_KEYS, row, strict=False))
+        message["metadata"] = decode_metadata(message["metadata"])
+        message["for_you"] = bool(row["for_you"])
+        group = groups.setdefault(
+            row["session_id"],
+            {"session_id": row["session_id"], "purpose": row["purpose"], "messages": []},
+        )
+        group["messages"].append(message)
+    for group in groups.values():
+        group["messages"].sort(key=lambda m: (not m["for_you"], m["id"]))
+    ordered = sorted(
+        groups.values(), key=lambda g: (not g["messages"][0]["for_you"], g["messages"][0]["id"])
+    )
+    return {
+        "sessions": ordered,
+        "for_you": sum(1 for row in rows if row["for_you"]),
+        "has_more": has_more,
+    }
+
+
+async def check_inbox(
+    feed: ChangeFeed,
+    agent: Agent,
+    limit: int = 50,
+    wait_s: float = 0.0,
+    limits: Limits = DEFAULT_LIMITS,
+) -> dict[str, Any]:
+    """News for `agent` since it last checked, once each, and move its marks past them.
+
+    With `wait_s`, a long poll across its sessions: returns as soon as news exists (from
+    any process), or empty at the timeout. Holds no lock while it waits; a look that finds
+    nothing takes no write lock either. Raises InvalidInput, PermissionDenied.
+    """
+    agent.require("read", "check_inbox")
+    if not 1 <= limit <= MAX_INBOX_LIMIT:
+        raise InvalidInput(f"limit must be 1-{MAX_INBOX_LIMIT}; got {limit}.")
+    if not 0 <= wait_s <= MAX_WAIT_S:
+        raise InvalidInput(f"wait_s must be 0-{MAX_WAIT_S:.0f} seconds; got {wait_s}.")
+    db = feed.db
+    peek = news.NEWS["seen_id"]
+    params = news.news_params(agent)
+
+    async def take() -> tuple[list[sqlite3.Row], bool]:
+        if not db.read_now(peek, (*params, 1)):
+            return [], False
+        taken: tuple[list[sqlite3.Row], bool] = await db.transact(_take(agent, limit, limits))
+        return taken
+
+    with feed.watching():
+        changed = feed.next_change()
+        rows, has_more = await take()
+        with anyio.move_on_after(wait_s):
+            while not rows:
+                await changed.wait()
+                changed = feed.next_change()
+                rows, has_more = await take()
+    return _grouped(rows, has_more)

@@ -1,0 +1,43 @@
+"""The visibility rule, the only place it is written, with no imports: the Claude Code
+hook (hook.py) reads the inbox with it in a process that must start fast.
+
+Every read of messages (get, list, search, counts, resources, notifications, long-poll,
+inbox, export) puts VISIBLE_SQL on the messages table aliased `m`, with the parameters
+from `visible_to`.
+"""
+
+from __future__ import annotations
+
+# Not `typing.TYPE_CHECKING`: importing typing costs the hook 3-10 ms; mypy treats any
+# name TYPE_CHECKING as true.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Protocol
+
+    from shared_context_server.blackboard.identity import Agent
+
+    class Reader(Protocol):
+        """Who reads: an Agent (identity.py), or the hook's own light record of one."""
+
+        @property
+        def agent_id(self) -> str: ...
+
+        @property
+        def agent_type(self) -> str: ...
+
+        @property
+        def is_admin(self) -> bool: ...
+
+    _check: Reader = Agent("a")  # Agent is a Reader
+
+VISIBLE_SQL = (
+    "(m.visibility = 'public'"
+    " OR (m.visibility = 'private' AND m.sender = ?)"
+    " OR (m.visibility = 'agent_only' AND m.sender_type = ?)"
+    " OR ?)"
+)
+
+
+def visible_to(reader: Reader) -> tuple[Any, ...]:
+    """Parameters of VISIBLE_SQL for `reader`: admins read everything."""
+    return (reader.agent_id, reader.agent_type, 1 if reader.is_admin else 0)

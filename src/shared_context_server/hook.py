@@ -1,0 +1,242 @@
+"""`shared-context-server hook claude-code`: the inbox in front of the model, from Claude
+Code's hooks (https://code.claude.com/docs/en/hooks).
+
+Claude Code runs the command with the event as JSON on stdin (`hook_event_name`, and
+`stop_hook_active` on Stop) and reads JSON from stdout on exit 0:
+
+- SessionStart, UserPromptSubmit: `hookSpecificOutput.additionalContext`, a digest of at
+  most 1,500 characters: messages for the agent newest first, then a count per session,
+  "N more: call check_inbox". SessionStart shows all the agent has not read; a prompt
+  shows only what no digest has mentioned yet, so the model is not told twice.
+- Stop: `{"decision": "block", "reason": ...}` once per message for the agent that it has
+  not read, so the agent reads a hand-off before it stops; never when `stop_hook_active`
+  (Claude Code is already continuing because of a Stop hook), so it cannot loop.
+
+The digest does not mark messages read: it shows snippets, and check_inbox hands out the
+messages themselves; it records what it mentioned (`hinted_id`, `nudged_id`), which
+check_inbox ignores. The hook runs on every prompt in a new process: it imports the
+standard library, platformdirs and the visibility rule only, never the MCP SDK, and it
+must never block a prompt: any failure (no file, a damaged one, no agent id) prints
+nothing to stdout, one line to stderr, and exits 0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import sys
+
+from shared_context_server.blackboard import news
+
+# What the hook imports is what every prompt waits for: no pathlib, typing or dataclasses
+# at run time (mypy takes any TYPE_CHECKING name as true).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from typing import Any
+
+    from shared_context_server.blackboard.news import Mark
+
+PROG = "shared-context-server hook"
+HOSTS = ("claude-code",)
+MAX_DIGEST_CHARS = 1500
+SNIPPET_CHARS = 160
+MAX_ROWS = 200  # the newest news read per run; beyond, the digest says "200+"
+INBOX_SCHEMA = 6  # migration 6 made inbox_marks
+WRITE_WAIT_MS = 50  # the hook gives up recording what it showed rather than hold a prompt
+# The server's variables (config.py) and default file (db.py): modules too heavy to
+# import here; a test checks they agree.
+ENV_DB = "SHARED_CONTEXT_DB"
+ENV_AGENT_ID = "SHARED_CONTEXT_AGENT_ID"
+ENV_AGENT_TYPE = "SHARED_CONTEXT_AGENT_TYPE"
+ENV_ADMIN = "SHARED_CONTEXT_ADMIN"
+APP_NAME = "shared-context-server"
+DB_FILENAME = "shared-context.db"
+
+
+class Skip(Exception):
+    """Nothing for the model: the reason goes to stderr as one line."""
+
+
+class Reader:
+    """The agent whose inbox the hook reads (a blackboard.visibility.Reader)."""
+
+    __slots__ = ("agent_id", "agent_type", "is_admin")
+
+    def __init__(self, agent_id: str, agent_type: str, is_admin: bool) -> None:
+        self.agent_id = agent_id
+        self.agent_type = agent_type
+        self.is_admin = is_admin
+
+
+def main(argv: Sequence[str]) -> int:
+    """Run one hook event; always exit 0, since a hook must never block the user."""
+    try:
+        output = run(list(argv), sys.stdin.read(), os.environ)
+    except Skip as reason:
+        print(f"{PROG}: {reason}", file=sys.stderr)
+        return 0
+    except sqlite3.Error as error:
+        print(f"{PROG}: the database cannot be read ({error}); run doctor", file=sys.stderr)
+        return 0
+    except Exception as error:  # the hook's boundary: a prompt must go through regardless
+        print(f"{PROG}: unexpected {type(error).__name__}: {error}", file=sys.stderr)
+        return 0
+    if output is not None:
+        print(json.dumps(output))
+    return 0
+
+
+def parse_args(argv: list[str], environ: Mapping[str, str]) -> tuple[Reader, str]:
+    """`claude-code [--agent-id ID] [--agent-type T] [--admin] [--db PATH]`, over the
+    environment like the server. Raises Skip."""
+    if not argv or argv[0] not in HOSTS:
+        raise Skip(f"usage: {PROG} {'|'.join(HOSTS)} --agent-id ID [--db PATH]")
+    flags: dict[str, str] = {}
+    admin = False
+    rest = argv[1:]
+    while rest:
+        flag = rest.pop(0)
+        if flag == "--admin":
+            admin = True
+        elif flag in ("--agent-id", "--agent-type", "--db") and rest:
+            flags[flag] = rest.pop(0)
+        else:
+            raise Skip(f"unknown argument {flag!r}; takes --agent-id, --agent-type, --admin, --db")
+    agent_id = flags.get("--agent-id") or environ.get(ENV_AGENT_ID)
+    if not agent_id:
+        raise Skip(f"no agent id: give --agent-id or {ENV_AGENT_ID}, as the MCP entry does")
+    agent_type = flags.get("--agent-type") or environ.get(ENV_AGENT_TYPE) or "generic"
+    admin = admin or environ.get(ENV_ADMIN, "").strip().lower() in ("1", "true", "yes", "on")
+    return Reader(agent_id, agent_type, admin), _db_path(flags, environ)
+
+
+def _db_path(flags: dict[str, str], environ: Mapping[str, str]) -> str:
+    raw = flags.get("--db") or environ.get(ENV_DB)
+    if raw:
+        return os.path.expanduser(raw)
+    import platformdirs  # only when no --db: the default file's directory
+
+    return os.path.join(platformdirs.user_data_dir(APP_NAME), DB_FILENAME)
+
+
+def connect(path: str) -> sqlite3.Connection:
+    """The file, never created (checked first: a file: URI would cost pathlib or urllib).
+    Raises Skip, sqlite3.Error."""
+    if not os.path.isfile(path):
+        raise Skip(f"no blackboard at {path}; start a server once, or pass its --db")
+    conn = sqlite3.connect(path, isolation_level=None, timeout=0)
+    conn.execute(f"PRAGMA busy_timeout = {WRITE_WAIT_MS}")
+    conn.execute("PRAGMA synchronous = NORMAL")  # as the server: no fsync per commit in WAL
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version < INBOX_SCHEMA:
+        raise Skip(f"{path} predates the inbox; start a server once to upgrade it")
+    return conn
+
+
+def run(argv: list[str], stdin: str, environ: Mapping[str, str]) -> dict[str, Any] | None:
+    """The JSON to print for the event on `stdin`, or None. Raises Skip, sqlite3.Error."""
+    try:
+        payload = json.loads(stdin)
+    except ValueError:
+        raise Skip("stdin is not the JSON of a hook event") from None
+    if not isinstance(payload, dict):
+        raise Skip("stdin is not the JSON of a hook event")
+    event = payload.get("hook_event_name")
+    agent, path = parse_args(argv, environ)
+    if event not in ("SessionStart", "UserPromptSubmit", "Stop"):
+        return None  # another event wired to this command: nothing to add
+    if event == "Stop" and payload.get("stop_hook_active"):
+        return None  # already continuing because of a Stop hook: let the agent stop
+    conn = connect(path)
+    try:
+        if event == "Stop":
+            return _stop(conn, agent)
+        mark: Mark = "seen_id" if event == "SessionStart" else "hinted_id"
+        rows = news.brief_news(conn, agent, MAX_ROWS, mark)
+        if not rows:
+            return None
+        _record(conn, agent, rows, "hinted_id")
+        context = digest(agent.agent_id, rows)
+        return {"hookSpecificOutput": {"hookEventName": event, "additionalContext": context}}
+    finally:
+        conn.close()
+
+
+def _stop(conn: sqlite3.Connection, agent: Reader) -> dict[str, Any] | None:
+    waiting = news.addressed_news(conn, agent, MAX_ROWS)
+    if not waiting:
+        return None
+    _record(conn, agent, waiting, "nudged_id")
+    latest = waiting[0]
+    reason = (
+        f"{len(waiting)} message(s) addressed to you on the shared blackboard wait unread, "
+        f"the latest from {latest[2]} in {latest[1]}: {_snippet(latest[3])}. "
+        "Call check_inbox, act on them, then finish."
+    )
+    return {"decision": "block", "reason": reason[:MAX_DIGEST_CHARS]}
+
+
+def _record(conn: sqlite3.Connection, agent: Reader, rows: list[Any], mark: Mark) -> None:
+    """Remember what was mentioned; when the file is busy, skip it (a repeat is harmless,
+    a held prompt is not)."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError:
+        print(f"{PROG}: the file is busy; this digest may be repeated", file=sys.stderr)
+        return
+    try:
+        news.move_marks(conn, agent.agent_id, ((row[1], row[0]) for row in rows), mark)
+        if mark == "nudged_id":  # a nudge mentions them too
+            news.move_marks(conn, agent.agent_id, ((row[1], row[0]) for row in rows), "hinted_id")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _snippet(content: str, most: int = SNIPPET_CHARS) -> str:
+    text = " ".join(content.split())
+    return json.dumps(text if len(text) <= most else text[: most - 1] + "…", ensure_ascii=False)
+
+
+def digest(agent_id: str, rows: list[Any]) -> str:
+    """At most MAX_DIGEST_CHARS: messages for the agent newest first, then the rest
+    counted per session, then how many did not fit."""
+    total = f"{len(rows)}+" if len(rows) >= MAX_ROWS else str(len(rows))
+    for_you = [row for row in rows if row[4]]
+    head = (
+        f"Shared blackboard: {total} new message(s) for {agent_id}"
+        + (f", {len(for_you)} addressed to you" if for_you else "")
+        + ". Call check_inbox to read them."
+    )
+    lines = [head]
+    shown = 0
+    budget = MAX_DIGEST_CHARS - 60  # room for the closing "N more" line
+    for row in for_you:
+        line = f"- for you: #{row[0]} from {row[2]} in {row[1]}: {_snippet(row[3])}"
+        if sum(len(x) + 1 for x in lines) + len(line) > budget:
+            break
+        lines.append(line)
+        shown += 1
+    sessions: dict[str, list[Any]] = {}
+    for row in rows:
+        if not row[4]:
+            sessions.setdefault(row[1], []).append(row)
+    for session_id, group in sessions.items():  # the session with the newest news first
+        senders = ", ".join(dict.fromkeys(row[2] for row in group))
+        purpose = _snippet(group[0][5], 60)
+        latest = group[0]
+        line = (
+            f"- {session_id} {purpose}: {len(group)} new from {senders}; "
+            f"latest #{latest[0]} {latest[2]}: {_snippet(latest[3], 100)}"
+        )
+        if sum(len(x) + 1 for x in lines) + len(line) > budget:
+            break
+        lines.append(line)
+        shown += len(group)
+    if shown < len(rows):
+        plus = "+" if len(rows) >= MAX_ROWS else ""
+        lines.append(f"{len(rows) - shown}{plus} more: call check_inbox.")
+    return "\n".join(lines)[:MAX_DIGEST_CHARS]

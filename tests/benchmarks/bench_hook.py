@@ -1,0 +1,143 @@
+"""What the Claude Code hook costs on every prompt (a report, not a test).
+
+Run from the repository root:
+
+    .venv/bin/python tests/benchmarks/bench_hook.py --messages 100000
+
+Builds a file of `--messages` messages from 20 agents in 200 sessions, where the measured
+agent takes part in 20 sessions and has 60 unread messages (6 addressed to it), then runs
+the installed `shared-context-server hook claude-code` as Claude Code does (a new process,
+the event's JSON on stdin) and prints the wall time of the whole process, p50 and p95:
+SessionStart (a digest every time: the worst case), UserPromptSubmit with nothing new
+(the common case), Stop, and a bare `python -c pass` for the interpreter's own start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import anyio
+
+from shared_context_server.db import Database
+
+INSERT_SESSION = (
+    "INSERT INTO sessions (id, purpose, status, created_by, created_at, updated_at)"
+    " VALUES (?, ?, 'active', ?, '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z')"
+)
+INSERT_MESSAGE = (
+    "INSERT INTO messages (session_id, sender, sender_type, content, visibility,"
+    " message_type, metadata, created_at)"
+    " VALUES (?, ?, 'bench', ?, ?, 'message', ?, '2026-01-01T00:00:00Z')"
+)
+AGENTS = [f"agent{n}" for n in range(20)]
+ME = "agent0"
+
+
+def build(path: Path, count: int) -> None:
+    anyio.run(lambda: _migrate(path))
+    rng = random.Random(7)
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("BEGIN")
+    sessions = [f"sess_{n:04d}" for n in range(200)]
+    for n, sid in enumerate(sessions):
+        conn.execute(INSERT_SESSION, (sid, f"task {n}", AGENTS[n % len(AGENTS)]))
+    mine = sessions[:20]  # agent0 created 10 of these and posts in all 20
+    rows = []
+    for n in range(count - 80):
+        sid = rng.choice(sessions)
+        sender = ME if sid in mine and n % 7 == 0 else rng.choice(AGENTS[1:])
+        vis = rng.choice(("public", "public", "public", "private", "agent_only"))
+        rows.append((sid, sender, f"message {n} " + "lorem ipsum " * rng.randint(2, 40), vis, None))
+    for sid in mine:  # the agent takes part in all 20
+        rows.append((sid, ME, "taking part", "public", None))
+    conn.executemany(INSERT_MESSAGE, rows)
+    # It has read everything so far (check_inbox moved its marks)...
+    conn.execute("UPDATE inbox_marks SET seen_id = (SELECT max(id) FROM messages)")
+    news = []
+    for n in range(60):  # ...and then 60 messages arrive, 6 addressed to it
+        meta = json.dumps({"to": [ME]}) if n % 10 == 0 else None
+        news.append((mine[n % 20], rng.choice(AGENTS[1:]), f"news {n}", "public", meta))
+    conn.executemany(INSERT_MESSAGE, news)
+    conn.execute("COMMIT")
+    conn.close()
+
+
+async def _migrate(path: Path) -> None:
+    db = await Database.open(path)
+    await db.close()
+
+
+def hook_command() -> list[str]:
+    return [str(Path(sys.executable).parent / "shared-context-server"), "hook", "claude-code"]
+
+
+def timed(commands: dict[str, tuple[list[str], str]], runs: int) -> dict[str, list[float]]:
+    """Wall ms of each command per run, the commands in a fresh random order each round, so
+    the machine's drift and its neighbours' load land on all of them alike."""
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    order = list(commands)
+    for _ in range(runs):
+        random.shuffle(order)
+        for name in order:
+            argv, stdin = commands[name]
+            start = time.perf_counter()
+            done = subprocess.run(argv, input=stdin, capture_output=True, text=True, check=True)
+            times[name].append((time.perf_counter() - start) * 1000)
+            assert "Traceback" not in done.stderr, done.stderr
+    return times
+
+
+def report(name: str, times: list[float]) -> None:
+    p95 = statistics.quantiles(times, n=20)[-1]
+    print(f"{name:<32} p50 {statistics.median(times):6.1f} ms   p95 {p95:6.1f} ms")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=40)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "bb.db"
+        build(path, args.messages)
+        # As in use, where the agents' servers hold the file open: otherwise each hook
+        # process is the last connection to close and checkpoints the WAL on its way out.
+        held = sqlite3.connect(path)
+        held.execute("SELECT count(*) FROM sessions").fetchone()
+        os.sync()  # the build's writes reach the disk before anything is timed
+        flags = ["--agent-id", ME, "--agent-type", "bench", "--db", str(path)]
+        print(f"{args.messages:,} messages; {args.runs} runs each, whole process wall time")
+
+        def event(name: str) -> str:
+            return json.dumps({"hook_event_name": name, "session_id": "s", "cwd": folder})
+
+        start = subprocess.run(
+            hook_command() + flags, input=event("SessionStart"), capture_output=True, text=True
+        )
+        digest = json.loads(start.stdout)["hookSpecificOutput"]["additionalContext"]
+        print(f"SessionStart digest: {len(digest)} characters")
+        hook = hook_command() + flags
+        commands = {
+            "python -c pass": ([sys.executable, "-c", "pass"], ""),
+            "SessionStart (digest each run)": (hook, event("SessionStart")),
+            "UserPromptSubmit (nothing new)": (hook, event("UserPromptSubmit")),
+            "Stop": (hook, event("Stop")),
+        }
+        for name, times in timed(commands, args.runs).items():
+            report(name, times)
+        held.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
