@@ -203,6 +203,13 @@ def test_serving_and_other_commands_on_a_url_refuse_in_one_line(pg_url: str) -> 
         assert done.stderr.count("\n") == 1
 
 
+def test_backup_on_a_url_says_to_use_pg_dump(pg_url: str) -> None:
+    done = _cli("backup", "--db", pg_url, "copy.db")
+    assert done.returncode == 2
+    assert "pg_dump --format=custom" in done.stderr
+    assert done.stderr.count("\n") == 1
+
+
 def test_a_url_without_the_driver_names_the_extra(pg_url: str) -> None:
     code = (
         "import sys; sys.modules['psycopg'] = None; from shared_context_server.cli import main; "

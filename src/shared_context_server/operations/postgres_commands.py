@@ -95,6 +95,11 @@ def run(command: str, args: argparse.Namespace, url: str) -> int:
     """`doctor` on a URL; anything else raises StorageError (one line, exit 2)."""
     if command != "doctor":
         check_url(url)  # a missing driver or a bad URL is the more useful line
+        if command == "backup":
+            raise StorageError(
+                f"backup copies a SQLite file; back up PostgreSQL with its own tool: "
+                f"pg_dump --format=custom --file=FILE '{redact(url)}'."
+            )
         raise not_yet(command)
     data = anyio.run(diagnose, url)
     print(json.dumps(data, indent=2) if args.json else report(data))
