@@ -87,7 +87,6 @@ async def _interleave(pg_url: str, next_id: Any) -> list[int]:
             "INSERT INTO sessions (id, purpose, status, created_by, created_at, updated_at)"
             " VALUES ('s', 'p', 'active', 'a', 'now', 'now')"
         )
-        await tx.execute("CREATE SEQUENCE IF NOT EXISTS plain_ids")
     committed: list[int] = []
     b_done = anyio.Event()
 
@@ -124,21 +123,46 @@ async def _waiting_on_a_lock(pg_url: str) -> bool:
 
 
 async def test_message_ids_grow_in_commit_order(pg_url: str) -> None:
-    committed = await _interleave(pg_url, PgTransaction.next_message_id)
+    async def locked(tx: PgTransaction) -> int | None:
+        return await tx.next_message_id("s")
+
+    committed = await _interleave(pg_url, locked)
     assert committed == sorted(committed)
 
 
 async def test_the_same_interleaving_breaks_commit_order_with_a_plain_sequence(
     pg_url: str,
 ) -> None:
-    # What the test above guards against: with nextval, B commits id 2 before A's id 1.
+    # What the test above guards against: the same sequence without the session's lock
+    # lets B commit id 2 before A commits id 1.
     async def plain(tx: PgTransaction) -> int:
-        row = await tx.fetchone("SELECT nextval('plain_ids')")
+        row = await tx.fetchone("SELECT nextval('message_ids')")
         assert row is not None
         return int(row[0])
 
     committed = await _interleave(pg_url, plain)
     assert committed != sorted(committed)
+
+
+async def test_writers_to_other_sessions_do_not_wait_and_no_session_means_no_id(
+    pg_url: str,
+) -> None:
+    first, second = await PgDatabase.open(pg_url), await PgDatabase.open(pg_url)
+    async with first.write() as tx:
+        for session in ("s", "t"):
+            await tx.execute(
+                "INSERT INTO sessions (id, purpose, status, created_by, created_at, updated_at)"
+                " VALUES (?, 'p', 'active', 'a', 'now', 'now')",
+                (session,),
+            )
+    async with first.write() as held:
+        assert await held.next_message_id("s") == 1
+        with anyio.fail_after(30):  # s stays locked by `held` meanwhile
+            async with second.write() as tx:
+                assert await tx.next_message_id("t") == 2
+                assert await tx.next_message_id("missing") is None
+    await first.close()
+    await second.close()
 
 
 async def test_a_lost_connection_fails_the_call_with_database_busy_then_recovers(

@@ -27,7 +27,7 @@ WRITER = textwrap.dedent(
         db = await PgDatabase.open(url)
         for i in range(int(count)):
             async with db.write() as tx:
-                message_id = await tx.next_message_id()
+                message_id = await tx.next_message_id('s')
                 await tx.execute(
                     "INSERT INTO messages (id, session_id, sender, sender_type, content,"
                     " visibility, message_type, created_at)"

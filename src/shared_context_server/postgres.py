@@ -156,12 +156,16 @@ class PgTransaction:
         rows = await self.fetchall(sql, params)
         return rows[0] if rows else None
 
-    async def next_message_id(self) -> int:
-        """The next message id, taken under the counter row's lock until this commits, so
-        ids grow in commit order (a sequence would not: see postgres_schema)."""
-        row = await self.fetchone(NEXT_MESSAGE_ID)
-        assert row is not None, "migration 1 inserts the message_id counter"
-        return int(row[0])
+    async def notify(self, channel: str, payload: str) -> None:
+        """Send `payload` to the channel's listeners when, and only if, this commits."""
+        await self.execute("SELECT pg_notify(?, ?)", (channel, payload))
+
+    async def next_message_id(self, session_id: str) -> int | None:
+        """The next message id for `session_id`, None if there is no such session. Taken
+        under the session row's lock, held until this commits, so ids grow in commit order
+        within the session (a bare sequence would not: see postgres_schema)."""
+        row = await self.fetchone(NEXT_MESSAGE_ID, (session_id,))
+        return int(row[0]) if row else None
 
 
 class PgDatabase:
@@ -182,7 +186,7 @@ class PgDatabase:
     async def open(cls, url: str, *, migrate: bool = True) -> PgDatabase:
         """Connect, then migrate under an advisory lock; StorageError if that cannot be done
         or the schema is newer than this code."""
-        db = cls(check_url(url), await _connect(url))
+        db = cls(check_url(url), await connect(url))
         try:
             if migrate:
                 await db._migrate()
@@ -201,7 +205,7 @@ class PgDatabase:
     async def _connection(self) -> psycopg.AsyncConnection[Row]:
         if self._conn is None or self._conn.closed:
             try:
-                self._conn = await _connect(self.url)
+                self._conn = await connect(self.url)
             except StorageError as error:
                 raise DatabaseBusy(
                     f"PostgreSQL is unreachable; retry in a moment ({error})"
@@ -277,7 +281,8 @@ async def _version(tx: PgTransaction) -> int:
     return int(row[0]) if row and row[0] is not None else 0
 
 
-async def _connect(url: str) -> psycopg.AsyncConnection[Row]:
+async def connect(url: str) -> psycopg.AsyncConnection[Row]:
+    """An autocommit connection, or StorageError saying in one line why not."""
     pg = driver()
     options: dict[str, Any] = {"autocommit": True, "application_name": "shared-context-server"}
     if "connect_timeout" not in url:

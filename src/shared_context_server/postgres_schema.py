@@ -11,12 +11,17 @@ from __future__ import annotations
 SCHEMA_EXISTS = "SELECT to_regclass('schema_history') IS NOT NULL"
 SELECT_VERSION = "SELECT max(version) FROM schema_history"
 
-# Message ids come from this counter row, not from a sequence. A sequence hands out ids
-# at INSERT, so two writers can commit out of id order and a reader already past id 10
-# would never see 9. The UPDATE holds the row's lock until COMMIT: the next writer waits,
-# so ids grow in commit order across every process and machine (tests/test_postgres.py).
+# Message ids come from a sequence, taken only once the writer holds its session's row
+# lock, which it keeps until COMMIT. A bare sequence hands out ids at INSERT, so two writers
+# can commit out of id order and a reader already past id 10 would never see 9. Under the
+# lock, the next writer to the same session takes its id after this one commits: ids grow
+# in commit order within every session, which is what paging by after_id and the long poll
+# read (tests/test_postgres.py). Writers to different sessions do not wait for each other.
+# The CTE locks first; the outer nextval runs only on the row it returns (no row: no
+# such session).
 NEXT_MESSAGE_ID = (
-    "UPDATE change_counters SET value = value + 1 WHERE name = 'message_id' RETURNING value"
+    "WITH locked AS (SELECT id FROM sessions WHERE id = ? FOR NO KEY UPDATE)"
+    " SELECT nextval('message_ids') FROM locked"
 )
 
 MIGRATIONS: dict[int, tuple[str, ...]] = {
@@ -39,8 +44,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE INDEX sessions_status ON sessions (status, created_at)",
         "CREATE INDEX sessions_idle ON sessions (updated_at) WHERE status != 'archived'",
         "CREATE TABLE change_counters (name TEXT PRIMARY KEY, value BIGINT NOT NULL)",
-        """INSERT INTO change_counters (name, value)
-        VALUES ('sessions', 0), ('message_id', 0)""",
+        "INSERT INTO change_counters (name, value) VALUES ('sessions', 0)",
+        "CREATE SEQUENCE message_ids",
         """CREATE TABLE messages (
             id BIGINT PRIMARY KEY,
             session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
