@@ -48,7 +48,8 @@ async def main(db: Path) -> None:
         await call(planner, "add_private_note", session_id=sid, content="Ask about Redis later")
 
         seen = await call(coder, "get_context", session_id=sid)
-        print(f"coder sees {len(seen['messages'])} message(s):")
+        count = len(seen["messages"])
+        print(f"coder sees {count} message{'' if count == 1 else 's'}:")
         for message in seen["messages"]:
             print(f"  #{message['id']} {message['sender']}: {message['content']}")
         await call(

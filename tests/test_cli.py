@@ -66,7 +66,7 @@ def test_the_two_agents_example_runs(tmp_path: Path) -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "coder sees 1 message(s)" in proc.stdout  # the planner's private note stayed private
+    assert "coder sees 1 message:" in proc.stdout  # the planner's private note stayed private
     assert "planner reads the reply: Done" in proc.stdout
 
 
