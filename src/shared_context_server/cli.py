@@ -75,7 +75,8 @@ class _Version(argparse.Action):
     def __call__(self, parser: argparse.ArgumentParser, *args: object) -> NoReturn:
         from shared_context_server.about import package_version
 
-        parser.exit(0, f"{PROG} {package_version()}\n")
+        print(f"{PROG} {package_version()}")
+        parser.exit(0)
 
 
 class _Parser(argparse.ArgumentParser):
