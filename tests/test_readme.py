@@ -10,6 +10,7 @@ import pytest
 
 from shared_context_server.cli import COMMANDS
 from shared_context_server.config import ENVIRONMENT, TOOLSETS
+from shared_context_server.errors import BlackboardError
 from shared_context_server.server.toolsets import tools_for
 
 ROOT = Path(__file__).parents[1]
@@ -29,6 +30,15 @@ def test_every_subcommand_has_a_row_in_the_readme(command: str) -> None:
 @pytest.mark.parametrize("variable", sorted(ENVIRONMENT))
 def test_every_environment_variable_has_a_row_in_the_readme(variable: str) -> None:
     assert f"| `{variable}` |" in README
+
+
+def _codes(error: type[BlackboardError]) -> set[str]:
+    return {error.code}.union(*(_codes(sub) for sub in error.__subclasses__()))
+
+
+@pytest.mark.parametrize("code", sorted(_codes(BlackboardError)))
+def test_every_error_code_has_a_row_in_the_readme(code: str) -> None:
+    assert f"| `{code}` |" in README
 
 
 def test_ci_runs_the_readme_test_command_verbatim() -> None:
