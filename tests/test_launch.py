@@ -1,6 +1,6 @@
 """How a newcomer gets this package and starts it: the version, every printed launch
-command (pinned to 2.x: the index's 1.x under the same name is another project), and a
-server started by hand from a terminal."""
+command (pinned to 2.x: the index's 1.x under the same name is another project), a server
+started by hand from a terminal, and what the terminal prints."""
 
 from __future__ import annotations
 
@@ -269,3 +269,20 @@ def test_an_example_run_without_the_projects_python_says_which_to_use() -> None:
     )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert ".venv/bin/python examples/two_agents.py" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("n", "plural", "said"),
+    [
+        (1, "archived sessions", "1 archived session"),
+        (1, "expired memory entries", "1 expired memory entry"),
+        (1, "live server processes", "1 live server process"),
+        (0, "messages", "0 messages"),
+        (2, "reply-to links", "2 reply-to links"),
+        (1200, "messages", "1,200 messages"),
+    ],
+)
+def test_counts_are_singular_for_one(n: int, plural: str, said: str) -> None:
+    from shared_context_server.terminal import counted
+
+    assert counted(n, plural) == said

@@ -39,8 +39,8 @@ def server_command(local: bool) -> list[str]:
         raise InvalidInput(
             f"--local would name {command[0]}, inside uv's cache ({cache}), which uv may "
             "delete at any time (`uv cache clean`, an upgrade). Leave --local out: the "
-            f"config then runs `{UVX_TEXT}`. For a lasting install, `{PIPX_INSTALL}` or "
-            "`uv tool install` one, then run its `config --local`."
+            f"config then runs `{UVX_TEXT}`. Or install it to stay: `{PIPX_INSTALL}` (or "
+            "`uv tool install` with the same requirement), then that copy's `config --local`."
         )
     return command
 
@@ -50,10 +50,9 @@ def uv_cache_of(path: Path) -> Path | None:
     # Not resolved: a venv's python is a symlink out of the cache, and the venv is what
     # vanishes. uv marks its cache root with CACHEDIR.TAG; UV_CACHE_DIR may move it.
     path = path.absolute()
-    roots = [Path(os.environ["UV_CACHE_DIR"])] if os.environ.get("UV_CACHE_DIR") else []
-    for root in roots:
-        if path.is_relative_to(root.absolute()):
-            return root.absolute()
+    moved = os.environ.get("UV_CACHE_DIR")
+    if moved and path.is_relative_to(Path(moved).absolute()):
+        return Path(moved).absolute()
     for parent in path.parents:
         if parent.name.startswith("archive-v") and (parent.parent / "CACHEDIR.TAG").is_file():
             return parent.parent
