@@ -229,6 +229,8 @@ async def test_started_from_a_terminal_it_says_what_it_is_and_ctrl_c_ends_it_at_
                     await poll_until(lambda: heartbeat_of(db, server.pid))
                     server.send_signal(signal.SIGINT)
                     assert await server.wait() == 0  # without a press of Enter
+                    # It left cleanly: its heartbeat row went with it.
+                    assert not heartbeat_of(db, server.pid)
             finally:
                 if server.returncode is None:  # still waiting for Enter: the failure
                     server.kill()
