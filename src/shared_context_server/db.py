@@ -27,6 +27,7 @@ import aiosqlite
 import anyio
 import platformdirs
 
+from shared_context_server.about import UPGRADE
 from shared_context_server.clock import utc_now
 from shared_context_server.errors import DatabaseBusy, StorageError
 from shared_context_server.migrations import MIGRATIONS, SCHEMA_VERSION
@@ -421,8 +422,7 @@ class Database:
             raise StorageError(
                 f"{self.path} has schema version {version}, newer than this "
                 f"shared-context-server understands ({SCHEMA_VERSION}). Upgrade it "
-                "(uvx shared-context-server@latest, or pipx upgrade shared-context-server) "
-                "or point --db at another file."
+                f"({UPGRADE}) or point --db at another file."
             )
 
     @asynccontextmanager
