@@ -11,8 +11,8 @@ import pytest
 
 from shared_context_server.cli import COMMANDS
 from shared_context_server.config import ENVIRONMENT, TOOLSETS
-from shared_context_server.instructions import AGENT_INSTRUCTIONS
 from shared_context_server.errors import BlackboardError
+from shared_context_server.instructions import AGENT_INSTRUCTIONS
 from shared_context_server.server.toolsets import tools_for
 
 ROOT = Path(__file__).parents[1]
