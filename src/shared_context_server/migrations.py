@@ -198,6 +198,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         """INSERT INTO session_activity
             SELECT session_id, sender, sender_type, visibility, count(*), max(created_at)
             FROM messages GROUP BY session_id, sender, sender_type, visibility""",
+        # get_context(sender=...) pages down this instead of walking the whole session.
+        "CREATE INDEX messages_sender ON messages (session_id, sender, id)",
     ),
 }
 

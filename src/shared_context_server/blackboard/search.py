@@ -55,6 +55,15 @@ CANDIDATES = 200  # rescored by rapidfuzz: comfortably more than MAX_LIMIT
 POSTINGS_BUDGET = 10_000  # messages bm25 may score per search (sum of the trigrams' counts)
 MAX_TRIGRAMS = 48  # bounds the vocabulary lookup of a very long query
 SHORT_QUERY_SCAN = 1_000  # newest messages scored when the query has no trigram
+# A session this small is scored whole, without the index: the index's counts are over
+# every session, so in a blackboard of 1M messages a common word's trigrams are all "too
+# common", and finding a small session's matches meant walking the whole blackboard's
+# (225 ms median, 1.2 s p99, for a session of 100 messages). Scoring 500 rows costs less.
+DIRECT_SCAN = 500
+# Walking the newest matches of every trigram costs about CANDIDATES / share of the
+# index's rows; a session holding less than this share is scored from its own newest
+# messages instead.
+MIN_WALK_SHARE = 0.1
 # Not yet indexed rows scored directly; the indexer runs a fraction of a second behind
 # writers, so the tail is short unless no server process has run since a bulk import.
 TAIL_SCAN = 5_000
@@ -66,6 +75,8 @@ INDEX_DELAY = 0.25
 INDEX_AT_LEAST = 256
 
 WATERMARK = "SELECT value FROM change_counters WHERE name = 'fts_indexed'"
+# Every message of the session, whoever may see it (session_activity, migration 7).
+SESSION_SIZE = "SELECT coalesce(sum(message_count), 0) FROM session_activity WHERE session_id = ?"
 # How far the index lags: ids past the watermark (one read, no write lock).
 PENDING = f"SELECT coalesce(max(id), 0) - ({WATERMARK}) FROM messages"  # noqa: S608
 INDEX_ROWS = (
@@ -129,7 +140,12 @@ async def _candidates(
     # The watermark first: rows at or below it are in the index, rows above are the tail.
     # If the indexer moves it meanwhile, a row may come both ways; ids dedupe it.
     mark = await db.fetchone(WATERMARK)
-    tail = await db.fetchall(TAIL, (*filters, int(mark[0]) if mark else 0, TAIL_SCAN))
+    indexed = int(mark[0]) if mark else 0
+    size_row = await db.fetchone(SESSION_SIZE, (session_id,))
+    size = int(size_row[0]) if size_row else 0
+    if size <= DIRECT_SCAN:
+        return await db.fetchall(NEWEST, (*filters, DIRECT_SCAN))
+    tail = await db.fetchall(TAIL, (*filters, indexed, TAIL_SCAN))
     rows: list[sqlite3.Row] = []
     trigrams = query_trigrams(query)
     if trigrams:
@@ -141,7 +157,8 @@ async def _candidates(
         if rare:
             match = " OR ".join(_phrase(t) for t in rare)
             rows = await db.fetchall(RANKED, (match, *filters, CANDIDATES))
-        elif counts:  # every trigram is common: the newest messages holding them all
+        elif counts and size >= MIN_WALK_SHARE * indexed:
+            # Every trigram is common: the newest messages holding them all.
             match = " AND ".join(_phrase(t) for t in trigrams if t in counts)
             rows = await db.fetchall(NEWEST_MATCHING, (match, *filters, CANDIDATES))
     if not rows:
