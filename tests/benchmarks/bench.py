@@ -266,6 +266,8 @@ class Figures:
     conc_errors: int = 0
     conc_lost: int = 0
     conc_rows: int = 0
+    conc_server_cpu_ms: float = math.nan
+    conc_client_cpu_ms: float = math.nan
     spawn_failures: int = 0
     first_error: str = ""
     crashed: str = ""
@@ -287,6 +289,8 @@ class Run:
     conc_s: list[float] = field(default_factory=list)
     conc_wall: float = 0.0
     conc_ok: int = 0
+    conc_server_cpu: float = 0.0
+    conc_client_cpu: float = 0.0
 
     def note_error(self, text: str) -> None:
         if not self.figures.first_error:
@@ -332,6 +336,8 @@ class Run:
             fig.conc_wall_s = self.conc_wall
             fig.conc_msgs_per_s = self.conc_ok / self.conc_wall
             fig.conc_p99_ms = percentile(self.conc_s, 99) * 1000.0
+            fig.conc_server_cpu_ms = self.conc_server_cpu / self.conc_ok * 1000.0
+            fig.conc_client_cpu_ms = self.conc_client_cpu / self.conc_ok * 1000.0
 
 
 async def spawn_once(run: Run, db: Path, agent: str) -> float:
@@ -510,11 +516,18 @@ async def phase_concurrency(run: Run, procs: int, per_proc: int, rnd: int) -> No
                 tg.start_soon(worker, i)
             with anyio.fail_after(spawn_budget):
                 await all_ready.wait()
+            # CPU spent while writing, by the servers and by this client process: with
+            # every process busy, latency is mostly a wait for a core, so this is the cost.
+            pids = child_pids(system.marker)
+            server_cpu = -sum(cpu_seconds(pid) for pid in pids)
+            client_cpu = -time.process_time()
             t0 = time.perf_counter()
             go.set()
             with anyio.fail_after(write_budget):
                 await all_done.wait()
             wall = time.perf_counter() - t0
+            server_cpu += sum(cpu_seconds(pid) for pid in pids)
+            client_cpu += time.process_time()
 
     expected = procs * per_proc
     rows = count_rows(db, sid_holder[0])
@@ -523,6 +536,8 @@ async def phase_concurrency(run: Run, procs: int, per_proc: int, rnd: int) -> No
     fig.conc_lost += expected - rows
     run.conc_ok += expected - errors
     run.conc_wall += wall
+    run.conc_server_cpu += server_cpu
+    run.conc_client_cpu += client_cpu
     run.conc_s.extend(latencies)
 
 
@@ -666,6 +681,8 @@ METRICS: list[tuple[str, str, str]] = [
     ("concurrent msgs/s", "conc_msgs_per_s", "{:.0f}"),
     ("concurrent p99 (ms)", "conc_p99_ms", "{:.2f}"),
     ("concurrent wall (s)", "conc_wall_s", "{:.2f}"),
+    ("conc. server CPU/msg (ms)", "conc_server_cpu_ms", "{:.3f}"),
+    ("conc. client CPU/msg (ms)", "conc_client_cpu_ms", "{:.3f}"),
     ("concurrent errors", "conc_errors", "{:d}"),
     ("concurrent lost", "conc_lost", "{:d}"),
     ("failed spawns (retried)", "spawn_failures", "{:d}"),
@@ -682,6 +699,8 @@ RATIO_METRICS = {
     "rss_mb",
     "conc_msgs_per_s",
     "conc_p99_ms",
+    "conc_server_cpu_ms",
+    "conc_client_cpu_ms",
 }
 
 
