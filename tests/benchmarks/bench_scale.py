@@ -18,10 +18,11 @@ round of a starting server finds nothing to archive or trim.
 Then, at each size, real server processes over stdio (agent-03, a reviewer) are timed,
 --calls calls per figure, p50 and p99 of the whole tool call seen by the client:
 get_context (latest, after_id, before_id, sender filter) in a typical session and the big
-one, get_message, search_context (a misspelt distinctive word; --searches queries in the
-big session), get_session, list_sessions, list_memory, get_memory, get_audit_log;
-wait_for_messages woken by a post from a second process; start-up (spawn to tools/list);
-the `sessions` and `doctor --quick` subcommands; the file's bytes per message.
+one, get_message, search_context (one common word in a typical session; a misspelt
+distinctive word, --searches queries, in the big session, with recall@5), get_session,
+list_sessions, list_memory, get_memory, get_audit_log; wait_for_messages woken by a post
+from a second process; start-up (spawn to tools/list); the `sessions` and `doctor
+--quick` subcommands; the file's bytes per message.
 
 Every size is filled first (a copy of the file is kept at each smaller size), then all of
 them are measured in turn, --rounds times, the order alternating, and the samples pooled:
