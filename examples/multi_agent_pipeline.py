@@ -11,14 +11,21 @@ both, and security reads the summary back. Watch it live from another terminal w
 
 from __future__ import annotations
 
+import shlex
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-import anyio
-from mcp import ClientSession, StdioServerParameters
-from mcp.client.stdio import stdio_client
+try:
+    import anyio
+    from mcp import ClientSession, StdioServerParameters
+    from mcp.client.stdio import stdio_client
+except ImportError:  # a python without the project installed: say which one to use
+    raise SystemExit(
+        "this example needs the project's virtualenv: from the clone, after the README's "
+        "quick start, run `.venv/bin/python examples/multi_agent_pipeline.py`"
+    ) from None
 
 WAIT_SECONDS = 60
 
@@ -102,7 +109,7 @@ async def docs(s: ClientSession, sid: str) -> None:
     print(f"docs         posted summary #{posted['message_id']}")
 
 
-async def main(db: Path) -> None:
+async def main(db: Path, keep: bool = False) -> None:
     async with (
         stdio_client(server(db, "security")) as (sr, sw),
         ClientSession(sr, sw) as sec,
@@ -123,11 +130,14 @@ async def main(db: Path) -> None:
             tg.start_soon(security, sec, sid)
         final = await call(doc, "get_session", session_id=sid)
         print(f"done: {final['message_count']} messages from {', '.join(final['participants'])}")
+    if keep:
+        here = Path(sys.executable).parent / "shared-context-server"
+        print(f"the transcript: {shlex.join([str(here), 'tail', sid, '--db', str(db)])}")
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1:
-        anyio.run(main, Path(sys.argv[1]))
+        anyio.run(main, Path(sys.argv[1]).absolute(), True)
     else:
         with tempfile.TemporaryDirectory() as tmp:
             anyio.run(main, Path(tmp) / "pipeline.db")

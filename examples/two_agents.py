@@ -14,9 +14,15 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import anyio
-from mcp import ClientSession, StdioServerParameters
-from mcp.client.stdio import stdio_client
+try:
+    import anyio
+    from mcp import ClientSession, StdioServerParameters
+    from mcp.client.stdio import stdio_client
+except ImportError:  # a python without the project installed: say which one to use
+    raise SystemExit(
+        "this example needs the project's virtualenv: from the clone, after the README's "
+        "quick start, run `.venv/bin/python examples/two_agents.py`"
+    ) from None
 
 
 def server(db: Path, agent_id: str) -> StdioServerParameters:
@@ -48,7 +54,8 @@ async def main(db: Path) -> None:
         await call(planner, "add_private_note", session_id=sid, content="Ask about Redis later")
 
         seen = await call(coder, "get_context", session_id=sid)
-        print(f"coder sees {len(seen['messages'])} message(s):")
+        count = len(seen["messages"])
+        print(f"coder sees {count} message{'' if count == 1 else 's'}:")
         for message in seen["messages"]:
             print(f"  #{message['id']} {message['sender']}: {message['content']}")
         await call(

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from shared_context_server.about import UVX
 from shared_context_server.config import Settings
 from shared_context_server.instructions import AGENT_INSTRUCTIONS
 from shared_context_server.server.toolsets import MINIMAL, tool_list_size_for, tools_for
@@ -47,8 +48,7 @@ def test_config_codex_prints_a_toml_mcp_servers_table_codex_can_read(tmp_path: P
     # Codex's config.toml: [mcp_servers.<name>] with command (string) and args (strings).
     entry = tomllib.loads(proc.stdout)["mcp_servers"]["shared ctx"]
     assert set(entry) == {"command", "args"}
-    assert entry["command"] == "uvx"
-    assert entry["args"] == ["shared-context-server", "--agent-id", "codex-1", "--db", str(db)]
+    assert [entry["command"], *entry["args"]] == [*UVX, "--agent-id", "codex-1", "--db", str(db)]
     assert "config.toml" in proc.stderr
 
 

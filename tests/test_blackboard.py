@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 
@@ -118,6 +119,30 @@ async def test_get_context_filters_by_sender_and_visibility(db: Database) -> Non
     assert [m["content"] for m in by_bob["messages"]] == ["b"]
     team = await messages.get_context(db, BOB, sid, visibility="agent_only")
     assert [m["content"] for m in team["messages"]] == ["a"]
+
+
+async def test_one_senders_pages_go_back_and_forward_among_the_others(db: Database) -> None:
+    sid = await new_session(db)
+    other = await new_session(db)
+    mine = []
+    for i in range(12):
+        await messages.add_message(db, ALICE, other, f"elsewhere {i}")
+        posted = await messages.add_message(db, BOB if i % 3 else ALICE, sid, f"m{i}")
+        if i % 3 == 0:
+            mine.append(posted["message_id"])
+    await messages.add_message(db, ALICE, sid, "only mine", "private")
+
+    def page(**kw: Any) -> Any:
+        return messages.get_context(db, BOB, sid, limit=2, sender="alice", **kw)
+
+    latest = await page()
+    assert [m["id"] for m in latest["messages"]] == mine[2:] and latest["has_more"]
+    back = await page(before_id=mine[2])
+    assert [m["id"] for m in back["messages"]] == mine[:2] and not back["has_more"]
+    forward = await page(after_id=mine[0])
+    assert [m["id"] for m in forward["messages"]] == mine[1:3] and forward["has_more"]
+    public = await messages.get_context(db, ALICE, sid, sender="alice", visibility="public")
+    assert [m["id"] for m in public["messages"]] == mine
 
 
 async def test_a_page_stops_early_at_the_character_budget(db: Database) -> None:

@@ -37,6 +37,9 @@ def test_demo_shows_three_agents_and_never_touches_the_real_blackboard(tmp_path:
     assert "docs  can see 3 of the 6 messages" in out
     assert "security  can see 6 of the 6 messages" in out
     assert "temporary file" in out and not real.exists()
+    # The closing hint launches this project, never the index's 1.x of the same name.
+    pinned = "uvx --from 'shared-context-server>=2,<3' shared-context-server --agent-id claude-main"
+    assert pinned in out
 
 
 def test_demo_with_db_keeps_the_collaboration(tmp_path: Path) -> None:
@@ -66,7 +69,7 @@ def test_the_two_agents_example_runs(tmp_path: Path) -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "coder sees 1 message(s)" in proc.stdout  # the planner's private note stayed private
+    assert "coder sees 1 message:" in proc.stdout  # the planner's private note stayed private
     assert "planner reads the reply: Done" in proc.stdout
 
 

@@ -82,6 +82,8 @@ def test_config_prints_mcp_servers_json_with_identity_and_db(client: str, tmp_pa
     assert entry == {
         "command": "uvx",
         "args": [
+            "--from",
+            "shared-context-server>=2,<3",
             "shared-context-server",
             "--agent-id",
             "rev-1",
@@ -96,7 +98,8 @@ def test_config_prints_mcp_servers_json_with_identity_and_db(client: str, tmp_pa
 def test_config_for_claude_code_is_a_claude_mcp_add_command() -> None:
     proc = run("config", "claude-code", "--agent-id", "main", env={"SHARED_CONTEXT_DB": "/t/b.db"})
     assert proc.stdout.strip() == (
-        "claude mcp add shared-context -- uvx shared-context-server --agent-id main --db /t/b.db"
+        "claude mcp add shared-context -- uvx --from 'shared-context-server>=2,<3' "
+        "shared-context-server --agent-id main --db /t/b.db"
     )
 
 
@@ -243,6 +246,10 @@ async def test_sessions_lists_counts_of_what_the_viewer_may_see(tmp_path: Path) 
     header, row = table.stdout.splitlines()
     assert header.split()[:3] == ["SESSION", "STATUS", "MSGS"]
     assert row.split()[:3] == [sid, "active", "2"]  # the two public messages
+    assert table.stderr == "MSGS counts public messages only (--as AGENT or --admin to see more)\n"
+    as_bob_table = run("sessions", "--db", str(db), "--as", "bob")
+    assert as_bob_table.stderr == "MSGS counts what bob (type reviewer) can see\n"
+    assert run("sessions", "--db", str(db), "--admin").stderr == ""  # every message: no caveat
     admin = json.loads(run("sessions", "--db", str(db), "--admin", "--json").stdout)
     assert admin[0]["message_count"] == 5 and admin[0]["last_message_at"]
     as_bob = json.loads(run("sessions", "--db", str(db), "--as", "bob", "--json").stdout)
@@ -301,9 +308,11 @@ async def test_tail_follow_prints_a_message_another_process_writes_and_stops_on_
             tail.send_signal(signal.SIGINT)
             assert await tail.wait() == 0
         assert tail.stderr is not None
-        stderr = (await tail.stderr.receive()).decode()
+        stderr = b"".join([chunk async for chunk in tail.stderr]).decode()
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
     assert "late (generic)" in "".join(seen) and "not for tail" not in "".join(seen)
+    # The header goes where the lines go, so a saved transcript says whose view it is.
+    assert "".join(seen).startswith(f"{sid} [active] review the parser\nshowing public messages")
 
 
 # --- export and import ------------------------------------------------------------------
@@ -328,7 +337,7 @@ async def test_export_import_round_trip_is_lossless_into_another_database(tmp_pa
     assert exported.stat().st_mode & 0o077 == 0  # it may hold private messages
     proc = run("import", str(exported), "--db", str(target))
     assert proc.returncode == 0, proc.stderr
-    assert f"imported session {sid}: 5 message(s)" in proc.stdout
+    assert f"imported session {sid}: 5 messages" in proc.stdout
     again = json.loads(run("export", sid, "--admin", "--db", str(target)).stdout)
     original = json.loads(exported.read_text())
     assert again["session"] == original["session"]  # the id was free, so it was kept
@@ -376,7 +385,7 @@ async def test_a_public_export_holds_public_messages_and_imports_without_danglin
     contents = [m["content"] for m in document["messages"]]
     assert contents == ["finding: overflow", "docs updated", "done, see my note"]
     imported = run("import", "-", "--db", str(tmp_path / "other.db"), stdin=proc.stdout)
-    assert "1 reply-to link(s) pointed at messages the file does not hold" in imported.stdout
+    assert "1 reply-to link pointed at messages the file does not hold" in imported.stdout
 
 
 async def test_markdown_export_is_a_readable_transcript(tmp_path: Path) -> None:
@@ -491,14 +500,14 @@ async def test_prune_removes_old_archived_sessions_expired_memory_tokens_and_old
     assert "audit" not in keep_audit.stdout  # retention 0 keeps every entry, as in serve
     preview = run("prune", "--dry-run", "--db", str(path))
     assert preview.stdout.strip() == (
-        "would remove 1 archived sessions (5 messages)\nwould remove 1 expired memory entries"
-        "\nwould remove 1 expired tokens\nwould remove 2 audit entries"
+        "would remove 1 archived session (5 messages)\nwould remove 1 expired memory entry"
+        "\nwould remove 1 expired token\nwould remove 2 audit entries"
     )
     assert conn.execute("SELECT count(*) FROM sessions").fetchone() == (3,)
     done = run("prune", "--db", str(path))
     assert done.stdout.strip() == (
-        "removed 1 archived sessions (5 messages)\nremoved 1 expired memory entries"
-        "\nremoved 1 expired tokens\nremoved 2 audit entries"
+        "removed 1 archived session (5 messages)\nremoved 1 expired memory entry"
+        "\nremoved 1 expired token\nremoved 2 audit entries"
     )
     assert [r[0] for r in conn.execute("SELECT agent_id FROM agent_tokens")] == ["alice/new"]
     # What went is itself recorded, in the transaction of each batch.
@@ -506,9 +515,9 @@ async def test_prune_removes_old_archived_sessions_expired_memory_tokens_and_old
         "SELECT agent_id, action, target, detail FROM audit_log WHERE action = 'prune'"
     ).fetchall()
     assert entries == [
-        ("operator", "prune", "sessions", "1 archived sessions, 5 messages"),
-        ("operator", "prune", "memory", "1 expired memory entries"),
-        ("operator", "prune", "agent_tokens", "1 expired tokens"),
+        ("operator", "prune", "sessions", "1 archived session, 5 messages"),
+        ("operator", "prune", "memory", "1 expired memory entry"),
+        ("operator", "prune", "agent_tokens", "1 expired token"),
         ("operator", "prune", "audit_log", "2 audit entries"),
     ]
     assert conn.execute("SELECT count(*) FROM audit_log").fetchone() == (audit_entries + 2,)
@@ -518,7 +527,7 @@ async def test_prune_removes_old_archived_sessions_expired_memory_tokens_and_old
     assert conn.execute("SELECT count(*) FROM messages").fetchone() == (0,)
     assert run("prune", "--db", str(path)).stdout.strip() == "nothing to prune"
     everything = run("prune", "--archived-older-than", "0", "--db", str(path))
-    assert everything.stdout.strip() == "removed 1 archived sessions (0 messages)"
+    assert everything.stdout.strip() == "removed 1 archived session (0 messages)"
 
 
 @pytest.mark.parametrize(

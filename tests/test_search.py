@@ -28,19 +28,27 @@ def ids(found: dict[str, Any]) -> list[int]:
     return [r["message"]["id"] for r in found["results"]]
 
 
-# Search reads indexed rows through the trigram index and newer rows directly: the
-# behaviour must be the same either way.
-WAYS = pytest.mark.parametrize("indexed", [True, False], ids=["indexed", "not-yet-indexed"])
+# Search reads indexed rows through the trigram index and newer rows directly, and scores
+# a small session whole: the behaviour must be the same every way.
+WAYS = pytest.mark.parametrize("way", ["indexed", "not-yet-indexed", "scored-whole"])
+
+
+@pytest.fixture(autouse=True)
+def direct_scan(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The index's paths, unless a test is run the `scored-whole` way: these sessions are
+    small, and a small session is otherwise scored whole."""
+    way = getattr(request.node, "callspec", None) and request.node.callspec.params.get("way")
+    monkeypatch.setattr(search, "DIRECT_SCAN", 10**9 if way == "scored-whole" else 0)
 
 
 @WAYS
 async def test_a_typo_in_a_distinctive_word_finds_its_message_in_the_top_five(
-    db: Database, indexed: bool
+    db: Database, way: str
 ) -> None:
     sid = await new_session(db)
     words = corpus(1000)
     posted = [(await messages.add_message(db, ALICE, sid, text))["message_id"] for _, text in words]
-    if indexed:
+    if way != "not-yet-indexed":
         assert await search.index_pending(db) == 1000
     rng = random.Random(7)
     queries = rng.sample(range(len(words)), 300)
@@ -57,11 +65,11 @@ async def test_a_typo_in_a_distinctive_word_finds_its_message_in_the_top_five(
     [("private", {"alice", "root"}), ("agent_only", {"alice", "bob", "root"})],
 )
 async def test_messages_the_caller_may_not_see_are_never_results(
-    db: Database, visibility: str, finders: set[str], indexed: bool
+    db: Database, visibility: str, finders: set[str], way: str
 ) -> None:
     sid = await new_session(db)
     secret = await messages.add_message(db, ALICE, sid, "the zanzibarite key rotates", visibility)
-    if indexed:
+    if way != "not-yet-indexed":
         await search.index_pending(db)
     for reader in (ALICE, BOB, CAROL, ADMIN):
         found = await search.search_context(db, reader, sid, "zanzibarite", fuzzy_threshold=0)
@@ -69,12 +77,12 @@ async def test_messages_the_caller_may_not_see_are_never_results(
 
 
 @WAYS
-async def test_hidden_messages_do_not_crowd_out_visible_ones(db: Database, indexed: bool) -> None:
+async def test_hidden_messages_do_not_crowd_out_visible_ones(db: Database, way: str) -> None:
     sid = await new_session(db)
     for i in range(search.CANDIDATES + 50):
         await messages.add_message(db, ALICE, sid, f"quorvex note {i}", "private")
     visible = await messages.add_message(db, ALICE, sid, "quorvex public note")
-    if indexed:
+    if way != "not-yet-indexed":
         await search.index_pending(db)
     found = await search.search_context(db, BOB, sid, "quorvex")
     assert ids(found) == [visible["message_id"]]
@@ -121,6 +129,23 @@ async def test_a_query_of_only_common_trigrams_finds_the_newest_holding_them_all
     await messages.add_message(db, ALICE, sid, "nothing to see")
     await search.index_pending(db)
     monkeypatch.setattr(search, "POSTINGS_BUDGET", 0)  # every trigram counts as common
+    found = await search.search_context(db, ALICE, sid, "server timeout", fuzzy_threshold=90)
+    assert ids(found) == [newer["message_id"], older["message_id"]]
+
+
+async def test_common_trigrams_in_a_session_with_a_small_share_of_the_index_still_match(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    busy = await new_session(db)
+    for i in range(60):
+        await messages.add_message(db, ALICE, busy, f"server timeout number {i}")
+    sid = await new_session(db)
+    older = await messages.add_message(db, ALICE, sid, "the server timeout again")
+    newer = await messages.add_message(db, ALICE, sid, "server timeout on the worker")
+    await messages.add_message(db, ALICE, sid, "nothing to see")
+    await search.index_pending(db)
+    monkeypatch.setattr(search, "POSTINGS_BUDGET", 0)  # every trigram counts as common
+    monkeypatch.setattr(search, "MIN_WALK_SHARE", 0.5)  # 3 of 63 rows: its own newest
     found = await search.search_context(db, ALICE, sid, "server timeout", fuzzy_threshold=90)
     assert ids(found) == [newer["message_id"], older["message_id"]]
 

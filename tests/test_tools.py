@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from mcp.shared.exceptions import MCPError
 
 from shared_context_server.blackboard.limits import Limits
 from shared_context_server.config import Settings
+from shared_context_server.migrations import SCHEMA_VERSION
 from shared_context_server.server.tools import TOOLS
 from shared_context_server.server.toolsets import tool_list_size_for
 from tests.conftest import ERAS, connect, fails, ok
@@ -124,7 +126,11 @@ async def test_whoami_reports_identity_source_and_database(tmp_path: Path, era: 
         "permissions": ["admin", "read", "write"],
         "identity_source": "flag",
         "database_path": str(tmp_path / "bb.db"),
-        "settings": Settings(tmp_path / "bb.db").public(),  # shown to admins only
+        "settings": {  # shown to admins only, with the release beside its schema
+            **Settings(tmp_path / "bb.db").public(),
+            "package_version": version("shared-context-server"),
+            "schema_version": SCHEMA_VERSION,
+        },
     }
 
 

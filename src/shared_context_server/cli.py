@@ -73,6 +73,19 @@ CLIENT_NAMES = ("claude-desktop", "claude-code", "cursor", "codex", "generic")
 STATUSES = ("active", "completed", "archived", "all")
 
 
+class _Version(argparse.Action):
+    """`--version`: read from the package's metadata only when asked for."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> NoReturn:
+        from shared_context_server.about import package_version
+
+        print(f"{PROG} {package_version()}")
+        parser.exit(0)
+
+
 class _Parser(argparse.ArgumentParser):
     """Usage mistakes are one line on stderr (exit 2), like every other error here."""
 
@@ -203,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="A shared blackboard for AI agents: an MCP server over stdio whose "
         "processes all share one SQLite file.",
     )
+    parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("serve", parents=[flags], help=COMMANDS["serve"])
     demo = sub.add_parser("demo", help=COMMANDS["demo"])
@@ -236,7 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_argument("--admin", action="store_true", default=argparse.SUPPRESS)
     config.add_argument("--name", default="shared-context", help="the server's name in the client")
     config.add_argument(
-        "--local", action="store_true", help="run this installation, not `uvx " + PROG + "`"
+        "--local",
+        action="store_true",
+        help="run this installation's executable, not uvx (for pipx or a clone)",
     )
 
     doctor = sub.add_parser("doctor", parents=[db], help=COMMANDS["doctor"])
@@ -367,8 +383,20 @@ def _serve(flags: dict[str, object]) -> int:
     )
     from shared_context_server.server.app import serve_stdio
 
+    interactive = sys.stdin.isatty()
+    if interactive:  # a person, not a client, started it: say what it is and how to leave
+        from shared_context_server.about import package_version
+
+        note(
+            f"{PROG} {package_version()}: an MCP server on stdin/stdout, which an MCP client "
+            f"starts for each agent (`{PROG} config --help`); to watch agents share it, run "
+            f"`{PROG} demo`. Ctrl-C quits."
+        )
     try:
-        anyio.run(serve_stdio, settings)
+        anyio.run(serve_stdio, settings, interactive)
+    except* KeyboardInterrupt:  # Ctrl-C before the server was listening for it
+        if not interactive:
+            raise
     except* (BrokenPipeError, ConnectionResetError):
         # The SDK's transport learns that the client left when a reply cannot be written.
         logging.getLogger(__name__).info("the client closed the connection; stopped")

@@ -21,6 +21,7 @@ from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
 from shared_context_server.db import Database
+from shared_context_server.operations.client_config import render_config
 
 _COLOURS = {"security": "31", "performance": "33", "docs": "36"}
 
@@ -110,8 +111,8 @@ async def _run(db: Path, pace: float, *, temporary: bool) -> int:
     print(n.paint("\nNext", "1"))
     print(
         "  Give each of your agents its own id in its client's config, for example:\n"
-        "    claude mcp add shared-context -- uvx shared-context-server --agent-id claude-main\n"
-        "  and they will share this machine's blackboard."
+        f"    {render_config('claude-code', agent_id='claude-main')}\n"
+        "  and they will share this machine's blackboard (`config --help` for other clients)."
     )
     if not temporary:
         print(f"  This demo's blackboard is kept in {db}.")

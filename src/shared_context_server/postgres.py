@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SCHEMES = ("postgresql://", "postgres://")
-EXTRA = "shared-context-server[postgres]"
+EXTRA = "shared-context-server[postgres]>=2,<3"  # pinned: see README "Which package"
 CONNECT_TIMEOUT_S = 5
 # One key for the whole schema: processes starting together migrate one after another.
 MIGRATION_LOCK = 0x5C5_0001

@@ -49,6 +49,9 @@ class MessagePrinter:
         code = _PALETTE[sum(sender.encode()) % len(_PALETTE)]
         return paint(sender, "1;" + code, self.colour)
 
+    def header(self, line: str) -> None:
+        print(paint(line, "2", self.colour), file=self.stream, flush=True)
+
     def print(self, message: dict[str, Any]) -> None:
         moment = local_time(message["created_at"])
         day = moment.strftime("%Y-%m-%d")
@@ -109,7 +112,11 @@ def _bytes(n: int) -> str:
 
 
 def doctor_report(data: dict[str, Any]) -> str:
-    lines = [f"database      {data['path']}"]
+    lines = [
+        f"database      {data['path']}",
+        f"release       shared-context-server {data['package_version']} "
+        f"(schema version {data['expected_schema_version']})",
+    ]
     if data["exists"]:
         lines.append(
             f"size          {_bytes(data['size_bytes'])} (WAL {_bytes(data['wal_bytes'])}, "
@@ -124,17 +131,21 @@ def doctor_report(data: dict[str, Any]) -> str:
             lines.append(f"integrity     {integrity if integrity == 'ok' else 'FAILED'}")
         if "schema_version" in data:
             lines.append(
-                f"schema        version {data['schema_version']} "
-                f"(this release: {data['expected_schema_version']})"
+                f"schema        version {data['schema_version']}"
+                + (
+                    ""
+                    if data["schema_version"] == data["expected_schema_version"]
+                    else f" (this release writes {data['expected_schema_version']})"
+                )
             )
         if "sessions" in data:
             lines.append(
-                f"contents      {_count(data['sessions'], 'session')}, "
-                f"{_count(data.get('messages', 0), 'message')}"
+                f"contents      {counted(data['sessions'], 'sessions')}, "
+                f"{counted(data.get('messages', 0), 'messages')}"
             )
         processes = data.get("processes", [])
         lines.append(
-            f"processes     {_count(len(processes), 'live server process', 'es')} on this file"
+            f"processes     {counted(len(processes), 'live server processes')} on this file"
         )
         for p in processes:
             who = p["agent_id"] or "(agent not known yet)"
@@ -147,7 +158,7 @@ def doctor_report(data: dict[str, Any]) -> str:
         lines.append(f"warning: {item['warning']}\n  what to do: {item['fix']}")
     for item in data["problems"]:
         lines.append(f"PROBLEM: {item['problem']}\n  what to do: {item['fix']}")
-    lines.append("ok" if data["ok"] else f"{len(data['problems'])} problem(s) found")
+    lines.append("ok" if data["ok"] else f"{counted(len(data['problems']), 'problems')} found")
     return "\n".join(lines)
 
 
@@ -158,8 +169,8 @@ def prune_report(report: dict[str, dict[str, int]], dry_run: bool) -> str:
         main = counts[name]
         if not main:
             continue
-        extra = ", ".join(f"{n} {label}" for label, n in counts.items() if label != name)
-        lines.append(f"{verb} {main} {name}" + (f" ({extra})" if extra else ""))
+        extra = ", ".join(counted(n, label) for label, n in counts.items() if label != name)
+        lines.append(f"{verb} {counted(main, name)}" + (f" ({extra})" if extra else ""))
     return "\n".join(lines) if any(c[n] for n, c in report.items()) else "nothing to prune"
 
 
@@ -189,5 +200,11 @@ class Progress:
             self.stream.flush()
 
 
-def _count(n: int, noun: str, plural: str = "s") -> str:
-    return f"{n:,} {noun}{'' if n == 1 else plural}"
+def counted(n: int, plural: str) -> str:
+    """`n` and a plural noun, made singular for one: "1 archived session", "2 audit entries"."""
+    if n == 1:
+        for many, one in (("ies", "y"), ("sses", "ss"), ("s", "")):
+            if plural.endswith(many):
+                plural = plural.removesuffix(many) + one
+                break
+    return f"{n:,} {plural}"

@@ -7,10 +7,10 @@ Run from the repository root:
 With --search, runs bench_search.py instead (search latency on 1k, 10k and 100k messages;
 its own options follow --search, e.g. ``bench.py --search --queries 50``).
 
-Options: --only floor|product|realtime, --messages N (1000), --procs N (20), --per-proc N (200),
---spawns N (5), --rounds N (2), --floor PATH (default ../shared/bench/floor_server.py), --json,
---posts N (50), --idle-seconds S (10), --stdio auto|threads (the product's transport; threads
-is the SDK's, as the floor uses).
+Options: --only floor|product|realtime, --messages N (1000), --memory N (500), --procs N (20),
+--per-proc N (200), --spawns N (5), --rounds N (2), --floor PATH (default
+../shared/bench/floor_server.py), --json, --posts N (50), --idle-seconds S (10), --stdio
+auto|threads (the product's transport; threads is the SDK's, as the floor uses).
 
 Both systems are driven by the same client code (``ClientSession`` over ``stdio_client``,
 handshake era), each on its own fresh temporary databases, and samples are pooled over
@@ -22,7 +22,8 @@ targets:
 2. latency: both servers up at once and called in turn, in a fresh random order at each
    step, so drift and neighbours' load land on both alike: p50/p99 of --messages
    sequential ``add_message`` calls into one session, then p50/p99 of 200 reads of the
-   latest 50 messages (``get_context`` / floor ``get_messages``);
+   latest 50 messages (``get_context`` / floor ``get_messages``), and p50/p99 of --memory
+   sequential ``set_memory`` calls cycling over 50 keys (most replace an entry);
 3. concurrency: --procs server processes, --per-proc ``add_message`` calls each, all into one
    shared session: msgs/s, p99, errors, lost rows (counted with stdlib sqlite3 afterwards);
    one system at a time (each saturates the machine), ABBA round by round;
@@ -71,6 +72,7 @@ DEFAULT_FLOOR = REPO_ROOT.parent / "shared" / "bench" / "floor_server.py"
 
 READ_CALLS = 200
 READ_LIMIT = 50
+MEMORY_KEYS = 50
 WARMUP_WRITES = 20
 WARMUP_READS = 10
 VALIDATE_SAMPLES = 200
@@ -96,6 +98,7 @@ class System:
     read_args: Callable[[str, int], dict[str, Any]]
     add_tool: str = "add_message"
     create_tool: str = "create_session"
+    memory_tool: str = "set_memory"
 
     def params(self, db: Path, agent: str) -> StdioServerParameters:
         return StdioServerParameters(
@@ -251,6 +254,9 @@ class Figures:
     read_p99_ms: float = math.nan
     read_errors: int = 0
     read_returned: int = 0
+    mem_p50_ms: float = math.nan
+    mem_p99_ms: float = math.nan
+    mem_errors: int = 0
     rss_mb: float = math.nan
     rss_all_mb: list[float] = field(default_factory=list)
     client_validate_us: float = math.nan
@@ -260,6 +266,8 @@ class Figures:
     conc_errors: int = 0
     conc_lost: int = 0
     conc_rows: int = 0
+    conc_server_cpu_ms: float = math.nan
+    conc_client_cpu_ms: float = math.nan
     spawn_failures: int = 0
     first_error: str = ""
     crashed: str = ""
@@ -276,10 +284,13 @@ class Run:
     startup_s: list[float] = field(default_factory=list)
     add_s: list[float] = field(default_factory=list)
     read_s: list[float] = field(default_factory=list)
+    mem_s: list[float] = field(default_factory=list)
     validate_s: list[float] = field(default_factory=list)
     conc_s: list[float] = field(default_factory=list)
     conc_wall: float = 0.0
     conc_ok: int = 0
+    conc_server_cpu: float = 0.0
+    conc_client_cpu: float = 0.0
 
     def note_error(self, text: str) -> None:
         if not self.figures.first_error:
@@ -311,6 +322,9 @@ class Run:
         if self.add_s:
             fig.add_p50_ms = statistics.median(self.add_s) * 1000.0
             fig.add_p99_ms = percentile(self.add_s, 99) * 1000.0
+        if self.mem_s:
+            fig.mem_p50_ms = statistics.median(self.mem_s) * 1000.0
+            fig.mem_p99_ms = percentile(self.mem_s, 99) * 1000.0
         if self.read_s:
             fig.read_p50_ms = statistics.median(self.read_s) * 1000.0
             fig.read_p99_ms = percentile(self.read_s, 99) * 1000.0
@@ -322,6 +336,8 @@ class Run:
             fig.conc_wall_s = self.conc_wall
             fig.conc_msgs_per_s = self.conc_ok / self.conc_wall
             fig.conc_p99_ms = percentile(self.conc_s, 99) * 1000.0
+            fig.conc_server_cpu_ms = self.conc_server_cpu / self.conc_ok * 1000.0
+            fig.conc_client_cpu_ms = self.conc_client_cpu / self.conc_ok * 1000.0
 
 
 async def spawn_once(run: Run, db: Path, agent: str) -> float:
@@ -371,6 +387,18 @@ async def add_once(lane: Lane, i: int) -> None:
         lane.last = result
 
 
+async def memory_once(lane: Lane, i: int) -> None:
+    """One set_memory: MEMORY_KEYS keys in turn, so most calls replace an entry."""
+    run, system = lane.run, lane.run.system
+    args = {"key": f"bench-{i % MEMORY_KEYS}", "value": {"step": i, "note": "bench memory"}}
+    t0 = time.perf_counter()
+    result = await lane.session.call_tool(system.memory_tool, args)
+    run.mem_s.append(time.perf_counter() - t0)
+    if result.is_error:
+        run.figures.mem_errors += 1
+        run.note_error(f"set_memory: {error_text(result)}")
+
+
 async def read_once(lane: Lane, timed: bool) -> None:
     run, system = lane.run, lane.run.system
     t0 = time.perf_counter()
@@ -394,7 +422,7 @@ class LaneFailed(Exception):
         self.run = run
 
 
-async def phase_latency(runs: list[Run], messages: int, rnd: int) -> None:
+async def phase_latency(runs: list[Run], messages: int, memory_writes: int, rnd: int) -> None:
     """Every system's server up at once, called in turn, in a fresh random order each
     step: whatever the machine does meanwhile lands on all of them alike."""
     current = runs[0]
@@ -404,11 +432,15 @@ async def phase_latency(runs: list[Run], messages: int, rnd: int) -> None:
             for current in runs:
                 lanes.append(await open_lane(current, stack, rnd))
             shuffler = random.Random(rnd)
-            with anyio.fail_after(SHUTDOWN_TIMEOUT_S + messages * 2.0):
+            with anyio.fail_after(SHUTDOWN_TIMEOUT_S + (messages + memory_writes) * 2.0):
                 for i in range(messages):
                     for lane in shuffler.sample(lanes, len(lanes)):
                         current = lane.run
                         await add_once(lane, i)
+                for i in range(memory_writes):
+                    for lane in shuffler.sample(lanes, len(lanes)):
+                        current = lane.run
+                        await memory_once(lane, i)
                 for i in range(WARMUP_READS + READ_CALLS):
                     for lane in shuffler.sample(lanes, len(lanes)):
                         current = lane.run
@@ -484,11 +516,18 @@ async def phase_concurrency(run: Run, procs: int, per_proc: int, rnd: int) -> No
                 tg.start_soon(worker, i)
             with anyio.fail_after(spawn_budget):
                 await all_ready.wait()
+            # CPU spent while writing, by the servers and by this client process: with
+            # every process busy, latency is mostly a wait for a core, so this is the cost.
+            pids = child_pids(system.marker)
+            server_cpu = -sum(cpu_seconds(pid) for pid in pids)
+            client_cpu = -time.process_time()
             t0 = time.perf_counter()
             go.set()
             with anyio.fail_after(write_budget):
                 await all_done.wait()
             wall = time.perf_counter() - t0
+            server_cpu += sum(cpu_seconds(pid) for pid in pids)
+            client_cpu += time.process_time()
 
     expected = procs * per_proc
     rows = count_rows(db, sid_holder[0])
@@ -497,6 +536,8 @@ async def phase_concurrency(run: Run, procs: int, per_proc: int, rnd: int) -> No
     fig.conc_lost += expected - rows
     run.conc_ok += expected - errors
     run.conc_wall += wall
+    run.conc_server_cpu += server_cpu
+    run.conc_client_cpu += client_cpu
     run.conc_s.extend(latencies)
 
 
@@ -627,16 +668,21 @@ METRICS: list[tuple[str, str, str]] = [
     ("start-up median (ms)", "startup_ms", "{:.1f}"),
     ("add_message p50 (ms)", "add_p50_ms", "{:.3f}"),
     ("add_message p99 (ms)", "add_p99_ms", "{:.3f}"),
+    ("set_memory p50 (ms)", "mem_p50_ms", "{:.3f}"),
+    ("set_memory p99 (ms)", "mem_p99_ms", "{:.3f}"),
     ("read last 50 p50 (ms)", "read_p50_ms", "{:.3f}"),
     ("read last 50 p99 (ms)", "read_p99_ms", "{:.3f}"),
     ("latency-phase errors", "add_errors", "{:d}"),
     ("read errors", "read_errors", "{:d}"),
+    ("set_memory errors", "mem_errors", "{:d}"),
     ("messages per read", "read_returned", "{:d}"),
     ("server RSS (MB)", "rss_mb", "{:.1f}"),
     ("client validate (us/call)", "client_validate_us", "{:.1f}"),
     ("concurrent msgs/s", "conc_msgs_per_s", "{:.0f}"),
     ("concurrent p99 (ms)", "conc_p99_ms", "{:.2f}"),
     ("concurrent wall (s)", "conc_wall_s", "{:.2f}"),
+    ("conc. server CPU/msg (ms)", "conc_server_cpu_ms", "{:.3f}"),
+    ("conc. client CPU/msg (ms)", "conc_client_cpu_ms", "{:.3f}"),
     ("concurrent errors", "conc_errors", "{:d}"),
     ("concurrent lost", "conc_lost", "{:d}"),
     ("failed spawns (retried)", "spawn_failures", "{:d}"),
@@ -648,9 +694,13 @@ RATIO_METRICS = {
     "add_p99_ms",
     "read_p50_ms",
     "read_p99_ms",
+    "mem_p50_ms",
+    "mem_p99_ms",
     "rss_mb",
     "conc_msgs_per_s",
     "conc_p99_ms",
+    "conc_server_cpu_ms",
+    "conc_client_cpu_ms",
 }
 
 
@@ -679,12 +729,20 @@ def targets(floor: Figures | None, prod: Figures | None) -> list[Target]:
             ("add_p99_ms", "add_message p99"),
             ("read_p50_ms", "get_context p50"),
             ("read_p99_ms", "get_context p99"),
+            ("mem_p50_ms", "set_memory p50"),
+            ("mem_p99_ms", "set_memory p99"),
         ]:
             r = ratio(prod, floor, attr)
             out.append(Target(f"{label} <= 1.2x floor", r, "<= 1.20x", r <= 1.2))
         r = ratio(prod, floor, "conc_msgs_per_s")
         out.append(Target("throughput >= 0.9x floor", r, ">= 0.90x", r >= 0.9))
-    errors = prod.add_errors + prod.read_errors + prod.conc_errors + prod.spawn_failures
+    errors = (
+        prod.add_errors
+        + prod.read_errors
+        + prod.mem_errors
+        + prod.conc_errors
+        + prod.spawn_failures
+    )
     out.append(Target("0 errors", errors, "== 0", errors == 0))
     out.append(Target("0 lost", prod.conc_lost, "== 0", prod.conc_lost == 0))
     if floor is not None:
@@ -709,7 +767,8 @@ def print_table(runs: dict[str, Run], args: argparse.Namespace) -> None:
     prod = runs["product"].figures if "product" in runs else None
     both = floor is not None and prod is not None
     print(
-        f"shared-context-server bench: messages={args.messages} reads={READ_CALLS} "
+        f"shared-context-server bench: messages={args.messages} memory={args.memory} "
+        f"reads={READ_CALLS} "
         f"procs={args.procs} per-proc={args.per_proc} spawns={args.spawns} rounds={args.rounds} "
         f"product-stdio={args.stdio} "
         f"python={sys.version.split()[0]} cpus={os.cpu_count()}"
@@ -757,6 +816,7 @@ def as_json(runs: dict[str, Run], args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {
         "config": {
             "messages": args.messages,
+            "memory": args.memory,
             "reads": READ_CALLS,
             "read_limit": READ_LIMIT,
             "procs": args.procs,
@@ -862,7 +922,7 @@ async def run_all(
 
             await attempt(run, f"start-up {i + 1}/{args.spawns}", timed)
     for rnd in range(args.rounds):
-        job = partial(phase_latency, messages=args.messages, rnd=rnd)
+        job = partial(phase_latency, messages=args.messages, memory_writes=args.memory, rnd=rnd)
         await attempt_together(f"latency round {rnd + 1}/{args.rounds}", job)
     for rnd in range(args.rounds):
         for run in order(rnd):
@@ -888,13 +948,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="the product's stdio transport (threads: the SDK's, as the floor uses)",
     )
     p.add_argument("--messages", type=int, default=1000)
+    p.add_argument("--memory", type=int, default=500, help="sequential set_memory calls")
     p.add_argument("--procs", type=int, default=20)
     p.add_argument("--per-proc", type=int, default=200)
     p.add_argument("--spawns", type=int, default=5)
     p.add_argument("--rounds", type=int, default=2, help="latency/concurrency repeats, pooled")
     p.add_argument("--json", action="store_true", help="print one JSON object instead")
     args = p.parse_args(argv)
-    for name in ("messages", "procs", "per_proc", "spawns", "rounds"):
+    for name in ("messages", "memory", "procs", "per_proc", "spawns", "rounds"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
     return args

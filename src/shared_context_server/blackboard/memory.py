@@ -18,7 +18,11 @@ from typing import Any
 from shared_context_server.blackboard import audit
 from shared_context_server.blackboard.identity import Agent
 from shared_context_server.blackboard.limits import DEFAULT_LIMITS, Limits, encode_json
-from shared_context_server.blackboard.sessions import require_session
+from shared_context_server.blackboard.sessions import (
+    SESSION_EXISTS,
+    require_session,
+    session_not_found,
+)
 from shared_context_server.clock import iso, now_utc
 from shared_context_server.db import Database, Transaction
 from shared_context_server.errors import Conflict, InvalidInput, NotFound, PermissionDenied
@@ -155,14 +159,20 @@ async def set_memory(
     text = _encode_value(value, limits)
     moment = now or now_utc()
     stamp, expires_at = iso(moment), _expiry(expires_in, moment)
-    async with db.write() as tx:
-        await _require_session(tx, session_id)
-        row = await tx.fetchone(FIND, (agent.agent_id, _scope_key(session_id), key))
+    scope_key = _scope_key(session_id)
+
+    def store(conn: sqlite3.Connection) -> None:
+        # One unit of work on the writer's own thread, like add_message: a statement per
+        # trip to aiosqlite's thread made this write 1.6x the floor's.
+        if (
+            session_id is not None
+            and conn.execute(SESSION_EXISTS, (session_id,)).fetchone() is None
+        ):
+            raise session_not_found(session_id)
+        row = conn.execute(FIND, (agent.agent_id, scope_key, key)).fetchone()
         live = row is not None and (row["expires_at"] is None or row["expires_at"] > stamp)
         if row is None:
-            await tx.execute(
-                INSERT, (agent.agent_id, session_id, key, text, stamp, stamp, expires_at)
-            )
+            conn.execute(INSERT, (agent.agent_id, session_id, key, text, stamp, stamp, expires_at))
         elif live and not overwrite:
             raise Conflict(
                 f"memory {key!r} already exists; pass overwrite=true to replace it, "
@@ -171,10 +181,12 @@ async def set_memory(
                 expires_at=row["expires_at"],
             )
         else:
-            await tx.execute(REPLACE, (text, stamp, expires_at, live, stamp, row["id"]))
-        await audit.record(
-            tx, audit.entry(agent, "set_memory", session_id=session_id, target=f"memory:{key}")
+            conn.execute(REPLACE, (text, stamp, expires_at, live, stamp, row["id"]))
+        audit.write_entry(
+            conn, audit.entry(agent, "set_memory", session_id=session_id, target=f"memory:{key}")
         )
+
+    await db.transact(store)
     return {
         "key": key,
         "scope": "session" if session_id else "global",

@@ -54,6 +54,13 @@ _FILTERS = "m.session_id = ? AND (? IS NULL OR m.sender = ?) AND (? IS NULL OR m
 LATEST = _SELECT + _FILTERS + " ORDER BY m.id DESC LIMIT ?"
 BEFORE = _SELECT + _FILTERS + " AND m.id < ? ORDER BY m.id DESC LIMIT ?"
 AFTER = _SELECT + _FILTERS + " AND m.id > ? ORDER BY m.id ASC LIMIT ?"
+# With a sender, the same pages down the (session_id, sender, id) index (migration 7): the
+# "? IS NULL OR" form above cannot use it, and walking the session for one sender's
+# messages costs the whole session when that sender wrote little.
+_BY_SENDER = "m.session_id = ? AND m.sender = ? AND (? IS NULL OR m.visibility = ?)"
+LATEST_BY = _SELECT + _BY_SENDER + " ORDER BY m.id DESC LIMIT ?"
+BEFORE_BY = _SELECT + _BY_SENDER + " AND m.id < ? ORDER BY m.id DESC LIMIT ?"
+AFTER_BY = _SELECT + _BY_SENDER + " AND m.id > ? ORDER BY m.id ASC LIMIT ?"
 
 MAX_CONTEXT_LIMIT = 500
 
@@ -196,20 +203,19 @@ async def get_context(
         raise InvalidInput(f"limit must be 1-{MAX_CONTEXT_LIMIT}; got {limit}.")
     if visibility is not None:
         check_visibility(visibility)
-    params: tuple[Any, ...] = (
-        *visible_to(agent),
-        session_id,
-        sender,
-        sender,
-        visibility,
-        visibility,
-    )
-    if after_id is not None:
-        rows = db.read_now(AFTER, (*params, after_id, limit + 1))
-    elif before_id is not None:
-        rows = db.read_now(BEFORE, (*params, before_id, limit + 1))
+    if sender is None:
+        params: tuple[Any, ...] = (*visible_to(agent), session_id, None, None)
+        latest, before, after = LATEST, BEFORE, AFTER
     else:
-        rows = db.read_now(LATEST, (*params, limit + 1))
+        params = (*visible_to(agent), session_id, sender)
+        latest, before, after = LATEST_BY, BEFORE_BY, AFTER_BY
+    params += (visibility, visibility)
+    if after_id is not None:
+        rows = db.read_now(after, (*params, after_id, limit + 1))
+    elif before_id is not None:
+        rows = db.read_now(before, (*params, before_id, limit + 1))
+    else:
+        rows = db.read_now(latest, (*params, limit + 1))
     if not rows:
         await require_session(db, session_id)
     has_more = len(rows) > limit

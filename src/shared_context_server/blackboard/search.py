@@ -13,9 +13,10 @@ Why this design (measured with tests/benchmarks/bench.py --search; figures in th
   contain it: the query's trigrams are OR-ed, and a message holding the misspelt word still
   matches most of them. bm25 over those matches picks a bounded candidate set.
 - OR-ing common trigrams ("the", "ser") would make bm25 score most of the session. The
-  index's vocabulary (fts5vocab) says how many messages hold each trigram, so a search
-  uses the rarest trigrams first and stops at a budget of postings: the distinctive words
-  of a query decide the candidates and the work per search is bounded whatever the size.
+  index says how many messages hold each trigram (counted up to the budget, see
+  COUNT_UP_TO), so a search uses the rarest trigrams first and stops at a budget of
+  postings: the distinctive words of a query decide the candidates and the work per
+  search is bounded whatever the size.
   Measured at 100k messages (median over all query kinds / typo recall@5): a budget of
   20,000 postings 51 ms / 0.99, 10,000 20 ms / 0.99, 5,000 18 ms / 0.99; 10,000 keeps
   the most candidates for common-word queries at nearly the lowest cost.
@@ -53,8 +54,17 @@ MAX_LIMIT = 100
 MAX_QUERY_CHARS = 1_000
 CANDIDATES = 200  # rescored by rapidfuzz: comfortably more than MAX_LIMIT
 POSTINGS_BUDGET = 10_000  # messages bm25 may score per search (sum of the trigrams' counts)
-MAX_TRIGRAMS = 48  # bounds the vocabulary lookup of a very long query
+MAX_TRIGRAMS = 48  # bounds the counting of a very long query
 SHORT_QUERY_SCAN = 1_000  # newest messages scored when the query has no trigram
+# A session this small is scored whole, without the index: the index's counts are over
+# every session, so in a blackboard of 1M messages a common word's trigrams are all "too
+# common", and finding a small session's matches meant walking the whole blackboard's
+# (225 ms median, 1.2 s p99, for a session of 100 messages). Scoring 500 rows costs less.
+DIRECT_SCAN = 500
+# Walking the newest matches of every trigram costs about CANDIDATES / share of the
+# index's rows; a session holding less than this share is scored from its own newest
+# messages instead.
+MIN_WALK_SHARE = 0.1
 # Not yet indexed rows scored directly; the indexer runs a fraction of a second behind
 # writers, so the tail is short unless no server process has run since a bulk import.
 TAIL_SCAN = 5_000
@@ -66,6 +76,8 @@ INDEX_DELAY = 0.25
 INDEX_AT_LEAST = 256
 
 WATERMARK = "SELECT value FROM change_counters WHERE name = 'fts_indexed'"
+# Every message of the session, whoever may see it (session_activity, migration 7).
+SESSION_SIZE = "SELECT coalesce(sum(message_count), 0) FROM session_activity WHERE session_id = ?"
 # How far the index lags: ids past the watermark (one read, no write lock).
 PENDING = f"SELECT coalesce(max(id), 0) - ({WATERMARK}) FROM messages"  # noqa: S608
 INDEX_ROWS = (
@@ -75,8 +87,14 @@ INDEX_ROWS = (
 BATCH_END = "SELECT max(id) FROM (SELECT id FROM messages WHERE id > ? ORDER BY id LIMIT ?)"
 SET_WATERMARK = "UPDATE change_counters SET value = ? WHERE name = 'fts_indexed'"
 
-# Formatted with one "?" per trigram only; the trigrams themselves are bound parameters.
-TERM_COUNTS = "SELECT term, doc FROM messages_fts_terms WHERE term IN ({})"
+# How many messages hold a trigram, counted only up to a cap: fts5vocab's exact count reads
+# the trigram's whole posting list, which for a common trigram of a 1M-message index took
+# longer than the rest of the search. Past the budget a trigram is never chosen, so
+# counting further says nothing. One statement per search: a subquery per trigram.
+COUNT_UP_TO = (
+    "SELECT ? AS term, (SELECT count(*) FROM (SELECT 1 FROM messages_fts"
+    " WHERE messages_fts MATCH ? LIMIT ?)) AS doc"
+)
 # CROSS JOIN keeps the MATCH as the outer loop: the planner must not walk the session's
 # messages probing the index once per row.
 _MATCHED = (
@@ -129,19 +147,25 @@ async def _candidates(
     # The watermark first: rows at or below it are in the index, rows above are the tail.
     # If the indexer moves it meanwhile, a row may come both ways; ids dedupe it.
     mark = await db.fetchone(WATERMARK)
-    tail = await db.fetchall(TAIL, (*filters, int(mark[0]) if mark else 0, TAIL_SCAN))
+    indexed = int(mark[0]) if mark else 0
+    size_row = await db.fetchone(SESSION_SIZE, (session_id,))
+    size = int(size_row[0]) if size_row else 0
+    if size <= DIRECT_SCAN:
+        return await db.fetchall(NEWEST, (*filters, DIRECT_SCAN))
+    tail = await db.fetchall(TAIL, (*filters, indexed, TAIL_SCAN))
     rows: list[sqlite3.Row] = []
     trigrams = query_trigrams(query)
     if trigrams:
-        marks = ",".join("?" * len(trigrams))
-        counts = {
-            r["term"]: r["doc"] for r in await db.fetchall(TERM_COUNTS.format(marks), trigrams)
-        }
+        counting = " UNION ALL ".join([COUNT_UP_TO] * len(trigrams))
+        cap = POSTINGS_BUDGET + 1
+        params = [p for t in trigrams for p in (t, _phrase(t), cap)]
+        counts = {r["term"]: r["doc"] for r in await db.fetchall(counting, params) if r["doc"]}
         rare = choose_trigrams(counts, POSTINGS_BUDGET)
         if rare:
             match = " OR ".join(_phrase(t) for t in rare)
             rows = await db.fetchall(RANKED, (match, *filters, CANDIDATES))
-        elif counts:  # every trigram is common: the newest messages holding them all
+        elif counts and size >= MIN_WALK_SHARE * indexed:
+            # Every trigram is common: the newest messages holding them all.
             match = " AND ".join(_phrase(t) for t in trigrams if t in counts)
             rows = await db.fetchall(NEWEST_MATCHING, (match, *filters, CANDIDATES))
     if not rows:

@@ -38,11 +38,14 @@ INSERT_SESSION = (
     " VALUES (?, ?, 'active', ?, ?, ?, ?)"
 )
 SELECT_SESSION = f"SELECT {_COLUMNS} FROM sessions WHERE id = ?"  # noqa: S608 (constants only)
-# Counts and participants over the messages the caller may see, never all of them.
+# Counts and participants over the messages the caller may see, never all of them: summed
+# over the session's groups in session_activity (migration 7), which carry the columns
+# VISIBLE_SQL reads, so the rule is the same one.
 SESSION_ACTIVITY = (
-    "SELECT count(*) AS message_count, max(m.created_at) AS last_message_at,"  # noqa: S608
+    "SELECT coalesce(sum(m.message_count), 0) AS message_count,"  # noqa: S608
+    " max(m.last_message_at) AS last_message_at,"
     " json_group_array(DISTINCT m.sender) AS participants"
-    f" FROM messages m WHERE m.session_id = ? AND {VISIBLE_SQL}"
+    f" FROM session_activity m WHERE m.session_id = ? AND {VISIBLE_SQL}"
 )
 LIST_SESSIONS = (
     f"SELECT rowid, {_COLUMNS} FROM sessions"  # noqa: S608 (constants only)

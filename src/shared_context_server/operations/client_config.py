@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import shutil
 import sys
 from pathlib import Path
 from typing import Any, Literal
+
+from shared_context_server.about import PACKAGE, PIPX_INSTALL, UVX, UVX_TEXT
+from shared_context_server.errors import InvalidInput
 
 Client = Literal["claude-desktop", "claude-code", "cursor", "generic"]
 CLIENTS: dict[str, str] = {
@@ -16,20 +20,43 @@ CLIENTS: dict[str, str] = {
     "cursor": ".cursor/mcp.json in the project, or ~/.cursor/mcp.json for every project",
     "generic": "the server entry any MCP client's stdio configuration takes",
 }
-PACKAGE = "shared-context-server"
 
 
 def server_command(local: bool) -> list[str]:
-    """`uvx shared-context-server`, or (`local`) this install's own executable."""
+    """uvx with the major version pinned, or (`local`) this install's own executable.
+    Raises InvalidInput when this install lives in uv's cache."""
     if not local:
-        return ["uvx", PACKAGE]
+        return list(UVX)
     script = Path(sys.executable).parent / PACKAGE
     if script.is_file():
-        return [str(script)]
-    found = shutil.which(PACKAGE)
-    if found:
-        return [str(Path(found).absolute())]
-    return [sys.executable, "-m", "shared_context_server"]
+        command = [str(script)]
+    elif found := shutil.which(PACKAGE):
+        command = [str(Path(found).absolute())]
+    else:
+        command = [sys.executable, "-m", "shared_context_server"]
+    cache = uv_cache_of(Path(command[0]))
+    if cache is not None:
+        raise InvalidInput(
+            f"--local would name {command[0]}, inside uv's cache ({cache}), which uv may "
+            "delete at any time (`uv cache clean`, an upgrade). Leave --local out: the "
+            f"config then runs `{UVX_TEXT}`. Or install it to stay: `{PIPX_INSTALL}` (or "
+            "`uv tool install` with the same requirement), then that copy's `config --local`."
+        )
+    return command
+
+
+def uv_cache_of(path: Path) -> Path | None:
+    """The uv cache directory `path` lies in (as uvx's environments do), else None."""
+    # Not resolved: a venv's python is a symlink out of the cache, and the venv is what
+    # vanishes. uv marks its cache root with CACHEDIR.TAG; UV_CACHE_DIR may move it.
+    path = path.absolute()
+    moved = os.environ.get("UV_CACHE_DIR")
+    if moved and path.is_relative_to(Path(moved).absolute()):
+        return Path(moved).absolute()
+    for parent in path.parents:
+        if parent.name.startswith("archive-v") and (parent.parent / "CACHEDIR.TAG").is_file():
+            return parent.parent
+    return None
 
 
 def server_args(

@@ -36,11 +36,12 @@ from shared_context_server.operations.transfer import (
     to_json,
     to_markdown,
 )
-from shared_context_server.operations.viewers import choose_viewer, describe
+from shared_context_server.operations.viewers import ADMIN_VIEWER, choose_viewer, describe
 from shared_context_server.operations.watch import follow, latest_messages, session_overview
 from shared_context_server.terminal import (
     MessagePrinter,
     Progress,
+    counted,
     doctor_report,
     note,
     prune_report,
@@ -64,18 +65,21 @@ async def _viewer(database: Database, args: argparse.Namespace) -> Agent:
 
 
 def _sessions(args: argparse.Namespace, db: Path) -> int:
-    async def run() -> list[dict[str, Any]]:
+    async def run() -> tuple[Agent, list[dict[str, Any]]]:
         database = await open_existing(db)
         try:
-            return await session_overview(database, await _viewer(database, args), args.status)
+            viewer = await _viewer(database, args)
+            return viewer, await session_overview(database, viewer, args.status)
         finally:
             await database.close()
 
-    rows = anyio.run(run)
+    viewer, rows = anyio.run(run)
     if args.json:
         print(json.dumps(rows, indent=2, ensure_ascii=False))
     elif rows:
         print(sessions_table(rows))
+        if viewer is not ADMIN_VIEWER:  # as tail and export say: the counts are a view
+            note(f"MSGS counts {describe(viewer)}")
     else:
         note(f"no {'' if args.status == 'all' else args.status + ' '}sessions in {db}")
     return 0
@@ -90,9 +94,10 @@ def _tail(args: argparse.Namespace, db: Path) -> int:
         try:
             viewer = await _viewer(database, args)
             session = await fetch_session(database, args.session_id)
-            note(f"{session['id']} [{session['status']}] {session['purpose']}")
-            note(f"showing {describe(viewer)}")
             printer = MessagePrinter()
+            # The header goes where the lines go: a saved or piped transcript keeps it.
+            printer.header(f"{session['id']} [{session['status']}] {session['purpose']}")
+            printer.header(f"showing {describe(viewer)}")
             latest = await latest_messages(database, viewer, args.session_id, args.lines or 1)
             for message in latest if args.lines else []:
                 printer.print(message)
@@ -162,7 +167,7 @@ def _export(args: argparse.Namespace, db: Path) -> int:
         os.replace(partial_file, target)
     finally:
         partial_file.unlink(missing_ok=True)
-    note(f"exported {count} message(s) of {args.session_id} to {target}")
+    note(f"exported {counted(count, 'messages')} of {args.session_id} to {target}")
     return 0
 
 
@@ -183,7 +188,10 @@ def _import(args: argparse.Namespace, db: Path) -> int:
     result = anyio.run(run)
     progress.update(result["messages"], result["messages"])
     progress.finish()
-    print(f"imported session {result['session_id']}: {result['messages']} message(s) into {db}")
+    print(
+        f"imported session {result['session_id']}: {counted(result['messages'], 'messages')} "
+        f"into {db}"
+    )
     if result["session_id"] != result["original_session_id"]:
         print(
             f"session {result['original_session_id']} already exists there, so the import "
@@ -191,8 +199,8 @@ def _import(args: argparse.Namespace, db: Path) -> int:
         )
     if result["dropped_reply_links"]:
         print(
-            f"{result['dropped_reply_links']} reply-to link(s) pointed at messages the file "
-            "does not hold (a narrower export) and were dropped"
+            f"{counted(result['dropped_reply_links'], 'reply-to links')} pointed at messages "
+            "the file does not hold (a narrower export): dropped"
         )
     if not result["complete"]:
         print(f"the file was exported with the '{result['view']}' view: not every message")
@@ -206,8 +214,8 @@ def _backup(args: argparse.Namespace, db: Path) -> int:
         note(f"copying {size / 1e6:.0f} MB from {db} ...")
     result = backup(db, Path(args.path), force=args.force)
     print(
-        f"backed up {db} to {result['path']}: {result['sessions']} session(s), "
-        f"{result['messages']} message(s), {result['bytes'] / 1e6:.1f} MB, integrity ok "
+        f"backed up {db} to {result['path']}: {counted(result['sessions'], 'sessions')}, "
+        f"{counted(result['messages'], 'messages')}, {result['bytes'] / 1e6:.1f} MB, integrity ok "
         f"({time.monotonic() - started:.1f} s)"
     )
     return 0

@@ -15,6 +15,7 @@ from typing import Any
 
 import anyio
 
+from shared_context_server.about import UPGRADE, package_version
 from shared_context_server.blackboard.processes import (
     SELECT_PROCESSES,
     is_live,
@@ -36,6 +37,8 @@ class Report:
     def __init__(self, path: Path) -> None:
         self.data: dict[str, Any] = {
             "path": str(path),
+            "package_version": package_version(),
+            "expected_schema_version": SCHEMA_VERSION,
             "exists": path.is_file(),
             "problems": [],
             "warnings": [],
@@ -133,14 +136,12 @@ def _inspect(report: Report, path: Path, quick: bool) -> list[sqlite3.Row]:
             return []
         version = int(conn.execute("PRAGMA user_version").fetchone()[0])
         report.data["schema_version"] = version
-        report.data["expected_schema_version"] = SCHEMA_VERSION
         tables = {row[0] for row in conn.execute(TABLES)}
         if version > SCHEMA_VERSION:
             report.problem(
                 f"schema version {version} is newer than this release understands "
                 f"({SCHEMA_VERSION}).",
-                "upgrade: `uvx shared-context-server@latest` or `pipx upgrade "
-                "shared-context-server`",
+                UPGRADE,
             )
         elif "sessions" not in tables:
             if tables:

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from shared_context_server.blackboard import audit
 from shared_context_server.clock import iso
 from shared_context_server.db import Database
+from shared_context_server.terminal import counted
 
 BATCH = 200
 
@@ -142,7 +143,7 @@ async def prune(
                     break
                 await tx.execute(rule.delete_sql(), (cutoff, BATCH))
                 # Deleting history is itself history, logged with the batch it describes.
-                removed = ", ".join(f"{n} {label}" for label, n in batch.items() if n)
+                removed = ", ".join(counted(n, label) for label, n in batch.items() if n)
                 await audit.record(
                     tx, audit.entry(audit.OPERATOR, "prune", target=rule.table, detail=removed)
                 )

@@ -30,6 +30,7 @@ from shared_context_server.db import Database
 from shared_context_server.errors import InvalidInput
 from shared_context_server.operations.viewers import ADMIN_VIEWER, PUBLIC_VIEWER
 from shared_context_server.operations.watch import all_messages, count_visible
+from shared_context_server.terminal import counted
 
 FORMAT = "shared-context-server/session"
 VERSION = 1
@@ -107,8 +108,8 @@ def to_markdown(document: dict[str, Any]) -> str:
         f"# {session['purpose']}",
         "",
         f"Session `{session['id']}` · {session['status']} · started by "
-        f"{session['created_by']} at {session['created_at']} · {len(messages)} messages "
-        f"({view}) · exported {document['exported_at']}",
+        f"{session['created_by']} at {session['created_at']} · "
+        f"{counted(len(messages), 'messages')} ({view}) · exported {document['exported_at']}",
     ]
     if session["metadata"]:
         lines += ["", f"Metadata: `{json.dumps(session['metadata'], ensure_ascii=False)}`"]
@@ -294,7 +295,7 @@ async def import_session(db: Database, document: ExportFile) -> dict[str, Any]:
                 "import",
                 session_id=session_id,
                 target=f"session:{session_id}",
-                detail=f"{len(ordered)} messages",
+                detail=counted(len(ordered), "messages"),
             ),
         )
     # Indexed now, in short batches after the import's own transaction: no server process

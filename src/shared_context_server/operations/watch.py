@@ -15,15 +15,20 @@ from shared_context_server.db import Database
 
 FOLLOW_INTERVAL = 0.2
 
-# Counts and last message time over what the viewer may see, like get_session's.
+# Counts and last message time over what the viewer may see, from the same per-session
+# groups as get_session's (session_activity), not from every message.
 SESSION_OVERVIEW = (
     "SELECT s.id, s.purpose, s.status, s.created_by, s.created_at, s.updated_at, s.metadata,"  # noqa: S608
-    " count(m.id) AS message_count, max(m.created_at) AS last_message_at"
-    f" FROM sessions s LEFT JOIN messages m ON m.session_id = s.id AND {VISIBLE_SQL}"
+    " coalesce(sum(m.message_count), 0) AS message_count,"
+    " max(m.last_message_at) AS last_message_at"
+    f" FROM sessions s LEFT JOIN session_activity m ON m.session_id = s.id AND {VISIBLE_SQL}"
     " WHERE (? = 'all' OR s.status = ?)"
-    " GROUP BY s.id ORDER BY max(coalesce(max(m.created_at), ''), s.updated_at) DESC, s.id"
+    " GROUP BY s.id ORDER BY max(coalesce(max(m.last_message_at), ''), s.updated_at) DESC, s.id"
 )
-COUNT_VISIBLE = f"SELECT count(*) FROM messages m WHERE m.session_id = ? AND {VISIBLE_SQL}"  # noqa: S608
+COUNT_VISIBLE = (
+    "SELECT coalesce(sum(m.message_count), 0) FROM session_activity m"  # noqa: S608
+    f" WHERE m.session_id = ? AND {VISIBLE_SQL}"
+)
 # Changes whenever another connection commits to the file: cheaper than any query.
 DATA_VERSION = "PRAGMA data_version"
 

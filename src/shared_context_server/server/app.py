@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
-from importlib.metadata import version
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -17,6 +19,7 @@ from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler
 from mcp.shared.exceptions import MCPError
 from pydantic import ValidationError
 
+from shared_context_server.about import PACKAGE, package_version
 from shared_context_server.blackboard.audit import record_refusal, record_table_write
 from shared_context_server.blackboard.changes import ChangeFeed
 from shared_context_server.blackboard.identity import Agent
@@ -173,8 +176,8 @@ def build_server(
                 await database.close()
 
     server: Server[AppState] = Server(
-        "shared-context-server",
-        version=version("shared-context-server"),
+        PACKAGE,
+        version=package_version(),
         instructions=INSTRUCTIONS,
         lifespan=lifespan,
         on_list_tools=list_tools,
@@ -257,21 +260,49 @@ async def open_records(settings: Settings, db: Database) -> RecordsStore:
     )
 
 
-async def serve_stdio(settings: Settings) -> None:
-    """Serve one client over stdin/stdout until it closes the pipe.
+async def serve_stdio(settings: Settings, interactive: bool = False) -> None:
+    """Serve one client over stdin/stdout until it closes the pipe; `interactive` (stdin is
+    a terminal): Ctrl-C ends it at once, with exit status 0.
 
     The files are opened first, so a database that cannot be used stops the process with
     its own message before any protocol starts. Raises StorageError.
     """
     db = await Database.open(settings.db_path)
     records: RecordsStore | None = None
+    interrupted = False
     try:
         if "records" in settings.toolsets:
             records = await open_records(settings, db)
         server = build_server(settings, db, records)
         async with stdio_streams(settings.stdio == "threads") as (read_stream, write_stream):
-            await server.run(read_stream, write_stream, init_options(server))
+            ctrl_c = anyio.Event()
+            async with anyio.create_task_group() as tg:
+                if interactive:
+                    tg.start_soon(_cancel_on_ctrl_c, tg.cancel_scope, ctrl_c)
+                await server.run(read_stream, write_stream, init_options(server))
+                tg.cancel_scope.cancel()
+            interrupted = ctrl_c.is_set()
+            if interrupted:
+                # The server's own cleanup (heartbeat row, maintenance lease) has run. The
+                # transport's reader thread is blocked reading the terminal until Enter,
+                # and no thread can be cancelled: close the files, then leave without it.
+                await _close(db, records)
+                sys.stderr.flush()
+                os._exit(0)
     finally:
-        if records is not None:
-            await records.close()
-        await db.close()
+        if not interrupted:
+            await _close(db, records)
+
+
+async def _close(db: Database, records: RecordsStore | None) -> None:
+    if records is not None:
+        await records.close()
+    await db.close()
+
+
+async def _cancel_on_ctrl_c(scope: anyio.CancelScope, pressed: anyio.Event) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT) as signals:
+        async for _ in signals:
+            pressed.set()
+            scope.cancel()
+            return

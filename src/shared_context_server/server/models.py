@@ -303,6 +303,7 @@ class Identity(Output):
     permissions: list[str]
     identity_source: str
     database_path: str
+    via: str | None = None  # a token's agent: the process agent it acts through
     settings: Json | None = None  # admins only
 
 

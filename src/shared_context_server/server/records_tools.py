@@ -109,7 +109,10 @@ def render_deleted(data: dict[str, Any]) -> str:
 def render_tables(data: dict[str, Any]) -> str:
     if not data["tables"]:
         return "No shared tables yet; create_table makes one."
-    return "\n".join(f"{t['table_name']} ({t['row_count']} rows)" for t in data["tables"])
+    return "\n".join(
+        f"{t['table_name']} ({t['row_count']} row{'' if t['row_count'] == 1 else 's'})"
+        for t in data["tables"]
+    )
 
 
 def render_raw(data: dict[str, Any]) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 import mcp_types as types
 from pydantic import BaseModel
 
+from shared_context_server.about import package_version
 from shared_context_server.blackboard import (
     audit,
     changes,
@@ -24,6 +25,7 @@ from shared_context_server.blackboard import (
     tokens,
 )
 from shared_context_server.blackboard.identity import Agent
+from shared_context_server.migrations import SCHEMA_VERSION
 from shared_context_server.server import models as m
 from shared_context_server.server import render
 from shared_context_server.server.state import AppState
@@ -185,7 +187,13 @@ async def whoami(state: AppState, agent: Agent, a: m.NoArguments) -> dict[str, A
     if agent.via is not None:
         data["via"] = agent.via
     if agent.is_admin:
-        data["settings"] = state.settings.public()
+        # Which release serves this file, beside the schema it writes: what an admin
+        # needs when two tools on one machine disagree about the file.
+        data["settings"] = {
+            **state.settings.public(),
+            "package_version": package_version(),
+            "schema_version": SCHEMA_VERSION,
+        }
     return data
 
 
