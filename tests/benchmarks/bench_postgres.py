@@ -9,8 +9,9 @@ Options: --writes N (1000), --notes N (200), --procs N (20), --per-proc N (100).
 
 1. write: p50/p99 of one transaction taking the next id and inserting a message, in one
    process, one after another;
-2. throughput: --procs processes writing --per-proc messages each into one session, all at
-   once: messages/s over the whole run (every id is taken under the one counter row);
+2. throughput: --procs processes, each connected first, then writing --per-proc messages
+   each into one session, all at once: messages/s (each id is taken under the session's
+   row lock, so writers to one session take turns, each for one COMMIT);
 3. push: --notes notifications, each committed by a writer process after a random pause,
    timed from just before the writer's COMMIT to the listener's wake-up (p50/p99).
 """
@@ -41,6 +42,8 @@ WRITER = textwrap.dedent(
     INSERT = sys.argv[4]
     async def main(url, session, count):
         db = await PgDatabase.open(url)
+        print("ready", flush=True)
+        sys.stdin.readline()  # all start together, once every process is connected
         for i in range(int(count)):
             async with db.write() as tx:
                 await tx.execute(INSERT, (await tx.next_message_id(session), session, str(i)))
@@ -93,22 +96,27 @@ async def main(args: argparse.Namespace) -> None:
 
     async with db.write() as tx:
         session = await new_session(tx)
-    start = time.perf_counter()
     procs = [
         await anyio.open_process(
             [sys.executable, "-c", WRITER, args.url, session, str(args.per_proc), INSERT],
-            stdout=None,
             stderr=None,
         )
         for _ in range(args.procs)
     ]
+    for p in procs:
+        assert p.stdout is not None
+        await p.stdout.receive(6)  # "ready\n"
+    start = time.perf_counter()
+    for p in procs:
+        assert p.stdin is not None
+        await p.stdin.send(b"go\n")
     codes = [await p.wait() for p in procs]
     elapsed = time.perf_counter() - start
     row = await db.fetchone("SELECT count(*) FROM messages WHERE session_id = ?", (session,))
     stored = int(row[0]) if row else 0
     print(
         f"throughput: {args.procs} processes x {args.per_proc}: {stored / elapsed:.0f} msgs/s "
-        f"(including start-up), {stored} stored of {args.procs * args.per_proc}, "
+        f"(connected first), {stored} stored of {args.procs * args.per_proc}, "
         f"{sum(1 for c in codes if c)} failed processes"
     )
     await db.close()
