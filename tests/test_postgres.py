@@ -179,6 +179,25 @@ async def test_a_lost_connection_fails_the_call_with_database_busy_then_recovers
     await db.close()
 
 
+async def test_a_cancelled_call_leaves_no_transaction_open(pg_url: str) -> None:
+    db, other = await PgDatabase.open(pg_url), await PgDatabase.open(pg_url)
+    async with db.write() as tx:
+        await tx.execute(
+            "INSERT INTO sessions (id, purpose, status, created_by, created_at, updated_at)"
+            " VALUES ('s', 'p', 'active', 'a', 'now', 'now')"
+        )
+    with anyio.move_on_after(0.5):
+        async with db.write() as tx:
+            await tx.next_message_id("s")  # takes the session's lock
+            await tx.execute("SELECT pg_sleep(30)")
+    with anyio.fail_after(20):  # the lock was given back, the sleep cut short
+        async with other.write() as tx:
+            assert await tx.next_message_id("s") is not None
+        assert await db.fetchone("SELECT 1") == (1,)
+    await db.close()
+    await other.close()
+
+
 async def test_a_server_restart_mid_run_is_survived_without_reopening(
     pg_cluster: Cluster, pg_url: str
 ) -> None:

@@ -10,6 +10,7 @@ difference stays inside this module.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -22,6 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 
+from shared_context_server.about import UPGRADE
 from shared_context_server.clock import utc_now
 from shared_context_server.errors import DatabaseBusy, StorageError
 from shared_context_server.postgres_schema import (
@@ -40,6 +42,10 @@ logger = logging.getLogger(__name__)
 SCHEMES = ("postgresql://", "postgres://")
 EXTRA = "shared-context-server[postgres]>=2,<3"  # pinned: see README "Which package"
 CONNECT_TIMEOUT_S = 5
+# How often a server backend running a statement checks that its client is still there:
+# without it, a statement whose caller gave up (or was killed) runs to its end holding
+# its locks, e.g. a session's, and every writer to that session waits for it.
+CLIENT_CHECK_MS = 1000
 # One key for the whole schema: processes starting together migrate one after another.
 MIGRATION_LOCK = 0x5C5_0001
 Params = Sequence[Any]
@@ -71,7 +77,7 @@ def driver() -> Any:
     except ImportError:
         raise StorageError(
             f"a PostgreSQL --db needs the driver: pip install '{EXTRA}' "
-            f"(or uvx --from '{EXTRA}' shared-context-server)."
+            "(with uvx: add --with 'psycopg[binary]>=3.2,<4')."
         ) from None
     return psycopg
 
@@ -214,14 +220,33 @@ class PgDatabase:
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[PgTransaction]:
-        """BEGIN ... COMMIT, or ROLLBACK and re-raise; a lost connection is DatabaseBusy."""
+        """BEGIN ... COMMIT, or ROLLBACK and re-raise; a lost connection is DatabaseBusy.
+
+        BEGIN, COMMIT and ROLLBACK are shielded from cancellation, as on SQLite: a caller
+        that gives up never leaves the connection inside a transaction. A statement cut
+        off mid-flight makes psycopg close the connection; the server notices within
+        CLIENT_CHECK_MS (set at connect) and rolls back, and the next call reconnects.
+        """
         pg = driver()
         async with self._lock:
             conn = await self._connection()
             try:
-                async with conn.transaction():
+                with anyio.CancelScope(shield=True):
+                    await conn.execute("BEGIN")
+                try:
                     yield PgTransaction(conn)
+                except BaseException:
+                    with anyio.CancelScope(shield=True):
+                        try:
+                            await conn.execute("ROLLBACK")
+                        except pg.Error:
+                            await self._drop()
+                    raise
+                with anyio.CancelScope(shield=True):
+                    await conn.execute("COMMIT")
             except pg.OperationalError as error:
+                if not (conn.closed or conn.broken):
+                    raise
                 await self._drop()
                 raise _lost(error) from None
 
@@ -267,8 +292,7 @@ class PgDatabase:
             raise StorageError(
                 f"{self.path} has schema version {version}, newer than this "
                 f"shared-context-server understands ({SCHEMA_VERSION}). Upgrade it "
-                "(uvx shared-context-server@latest, or pipx upgrade shared-context-server) "
-                "or point --db at another database."
+                f"({UPGRADE}) or point --db at another database."
             )
 
 
@@ -291,4 +315,7 @@ async def connect(url: str) -> psycopg.AsyncConnection[Row]:
         conn: psycopg.AsyncConnection[Row] = await pg.AsyncConnection.connect(url, **options)
     except pg.Error as error:
         raise connect_failure(url, error) from None
+    # PostgreSQL before 14 has no such setting: there, statements run to their end.
+    with contextlib.suppress(pg.errors.UndefinedObject):
+        await conn.execute(f"SET client_connection_check_interval = {int(CLIENT_CHECK_MS)}")
     return conn
