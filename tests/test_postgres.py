@@ -238,9 +238,14 @@ def test_a_url_that_cannot_be_used_is_one_line_and_exit_2(
     assert "secret" not in done.stderr
 
 
-def test_serving_and_other_commands_on_a_url_refuse_in_one_line(pg_url: str) -> None:
-    for args in (["serve", "--db", pg_url], ["sessions", "--db", pg_url]):
-        done = _cli(*args)
+def test_serving_and_other_commands_on_a_url_refuse_in_one_line(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for args in (["serve", "--db", pg_url], ["sessions", "--db", pg_url], ["config", "codex"]):
+        with monkeypatch.context() as env:
+            if "--db" not in args:
+                env.setenv("SHARED_CONTEXT_DB", pg_url)
+            done = _cli(*args)
         assert done.returncode == 2
         assert "on PostgreSQL is not available in this release yet" in done.stderr
         assert done.stderr.count("\n") == 1
