@@ -644,7 +644,7 @@ class Database:
     def _busy(self) -> DatabaseBusy:
         return DatabaseBusy(
             f"another process held the database's write lock for over "
-            f"{self.busy_seconds:.0f} s; retry the call in a moment. If it keeps happening, "
+            f"{self.busy_seconds:g} s; retry the call in a moment. If it keeps happening, "
             "look for a stuck process holding the file open.",
             database_path=str(self.path),
         )
