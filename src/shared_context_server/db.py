@@ -29,7 +29,7 @@ import anyio
 import platformdirs
 
 from shared_context_server.clock import utc_now
-from shared_context_server.errors import DatabaseBusy, StorageError
+from shared_context_server.errors import DatabaseBusy, StorageError, StorageFull, StorageReadOnly
 from shared_context_server.migrations import MIGRATIONS, SCHEMA_VERSION
 from shared_context_server.storage import (
     APPLICATION_ID,
@@ -141,7 +141,7 @@ def _unusable(path: Path, error: sqlite3.Error) -> StorageError:
             "persists look for a stuck process holding the file."
         )
     fault = storage_fault(path, error)
-    if fault is not None:
+    if isinstance(fault, StorageFull | StorageReadOnly):
         return StorageError(f"{fault.code}: {fault.message}")
     return StorageError(
         f"{path} cannot be used as a shared-context-server database ({error}). "
@@ -149,6 +149,7 @@ def _unusable(path: Path, error: sqlite3.Error) -> StorageError:
     )
 
 
+READ_ONLY_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS)
 TABLE_NAMES = "SELECT name FROM sqlite_master WHERE type = 'table'"
 
 # The Database whose write() transaction the current task is inside, if any.
@@ -319,8 +320,9 @@ class Database:
         try:
             path, fs_type = await anyio.to_thread.run_sync(_prepare, path)
         except OSError as error:
+            code = "STORAGE_READ_ONLY: " if error.errno in READ_ONLY_ERRNOS else ""
             raise StorageError(
-                f"cannot use {path} as the database file: {error.strerror or error}. "
+                f"{code}cannot use {path} as the database file: {error.strerror or error}. "
                 "Point --db (or SHARED_CONTEXT_DB) at a file in a writable directory."
             ) from None
         if fs_type:
@@ -424,7 +426,7 @@ class Database:
         # No overall bound: opening is not a call, and every try is bounded on its own.
         async for attempt in self._attempts(math.inf):
             try:
-                await self._configure()
+                await self._configure(refuse_foreign=migrate)
                 if migrate:
                     await self._migrate()
                 return
@@ -432,10 +434,16 @@ class Database:
                 if not _is_busy(error) or attempt == self.busy_retries:
                     raise
 
-    async def _configure(self) -> None:
+    async def _configure(self, *, refuse_foreign: bool) -> None:
         # busy_timeout first: switching a new file to WAL takes a lock other processes
         # may hold while they do the same.
         await self._conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+        if refuse_foreign:  # before WAL: another program's file is left exactly as it was
+            row = await self.fetchone("PRAGMA application_id")
+            tables = {str(r[0]) for r in await self.fetchall(TABLE_NAMES)}
+            refusal = foreign_file(self.path, int(row[0]) if row else 0, tables)
+            if refusal is not None:
+                raise StorageError(refusal)
         mode = await self.fetchone("PRAGMA journal_mode = WAL")
         if mode is None or str(mode[0]).lower() != "wal":
             raise StorageError(
@@ -472,11 +480,6 @@ class Database:
         """
         current = await self.schema_version()
         self._refuse_newer(current)
-        row = await self.fetchone("PRAGMA application_id")
-        tables = {str(r[0]) for r in await self.fetchall(TABLE_NAMES)}
-        refusal = foreign_file(self.path, int(row[0]) if row else 0, tables)
-        if refusal is not None:
-            raise StorageError(refusal)
         if current == SCHEMA_VERSION:
             return
         async with self.write() as tx:

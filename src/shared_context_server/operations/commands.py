@@ -45,6 +45,7 @@ from shared_context_server.terminal import (
     note,
     prune_report,
     sessions_table,
+    size_text,
 )
 
 
@@ -203,11 +204,11 @@ def _backup(args: argparse.Namespace, db: Path) -> int:
     started = time.monotonic()
     size = db.stat().st_size if db.is_file() else 0
     if size > 50_000_000:
-        note(f"copying {size / 1e6:.0f} MB from {db} ...")
+        note(f"copying {size_text(size)} from {db} ...")
     result = backup(db, Path(args.path), force=args.force)
     print(
         f"backed up {db} to {result['path']}: {result['sessions']} session(s), "
-        f"{result['messages']} message(s), {result['bytes'] / 1e6:.1f} MB, integrity ok "
+        f"{result['messages']} message(s), {size_text(result['bytes'])}, integrity ok "
         f"({time.monotonic() - started:.1f} s)"
     )
     return 0
