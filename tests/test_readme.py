@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from shared_context_server import errors
 from shared_context_server.cli import COMMANDS
 from shared_context_server.config import ENVIRONMENT, TOOLSETS
 from shared_context_server.server.toolsets import tools_for
@@ -29,6 +30,20 @@ def test_every_subcommand_has_a_row_in_the_readme(command: str) -> None:
 @pytest.mark.parametrize("variable", sorted(ENVIRONMENT))
 def test_every_environment_variable_has_a_row_in_the_readme(variable: str) -> None:
     assert f"| `{variable}` |" in README
+
+
+STORAGE_CODES = sorted(
+    cls.code
+    for cls in vars(errors).values()
+    if isinstance(cls, type)
+    and issubclass(cls, errors.BlackboardError)
+    and cls.code.startswith(("STORAGE_", "SCHEMA_"))
+)
+
+
+@pytest.mark.parametrize("code", STORAGE_CODES)
+def test_every_storage_error_code_has_a_row_in_the_readme(code: str) -> None:
+    assert f"| `{code}` |" in README
 
 
 def test_ci_runs_the_readme_test_command_verbatim() -> None:
