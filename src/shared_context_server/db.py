@@ -439,9 +439,10 @@ class Database:
         # may hold while they do the same.
         await self._conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
         if refuse_foreign:  # before WAL: another program's file is left exactly as it was
-            row = await self.fetchone("PRAGMA application_id")
-            tables = {str(r[0]) for r in await self.fetchall(TABLE_NAMES)}
-            refusal = foreign_file(self.path, int(row[0]) if row else 0, tables)
+            # Untranslated: a file that is no database at all is `_unusable`, not damaged.
+            app_id = list(await self._conn.execute_fetchall("PRAGMA application_id"))
+            tables = {str(r[0]) for r in await self._conn.execute_fetchall(TABLE_NAMES)}
+            refusal = foreign_file(self.path, int(app_id[0][0]) if app_id else 0, tables)
             if refusal is not None:
                 raise StorageError(refusal)
         mode = await self.fetchone("PRAGMA journal_mode = WAL")
