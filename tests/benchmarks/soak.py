@@ -207,18 +207,18 @@ async def one_call(server: Server, tally: Tally, sessions: list[str], rng: rando
 
 
 async def lane(
-    n: int, db: Path, sessions: list[str], tally: Tally, end: float, live: dict[int, Server]
+    n: int, db: Path, sessions: list[str], tally: Tally, stop: anyio.Event, live: dict[int, Server]
 ) -> None:
     agent = f"agent-{n:02d}"
     rng = random.Random(n)
-    while anyio.current_time() < end:
+    while not stop.is_set():
         try:
             server = await Server.start(db, agent, agent_type_of(agent))
         except Killed:
             continue
         live[n] = server
         try:
-            while anyio.current_time() < end:
+            while not stop.is_set():
                 await one_call(server, tally, sessions, rng)
         except Killed:
             tally.restarts += 1
@@ -228,9 +228,9 @@ async def lane(
         await server.stop()
 
 
-async def killer(tally: Tally, live: dict[int, Server], every: float, end: float) -> None:
+async def killer(tally: Tally, live: dict[int, Server], every: float, stop: anyio.Event) -> None:
     rng = random.Random(0)
-    while anyio.current_time() + every < end:
+    while not stop.is_set():
         await anyio.sleep(every * (0.5 + rng.random()))
         if live:
             victim = live[rng.choice(list(live))]
@@ -266,23 +266,30 @@ async def soak(args: argparse.Namespace, db: Path) -> None:
     start_stats: list[tuple[float, int]] = []
     end_stats: list[tuple[float, int]] = []
 
-    async def sample(at: float, into: list[tuple[float, int]]) -> None:
-        await anyio.sleep(max(at - anyio.current_time(), 0))
-        if into is start_stats:  # once every process is up (starting 40 takes a while)
-            with anyio.move_on_after(120):
-                while len(live) < args.processes:  # noqa: ASYNC110 (a plain poll of a dict)
-                    await anyio.sleep(0.5)
+    stop = anyio.Event()
+
+    def sample(into: list[tuple[float, int]]) -> None:
         for server in list(live.values()):
             stats = process_stats(server.process.pid)
             if stats is not None:
                 into.append(stats)
 
+    async def controller() -> None:
+        """Samples once every process is up (starting 40 takes a while), and at the end
+        before any lane stops; then stops them."""
+        with anyio.move_on_after(120):
+            while len(live) < args.processes:  # noqa: ASYNC110 (a plain poll of a dict)
+                await anyio.sleep(0.5)
+        sample(start_stats)
+        await anyio.sleep(max(end - anyio.current_time(), 0))
+        sample(end_stats)
+        stop.set()
+
     async with anyio.create_task_group() as tg:
         for n in range(args.processes):
-            tg.start_soon(lane, n, db, sessions, tally, end, live)
-        tg.start_soon(killer, tally, live, args.kill_every, end)
-        tg.start_soon(sample, started + 5, start_stats)
-        tg.start_soon(sample, end - 2, end_stats)
+            tg.start_soon(lane, n, db, sessions, tally, stop, live)
+        tg.start_soon(killer, tally, live, args.kill_every, stop)
+        tg.start_soon(controller)
     elapsed = anyio.current_time() - started
     same, integrity = present(db, tally.acknowledged)
     print(f"soak: {args.processes} processes, {elapsed / 60:.1f} min, database {db}")
