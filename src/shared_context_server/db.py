@@ -17,12 +17,11 @@ import math
 import os
 import random
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import aiosqlite
 import anyio
@@ -39,6 +38,20 @@ from shared_context_server.storage import (
     storage_fault,
     upgrade_message,
 )
+from shared_context_server.transactions import (
+    BeginBusy,
+    begin,
+    fetch_at_most,
+    in_transaction,
+    is_busy,
+    on_connection_thread,
+    rollback,
+)
+
+# Re-exported (`as`): the domain modules import these from here.
+from shared_context_server.transactions import Fetched as Fetched
+from shared_context_server.transactions import Params as Params
+from shared_context_server.transactions import Transaction as Transaction
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +65,6 @@ QUICK_BUSY_MS = 200
 # The WAL is cut back to this size after a checkpoint, and maintenance checkpoints past it.
 WAL_SIZE_LIMIT = 64 * 1024 * 1024
 
-Params = Sequence[Any]
 T = TypeVar("T")
 
 
@@ -130,12 +142,8 @@ def _prepare(path: Path) -> tuple[Path, str | None]:
     return path, network_filesystem(path)
 
 
-def _is_busy(error: sqlite3.OperationalError) -> bool:
-    return getattr(error, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
-
-
 def _unusable(path: Path, error: sqlite3.Error) -> StorageError:
-    if isinstance(error, sqlite3.OperationalError) and _is_busy(error):
+    if isinstance(error, sqlite3.OperationalError) and is_busy(error):
         return StorageError(
             f"{path} stayed locked by another process while opening it; retry, and if it "
             "persists look for a stuck process holding the file."
@@ -154,118 +162,6 @@ TABLE_NAMES = "SELECT name FROM sqlite_master WHERE type = 'table'"
 
 # The Database whose write() transaction the current task is inside, if any.
 _WRITING: ContextVar[Database | None] = ContextVar("writing", default=None)
-
-
-class _BeginBusy(Exception):
-    """BEGIN IMMEDIATE waited out busy_timeout: nothing ran, so the work may be retried."""
-
-
-Guard = Callable[[sqlite3.Connection], None]
-
-
-def _rollback(conn: sqlite3.Connection) -> None:
-    """Roll back if a transaction is still open (SQLite ends some on its own, e.g. on a
-    full disk); a failing ROLLBACK must not hide the error that caused it."""
-    if conn.in_transaction:
-        try:
-            conn.execute("ROLLBACK")
-        except sqlite3.Error as error:
-            logger.warning("rollback failed: %s", error)
-
-
-def _begin(conn: sqlite3.Connection, guard: Guard, busy_ms: int | None = None) -> None:
-    """BEGIN IMMEDIATE (waiting at most `busy_ms`), then `guard` under the lock."""
-    if busy_ms is not None:
-        conn.execute(f"PRAGMA busy_timeout = {int(busy_ms)}")
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-    except sqlite3.OperationalError as error:
-        if _is_busy(error):
-            raise _BeginBusy from None
-        raise
-    try:
-        guard(conn)
-    except BaseException:
-        _rollback(conn)
-        raise
-
-
-def _in_transaction(
-    conn: sqlite3.Connection,
-    work: Callable[[sqlite3.Connection], T],
-    guard: Guard,
-    busy_ms: int | None = None,
-) -> T:
-    _begin(conn, guard, busy_ms)
-    try:
-        result = work(conn)
-        conn.execute("COMMIT")
-    except BaseException:
-        _rollback(conn)
-        raise
-    return result
-
-
-async def _on_connection_thread(conn: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> T:
-    """Call fn(sqlite3_connection, *args) on aiosqlite's own thread, in one trip.
-
-    aiosqlite has no public way to run a function on its thread, so this uses its private
-    `_execute` and `_conn`, present since 0.17; pyproject caps the version and the tests
-    exercise this path on every write.
-    """
-    execute: Callable[..., Awaitable[T]] = conn._execute
-    return await execute(fn, conn._conn, *args)
-
-
-@dataclass(frozen=True)
-class Fetched:
-    """At most `max_rows` rows of one statement, its column names and the rows it changed."""
-
-    columns: list[str]
-    rows: list[sqlite3.Row]
-    changes: int
-
-
-async def _fetch_at_most(
-    conn: aiosqlite.Connection, sql: str, params: Params, max_rows: int
-) -> Fetched:
-    # fetchmany: a statement that would yield rows forever stops after max_rows.
-    cursor = await conn.execute(sql, params)
-    try:
-        rows = list(await cursor.fetchmany(max_rows))
-        columns = [d[0] for d in cursor.description or ()]
-        return Fetched(columns, rows, max(cursor.rowcount, 0))
-    finally:
-        await cursor.close()
-
-
-class Transaction:
-    """Statements inside one `BEGIN IMMEDIATE` transaction (see `Database.write`)."""
-
-    def __init__(self, conn: aiosqlite.Connection) -> None:
-        self._conn = conn
-
-    async def execute(self, sql: str, params: Params = ()) -> int:
-        """Run one statement; returns the number of rows it changed."""
-        cursor = await self._conn.execute(sql, params)
-        changed = cursor.rowcount
-        await cursor.close()
-        return changed
-
-    async def executemany(self, sql: str, rows: Iterable[Params]) -> None:
-        """One statement over many rows in a single call (bulk import)."""
-        cursor = await self._conn.executemany(sql, rows)
-        await cursor.close()
-
-    async def fetchall(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
-        return list(await self._conn.execute_fetchall(sql, params))
-
-    async def fetchone(self, sql: str, params: Params = ()) -> sqlite3.Row | None:
-        rows = await self.fetchall(sql, params)
-        return rows[0] if rows else None
-
-    async def fetch_at_most(self, sql: str, params: Params, max_rows: int) -> Fetched:
-        return await _fetch_at_most(self._conn, sql, params, max_rows)
 
 
 class Database:
@@ -431,7 +327,7 @@ class Database:
                     await self._migrate()
                 return
             except sqlite3.OperationalError as error:
-                if not _is_busy(error) or attempt == self.busy_retries:
+                if not is_busy(error) or attempt == self.busy_retries:
                     raise
 
     async def _configure(self, *, refuse_foreign: bool) -> None:
@@ -538,7 +434,7 @@ class Database:
                         await self._conn.execute("COMMIT")
                 except BaseException as error:
                     with anyio.CancelScope(shield=True):
-                        await _on_connection_thread(self._conn, _rollback)
+                        await on_connection_thread(self._conn, rollback)
                     if isinstance(error, sqlite3.Error):
                         raise self._translated(error) from None
                     raise
@@ -571,8 +467,8 @@ class Database:
             # transaction runs here at once on a connection that never waits (busy_timeout
             # 0), as a plain sqlite3 server would: no trip to another thread at all.
             try:
-                result = _in_transaction(self._quick_writer(), work, self._guard)
-            except _BeginBusy:
+                result = in_transaction(self._quick_writer(), work, self._guard)
+            except BeginBusy:
                 pass  # another process is writing: wait for it on aiosqlite's thread
             except sqlite3.Error as error:
                 raise self._translated(error) from None
@@ -584,10 +480,10 @@ class Database:
             with anyio.CancelScope(shield=True):
                 async for _ in self._attempts(deadline):
                     try:
-                        result = await _on_connection_thread(
-                            self._conn, _in_transaction, work, self._guard, self._wait_ms(deadline)
+                        result = await on_connection_thread(
+                            self._conn, in_transaction, work, self._guard, self._wait_ms(deadline)
                         )
-                    except _BeginBusy:
+                    except BeginBusy:
                         continue
                     except sqlite3.Error as error:
                         raise self._translated(error) from None
@@ -607,8 +503,8 @@ class Database:
         if self._write_lock.locked():
             return False
         try:
-            _in_transaction(self._quick_writer(), work, self._guard)
-        except _BeginBusy:
+            in_transaction(self._quick_writer(), work, self._guard)
+        except BeginBusy:
             return False
         except sqlite3.Error as error:
             raise self._translated(error) from None
@@ -656,11 +552,9 @@ class Database:
     async def _begin_immediate(self, deadline: float) -> None:
         async for _ in self._attempts(deadline):
             try:
-                await _on_connection_thread(
-                    self._conn, _begin, self._guard, self._wait_ms(deadline)
-                )
+                await on_connection_thread(self._conn, begin, self._guard, self._wait_ms(deadline))
                 return
-            except _BeginBusy:
+            except BeginBusy:
                 continue
             except sqlite3.Error as error:
                 raise self._translated(error) from None
@@ -695,6 +589,6 @@ class Database:
     async def fetch_at_most(self, sql: str, params: Params, max_rows: int) -> Fetched:
         """One statement outside a transaction, stopped after `max_rows` rows."""
         try:
-            return await _fetch_at_most(self._conn, sql, params, max_rows)
+            return await fetch_at_most(self._conn, sql, params, max_rows)
         except sqlite3.Error as error:
             raise self._translated(error) from None
