@@ -46,6 +46,7 @@ from shared_context_server.terminal import (
     note,
     prune_report,
     sessions_table,
+    size_text,
 )
 
 
@@ -211,11 +212,11 @@ def _backup(args: argparse.Namespace, db: Path) -> int:
     started = time.monotonic()
     size = db.stat().st_size if db.is_file() else 0
     if size > 50_000_000:
-        note(f"copying {size / 1e6:.0f} MB from {db} ...")
+        note(f"copying {size_text(size)} from {db} ...")
     result = backup(db, Path(args.path), force=args.force)
     print(
         f"backed up {db} to {result['path']}: {counted(result['sessions'], 'sessions')}, "
-        f"{counted(result['messages'], 'messages')}, {result['bytes'] / 1e6:.1f} MB, integrity ok "
+        f"{counted(result['messages'], 'messages')}, {size_text(result['bytes'])}, integrity ok "
         f"({time.monotonic() - started:.1f} s)"
     )
     return 0

@@ -32,7 +32,6 @@ from shared_context_server.config import Settings
 from shared_context_server.db import Database
 from shared_context_server.errors import (
     BlackboardError,
-    DatabaseBusy,
     InvalidInput,
     PermissionDenied,
     TokenInvalid,
@@ -238,8 +237,10 @@ async def _running(
                         # A clean exit hands maintenance on at once, not after the lease
                         # runs out.
                         await release_lease(database, LEASE, holder)
-                    except DatabaseBusy:
-                        logger.info("at exit the file was busy; the row and lease expire")
+                    except BlackboardError as error:
+                        # Busy, or the file went bad (full disk, deleted): exit cleanly
+                        # all the same; the row and the lease expire on their own.
+                        logger.info("at exit: %s; the row and lease expire", error)
     finally:
         stop_poking()
         stop_indexing()
