@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from shared_context_server.blackboard.identity import Agent
-from shared_context_server.blackboard.limits import DEFAULT_LIMITS, Limits
+from shared_context_server.blackboard.limits import DEFAULT_LIMITS, Limits, check_depth
 from shared_context_server.blackboard.records.schema import (
     IDENTIFIER,
     LIST_TABLES,
@@ -215,6 +215,7 @@ def _assignments(
 ) -> tuple[list[Column], list[Any]]:
     if not isinstance(data, dict):
         raise InvalidInput(f"{argument} must be an object {{column: value}}.", argument=argument)
+    check_depth(data, argument)
     columns, values = [], []
     for name, value in data.items():
         column = table.column(name, argument)
@@ -246,6 +247,7 @@ def _where(table: Table, filters: dict[str, Any] | None, limits: Limits) -> tupl
         return "", []
     if not isinstance(filters, dict):
         raise InvalidInput("filters must be an object {column: value}.", argument="filters")
+    check_depth(filters, "filters")
     clauses: list[str] = []
     params: list[Any] = []
     for name, condition in filters.items():
