@@ -17,6 +17,7 @@ from shared_context_server.blackboard.identity import Agent
 from shared_context_server.blackboard.limits import DEFAULT_LIMITS, Limits, check_depth
 from shared_context_server.blackboard.records.schema import (
     IDENTIFIER,
+    INT64,
     LIST_TABLES,
     Column,
     Table,
@@ -123,8 +124,11 @@ async def query_records(
     agent.require("read", "query_records")
     if not 1 <= limit <= MAX_QUERY_LIMIT:
         raise InvalidInput(f"limit must be 1-{MAX_QUERY_LIMIT}; got {limit}.", argument="limit")
-    if offset < 0:
-        raise InvalidInput(f"offset must be 0 or more; got {offset}.", argument="offset")
+    if not 0 <= offset <= INT64[1]:
+        raise InvalidInput(
+            f"offset must be 0 to {INT64[1]:,} (a 64-bit integer); got {offset}.",
+            argument="offset",
+        )
     table = await load_table(store.db, table_name)
     where, params = _where(table, filters, limits)
     order = " ORDER BY rowid"  # a stable order, so offset pages neither skip nor repeat
