@@ -3,6 +3,11 @@ the limit, ids that disguise themselves, raw queries that allocate or reach too 
 
 from __future__ import annotations
 
+import json
+import os
+import stat
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -170,3 +175,116 @@ async def test_an_ordinary_raw_query_still_reads_its_rows(store: RecordsStore) -
     await rows.insert_record(store, Agent("alice"), "t", {"title": "x" * 100_000})
     result = await raw.execute_raw_query(store, ALICE, "SELECT length(title), title FROM t")
     assert result["rows"][0][0] == 100_000
+
+
+# --- import and export on the command line ------------------------------------------------
+
+
+def export_file(tmp_path: Path, change: Any) -> Path:
+    """A minimal valid export, with `change` applied to its JSON document."""
+    document: dict[str, Any] = {
+        "format": "shared-context-server/session",
+        "version": 1,
+        "exported_at": "2026-11-22T05:33:12.123456Z",
+        "view": "admin",
+        "complete": True,
+        "session": {
+            "id": "sess_0123456789abcdef",
+            "purpose": "p",
+            "status": "active",
+            "created_by": "alice",
+            "created_at": "2026-11-22T05:33:12.123456Z",
+            "updated_at": "2026-11-22T05:33:12.123456Z",
+            "metadata": None,
+        },
+        "messages": [
+            {
+                "id": 1,
+                "sender": "alice",
+                "sender_type": "generic",
+                "content": "hello",
+                "visibility": "public",
+                "message_type": "message",
+                "metadata": None,
+                "parent_message_id": None,
+                "created_at": "2026-11-22T05:33:12.123456Z",
+            }
+        ],
+    }
+    text = change(document)
+    path = tmp_path / "in.json"
+    path.write_text(text if isinstance(text, str) else json.dumps(document))
+    return path
+
+
+def _set(path: str, value: Any) -> Any:
+    def change(document: dict[str, Any]) -> None:
+        *parents, last = path.split(".")
+        target: Any = document
+        for part in parents:
+            target = target[int(part)] if part.isdigit() else target[part]
+        target[last] = value
+
+    return change
+
+
+@pytest.mark.parametrize(
+    ("change", "phrase"),
+    [
+        (_set("messages.0.content", "x" * 100_001), "content is 100,001 characters"),
+        (_set("session.purpose", "p" * 1_001), "purpose is 1,001 characters"),
+        (_set("messages.0.sender", "operator"), "the server's own name"),
+        (_set("session.created_by", "maintenance"), "the server's own name"),
+        (_set("messages.0.metadata", {"k": nested(40)}), "more than 32 levels"),
+        (_set("messages.0.metadata", {"blob": "x" * 20_000}), "metadata is"),
+        (_set("messages.0.sender", "alice\u202e"), "bidirectional"),
+        (
+            lambda d: json.dumps(d).replace(
+                '"parent_message_id": null', '"parent_message_id": NaN'
+            ),
+            "NaN",
+        ),
+        (lambda d: "[" * 100_000 + "]" * 100_000, "nests too deeply"),
+    ],
+)
+def test_import_refuses_what_a_tool_would_refuse_in_one_line(
+    tmp_path: Path, change: Any, phrase: str
+) -> None:
+    source = export_file(tmp_path, change)
+    proc = run_cli("import", str(source), "--db", str(tmp_path / "bb.db"))
+    assert_one_line_error(proc, phrase)
+
+
+def test_export_does_not_replace_an_existing_file_or_fifo_without_force(tmp_path: Path) -> None:
+    db = tmp_path / "bb.db"
+    assert (
+        run_cli("import", str(export_file(tmp_path, lambda d: None)), "--db", str(db)).returncode
+        == 0
+    )
+    sid = "sess_0123456789abcdef"
+    kept = tmp_path / "kept.json"
+    kept.write_text("precious")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for target in (kept, fifo):
+        proc = run_cli("export", sid, "--db", str(db), "-o", str(target))
+        assert_one_line_error(proc, "already exists; pass --force")
+    assert kept.read_text() == "precious" and stat.S_ISFIFO(fifo.lstat().st_mode)
+    assert run_cli("export", sid, "--db", str(db), "-o", str(kept), "--force").returncode == 0
+    assert json.loads(kept.read_text())["session"]["id"] == sid
+
+
+def run_cli(*args: str) -> Any:
+    return subprocess.run(
+        [sys.executable, "-m", "shared_context_server", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def assert_one_line_error(proc: Any, phrase: str) -> None:
+    assert proc.returncode == 2, proc
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "unexpected" not in proc.stderr and phrase in proc.stderr, proc.stderr
