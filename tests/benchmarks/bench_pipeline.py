@@ -15,12 +15,13 @@ with JSON-RPC lines written by this script:
 1. flood: --calls small calls (`whoami`; the floor's `get_messages` of an empty session)
    written as fast as the server takes them by a client that reads no reply, until the
    client is done writing (all written, or the server has taken none for 3 s: it stopped
-   reading) and the server's RSS has not grown for 3 s; then the client reads every reply. Prints the server's RSS before, its peak while nobody
-   reads, its peak while the replies drain, how many calls the server had taken when it
-   stopped reading, and the replies counted (all must come back).
-2. pipelined reads: 50 messages of --content characters posted, then --reads `get_context(limit=50)` (the floor's
-   `get_messages(last=50)`) written at once while another thread reads the replies:
-   replies per second.
+   reading) and the server's RSS has not grown for 3 s; then the client reads every reply.
+   Prints the server's RSS before, its peak while nobody reads, its peak while the replies
+   drain, how many calls the client had written when it stopped (the rest wait in its own
+   pipe), and the replies counted (all must come back).
+2. pipelined reads: 50 messages of --content characters posted, then --reads
+   `get_context(limit=50)` (the floor's `get_messages(last=50)`) written at once while
+   another thread reads the replies: replies per second.
 
 RSS is VmRSS from /proc/PID/status, sampled every 20 ms, so a peak between samples can be
 missed by a little.
