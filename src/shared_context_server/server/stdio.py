@@ -12,7 +12,9 @@ As in the SDK: while serving, fd 0 reads the null device and fd 1 writes to stde
 stray print or a child process cannot corrupt the protocol stream; both are put back at
 the end. Unlike the SDK, a line that is not a JSON-RPC message gets a JSON-RPC error back
 (-32700 if it is not JSON, -32600 if it is JSON of another shape) instead of silence, and
-requests already read when the input ends are answered before the server stops.
+requests already read when the input ends are answered before the server stops. Both
+transports go through intake.py: lines parsed whatever they hold, and reading stopped
+while the bound of requests in flight is reached.
 """
 
 from __future__ import annotations
