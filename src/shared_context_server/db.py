@@ -314,6 +314,10 @@ class Database:
         """Judge every statement this connection prepares (see sqlite3 set_authorizer)."""
         await self._conn.set_authorizer(callback)
 
+    async def set_limit(self, category: int, value: int) -> None:
+        """Lower one of SQLite's run-time limits on this connection (sqlite3 setlimit)."""
+        await on_connection_thread(self._conn, lambda conn: conn.setlimit(category, value))
+
     async def set_progress_handler(self, handler: Callable[[], int | None], n: int) -> None:
         """Call `handler` every `n` VM steps; a true result interrupts the statement."""
         await self._conn.set_progress_handler(handler, n)

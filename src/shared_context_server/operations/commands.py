@@ -24,7 +24,7 @@ from shared_context_server.blackboard.identity import Agent
 from shared_context_server.blackboard.sessions import fetch_session
 from shared_context_server.config import audit_retention
 from shared_context_server.db import Database
-from shared_context_server.errors import InvalidInput
+from shared_context_server.errors import Conflict, InvalidInput
 from shared_context_server.operations.backup import backup
 from shared_context_server.operations.doctor import diagnose
 from shared_context_server.operations.prune import PruneOptions, prune
@@ -135,6 +135,9 @@ def _export(args: argparse.Namespace, db: Path) -> int:
             raise InvalidInput(f"-o {wanted} is a directory; name a file inside it.")
         if not wanted.parent.is_dir():
             raise InvalidInput(f"{wanted.parent} is not a directory; create it first.")
+        if os.path.lexists(wanted) and not args.force:
+            # A file, a FIFO, a device or a link: replaced only when asked, as `backup` does.
+            raise Conflict(f"{wanted} already exists; pass --force to replace it.")
     progress = Progress("exported messages")
 
     async def run() -> dict[str, Any]:

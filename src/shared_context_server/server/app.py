@@ -24,6 +24,7 @@ from shared_context_server.blackboard.audit import record_refusal, record_table_
 from shared_context_server.blackboard.changes import ChangeFeed
 from shared_context_server.blackboard.identity import Agent
 from shared_context_server.blackboard.lease import new_holder_id, release_lease
+from shared_context_server.blackboard.limits import check_depth
 from shared_context_server.blackboard.maintenance import LEASE, run_maintenance
 from shared_context_server.blackboard.processes import Heartbeat
 from shared_context_server.blackboard.search import Indexer
@@ -119,6 +120,8 @@ async def call_tool(
     agent: Agent | None = None
     arguments: Input | None = None
     try:
+        for name, value in (params.arguments or {}).items():
+            check_depth(value, name)  # before anything walks it recursively
         arguments = spec.input_model.model_validate(params.arguments or {})
         agent = state.process_agent(ctx)
         state.note_client(ctx, agent)
