@@ -193,7 +193,7 @@ def nested(levels: int) -> dict:  # type: ignore[type-arg]
         ("x" * 101, None, LimitExceeded),
         ("ok", {"blob": "y" * 17_000}, LimitExceeded),
         ("   ", None, InvalidInput),
-        ("ok", nested(5_000), InvalidInput),
+        ("ok", nested(5_000), LimitExceeded),  # the nesting limit (32 levels)
     ],
 )
 async def test_oversize_or_empty_writes_are_refused_and_not_stored(

@@ -274,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--format", choices=("json", "markdown"), default="json", help="(default json)"
     )
     export.add_argument("-o", "--output", metavar="FILE", help="write here (default: stdout)")
+    export.add_argument("--force", action="store_true", help="replace FILE if it exists")
 
     imp = sub.add_parser("import", parents=[db], help=COMMANDS["import"])
     imp.add_argument("file", metavar="FILE", help="a JSON export ('-' reads stdin)")

@@ -13,24 +13,45 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import os
 import random
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import aiosqlite
 import anyio
 import platformdirs
 
-from shared_context_server.about import UPGRADE
 from shared_context_server.clock import utc_now
-from shared_context_server.errors import DatabaseBusy, StorageError
+from shared_context_server.errors import DatabaseBusy, StorageError, StorageFull, StorageReadOnly
 from shared_context_server.migrations import MIGRATIONS, SCHEMA_VERSION
+from shared_context_server.storage import (
+    APPLICATION_ID,
+    FileIdentity,
+    foreign_file,
+    newer_schema,
+    storage_fault,
+    upgrade_message,
+)
+from shared_context_server.transactions import (
+    BeginBusy,
+    begin,
+    fetch_at_most,
+    in_transaction,
+    is_busy,
+    on_connection_thread,
+    rollback,
+)
+
+# Re-exported (`as`): the domain modules import these from here.
+from shared_context_server.transactions import Fetched as Fetched
+from shared_context_server.transactions import Params as Params
+from shared_context_server.transactions import Transaction as Transaction
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +70,6 @@ QUICK_WRITE_BUSY_MS = 50
 # The WAL is cut back to this size after a checkpoint, and maintenance checkpoints past it.
 WAL_SIZE_LIMIT = 64 * 1024 * 1024
 
-Params = Sequence[Any]
 T = TypeVar("T")
 
 
@@ -127,117 +147,35 @@ def _prepare(path: Path) -> tuple[Path, str | None]:
     return path, network_filesystem(path)
 
 
-def _is_busy(error: sqlite3.OperationalError) -> bool:
-    return getattr(error, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
-
-
 def _unusable(path: Path, error: sqlite3.Error) -> StorageError:
-    if isinstance(error, sqlite3.OperationalError) and _is_busy(error):
+    if isinstance(error, sqlite3.OperationalError) and is_busy(error):
         return StorageError(
             f"{path} stayed locked by another process while opening it; retry, and if it "
             "persists look for a stuck process holding the file."
         )
+    fault = storage_fault(path, error)
+    if isinstance(fault, StorageFull | StorageReadOnly):
+        return StorageError(f"{fault.code}: {fault.message}")
     return StorageError(
         f"{path} cannot be used as a shared-context-server database ({error}). "
         "If it is another program's file or damaged, point --db at a new path."
     )
 
 
+READ_ONLY_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS)
+TABLE_NAMES = "SELECT name FROM sqlite_master WHERE type = 'table'"
+
 # The Database whose write() transaction the current task is inside, if any.
 _WRITING: ContextVar[Database | None] = ContextVar("writing", default=None)
 
 
-class _BeginBusy(Exception):
-    """BEGIN IMMEDIATE waited out busy_timeout: nothing ran, so the work may be retried."""
-
-
-def _in_transaction(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-    except sqlite3.OperationalError as error:
-        if _is_busy(error):
-            raise _BeginBusy from None
-        raise
-    try:
-        result = work(conn)
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-    return result
-
-
-async def _on_connection_thread(
-    conn: aiosqlite.Connection,
-    fn: Callable[[sqlite3.Connection, Callable[[sqlite3.Connection], T]], T],
-    work: Callable[[sqlite3.Connection], T],
-) -> T:
-    """Call fn(sqlite3_connection, work) on aiosqlite's own thread, in one trip.
-
-    aiosqlite has no public way to run a function on its thread, so this uses its private
-    `_execute` and `_conn`, present since 0.17; pyproject caps the version and the tests
-    exercise this path on every write.
-    """
-    execute: Callable[..., Awaitable[T]] = conn._execute
-    return await execute(fn, conn._conn, work)
-
-
-@dataclass(frozen=True)
-class Fetched:
-    """At most `max_rows` rows of one statement, its column names and the rows it changed."""
-
-    columns: list[str]
-    rows: list[sqlite3.Row]
-    changes: int
-
-
-async def _fetch_at_most(
-    conn: aiosqlite.Connection, sql: str, params: Params, max_rows: int
-) -> Fetched:
-    # fetchmany: a statement that would yield rows forever stops after max_rows.
-    cursor = await conn.execute(sql, params)
-    try:
-        rows = list(await cursor.fetchmany(max_rows))
-        columns = [d[0] for d in cursor.description or ()]
-        return Fetched(columns, rows, max(cursor.rowcount, 0))
-    finally:
-        await cursor.close()
-
-
-class Transaction:
-    """Statements inside one `BEGIN IMMEDIATE` transaction (see `Database.write`)."""
-
-    def __init__(self, conn: aiosqlite.Connection) -> None:
-        self._conn = conn
-
-    async def execute(self, sql: str, params: Params = ()) -> int:
-        """Run one statement; returns the number of rows it changed."""
-        cursor = await self._conn.execute(sql, params)
-        changed = cursor.rowcount
-        await cursor.close()
-        return changed
-
-    async def executemany(self, sql: str, rows: Iterable[Params]) -> None:
-        """One statement over many rows in a single call (bulk import)."""
-        cursor = await self._conn.executemany(sql, rows)
-        await cursor.close()
-
-    async def fetchall(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
-        return list(await self._conn.execute_fetchall(sql, params))
-
-    async def fetchone(self, sql: str, params: Params = ()) -> sqlite3.Row | None:
-        rows = await self.fetchall(sql, params)
-        return rows[0] if rows else None
-
-    async def fetch_at_most(self, sql: str, params: Params, max_rows: int) -> Fetched:
-        return await _fetch_at_most(self._conn, sql, params, max_rows)
-
-
 class Database:
-    """One process's connection to the shared file.
+    """One process's connections to the shared file.
 
-    A process serves requests concurrently but owns one connection, so writers in this
-    process queue on `_write_lock`; across processes SQLite's own lock does the same.
+    Writers in this process queue on `_write_lock` for the one write connection; across
+    processes SQLite's own lock does the same. Reads use the write connection while no
+    write is pending, and a second connection while one is: a WAL reader never waits for
+    a writer, so a read must not queue behind a BEGIN that waits for another process.
     """
 
     def __init__(
@@ -252,11 +190,17 @@ class Database:
         self.path = path
         self.busy_timeout_ms = busy_timeout_ms
         self.busy_retries = busy_retries
+        # Every call that writes waits at most this long in all, queued or not.
+        self.busy_seconds = (busy_retries + 1) * busy_timeout_ms / 1000
         self._write_lock = anyio.Lock()
         self._commit_listeners: list[Callable[[], None]] = []
-        self._open_write: anyio.Event | None = None
         self._quick: sqlite3.Connection | None = None
         self._quick_write: sqlite3.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._reader_opening = anyio.Lock()
+        # Set once the file is open and migrated: what every write checks first.
+        self._identity: FileIdentity | None = None
+        self._blackboard = False
 
     @classmethod
     async def open(
@@ -277,8 +221,9 @@ class Database:
         try:
             path, fs_type = await anyio.to_thread.run_sync(_prepare, path)
         except OSError as error:
+            code = "STORAGE_READ_ONLY: " if error.errno in READ_ONLY_ERRNOS else ""
             raise StorageError(
-                f"cannot use {path} as the database file: {error.strerror or error}. "
+                f"{code}cannot use {path} as the database file: {error.strerror or error}. "
                 "Point --db (or SHARED_CONTEXT_DB) at a file in a writable directory."
             ) from None
         if fs_type:
@@ -304,13 +249,35 @@ class Database:
         except BaseException:
             await conn.close()
             raise
+        db._identity = await anyio.to_thread.run_sync(FileIdentity.of, path)
+        db._blackboard = migrate
         return db
 
     async def close(self) -> None:
-        for quick in (self._quick, self._quick_write):
-            if quick is not None:
-                quick.close()
-        await self._conn.close()
+        """Close every connection; a file that went bad meanwhile is logged, not raised."""
+        try:
+            for quick in (self._quick, self._quick_write):
+                if quick is not None:
+                    quick.close()
+            if self._reader is not None:
+                await self._reader.close()
+            await self._conn.close()
+        except sqlite3.Error as error:
+            logger.warning("closing %s: %s", self.path, error)
+
+    def _translated(self, error: sqlite3.Error) -> Exception:
+        """A storage fault as its coded error; any other error unchanged."""
+        return storage_fault(self.path, error) or error
+
+    def _guard(self, conn: sqlite3.Connection) -> None:
+        """Run under the write lock before any write: is the file still ours, and still a
+        schema this release knows?"""
+        if self._identity is not None:
+            self._identity.check()
+        if self._blackboard:
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            if version > SCHEMA_VERSION:
+                raise newer_schema(self.path, version, SCHEMA_VERSION)
 
     def read_now(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
         """A small bounded read run at once on the caller's thread, through a read-only
@@ -326,7 +293,10 @@ class Database:
             quick.execute("PRAGMA query_only = ON")
             quick.row_factory = sqlite3.Row
             self._quick = quick
-        return self._quick.execute(sql, params).fetchall()
+        try:
+            return self._quick.execute(sql, params).fetchall()
+        except sqlite3.Error as error:
+            raise self._translated(error) from None
 
     def on_commit(self, listener: Callable[[], None]) -> Callable[[], None]:
         """Call `listener` after each commit of `write()` or `transact()`; returns a function
@@ -344,6 +314,10 @@ class Database:
         """Judge every statement this connection prepares (see sqlite3 set_authorizer)."""
         await self._conn.set_authorizer(callback)
 
+    async def set_limit(self, category: int, value: int) -> None:
+        """Lower one of SQLite's run-time limits on this connection (sqlite3 setlimit)."""
+        await on_connection_thread(self._conn, lambda conn: conn.setlimit(category, value))
+
     async def set_progress_handler(self, handler: Callable[[], int | None], n: int) -> None:
         """Call `handler` every `n` VM steps; a true result interrupts the statement."""
         await self._conn.set_progress_handler(handler, n)
@@ -354,20 +328,28 @@ class Database:
         Processes starting together on a new file race to switch it to WAL, and SQLite
         can answer such a lock change SQLITE_BUSY at once, without waiting busy_timeout.
         """
-        async for attempt in self._attempts():
+        # No overall bound: opening is not a call, and every try is bounded on its own.
+        async for attempt in self._attempts(math.inf):
             try:
-                await self._configure()
+                await self._configure(refuse_foreign=migrate)
                 if migrate:
                     await self._migrate()
                 return
             except sqlite3.OperationalError as error:
-                if not _is_busy(error) or attempt == self.busy_retries:
+                if not is_busy(error) or attempt == self.busy_retries:
                     raise
 
-    async def _configure(self) -> None:
+    async def _configure(self, *, refuse_foreign: bool) -> None:
         # busy_timeout first: switching a new file to WAL takes a lock other processes
         # may hold while they do the same.
         await self._conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+        if refuse_foreign:  # before WAL: another program's file is left exactly as it was
+            # Untranslated: a file that is no database at all is `_unusable`, not damaged.
+            app_id = list(await self._conn.execute_fetchall("PRAGMA application_id"))
+            tables = {str(r[0]) for r in await self._conn.execute_fetchall(TABLE_NAMES)}
+            refusal = foreign_file(self.path, int(app_id[0][0]) if app_id else 0, tables)
+            if refusal is not None:
+                raise StorageError(refusal)
         mode = await self.fetchone("PRAGMA journal_mode = WAL")
         if mode is None or str(mode[0]).lower() != "wal":
             raise StorageError(
@@ -410,6 +392,9 @@ class Database:
             row = await tx.fetchone("PRAGMA user_version")
             current = int(row[0]) if row else 0
             self._refuse_newer(current)
+            # Marks the file as a blackboard, so another program's file is never taken
+            # for one (older blackboards are known by their tables).
+            await tx.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             for version in range(current + 1, SCHEMA_VERSION + 1):
                 for statement in MIGRATIONS[version]:
                     await tx.execute(statement)
@@ -424,42 +409,48 @@ class Database:
 
     def _refuse_newer(self, version: int) -> None:
         if version > SCHEMA_VERSION:
-            raise StorageError(
-                f"{self.path} has schema version {version}, newer than this "
-                f"shared-context-server understands ({SCHEMA_VERSION}). Upgrade it "
-                f"({UPGRADE}) or point --db at another file."
-            )
+            raise StorageError(upgrade_message(self.path, version, SCHEMA_VERSION))
+
+    async def _acquire(self, deadline: float) -> None:
+        """Take this process's write lock by `deadline`, else DatabaseBusy."""
+        with anyio.move_on_after(max(deadline - anyio.current_time(), 0)):
+            await self._write_lock.acquire()
+            return
+        raise self._busy()
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[Transaction]:
         """`BEGIN IMMEDIATE` ... `COMMIT`, or `ROLLBACK` and re-raise.
 
-        BEGIN waits up to busy_timeout for the write lock; past that it is retried with
-        jittered backoff, then DatabaseBusy is raised. Nothing inside may await other I/O.
+        The call waits at most `busy_seconds` in all, for this process's queue and for
+        other processes' locks together: BEGIN waits up to busy_timeout for the write lock
+        (less if the bound is nearer), past that it is retried with jittered backoff, then
+        DatabaseBusy is raised. Nothing inside may await other I/O. A fault of the file or
+        disk is raised as its coded error (storage.py).
         """
-        async with self._write_lock:
-            # Reads by other requests wait until COMMIT: on this one connection they
-            # would otherwise see the transaction's uncommitted rows.
-            self._open_write = anyio.Event()
+        deadline = anyio.current_time() + self.busy_seconds
+        await self._acquire(deadline)
+        try:
             owner = _WRITING.set(self)
             try:
                 # Shielded: a cancelled await does not stop the statement on aiosqlite's
                 # thread, and a BEGIN that lands unseen would hold every process's lock.
                 with anyio.CancelScope(shield=True):
-                    await self._begin_immediate()
+                    await self._begin_immediate(deadline)
                 try:
                     yield Transaction(self._conn)
-                except BaseException:
-                    with anyio.CancelScope(shield=True):
-                        await self._conn.execute("ROLLBACK")
-                    raise
-                else:
                     with anyio.CancelScope(shield=True):
                         await self._conn.execute("COMMIT")
+                except BaseException as error:
+                    with anyio.CancelScope(shield=True):
+                        await on_connection_thread(self._conn, rollback)
+                    if isinstance(error, sqlite3.Error):
+                        raise self._translated(error) from None
+                    raise
             finally:
                 _WRITING.reset(owner)
-                self._open_write.set()
-                self._open_write = None
+        finally:
+            self._write_lock.release()
         self._committed()
 
     def _committed(self) -> None:
@@ -474,33 +465,65 @@ class Database:
         trip to aiosqlite's thread per statement, about 0.1 ms each on a small machine.
         Here, if the write lock is free (or frees within QUICK_WRITE_BUSY_MS), the
         transaction runs at once on this thread; if another process holds it longer, it
-        runs in one trip to aiosqlite's thread, which
-        waits for the lock like `write()` (busy_timeout, then jittered retries, then
-        DatabaseBusy). `work` is plain synchronous code over a sqlite3 connection, so by
-        construction nothing else happens inside the transaction.
+        runs in one trip to aiosqlite's thread, which waits for the lock like `write()`
+        (within `busy_seconds` in all, then DatabaseBusy). `work` is plain synchronous
+        code over a sqlite3 connection, so by construction nothing else happens inside the
+        transaction.
         """
-        async with self._write_lock:
+        deadline = anyio.current_time() + self.busy_seconds
+        await self._acquire(deadline)
+        try:
             # When no other process holds the write lock for long (the common case), the
             # whole transaction runs here on a connection that waits QUICK_WRITE_BUSY_MS at
             # most, as a plain sqlite3 server would: no trip to another thread at all.
             try:
-                result = _in_transaction(self._quick_writer(), work)
-            except _BeginBusy:
+                result = in_transaction(self._quick_writer(), work, self._guard)
+            except BeginBusy:
                 pass  # another process is writing: wait for it on aiosqlite's thread
+            except sqlite3.Error as error:
+                raise self._translated(error) from None
             else:
                 self._committed()
                 return result
             # Shielded: once queued, the work runs to COMMIT or ROLLBACK whatever happens
             # to the caller; waiting for it keeps the lock honest.
             with anyio.CancelScope(shield=True):
-                async for _ in self._attempts():
+                async for _ in self._attempts(deadline):
                     try:
-                        result = await _on_connection_thread(self._conn, _in_transaction, work)
-                    except _BeginBusy:
+                        result = await on_connection_thread(
+                            self._conn, in_transaction, work, self._guard, self._wait_ms(deadline)
+                        )
+                    except BeginBusy:
                         continue
+                    except sqlite3.Error as error:
+                        raise self._translated(error) from None
                     self._committed()
                     return result
+        finally:
+            self._write_lock.release()
         raise self._busy()
+
+    def try_transact(self, work: Callable[[sqlite3.Connection], object]) -> bool:
+        """Run `work` in a transaction only if the write lock is free at this instant;
+        False (nothing done) if this process or another is writing. Never waits.
+
+        For writes that may be skipped (the heartbeat): they must never hold up a call.
+        Raises a storage fault's coded error like `transact`.
+        """
+        if self._write_lock.locked():
+            return False
+        conn = self._quick_writer()
+        conn.execute("PRAGMA busy_timeout = 0")  # the hot path's short wait is not for this
+        try:
+            in_transaction(conn, work, self._guard)
+        except BeginBusy:
+            return False
+        except sqlite3.Error as error:
+            raise self._translated(error) from None
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {QUICK_WRITE_BUSY_MS}")
+        self._committed()
+        return True
 
     def _quick_writer(self) -> sqlite3.Connection:
         if self._quick_write is None:
@@ -512,40 +535,66 @@ class Database:
             self._quick_write = conn
         return self._quick_write
 
-    async def _attempts(self) -> AsyncIterator[int]:
-        """One turn per try at the write lock, with jittered, doubling pauses between."""
+    def _wait_ms(self, deadline: float) -> int:
+        """How long the next BEGIN may wait: busy_timeout, or less if the bound is nearer."""
+        left = int((deadline - anyio.current_time()) * 1000)
+        return max(1, min(self.busy_timeout_ms, left))
+
+    async def _attempts(self, deadline: float) -> AsyncIterator[int]:
+        """One turn per try at the write lock, with jittered, doubling pauses between,
+        while `deadline` is not past."""
         delay = 0.05
         for attempt in range(self.busy_retries + 1):
             if attempt:
-                await anyio.sleep(delay * (0.5 + random.random()))
+                left = deadline - anyio.current_time()
+                if left <= 0:
+                    return
+                await anyio.sleep(min(delay * (0.5 + random.random()), left))
                 delay *= 2
+                if anyio.current_time() >= deadline:
+                    return
             yield attempt
 
     def _busy(self) -> DatabaseBusy:
-        waited = (self.busy_retries + 1) * self.busy_timeout_ms / 1000
         return DatabaseBusy(
-            f"another process held the database's write lock for over {waited:.0f} s; "
-            "retry the call in a moment. If it keeps happening, look for a stuck process "
-            "holding the file open.",
+            f"another process held the database's write lock for over "
+            f"{self.busy_seconds:g} s; retry the call in a moment. If it keeps happening, "
+            "look for a stuck process holding the file open.",
             database_path=str(self.path),
         )
 
-    async def _begin_immediate(self) -> None:
-        async for _ in self._attempts():
+    async def _begin_immediate(self, deadline: float) -> None:
+        async for _ in self._attempts(deadline):
             try:
-                await self._conn.execute("BEGIN IMMEDIATE")
+                await on_connection_thread(self._conn, begin, self._guard, self._wait_ms(deadline))
                 return
-            except sqlite3.OperationalError as error:
-                if not _is_busy(error):
-                    raise
+            except BeginBusy:
+                continue
+            except sqlite3.Error as error:
+                raise self._translated(error) from None
         raise self._busy()
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
         """One read statement, one snapshot: outside a transaction each statement sees the
         latest commit of any process."""
-        while self._open_write is not None and _WRITING.get() is not self:
-            await self._open_write.wait()
-        return list(await self._conn.execute_fetchall(sql, params))
+        conn = self._conn
+        if self._write_lock.locked() and _WRITING.get() is not self:
+            # The write connection is, or is about to be, inside a transaction (or waiting
+            # for the lock): this read would see its uncommitted rows, or wait behind it.
+            conn = await self._reading_connection()
+        try:
+            return list(await conn.execute_fetchall(sql, params))
+        except sqlite3.Error as error:
+            raise self._translated(error) from None
+
+    async def _reading_connection(self) -> aiosqlite.Connection:
+        async with self._reader_opening:
+            if self._reader is None:
+                reader = await aiosqlite.connect(self.path, isolation_level=None)
+                reader.row_factory = sqlite3.Row
+                await reader.execute(f"PRAGMA busy_timeout = {QUICK_BUSY_MS}")
+                self._reader = reader
+        return self._reader
 
     async def fetchone(self, sql: str, params: Params = ()) -> sqlite3.Row | None:
         rows = await self.fetchall(sql, params)
@@ -553,4 +602,7 @@ class Database:
 
     async def fetch_at_most(self, sql: str, params: Params, max_rows: int) -> Fetched:
         """One statement outside a transaction, stopped after `max_rows` rows."""
-        return await _fetch_at_most(self._conn, sql, params, max_rows)
+        try:
+            return await fetch_at_most(self._conn, sql, params, max_rows)
+        except sqlite3.Error as error:
+            raise self._translated(error) from None

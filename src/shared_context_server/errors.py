@@ -58,5 +58,29 @@ class TokenInvalid(BlackboardError):
     code = "TOKEN_INVALID"
 
 
+class StorageFull(BlackboardError):
+    code = "STORAGE_FULL"
+
+
+class StorageReadOnly(BlackboardError):
+    code = "STORAGE_READ_ONLY"
+
+
+class StorageDamaged(BlackboardError):
+    code = "STORAGE_DAMAGED"
+
+
+class StorageReplaced(BlackboardError):
+    """The file this process holds is no longer the file at its path: writes would vanish."""
+
+    code = "STORAGE_REPLACED"
+
+
+class SchemaTooNew(BlackboardError):
+    """Another, newer release migrated the file while this process was running."""
+
+    code = "SCHEMA_TOO_NEW"
+
+
 class StorageError(Exception):
     """The database cannot be used at all (wrong journal mode, newer schema); fatal at start."""

@@ -103,12 +103,13 @@ def sessions_table(sessions: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _bytes(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
+def size_text(n: float) -> str:
+    """Bytes in decimal units (1 MB = 1,000,000 bytes), as doctor and backup print them."""
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return f"{n} B"
+        n /= 1000
+    return f"{n:.0f} B"
 
 
 def doctor_report(data: dict[str, Any]) -> str:
@@ -119,12 +120,14 @@ def doctor_report(data: dict[str, Any]) -> str:
     ]
     if data["exists"]:
         lines.append(
-            f"size          {_bytes(data['size_bytes'])} (WAL {_bytes(data['wal_bytes'])}, "
-            f"shared memory {_bytes(data['shm_bytes'])})"
+            f"size          {size_text(data['size_bytes'])} (WAL {size_text(data['wal_bytes'])}, "
+            f"shared memory {size_text(data['shm_bytes'])})"
         )
         modes = data.get("permissions", {})
         lines.append("permissions   " + ", ".join(f"{part} {mode}" for part, mode in modes.items()))
         lines.append(f"filesystem    {data['network_filesystem'] or 'local'}")
+        if "free_bytes" in data:
+            lines.append(f"free space    {size_text(data['free_bytes'])}")
         lines.append(f"journal mode  {data.get('journal_mode') or 'unknown'}")
         if "integrity" in data:
             integrity = data["integrity"]

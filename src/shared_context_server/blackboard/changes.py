@@ -32,7 +32,7 @@ from shared_context_server.blackboard.identity import VISIBLE_SQL, Agent, visibl
 from shared_context_server.blackboard.limits import DEFAULT_LIMITS, Limits
 from shared_context_server.blackboard.messages import get_context
 from shared_context_server.db import Database
-from shared_context_server.errors import InvalidInput
+from shared_context_server.errors import BlackboardError, InvalidInput
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +79,10 @@ class ChangeFeed:
         self._data_version = -1
         self._last_id = 0
         self._sessions = 0
-        self.poll()  # the baseline: what exists now is not news
+        try:
+            self.poll()  # the baseline: what exists now is not news
+        except BlackboardError as error:  # a damaged file: serve, and say so at each call
+            logger.warning("change feed baseline failed: %s", error.message)
 
     def poke(self) -> None:
         """A commit on this process's own connection: look now if a long poll waits here.
@@ -161,6 +164,9 @@ class ChangeFeed:
             self._woken = False
             try:
                 change = self.poll()
+            except BlackboardError as error:  # the file or disk failed (storage.py)
+                logger.warning("change poll failed: %s", error.message)
+                continue
             except sqlite3.Error:
                 logger.exception("change poll failed; trying again next tick")
                 continue

@@ -15,7 +15,8 @@ Visibility = Literal["public", "private", "agent_only", "admin_only"]
 VISIBILITIES: tuple[Visibility, ...] = ("public", "private", "agent_only", "admin_only")
 DEFAULT_PERMISSIONS: frozenset[Permission] = frozenset({"read", "write"})
 
-# Printable, no whitespace, so ids read well in logs, transcripts and `tail`.
+# No whitespace, so ids read well in logs, transcripts and `tail`; printable (below), so
+# no control or bidirectional-override character can disguise one id as another.
 _NAME = re.compile(r"^[^\s\x00-\x1f\x7f]{1,128}$")
 
 
@@ -44,11 +45,16 @@ class Agent:
 
 
 def check_name(value: str, what: str) -> str:
-    """An agent id or type: 1-128 printable characters without whitespace."""
-    if not _NAME.match(value):
+    """An agent id or type: 1-128 printable characters without whitespace (no control,
+    format or bidirectional-override characters); around each '/', a name on both sides."""
+    if not _NAME.match(value) or not value.isprintable():
+        shown = value.encode("ascii", "backslashreplace").decode()
         raise InvalidInput(
-            f"{what} must be 1-128 printable characters without spaces; got {value!r}."
+            f"{what} must be 1-128 printable characters without spaces, control or "
+            f"bidirectional-override characters; got '{shown[:200]}'."
         )
+    if "/" in value and "" in value.split("/"):
+        raise InvalidInput(f"{what} {value!r} has an empty part; a sub-agent id is 'parent/name'.")
     return value
 
 

@@ -22,6 +22,37 @@ class Limits:
 
 DEFAULT_LIMITS = Limits()
 
+# How deep objects and arrays may nest in metadata, a memory value or records data (and
+# in any tool argument): far more than labels and ids need, and far from the depths where
+# parsers and encoders give up (about 200 in pydantic's, 1,000 in Python's).
+MAX_JSON_DEPTH = 32
+
+
+def json_depth(value: Any, stop: int = MAX_JSON_DEPTH) -> int:
+    """How deep objects and arrays nest in `value` (a scalar is 0, `{}` is 1), counted
+    without recursion and only up to `stop` + 1."""
+    deepest = 0
+    stack = [(value, 1)] if isinstance(value, dict | list) else []
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth > stop:
+            break
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return deepest
+
+
+def check_depth(value: Any, argument: str) -> None:
+    """Raises LimitExceeded if `value` nests deeper than MAX_JSON_DEPTH."""
+    if isinstance(value, dict | list) and json_depth(value) > MAX_JSON_DEPTH:
+        raise LimitExceeded(
+            f"{argument} nests objects and arrays more than {MAX_JSON_DEPTH} levels deep; "
+            'flatten it (e.g. join nested keys into one: "a.b.c").',
+            argument=argument,
+            limit=MAX_JSON_DEPTH,
+        )
+
 
 def check_text(value: str, name: str, maximum: int, hint: str) -> str:
     if len(value) > maximum:
@@ -35,14 +66,11 @@ def check_text(value: str, name: str, maximum: int, hint: str) -> str:
 
 def encode_json(value: Any, argument: str, max_bytes: int, hint: str) -> str:
     """`value` as compact JSON text for storage. Raises InvalidInput, LimitExceeded."""
+    check_depth(value, argument)
     try:
         text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as error:
         raise InvalidInput(f"{argument} must be plain JSON: {error}.", argument=argument) from None
-    except RecursionError:
-        raise InvalidInput(
-            f"{argument} is nested too deeply; flatten it.", argument=argument
-        ) from None
     size = len(text.encode())
     if size > max_bytes:
         raise LimitExceeded(

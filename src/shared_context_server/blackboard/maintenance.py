@@ -25,7 +25,7 @@ from shared_context_server.blackboard.sessions import archive_idle_sessions
 from shared_context_server.blackboard.tokens import sweep_expired_tokens
 from shared_context_server.clock import iso, now_utc
 from shared_context_server.db import Database
-from shared_context_server.errors import DatabaseBusy
+from shared_context_server.errors import BlackboardError, DatabaseBusy
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +97,8 @@ async def run_maintenance(db: Database, holder: str, policy: Policy = Policy()) 
         except DatabaseBusy:
             # Routine: another process held the write lock; the next round catches up.
             logger.info("maintenance skipped a round: the database was busy")
+        except BlackboardError as error:  # the file or disk failed; the next round retries
+            logger.warning("maintenance round failed: %s", error.message)
         except Exception:
             # A failed round must not take the server down with it; the next round retries.
             logger.exception("maintenance round failed")

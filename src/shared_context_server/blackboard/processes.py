@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import socket
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,6 +28,8 @@ logger = logging.getLogger(__name__)
 
 HEARTBEAT_INTERVAL = 5.0
 STALE_AFTER = 3 * HEARTBEAT_INTERVAL
+# Pauses between tries of a write that never waits for the lock (about a second in all).
+SKIPPABLE_PAUSES = (0.0, 0.05, 0.15, 0.3, 0.5)
 
 INSERT_PROCESS = (
     "INSERT INTO server_processes"
@@ -98,32 +102,38 @@ class Heartbeat:
             self.agent_id, self.client_name = agent_id, client_name
             self._news.set()
 
-    async def beat(self) -> None:
+    def _beat(self, conn: sqlite3.Connection) -> None:
+        now = utc_now()
+        changed = 0
+        if self.row_id is not None:
+            changed = conn.execute(
+                REFRESH_PROCESS, (now, self.agent_id, self.client_name, self.row_id)
+            ).rowcount
+        if not changed:
+            row = conn.execute(
+                INSERT_PROCESS,
+                (
+                    socket.gethostname(),
+                    os.getpid(),
+                    self.agent_id,
+                    self.agent_type,
+                    self.client_name,
+                    self.started_at,
+                    now,
+                ),
+            ).fetchone()
+            self.row_id = int(row[0])
+        conn.execute(DELETE_SILENT, (stale_cutoff(),))
+
+    async def beat(self) -> bool:
         """One short write: refresh our row (re-inserting it if someone judged it stale),
-        and delete rows nobody has refreshed for STALE_AFTER seconds."""
-        async with self.db.write() as tx:
-            now = utc_now()
-            changed = 0
-            if self.row_id is not None:
-                changed = await tx.execute(
-                    REFRESH_PROCESS, (now, self.agent_id, self.client_name, self.row_id)
-                )
-            if not changed:
-                row = await tx.fetchone(
-                    INSERT_PROCESS,
-                    (
-                        socket.gethostname(),
-                        os.getpid(),
-                        self.agent_id,
-                        self.agent_type,
-                        self.client_name,
-                        self.started_at,
-                        now,
-                    ),
-                )
-                assert row is not None
-                self.row_id = int(row["id"])
-            await tx.execute(DELETE_SILENT, (stale_cutoff(),))
+        and delete rows nobody has refreshed for STALE_AFTER seconds.
+
+        Never waits for the write lock: presence must not hold up a call, nor queue in
+        front of one. If the lock is taken, it tries again a few times within about a
+        second, then leaves it to the next beat (False).
+        """
+        return await _when_lock_free(self.db, self._beat)
 
     async def run(self) -> None:
         """Beat every `interval` seconds (sooner when news arrives) until cancelled.
@@ -140,11 +150,21 @@ class Heartbeat:
                 await self._news.wait()
 
     async def remove(self) -> None:
-        """Delete our row (clean exit)."""
-        if self.row_id is not None:
-            async with self.db.write() as tx:
-                await tx.execute(DELETE_PROCESS, (self.row_id,))
+        """Delete our row (clean exit); if the file stays busy the row just goes stale."""
+        row_id = self.row_id
+        if row_id is not None and await _when_lock_free(
+            self.db, lambda conn: conn.execute(DELETE_PROCESS, (row_id,))
+        ):
             self.row_id = None
+
+
+async def _when_lock_free(db: Database, work: Callable[[sqlite3.Connection], object]) -> bool:
+    for pause in SKIPPABLE_PAUSES:
+        if pause:
+            await anyio.sleep(pause * (0.5 + random.random()))
+        if db.try_transact(work):
+            return True
+    return False
 
 
 async def live_processes(db: Database, *, forget_stale: bool = True) -> list[dict[str, Any]]:

@@ -46,7 +46,7 @@ from shared_context_server.blackboard.identity import VISIBLE_SQL, Agent, visibl
 from shared_context_server.blackboard.messages import MESSAGE_COLUMNS, message_dict
 from shared_context_server.blackboard.sessions import require_session
 from shared_context_server.db import Database
-from shared_context_server.errors import DatabaseBusy, InvalidInput
+from shared_context_server.errors import BlackboardError, DatabaseBusy, InvalidInput
 
 logger = logging.getLogger(__name__)
 
@@ -275,5 +275,7 @@ class Indexer:
                 await index_pending(self._db, at_least=INDEX_AT_LEAST)
             except DatabaseBusy:
                 logger.info("search indexing waited out the write lock; next commit retries")
+            except BlackboardError as error:  # the file or disk failed: said at the next call
+                logger.warning("search indexing failed: %s", error.message)
             except sqlite3.Error:
                 logger.exception("search indexing failed; maintenance retries it")

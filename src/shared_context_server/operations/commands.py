@@ -24,7 +24,7 @@ from shared_context_server.blackboard.identity import Agent
 from shared_context_server.blackboard.sessions import fetch_session
 from shared_context_server.config import audit_retention
 from shared_context_server.db import Database
-from shared_context_server.errors import InvalidInput
+from shared_context_server.errors import Conflict, InvalidInput
 from shared_context_server.operations.backup import backup
 from shared_context_server.operations.doctor import diagnose
 from shared_context_server.operations.prune import PruneOptions, prune
@@ -46,6 +46,7 @@ from shared_context_server.terminal import (
     note,
     prune_report,
     sessions_table,
+    size_text,
 )
 
 
@@ -134,6 +135,9 @@ def _export(args: argparse.Namespace, db: Path) -> int:
             raise InvalidInput(f"-o {wanted} is a directory; name a file inside it.")
         if not wanted.parent.is_dir():
             raise InvalidInput(f"{wanted.parent} is not a directory; create it first.")
+        if os.path.lexists(wanted) and not args.force:
+            # A file, a FIFO, a device or a link: replaced only when asked, as `backup` does.
+            raise Conflict(f"{wanted} already exists; pass --force to replace it.")
     progress = Progress("exported messages")
 
     async def run() -> dict[str, Any]:
@@ -211,11 +215,11 @@ def _backup(args: argparse.Namespace, db: Path) -> int:
     started = time.monotonic()
     size = db.stat().st_size if db.is_file() else 0
     if size > 50_000_000:
-        note(f"copying {size / 1e6:.0f} MB from {db} ...")
+        note(f"copying {size_text(size)} from {db} ...")
     result = backup(db, Path(args.path), force=args.force)
     print(
         f"backed up {db} to {result['path']}: {counted(result['sessions'], 'sessions')}, "
-        f"{counted(result['messages'], 'messages')}, {result['bytes'] / 1e6:.1f} MB, integrity ok "
+        f"{counted(result['messages'], 'messages')}, {size_text(result['bytes'])}, integrity ok "
         f"({time.monotonic() - started:.1f} s)"
     )
     return 0

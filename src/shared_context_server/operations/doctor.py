@@ -7,6 +7,8 @@ for writing, to delete the heartbeat rows of processes that died without cleanin
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
 import sqlite3
 import stat
@@ -28,6 +30,10 @@ from shared_context_server.migrations import SCHEMA_VERSION
 
 HEADER = b"SQLite format 3\x00"
 LARGE_WAL = 64 * 1024 * 1024
+# Under this much free space SQLite cannot be relied on to commit (decimal units, as the
+# sizes doctor and backup print).
+FULL_BELOW = 1_000_000
+LOW_BELOW = 100_000_000
 TABLES = "SELECT name FROM sqlite_master WHERE type = 'table'"
 
 
@@ -53,6 +59,76 @@ class Report:
     @property
     def healthy(self) -> bool:
         return not self.data["problems"]
+
+
+def _free_space(report: Report, path: Path) -> None:
+    free = shutil.disk_usage(path.parent).free
+    report.data["free_bytes"] = free
+    if free < FULL_BELOW:
+        report.problem(
+            f"the disk holding the file is full ({free:,} bytes free): every write fails "
+            "with STORAGE_FULL.",
+            f"free space on the filesystem of {path.parent} (`df -h '{path.parent}'`)",
+        )
+    elif free < LOW_BELOW:
+        report.warning(
+            f"the disk holding the file is nearly full ({free / 1e6:.0f} MB free).",
+            "free some space before writes start failing with STORAGE_FULL",
+        )
+
+
+def _holders(path: Path) -> list[dict[str, Any]]:
+    """Processes holding an open file that was at `path` (or its -wal, -shm) but is no
+    longer the file there: deleted, replaced or moved while they ran, or the database
+    truncated under them (Linux /proc)."""
+    names = {str(path) + suffix: suffix for suffix in ("", "-wal", "-shm")}
+    found: list[dict[str, Any]] = []
+    try:
+        pids = [entry for entry in os.listdir("/proc") if entry.isdigit()]
+    except OSError:
+        return found
+    for pid in pids:
+        fd_dir = f"/proc/{pid}/fd"
+        try:
+            fds = os.listdir(fd_dir)
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(f"{fd_dir}/{fd}").removesuffix(" (deleted)")
+                if target not in names:
+                    continue
+                held = os.stat(f"{fd_dir}/{fd}")
+            except OSError:
+                continue
+            try:
+                now = os.stat(target)
+                current: tuple[int, int] | None = (now.st_dev, now.st_ino)
+            except OSError:
+                current = None
+            if current != (held.st_dev, held.st_ino):
+                what = "deleted" if current is None else "replaced"
+                found.append({"pid": int(pid), "file": target, "what": what})
+            elif not names[target] and held.st_size < 512:
+                found.append({"pid": int(pid), "file": target, "what": "truncated"})
+    return list({(h["pid"], h["file"]): h for h in found}.values())
+
+
+def _stale_holders(report: Report, path: Path) -> None:
+    holders = _holders(path)
+    report.data["stale_holders"] = holders
+    if holders:
+        pids = sorted({h["pid"] for h in holders})
+        files = sorted({f"{h['file']} ({h['what']})" for h in holders})
+        report.problem(
+            f"process(es) {', '.join(map(str, pids))} still hold a file that is no longer at "
+            f"this path: {'; '.join(files)}. Their servers refuse writes (STORAGE_REPLACED).",
+            "if the -wal or -shm was deleted, the database is fine: stop every server using "
+            "it (the last to exit writes the deleted -wal back), then start them again; if "
+            "the database itself was deleted or replaced, restart those agents' servers to "
+            "use the file now at the path (what they wrote after the change is only in "
+            "the old file)",
+        )
 
 
 def _size(path: Path) -> int:
@@ -177,6 +253,9 @@ def inspect(path: Path, quick: bool = False) -> tuple[Report, list[sqlite3.Row]]
     """Everything that can be learnt without writing: the report and the heartbeat rows."""
     report = Report(path)
     data = report.data
+    _stale_holders(report, path)
+    if path.parent.is_dir():
+        _free_space(report, path)
     if not data["exists"]:
         report.problem(
             f"no database at {path}.",

@@ -17,7 +17,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from shared_context_server.blackboard import audit
-from shared_context_server.blackboard.identity import Agent, Visibility, check_name
+from shared_context_server.blackboard.identity import RESERVED_IDS, Agent, Visibility, check_name
+from shared_context_server.blackboard.limits import DEFAULT_LIMITS, check_text, encode_metadata
 from shared_context_server.blackboard.search import index_pending
 from shared_context_server.blackboard.sessions import (
     SESSION_EXISTS,
@@ -27,7 +28,7 @@ from shared_context_server.blackboard.sessions import (
 )
 from shared_context_server.clock import utc_now
 from shared_context_server.db import Database
-from shared_context_server.errors import InvalidInput
+from shared_context_server.errors import BlackboardError, InvalidInput
 from shared_context_server.operations.viewers import ADMIN_VIEWER, PUBLIC_VIEWER
 from shared_context_server.operations.watch import all_messages, count_visible
 from shared_context_server.terminal import counted
@@ -198,11 +199,18 @@ class ExportFile(_Strict):
 def parse_export(text: str, source: str) -> ExportFile:
     """Validate an export file's text. Raises InvalidInput naming the first problems."""
     try:
-        raw = json.loads(text)
+        raw = json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as error:
         raise InvalidInput(
             f"{source} is not JSON (line {error.lineno}, column {error.colno}: {error.msg}); "
             "import takes a file written by `export --format json`."
+        ) from None
+    except ValueError as error:  # NaN or Infinity, which no tool accepts
+        raise InvalidInput(f"{source}: {error}; import takes plain JSON.") from None
+    except RecursionError:
+        raise InvalidInput(
+            f"{source} nests too deeply to be a session export; import takes a file "
+            "written by `export --format json`."
         ) from None
     if isinstance(raw, dict) and isinstance(raw.get("version"), int) and raw["version"] > VERSION:
         raise InvalidInput(
@@ -220,9 +228,11 @@ def parse_export(text: str, source: str) -> ExportFile:
         raise InvalidInput(
             f"{source} is not a session export: {'; '.join(problems[:3])}{more}."
         ) from None
+    _check_like_a_tool(document.session, f"{source}: session")
     seen: set[int] = set()
     for index, message in enumerate(document.messages):
         where = f"{source}: messages[{index}]"
+        _check_like_a_tool(message, where)
         if message.id in seen:
             raise InvalidInput(f"{where}: id {message.id} appears twice.")
         if message.session_id not in (None, document.session.id):
@@ -231,6 +241,31 @@ def parse_export(text: str, source: str) -> ExportFile:
             raise InvalidInput(f"{where}: replies to #{message.parent_message_id}, not earlier.")
         seen.add(message.id)
     return document
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _check_like_a_tool(item: ImportedSession | ImportedMessage, where: str) -> None:
+    """Refuse what a tool would refuse: the same limits, and no server actor's name.
+    Raises InvalidInput."""
+    limits = DEFAULT_LIMITS
+    try:
+        if isinstance(item, ImportedSession):
+            check_text(item.purpose, "purpose", limits.max_purpose_chars, "")
+            names = {"created_by": item.created_by}
+        else:
+            check_text(item.content, "content", limits.max_content_chars, "")
+            names = {"sender": item.sender}
+        encode_metadata(item.metadata, limits)
+    except BlackboardError as error:
+        raise InvalidInput(f"{where}: {error.message.strip()}") from None
+    for field, name in names.items():
+        if name in RESERVED_IDS:
+            raise InvalidInput(
+                f"{where}: {field} {name!r} is the server's own name; no agent may use it."
+            )
 
 
 def _encode(metadata: dict[str, Any] | None) -> str | None:

@@ -24,6 +24,7 @@ from shared_context_server.blackboard.audit import record_refusal, record_table_
 from shared_context_server.blackboard.changes import ChangeFeed
 from shared_context_server.blackboard.identity import Agent
 from shared_context_server.blackboard.lease import new_holder_id, release_lease
+from shared_context_server.blackboard.limits import check_depth
 from shared_context_server.blackboard.maintenance import LEASE, run_maintenance
 from shared_context_server.blackboard.processes import Heartbeat
 from shared_context_server.blackboard.search import Indexer
@@ -32,7 +33,6 @@ from shared_context_server.config import Settings
 from shared_context_server.db import Database
 from shared_context_server.errors import (
     BlackboardError,
-    DatabaseBusy,
     InvalidInput,
     PermissionDenied,
     TokenInvalid,
@@ -120,6 +120,8 @@ async def call_tool(
     agent: Agent | None = None
     arguments: Input | None = None
     try:
+        for name, value in (params.arguments or {}).items():
+            check_depth(value, name)  # before anything walks it recursively
         arguments = spec.input_model.model_validate(params.arguments or {})
         agent = state.process_agent(ctx)
         state.note_client(ctx, agent)
@@ -238,8 +240,10 @@ async def _running(
                         # A clean exit hands maintenance on at once, not after the lease
                         # runs out.
                         await release_lease(database, LEASE, holder)
-                    except DatabaseBusy:
-                        logger.info("at exit the file was busy; the row and lease expire")
+                    except BlackboardError as error:
+                        # Busy, or the file went bad (full disk, deleted): exit cleanly
+                        # all the same; the row and the lease expire on their own.
+                        logger.info("at exit: %s; the row and lease expire", error)
     finally:
         stop_poking()
         stop_indexing()

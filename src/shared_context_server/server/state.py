@@ -27,14 +27,15 @@ if TYPE_CHECKING:  # imported only when the records toolset is offered
 
 
 def client_agent_id(client_name: str) -> str:
-    """A client's self-reported name as an agent id: runs of spaces, control characters
-    and '/' (kept for sub-agents) become one "-", and it is cut to the 128 characters an
-    agent id may have."""
-    name = _UNSAFE.sub("-", client_name).strip("-")[:128]
+    """A client's self-reported name as an agent id: runs of spaces, control, format and
+    bidirectional-override characters and '/' (kept for sub-agents) become one "-", and
+    it is cut to the 128 characters an agent id may have."""
+    safe = "".join(c if c.isprintable() and c != "/" else " " for c in client_name)
+    name = _UNSAFE.sub("-", safe).strip("-")[:128]
     return f"{name}-client" if name in RESERVED_IDS else name
 
 
-_UNSAFE = re.compile(r"[\s\x00-\x1f\x7f/]+")
+_UNSAFE = re.compile(r"\s+")
 
 
 @dataclass

@@ -12,13 +12,14 @@ As in the SDK: while serving, fd 0 reads the null device and fd 1 writes to stde
 stray print or a child process cannot corrupt the protocol stream; both are put back at
 the end. Unlike the SDK, a line that is not a JSON-RPC message gets a JSON-RPC error back
 (-32700 if it is not JSON, -32600 if it is JSON of another shape) instead of silence, and
-requests already read when the input ends are answered before the server stops.
+requests already read when the input ends are answered before the server stops. Both
+transports go through intake.py: lines parsed whatever they hold, and reading stopped
+while the bound of requests in flight is reached.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import stat
@@ -31,38 +32,21 @@ import mcp_types as types
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from mcp.server.stdio import stdio_server
 from mcp.shared.message import SessionMessage
-from mcp_types import INVALID_REQUEST, PARSE_ERROR
+from mcp_types import PARSE_ERROR
+
+from shared_context_server.server.intake import InFlight, error_line, parse_line, recover_line
 
 logger = logging.getLogger(__name__)
 
 # One request per line; a line past this is answered with a parse error and skipped.
 MAX_LINE_BYTES = 64 * 1024 * 1024
+# Lines are read through a buffer of this size (a longer one is gathered piece by piece).
+READ_BUFFER_BYTES = 1024 * 1024
 # At the end of input, how long requests already read may take to answer.
 EOF_GRACE_S = 2.0
 
 ReadStream = MemoryObjectReceiveStream[SessionMessage | Exception]
 WriteStream = MemoryObjectSendStream[SessionMessage]
-
-
-def _error(code: int, message: str, request_id: types.RequestId | None = None) -> bytes:
-    error = types.JSONRPCError(
-        jsonrpc="2.0", id=request_id, error=types.ErrorData(code=code, message=message)
-    )
-    return error.model_dump_json(by_alias=True, exclude_unset=True).encode() + b"\n"
-
-
-def _refusal(line: bytes) -> bytes:
-    """The JSON-RPC error for a line that is not a JSON-RPC message: -32700 if it is not
-    JSON at all, else -32600 (with its id, when it has a usable one)."""
-    logger.warning("answered a line that is not a JSON-RPC message: %.200r", line)
-    try:
-        data = json.loads(line)
-    except ValueError:
-        return _error(PARSE_ERROR, "Parse error: each line must be one JSON-RPC message")
-    request_id = data.get("id") if isinstance(data, dict) else None
-    if not isinstance(request_id, str | int) or isinstance(request_id, bool):
-        request_id = None
-    return _error(INVALID_REQUEST, "Invalid Request: not a JSON-RPC 2.0 message", request_id)
 
 
 def _is_pipe(fd: int) -> bool:
@@ -116,8 +100,8 @@ async def stdio_streams(threads: bool = False) -> AsyncIterator[tuple[ReadStream
     """(read_stream, write_stream) for `Server.run`, over this process's stdin/stdout;
     `threads`: the SDK's transport, whatever stdin and stdout are."""
     if threads or not loop_transport_usable():
-        async with stdio_server() as streams:
-            yield streams  # the SDK's streams: the same interface
+        async with stdio_server() as (read, write), _bounded(read, write) as streams:
+            yield streams
         return
     saved = os.dup(0), os.dup(1)  # to put back at the end; the transports close theirs
     wire = _Wire()
@@ -149,7 +133,9 @@ class _Wire:
     written plainly when it is a file or a terminal."""
 
     def __init__(self) -> None:
-        self._reader = asyncio.StreamReader(limit=MAX_LINE_BYTES)
+        # Reading stops (the transport pauses) once twice this is buffered and unread:
+        # while the server is at its bound of requests in flight, nothing is read.
+        self._reader = asyncio.StreamReader(limit=READ_BUFFER_BYTES)
         self._transports: list[asyncio.BaseTransport] = []
         self._write: asyncio.WriteTransport | None = None
         self._reading = anyio.CancelScope()
@@ -160,8 +146,7 @@ class _Wire:
             SessionMessage | Exception
         ](0)
         self.outgoing, self._outgoing_receive = anyio.create_memory_object_stream[SessionMessage](0)
-        self._pending: set[types.RequestId] = set()  # requests read and not yet answered
-        self._answered = anyio.Event()
+        self._in_flight = InFlight()
 
     async def open(self, read_fd: int, write_fd: int) -> None:
         loop = asyncio.get_running_loop()
@@ -217,58 +202,122 @@ class _Wire:
             while line := await self._next_line():
                 if line.isspace():
                     continue
-                try:
-                    message = types.jsonrpc_message_adapter.validate_json(
-                        line.decode("utf-8", errors="replace"), by_name=False
-                    )
-                except ValueError:
-                    await self._send(_refusal(line))
+                parsed = parse_line(line)
+                if isinstance(parsed, bytes):
+                    await self._send(parsed)
                     continue
-                if isinstance(message, types.JSONRPCRequest):
-                    self._pending.add(message.id)
-                await self._incoming_send.send(SessionMessage(message))
+                await self._incoming_send.send(self._in_flight.admit(parsed, len(line)))
+                # Read no more until an answer is written: once the read buffer is full the
+                # transport pauses, and the client's requests wait in its pipe, not here.
+                await self._in_flight.room()
             # The server cancels what is in flight when its input ends: let requests
             # already read (`printf ... | shared-context-server`) answer first, briefly.
             with anyio.move_on_after(EOF_GRACE_S):
-                while self._pending:
-                    await self._answered.wait()
+                await self._in_flight.drained()
 
     async def _next_line(self) -> bytes:
         """The next line, newline included; b"" at the end of input. A line longer than
         MAX_LINE_BYTES is answered with a parse error and skipped."""
         reader = self._reader
+        parts: list[bytes] = []
+        size = 0
         while True:
             try:
-                return await reader.readuntil(b"\n")
+                piece = await reader.readuntil(b"\n")
             except asyncio.IncompleteReadError as end:
-                return end.partial  # a last line without its newline, or b""
-            except asyncio.LimitOverrunError:
-                logger.warning("answered a line longer than %d bytes", MAX_LINE_BYTES)
-                await self._send(
-                    _error(
-                        PARSE_ERROR,
-                        f"Parse error: a line longer than {MAX_LINE_BYTES:,} bytes; "
-                        "send less in one call",
-                    )
-                )
-            while True:  # drop the rest of the long line
-                try:
-                    await reader.readuntil(b"\n")
-                    break
-                except asyncio.IncompleteReadError:
-                    return b""
-                except asyncio.LimitOverrunError as overrun:
-                    await reader.readexactly(overrun.consumed)
+                piece = end.partial  # a last line without its newline, or b""
+            except asyncio.LimitOverrunError as overrun:
+                # Longer than the read buffer: gathered piece by piece, up to the limit.
+                piece = await reader.readexactly(overrun.consumed)
+                parts.append(piece)
+                size += len(piece)
+                if size > MAX_LINE_BYTES:
+                    parts, size = [], 0
+                    if not await self._refuse_long_line():
+                        return b""
+                continue
+            if size + len(piece) > MAX_LINE_BYTES:
+                parts, size = [], 0
+                await self._refuse_long_line(piece.endswith(b"\n"))
+                if piece.endswith(b"\n"):
+                    continue
+                return b""
+            parts.append(piece)
+            return b"".join(parts)
+
+    async def _refuse_long_line(self, ended: bool = False) -> bool:
+        """Answer a line past MAX_LINE_BYTES and drop the rest of it (unless it `ended`);
+        False if the input ends first."""
+        logger.warning("answered a line longer than %d bytes", MAX_LINE_BYTES)
+        await self._send(
+            error_line(
+                PARSE_ERROR,
+                f"Parse error: a line longer than {MAX_LINE_BYTES:,} bytes; send less in one call",
+            )
+        )
+        while not ended:
+            try:
+                await self._reader.readuntil(b"\n")
+                ended = True
+            except asyncio.IncompleteReadError:
+                return False
+            except asyncio.LimitOverrunError as overrun:
+                await self._reader.readexactly(overrun.consumed)
+        return True
 
     async def write_messages(self) -> None:
         async with self._outgoing_receive:
             async for item in self._outgoing_receive:
                 message = item.message
                 data = message.model_dump_json(by_alias=True, exclude_unset=True)
-                if not await self._send(data.encode() + b"\n"):
-                    continue  # the client is gone; reading has stopped
-                if isinstance(message, types.JSONRPCResponse | types.JSONRPCError):
-                    self._pending.discard(message.id)
-                    if not self._pending:
-                        self._answered.set()
-                        self._answered = anyio.Event()
+                if await self._send(data.encode() + b"\n"):
+                    self._in_flight.answered(message)
+                # else the client is gone, and reading has stopped
+
+
+@asynccontextmanager
+async def _bounded(
+    read: ReadStream, write: WriteStream
+) -> AsyncIterator[tuple[ReadStream, WriteStream]]:
+    """The SDK's streams with this module's intake between them and the server: requests
+    in flight bounded (the SDK's reader then blocks, and stops reading stdin), and a line
+    the SDK could not parse answered rather than dropped. A request whose id is null, a
+    float or an object the SDK reads as a notification, and so it goes unanswered here."""
+    in_flight = InFlight()
+    to_server, incoming = anyio.create_memory_object_stream[SessionMessage | Exception](0)
+    outgoing, from_server = anyio.create_memory_object_stream[SessionMessage](0)
+
+    refusals = write.clone()
+
+    async def take() -> None:
+        async with to_server, read, refusals:
+            async for item in read:
+                if isinstance(item, Exception):
+                    line = recover_line(item)
+                    parsed = parse_line(line) if line is not None else None
+                    if parsed is None or isinstance(parsed, bytes):
+                        reply = parsed or error_line(PARSE_ERROR, "Parse error: not JSON-RPC")
+                        message = types.jsonrpc_message_adapter.validate_json(reply)
+                        await refusals.send(SessionMessage(message))
+                        continue
+                    size = len(line or b"")
+                    item = SessionMessage(parsed)
+                else:
+                    size = len(item.message.model_dump_json(by_alias=True, exclude_unset=True))
+                await to_server.send(in_flight.admit(item.message, size))
+                await in_flight.room()
+
+    async def give() -> None:
+        async with from_server, write:  # the SDK's writer ends once both are closed
+            async for item in from_server:
+                await write.send(item)
+                in_flight.answered(item.message)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(take)
+        tg.start_soon(give)
+        try:
+            yield incoming, outgoing
+        finally:
+            await outgoing.aclose()
+            tg.cancel_scope.cancel()

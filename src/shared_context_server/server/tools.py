@@ -311,8 +311,8 @@ TOOLS: dict[str, ToolSpec] = {
         ),
         ToolSpec(
             "check_inbox",
-            "News in your sessions since you last checked, each once; replies to you and "
-            "messages whose metadata.to names you first. wait_s: long poll.",
+            "News in your sessions since your last check, each once; replies to you and "
+            "messages with you in metadata.to first. wait_s: long poll.",
             m.CheckInbox,
             m.InboxPage,
             check_inbox,
@@ -330,8 +330,8 @@ TOOLS: dict[str, ToolSpec] = {
         ),
         ToolSpec(
             "set_memory",
-            "Store a private JSON value, global or per session_id. expires_in: seconds; "
-            "overwrite=false keeps an existing one.",
+            "Store a private JSON value, global or per session_id; expires_in seconds; "
+            "overwrite=false keeps a live one.",
             m.SetMemory,
             m.StoredMemory,
             set_memory,
@@ -376,8 +376,8 @@ TOOLS: dict[str, ToolSpec] = {
         ),
         ToolSpec(
             "authenticate_agent",
-            "A token a sub-agent passes as agent_token (agent_id 'you/name', permissions "
-            "within yours, expires_in seconds, default 24 h).",
+            "A sub-agent's agent_token: agent_id 'you/name', permissions within yours, "
+            "expires_in seconds (24 h).",
             m.AuthenticateAgent,
             m.Token,
             authenticate_agent,

@@ -63,6 +63,17 @@ _ACTION_NAMES = {
     ]
 }
 PROGRESS_STEPS = 1000
+# The longest text or blob a raw query may make or read: far past any value a tool stores
+# (100,000 characters), far short of what randomblob(), zeroblob() or a printf() width
+# would allocate.
+MAX_VALUE_BYTES = 1024 * 1024
+# Functions refused by the authorizer: fts3_tokenizer() hands out raw pointers (a known
+# memory-corruption route); printf() and format() fill a width inside one step, where the
+# time limit cannot stop them (2,000,000,000 took 26 s); the rest would reach outside the
+# shared tables if ever present.
+DENIED_FUNCTIONS = frozenset(
+    {"fts3_tokenizer", "printf", "format", "load_extension", "readfile", "writefile", "edit"}
+)
 _NO_SCHEMA_CHANGES = "schema changes are not allowed in raw queries (make tables with create_table)"
 
 
@@ -95,15 +106,20 @@ class RawGuard:
     ) -> int:
         if not self.armed:
             return sqlite3.SQLITE_OK
-        reason = self._refusal(action, arg1 or "", db_name)
+        if action == sqlite3.SQLITE_FUNCTION:
+            reason = (
+                f"{arg2}() is not allowed" if (arg2 or "").lower() in DENIED_FUNCTIONS else None
+            )
+        else:
+            reason = self._refusal(action, arg1 or "", db_name)
         if reason is None:
             return sqlite3.SQLITE_OK
         self.refusal = self.refusal or reason
         return sqlite3.SQLITE_DENY
 
     def _refusal(self, action: int, arg1: str, db_name: str | None) -> str | None:
-        if action in (sqlite3.SQLITE_SELECT, sqlite3.SQLITE_RECURSIVE, sqlite3.SQLITE_FUNCTION):
-            return None  # load_extension() stays off on this connection
+        if action in (sqlite3.SQLITE_SELECT, sqlite3.SQLITE_RECURSIVE):
+            return None
         if action == sqlite3.SQLITE_READ:
             if db_name in ("main", None):
                 return None
@@ -166,6 +182,7 @@ class RawQueries:
             guard = RawGuard()
             await db.set_authorizer(guard.authorize)
             await db.set_progress_handler(guard.progress, PROGRESS_STEPS)
+            await db.set_limit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)
         except BaseException:
             await db.close()
             raise
@@ -205,13 +222,24 @@ class RawQueries:
                     argument="query",
                 )
             return InvalidInput(f"execute_raw_query: {text}.", argument="params")
+        if code == sqlite3.SQLITE_TOOBIG:
+            return LimitExceeded(
+                f"the query made or read a value over {MAX_VALUE_BYTES:,} bytes; raw queries "
+                "keep each value under that (use length() or substr() to look at a big one).",
+                limit_bytes=MAX_VALUE_BYTES,
+            )
+        if code == sqlite3.SQLITE_MISMATCH:
+            return InvalidInput(
+                f"execute_raw_query: {text} (LIMIT and OFFSET take 64-bit integers).",
+                argument="query",
+            )
         if code == sqlite3.SQLITE_INTERRUPT:
             return LimitExceeded(
                 f"the query ran over {self.seconds:g} s and was stopped; add a LIMIT, "
                 "narrow the WHERE, or check a recursive query ends.",
                 limit_seconds=self.seconds,
             )
-        if code == sqlite3.SQLITE_AUTH:
+        if code == sqlite3.SQLITE_AUTH or (self.guard.refusal and "not authorized" in text):
             return InvalidInput(
                 f"forbidden statement: {self.guard.refusal or text}.", argument="query"
             )

@@ -14,9 +14,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from shared_context_server.blackboard.identity import Agent
-from shared_context_server.blackboard.limits import DEFAULT_LIMITS, Limits
+from shared_context_server.blackboard.limits import DEFAULT_LIMITS, Limits, check_depth
 from shared_context_server.blackboard.records.schema import (
     IDENTIFIER,
+    INT64,
     LIST_TABLES,
     Column,
     Table,
@@ -123,8 +124,11 @@ async def query_records(
     agent.require("read", "query_records")
     if not 1 <= limit <= MAX_QUERY_LIMIT:
         raise InvalidInput(f"limit must be 1-{MAX_QUERY_LIMIT}; got {limit}.", argument="limit")
-    if offset < 0:
-        raise InvalidInput(f"offset must be 0 or more; got {offset}.", argument="offset")
+    if not 0 <= offset <= INT64[1]:
+        raise InvalidInput(
+            f"offset must be 0 to {INT64[1]:,} (a 64-bit integer); got {offset}.",
+            argument="offset",
+        )
     table = await load_table(store.db, table_name)
     where, params = _where(table, filters, limits)
     order = " ORDER BY rowid"  # a stable order, so offset pages neither skip nor repeat
@@ -215,6 +219,7 @@ def _assignments(
 ) -> tuple[list[Column], list[Any]]:
     if not isinstance(data, dict):
         raise InvalidInput(f"{argument} must be an object {{column: value}}.", argument=argument)
+    check_depth(data, argument)
     columns, values = [], []
     for name, value in data.items():
         column = table.column(name, argument)
@@ -246,6 +251,7 @@ def _where(table: Table, filters: dict[str, Any] | None, limits: Limits) -> tupl
         return "", []
     if not isinstance(filters, dict):
         raise InvalidInput("filters must be an object {column: value}.", argument="filters")
+    check_depth(filters, "filters")
     clauses: list[str] = []
     params: list[Any] = []
     for name, condition in filters.items():
