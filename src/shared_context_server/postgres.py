@@ -136,10 +136,17 @@ def to_pyformat(sql: str) -> str:
     return "".join(out)
 
 
-def _lost(error: Exception) -> DatabaseBusy:
+def _lost(error: Exception, *, committing: bool = False) -> DatabaseBusy:
+    # Lost during COMMIT, the server may have committed: repeating could write twice.
+    then = (
+        "it was lost during COMMIT, so the change may or may not have been saved: read "
+        "before repeating it"
+        if committing
+        else "nothing of this call was saved; retry it in a moment"
+    )
     return DatabaseBusy(
-        "the connection to PostgreSQL was lost and is being re-established; retry the call "
-        f"in a moment ({' '.join(str(error).split())[:200]}).",
+        f"the connection to PostgreSQL was lost and is being re-established; {then} "
+        f"({' '.join(str(error).split())[:200]}).",
     )
 
 
@@ -219,6 +226,20 @@ class PgDatabase:
         return self._conn
 
     @asynccontextmanager
+    async def _using(self) -> AsyncIterator[psycopg.AsyncConnection[Row]]:
+        """The connection, to this caller alone; a broken one becomes DatabaseBusy."""
+        pg = driver()
+        async with self._lock:
+            conn = await self._connection()
+            try:
+                yield conn
+            except pg.OperationalError as error:
+                if not (conn.closed or conn.broken):
+                    raise
+                await self._drop()
+                raise _lost(error) from None
+
+    @asynccontextmanager
     async def write(self) -> AsyncIterator[PgTransaction]:
         """BEGIN ... COMMIT, or ROLLBACK and re-raise; a lost connection is DatabaseBusy.
 
@@ -228,32 +249,32 @@ class PgDatabase:
         CLIENT_CHECK_MS (set at connect) and rolls back, and the next call reconnects.
         """
         pg = driver()
-        async with self._lock:
-            conn = await self._connection()
+        async with self._using() as conn:
+            with anyio.CancelScope(shield=True):
+                await conn.execute("BEGIN")
             try:
+                yield PgTransaction(conn)
+            except BaseException:
                 with anyio.CancelScope(shield=True):
-                    await conn.execute("BEGIN")
+                    try:
+                        await conn.execute("ROLLBACK")
+                    except pg.Error:
+                        await self._drop()
+                raise
+            with anyio.CancelScope(shield=True):
                 try:
-                    yield PgTransaction(conn)
-                except BaseException:
-                    with anyio.CancelScope(shield=True):
-                        try:
-                            await conn.execute("ROLLBACK")
-                        except pg.Error:
-                            await self._drop()
-                    raise
-                with anyio.CancelScope(shield=True):
                     await conn.execute("COMMIT")
-            except pg.OperationalError as error:
-                if not (conn.closed or conn.broken):
-                    raise
-                await self._drop()
-                raise _lost(error) from None
+                except pg.OperationalError as error:
+                    if not (conn.closed or conn.broken):
+                        raise
+                    await self._drop()
+                    raise _lost(error, committing=True) from None
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
-        """One read statement outside any transaction of this process."""
-        async with self.write() as tx:
-            return await tx.fetchall(sql, params)
+        """One read statement, outside any transaction: it sees every commit before it."""
+        async with self._using() as conn:
+            cursor = await conn.execute(to_pyformat(sql), params)
+            return await cursor.fetchall() if cursor.description else []
 
     async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
         rows = await self.fetchall(sql, params)
