@@ -111,6 +111,8 @@ def connect_failure(url: str, error: Exception) -> StorageError:
         fix = "create it (createdb, or CREATE DATABASE) or fix the name in the URL"
     elif "password" in reason or "authentication" in reason or "role" in reason:
         fix = "check the user and password in the URL and the server's pg_hba.conf"
+    elif "invalid response" in reason or "protocol" in reason:
+        fix = "something other than PostgreSQL answers at that host and port; check the port"
     elif "refused" in reason or "timeout" in reason or "resolve" in reason or "translate" in reason:
         fix = "check the host and port, and that PostgreSQL is running and reachable"
     else:
