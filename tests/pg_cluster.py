@@ -28,7 +28,7 @@ def _bindir() -> Path:
     return Path(versions[-1])
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -41,7 +41,7 @@ class Cluster:
         self.bindir = _bindir()
         self.root = Path(tempfile.mkdtemp(prefix="scs-pg-"))
         self.data = self.root / "data"
-        self.port = _free_port()
+        self.port = free_port()
         self._as: list[str] = []
         if os.geteuid() == 0:
             shutil.chown(self.root, "postgres")

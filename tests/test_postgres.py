@@ -17,7 +17,7 @@ import pytest
 from shared_context_server.errors import DatabaseBusy, StorageError
 from shared_context_server.postgres import PgDatabase, PgTransaction, to_pyformat
 from shared_context_server.postgres_schema import SCHEMA_VERSION
-from tests.pg_cluster import Cluster, _free_port
+from tests.pg_cluster import Cluster, free_port
 
 CLI = [sys.executable, "-m", "shared_context_server"]
 
@@ -224,7 +224,7 @@ def test_doctor_on_a_url_reports_the_server_the_schema_and_tls(pg_url: str) -> N
         (lambda c: f"postgresql://nobody@127.0.0.1:{c.port}/postgres", 'role "nobody"'),
         (lambda c: f"postgresql://postgres@127.0.0.1:{c.port}/missing", "create it"),
         (
-            lambda c: f"postgresql://postgres@127.0.0.1:{_free_port()}/postgres",
+            lambda c: f"postgresql://postgres@127.0.0.1:{free_port()}/postgres",
             "check the host and port",
         ),
         (lambda c: "postgres://u:secret@[::1:5432/x", "not a valid PostgreSQL URL"),
