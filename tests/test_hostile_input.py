@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from shared_context_server.blackboard.identity import Agent, check_name
@@ -138,6 +139,38 @@ async def test_raw_queries_cannot_allocate_past_the_value_limit(
     with pytest.raises(BlackboardError) as info:
         await raw.execute_raw_query(store, ALICE, query)
     assert info.value.code == "LIMIT_EXCEEDED", info.value.message
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        # many rows of values each under the value limit
+        "WITH RECURSIVE r(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM r LIMIT 500)"
+        " SELECT randomblob(1000000) FROM r",
+        # many such values in one row
+        "SELECT " + ", ".join(["zeroblob(1000000)"] * 100),
+        # more columns than any result needs
+        "SELECT " + ", ".join(["1"] * 200),
+        # a LIKE pattern whose match time grows with its length, inside one step
+        "SELECT hex(zeroblob(500000)) LIKE '%' || hex(zeroblob(5000)) || 'b'",
+    ],
+)
+async def test_raw_queries_cannot_fill_memory_or_time_through_many_values_or_long_patterns(
+    store: RecordsStore, query: str
+) -> None:
+    with anyio.fail_after(10):
+        with pytest.raises(BlackboardError) as info:
+            await raw.execute_raw_query(store, ALICE, query)
+    assert info.value.code == "LIMIT_EXCEEDED", info.value.message
+
+
+async def test_a_like_filter_longer_than_its_limit_is_refused_by_name(
+    store: RecordsStore,
+) -> None:
+    with pytest.raises(InvalidInput) as info:
+        await rows.query_records(store, ALICE, "t", filters={"title": {"like": "%" + "a" * 200}})
+    assert "filters.title" in info.value.message
+    assert await rows.query_records(store, ALICE, "t", filters={"title": {"like": "%a%"}})
 
 
 @pytest.mark.parametrize(

@@ -600,9 +600,12 @@ class Database:
         rows = await self.fetchall(sql, params)
         return rows[0] if rows else None
 
-    async def fetch_at_most(self, sql: str, params: Params, max_rows: int) -> Fetched:
-        """One statement outside a transaction, stopped after `max_rows` rows."""
+    async def fetch_at_most(
+        self, sql: str, params: Params, max_rows: int, max_bytes: int | None = None
+    ) -> Fetched:
+        """One statement outside a transaction, stopped after `max_rows` rows (and past
+        `max_bytes` of text and blobs with ResultTooLarge)."""
         try:
-            return await fetch_at_most(self._conn, sql, params, max_rows)
+            return await fetch_at_most(self._conn, sql, params, max_rows, max_bytes)
         except sqlite3.Error as error:
             raise self._translated(error) from None

@@ -96,16 +96,45 @@ class Fetched:
 
 
 async def fetch_at_most(
-    conn: aiosqlite.Connection, sql: str, params: Params, max_rows: int
+    conn: aiosqlite.Connection,
+    sql: str,
+    params: Params,
+    max_rows: int,
+    max_bytes: int | None = None,
 ) -> Fetched:
-    # fetchmany: a statement that would yield rows forever stops after max_rows.
-    cursor = await conn.execute(sql, params)
+    """One statement's first `max_rows` rows, in one trip to aiosqlite's thread.
+
+    Row by row, so a statement that would yield rows forever stops after `max_rows`, and
+    one whose rows pass `max_bytes` of text and blobs in all raises ResultTooLarge as soon
+    as they do, before the rest are made.
+    """
+    return await on_connection_thread(conn, _fetch_rows, sql, params, max_rows, max_bytes)
+
+
+class ResultTooLarge(Exception):
+    """A statement's rows passed the byte budget given to fetch_at_most."""
+
+
+def _fetch_rows(
+    conn: sqlite3.Connection, sql: str, params: Params, max_rows: int, max_bytes: int | None
+) -> Fetched:
+    cursor = conn.execute(sql, params)
     try:
-        rows = list(await cursor.fetchmany(max_rows))
+        rows: list[sqlite3.Row] = []
+        size = 0
+        while len(rows) < max_rows:
+            row = cursor.fetchone()
+            if row is None:
+                break
+            rows.append(row)
+            if max_bytes is not None:
+                size += sum(len(v) for v in row if isinstance(v, str | bytes))
+                if size > max_bytes:
+                    raise ResultTooLarge(max_bytes)
         columns = [d[0] for d in cursor.description or ()]
         return Fetched(columns, rows, max(cursor.rowcount, 0))
     finally:
-        await cursor.close()
+        cursor.close()
 
 
 class Transaction:
@@ -133,5 +162,7 @@ class Transaction:
         rows = await self.fetchall(sql, params)
         return rows[0] if rows else None
 
-    async def fetch_at_most(self, sql: str, params: Params, max_rows: int) -> Fetched:
-        return await fetch_at_most(self._conn, sql, params, max_rows)
+    async def fetch_at_most(
+        self, sql: str, params: Params, max_rows: int, max_bytes: int | None = None
+    ) -> Fetched:
+        return await fetch_at_most(self._conn, sql, params, max_rows, max_bytes)

@@ -25,6 +25,7 @@ from shared_context_server.blackboard.limits import DEFAULT_LIMITS, Limits, chec
 from shared_context_server.blackboard.records.schema import INT64, decode, sql_error
 from shared_context_server.db import Database, Fetched
 from shared_context_server.errors import BlackboardError, InvalidInput, LimitExceeded
+from shared_context_server.transactions import ResultTooLarge
 
 if TYPE_CHECKING:
     from shared_context_server.blackboard.records.store import RecordsStore
@@ -67,6 +68,14 @@ PROGRESS_STEPS = 1000
 # (100,000 characters), far short of what randomblob(), zeroblob() or a printf() width
 # would allocate.
 MAX_VALUE_BYTES = 1024 * 1024
+# All the text and blobs of one raw query's rows: a reply a model can still read. Checked
+# row by row as they are made, so with at most MAX_RESULT_COLUMNS values a row, no query
+# holds more than this plus one row.
+MAX_RESULT_BYTES = 4 * 1024 * 1024
+MAX_RESULT_COLUMNS = 128
+# LIKE and GLOB match inside one step, out of the time limit's reach, in time that grows
+# with the pattern's length times the value's: this keeps a match well under a second.
+MAX_PATTERN_CHARS = 100
 # Functions refused by the authorizer: fts3_tokenizer() hands out raw pointers (a known
 # memory-corruption route); printf() and format() fill a width inside one step, where the
 # time limit cannot stop them (2,000,000,000 took 26 s); the rest would reach outside the
@@ -183,6 +192,8 @@ class RawQueries:
             await db.set_authorizer(guard.authorize)
             await db.set_progress_handler(guard.progress, PROGRESS_STEPS)
             await db.set_limit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)
+            await db.set_limit(sqlite3.SQLITE_LIMIT_COLUMN, MAX_RESULT_COLUMNS)
+            await db.set_limit(sqlite3.SQLITE_LIMIT_LIKE_PATTERN_LENGTH, MAX_PATTERN_CHARS)
         except BaseException:
             await db.close()
             raise
@@ -204,12 +215,23 @@ class RawQueries:
                         # bounded like any other by the time limit.
                         async with self.db.write() as tx:
                             with self.guard.statement(writes=True, seconds=self.seconds):
-                                fetched = await tx.fetch_at_most(query, params, self.max_rows + 1)
+                                fetched = await tx.fetch_at_most(
+                                    query, params, self.max_rows + 1, MAX_RESULT_BYTES
+                                )
                     else:
                         with self.guard.statement(writes=False, seconds=self.seconds):
-                            fetched = await self.db.fetch_at_most(query, params, self.max_rows + 1)
+                            fetched = await self.db.fetch_at_most(
+                                query, params, self.max_rows + 1, MAX_RESULT_BYTES
+                            )
                 except sqlite3.Error as error:
                     raise self._explain(error) from None
+                except ResultTooLarge:
+                    raise LimitExceeded(
+                        f"the query's rows hold over {MAX_RESULT_BYTES:,} bytes of text and "
+                        "blobs; select fewer columns or rows (LIMIT), or length()/substr() "
+                        "of big values.",
+                        limit_bytes=MAX_RESULT_BYTES,
+                    ) from None
         return fetched
 
     def _explain(self, error: sqlite3.Error) -> BlackboardError:
@@ -227,6 +249,17 @@ class RawQueries:
                 f"the query made or read a value over {MAX_VALUE_BYTES:,} bytes; raw queries "
                 "keep each value under that (use length() or substr() to look at a big one).",
                 limit_bytes=MAX_VALUE_BYTES,
+            )
+        if "pattern too complex" in text:
+            return LimitExceeded(
+                f"a LIKE or GLOB pattern in the query is over {MAX_PATTERN_CHARS} characters; "
+                "use a shorter pattern (or instr() for a long literal).",
+                limit_chars=MAX_PATTERN_CHARS,
+            )
+        if "too many columns" in text:
+            return LimitExceeded(
+                f"the query makes over {MAX_RESULT_COLUMNS} columns; select fewer.",
+                limit_columns=MAX_RESULT_COLUMNS,
             )
         if code == sqlite3.SQLITE_MISMATCH:
             return InvalidInput(

@@ -33,6 +33,9 @@ from shared_context_server.blackboard.records.store import RecordsStore
 from shared_context_server.errors import BlackboardError, InvalidInput
 
 OPERATORS = ("=", "!=", "<", "<=", ">", ">=", "like", "in", "is_null")
+# SQLite matches a LIKE pattern in one step, in time that grows with the pattern's length
+# times the value's: a long pattern over long values would hold the connection for minutes.
+MAX_LIKE_PATTERN = 100
 # IS and IS NOT instead of = and !=: null-safe, so {"claimed_by": null} finds unclaimed
 # rows and {"owner": {"!=": "bob"}} includes rows with no owner.
 _COMPARE = {"=": "IS", "!=": "IS NOT", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
@@ -280,6 +283,10 @@ def _condition(column: Column, op: str, value: Any, limits: Limits) -> tuple[str
     if op == "like":
         if not isinstance(value, str):
             raise _bad_filter(column, "like takes a text pattern (% any run, _ one character)")
+        if len(value) > MAX_LIKE_PATTERN:
+            raise _bad_filter(
+                column, f"like takes a pattern of at most {MAX_LIKE_PATTERN} characters"
+            )
         return f"{name} LIKE ?", [value]
     if op not in _COMPARE:
         raise _bad_filter(column, f"has unknown operator {op!r}; use one of {', '.join(OPERATORS)}")
