@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -110,6 +112,27 @@ INITIALIZE = {
     },
 }
 INITIALIZED = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, stdin: str = "", clean_env: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """The command line in a real process: `python -m shared_context_server ARGS`.
+
+    stdin is empty by default, so a server started this way reads the end of its input and
+    exits; `clean_env` drops the caller's SHARED_CONTEXT_* variables first."""
+    base = {
+        k: v for k, v in os.environ.items() if not (clean_env and k.startswith("SHARED_CONTEXT_"))
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "shared_context_server", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        input=stdin,
+        env={**base, **(env or {})},
+    )
 
 
 def tool_call(request_id: int, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:

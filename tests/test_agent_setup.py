@@ -4,11 +4,9 @@ instructions paragraph; and the tool profiles a worker is offered."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
@@ -18,20 +16,13 @@ from shared_context_server.about import UVX
 from shared_context_server.config import Settings
 from shared_context_server.instructions import AGENT_INSTRUCTIONS
 from shared_context_server.server.toolsets import MINIMAL, tool_list_size_for, tools_for
-from tests.conftest import connect, ok, spawn
+from tests.conftest import connect, ok, run_cli, spawn
 
 ROOT = Path(__file__).parents[1]
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SHARED_CONTEXT_")}
-    return subprocess.run(
-        [sys.executable, "-m", "shared_context_server", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
+    return run_cli(*args, clean_env=True)
 
 
 def as_claude_code_runs(command: str, event: dict[str, str]) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import re
 import shlex
 import sqlite3
@@ -13,17 +12,9 @@ import sys
 from pathlib import Path
 
 from shared_context_server.cli import COMMANDS
+from tests.conftest import run_cli
 
-
-def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "shared_context_server", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env={**os.environ, **(env or {})},
-    )
+run = run_cli
 
 
 def test_demo_shows_three_agents_and_never_touches_the_real_blackboard(tmp_path: Path) -> None:

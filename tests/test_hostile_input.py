@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +22,7 @@ from shared_context_server.config import Settings
 from shared_context_server.db import Database
 from shared_context_server.errors import BlackboardError, InvalidInput
 from shared_context_server.server.state import client_agent_id
-from tests.conftest import ALICE, ERAS, connect, fails, ok
+from tests.conftest import ALICE, ERAS, connect, fails, ok, run_cli
 
 
 def nested(depth: int, leaf: Any = 1) -> Any:
@@ -305,16 +303,6 @@ def test_export_does_not_replace_an_existing_file_or_fifo_without_force(tmp_path
     assert kept.read_text() == "precious" and stat.S_ISFIFO(fifo.lstat().st_mode)
     assert run_cli("export", sid, "--db", str(db), "-o", str(kept), "--force").returncode == 0
     assert json.loads(kept.read_text())["session"]["id"] == sid
-
-
-def run_cli(*args: str) -> Any:
-    return subprocess.run(
-        [sys.executable, "-m", "shared_context_server", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def assert_one_line_error(proc: Any, phrase: str) -> None:

@@ -29,7 +29,7 @@ from shared_context_server.errors import InvalidInput
 from shared_context_server.migrations import SCHEMA_VERSION
 from shared_context_server.operations import client_config
 from shared_context_server.operations.client_config import server_command, uv_cache_of
-from tests.conftest import ERAS, connect, ok, poll_until
+from tests.conftest import ERAS, connect, ok, poll_until, run_cli
 
 ROOT = Path(__file__).parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -38,15 +38,7 @@ DOCUMENTS = [ROOT / "README.md", ROOT / "examples" / "README.md", *(ROOT / "docs
 SOURCES = sorted((ROOT / "src").rglob("*.py"))
 
 
-def run(*args: str) -> Any:
-    return subprocess.run(
-        [sys.executable, "-m", "shared_context_server", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        input="",  # a server started here reads the end of its input at once, and exits
-    )
+run = run_cli
 
 
 def test_the_release_is_2_x_and_the_pin_admits_it_but_never_the_other_projects_1_x() -> None:

@@ -23,19 +23,9 @@ from shared_context_server.blackboard.sessions import create_session, update_ses
 from shared_context_server.blackboard.tokens import authenticate_agent
 from shared_context_server.config import ENV_AUDIT_RETENTION
 from shared_context_server.db import Database
-from tests.conftest import ADMIN, ALICE, BOB, CAROL, ok, spawn
+from tests.conftest import ADMIN, ALICE, BOB, CAROL, ok, run_cli, spawn
 
-
-def run(*args: str, env: dict[str, str] | None = None, stdin: str | None = None) -> Any:
-    return subprocess.run(
-        [sys.executable, "-m", "shared_context_server", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        input=stdin,
-        env={**os.environ, **(env or {})},
-    )
+run = run_cli
 
 
 def assert_one_line_error(proc: Any, *phrases: str) -> None:
