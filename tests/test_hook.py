@@ -209,6 +209,7 @@ async def test_the_digest_is_bounded_newest_hand_off_first(tmp_path: Path) -> No
         ("missing", ("--agent-id", "alice"), "no blackboard"),
         ("damaged", ("--agent-id", "alice"), "cannot be read"),
         ("fine", (), "no agent id"),
+        ("fine", ("--agent-id", "bad id"), "not 1-128 printable characters"),
         ("fine", ("--agent-id", "alice", "--bogus"), "unknown argument"),
     ],
 )

@@ -551,3 +551,21 @@ async def test_an_unusable_output_path_is_named_as_the_user_gave_it(
 )
 def test_a_usage_mistake_is_one_line_not_the_usage_block(args: list[str], says: str) -> None:
     assert_one_line_error(run(*args), says, "--help")
+
+
+def test_doctor_on_a_file_that_is_not_a_blackboard_gives_no_permission_advice(
+    tmp_path: Path,
+) -> None:
+    other = tmp_path / "notes.txt"
+    other.write_text("not a database\n")
+    other.chmod(0o644)
+    proc = run("doctor", "--db", str(other))
+    assert proc.returncode == 1
+    assert "not an SQLite database" in proc.stdout + proc.stderr
+    assert "chmod" not in proc.stdout + proc.stderr
+
+
+def test_import_of_a_missing_file_says_what_to_name(tmp_path: Path) -> None:
+    proc = run("import", str(tmp_path / "nothere.json"), "--db", str(tmp_path / "bb.db"))
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "export --format json" in proc.stderr

@@ -107,6 +107,9 @@ def parse_args(argv: list[str], environ: Mapping[str, str]) -> tuple[Reader, str
     agent_id = flags.get("--agent-id") or environ.get(ENV_AGENT_ID)
     if not agent_id:
         raise Skip(f"no agent id: give --agent-id or {ENV_AGENT_ID}, as the MCP entry does")
+    if len(agent_id) > 128 or not agent_id.isprintable() or any(c.isspace() for c in agent_id):
+        # The server refuses such an id too (identity.check_name); say so, not nothing.
+        raise Skip(f"agent id {agent_id!r} is not 1-128 printable characters without spaces")
     agent_type = flags.get("--agent-type") or environ.get(ENV_AGENT_TYPE) or "generic"
     admin = admin or environ.get(ENV_ADMIN, "").strip().lower() in ("1", "true", "yes", "on")
     return Reader(agent_id, agent_type, admin), _db_path(flags, environ)

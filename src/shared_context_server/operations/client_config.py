@@ -40,7 +40,9 @@ def server_command(local: bool) -> list[str]:
             f"--local would name {command[0]}, inside uv's cache ({cache}), which uv may "
             "delete at any time (`uv cache clean`, an upgrade). Leave --local out: the "
             f"config then runs `{UVX_TEXT}`. Or install it to stay: `{PIPX_INSTALL}` (or "
-            "`uv tool install` with the same requirement), then that copy's `config --local`."
+            "`uv tool install` with the same requirement), then that copy's `config --local`. "
+            "Running from a clone before 2.0.0 is on the package index: `pipx install "
+            "/path/to/clone`, then `config --local`."
         )
     return command
 

@@ -177,7 +177,18 @@ def _export(args: argparse.Namespace, db: Path) -> int:
 
 def _import(args: argparse.Namespace, db: Path) -> int:
     source = "stdin" if args.file == "-" else args.file
-    text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
+    try:
+        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text("utf-8")
+    except FileNotFoundError:
+        raise InvalidInput(
+            f"no file {args.file}; name a JSON file that `export --format json` wrote "
+            "(or - for stdin)."
+        ) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise InvalidInput(
+            f"cannot read {args.file} ({error}); name a JSON file that `export --format "
+            "json` wrote (or - for stdin)."
+        ) from None
     progress = Progress("imported messages")
     document = parse_export(text, source)
     progress.update(0, len(document.messages))

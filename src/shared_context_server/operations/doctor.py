@@ -265,7 +265,6 @@ def inspect(path: Path, quick: bool = False) -> tuple[Report, list[sqlite3.Row]]
     data["size_bytes"] = _size(path)
     data["wal_bytes"] = _size(Path(f"{path}-wal"))
     data["shm_bytes"] = _size(Path(f"{path}-shm"))
-    _permissions(report, path)
     fs_type = network_filesystem(path)
     data["network_filesystem"] = fs_type
     if fs_type:
@@ -282,7 +281,12 @@ def inspect(path: Path, quick: bool = False) -> tuple[Report, list[sqlite3.Row]]
         )
     if not _header(report, path):
         return report, []
-    return report, _inspect(report, path, quick)
+    rows = _inspect(report, path, quick)
+    if "sessions" in data:
+        # Only for a file known to be a blackboard: advice to chmod some other file (a
+        # mistyped --db) could do harm.
+        _permissions(report, path)
+    return report, rows
 
 
 async def diagnose(path: Path, *, quick: bool = False) -> dict[str, Any]:
