@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from shared_context_server.blackboard.identity import Agent
 from shared_context_server.config import Settings
 from shared_context_server.db import Database
 from shared_context_server.server.app import build_server, init_options
+from tests.pg_cluster import Cluster
 
 ALICE = Agent("alice", "reviewer")
 BOB = Agent("bob", "reviewer")
@@ -207,3 +209,22 @@ async def poll_until(condition: Callable[[], bool]) -> None:
         if condition():
             return
         await anyio.sleep(0.02)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Cluster]:
+    """One throwaway PostgreSQL server for the whole run (tests/pg_cluster.py)."""
+    cluster = Cluster().start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def pg_url(pg_cluster: Cluster) -> str:
+    """A new, empty database on the test cluster."""
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_cluster.url(), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return pg_cluster.url(name)

@@ -329,6 +329,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     command = args.command or "serve"
     try:
+        url = getattr(args, "db", None) or os.environ.get(ENV_DB)
+        if url and url.strip().lower().startswith(("postgresql://", "postgres://")):
+            # Imported only for a URL: serving a file never loads the PostgreSQL engine.
+            from shared_context_server.operations.postgres_commands import run
+
+            return run(command, args, url.strip())
         if command == "demo":
             from shared_context_server.demo import run_demo
 

@@ -117,6 +117,8 @@ def parse_args(argv: list[str], environ: Mapping[str, str]) -> tuple[Reader, str
 
 def _db_path(flags: dict[str, str], environ: Mapping[str, str]) -> str:
     raw = flags.get("--db") or environ.get(ENV_DB)
+    if raw and raw.lower().startswith(("postgresql://", "postgres://")):
+        raise Skip("the hook reads a SQLite file; it does not run on PostgreSQL yet")
     if raw:
         return os.path.expanduser(raw)
     import platformdirs  # only when no --db: the default file's directory

@@ -1,0 +1,80 @@
+"""Push across machines on PostgreSQL: NOTIFY inside the writing transaction
+(`PgTransaction.notify`), LISTEN on one connection per process (here).
+
+`pg_notify` sent inside a transaction is delivered when, and only if, it commits, so a
+listener never hears of a row it cannot read yet. Notifications are not stored: one sent
+while a listener was disconnected is lost, so after reconnecting the listener yields
+RESYNC and its consumer re-reads by id, as after a missed wake-up on SQLite.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterable
+from typing import TYPE_CHECKING
+
+import anyio
+
+from shared_context_server.errors import StorageError
+from shared_context_server.postgres import Row, connect, driver
+
+if TYPE_CHECKING:
+    import psycopg
+
+logger = logging.getLogger(__name__)
+
+# Yielded after the listening connection was re-established: anything may have been missed.
+RESYNC = ("", "")
+RECONNECT_DELAY_S = 0.5
+
+
+def _quoted(channel: str) -> str:
+    # LISTEN takes an identifier, not a parameter; channels are our own constants.
+    if not channel.replace("_", "").isalnum():
+        raise ValueError(f"channel names are letters, digits and _; got {channel!r}")
+    return f'"{channel}"'
+
+
+class PgListener:
+    """One process's listening connection: `notes()` yields (channel, payload) pairs."""
+
+    def __init__(self, url: str, channels: Iterable[str]) -> None:
+        self.url = url
+        self.channels = tuple(_quoted(channel) for channel in channels)
+        self._conn: psycopg.AsyncConnection[Row] | None = None
+
+    async def _listen(self) -> psycopg.AsyncConnection[Row]:
+        conn = await connect(self.url)
+        for channel in self.channels:
+            await conn.execute(f"LISTEN {channel}")
+        return conn
+
+    async def start(self) -> None:
+        """LISTEN now, so nothing committed after this returns is missed."""
+        self._conn = await self._listen()
+
+    async def notes(self) -> AsyncIterator[tuple[str, str]]:
+        """Every notification on the channels, RESYNC after each reconnection; forever."""
+        pg = driver()
+        while True:
+            try:
+                if self._conn is None or self._conn.closed:
+                    self._conn = await self._listen()
+                    yield RESYNC
+                async for note in self._conn.notifies():
+                    yield note.channel, note.payload
+            except (pg.OperationalError, OSError) as error:
+                logger.warning("lost the PostgreSQL listening connection (%s); reconnecting", error)
+                await self._drop()
+                await anyio.sleep(RECONNECT_DELAY_S)
+            except StorageError:  # the server is still down: try again shortly
+                await anyio.sleep(RECONNECT_DELAY_S)
+
+    async def _drop(self) -> None:
+        if self._conn is not None:
+            with anyio.CancelScope(shield=True):
+                await self._conn.close()
+            self._conn = None
+
+    async def close(self) -> None:
+        await self._drop()

@@ -1,0 +1,80 @@
+"""A throwaway PostgreSQL cluster for the tests: initdb into a temp dir, pg_ctl on a free port.
+
+initdb refuses to run as root, so under root (CI) the cluster belongs to the `postgres`
+user that Debian's package creates. Found via pg_config or Debian's versioned directory.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+
+
+def _bindir() -> Path:
+    found = shutil.which("pg_ctl")
+    if found:
+        return Path(found).parent
+    versions = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[4]))
+    if not versions:
+        raise RuntimeError(
+            "no PostgreSQL binaries (initdb, pg_ctl): install them, e.g. "
+            "apt-get install postgresql postgresql-contrib (.ci/run does)"
+        )
+    return Path(versions[-1])
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Cluster:
+    """initdb + pg_ctl start; `url(db)` for a database on it; `stop()` removes it all."""
+
+    def __init__(self) -> None:
+        self.bindir = _bindir()
+        self.root = Path(tempfile.mkdtemp(prefix="scs-pg-"))
+        self.data = self.root / "data"
+        self.port = free_port()
+        self._as: list[str] = []
+        if os.geteuid() == 0:
+            shutil.chown(self.root, "postgres")
+            os.chmod(self.root, 0o755)
+            self._as = ["runuser", "-u", "postgres", "--"]
+
+    def _run(self, *args: str) -> None:
+        subprocess.run([*self._as, *args], check=True, capture_output=True, timeout=120)
+
+    def start(self) -> Cluster:
+        self._run(
+            str(self.bindir / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres",
+            "--no-sync",
+        )  # fmt: skip
+        self.pg_ctl("start")
+        return self
+
+    def pg_ctl(self, action: str, *extra: str) -> None:
+        """start, stop (-m immediate for a crash) or restart the server."""
+        options = (
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
+            "-c max_connections=200"
+        )
+        self._run(
+            str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "log"),
+            "-w", "-o", options, action, *extra,
+        )  # fmt: skip
+
+    def url(self, dbname: str = "postgres") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
+
+    def stop(self) -> None:
+        try:
+            self.pg_ctl("stop", "-m", "fast")
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)

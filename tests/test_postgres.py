@@ -1,0 +1,272 @@
+"""The PostgreSQL engine against a real server (tests/pg_cluster.py): migrating once under
+an advisory lock, refusing a newer schema, message ids in commit order, recovering a lost
+connection, and the command line's one-line errors on a URL."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+import textwrap
+from typing import Any
+
+import anyio
+import psycopg
+import pytest
+
+from shared_context_server.errors import DatabaseBusy, StorageError
+from shared_context_server.postgres import PgDatabase, PgTransaction, to_pyformat
+from shared_context_server.postgres_schema import SCHEMA_VERSION
+from tests.pg_cluster import Cluster, free_port
+
+CLI = [sys.executable, "-m", "shared_context_server"]
+
+
+def _cli(*args: str, code: str = "") -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "-c", code, *args] if code else [*CLI, *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60)
+
+
+def test_placeholders_become_pyformat_outside_quoted_text() -> None:
+    sql = "SELECT '?', \"a?\" FROM t WHERE x = ? AND y LIKE '%z' AND z % 2 = ?"
+    assert to_pyformat(sql) == (
+        "SELECT '?', \"a?\" FROM t WHERE x = %s AND y LIKE '%%z' AND z %% 2 = %s"
+    )
+
+
+def test_twenty_processes_starting_on_an_empty_database_migrate_once(pg_url: str) -> None:
+    code = textwrap.dedent(
+        """
+        import sys, anyio
+        from shared_context_server.postgres import PgDatabase
+        async def main():
+            db = await PgDatabase.open(sys.argv[1])
+            print(await db.schema_version())
+            await db.close()
+        anyio.run(main)
+        """
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, pg_url], stdout=subprocess.PIPE, text=True)
+        for _ in range(20)
+    ]
+    outputs = [p.communicate(timeout=120)[0].strip() for p in procs]
+    assert [p.returncode for p in procs] == [0] * 20
+    assert outputs == [str(SCHEMA_VERSION)] * 20
+    with psycopg.connect(pg_url) as conn:
+        history = conn.execute("SELECT version FROM schema_history ORDER BY version").fetchall()
+    assert [v for (v,) in history] == list(range(1, SCHEMA_VERSION + 1))
+
+
+async def test_a_newer_schema_is_refused_with_the_same_message_as_a_file(pg_url: str) -> None:
+    db = await PgDatabase.open(pg_url)
+    async with db.write() as tx:
+        await tx.execute(
+            "INSERT INTO schema_history (version, applied_at, pid, host) VALUES (?, 'x', 1, 'h')",
+            (SCHEMA_VERSION + 1,),
+        )
+    await db.close()
+    with pytest.raises(StorageError, match=r"has schema version \d+, newer than this"):
+        await PgDatabase.open(pg_url)
+
+
+async def _post(tx: PgTransaction, message_id: int, text: str) -> None:
+    await tx.execute(
+        "INSERT INTO messages (id, session_id, sender, sender_type, content, visibility,"
+        " message_type, created_at) VALUES (?, 's', 'a', 't', ?, 'public', 'message', 'now')",
+        (message_id, text),
+    )
+
+
+async def _interleave(pg_url: str, next_id: Any) -> list[int]:
+    """Writer A takes an id and holds its transaction open while writer B posts; returns
+    the ids in the order their transactions committed."""
+    first, second = await PgDatabase.open(pg_url), await PgDatabase.open(pg_url)
+    async with first.write() as tx:
+        await tx.execute(
+            "INSERT INTO sessions (id, purpose, status, created_by, created_at, updated_at)"
+            " VALUES ('s', 'p', 'active', 'a', 'now', 'now')"
+        )
+    committed: list[int] = []
+    b_done = anyio.Event()
+
+    async def writer_b() -> None:
+        async with second.write() as tx:
+            b_id = await next_id(tx)
+            await _post(tx, b_id, "b")
+        committed.append(b_id)
+        b_done.set()
+
+    async with anyio.create_task_group() as tg:
+        async with first.write() as tx:
+            a_id = await next_id(tx)
+            await _post(tx, a_id, "a")
+            tg.start_soon(writer_b)
+            # Until B has either committed or is waiting for A's lock.
+            with anyio.fail_after(30):
+                while not b_done.is_set() and not await _waiting_on_a_lock(pg_url):  # noqa: ASYNC110 (polls the server)
+                    await anyio.sleep(0.01)
+        committed.append(a_id)
+    await first.close()
+    await second.close()
+    return committed
+
+
+async def _waiting_on_a_lock(pg_url: str) -> bool:
+    async with await psycopg.AsyncConnection.connect(pg_url) as conn:
+        cursor = await conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            " AND datname = current_database()"
+        )
+        row = await cursor.fetchone()
+        return bool(row and row[0])
+
+
+async def test_message_ids_grow_in_commit_order(pg_url: str) -> None:
+    async def locked(tx: PgTransaction) -> int | None:
+        return await tx.next_message_id("s")
+
+    committed = await _interleave(pg_url, locked)
+    assert committed == sorted(committed)
+
+
+async def test_the_same_interleaving_breaks_commit_order_with_a_plain_sequence(
+    pg_url: str,
+) -> None:
+    # What the test above guards against: the same sequence without the session's lock
+    # lets B commit id 2 before A commits id 1.
+    async def plain(tx: PgTransaction) -> int:
+        row = await tx.fetchone("SELECT nextval('message_ids')")
+        assert row is not None
+        return int(row[0])
+
+    committed = await _interleave(pg_url, plain)
+    assert committed != sorted(committed)
+
+
+async def test_writers_to_other_sessions_do_not_wait_and_no_session_means_no_id(
+    pg_url: str,
+) -> None:
+    first, second = await PgDatabase.open(pg_url), await PgDatabase.open(pg_url)
+    async with first.write() as tx:
+        for session in ("s", "t"):
+            await tx.execute(
+                "INSERT INTO sessions (id, purpose, status, created_by, created_at, updated_at)"
+                " VALUES (?, 'p', 'active', 'a', 'now', 'now')",
+                (session,),
+            )
+    async with first.write() as held:
+        assert await held.next_message_id("s") == 1
+        with anyio.fail_after(30):  # s stays locked by `held` meanwhile
+            async with second.write() as tx:
+                assert await tx.next_message_id("t") == 2
+                assert await tx.next_message_id("missing") is None
+    await first.close()
+    await second.close()
+
+
+async def test_a_lost_connection_fails_the_call_with_database_busy_then_recovers(
+    pg_url: str,
+) -> None:
+    db = await PgDatabase.open(pg_url)
+    (pid,) = await db.fetchone("SELECT pg_backend_pid()") or (0,)
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    with anyio.fail_after(30), pytest.raises(DatabaseBusy, match="connection to PostgreSQL"):
+        await db.fetchone("SELECT 1")
+    with anyio.fail_after(30):
+        assert await db.fetchone("SELECT 1") == (1,)
+    await db.close()
+
+
+async def test_a_cancelled_call_leaves_no_transaction_open(pg_url: str) -> None:
+    db, other = await PgDatabase.open(pg_url), await PgDatabase.open(pg_url)
+    async with db.write() as tx:
+        await tx.execute(
+            "INSERT INTO sessions (id, purpose, status, created_by, created_at, updated_at)"
+            " VALUES ('s', 'p', 'active', 'a', 'now', 'now')"
+        )
+    with anyio.move_on_after(0.5):
+        async with db.write() as tx:
+            await tx.next_message_id("s")  # takes the session's lock
+            await tx.execute("SELECT pg_sleep(30)")
+    with anyio.fail_after(20):  # the lock was given back, the sleep cut short
+        async with other.write() as tx:
+            assert await tx.next_message_id("s") is not None
+        assert await db.fetchone("SELECT 1") == (1,)
+    await db.close()
+    await other.close()
+
+
+async def test_a_server_restart_mid_run_is_survived_without_reopening(
+    pg_cluster: Cluster, pg_url: str
+) -> None:
+    db = await PgDatabase.open(pg_url)
+    await anyio.to_thread.run_sync(pg_cluster.pg_ctl, "restart", "-m", "immediate")
+    with anyio.fail_after(60):
+        with contextlib.suppress(DatabaseBusy):  # the call in flight when it went away
+            await db.fetchone("SELECT 1")
+        assert await db.schema_version() == SCHEMA_VERSION
+    await db.close()
+
+
+def test_doctor_on_a_url_reports_the_server_the_schema_and_tls(pg_url: str) -> None:
+    done = _cli("doctor", "--db", pg_url)
+    assert done.returncode == 0, done.stderr
+    assert "PostgreSQL 1" in done.stdout
+    assert f"schema        version {SCHEMA_VERSION}" in done.stdout
+    assert "not encrypted" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("make_url", "expected"),
+    [
+        (lambda c: f"postgresql://nobody@127.0.0.1:{c.port}/postgres", 'role "nobody"'),
+        (lambda c: f"postgresql://postgres@127.0.0.1:{c.port}/missing", "create it"),
+        (
+            lambda c: f"postgresql://postgres@127.0.0.1:{free_port()}/postgres",
+            "check the host and port",
+        ),
+        (lambda c: "postgres://u:secret@[::1:5432/x", "not a valid PostgreSQL URL"),
+        (lambda c: f"postgresql://postgres@127.0.0.1:{c.port}", "names no database"),
+    ],
+)
+def test_a_url_that_cannot_be_used_is_one_line_and_exit_2(
+    pg_cluster: Cluster, make_url: Any, expected: str
+) -> None:
+    done = _cli("doctor", "--db", make_url(pg_cluster))
+    assert done.returncode == 2
+    assert expected in done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert "secret" not in done.stderr
+
+
+def test_serving_and_other_commands_on_a_url_refuse_in_one_line(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for args in (["serve", "--db", pg_url], ["sessions", "--db", pg_url], ["config", "codex"]):
+        with monkeypatch.context() as env:
+            if "--db" not in args:
+                env.setenv("SHARED_CONTEXT_DB", pg_url)
+            done = _cli(*args)
+        assert done.returncode == 2
+        assert "on PostgreSQL is not available in this release yet" in done.stderr
+        assert done.stderr.count("\n") == 1
+
+
+def test_backup_on_a_url_says_to_use_pg_dump(pg_url: str) -> None:
+    done = _cli("backup", "--db", pg_url, "copy.db")
+    assert done.returncode == 2
+    assert "pg_dump --format=custom" in done.stderr
+    assert done.stderr.count("\n") == 1
+
+
+def test_a_url_without_the_driver_names_the_extra(pg_url: str) -> None:
+    code = (
+        "import sys; sys.modules['psycopg'] = None; from shared_context_server.cli import main; "
+        "sys.exit(main(sys.argv[1:]))"
+    )
+    done = _cli("doctor", "--db", pg_url, code=code)
+    assert done.returncode == 2
+    assert "pip install 'shared-context-server[postgres]>=2,<3'" in done.stderr
+    assert done.stderr.count("\n") == 1
