@@ -15,13 +15,17 @@ import tempfile
 from pathlib import Path
 
 
+class MissingPostgres(RuntimeError):
+    """This machine has no PostgreSQL server binaries."""
+
+
 def _bindir() -> Path:
     found = shutil.which("pg_ctl")
     if found:
         return Path(found).parent
     versions = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[4]))
     if not versions:
-        raise RuntimeError(
+        raise MissingPostgres(
             "no PostgreSQL binaries (initdb, pg_ctl): install them, e.g. "
             "apt-get install postgresql postgresql-contrib (.ci/run does)"
         )
