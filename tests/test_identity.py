@@ -48,7 +48,7 @@ async def test_a_token_is_stored_only_as_a_hash_and_resolves_to_the_sub_agent(
     assert minted["token"].startswith("sct_") and len(minted["token"]) >= 4 + 32
     stored = await db.fetchall("SELECT token_hash FROM agent_tokens")
     assert [r[0] for r in stored] == [tokens.token_hash(minted["token"])]
-    sub = tokens.resolve_token(db, minted["token"], ALICE)
+    sub = await tokens.resolve_token(db, minted["token"], ALICE)
     assert (sub.agent_id, sub.agent_type, sub.permissions) == (
         "alice/helper",
         "reviewer",
@@ -76,7 +76,7 @@ async def test_a_token_wider_than_its_minter_is_refused(
 
 async def test_an_admin_may_mint_any_identity(db: Database) -> None:
     minted = await tokens.authenticate_agent(db, ADMIN, "bob", "writer", ["read", "admin"])
-    sub = tokens.resolve_token(db, minted["token"], ADMIN)
+    sub = await tokens.resolve_token(db, minted["token"], ADMIN)
     assert (sub.agent_id, sub.agent_type, sub.is_admin) == ("bob", "writer", True)
 
 
@@ -84,21 +84,21 @@ async def test_expired_revoked_and_garbage_tokens_are_refused_saying_which(db: D
     minted = await tokens.authenticate_agent(db, ALICE, "alice/a", expires_in=60)
     later = now_utc() + timedelta(seconds=61)
     with pytest.raises(TokenInvalid, match="expired at"):
-        tokens.resolve_token(db, minted["token"], ALICE, now=later)
+        await tokens.resolve_token(db, minted["token"], ALICE, now=later)
     assert (await tokens.revoke_token(db, ALICE, minted["token"]))["revoked"] is True
     with pytest.raises(TokenInvalid, match="revoked at"):
-        tokens.resolve_token(db, minted["token"], ALICE)
+        await tokens.resolve_token(db, minted["token"], ALICE)
     assert (await tokens.revoke_token(db, ALICE, minted["token"]))["revoked"] is False
     for garbage in ("", "sct_nope", "x" * 5000, "'; DROP TABLE agent_tokens; --"):
         with pytest.raises(TokenInvalid, match="not a token this blackboard issued"):
-            tokens.resolve_token(db, garbage, ALICE)
+            await tokens.resolve_token(db, garbage, ALICE)
 
 
 async def test_only_the_minter_its_agent_or_an_admin_may_revoke(db: Database) -> None:
     first = await tokens.authenticate_agent(db, ALICE, "alice/a")
     with pytest.raises(PermissionDenied, match="only the agent that minted"):
         await tokens.revoke_token(db, BOB, first["token"])
-    sub = tokens.resolve_token(db, first["token"], ALICE)
+    sub = await tokens.resolve_token(db, first["token"], ALICE)
     assert (await tokens.revoke_token(db, sub, first["token"]))["revoked"] is True
     second = await tokens.authenticate_agent(db, ALICE, "alice/b")
     assert (await tokens.revoke_token(db, ADMIN, second["token"]))["revoked"] is True
@@ -108,7 +108,7 @@ async def test_a_sub_agent_cannot_mint_itself_a_token_that_outlives_its_own(
     db: Database,
 ) -> None:
     first = await tokens.authenticate_agent(db, ALICE, "alice/h", expires_in=60)
-    sub = tokens.resolve_token(db, first["token"], ALICE)
+    sub = await tokens.resolve_token(db, first["token"], ALICE)
     with pytest.raises(PermissionDenied, match="a sub-agent cannot mint tokens; ask alice"):
         await tokens.authenticate_agent(db, sub, "alice/h", expires_in=3600)
     # A token minted for a sub-agent's own sub-agent by the parent stays the parent's to revoke.

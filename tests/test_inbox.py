@@ -24,6 +24,7 @@ DAVE = Agent("dave", "reviewer")
 @asynccontextmanager
 async def feed_of(db: Database) -> AsyncIterator[ChangeFeed]:
     feed = ChangeFeed(db, 0.05)
+    await feed.start()
     stop = db.on_commit(feed.poke)
 
     async def ignore(change: Any) -> None:

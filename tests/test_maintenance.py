@@ -33,8 +33,10 @@ async def test_a_round_sweeps_expired_tokens_and_keeps_live_ones(db: Database) -
     done = await maintain_once(db, "me", now=later)
     assert done is not None and done["expired_tokens"] == 1
     with pytest.raises(TokenInvalid, match="not a token"):
-        tokens.resolve_token(db, short["token"], ALICE, now=later)
-    assert tokens.resolve_token(db, long["token"], ALICE, now=later).agent_id == "alice/long"
+        await tokens.resolve_token(db, short["token"], ALICE, now=later)
+    assert (
+        await tokens.resolve_token(db, long["token"], ALICE, now=later)
+    ).agent_id == "alice/long"
 
 
 async def test_sessions_idle_past_the_age_are_archived_and_audited(db: Database) -> None:

@@ -30,6 +30,7 @@ from tests.conftest import ALICE, BOB, ERAS, Inbox, connect, fails, ok, server_p
 async def running_feed(db: Database, interval: float = 0.05) -> AsyncIterator[ChangeFeed]:
     """A feed polling `db`'s file, woken by `db`'s own commits, as the server runs it."""
     feed = ChangeFeed(db, interval)
+    await feed.start()
     stop = db.on_commit(feed.poke)
     changes: list[Change] = []
 
@@ -163,20 +164,21 @@ async def test_a_cancelled_long_poll_ends_at_once_and_stops_watching(db: Databas
 
 async def test_poll_tells_messages_from_session_list_changes(db: Database) -> None:
     feed = ChangeFeed(db)
+    await feed.start()
     async with other_process(db) as other:
-        assert feed.poll() is None  # nothing committed since the baseline
+        assert await feed.poll() is None  # nothing committed since the baseline
         sid = (await sessions.create_session(other, BOB, "new"))["id"]
-        change = feed.poll()
+        change = await feed.poll()
         assert change is not None and change.sessions_changed and not change.new_messages
         posted = await messages.add_message(other, BOB, sid, "hello")
-        change = feed.poll()
+        change = await feed.poll()
         assert change is not None and not change.sessions_changed
         assert change.first_id == change.last_id == posted["message_id"]
         await sessions.update_session(other, BOB, sid, status="completed")
-        change = feed.poll()
+        change = await feed.poll()
         assert change is not None and change.sessions_changed
         await sessions.update_session(other, BOB, sid, metadata={"k": 1})
-        assert feed.poll() is None  # metadata is not in the resource list
+        assert await feed.poll() is None  # metadata is not in the resource list
 
 
 @pytest.mark.parametrize(

@@ -47,6 +47,7 @@ from shared_context_server.errors import (
 from shared_context_server.hook import HOSTS as HOOK_HOSTS
 from shared_context_server.instructions import AGENT_INSTRUCTIONS
 from shared_context_server.operations.client_config import CLIENTS, render_config
+from shared_context_server.store import Target
 from shared_context_server.terminal import note
 
 PROG = "shared-context-server"
@@ -329,17 +330,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     command = args.command or "serve"
     try:
-        url = getattr(args, "db", None) or os.environ.get(ENV_DB)
-        if url and url.strip().lower().startswith(("postgresql://", "postgres://")):
-            # Imported only for a URL: serving a file never loads the PostgreSQL engine.
-            from shared_context_server.operations.postgres_commands import run
-
-            return run(command, args, url.strip())
         if command == "demo":
             from shared_context_server.demo import run_demo
 
-            db = Path(args.db).expanduser().absolute() if args.db else None
-            return int(anyio.run(run_demo, db, args.pace))
+            target = resolve_db_path(args.db) if args.db else None
+            if isinstance(target, Path):
+                target = target.absolute()
+            return int(anyio.run(run_demo, target, args.pace))
         if command == "serve":
             return _serve(vars(args))
         db = resolve_db_path(getattr(args, "db", None))
@@ -404,7 +401,7 @@ def _serve(flags: dict[str, object]) -> int:
     return 0
 
 
-def _config(args: argparse.Namespace, db: Path) -> int:
+def _config(args: argparse.Namespace, db: Target) -> int:
     agent_id = getattr(args, "agent_id", None)
     agent_type = getattr(args, "agent_type", None)
     if agent_id:

@@ -23,6 +23,7 @@ from shared_context_server.blackboard.maintenance import (
 from shared_context_server.blackboard.tokens import DEFAULT_TTL_S, MAX_TTL_S
 from shared_context_server.db import default_db_path
 from shared_context_server.errors import InvalidInput
+from shared_context_server.store import Target, is_postgres_url
 
 ENV_DB = "SHARED_CONTEXT_DB"
 ENV_AGENT_ID = "SHARED_CONTEXT_AGENT_ID"
@@ -81,7 +82,7 @@ _FALSE = {"0", "false", "no", "off", ""}
 
 @dataclass(frozen=True)
 class Settings:
-    db_path: Path
+    db_path: Target  # a file's path, or a PostgreSQL URL
     agent_id: str | None = None
     agent_id_source: Literal["flag", "env"] | None = None
     agent_type: str = "generic"
@@ -119,15 +120,18 @@ class Settings:
         }
 
 
-def resolve_db_path(flag: str | None, environ: Mapping[str, str] = os.environ) -> Path:
-    """--db, else SHARED_CONTEXT_DB, else the per-user default file. Raises InvalidInput
-    for an empty --db (an unset shell variable), which must not mean the real blackboard."""
+def resolve_db_path(flag: str | None, environ: Mapping[str, str] = os.environ) -> Target:
+    """--db, else SHARED_CONTEXT_DB, else the per-user default file; a PostgreSQL URL
+    stays a string. Raises InvalidInput for an empty --db (an unset shell variable), which
+    must not mean the real blackboard."""
     if flag is not None and not flag.strip():
         raise InvalidInput(
             "--db is empty (an unset variable?); give a file path, or leave --db out for "
             "the default blackboard."
         )
     raw = flag or environ.get(ENV_DB)
+    if is_postgres_url(raw):
+        return str(raw).strip()
     return Path(raw).expanduser() if raw else default_db_path()
 
 

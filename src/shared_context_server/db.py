@@ -38,6 +38,7 @@ from shared_context_server.storage import (
     storage_fault,
     upgrade_message,
 )
+from shared_context_server.store import Change, Conn, Engine, Row
 from shared_context_server.transactions import (
     BeginBusy,
     begin,
@@ -163,6 +164,11 @@ def _unusable(path: Path, error: sqlite3.Error) -> StorageError:
 
 
 READ_ONLY_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS)
+# What the change feed reads once data_version has moved: the highest message id (ids
+# grow in commit order across the file) and a counter that triggers move whenever the
+# list of sessions changes (migration 3).
+LAST_MESSAGE_ID = "SELECT coalesce(max(id), 0) FROM messages"
+SESSIONS_COUNTER = "SELECT value FROM change_counters WHERE name = 'sessions'"
 TABLE_NAMES = "SELECT name FROM sqlite_master WHERE type = 'table'"
 
 # The Database whose write() transaction the current task is inside, if any.
@@ -177,6 +183,10 @@ class Database:
     write is pending, and a second connection while one is: a WAL reader never waits for
     a writer, so a read must not queue behind a BEGIN that waits for another process.
     """
+
+    engine: Engine = "sqlite"
+    push = False  # other processes' commits are found by looking: changes(), data_version()
+    release_schema = SCHEMA_VERSION
 
     def __init__(
         self,
@@ -201,6 +211,10 @@ class Database:
         # Set once the file is open and migrated: what every write checks first.
         self._identity: FileIdentity | None = None
         self._blackboard = False
+        # The change feed's marks (changes()): -1 until its first look.
+        self._seen_version = -1
+        self._seen_id = 0
+        self._seen_sessions = 0
 
     @classmethod
     async def open(
@@ -265,6 +279,20 @@ class Database:
         except sqlite3.Error as error:
             logger.warning("closing %s: %s", self.path, error)
 
+    @property
+    def where(self) -> str:
+        return str(self.path)
+
+    async def read(self, sql: str, params: Params = (), *, small: bool = False) -> list[Row]:
+        """One statement, one snapshot of the latest commits; `small` (a page of rows at
+        most) reads on this thread, where a trip to aiosqlite's thread costs more."""
+        rows = self.read_now(sql, params) if small else await self.fetchall(sql, params)
+        return [*rows]
+
+    async def read_one(self, sql: str, params: Params = (), *, small: bool = False) -> Row | None:
+        rows = await self.read(sql, params, small=small)
+        return rows[0] if rows else None
+
     def _translated(self, error: sqlite3.Error) -> Exception:
         """A storage fault as its coded error; any other error unchanged."""
         return storage_fault(self.path, error) or error
@@ -297,6 +325,30 @@ class Database:
             return self._quick.execute(sql, params).fetchall()
         except sqlite3.Error as error:
             raise self._translated(error) from None
+
+    async def data_version(self) -> int:
+        """`PRAGMA data_version` of the read-only connection: it moves with every commit
+        of any connection but its own, and that one never writes."""
+        return int(self.read_now("PRAGMA data_version")[0][0])
+
+    async def changes(self) -> Change | None:
+        """One look, on this thread: a pragma while nothing changed; after a commit, the
+        highest message id and the sessions counter."""
+        version = await self.data_version()
+        if version == self._seen_version:
+            return None
+        last_id = int(self.read_now(LAST_MESSAGE_ID)[0][0])
+        rows = self.read_now(SESSIONS_COUNTER)
+        sessions = int(rows[0][0]) if rows else 0
+        baseline = self._seen_version < 0
+        change = Change(self._seen_id + 1, last_id, sessions != self._seen_sessions)
+        self._seen_version, self._seen_id, self._seen_sessions = version, last_id, sessions
+        if baseline or not (change.new_messages or change.sessions_changed):
+            return None  # the baseline, or a commit elsewhere (memory, tokens...)
+        return change
+
+    async def listen(self) -> None:
+        """Nothing to hear on a file: its readers look."""
 
     def on_commit(self, listener: Callable[[], None]) -> Callable[[], None]:
         """Call `listener` after each commit of `write()` or `transact()`; returns a function
@@ -457,7 +509,7 @@ class Database:
         for listener in list(self._commit_listeners):
             listener()
 
-    async def transact(self, work: Callable[[sqlite3.Connection], T]) -> T:
+    async def transact(self, work: Callable[[Conn], T]) -> T:
         """Run `work` inside `BEGIN IMMEDIATE` ... `COMMIT`; ROLLBACK and re-raise if it
         raises.
 
@@ -503,7 +555,7 @@ class Database:
             self._write_lock.release()
         raise self._busy()
 
-    def try_transact(self, work: Callable[[sqlite3.Connection], object]) -> bool:
+    async def try_transact(self, work: Callable[[Conn], object]) -> bool:
         """Run `work` in a transaction only if the write lock is free at this instant;
         False (nothing done) if this process or another is writing. Never waits.
 

@@ -20,8 +20,8 @@ import anyio
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
-from shared_context_server.db import Database
 from shared_context_server.operations.client_config import render_config
+from shared_context_server.store import Target, open_store
 
 _COLOURS = {"security": "31", "performance": "33", "docs": "36"}
 
@@ -63,24 +63,25 @@ class Narrator:
         await anyio.sleep(self.pace)
 
 
-def _server(db: Path, agent: DemoAgent) -> StdioServerParameters:
+def _server(db: Target, agent: DemoAgent) -> StdioServerParameters:
     args = ["-m", "shared_context_server", "serve", "--db", str(db)]
     args += ["--agent-id", agent.name, "--agent-type", agent.agent_type]
     return StdioServerParameters(command=sys.executable, args=args)
 
 
-async def run_demo(db: Path | None, pace: float = 0.5) -> int:
-    """Run the demo on `db` (an absolute path), or on a temporary file removed afterwards."""
+async def run_demo(db: Target | None, pace: float = 0.5) -> int:
+    """Run the demo on `db` (an absolute path or a PostgreSQL URL), or on a temporary file
+    removed afterwards."""
     if db is not None:
         return await _run(db, pace, temporary=False)
     with tempfile.TemporaryDirectory(prefix="shared-context-demo-") as tmp:
         return await _run(Path(tmp) / "demo.db", pace, temporary=True)
 
 
-async def _run(db: Path, pace: float, *, temporary: bool) -> int:
+async def _run(db: Target, pace: float, *, temporary: bool) -> int:
     # Open the file here first: a path that cannot hold a blackboard is one clear
     # StorageError now, not three failing server processes.
-    await (await Database.open(db)).close()
+    await (await open_store(db)).close()
     n = Narrator(pace)
     security = DemoAgent("security", "reviewer", "security reviewer")
     performance = DemoAgent("performance", "reviewer", "performance reviewer")

@@ -16,9 +16,9 @@ import logging
 import os
 import re
 import socket
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+import threading
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio
@@ -28,18 +28,17 @@ from shared_context_server.clock import utc_now
 from shared_context_server.errors import DatabaseBusy, StorageError
 from shared_context_server.postgres_schema import (
     MIGRATIONS,
-    NEXT_MESSAGE_ID,
     SCHEMA_EXISTS,
     SCHEMA_VERSION,
     SELECT_VERSION,
 )
+from shared_context_server.store import Change, Conn, Engine, Row
 
 if TYPE_CHECKING:
     import psycopg
 
 logger = logging.getLogger(__name__)
 
-SCHEMES = ("postgresql://", "postgres://")
 EXTRA = "shared-context-server[postgres]>=2,<3"  # pinned: see README "Which package"
 CONNECT_TIMEOUT_S = 5
 # How often a server backend running a statement checks that its client is still there:
@@ -48,13 +47,18 @@ CONNECT_TIMEOUT_S = 5
 CLIENT_CHECK_MS = 1000
 # One key for the whole schema: processes starting together migrate one after another.
 MIGRATION_LOCK = 0x5C5_0001
+# Calls that write wait at most this long for locks, as on SQLite (db.BUSY_TIMEOUT_MS x 4).
+BUSY_SECONDS = 20.0
+# Where the schema's triggers announce each commit (postgres_schema): `m <session> <id>`
+# for a message, `s <session>` when the list of sessions changes.
+CHANNEL = "shared_context_changes"
+# The least word similarity (0-1) for a message to be a search candidate.
+WORD_SIMILARITY = 0.3
+# A deadlock between two processes' transactions is retried this many times.
+DEADLOCK_RETRIES = 3
 Params = Sequence[Any]
-Row = tuple[Any, ...]
-
-
-def is_postgres_url(raw: str | os.PathLike[str] | None) -> bool:
-    """Whether a --db value names a PostgreSQL database rather than a SQLite file."""
-    return isinstance(raw, str) and raw.strip().lower().startswith(SCHEMES)
+TupleRow = tuple[Any, ...]
+T = TypeVar("T")
 
 
 def redact(url: str) -> str:
@@ -152,57 +156,120 @@ def _lost(error: Exception, *, committing: bool = False) -> DatabaseBusy:
     )
 
 
-class PgTransaction:
-    """Statements inside one PostgreSQL transaction (see `PgDatabase.write`)."""
+@functools.lru_cache(maxsize=256)
+def _row_class(names: tuple[str, ...]) -> type[PgRow]:
+    index = {name: i for i, name in enumerate(names)}
+    return type("Row", (PgRow,), {"_names": names, "_index": index, "__slots__": ()})
 
-    def __init__(self, conn: psycopg.AsyncConnection[Row]) -> None:
+
+class PgRow(tuple[Any, ...]):
+    """A row by position or by column name, like sqlite3.Row."""
+
+    __slots__ = ()
+    _names: tuple[str, ...] = ()
+    _index: dict[str, int] = {}  # noqa: RUF012 (set per result shape by _row_class)
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            return tuple.__getitem__(self, self._index[key])
+        return tuple.__getitem__(self, key)
+
+    def keys(self) -> list[str]:
+        return list(self._names)
+
+
+def _rows(cursor: Any) -> Any:
+    """psycopg row factory: PgRow per result shape."""
+    names = tuple(column.name for column in cursor.description or ())
+    row_class = _row_class(names)
+    return lambda values: row_class(values)
+
+
+class _Cursor:
+    """One statement's result inside a unit of work, shaped like sqlite3's cursor."""
+
+    def __init__(self, cursor: Any) -> None:
+        self._cursor = cursor
+
+    @property
+    def rowcount(self) -> int:
+        return max(int(self._cursor.rowcount), 0)
+
+    def fetchone(self) -> Any:
+        return self._cursor.fetchone() if self._cursor.description else None
+
+    def fetchall(self) -> list[Any]:
+        return list(self._cursor.fetchall()) if self._cursor.description else []
+
+
+class _Conn:
+    """What a unit of work gets on PostgreSQL: `execute` with SQLite's placeholders."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self._conn = conn
 
-    async def execute(self, sql: str, params: Params = ()) -> int:
-        """Run one statement; returns the number of rows it changed."""
-        cursor = await self._conn.execute(to_pyformat(sql), params)
-        return max(cursor.rowcount, 0)
+    def execute(self, sql: str, parameters: Params = (), /) -> _Cursor:
+        cursor = self._conn.cursor()
+        cursor.execute(translate(sql), tuple(parameters))
+        return _Cursor(cursor)
 
-    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
-        cursor = await self._conn.execute(to_pyformat(sql), params)
-        return await cursor.fetchall() if cursor.description else []
 
-    async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
-        rows = await self.fetchall(sql, params)
-        return rows[0] if rows else None
-
-    async def notify(self, channel: str, payload: str) -> None:
-        """Send `payload` to the channel's listeners when, and only if, this commits."""
-        await self.execute("SELECT pg_notify(?, ?)", (channel, payload))
-
-    async def next_message_id(self, session_id: str) -> int | None:
-        """The next message id for `session_id`, None if there is no such session. Taken
-        under the session row's lock, held until this commits, so ids grow in commit order
-        within the session (a bare sequence would not: see postgres_schema)."""
-        row = await self.fetchone(NEXT_MESSAGE_ID, (session_id,))
-        return int(row[0]) if row else None
+@functools.lru_cache(maxsize=1024)
+def translate(sql: str) -> str:
+    """A statement written for both engines, in PostgreSQL's form: psycopg's placeholders,
+    and `JOIN ... ON` where SQLite's planner hint `CROSS JOIN ... ON` is used."""
+    return to_pyformat(sql).replace(" CROSS JOIN ", " JOIN ")
 
 
 class PgDatabase:
-    """One process's connection to the shared PostgreSQL database.
+    """One process's connections to the shared PostgreSQL database: a writer and a reader.
 
-    Writers in this process queue on one lock, as on SQLite; across processes and machines
-    PostgreSQL's row locks order them. A lost connection fails the call in flight with
-    DATABASE_BUSY and is re-opened by the next call, so a server outlives a restart.
+    psycopg's synchronous connections run on worker threads, one trip per unit of work, so
+    a transaction's statements follow each other without returning to the event loop, as
+    on SQLite. Writers of this process queue for the writer; across processes and machines
+    PostgreSQL's row locks order them. Reads never wait for writes (MVCC). A lost
+    connection fails the call in flight with DATABASE_BUSY and is opened again by the next
+    call, so a server outlives a restart of PostgreSQL.
     """
 
-    def __init__(self, url: str, conn: psycopg.AsyncConnection[Row]) -> None:
+    engine: Engine = "postgres"
+    push = True  # every commit is heard on the LISTEN connection while listen() runs
+    release_schema = SCHEMA_VERSION
+
+    def __init__(self, url: str, *, busy_seconds: float = BUSY_SECONDS) -> None:
         self.url = url
-        self.path = redact(url)
-        self._conn: psycopg.AsyncConnection[Row] | None = conn
-        self._lock = anyio.Lock()
+        self.busy_seconds = busy_seconds
+        self._writer: psycopg.Connection[Any] | None = None
+        self._reader: psycopg.Connection[Any] | None = None
+        self._write_lock = anyio.Lock()
+        self._read_lock = threading.Lock()
+        self._commit_listeners: list[Callable[[], None]] = []
+        # What listen() heard since the change feed last looked (changes()).
+        self._heard = 0
+        self._first_id: int | None = None  # the lowest and highest message ids heard
+        self._max_id = 0
+        self._last_id = 0  # the highest ever reported
+        self._sessions_changed = False
+        self._resync = False
+        self._baseline = False
+
+    @property
+    def where(self) -> str:
+        return redact(self.url)
+
+    @property
+    def path(self) -> str:
+        return self.where
 
     @classmethod
-    async def open(cls, url: str, *, migrate: bool = True) -> PgDatabase:
+    async def open(
+        cls, url: str, *, migrate: bool = True, busy_seconds: float = BUSY_SECONDS
+    ) -> PgDatabase:
         """Connect, then migrate under an advisory lock; StorageError if that cannot be done
         or the schema is newer than this code."""
-        db = cls(check_url(url), await connect(url))
+        db = cls(check_url(url), busy_seconds=busy_seconds)
         try:
+            db._writer = await anyio.to_thread.run_sync(db._connect)
             if migrate:
                 await db._migrate()
             else:
@@ -212,130 +279,249 @@ class PgDatabase:
             raise
         return db
 
+    def _connect(self) -> psycopg.Connection[Any]:
+        conn = connect_sync(self.url)
+        # A writer waits for another's row lock no longer than a call may wait in all.
+        conn.execute(f"SET lock_timeout = {int(self.busy_seconds * 1000)}")
+        return conn
+
     async def close(self) -> None:
-        if self._conn is not None:
-            await self._conn.close()
-            self._conn = None
+        for conn in (self._writer, self._reader):
+            if conn is not None:
+                await anyio.to_thread.run_sync(conn.close)
+        self._writer = self._reader = None
 
-    async def _connection(self) -> psycopg.AsyncConnection[Row]:
-        if self._conn is None or self._conn.closed:
-            try:
-                self._conn = await connect(self.url)
-            except StorageError as error:
-                raise DatabaseBusy(
-                    f"PostgreSQL is unreachable; retry in a moment ({error})"
-                ) from None
-        return self._conn
+    async def checkpoint_if_large(self) -> int:
+        return 0  # PostgreSQL checkpoints on its own
 
-    @asynccontextmanager
-    async def _using(self) -> AsyncIterator[psycopg.AsyncConnection[Row]]:
-        """The connection, to this caller alone; a broken one becomes DatabaseBusy."""
+    def on_commit(self, listener: Callable[[], None]) -> Callable[[], None]:
+        self._commit_listeners.append(listener)
+        return lambda: self._commit_listeners.remove(listener)
+
+    async def listen(self) -> None:
+        """Hear every commit's notification until cancelled, reconnecting when the server
+        goes away (then everything since may be news: RESYNC)."""
+        from shared_context_server.postgres_listen import RESYNC, PgListener
+
+        listener = PgListener(self.url, [CHANNEL])
+        try:
+            async for note in listener.notes():
+                if note == RESYNC:
+                    self._resync = True
+                else:
+                    self._hear(note[1])
+                self._heard += 1
+                for wake in list(self._commit_listeners):
+                    wake()
+        finally:
+            await listener.close()
+
+    def _hear(self, payload: str) -> None:
+        kind, _, rest = payload.partition(" ")
+        if kind == "s":
+            self._sessions_changed = True
+        elif kind == "m":
+            _, _, raw_id = rest.rpartition(" ")
+            if raw_id.isdigit():
+                message_id = int(raw_id)
+                self._first_id = min(self._first_id or message_id, message_id)
+                self._max_id = max(self._max_id, message_id)
+
+    async def data_version(self) -> int:
+        """How many notifications listen() has heard: it moves with every commit."""
+        return self._heard
+
+    async def changes(self) -> Change | None:
+        """What listen() heard since the last call. Message ids are in commit order only
+        within a session, so the range spans every id heard (readers re-check what they
+        may see); after a reconnection it reaches the newest message, from past the last
+        one heard."""
+        first, top, sessions = self._first_id, self._max_id, self._sessions_changed
+        resync, self._resync = self._resync, False
+        self._first_id, self._max_id, self._sessions_changed = None, 0, False
+        if not self._baseline:
+            self._baseline = True
+            self._last_id = top
+            return None
+        if resync:
+            row = await self.read_one("SELECT coalesce(max(id), 0) FROM messages")
+            newest = int(row[0]) if row else 0
+            start = min(first or self._last_id + 1, self._last_id + 1)
+            change = Change(start, max(newest, top), True)
+        elif first is None and not sessions:
+            return None
+        else:
+            change = Change(first or top + 1, top, sessions)
+        self._last_id = max(self._last_id, change.last_id)
+        return change
+
+    async def read(self, sql: str, params: Params = (), *, small: bool = False) -> list[Row]:
+        """One statement in autocommit on the reader: it sees every commit before it."""
+        del small  # every read takes a worker thread here
+        return await anyio.to_thread.run_sync(self._read, translate(sql), tuple(params))
+
+    async def read_one(self, sql: str, params: Params = (), *, small: bool = False) -> Row | None:
+        rows = await self.read(sql, params)
+        return rows[0] if rows else None
+
+    def _read(self, sql: str, params: tuple[Any, ...]) -> list[Row]:
         pg = driver()
-        async with self._lock:
-            conn = await self._connection()
+        with self._read_lock:
+            if self._reader is None or self._reader.closed:
+                self._reader = self._reconnect()
+            conn = self._reader
             try:
-                yield conn
+                cursor = conn.execute(sql, params)
+                return list(cursor.fetchall()) if cursor.description else []
             except pg.OperationalError as error:
                 if not (conn.closed or conn.broken):
                     raise
-                await self._drop()
+                self._reader = None
+                conn.close()
                 raise _lost(error) from None
 
-    @asynccontextmanager
-    async def write(self) -> AsyncIterator[PgTransaction]:
-        """BEGIN ... COMMIT, or ROLLBACK and re-raise; a lost connection is DatabaseBusy.
+    def _reconnect(self) -> psycopg.Connection[Any]:
+        try:
+            return self._connect()
+        except StorageError as error:
+            raise DatabaseBusy(f"PostgreSQL is unreachable; retry in a moment ({error})") from None
 
-        BEGIN, COMMIT and ROLLBACK are shielded from cancellation, as on SQLite: a caller
-        that gives up never leaves the connection inside a transaction. A statement cut
-        off mid-flight makes psycopg close the connection; the server notices within
-        CLIENT_CHECK_MS (set at connect) and rolls back, and the next call reconnects.
-        """
+    async def transact(self, work: Callable[[Conn], T]) -> T:
+        """Run `work` in one transaction on a worker thread; DatabaseBusy past the deadline
+        (this process's queue and other processes' locks together)."""
+        deadline = anyio.current_time() + self.busy_seconds
+        with anyio.move_on_after(self.busy_seconds):
+            await self._write_lock.acquire()
+        if not self._write_lock.locked() or anyio.current_time() > deadline:
+            raise self._busy()
+        try:
+            # Not cancellable: the unit of work runs to COMMIT or ROLLBACK once started.
+            result = await anyio.to_thread.run_sync(self._transact, work)
+        finally:
+            self._write_lock.release()
+        for listener in list(self._commit_listeners):
+            listener()
+        return result
+
+    async def try_transact(self, work: Callable[[Conn], object]) -> bool:
+        """Run `work` unless this process is already writing (the heartbeat)."""
+        if self._write_lock.locked():
+            return False
+        await self.transact(work)
+        return True
+
+    def _transact(self, work: Callable[[Conn], T]) -> T:
         pg = driver()
-        async with self._using() as conn:
-            with anyio.CancelScope(shield=True):
-                await conn.execute("BEGIN")
+        for attempt in range(DEADLOCK_RETRIES + 1):
+            if self._writer is None or self._writer.closed:
+                self._writer = self._reconnect()
+            conn = self._writer
+            committing = False
             try:
-                yield PgTransaction(conn)
-            except BaseException:
-                with anyio.CancelScope(shield=True):
-                    try:
-                        await conn.execute("ROLLBACK")
-                    except pg.Error:
-                        await self._drop()
-                raise
-            with anyio.CancelScope(shield=True):
-                try:
-                    await conn.execute("COMMIT")
-                except pg.OperationalError as error:
-                    if not (conn.closed or conn.broken):
-                        raise
-                    await self._drop()
-                    raise _lost(error, committing=True) from None
+                with conn.transaction():
+                    result = work(_Conn(conn))
+                    committing = True
+                return result
+            except (pg.errors.DeadlockDetected, pg.errors.SerializationFailure):
+                if attempt == DEADLOCK_RETRIES:
+                    raise self._busy() from None
+            except pg.errors.LockNotAvailable:
+                raise self._busy() from None
+            except pg.OperationalError as error:
+                if not (conn.closed or conn.broken):
+                    raise
+                self._writer = None
+                conn.close()
+                raise _lost(error, committing=committing) from None
+        raise self._busy()
 
-    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
-        """One read statement, outside any transaction: it sees every commit before it."""
-        async with self._using() as conn:
-            cursor = await conn.execute(to_pyformat(sql), params)
-            return await cursor.fetchall() if cursor.description else []
-
-    async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
-        rows = await self.fetchall(sql, params)
-        return rows[0] if rows else None
+    def _busy(self) -> DatabaseBusy:
+        return DatabaseBusy(
+            f"another process held a lock this call needs for over {self.busy_seconds:g} s; "
+            "retry the call in a moment. If it keeps happening, look for a stuck session "
+            "in pg_stat_activity.",
+            database_path=self.where,
+        )
 
     async def schema_version(self) -> int:
-        async with self.write() as tx:
-            return await _version(tx)
-
-    async def _drop(self) -> None:
-        if self._conn is not None:
-            with anyio.CancelScope(shield=True):
-                await self._conn.close()
-            self._conn = None
+        return await self.transact(_version)
 
     async def _migrate(self) -> None:
         """Bring the schema to SCHEMA_VERSION exactly once, however many processes start:
         each takes a transaction-scoped advisory lock, then reads the version again."""
-        async with self.write() as tx:
-            await tx.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK,))
-            current = await _version(tx)
+
+        def migrate(conn: Conn) -> int:
+            conn.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK,))
+            current = _version(conn)
             self._refuse_newer(current)
             for version in range(current + 1, SCHEMA_VERSION + 1):
                 for statement in MIGRATIONS[version]:
-                    await tx.execute(statement)
-                await tx.execute(
+                    conn.execute(statement)
+                conn.execute(
                     "INSERT INTO schema_history (version, applied_at, pid, host)"
                     " VALUES (?, ?, ?, ?)",
                     (version, utc_now(), os.getpid(), socket.gethostname()),
                 )
+            return current
+
+        current = await self.transact(migrate)
         if current < SCHEMA_VERSION:
-            logger.info("migrated %s from schema %d to %d", self.path, current, SCHEMA_VERSION)
+            logger.info("migrated %s from schema %d to %d", self.where, current, SCHEMA_VERSION)
 
     def _refuse_newer(self, version: int) -> None:
         if version > SCHEMA_VERSION:
             raise StorageError(
-                f"{self.path} has schema version {version}, newer than this "
+                f"{self.where} has schema version {version}, newer than this "
                 f"shared-context-server understands ({SCHEMA_VERSION}). Upgrade it "
                 f"({UPGRADE}) or point --db at another database."
             )
 
 
-async def _version(tx: PgTransaction) -> int:
+def _version(conn: Conn) -> int:
     # Two statements: the history table does not exist before the first migration.
-    exists = await tx.fetchone(SCHEMA_EXISTS)
+    exists = conn.execute(SCHEMA_EXISTS).fetchone()
     if not exists or not exists[0]:
         return 0
-    row = await tx.fetchone(SELECT_VERSION)
+    row = conn.execute(SELECT_VERSION).fetchone()
     return int(row[0]) if row and row[0] is not None else 0
 
 
-async def connect(url: str) -> psycopg.AsyncConnection[Row]:
+def connect_sync(url: str) -> psycopg.Connection[Any]:
+    """An autocommit connection with client-side parameters, or StorageError saying in
+    one line why not.
+
+    Client-side binding (ClientCursor) sends each value as a literal, so a statement
+    shared with SQLite, such as `? IS NULL OR x = ?`, needs no casts for PostgreSQL to
+    infer its parameters' types."""
+    pg = driver()
+    options: dict[str, Any] = {
+        "autocommit": True,
+        "application_name": "shared-context-server",
+        "cursor_factory": pg.ClientCursor,
+        "row_factory": _rows,
+    }
+    if "connect_timeout" not in url:
+        options["connect_timeout"] = CONNECT_TIMEOUT_S
+    try:
+        conn: psycopg.Connection[Any] = pg.Connection.connect(url, **options)
+    except pg.Error as error:
+        raise connect_failure(url, error) from None
+    # PostgreSQL before 14 has no such setting: there, statements run to their end.
+    with contextlib.suppress(pg.errors.UndefinedObject):
+        conn.execute(f"SET client_connection_check_interval = {int(CLIENT_CHECK_MS)}")
+    # Search's candidates (`<%`): a typo leaves about half a word's trigrams matching.
+    conn.execute(f"SET pg_trgm.word_similarity_threshold = {WORD_SIMILARITY}")
+    return conn
+
+
+async def connect(url: str) -> psycopg.AsyncConnection[TupleRow]:
     """An autocommit connection, or StorageError saying in one line why not."""
     pg = driver()
     options: dict[str, Any] = {"autocommit": True, "application_name": "shared-context-server"}
     if "connect_timeout" not in url:
         options["connect_timeout"] = CONNECT_TIMEOUT_S
     try:
-        conn: psycopg.AsyncConnection[Row] = await pg.AsyncConnection.connect(url, **options)
+        conn: psycopg.AsyncConnection[TupleRow] = await pg.AsyncConnection.connect(url, **options)
     except pg.Error as error:
         raise connect_failure(url, error) from None
     # PostgreSQL before 14 has no such setting: there, statements run to their end.

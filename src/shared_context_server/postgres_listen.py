@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from shared_context_server.errors import StorageError
-from shared_context_server.postgres import Row, connect, driver
+from shared_context_server.postgres import TupleRow, connect, driver
 
 if TYPE_CHECKING:
     import psycopg
@@ -41,9 +41,9 @@ class PgListener:
     def __init__(self, url: str, channels: Iterable[str]) -> None:
         self.url = url
         self.channels = tuple(_quoted(channel) for channel in channels)
-        self._conn: psycopg.AsyncConnection[Row] | None = None
+        self._conn: psycopg.AsyncConnection[TupleRow] | None = None
 
-    async def _listen(self) -> psycopg.AsyncConnection[Row]:
+    async def _listen(self) -> psycopg.AsyncConnection[TupleRow]:
         conn = await connect(self.url)
         for channel in self.channels:
             await conn.execute(f"LISTEN {channel}")

@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
+from shared_context_server.store import Conn
+
 logger = logging.getLogger(__name__)
 
 Params = Sequence[Any]
@@ -61,7 +63,7 @@ def begin(conn: sqlite3.Connection, guard: Guard, busy_ms: int | None = None) ->
 
 def in_transaction(
     conn: sqlite3.Connection,
-    work: Callable[[sqlite3.Connection], T],
+    work: Callable[[Conn], T],
     guard: Guard,
     busy_ms: int | None = None,
 ) -> T:

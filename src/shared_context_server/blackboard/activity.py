@@ -8,7 +8,7 @@ from typing import Any
 
 from shared_context_server.blackboard.identity import VISIBLE_SQL, Agent, visible_to
 from shared_context_server.blackboard.sessions import require_session
-from shared_context_server.db import Database
+from shared_context_server.store import Store
 
 BUCKETS = 48
 # Per sender and minute, so the rows are bounded by minutes of activity, not messages.
@@ -27,21 +27,21 @@ def _minute(text: str) -> datetime:
     return datetime.fromisoformat(text + ":00+00:00")
 
 
-async def session_senders(db: Database, viewer: Agent) -> dict[str, list[dict[str, Any]]]:
+async def session_senders(db: Store, viewer: Agent) -> dict[str, list[dict[str, Any]]]:
     """For each session, the agents whose messages `viewer` may see, busiest first."""
     out: dict[str, list[dict[str, Any]]] = {}
-    for row in await db.fetchall(SENDERS, visible_to(viewer)):
+    for row in await db.read(SENDERS, visible_to(viewer)):
         out.setdefault(row["session_id"], []).append({"agent": row["sender"], "count": row["n"]})
     return out
 
 
 async def messages_over_time(
-    db: Database, viewer: Agent, session_id: str, buckets: int = BUCKETS
+    db: Store, viewer: Agent, session_id: str, buckets: int = BUCKETS
 ) -> dict[str, Any]:
     """Messages per agent in `buckets` equal spans of whole minutes from the session's first
     visible message to its last, busiest agent first. Raises SessionNotFound."""
     await require_session(db, session_id)
-    rows = await db.fetchall(PER_MINUTE, (session_id, *visible_to(viewer)))
+    rows = await db.read(PER_MINUTE, (session_id, *visible_to(viewer)))
     if not rows:
         return {"start": None, "end": None, "bucket_seconds": 60, "agents": []}
     start, end = _minute(rows[0]["minute"]), _minute(rows[-1]["minute"])

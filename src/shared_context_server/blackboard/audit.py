@@ -9,19 +9,18 @@ own (`record_refusal`). Reads are not logged.
 from __future__ import annotations
 
 import logging
-import sqlite3
 from datetime import datetime, timedelta
 from typing import Any
 
 from shared_context_server.blackboard.identity import Agent, in_family
 from shared_context_server.clock import iso, now_utc, utc_now
-from shared_context_server.db import Database, Transaction
 from shared_context_server.errors import (
     BlackboardError,
     DatabaseBusy,
     InvalidInput,
     PermissionDenied,
 )
+from shared_context_server.store import Conn, Row, Store
 
 logger = logging.getLogger(__name__)
 
@@ -72,18 +71,13 @@ def entry(
     return (ts or utc_now(), agent.agent_id, agent.via, action, session_id, target, result, detail)
 
 
-def write_entry(conn: sqlite3.Connection, row: tuple[Any, ...]) -> None:
-    """Log `row` (from `entry`) inside a `Database.transact` unit of work."""
+def write_entry(conn: Conn, row: tuple[Any, ...]) -> None:
+    """Log `row` (from `entry`) inside the unit of work of the change it describes."""
     conn.execute(INSERT, row)
 
 
-async def record(tx: Transaction, row: tuple[Any, ...]) -> None:
-    """Log `row` (from `entry`) inside a `Database.write()` transaction."""
-    await tx.execute(INSERT, row)
-
-
 async def record_refusal(
-    db: Database,
+    db: Store,
     agent: Agent,
     action: str,
     session_id: str | None,
@@ -104,18 +98,18 @@ async def record_refusal(
     )
 
 
-async def _record_alone(db: Database, agent: Agent, action: str, **fields: Any) -> None:
+async def _record_alone(db: Store, agent: Agent, action: str, **fields: Any) -> None:
     """One entry in a transaction of its own, for something that already happened (or was
     refused): a file too busy to take it gets a warning on stderr, never a different
     result for the caller."""
     try:
-        async with db.write() as tx:
-            await record(tx, entry(agent, action, **fields))
+        row = entry(agent, action, **fields)
+        await db.transact(lambda conn: write_entry(conn, row))
     except DatabaseBusy:
         logger.warning("could not log %s by %s: database busy", action, agent.agent_id)
 
 
-def entry_dict(row: sqlite3.Row) -> dict[str, Any]:
+def entry_dict(row: Row) -> dict[str, Any]:
     entry = {
         "id": row["id"],
         "ts": row["ts"],
@@ -132,7 +126,7 @@ def entry_dict(row: sqlite3.Row) -> dict[str, Any]:
 
 
 async def get_audit_log(
-    db: Database,
+    db: Store,
     agent: Agent,
     session_id: str | None = None,
     agent_id: str | None = None,
@@ -161,7 +155,7 @@ async def get_audit_log(
     before = _cursor(cursor)
     who = (agent_id, agent_id, family, len(family or ""), family)
     params = (*who, session_id, session_id, action, action, before, limit + 1)
-    rows = await db.fetchall(SELECT, params)
+    rows = await db.read(SELECT, params)
     entries = [entry_dict(row) for row in rows[:limit]]
     more = len(rows) > limit
     return {"entries": entries, "next_cursor": str(entries[-1]["id"]) if more else None}
@@ -177,18 +171,15 @@ def _cursor(cursor: str | None) -> int:
     return int(cursor)
 
 
-async def trim_audit_log(db: Database, retention_days: int, *, now: datetime | None = None) -> int:
+async def trim_audit_log(db: Store, retention_days: int, *, now: datetime | None = None) -> int:
     """Delete entries older than `retention_days` (0 keeps everything); a batch per call."""
     if retention_days <= 0:
         return 0
     cutoff = iso((now or now_utc()) - timedelta(days=retention_days))
-    async with db.write() as tx:
-        return await tx.execute(TRIM, (cutoff, TRIM_BATCH))
+    return await db.transact(lambda conn: conn.execute(TRIM, (cutoff, TRIM_BATCH)).rowcount)
 
 
-async def record_table_write(
-    db: Database, agent: Agent, action: str, table: str, count: int
-) -> None:
+async def record_table_write(db: Store, agent: Agent, action: str, table: str, count: int) -> None:
     """Log a records-toolset write. The tables live in another file, and two SQLite files
     in WAL mode share no atomic transaction, so this entry follows the records commit; if
     the blackboard is too busy to take it, that is logged to stderr and the write stands."""

@@ -1,20 +1,14 @@
-"""Noticing other processes' commits: one poller per process, and the long poll built on it.
+"""Noticing other processes' commits: one change feed per process, and the long poll on it.
 
-Processes share nothing but the file, so a process learns of another's commit by looking.
-Looking is cheap: `PRAGMA data_version` changes only when another connection commits, so
-an idle look is one PRAGMA; only after it moves are the two markers read (the highest
-message id, and the sessions counter that migration 2's triggers keep).
+Processes share nothing but the database, so how a process hears of another's commit is
+the engine's business (`Store.changes`, `Store.push`). On a SQLite file the feed looks
+every `interval` seconds: a look is one `PRAGMA data_version` while nothing changed (a
+few microseconds on the event loop thread), and a commit of this process wakes it at once
+when a long poll of this process waits. On PostgreSQL the engine hears every commit on
+its LISTEN connection and wakes the feed; nobody polls.
 
-The looks go through the Database's read-only connection (`read_now`), on the event loop
-thread: each is a few microseconds (a WAL reader never waits for a writer), where a
-round trip through aiosqlite's worker thread costs more than the look itself, ten times a
-second, in every process. That connection never writes, so this process's own commits
-move its data_version too, and it never sees a write still in progress; a commit wakes
-the feed at once when a long poll of this process waits. Long polls read with the same
-Database, whose reads never see an open write either.
-
-The poller sleeps outright, with no timer, while nobody is watching (no subscription,
-listen stream or long poll); with watchers it looks every `interval` seconds.
+The feed sleeps outright, with no timer, while nobody is watching (no subscription,
+listen stream or long poll).
 """
 
 from __future__ import annotations
@@ -23,7 +17,6 @@ import logging
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -31,44 +24,28 @@ import anyio
 from shared_context_server.blackboard.identity import VISIBLE_SQL, Agent, visible_to
 from shared_context_server.blackboard.limits import DEFAULT_LIMITS, Limits
 from shared_context_server.blackboard.messages import get_context
-from shared_context_server.db import Database
 from shared_context_server.errors import BlackboardError, InvalidInput
+from shared_context_server.store import Change, Store
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_POLL_INTERVAL = 0.1
 MAX_WAIT_S = 120.0
 
-LAST_MESSAGE_ID = "SELECT coalesce(max(id), 0) FROM messages"
-SESSIONS_COUNTER = "SELECT value FROM change_counters WHERE name = 'sessions'"
 # The sessions that gained a message `agent` may see in an id range: the range comes
-# from the poller, so this scans only the new rows.
+# from the feed, so this reads only the new rows.
 SESSIONS_WITH_NEWS = (
     "SELECT DISTINCT m.session_id FROM messages m"  # noqa: S608 (constants only)
     f" WHERE m.id > ? AND m.id <= ? AND {VISIBLE_SQL}"
 )
 
-
-@dataclass(frozen=True)
-class Change:
-    """What one poll found: messages with first_id <= id <= last_id are new."""
-
-    first_id: int
-    last_id: int
-    sessions_changed: bool
-
-    @property
-    def new_messages(self) -> bool:
-        return self.last_id >= self.first_id
-
-
 OnChange = Callable[[Change], Awaitable[None]]
 
 
 class ChangeFeed:
-    """One process's view of commits to the shared file, from any process."""
+    """One process's view of commits to the shared database, from any process."""
 
-    def __init__(self, db: Database, interval: float = DEFAULT_POLL_INTERVAL) -> None:
+    def __init__(self, db: Store, interval: float = DEFAULT_POLL_INTERVAL) -> None:
         self.db = db
         self.interval = interval
         self.watchers = 0
@@ -76,20 +53,21 @@ class ChangeFeed:
         self._nap: anyio.CancelScope | None = None
         self._woken = False
         self._seen = anyio.Event()
-        self._data_version = -1
-        self._last_id = 0
-        self._sessions = 0
+
+    async def start(self) -> None:
+        """Take the baseline: what exists now is not news."""
         try:
-            self.poll()  # the baseline: what exists now is not news
+            await self.poll()
         except BlackboardError as error:  # a damaged file: serve, and say so at each call
             logger.warning("change feed baseline failed: %s", error.message)
 
     def poke(self) -> None:
-        """A commit on this process's own connection: look now if a long poll waits here.
+        """A commit: look now if someone here waits for it.
 
-        The probe sees this process's commits anyway, at the next tick; subscribers can
-        wait that long, and every add_message would otherwise pay for a look."""
-        if self._long_polls:
+        On a file this is this process's own commit, and only a long poll is woken: the
+        feed's next tick sees it anyway, and every add_message would otherwise pay for a
+        look. Where the engine pushes, every commit heard of arrives here."""
+        if self._long_polls or (self.db.push and self.watchers):
             self._wake()
 
     def _wake(self) -> None:
@@ -102,10 +80,10 @@ class ChangeFeed:
         self.watchers += 1
         self._wake()
 
-    def watch_from_now(self) -> None:
+    async def watch_from_now(self) -> None:
         """`watch`, for a subscriber: it hears of commits after this call, never of older
-        ones. While nobody watched, the poller did not look, so look first."""
-        if not self.watchers and self.poll() is not None:
+        ones. While nobody watched, the feed did not look, so look first."""
+        if not self.watchers and await self.poll() is not None:
             self._tick()  # only long polls could be waiting: they look again
         self.watch()
 
@@ -128,43 +106,32 @@ class ChangeFeed:
         lands between the read and the wait still wakes the waiter."""
         return self._seen
 
-    def poll(self) -> Change | None:
+    async def poll(self) -> Change | None:
         """Look once; the change since the last look, or None. While nobody watches, the
         last look grows old: the first look after a pause may report older commits."""
-        version = int(self.db.read_now("PRAGMA data_version")[0][0])
-        if version == self._data_version:
-            return None
-        last_id = int(self.db.read_now(LAST_MESSAGE_ID)[0][0])
-        rows = self.db.read_now(SESSIONS_COUNTER)
-        sessions = int(rows[0][0]) if rows else 0
-        self._data_version = version
-        change = Change(self._last_id + 1, last_id, sessions != self._sessions)
-        self._last_id, self._sessions = last_id, sessions
-        if not change.new_messages and not change.sessions_changed:
-            return None  # a commit elsewhere (memory, tokens...) that no one here watches
-        return change
+        return await self.db.changes()
 
     def _tick(self) -> None:
         seen, self._seen = self._seen, anyio.Event()
         seen.set()
 
     async def run(self, on_change: OnChange) -> None:
-        """Poll until cancelled, calling `on_change` for each change and waking waiters."""
+        """Look until cancelled, calling `on_change` for each change and waking waiters."""
         while True:
             if not self._woken:
                 with anyio.CancelScope() as self._nap:
-                    if self.watchers:
+                    if self.watchers and not self.db.push:
                         await anyio.sleep(self.interval)
                     else:
                         await anyio.sleep_forever()
                 self._nap = None
             if not self.watchers:
                 self._woken = False
-                continue  # a local commit nobody waits for; the next look catches up
+                continue  # a commit nobody waits for; the next look catches up
             self._woken = False
             try:
-                change = self.poll()
-            except BlackboardError as error:  # the file or disk failed (storage.py)
+                change = await self.poll()
+            except BlackboardError as error:  # the file, disk or server failed
                 logger.warning("change poll failed: %s", error.message)
                 continue
             except sqlite3.Error:
@@ -179,12 +146,12 @@ class ChangeFeed:
                 logger.exception("sending change notifications failed")
 
 
-async def sessions_with_news(db: Database, agent: Agent, change: Change) -> set[str]:
+async def sessions_with_news(db: Store, agent: Agent, change: Change) -> set[str]:
     """Sessions that gained a message `agent` may see in `change`: no notification ever
     tells an agent about a message it cannot read."""
     if not change.new_messages:
         return set()
-    rows = await db.fetchall(
+    rows = await db.read(
         SESSIONS_WITH_NEWS, (change.first_id - 1, change.last_id, *visible_to(agent))
     )
     return {row[0] for row in rows}

@@ -8,7 +8,6 @@ transaction: two processes of one agent never both get a message.
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 import anyio
@@ -18,16 +17,17 @@ from shared_context_server.blackboard.changes import MAX_WAIT_S, ChangeFeed
 from shared_context_server.blackboard.identity import Agent
 from shared_context_server.blackboard.limits import DEFAULT_LIMITS, Limits, decode_metadata
 from shared_context_server.errors import InvalidInput
+from shared_context_server.store import Conn, Row
 
 MAX_INBOX_LIMIT = 200
 _KEYS = tuple(column.strip().removeprefix("m.") for column in news.COLUMNS.split(","))
 
 
 def _take(agent: Agent, limit: int, limits: Limits) -> Any:
-    def work(conn: sqlite3.Connection) -> tuple[list[sqlite3.Row], bool]:
+    def work(conn: Conn) -> tuple[list[Row], bool]:
         rows = news.news(conn, agent, limit + 1)
         has_more = len(rows) > limit
-        taken: list[sqlite3.Row] = []
+        taken: list[Row] = []
         chars = 0
         for row in rows[:limit]:  # a prefix in id order: each session's run stays whole
             chars += len(row["content"])
@@ -43,7 +43,7 @@ def _take(agent: Agent, limit: int, limits: Limits) -> Any:
     return work
 
 
-def _grouped(rows: list[sqlite3.Row], has_more: bool) -> dict[str, Any]:
+def _grouped(rows: list[Row], has_more: bool) -> dict[str, Any]:
     """Sessions with messages for the caller first; in each, those messages first."""
     groups: dict[str, dict[str, Any]] = {}
     for row in rows:
@@ -89,10 +89,10 @@ async def check_inbox(
     peek = news.NEWS["seen_id"]
     params = news.news_params(agent)
 
-    async def take() -> tuple[list[sqlite3.Row], bool]:
-        if not db.read_now(peek, (*params, 1)):
+    async def take() -> tuple[list[Row], bool]:
+        if not await db.read(peek, (*params, 1), small=True):
             return [], False
-        taken: tuple[list[sqlite3.Row], bool] = await db.transact(_take(agent, limit, limits))
+        taken: tuple[list[Row], bool] = await db.transact(_take(agent, limit, limits))
         return taken
 
     with feed.watching():

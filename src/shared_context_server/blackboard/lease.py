@@ -16,7 +16,7 @@ import socket
 from datetime import datetime, timedelta
 
 from shared_context_server.clock import iso, now_utc
-from shared_context_server.db import Database
+from shared_context_server.store import Store
 
 # The row is taken if it is free, expired, or already ours; otherwise the WHERE fails,
 # the upsert changes nothing and RETURNING yields no row.
@@ -36,24 +36,22 @@ def new_holder_id() -> str:
 
 
 async def acquire_lease(
-    db: Database, name: str, holder: str, ttl_s: float, *, now: datetime | None = None
+    db: Store, name: str, holder: str, ttl_s: float, *, now: datetime | None = None
 ) -> bool:
     """Take or renew lease `name` for `ttl_s` seconds; False if another holder has it."""
     moment = now or now_utc()
-    async with db.write() as tx:
-        row = await tx.fetchone(
-            ACQUIRE, (name, holder, iso(moment + timedelta(seconds=ttl_s)), iso(moment))
-        )
+    params = (name, holder, iso(moment + timedelta(seconds=ttl_s)), iso(moment))
+    row = await db.transact(lambda conn: conn.execute(ACQUIRE, params).fetchone())
     return row is not None
 
 
-async def release_lease(db: Database, name: str, holder: str) -> bool:
+async def release_lease(db: Store, name: str, holder: str) -> bool:
     """Give lease `name` up, if `holder` has it, so another process need not wait it out."""
-    async with db.write() as tx:
-        return await tx.execute(RELEASE, (name, holder)) > 0
+    released = await db.transact(lambda conn: conn.execute(RELEASE, (name, holder)).rowcount)
+    return released > 0
 
 
-async def lease_holder(db: Database, name: str) -> tuple[str, str] | None:
+async def lease_holder(db: Store, name: str) -> tuple[str, str] | None:
     """(holder, expires_at) of lease `name`, expired or not, or None if nobody took it."""
-    row = await db.fetchone(HOLDER, (name,))
+    row = await db.read_one(HOLDER, (name,))
     return (row["holder"], row["expires_at"]) if row else None

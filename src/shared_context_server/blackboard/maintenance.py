@@ -24,8 +24,8 @@ from shared_context_server.blackboard.search import index_pending
 from shared_context_server.blackboard.sessions import archive_idle_sessions
 from shared_context_server.blackboard.tokens import sweep_expired_tokens
 from shared_context_server.clock import iso, now_utc
-from shared_context_server.db import Database
 from shared_context_server.errors import BlackboardError, DatabaseBusy
+from shared_context_server.store import Store
 
 logger = logging.getLogger(__name__)
 
@@ -46,10 +46,10 @@ class Policy:
     audit_retention_days: int = DEFAULT_AUDIT_RETENTION_DAYS
 
 
-Job = Callable[[Database, Policy, str, datetime], Awaitable[int]]
+Job = Callable[[Store, Policy, str, datetime], Awaitable[int]]
 
 
-async def _archive(db: Database, policy: Policy, holder: str, now: datetime) -> int:
+async def _archive(db: Store, policy: Policy, holder: str, now: datetime) -> int:
     if policy.archive_after_days <= 0:
         return 0
     cutoff = iso(now - timedelta(days=policy.archive_after_days))
@@ -73,7 +73,7 @@ JOBS: dict[str, Job] = {
 
 
 async def maintain_once(
-    db: Database, holder: str, policy: Policy = Policy(), *, now: datetime | None = None
+    db: Store, holder: str, policy: Policy = Policy(), *, now: datetime | None = None
 ) -> dict[str, int] | None:
     """One round: if `holder` gets the lease, run every job; None if another process has it."""
     moment = now or now_utc()
@@ -82,7 +82,7 @@ async def maintain_once(
     return {name: await job(db, policy, holder, moment) for name, job in JOBS.items()}
 
 
-async def run_maintenance(db: Database, holder: str, policy: Policy = Policy()) -> None:
+async def run_maintenance(db: Store, holder: str, policy: Policy = Policy()) -> None:
     """Run maintenance rounds every `policy.interval_s` until cancelled.
 
     The first round waits a jittered fraction of a round (at most a second or two), so

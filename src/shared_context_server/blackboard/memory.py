@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import json
 import re
-import sqlite3
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -24,8 +23,8 @@ from shared_context_server.blackboard.sessions import (
     session_not_found,
 )
 from shared_context_server.clock import iso, now_utc
-from shared_context_server.db import Database, Transaction
 from shared_context_server.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from shared_context_server.store import Conn, Row, Store
 
 MAX_EXPIRES_IN = 365 * 24 * 3600  # one year, in seconds
 MAX_LIST_LIMIT = 200
@@ -93,7 +92,7 @@ def _scope_key(session_id: str | None) -> str:
     return session_id or ""
 
 
-def entry_dict(row: sqlite3.Row) -> dict[str, Any]:
+def entry_dict(row: Row) -> dict[str, Any]:
     return {
         "key": row["key"],
         "value": json.loads(row["value"]),
@@ -123,7 +122,7 @@ def _expiry(expires_in: int | None, moment: datetime) -> str | None:
     return iso(moment + timedelta(seconds=expires_in))
 
 
-async def _require_session(db: Database | Transaction, session_id: str | None) -> None:
+async def _require_session(db: Store, session_id: str | None) -> None:
     if session_id is not None:  # None: global memory, no session to check
         await require_session(db, session_id)
 
@@ -138,7 +137,7 @@ def _not_found(key: str, session_id: str | None) -> NotFound:
 
 
 async def set_memory(
-    db: Database,
+    db: Store,
     agent: Agent,
     key: str,
     value: Any,
@@ -161,7 +160,7 @@ async def set_memory(
     stamp, expires_at = iso(moment), _expiry(expires_in, moment)
     scope_key = _scope_key(session_id)
 
-    def store(conn: sqlite3.Connection) -> None:
+    def store(conn: Conn) -> None:
         # One unit of work on the writer's own thread, like add_message: a statement per
         # trip to aiosqlite's thread made this write 1.6x the floor's.
         if (
@@ -197,7 +196,7 @@ async def set_memory(
 
 
 async def get_memory(
-    db: Database,
+    db: Store,
     agent: Agent,
     key: str,
     session_id: str | None = None,
@@ -208,7 +207,7 @@ async def get_memory(
     agent.require("read", "get_memory")
     check_key(key)
     stamp = iso(now or now_utc())
-    row = await db.fetchone(GET, (agent.agent_id, _scope_key(session_id), key, stamp))
+    row = await db.read_one(GET, (agent.agent_id, _scope_key(session_id), key, stamp))
     if row is None:
         await _require_session(db, session_id)
         raise _not_found(key, session_id)
@@ -216,7 +215,7 @@ async def get_memory(
 
 
 async def delete_memory(
-    db: Database,
+    db: Store,
     agent: Agent,
     key: str,
     session_id: str | None = None,
@@ -227,13 +226,18 @@ async def delete_memory(
     agent.require("write", "delete_memory")
     check_key(key)
     stamp = iso(now or now_utc())
-    async with db.write() as tx:
-        deleted = await tx.execute(DELETE, (agent.agent_id, _scope_key(session_id), key, stamp))
+
+    def delete(conn: Conn) -> int:
+        params = (agent.agent_id, _scope_key(session_id), key, stamp)
+        deleted = conn.execute(DELETE, params).rowcount
         if deleted:
-            await audit.record(
-                tx,
+            audit.write_entry(
+                conn,
                 audit.entry(agent, "delete_memory", session_id=session_id, target=f"memory:{key}"),
             )
+        return deleted
+
+    deleted = await db.transact(delete)
     if not deleted:
         await _require_session(db, session_id)
     return {"deleted": deleted > 0}
@@ -260,7 +264,7 @@ def _decode_cursor(cursor: str) -> tuple[str, str]:
 
 
 async def list_memory(
-    db: Database,
+    db: Store,
     agent: Agent,
     session_id: str | None = None,
     prefix: str = "",
@@ -293,7 +297,7 @@ async def list_memory(
         after_key,
         limit + 1,
     )
-    rows = await db.fetchall(LIST, params)
+    rows = await db.read(LIST, params)
     page = rows[:limit]
     entries = [
         {
@@ -314,14 +318,14 @@ async def list_memory(
 
 
 async def memory_snapshot(
-    db: Database, agent: Agent, limit: int = SNAPSHOT_LIMIT, *, now: datetime | None = None
+    db: Store, agent: Agent, limit: int = SNAPSHOT_LIMIT, *, now: datetime | None = None
 ) -> dict[str, Any]:
     """All of the caller's live memory with values, as JSON-ready data (for a resource).
 
     At most `limit` entries, global first then by session and key; `truncated` says more exist.
     """
     agent.require("read", "memory")
-    rows = await db.fetchall(SNAPSHOT, (agent.agent_id, iso(now or now_utc()), limit + 1))
+    rows = await db.read(SNAPSHOT, (agent.agent_id, iso(now or now_utc()), limit + 1))
     return {
         "agent_id": agent.agent_id,
         "entries": [entry_dict(row) for row in rows[:limit]],
@@ -329,20 +333,19 @@ async def memory_snapshot(
     }
 
 
-async def sweep_expired_memory(db: Database, *, now: datetime | None = None) -> int:
+async def sweep_expired_memory(db: Store, *, now: datetime | None = None) -> int:
     """Delete expired entries in short batches (each its own transaction); returns how many."""
     stamp = iso(now or now_utc())
     total = 0
     while True:
-        async with db.write() as tx:
-            deleted = await tx.execute(SWEEP, (stamp, SWEEP_BATCH))
+        deleted = await db.transact(lambda conn: conn.execute(SWEEP, (stamp, SWEEP_BATCH)).rowcount)
         total += deleted
         if deleted < SWEEP_BATCH:
             return total
 
 
 async def all_memory_keys(
-    db: Database,
+    db: Store,
     admin: Agent,
     agent_id: str | None = None,
     limit: int = 100,
@@ -363,7 +366,7 @@ async def all_memory_keys(
         owner, _, scope = scope.partition("\n")
         after = (owner, scope, key)
     stamp = iso(now or now_utc())
-    rows = await db.fetchall(ALL_KEYS, (agent_id, agent_id, stamp, after[0], *after, limit + 1))
+    rows = await db.read(ALL_KEYS, (agent_id, agent_id, stamp, after[0], *after, limit + 1))
     page = rows[:limit]
     entries = [
         {
@@ -385,7 +388,7 @@ async def all_memory_keys(
 
 
 async def any_memory(
-    db: Database,
+    db: Store,
     admin: Agent,
     agent_id: str,
     key: str,
@@ -400,7 +403,7 @@ async def any_memory(
         raise PermissionDenied("only admins read other agents' memory.")
     check_key(key)
     stamp = iso(now or now_utc())
-    row = await db.fetchone(GET, (agent_id, _scope_key(session_id), key, stamp))
+    row = await db.read_one(GET, (agent_id, _scope_key(session_id), key, stamp))
     if row is None:
         await _require_session(db, session_id)
         raise _not_found(key, session_id)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import sqlite3
 from typing import Any
 
 from shared_context_server.blackboard import audit
@@ -27,8 +26,8 @@ from shared_context_server.blackboard.sessions import (
     session_not_found,
 )
 from shared_context_server.clock import utc_now
-from shared_context_server.db import Database
 from shared_context_server.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from shared_context_server.store import Conn, Row, Store
 
 MESSAGE_COLUMNS = (
     "m.id, m.session_id, m.sender, m.sender_type, m.content, m.visibility,"
@@ -68,7 +67,7 @@ MAX_CONTEXT_LIMIT = 500
 MESSAGE_KEYS = tuple(column.strip().removeprefix("m.") for column in MESSAGE_COLUMNS.split(","))
 
 
-def message_dict(row: sqlite3.Row) -> dict[str, Any]:
+def message_dict(row: Row) -> dict[str, Any]:
     """A message row (selected with MESSAGE_COLUMNS) as the message object of the API."""
     message = dict(zip(MESSAGE_KEYS, row, strict=True))
     message["metadata"] = decode_metadata(message["metadata"])
@@ -76,7 +75,7 @@ def message_dict(row: sqlite3.Row) -> dict[str, Any]:
 
 
 async def add_message(
-    db: Database,
+    db: Store,
     agent: Agent,
     session_id: str,
     content: str,
@@ -110,7 +109,7 @@ async def add_message(
     meta = encode_metadata(metadata, limits)
     reader = visible_to(agent)
 
-    def insert(conn: sqlite3.Connection) -> tuple[int, str]:
+    def insert(conn: Conn) -> tuple[int, str]:
         # Taken under the write lock, so timestamps follow commit order like the ids.
         now = utc_now()
         row = conn.execute(
@@ -143,9 +142,7 @@ async def add_message(
     return {"message_id": message_id, "session_id": session_id, "created_at": created_at}
 
 
-def _why_not_inserted(
-    conn: sqlite3.Connection, session_id: str, parent_message_id: int | None
-) -> Exception:
+def _why_not_inserted(conn: Conn, session_id: str, parent_message_id: int | None) -> Exception:
     session = conn.execute(SELECT_SESSION, (session_id,)).fetchone()
     if session is None:
         return session_not_found(session_id)
@@ -162,12 +159,10 @@ def _why_not_inserted(
     )
 
 
-async def get_message(
-    db: Database, agent: Agent, session_id: str, message_id: int
-) -> dict[str, Any]:
+async def get_message(db: Store, agent: Agent, session_id: str, message_id: int) -> dict[str, Any]:
     """One message the caller may see. Raises SessionNotFound, NotFound."""
     agent.require("read", "get_message")
-    found = db.read_now(SELECT_MESSAGE, (*visible_to(agent), session_id, message_id))
+    found = await db.read(SELECT_MESSAGE, (*visible_to(agent), session_id, message_id), small=True)
     row = found[0] if found else None
     if row is None:
         await require_session(db, session_id)
@@ -179,7 +174,7 @@ async def get_message(
 
 
 async def get_context(
-    db: Database,
+    db: Store,
     agent: Agent,
     session_id: str,
     limit: int = 50,
@@ -211,11 +206,11 @@ async def get_context(
         latest, before, after = LATEST_BY, BEFORE_BY, AFTER_BY
     params += (visibility, visibility)
     if after_id is not None:
-        rows = db.read_now(after, (*params, after_id, limit + 1))
+        rows = await db.read(after, (*params, after_id, limit + 1), small=True)
     elif before_id is not None:
-        rows = db.read_now(before, (*params, before_id, limit + 1))
+        rows = await db.read(before, (*params, before_id, limit + 1), small=True)
     else:
-        rows = db.read_now(latest, (*params, limit + 1))
+        rows = await db.read(latest, (*params, limit + 1), small=True)
     if not rows:
         await require_session(db, session_id)
     has_more = len(rows) > limit

@@ -14,8 +14,6 @@ addresses (`@property`, `a@b.c`) that a pattern would take for mentions.
 
 from __future__ import annotations
 
-import sqlite3
-
 from shared_context_server.blackboard.visibility import VISIBLE_SQL, visible_to
 
 # typing and collections cost the hook milliseconds: for mypy only (it takes any
@@ -26,6 +24,7 @@ if TYPE_CHECKING:
     from typing import Any, Literal
 
     from shared_context_server.blackboard.visibility import Reader
+    from shared_context_server.store import Conn, Row
 
     Mark = Literal["seen_id", "hinted_id", "nudged_id"]
 
@@ -75,38 +74,32 @@ def news_params(agent: Reader) -> tuple[Any, ...]:
     return (agent.agent_id, agent.agent_id, agent.agent_id, agent.agent_id, *visible_to(agent))
 
 
-def news(
-    conn: sqlite3.Connection, agent: Reader, limit: int, mark: Mark = "seen_id"
-) -> list[sqlite3.Row]:
+def news(conn: Conn, agent: Reader, limit: int, mark: Mark = "seen_id") -> list[Row]:
     """The oldest `limit` messages new to `agent` past `mark`, that it may see and did not
     send, in id order: for each session a run from its mark on, so marks can move to the
     last of each."""
-    cursor = conn.cursor()
-    cursor.row_factory = sqlite3.Row
-    return cursor.execute(NEWS[mark], (*news_params(agent), limit)).fetchall()
+    rows: list[Row] = conn.execute(NEWS[mark], (*news_params(agent), limit)).fetchall()
+    return rows
 
 
 def brief_news(
-    conn: sqlite3.Connection, agent: Reader, limit: int, mark: Mark = "seen_id"
+    conn: Conn, agent: Reader, limit: int, mark: Mark = "seen_id"
 ) -> list[tuple[Any, ...]]:
     """The newest `limit` of `news`, newest first, as (id, session_id, sender, content
     snippet, for_you, purpose) tuples."""
     return conn.execute(BRIEF[mark], (*news_params(agent), limit)).fetchall()
 
 
-def addressed_news(conn: sqlite3.Connection, agent: Reader, limit: int) -> list[tuple[Any, ...]]:
+def addressed_news(conn: Conn, agent: Reader, limit: int) -> list[tuple[Any, ...]]:
     """`brief_news` past the nudged marks, of messages for `agent` only."""
     params = (*news_params(agent), agent.agent_id, agent.agent_id, limit)
     return conn.execute(ADDRESSED, params).fetchall()
 
 
-def move_marks(
-    conn: sqlite3.Connection, agent_id: str, rows: Iterable[tuple[str, int]], mark: Mark
-) -> None:
+def move_marks(conn: Conn, agent_id: str, rows: Iterable[tuple[str, int]], mark: Mark) -> None:
     """Move `mark` of each (session_id, message_id) forward; a mark never moves back."""
     last: dict[str, int] = {}
     for session_id, message_id in rows:
         last[session_id] = max(message_id, last.get(session_id, 0))
-    conn.executemany(
-        MOVE_MARK[mark], [(message_id, agent_id, session) for session, message_id in last.items()]
-    )
+    for session_id, message_id in last.items():
+        conn.execute(MOVE_MARK[mark], (message_id, agent_id, session_id))

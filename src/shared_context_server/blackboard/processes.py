@@ -13,7 +13,6 @@ import logging
 import os
 import random
 import socket
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -22,7 +21,7 @@ from typing import Any
 import anyio
 
 from shared_context_server.clock import iso, utc_now
-from shared_context_server.db import Database
+from shared_context_server.store import Conn, Row, Store
 
 logger = logging.getLogger(__name__)
 
@@ -62,14 +61,14 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def is_live(row: sqlite3.Row | dict[str, Any], cutoff: str, host: str) -> bool:
+def is_live(row: Row | dict[str, Any], cutoff: str, host: str) -> bool:
     """Refreshed recently, and (on this host) its pid still exists."""
     if row["last_seen"] < cutoff:
         return False
     return row["host"] != host or pid_alive(int(row["pid"]))
 
 
-def process_dict(row: sqlite3.Row) -> dict[str, Any]:
+def process_dict(row: Row) -> dict[str, Any]:
     return {
         "pid": row["pid"],
         "host": row["host"],
@@ -85,7 +84,7 @@ def process_dict(row: sqlite3.Row) -> dict[str, Any]:
 class Heartbeat:
     """This process's row. `client_name` and `agent_id` may be learnt after it starts."""
 
-    db: Database
+    db: Store
     agent_type: str
     agent_id: str | None = None
     client_name: str | None = None
@@ -102,7 +101,7 @@ class Heartbeat:
             self.agent_id, self.client_name = agent_id, client_name
             self._news.set()
 
-    def _beat(self, conn: sqlite3.Connection) -> None:
+    def _beat(self, conn: Conn) -> None:
         now = utc_now()
         changed = 0
         if self.row_id is not None:
@@ -158,24 +157,27 @@ class Heartbeat:
             self.row_id = None
 
 
-async def _when_lock_free(db: Database, work: Callable[[sqlite3.Connection], object]) -> bool:
+async def _when_lock_free(db: Store, work: Callable[[Conn], object]) -> bool:
     for pause in SKIPPABLE_PAUSES:
         if pause:
             await anyio.sleep(pause * (0.5 + random.random()))
-        if db.try_transact(work):
+        if await db.try_transact(work):
             return True
     return False
 
 
-async def live_processes(db: Database, *, forget_stale: bool = True) -> list[dict[str, Any]]:
+async def live_processes(db: Store, *, forget_stale: bool = True) -> list[dict[str, Any]]:
     """Server processes using the file now, oldest first; stale rows are deleted unless
     `forget_stale` is False (a file opened only for inspection)."""
-    rows = await db.fetchall(SELECT_PROCESSES)
+    rows = await db.read(SELECT_PROCESSES)
     cutoff, host = stale_cutoff(), socket.gethostname()
     live = [row for row in rows if is_live(row, cutoff, host)]
     stale = [row["id"] for row in rows if not is_live(row, cutoff, host)]
     if stale and forget_stale:
-        async with db.write() as tx:
+
+        def forget(conn: Conn) -> None:
             for row_id in stale:
-                await tx.execute(DELETE_PROCESS, (row_id,))
+                conn.execute(DELETE_PROCESS, (row_id,))
+
+        await db.transact(forget)
     return [process_dict(row) for row in live]

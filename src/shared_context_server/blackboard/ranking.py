@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import sqlite3
+from typing import TYPE_CHECKING
 
 from rapidfuzz import fuzz, utils
+
+if TYPE_CHECKING:
+    from shared_context_server.store import Row
 
 default_process = utils.default_process
 
@@ -20,6 +23,6 @@ def score(query: str, text: str) -> float:
     return max(whole, each)
 
 
-def searchable(row: sqlite3.Row) -> str:
+def searchable(row: Row) -> str:
     """A message row's text as search sees it: content, sender and metadata, processed."""
     return default_process(f"{row['content']} {row['sender']} {row['metadata'] or ''}")

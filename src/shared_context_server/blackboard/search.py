@@ -45,8 +45,8 @@ import anyio
 from shared_context_server.blackboard.identity import VISIBLE_SQL, Agent, visible_to
 from shared_context_server.blackboard.messages import MESSAGE_COLUMNS, message_dict
 from shared_context_server.blackboard.sessions import require_session
-from shared_context_server.db import Database
 from shared_context_server.errors import BlackboardError, DatabaseBusy, InvalidInput
+from shared_context_server.store import Conn, Row, Store
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +115,16 @@ TAIL = (
 )
 
 
+# PostgreSQL: pg_trgm's GIN index over the content (postgres_schema) finds the messages
+# holding a stretch similar to the query (`<%`, word similarity, typos included), the
+# most similar first; rapidfuzz then ranks them as on SQLite.
+TRIGRAM_MATCHING = (
+    f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.session_id = ?"  # noqa: S608
+    f" AND (? IS NULL OR m.sender = ?) AND {VISIBLE_SQL} AND ? <% m.content"
+    " ORDER BY word_similarity(?, m.content) DESC, m.id DESC LIMIT ?"
+)
+
+
 def query_trigrams(query: str) -> list[str]:
     """The distinct trigrams of the query's words, in order (the index folds case too)."""
     seen: dict[str, None] = {}
@@ -141,50 +151,59 @@ def choose_trigrams(counts: dict[str, int], budget: int) -> list[str]:
 
 
 async def _candidates(
-    db: Database, agent: Agent, session_id: str, query: str, sender: str | None
-) -> list[sqlite3.Row]:
+    db: Store, agent: Agent, session_id: str, query: str, sender: str | None
+) -> list[Row]:
     filters = (session_id, sender, sender, *visible_to(agent))
+    if db.engine == "postgres":
+        size_row = await db.read_one(SESSION_SIZE, (session_id,))
+        if size_row is None or int(size_row[0]) <= DIRECT_SCAN:
+            return await db.read(NEWEST, (*filters, DIRECT_SCAN))
+        similar = await db.read(TRIGRAM_MATCHING, (*filters, query, query, CANDIDATES))
+        return similar or await db.read(NEWEST, (*filters, SHORT_QUERY_SCAN))
     # The watermark first: rows at or below it are in the index, rows above are the tail.
     # If the indexer moves it meanwhile, a row may come both ways; ids dedupe it.
-    mark = await db.fetchone(WATERMARK)
+    mark = await db.read_one(WATERMARK)
     indexed = int(mark[0]) if mark else 0
-    size_row = await db.fetchone(SESSION_SIZE, (session_id,))
+    size_row = await db.read_one(SESSION_SIZE, (session_id,))
     size = int(size_row[0]) if size_row else 0
     if size <= DIRECT_SCAN:
-        return await db.fetchall(NEWEST, (*filters, DIRECT_SCAN))
-    tail = await db.fetchall(TAIL, (*filters, indexed, TAIL_SCAN))
-    rows: list[sqlite3.Row] = []
+        return await db.read(NEWEST, (*filters, DIRECT_SCAN))
+    tail = await db.read(TAIL, (*filters, indexed, TAIL_SCAN))
+    rows: list[Row] = []
     trigrams = query_trigrams(query)
     if trigrams:
         counting = " UNION ALL ".join([COUNT_UP_TO] * len(trigrams))
         cap = POSTINGS_BUDGET + 1
         params = [p for t in trigrams for p in (t, _phrase(t), cap)]
-        counts = {r["term"]: r["doc"] for r in await db.fetchall(counting, params) if r["doc"]}
+        counts = {r["term"]: r["doc"] for r in await db.read(counting, params) if r["doc"]}
         rare = choose_trigrams(counts, POSTINGS_BUDGET)
         if rare:
             match = " OR ".join(_phrase(t) for t in rare)
-            rows = await db.fetchall(RANKED, (match, *filters, CANDIDATES))
+            rows = await db.read(RANKED, (match, *filters, CANDIDATES))
         elif counts and size >= MIN_WALK_SHARE * indexed:
             # Every trigram is common: the newest messages holding them all.
             match = " AND ".join(_phrase(t) for t in trigrams if t in counts)
-            rows = await db.fetchall(NEWEST_MATCHING, (match, *filters, CANDIDATES))
+            rows = await db.read(NEWEST_MATCHING, (match, *filters, CANDIDATES))
     if not rows:
-        rows = await db.fetchall(NEWEST, (*filters, SHORT_QUERY_SCAN))
+        rows = await db.read(NEWEST, (*filters, SHORT_QUERY_SCAN))
     seen = {row["id"] for row in rows}
     return rows + [row for row in tail if row["id"] not in seen]
 
 
-async def index_pending(db: Database, batch: int = INDEX_BATCH, at_least: int = 1) -> int:
+async def index_pending(db: Store, batch: int = INDEX_BATCH, at_least: int = 1) -> int:
     """Add committed messages above the watermark to the search index, a batch per short
     transaction, until it has caught up; returns how many. Nothing is done unless about
     `at_least` are pending (ids past the watermark). Safe from any process at any
     time: the watermark is read again under the write lock."""
+    if db.engine != "sqlite":
+        return 0  # PostgreSQL keeps its trigram index inside each writing transaction
     total = 0
     while True:
-        if int(db.read_now(PENDING)[0][0] or 0) < at_least:
+        pending = await db.read_one(PENDING, small=True)
+        if int(pending[0] if pending else 0) < at_least:
             return total  # the common case: one quick read, no write lock
 
-        def index(conn: sqlite3.Connection) -> int | None:
+        def index(conn: Conn) -> int | None:
             start = int(conn.execute(WATERMARK).fetchone()[0])
             end = conn.execute(BATCH_END, (start, batch)).fetchone()[0]
             if end is None:
@@ -202,7 +221,7 @@ async def index_pending(db: Database, batch: int = INDEX_BATCH, at_least: int = 
 
 
 async def search_context(
-    db: Database,
+    db: Store,
     agent: Agent,
     session_id: str,
     query: str,
@@ -258,7 +277,7 @@ class Indexer:
     maintenance round indexes the rest. Until then search reads the rows directly, so
     waiting never hides a message."""
 
-    def __init__(self, db: Database, delay: float = INDEX_DELAY) -> None:
+    def __init__(self, db: Store, delay: float = INDEX_DELAY) -> None:
         self._db = db
         self._delay = delay
         self._wanted = anyio.Event()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-import sqlite3
 from typing import Any, Literal
 
 from shared_context_server.blackboard import audit
@@ -18,8 +17,8 @@ from shared_context_server.blackboard.limits import (
     encode_metadata,
 )
 from shared_context_server.clock import utc_now
-from shared_context_server.db import Database, Transaction
 from shared_context_server.errors import Conflict, InvalidInput, PermissionDenied, SessionNotFound
+from shared_context_server.store import Conn, Row, Store
 
 Status = Literal["active", "completed", "archived"]
 StatusFilter = Literal["active", "completed", "archived", "all"]
@@ -61,7 +60,7 @@ def new_session_id() -> str:
     return "sess_" + secrets.token_hex(8)
 
 
-def session_dict(row: sqlite3.Row) -> dict[str, Any]:
+def session_dict(row: Row) -> dict[str, Any]:
     return {
         "id": row["id"],
         "purpose": row["purpose"],
@@ -83,7 +82,7 @@ def _check_purpose(purpose: str, limits: Limits) -> str:
 
 
 async def create_session(
-    db: Database,
+    db: Store,
     agent: Agent,
     purpose: str,
     metadata: dict[str, Any] | None = None,
@@ -95,7 +94,7 @@ async def create_session(
     meta = encode_metadata(metadata, limits)
     session_id = new_session_id()
 
-    def insert(conn: sqlite3.Connection) -> str:
+    def insert(conn: Conn) -> str:
         now = utc_now()
         conn.execute(INSERT_SESSION, (session_id, purpose, agent.agent_id, now, now, meta))
         audit.write_entry(
@@ -122,9 +121,9 @@ async def create_session(
     }
 
 
-async def fetch_session(db: Database | Transaction, session_id: str) -> dict[str, Any]:
+async def fetch_session(db: Store, session_id: str) -> dict[str, Any]:
     """The session row. Raises SessionNotFound."""
-    row = await db.fetchone(SELECT_SESSION, (session_id,))
+    row = await db.read_one(SELECT_SESSION, (session_id,))
     if row is None:
         raise session_not_found(session_id)
     return session_dict(row)
@@ -141,17 +140,17 @@ def session_not_found(session_id: str) -> SessionNotFound:
 SESSION_EXISTS = "SELECT 1 FROM sessions WHERE id = ?"
 
 
-async def require_session(db: Database | Transaction, session_id: str) -> None:
+async def require_session(db: Store, session_id: str) -> None:
     """Raises SessionNotFound unless the session exists (any status)."""
-    if await db.fetchone(SESSION_EXISTS, (session_id,)) is None:
+    if await db.read_one(SESSION_EXISTS, (session_id,)) is None:
         raise session_not_found(session_id)
 
 
-async def get_session(db: Database, agent: Agent, session_id: str) -> dict[str, Any]:
+async def get_session(db: Store, agent: Agent, session_id: str) -> dict[str, Any]:
     """The session with counts of the messages `agent` may see. Raises SessionNotFound."""
     agent.require("read", "get_session")
     session = await fetch_session(db, session_id)
-    activity = await db.fetchone(SESSION_ACTIVITY, (session_id, *visible_to(agent)))
+    activity = await db.read_one(SESSION_ACTIVITY, (session_id, *visible_to(agent)))
     assert activity is not None  # an aggregate always returns one row
     return {
         "session": session,
@@ -183,7 +182,7 @@ def decode_cursor(cursor: str) -> int:
 
 
 async def list_sessions(
-    db: Database,
+    db: Store,
     agent: Agent,
     status: StatusFilter = "active",
     limit: int = 50,
@@ -192,7 +191,7 @@ async def list_sessions(
     """Sessions newest first, one page; `next_cursor` continues it (None at the end)."""
     agent.require("read", "list_sessions")
     before = decode_cursor(cursor) if cursor else None
-    rows = await db.fetchall(LIST_SESSIONS, (status, status, before, before, limit + 1))
+    rows = await db.read(LIST_SESSIONS, (status, status, before, before, limit + 1))
     page = rows[:limit]
     more = len(rows) > limit
     return {
@@ -202,7 +201,7 @@ async def list_sessions(
 
 
 async def update_session(
-    db: Database,
+    db: Store,
     agent: Agent,
     session_id: str,
     status: Status | None = None,
@@ -220,8 +219,9 @@ async def update_session(
         raise InvalidInput("update_session needs at least one of status, purpose, metadata.")
     new_purpose = _check_purpose(purpose, limits) if purpose is not None else None
     new_meta = encode_metadata(metadata, limits) if metadata is not None else None
-    async with db.write() as tx:
-        row = await tx.fetchone(SELECT_SESSION, (session_id,))
+
+    def update(conn: Conn) -> tuple[Row, tuple[Any, ...]]:
+        row = conn.execute(SELECT_SESSION, (session_id,)).fetchone()
         if row is None:
             raise session_not_found(session_id)
         if row["created_by"] != agent.agent_id and not agent.is_admin:
@@ -244,22 +244,27 @@ async def update_session(
             now,
             session_id,
         )
-        await tx.execute(UPDATE_SESSION, values)
+        conn.execute(UPDATE_SESSION, values)
         changed = [
             f"status {status}" if status is not None else "",
             "purpose" if purpose is not None else "",
             "metadata" if metadata is not None else "",
         ]
-        await audit.record(
-            tx,
+        audit.write_entry(
+            conn,
             audit.entry(
                 agent,
                 "update_session",
                 session_id=session_id,
                 target=f"session:{session_id}",
                 detail=", ".join(c for c in changed if c),
+                ts=now,
             ),
         )
+        return row, values
+
+    row, values = await db.transact(update)
+    now = values[3]
     return {
         **session_dict(row),
         "status": values[0],
@@ -285,30 +290,34 @@ ARCHIVE = (
 ARCHIVE_BATCH = 200
 
 
-async def archive_idle_sessions(db: Database, actor: Agent, cutoff: str) -> int:
+async def archive_idle_sessions(db: Store, actor: Agent, cutoff: str) -> int:
     """Archive up to a batch of sessions with no update and no message since `cutoff`,
     each with an audit entry by `actor` (maintenance); returns how many.
 
     They are found by a plain read, so other processes' writes never wait for the search;
     only the few found are re-checked and changed under the write lock."""
-    found = await db.fetchall(IDLE_SESSIONS, (cutoff, cutoff, ARCHIVE_BATCH))
+    found = await db.read(IDLE_SESSIONS, (cutoff, cutoff, ARCHIVE_BATCH))
     if not found:
         return 0
-    archived = 0
-    async with db.write() as tx:
+
+    def archive(conn: Conn) -> int:
+        archived = 0
         now = utc_now()
         for (session_id,) in found:
-            if await tx.fetchone(ARCHIVE, (now, session_id, cutoff, cutoff)) is None:
+            if conn.execute(ARCHIVE, (now, session_id, cutoff, cutoff)).fetchone() is None:
                 continue
             archived += 1
-            await audit.record(
-                tx,
+            audit.write_entry(
+                conn,
                 audit.entry(
                     actor,
                     "auto_archive",
                     session_id=session_id,
                     target=f"session:{session_id}",
                     detail=f"idle since before {cutoff}",
+                    ts=now,
                 ),
             )
-    return archived
+        return archived
+
+    return await db.transact(archive)

@@ -23,8 +23,8 @@ from typing import Any
 from shared_context_server.blackboard import audit
 from shared_context_server.blackboard.identity import Agent, Permission, check_name, in_family
 from shared_context_server.clock import iso, now_utc
-from shared_context_server.db import Database
 from shared_context_server.errors import InvalidInput, PermissionDenied, TokenInvalid
+from shared_context_server.store import Conn, Store
 
 PREFIX = "sct_"
 DEFAULT_TTL_S = 24 * 3600
@@ -93,7 +93,7 @@ def check_grant(
 
 
 async def authenticate_agent(
-    db: Database,
+    db: Store,
     caller: Agent,
     agent_id: str,
     agent_type: str | None = None,
@@ -119,8 +119,9 @@ async def authenticate_agent(
     moment = now or now_utc()
     created, expires_at = iso(moment), iso(moment + timedelta(seconds=ttl))
     granted_list = _sorted(granted)
-    async with db.write() as tx:
-        await tx.execute(
+
+    def mint(conn: Conn) -> None:
+        conn.execute(
             INSERT,
             (
                 token_hash(token),
@@ -132,8 +133,8 @@ async def authenticate_agent(
                 expires_at,
             ),
         )
-        await audit.record(
-            tx,
+        audit.write_entry(
+            conn,
             audit.entry(
                 caller,
                 "authenticate_agent",
@@ -141,6 +142,8 @@ async def authenticate_agent(
                 detail=f"{kind} {','.join(granted_list)} until {expires_at}",
             ),
         )
+
+    await db.transact(mint)
     return {
         "token": token,
         "agent_id": agent_id,
@@ -151,17 +154,18 @@ async def authenticate_agent(
 
 
 async def revoke_token(
-    db: Database, caller: Agent, token: str, *, now: datetime | None = None
+    db: Store, caller: Agent, token: str, *, now: datetime | None = None
 ) -> dict[str, Any]:
     """Revoke a token: its minter (or the minter's parent), its own agent, or an admin may.
     `revoked` is False for a token that is unknown, expired or already revoked.
     Raises PermissionDenied."""
     stamp = iso(now or now_utc())
     digest = token_hash(token)
-    async with db.write() as tx:
-        row = await tx.fetchone(LOOKUP, (digest,))
+
+    def revoke(conn: Conn) -> bool:
+        row = conn.execute(LOOKUP, (digest,)).fetchone()
         if row is None:
-            return {"revoked": False}
+            return False
         own = caller.agent_id
         allowed = (
             caller.is_admin
@@ -176,20 +180,24 @@ async def revoke_token(
             )
         live = row["revoked_at"] is None and row["expires_at"] > stamp
         if live:
-            await tx.execute(REVOKE, (stamp, digest))
-            await audit.record(
-                tx, audit.entry(caller, "revoke_token", target=f"agent:{row['agent_id']}")
+            conn.execute(REVOKE, (stamp, digest))
+            audit.write_entry(
+                conn, audit.entry(caller, "revoke_token", target=f"agent:{row['agent_id']}")
             )
-    return {"revoked": live}
+        return bool(live)
+
+    return {"revoked": await db.transact(revoke)}
 
 
-def resolve_token(db: Database, token: str, via: Agent, *, now: datetime | None = None) -> Agent:
+async def resolve_token(db: Store, token: str, via: Agent, *, now: datetime | None = None) -> Agent:
     """The sub-agent `token` stands for, acting through process agent `via`.
 
     One indexed read on the caller's thread (no trip to aiosqlite's), so a call with a
     token costs about what one without does. Raises TokenInvalid: never falls back to `via`.
     """
-    rows = db.read_now(LOOKUP, (token_hash(token),)) if token.startswith(PREFIX) else []
+    rows = (
+        await db.read(LOOKUP, (token_hash(token),), small=True) if token.startswith(PREFIX) else []
+    )
     if not rows:
         raise TokenInvalid(
             "agent_token is not a token this blackboard issued (or it was swept after "
@@ -212,7 +220,7 @@ def resolve_token(db: Database, token: str, via: Agent, *, now: datetime | None 
     return Agent(row["agent_id"], row["agent_type"], permissions, "token", via=via.agent_id)
 
 
-async def sweep_expired_tokens(db: Database, *, now: datetime | None = None) -> int:
+async def sweep_expired_tokens(db: Store, *, now: datetime | None = None) -> int:
     """Delete tokens past their expiry (revoked ones included); one batch per call."""
-    async with db.write() as tx:
-        return await tx.execute(SWEEP, (iso(now or now_utc()), SWEEP_BATCH))
+    params = (iso(now or now_utc()), SWEEP_BATCH)
+    return await db.transact(lambda conn: conn.execute(SWEEP, params).rowcount)

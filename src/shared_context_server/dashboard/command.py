@@ -20,27 +20,27 @@ import uvicorn
 from shared_context_server.dashboard.live import Changes
 from shared_context_server.dashboard.reads import Reader
 from shared_context_server.dashboard.web import build_app
-from shared_context_server.db import Database
 from shared_context_server.errors import InvalidInput, StorageError
-from shared_context_server.migrations import SCHEMA_VERSION
 from shared_context_server.operations.store import require_file
 from shared_context_server.operations.viewers import choose_viewer, describe
+from shared_context_server.store import Store, Target, is_postgres_url, open_store
 from shared_context_server.terminal import note
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
-async def open_for_reading(path: Path) -> Database:
-    """The existing file, never migrated: the dashboard writes nothing.
+async def open_for_reading(target: Target) -> Store:
+    """The existing file or database, never migrated: the dashboard writes nothing.
 
     Raises NotFound, StorageError."""
-    db = await Database.open(require_file(path), migrate=False)
+    existing = target if is_postgres_url(target) else require_file(Path(target))
+    db = await open_store(existing, migrate=False)
     version = await db.schema_version()
-    if version != SCHEMA_VERSION:
+    if version != db.release_schema:
         await db.close()
         raise StorageError(
-            f"{db.path} has schema version {version} and this dashboard reads "
-            f"{SCHEMA_VERSION}; start a server (or `shared-context-server sessions`) on it "
+            f"{db.where} has schema version {version} and this dashboard reads "
+            f"{db.release_schema}; start a server (or `shared-context-server sessions`) on it "
             "once to migrate it, or upgrade shared-context-server."
         )
     return db
@@ -83,7 +83,7 @@ class _Server(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
-def run_dashboard(args: argparse.Namespace, path: Path) -> int:
+def run_dashboard(args: argparse.Namespace, path: Target) -> int:
     """Serve until interrupted; returns the exit status."""
     host: str = args.host
     if not 0 <= args.port <= 65535:
@@ -105,7 +105,7 @@ def run_dashboard(args: argparse.Namespace, path: Path) -> int:
             changes = Changes(reader.data_version)
             app = build_app(reader, changes, token, host, port)
             url = f"http://{url_host(host)}:{port}/?token={token}"
-            note(f"dashboard of {db.path}, showing {describe(viewer)}")
+            note(f"dashboard of {db.where}, showing {describe(viewer)}")
             if host not in LOOPBACK:
                 note(
                     f"warning: listening on {host}, not only this machine: anyone who can "
@@ -123,7 +123,10 @@ def run_dashboard(args: argparse.Namespace, path: Path) -> int:
                 lifespan="on",
                 timeout_graceful_shutdown=2,
             )
-            await _Server(config, changes).serve(sockets=[sock])
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(db.listen)  # PostgreSQL's commits are heard, not looked for
+                await _Server(config, changes).serve(sockets=[sock])
+                tg.cancel_scope.cancel()
         finally:
             await db.close()
             sock.close()

@@ -14,13 +14,12 @@ from shared_context_server.blackboard.messages import get_context, get_message
 from shared_context_server.blackboard.processes import live_processes
 from shared_context_server.blackboard.search import search_context
 from shared_context_server.blackboard.sessions import StatusFilter, fetch_session
-from shared_context_server.db import Database
 from shared_context_server.errors import NotFound, PermissionDenied
 from shared_context_server.operations.watch import (
-    DATA_VERSION,
     count_visible,
     session_overview,
 )
+from shared_context_server.store import Store
 
 PAGE = 100  # messages per transcript page: the first screen of a 10,000-message session
 LIVE_BATCH = 500  # new messages per live event; the next event carries the rest
@@ -38,13 +37,12 @@ def _excerpt(message: dict[str, Any]) -> dict[str, Any]:
 class Reader:
     """The blackboard as one viewer sees it (public, an agent, or an admin)."""
 
-    db: Database
+    db: Store
     viewer: Agent
 
     async def data_version(self) -> int:
-        """Moves whenever another connection commits to the file."""
-        row = await self.db.fetchone(DATA_VERSION)
-        return int(row[0]) if row else 0
+        """Moves whenever another process commits."""
+        return await self.db.data_version()
 
     async def sessions(self, status: StatusFilter = "all") -> list[dict[str, Any]]:
         """Sessions most recently active first, with the agents the viewer sees posting."""

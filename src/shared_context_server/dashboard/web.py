@@ -92,7 +92,7 @@ def build_app(reader: Reader, changes: Changes, token: str, host: str, port: int
             {
                 "viewer": describe(reader.viewer),
                 "admin": reader.viewer.is_admin,
-                "database": str(reader.db.path),
+                "database": reader.db.where,
             }
         )
 

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from shared_context_server.about import PACKAGE, PIPX_INSTALL, UVX, UVX_TEXT
 from shared_context_server.errors import InvalidInput
+from shared_context_server.store import Target
 
 Client = Literal["claude-desktop", "claude-code", "cursor", "generic"]
 CLIENTS: dict[str, str] = {
@@ -62,7 +63,7 @@ def uv_cache_of(path: Path) -> Path | None:
 
 
 def server_args(
-    agent_id: str | None, agent_type: str | None, db: Path | None, admin: bool
+    agent_id: str | None, agent_type: str | None, db: Target | None, admin: bool
 ) -> list[str]:
     args: list[str] = []
     if agent_id:
@@ -70,7 +71,8 @@ def server_args(
     if agent_type:
         args += ["--agent-type", agent_type]
     if db is not None:
-        args += ["--db", str(db.expanduser().absolute())]
+        where = db if isinstance(db, str) else str(db.expanduser().absolute())
+        args += ["--db", where]
     if admin:
         args.append("--admin")
     return args
@@ -82,7 +84,7 @@ def render_config(
     name: str = "shared-context",
     agent_id: str | None = None,
     agent_type: str | None = None,
-    db: Path | None = None,
+    db: Target | None = None,
     admin: bool = False,
     local: bool = False,
 ) -> str:

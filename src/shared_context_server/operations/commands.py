@@ -23,7 +23,6 @@ import anyio
 from shared_context_server.blackboard.identity import Agent
 from shared_context_server.blackboard.sessions import fetch_session
 from shared_context_server.config import audit_retention
-from shared_context_server.db import Database
 from shared_context_server.errors import Conflict, InvalidInput
 from shared_context_server.operations.backup import backup
 from shared_context_server.operations.doctor import diagnose
@@ -38,6 +37,7 @@ from shared_context_server.operations.transfer import (
 )
 from shared_context_server.operations.viewers import ADMIN_VIEWER, choose_viewer, describe
 from shared_context_server.operations.watch import follow, latest_messages, session_overview
+from shared_context_server.store import Store, Target, is_postgres_url, open_store
 from shared_context_server.terminal import (
     MessagePrinter,
     Progress,
@@ -50,13 +50,19 @@ from shared_context_server.terminal import (
 )
 
 
-def _doctor(args: argparse.Namespace, db: Path) -> int:
-    data = anyio.run(partial(diagnose, db.absolute(), quick=args.quick))
+def _doctor(args: argparse.Namespace, db: Target) -> int:
+    if is_postgres_url(db):
+        from shared_context_server.operations import postgres_commands
+
+        data = anyio.run(postgres_commands.diagnose, str(db))
+        print(json.dumps(data, indent=2) if args.json else postgres_commands.report(data))
+        return 0
+    data = anyio.run(partial(diagnose, Path(db).absolute(), quick=args.quick))
     print(json.dumps(data, indent=2) if args.json else doctor_report(data))
     return 0 if data["ok"] else 1
 
 
-async def _viewer(database: Database, args: argparse.Namespace) -> Agent:
+async def _viewer(database: Store, args: argparse.Namespace) -> Agent:
     return await choose_viewer(
         database,
         getattr(args, "as_agent", None),
@@ -65,7 +71,7 @@ async def _viewer(database: Database, args: argparse.Namespace) -> Agent:
     )
 
 
-def _sessions(args: argparse.Namespace, db: Path) -> int:
+def _sessions(args: argparse.Namespace, db: Target) -> int:
     async def run() -> tuple[Agent, list[dict[str, Any]]]:
         database = await open_existing(db)
         try:
@@ -82,11 +88,11 @@ def _sessions(args: argparse.Namespace, db: Path) -> int:
         if viewer is not ADMIN_VIEWER:  # as tail and export say: the counts are a view
             note(f"MSGS counts {describe(viewer)}")
     else:
-        note(f"no {'' if args.status == 'all' else args.status + ' '}sessions in {db}")
+        note(f"no {'' if args.status == 'all' else args.status + ' '}sessions in {_where(db)}")
     return 0
 
 
-def _tail(args: argparse.Namespace, db: Path) -> int:
+def _tail(args: argparse.Namespace, db: Target) -> int:
     if args.lines < 0:
         raise InvalidInput("-n must be 0 or more.")
 
@@ -113,7 +119,7 @@ def _tail(args: argparse.Namespace, db: Path) -> int:
 
 
 async def _follow(
-    database: Database, viewer: Agent, session_id: str, after: int, printer: MessagePrinter
+    database: Store, viewer: Agent, session_id: str, after: int, printer: MessagePrinter
 ) -> None:
     """Print new messages until Ctrl-C (or SIGTERM), then return quietly."""
     async with anyio.create_task_group() as tg:
@@ -124,11 +130,12 @@ async def _follow(
                     tg.cancel_scope.cancel()
 
         tg.start_soon(stop_on_signal)
+        tg.start_soon(database.listen)  # PostgreSQL's commits are heard, not looked for
         async for message in follow(database, viewer, session_id, after):
             printer.print(message)
 
 
-def _export(args: argparse.Namespace, db: Path) -> int:
+def _export(args: argparse.Namespace, db: Target) -> int:
     if args.output is not None:  # checked first: a bad path fails before any work
         wanted = Path(args.output).expanduser().absolute()
         if wanted.is_dir():
@@ -175,7 +182,7 @@ def _export(args: argparse.Namespace, db: Path) -> int:
     return 0
 
 
-def _import(args: argparse.Namespace, db: Path) -> int:
+def _import(args: argparse.Namespace, db: Target) -> int:
     source = "stdin" if args.file == "-" else args.file
     try:
         text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text("utf-8")
@@ -194,7 +201,7 @@ def _import(args: argparse.Namespace, db: Path) -> int:
     progress.update(0, len(document.messages))
 
     async def run() -> dict[str, Any]:
-        database = await Database.open(db)
+        database = await open_store(db)
         try:
             return await import_session(database, document)
         finally:
@@ -205,7 +212,7 @@ def _import(args: argparse.Namespace, db: Path) -> int:
     progress.finish()
     print(
         f"imported session {result['session_id']}: {counted(result['messages'], 'messages')} "
-        f"into {db}"
+        f"into {_where(db)}"
     )
     if result["session_id"] != result["original_session_id"]:
         print(
@@ -222,7 +229,15 @@ def _import(args: argparse.Namespace, db: Path) -> int:
     return 0
 
 
-def _backup(args: argparse.Namespace, db: Path) -> int:
+def _backup(args: argparse.Namespace, db: Target) -> int:
+    if is_postgres_url(db):
+        from shared_context_server.postgres import redact
+
+        raise InvalidInput(
+            "backup copies a SQLite file; back up PostgreSQL with its own tool: "
+            f"pg_dump --format=custom --file=FILE '{redact(str(db))}'."
+        )
+    db = Path(db)
     started = time.monotonic()
     size = db.stat().st_size if db.is_file() else 0
     if size > 50_000_000:
@@ -236,7 +251,7 @@ def _backup(args: argparse.Namespace, db: Path) -> int:
     return 0
 
 
-def _prune(args: argparse.Namespace, db: Path) -> int:
+def _prune(args: argparse.Namespace, db: Target) -> int:
     if not 0 <= args.archived_older_than < 1e6:
         raise InvalidInput("--archived-older-than must be a number of days from 0 to 999999.")
     retention = audit_retention({"audit_retention_days": args.audit_retention_days})
@@ -263,14 +278,14 @@ def _prune(args: argparse.Namespace, db: Path) -> int:
     return 0
 
 
-def _dashboard(args: argparse.Namespace, db: Path) -> int:
+def _dashboard(args: argparse.Namespace, db: Target) -> int:
     # Imported here: the web stack loads only for this command.
     from shared_context_server.dashboard.command import run_dashboard
 
     return run_dashboard(args, db)
 
 
-HANDLERS: dict[str, Callable[[argparse.Namespace, Path], int]] = {
+HANDLERS: dict[str, Callable[[argparse.Namespace, Target], int]] = {
     "doctor": _doctor,
     "sessions": _sessions,
     "tail": _tail,
@@ -280,3 +295,12 @@ HANDLERS: dict[str, Callable[[argparse.Namespace, Path], int]] = {
     "prune": _prune,
     "dashboard": _dashboard,
 }
+
+
+def _where(db: Target) -> str:
+    """The database for messages: a URL never shows its password."""
+    if is_postgres_url(db):
+        from shared_context_server.postgres import redact
+
+        return redact(str(db))
+    return str(db)

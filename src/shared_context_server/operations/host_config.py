@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 import re
 import shlex
-from pathlib import Path
 from typing import Any
 
 from shared_context_server.operations.client_config import server_args, server_command
+from shared_context_server.store import Target
 
 HOSTS: dict[str, str] = {
     "codex": "~/.codex/config.toml, or .codex/config.toml in a trusted project",
@@ -31,7 +31,7 @@ def render_codex(
     name: str,
     agent_id: str | None,
     agent_type: str | None,
-    db: Path | None,
+    db: Target | None,
     admin: bool,
     local: bool,
 ) -> str:
@@ -49,7 +49,7 @@ def render_codex(
 
 
 def render_claude_hooks(
-    agent_id: str, agent_type: str | None, db: Path | None, admin: bool, local: bool
+    agent_id: str, agent_type: str | None, db: Target | None, admin: bool, local: bool
 ) -> str:
     """The settings.json `hooks` block running `hook claude-code` with the MCP entry's
     identity and file."""

@@ -1,20 +1,14 @@
-"""The command line on a PostgreSQL URL: `doctor` checks the server and the schema.
+"""`doctor` on a PostgreSQL URL: reachable, server version, TLS, schema, live processes.
 
-Serving agents and the other operator commands do not run on PostgreSQL in this release
-(the domain still speaks SQLite's dialect through db.py); they say so in one line, exit 2,
-rather than half-work. README "When one machine is not enough" says what is ready.
+Every other command runs on either engine through the Store (store.py); this is the one
+whose checks differ: a file has pages and a WAL to check, a server has a connection.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 from typing import Any
 
-import anyio
-
 from shared_context_server.blackboard.processes import stale_cutoff
-from shared_context_server.errors import StorageError
 from shared_context_server.postgres import PgDatabase, check_url, redact
 from shared_context_server.postgres_schema import SCHEMA_VERSION
 
@@ -31,24 +25,15 @@ LIVE_PROCESSES = (
 PROCESS_KEYS = ("pid", "host", "agent_id", "agent_type", "client_name", "started_at", "last_seen")
 
 
-def not_yet(command: str) -> StorageError:
-    """The one line for what does not run on PostgreSQL in this release."""
-    what = "serving agents" if command == "serve" else f"`{command}`"
-    return StorageError(
-        f"{what} on PostgreSQL is not available in this release yet; `{PROG} doctor --db URL` "
-        "checks the server and prepares its schema. Use a SQLite file (--db PATH) meanwhile."
-    )
-
-
 async def diagnose(url: str) -> dict[str, Any]:
     """Reachable, server version, TLS, schema version (migrated if behind) and live
     processes. Connecting failures and a newer schema raise StorageError."""
     db = await PgDatabase.open(check_url(url))
     try:
-        row = await db.fetchone(SERVER_FACTS)
+        row = await db.read_one(SERVER_FACTS)
         assert row is not None
         version = await db.schema_version()
-        live = await db.fetchall(LIVE_PROCESSES, (stale_cutoff(),))
+        live = await db.read(LIVE_PROCESSES, (stale_cutoff(),))
     finally:
         await db.close()
     warnings = []
@@ -89,18 +74,3 @@ def report(data: dict[str, Any]) -> str:
         lines.append(f"warning: {item['warning']}\n  what to do: {item['fix']}")
     lines.append("ok")
     return "\n".join(lines)
-
-
-def run(command: str, args: argparse.Namespace, url: str) -> int:
-    """`doctor` on a URL; anything else raises StorageError (one line, exit 2)."""
-    if command != "doctor":
-        check_url(url)  # a missing driver or a bad URL is the more useful line
-        if command == "backup":
-            raise StorageError(
-                f"backup copies a SQLite file; back up PostgreSQL with its own tool: "
-                f"pg_dump --format=custom --file=FILE '{redact(url)}'."
-            )
-        raise not_yet(command)
-    data = anyio.run(diagnose, url)
-    print(json.dumps(data, indent=2) if args.json else report(data))
-    return 0

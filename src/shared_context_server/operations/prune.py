@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 from shared_context_server.blackboard import audit
 from shared_context_server.clock import iso
-from shared_context_server.db import Database
+from shared_context_server.store import Conn, Store
 from shared_context_server.terminal import counted
 
 BATCH = 200
@@ -44,22 +45,29 @@ class PruneRule:
     also: tuple[tuple[str, str], ...] = ()
     applies: Callable[[PruneOptions], bool] = lambda options: True
 
-    def _doomed(self) -> str:
+    def _doomed(self, key: str) -> str:
         return (
-            f"WITH doomed AS (SELECT rowid AS doomed_rowid, * FROM {self.table}"  # noqa: S608
-            f" WHERE {self.condition} ORDER BY rowid LIMIT ?) "
+            f"WITH doomed AS (SELECT {key} AS doomed_key, * FROM {self.table}"  # noqa: S608
+            f" WHERE {self.condition} ORDER BY {key} LIMIT ?) "
         )
 
-    def count_sql(self) -> list[tuple[str, str]]:
-        """(label, SQL) pairs counting the rows a batch of LIMIT ? would remove."""
-        own = (self.name, self._doomed() + "SELECT count(*) FROM doomed")  # noqa: S608
-        return [own, *((label, self._doomed() + sql) for label, sql in self.also)]
+    def count_sql(self, key: str) -> list[tuple[str, str]]:
+        """(label, SQL) pairs counting the rows a batch of LIMIT ? would remove; `key` is
+        the engine's row address (ROW_KEY)."""
+        own = (self.name, self._doomed(key) + "SELECT count(*) FROM doomed")  # noqa: S608
+        return [own, *((label, self._doomed(key) + sql) for label, sql in self.also)]
 
-    def delete_sql(self) -> str:
+    def delete_sql(self, key: str) -> str:
         return (
-            f"DELETE FROM {self.table} WHERE rowid IN (SELECT rowid FROM {self.table}"  # noqa: S608
-            f" WHERE {self.condition} ORDER BY rowid LIMIT ?)"
+            f"DELETE FROM {self.table} WHERE {key} IN (SELECT {key} FROM {self.table}"  # noqa: S608
+            f" WHERE {self.condition} ORDER BY {key} LIMIT ?)"
         )
+
+
+# Every table's row address, on each engine: batches are cut by it.
+ROW_KEY = {"sqlite": "rowid", "postgres": "ctid"}
+# A dry run's LIMIT: every row.
+NO_LIMIT = 2**62
 
 
 def _archived_cutoff(options: PruneOptions) -> str:
@@ -107,16 +115,16 @@ Counts = dict[str, int]
 Progress = Callable[[Counts], None]
 
 
-async def _count(db: Database, rule: PruneRule, cutoff: str, limit: int) -> Counts:
+async def _count(db: Store, rule: PruneRule, cutoff: str, limit: int) -> Counts:
     counts: Counts = {}
-    for label, sql in rule.count_sql():
-        row = await db.fetchone(sql, (cutoff, limit))
+    for label, sql in rule.count_sql(ROW_KEY[db.engine]):
+        row = await db.read_one(sql, (cutoff, limit))
         counts[label] = int(row[0]) if row else 0
     return counts
 
 
 async def prune(
-    db: Database,
+    db: Store,
     options: PruneOptions,
     *,
     dry_run: bool = False,
@@ -125,31 +133,38 @@ async def prune(
 ) -> dict[str, Counts]:
     """What each rule removed (or, with `dry_run`, would remove): rule name -> counts."""
     report: dict[str, Counts] = {}
+    key = ROW_KEY[db.engine]
     for rule in rules:
         if not rule.applies(options):
             continue
         cutoff = rule.cutoff(options)
         if dry_run:
-            report[rule.name] = await _count(db, rule, cutoff, -1)  # LIMIT -1: no limit
+            report[rule.name] = await _count(db, rule, cutoff, NO_LIMIT)
             continue
-        totals: Counts = dict.fromkeys((label for label, _ in rule.count_sql()), 0)
+        totals: Counts = dict.fromkeys((label for label, _ in rule.count_sql(key)), 0)
         while True:
-            async with db.write() as tx:
-                batch: Counts = {}
-                for label, sql in rule.count_sql():
-                    row = await tx.fetchone(sql, (cutoff, BATCH))
-                    batch[label] = int(row[0]) if row else 0
-                if not batch[rule.name]:
-                    break
-                await tx.execute(rule.delete_sql(), (cutoff, BATCH))
-                # Deleting history is itself history, logged with the batch it describes.
-                removed = ", ".join(counted(n, label) for label, n in batch.items() if n)
-                await audit.record(
-                    tx, audit.entry(audit.OPERATOR, "prune", target=rule.table, detail=removed)
-                )
+            batch = await db.transact(partial(_prune_batch, rule, key, cutoff))
+            if not batch[rule.name]:
+                break
             for label, n in batch.items():
                 totals[label] += n
             if progress:
                 progress(totals)
         report[rule.name] = totals
     return report
+
+
+def _prune_batch(rule: PruneRule, key: str, cutoff: str, conn: Conn) -> Counts:
+    """Count, delete and log one batch of `rule`'s rows; nothing if it found none."""
+    batch: Counts = {}
+    for label, sql in rule.count_sql(key):
+        row = conn.execute(sql, (cutoff, BATCH)).fetchone()
+        batch[label] = int(row[0]) if row else 0
+    if batch[rule.name]:
+        conn.execute(rule.delete_sql(key), (cutoff, BATCH))
+        # Deleting history is itself history, logged with the batch it describes.
+        removed = ", ".join(counted(n, label) for label, n in batch.items() if n)
+        audit.write_entry(
+            conn, audit.entry(audit.OPERATOR, "prune", target=rule.table, detail=removed)
+        )
+    return batch

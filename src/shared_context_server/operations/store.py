@@ -1,11 +1,11 @@
-"""Opening an operator's database: an existing file only, never a fresh empty one."""
+"""Opening an operator's database: an existing file (never a fresh empty one) or a URL."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from shared_context_server.db import Database
 from shared_context_server.errors import NotFound
+from shared_context_server.store import Store, Target, is_postgres_url, open_store
 
 
 def require_file(path: Path) -> Path:
@@ -19,9 +19,9 @@ def require_file(path: Path) -> Path:
     return path
 
 
-async def open_existing(path: Path) -> Database:
-    """Open an existing blackboard (migrating it as any server would).
-
-    Raises NotFound, StorageError.
-    """
-    return await Database.open(require_file(path))
+async def open_existing(target: Target) -> Store:
+    """Open an existing blackboard file, or a PostgreSQL database (migrating either as any
+    server would). Raises NotFound, StorageError."""
+    if is_postgres_url(target):
+        return await open_store(target)
+    return await open_store(require_file(Path(target)))

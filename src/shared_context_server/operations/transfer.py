@@ -27,10 +27,10 @@ from shared_context_server.blackboard.sessions import (
     new_session_id,
 )
 from shared_context_server.clock import utc_now
-from shared_context_server.db import Database
 from shared_context_server.errors import BlackboardError, InvalidInput
 from shared_context_server.operations.viewers import ADMIN_VIEWER, PUBLIC_VIEWER
 from shared_context_server.operations.watch import all_messages, count_visible
+from shared_context_server.store import Conn, Store
 from shared_context_server.terminal import counted
 
 FORMAT = "shared-context-server/session"
@@ -45,16 +45,11 @@ INSERT_SESSION = (
     "INSERT INTO sessions (id, purpose, status, created_by, created_at, updated_at, metadata)"
     " VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
-# Ids are assigned here, under the write lock, from where AUTOINCREMENT would continue;
-# inserting them explicitly moves its counter past them.
-NEXT_MESSAGE_ID = (
-    "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'messages'), 0),"
-    " coalesce((SELECT max(id) FROM messages), 0)) + 1"
-)
+# Each engine gives the id, as for a posted message: ids keep growing in commit order.
 INSERT_MESSAGE = (
-    "INSERT INTO messages (id, session_id, sender, sender_type, content, visibility,"
+    "INSERT INTO messages (session_id, sender, sender_type, content, visibility,"
     " message_type, metadata, parent_message_id, created_at)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"
 )
 
 
@@ -67,7 +62,7 @@ def view_name(viewer: Agent) -> str:
 
 
 async def export_session(
-    db: Database, viewer: Agent, session_id: str, progress: Progress | None = None
+    db: Store, viewer: Agent, session_id: str, progress: Progress | None = None
 ) -> dict[str, Any]:
     """The session and every message `viewer` may see, as one JSON-ready document.
 
@@ -274,7 +269,7 @@ def _encode(metadata: dict[str, Any] | None) -> str | None:
     return json.dumps(metadata, separators=(",", ":"), ensure_ascii=False)
 
 
-async def import_session(db: Database, document: ExportFile) -> dict[str, Any]:
+async def import_session(db: Store, document: ExportFile) -> dict[str, Any]:
     """Write the session and its messages in one transaction: all of it or nothing.
 
     Messages get fresh ids in their original order, reply-to links follow them; a reply to
@@ -286,11 +281,12 @@ async def import_session(db: Database, document: ExportFile) -> dict[str, Any]:
     dropped = sum(
         1 for m in ordered if m.parent_message_id is not None and m.parent_message_id not in held
     )
-    async with db.write() as tx:
+
+    def write(conn: Conn) -> str:
         session_id = session.id
-        if await tx.fetchone(SESSION_EXISTS, (session_id,)):
+        if conn.execute(SESSION_EXISTS, (session_id,)).fetchone():
             session_id = new_session_id()
-        await tx.execute(
+        conn.execute(
             INSERT_SESSION,
             (
                 session_id,
@@ -302,29 +298,16 @@ async def import_session(db: Database, document: ExportFile) -> dict[str, Any]:
                 _encode(session.metadata),
             ),
         )
-        row = await tx.fetchone(NEXT_MESSAGE_ID)
-        first = int(row[0]) if row else 1
-        new_ids = {m.id: first + i for i, m in enumerate(ordered)}
-        await tx.executemany(
-            INSERT_MESSAGE,
-            [
-                (
-                    new_ids[m.id],
-                    session_id,
-                    m.sender,
-                    m.sender_type,
-                    m.content,
-                    m.visibility,
-                    m.message_type,
-                    _encode(m.metadata),
-                    new_ids.get(m.parent_message_id) if m.parent_message_id else None,
-                    m.created_at,
-                )
-                for m in ordered
-            ],
-        )
-        await audit.record(
-            tx,
+        new_ids: dict[int, int] = {}
+        for m in ordered:
+            parent = new_ids.get(m.parent_message_id) if m.parent_message_id else None
+            values = (
+                *(session_id, m.sender, m.sender_type, m.content, m.visibility),
+                *(m.message_type, _encode(m.metadata), parent, m.created_at),
+            )
+            new_ids[m.id] = int(conn.execute(INSERT_MESSAGE, values).fetchone()[0])
+        audit.write_entry(
+            conn,
             audit.entry(
                 audit.OPERATOR,
                 "import",
@@ -333,6 +316,9 @@ async def import_session(db: Database, document: ExportFile) -> dict[str, Any]:
                 detail=counted(len(ordered), "messages"),
             ),
         )
+        return session_id
+
+    session_id = await db.transact(write)
     # Indexed now, in short batches after the import's own transaction: no server process
     # may run on this file for a while, and search reads only a bounded unindexed tail.
     await index_pending(db)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from shared_context_server.blackboard.identity import Agent, check_name
-from shared_context_server.db import Database
+from shared_context_server.store import Store
 
 # Whitespace is forbidden in agent ids and types, so no message can be this viewer's own
 # private note or match its type: the operator's default view is public messages only.
@@ -14,7 +14,7 @@ LAST_TYPE = "SELECT sender_type FROM messages WHERE sender = ? ORDER BY id DESC 
 
 
 async def choose_viewer(
-    db: Database, as_agent: str | None, agent_type: str | None, admin: bool
+    db: Store, as_agent: str | None, agent_type: str | None, admin: bool
 ) -> Agent:
     """The operator by default, an admin with `admin`, or the agent `as_agent` (whose type is
     `agent_type`, else the type it last posted with, else generic). Raises InvalidInput."""
@@ -24,7 +24,7 @@ async def choose_viewer(
         return PUBLIC_VIEWER
     check_name(as_agent, "--as")
     if agent_type is None:
-        row = await db.fetchone(LAST_TYPE, (as_agent,))
+        row = await db.read_one(LAST_TYPE, (as_agent,))
         agent_type = str(row["sender_type"]) if row else "generic"
     check_name(agent_type, "--agent-type")
     return Agent(as_agent, agent_type, frozenset({"read"}))

@@ -11,7 +11,7 @@ import anyio
 from shared_context_server.blackboard.identity import VISIBLE_SQL, Agent, visible_to
 from shared_context_server.blackboard.messages import MAX_CONTEXT_LIMIT, get_context
 from shared_context_server.blackboard.sessions import StatusFilter, session_dict
-from shared_context_server.db import Database
+from shared_context_server.store import Store
 
 FOLLOW_INTERVAL = 0.2
 
@@ -29,17 +29,15 @@ COUNT_VISIBLE = (
     "SELECT coalesce(sum(m.message_count), 0) FROM session_activity m"  # noqa: S608
     f" WHERE m.session_id = ? AND {VISIBLE_SQL}"
 )
-# Changes whenever another connection commits to the file: cheaper than any query.
-DATA_VERSION = "PRAGMA data_version"
 
 
 async def session_overview(
-    db: Database, viewer: Agent, status: StatusFilter = "all"
+    db: Store, viewer: Agent, status: StatusFilter = "all"
 ) -> list[dict[str, Any]]:
     """Every session with `status`, most recently active first, with the number and time
     of the messages `viewer` may see; `last_activity` is the later of that and the
     session's own last update."""
-    rows = await db.fetchall(SESSION_OVERVIEW, (*visible_to(viewer), status, status))
+    rows = await db.read(SESSION_OVERVIEW, (*visible_to(viewer), status, status))
     out = []
     for row in rows:
         last = row["last_message_at"]
@@ -55,7 +53,7 @@ async def session_overview(
 
 
 async def latest_messages(
-    db: Database, viewer: Agent, session_id: str, count: int
+    db: Store, viewer: Agent, session_id: str, count: int
 ) -> list[dict[str, Any]]:
     """The latest `count` messages `viewer` may see, oldest first. Raises SessionNotFound."""
     page = await get_context(db, viewer, session_id, limit=min(count, MAX_CONTEXT_LIMIT))
@@ -68,7 +66,7 @@ async def latest_messages(
 
 
 async def messages_after(
-    db: Database, viewer: Agent, session_id: str, after_id: int
+    db: Store, viewer: Agent, session_id: str, after_id: int
 ) -> AsyncIterator[dict[str, Any]]:
     """Every message `viewer` may see with id > `after_id`, in order, page by page."""
     while True:
@@ -81,7 +79,7 @@ async def messages_after(
 
 
 async def follow(
-    db: Database,
+    db: Store,
     viewer: Agent,
     session_id: str,
     after_id: int,
@@ -89,14 +87,14 @@ async def follow(
 ) -> AsyncIterator[dict[str, Any]]:
     """New messages `viewer` may see, as any process commits them, forever.
 
-    Polls `PRAGMA data_version` every `interval` seconds and queries only when it moved,
-    so a quiet session costs one trivial statement per poll. Raises SessionNotFound if the
+    Looks at the store's data_version every `interval` seconds and queries only when it
+    moved, so a quiet session costs next to nothing (on PostgreSQL, nothing: the number
+    moves with what `Store.listen`, run beside this, hears). Raises SessionNotFound if the
     session disappears (pruned).
     """
     version: int | None = None
     while True:
-        row = await db.fetchone(DATA_VERSION)
-        current = int(row[0]) if row else 0
+        current = await db.data_version()
         if current != version:
             version = current
             async for message in messages_after(db, viewer, session_id, after_id):
@@ -105,14 +103,12 @@ async def follow(
         await anyio.sleep(interval)
 
 
-async def all_messages(
-    db: Database, viewer: Agent, session_id: str
-) -> AsyncIterator[dict[str, Any]]:
+async def all_messages(db: Store, viewer: Agent, session_id: str) -> AsyncIterator[dict[str, Any]]:
     """Every message of the session `viewer` may see, oldest first. Raises SessionNotFound."""
     async for message in messages_after(db, viewer, session_id, 0):
         yield message
 
 
-async def count_visible(db: Database, viewer: Agent, session_id: str) -> int:
-    row = await db.fetchone(COUNT_VISIBLE, (session_id, *visible_to(viewer)))
+async def count_visible(db: Store, viewer: Agent, session_id: str) -> int:
+    row = await db.read_one(COUNT_VISIBLE, (session_id, *visible_to(viewer)))
     return int(row[0]) if row else 0

@@ -9,6 +9,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -30,11 +31,11 @@ from shared_context_server.blackboard.processes import Heartbeat
 from shared_context_server.blackboard.search import Indexer
 from shared_context_server.blackboard.tokens import resolve_token
 from shared_context_server.config import Settings
-from shared_context_server.db import Database
 from shared_context_server.errors import (
     BlackboardError,
     InvalidInput,
     PermissionDenied,
+    StorageError,
     TokenInvalid,
 )
 from shared_context_server.instructions import AGENT_INSTRUCTIONS
@@ -43,6 +44,7 @@ from shared_context_server.server.models import Input
 from shared_context_server.server.state import AppState
 from shared_context_server.server.stdio import stdio_streams
 from shared_context_server.server.toolsets import tool_list_for, tools_for
+from shared_context_server.store import Store, open_store
 
 if TYPE_CHECKING:  # the records toolset is imported only when it is offered
     from shared_context_server.blackboard.records.store import RecordsStore
@@ -126,7 +128,7 @@ async def call_tool(
         agent = state.process_agent(ctx)
         state.note_client(ctx, agent)
         if arguments.agent_token is not None:
-            agent = resolve_token(state.db, arguments.agent_token, agent)
+            agent = await resolve_token(state.db, arguments.agent_token, agent)
         data = await spec.handler(state, agent, arguments)
     except ValidationError as error:
         return error_result(invalid_arguments(spec.name, error))
@@ -155,7 +157,7 @@ async def call_tool(
 
 
 def build_server(
-    settings: Settings, db: Database | None = None, records: RecordsStore | None = None
+    settings: Settings, db: Store | None = None, records: RecordsStore | None = None
 ) -> Server[AppState]:
     """A Server over `db` (and `records`), or over connections its lifespan opens
     (in-process tests)."""
@@ -164,7 +166,7 @@ def build_server(
 
     @asynccontextmanager
     async def lifespan(server: Server[AppState]) -> AsyncIterator[AppState]:
-        database = db or await Database.open(settings.db_path)
+        database = db or await open_store(settings.db_path)
         store = records
         try:
             if store is None and "records" in settings.toolsets:
@@ -200,7 +202,7 @@ def build_server(
 @asynccontextmanager
 async def _running(
     settings: Settings,
-    database: Database,
+    database: Store,
     bus: InMemorySubscriptionBus,
     records: RecordsStore | None,
 ) -> AsyncIterator[AppState]:
@@ -222,8 +224,10 @@ async def _running(
         records.on_write = partial(record_table_write, database)
     stop_poking = database.on_commit(feed.poke)
     stop_indexing = database.on_commit(indexer.poke)
+    await feed.start()
     try:
         async with anyio.create_task_group() as tg:
+            tg.start_soon(database.listen)
             tg.start_soon(feed.run, partial(resources.notify_change, state))
             # In the background: the first beat must not delay the handshake.
             tg.start_soon(heartbeat.run)
@@ -255,12 +259,17 @@ def init_options(server: Server[AppState]) -> InitializationOptions:
     )
 
 
-async def open_records(settings: Settings, db: Database) -> RecordsStore:
+async def open_records(settings: Settings, db: Store) -> RecordsStore:
     """The records file beside the blackboard file. Raises StorageError."""
     from shared_context_server.blackboard.records.store import RecordsStore, records_path
 
+    if db.engine != "sqlite":
+        raise StorageError(
+            "the records toolset does not run on PostgreSQL yet; serve without "
+            "--toolsets records on a PostgreSQL --db."
+        )
     return await RecordsStore.open(
-        records_path(db.path), allow_raw_writes=settings.allow_raw_writes
+        records_path(Path(db.where)), allow_raw_writes=settings.allow_raw_writes
     )
 
 
@@ -271,7 +280,7 @@ async def serve_stdio(settings: Settings, interactive: bool = False) -> None:
     The files are opened first, so a database that cannot be used stops the process with
     its own message before any protocol starts. Raises StorageError.
     """
-    db = await Database.open(settings.db_path)
+    db = await open_store(settings.db_path)
     records: RecordsStore | None = None
     interrupted = False
     try:
@@ -298,7 +307,7 @@ async def serve_stdio(settings: Settings, interactive: bool = False) -> None:
             await _close(db, records)
 
 
-async def _close(db: Database, records: RecordsStore | None) -> None:
+async def _close(db: Store, records: RecordsStore | None) -> None:
     if records is not None:
         await records.close()
     await db.close()

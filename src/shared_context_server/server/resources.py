@@ -24,10 +24,11 @@ from mcp.shared.uri_template import UriTemplate
 
 from shared_context_server.blackboard import memory, messages, sessions
 from shared_context_server.blackboard.audit import record_refusal
-from shared_context_server.blackboard.changes import Change, sessions_with_news
+from shared_context_server.blackboard.changes import sessions_with_news
 from shared_context_server.blackboard.identity import Agent
 from shared_context_server.errors import BlackboardError, PermissionDenied
 from shared_context_server.server.state import AppState
+from shared_context_server.store import Change
 
 Reader = Callable[[AppState, Agent, dict[str, str]], Awaitable[dict[str, Any]]]
 
@@ -147,7 +148,7 @@ async def list_resources(
     state = ctx.lifespan_context
     if state.peer is not None and not state.list_watched:
         state.list_watched = True
-        state.feed.watch_from_now()
+        await state.feed.watch_from_now()
     agent = state.process_agent(ctx)
     cursor = params.cursor if params is not None else None
     try:
@@ -203,7 +204,7 @@ async def subscribe(
     await check_subscribable(state, agent, params.uri)
     state.peer = state.peer or ctx.session
     if params.uri not in state.subscriptions:
-        state.feed.watch_from_now()
+        await state.feed.watch_from_now()
     state.subscriptions[params.uri] = agent
     return types.EmptyResult()
 
@@ -239,7 +240,7 @@ def listen_handler(stream: ListenHandler) -> Callable[..., Awaitable[Any]]:
         for uri in sorted(uris):
             await check_subscribable(state, agent, uri)
         key = object()
-        state.feed.watch_from_now()
+        await state.feed.watch_from_now()
         state.listens[key] = (agent, uris)
         try:
             return await stream(ctx, params)

@@ -20,7 +20,7 @@ from shared_context_server.blackboard.identity import (
 )
 from shared_context_server.blackboard.processes import Heartbeat
 from shared_context_server.config import Settings
-from shared_context_server.db import Database
+from shared_context_server.store import Store
 
 if TYPE_CHECKING:  # imported only when the records toolset is offered
     from shared_context_server.blackboard.records.store import RecordsStore
@@ -41,7 +41,7 @@ _UNSAFE = re.compile(r"\s+")
 @dataclass
 class AppState:
     settings: Settings
-    db: Database
+    db: Store
     feed: ChangeFeed
     # 2026 era: listen streams take events from here (filtered by URI per stream).
     bus: InMemorySubscriptionBus

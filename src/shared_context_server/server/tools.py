@@ -182,7 +182,7 @@ async def whoami(state: AppState, agent: Agent, a: m.NoArguments) -> dict[str, A
         "agent_type": agent.agent_type,
         "permissions": sorted(agent.permissions),
         "identity_source": agent.source,
-        "database_path": str(state.db.path),
+        "database_path": str(state.db.where),
     }
     if agent.via is not None:
         data["via"] = agent.via

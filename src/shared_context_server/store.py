@@ -1,0 +1,157 @@
+"""The one seam between the domain and storage: read, or run a unit of work in a transaction.
+
+The domain (`blackboard/`) reaches its data only through a `Store`. Two engines stand
+behind it: the SQLite file (`db.Database`, the default) and a PostgreSQL database
+(`postgres.PgDatabase`, for agents on several machines). Both take the same statements,
+written once with `?` placeholders in the dialect the two share; what differs (placeholder
+style, a few SQLite functions, message ids in commit order, change detection, the search
+index) is kept inside each engine and its schema, never in `blackboard/`.
+
+A unit of work is plain synchronous code over a `Conn`: it runs whole between BEGIN and
+COMMIT in one trip to the engine, so by construction nothing else (no network call, no
+await) happens while it holds locks that other agents' processes wait for.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol, TypeVar
+
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+Params = Sequence[Any]
+# Where the blackboard lives: a SQLite file's path, or a PostgreSQL URL.
+Target = Path | str
+Engine = Literal["sqlite", "postgres"]
+T = TypeVar("T")
+
+
+class Row(Protocol):
+    """A result row: by position or by column name (sqlite3.Row and the PostgreSQL rows)."""
+
+    def __getitem__(self, key: int | str, /) -> Any: ...
+    def __iter__(self) -> Iterator[Any]: ...
+    def __len__(self) -> int: ...
+    def keys(self) -> list[str]: ...
+
+
+class Cursor(Protocol):
+    """What one statement run inside a unit of work gives back."""
+
+    @property
+    def rowcount(self) -> int: ...
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+
+
+class Conn(Protocol):
+    """The connection a unit of work is handed, inside its transaction."""
+
+    def execute(self, sql: str, parameters: Params = ..., /) -> Cursor: ...
+
+
+Work = Callable[[Conn], T]
+
+
+@dataclass(frozen=True)
+class Change:
+    """What one look found: messages with first_id <= id <= last_id may be new (a range
+    that holds every new one, and on PostgreSQL possibly older ones of other sessions:
+    readers re-check), and whether the list of sessions changed."""
+
+    first_id: int
+    last_id: int
+    sessions_changed: bool
+
+    @property
+    def new_messages(self) -> bool:
+        return self.last_id >= self.first_id
+
+
+class Store(Protocol):
+    """What the domain may do with storage: read, and write in one transaction."""
+
+    engine: Engine
+    # Busy waits are bounded by this, in seconds, for every call that writes.
+    busy_seconds: float
+    # True when the engine hears of other processes' commits as they happen (PostgreSQL's
+    # LISTEN, while `listen` runs) and calls the `on_commit` listeners for them; False when
+    # readers must look (`changes`, `data_version`) every so often (SQLite).
+    push: bool
+    # The schema version this release writes, on this engine.
+    release_schema: int
+
+    @property
+    def where(self) -> str:
+        """The database, for messages: a file path, or a URL without its password."""
+        ...
+
+    async def read(self, sql: str, params: Params = (), *, small: bool = False) -> list[Row]:
+        """One statement outside any transaction: it sees every commit made before it.
+        `small`: at most a page of rows, which SQLite reads on the caller's thread."""
+        ...
+
+    async def read_one(self, sql: str, params: Params = (), *, small: bool = False) -> Row | None:
+        """The first row of `read`, or None."""
+        ...
+
+    async def transact(self, work: Callable[[Conn], T]) -> T:
+        """Run `work` between BEGIN and COMMIT, serialised with every other writer of its
+        data; ROLLBACK and re-raise if it raises. DatabaseBusy if the wait passes
+        `busy_seconds`."""
+        ...
+
+    async def try_transact(self, work: Callable[[Conn], object]) -> bool:
+        """Run `work` in a transaction only if that needs no wait; False if not done."""
+        ...
+
+    async def schema_version(self) -> int:
+        """The schema version the database holds."""
+        ...
+
+    async def checkpoint_if_large(self) -> int:
+        """Engine upkeep for maintenance: SQLite copies a large WAL back into the file;
+        returns the pages moved (PostgreSQL checkpoints on its own: 0)."""
+        ...
+
+    def on_commit(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call `listener` after each of this process's commits (and, where `push`, each
+        one heard of from another process); returns its remover."""
+        ...
+
+    async def changes(self) -> Change | None:
+        """What any process committed since the previous call, or None if nothing that a
+        feed reports (new messages, the list of sessions). The first call only sets the
+        baseline. One caller per Store: the process's change feed."""
+        ...
+
+    async def data_version(self) -> int:
+        """A number that moves whenever another process may have committed."""
+        ...
+
+    async def listen(self) -> None:
+        """Hear other processes' commits until cancelled, where the engine can (`push`);
+        returns at once where it cannot."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+def is_postgres_url(raw: str | os.PathLike[str] | None) -> bool:
+    """Whether a --db value names a PostgreSQL database rather than a SQLite file."""
+    return isinstance(raw, str) and raw.strip().lower().startswith(POSTGRES_SCHEMES)
+
+
+async def open_store(target: Target, *, migrate: bool = True) -> Store:
+    """The blackboard at `target`, migrated unless `migrate` is False. Each engine is
+    imported only when used: serving a file never loads PostgreSQL's driver or engine.
+    Raises StorageError."""
+    if is_postgres_url(target):
+        from shared_context_server.postgres import PgDatabase
+
+        return await PgDatabase.open(str(target).strip(), migrate=migrate)
+    from shared_context_server.db import Database
+
+    return await Database.open(Path(target), migrate=migrate)
