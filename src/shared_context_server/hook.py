@@ -117,13 +117,67 @@ def parse_args(argv: list[str], environ: Mapping[str, str]) -> tuple[Reader, str
 
 def _db_path(flags: dict[str, str], environ: Mapping[str, str]) -> str:
     raw = flags.get("--db") or environ.get(ENV_DB)
-    if raw and raw.lower().startswith(("postgresql://", "postgres://")):
-        raise Skip("the hook reads a SQLite file; it does not run on PostgreSQL yet")
+    if raw and _is_url(raw):
+        return raw.strip()
     if raw:
         return os.path.expanduser(raw)
     import platformdirs  # only when no --db: the default file's directory
 
     return os.path.join(platformdirs.user_data_dir(APP_NAME), DB_FILENAME)
+
+
+def _is_url(raw: str) -> bool:
+    return raw.strip().lower().startswith(("postgresql://", "postgres://"))
+
+
+class Blackboard:
+    """The hook's connection: `conn` reads; `record(work)` runs work(conn) in a short
+    transaction, or skips it when the database is busy (a repeat is harmless, a held
+    prompt is not)."""
+
+    def __init__(self, path: str) -> None:
+        self._pg: Any = None
+        if _is_url(path):
+            self._open_postgres(path)
+        else:
+            self.conn: Any = connect(path)
+
+    def _open_postgres(self, url: str) -> None:
+        # Imported only for a URL: a file's hook never loads the driver.
+        from shared_context_server import postgres
+        from shared_context_server.errors import StorageError
+
+        try:
+            self._pg = postgres.connect_sync(url)
+        except StorageError as error:
+            raise Skip(str(error)) from None
+        self._pg.execute(f"SET lock_timeout = {WRITE_WAIT_MS}")
+        self.conn = postgres.PgConn(self._pg)
+
+    def record(self, work: Any) -> None:
+        if self._pg is not None:
+            import psycopg
+
+            try:
+                with self._pg.transaction():
+                    work(self.conn)
+            except psycopg.errors.LockNotAvailable:
+                print(f"{PROG}: the database is busy; this digest may be repeated", file=sys.stderr)
+            return
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError:
+            print(f"{PROG}: the file is busy; this digest may be repeated", file=sys.stderr)
+            return
+        try:
+            work(self.conn)
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    def close(self) -> None:
+        (self._pg or self.conn).close()
 
 
 def connect(path: str) -> sqlite3.Connection:
@@ -154,26 +208,26 @@ def run(argv: list[str], stdin: str, environ: Mapping[str, str]) -> dict[str, An
         return None  # another event wired to this command: nothing to add
     if event == "Stop" and payload.get("stop_hook_active"):
         return None  # already continuing because of a Stop hook: let the agent stop
-    conn = connect(path)
+    board = Blackboard(path)
     try:
         if event == "Stop":
-            return _stop(conn, agent)
+            return _stop(board, agent)
         mark: Mark = "seen_id" if event == "SessionStart" else "hinted_id"
-        rows = news.brief_news(conn, agent, MAX_ROWS, mark)
+        rows = news.brief_news(board.conn, agent, MAX_ROWS, mark)
         if not rows:
             return None
-        _record(conn, agent, rows, "hinted_id")
+        _record(board, agent, rows, "hinted_id")
         context = digest(agent.agent_id, rows)
         return {"hookSpecificOutput": {"hookEventName": event, "additionalContext": context}}
     finally:
-        conn.close()
+        board.close()
 
 
-def _stop(conn: sqlite3.Connection, agent: Reader) -> dict[str, Any] | None:
-    waiting = news.addressed_news(conn, agent, MAX_ROWS)
+def _stop(board: Blackboard, agent: Reader) -> dict[str, Any] | None:
+    waiting = news.addressed_news(board.conn, agent, MAX_ROWS)
     if not waiting:
         return None
-    _record(conn, agent, waiting, "nudged_id")
+    _record(board, agent, waiting, "nudged_id")
     latest = waiting[0]
     reason = (
         f"{len(waiting)} message(s) addressed to you on the shared blackboard wait unread, "
@@ -183,22 +237,16 @@ def _stop(conn: sqlite3.Connection, agent: Reader) -> dict[str, Any] | None:
     return {"decision": "block", "reason": reason[:MAX_DIGEST_CHARS]}
 
 
-def _record(conn: sqlite3.Connection, agent: Reader, rows: list[Any], mark: Mark) -> None:
-    """Remember what was mentioned; when the file is busy, skip it (a repeat is harmless,
-    a held prompt is not)."""
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-    except sqlite3.OperationalError:
-        print(f"{PROG}: the file is busy; this digest may be repeated", file=sys.stderr)
-        return
-    try:
-        news.move_marks(conn, agent.agent_id, ((row[1], row[0]) for row in rows), mark)
+def _record(board: Blackboard, agent: Reader, rows: list[Any], mark: Mark) -> None:
+    """Remember what was mentioned."""
+    shown = [(row[1], row[0]) for row in rows]
+
+    def work(conn: Any) -> None:
+        news.move_marks(conn, agent.agent_id, shown, mark)
         if mark == "nudged_id":  # a nudge mentions them too
-            news.move_marks(conn, agent.agent_id, ((row[1], row[0]) for row in rows), "hinted_id")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
+            news.move_marks(conn, agent.agent_id, shown, "hinted_id")
+
+    board.record(work)
 
 
 def _snippet(content: str, most: int = SNIPPET_CHARS) -> str:

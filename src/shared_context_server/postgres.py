@@ -202,7 +202,7 @@ class _Cursor:
         return list(self._cursor.fetchall()) if self._cursor.description else []
 
 
-class _Conn:
+class PgConn:
     """What a unit of work gets on PostgreSQL: `execute` with SQLite's placeholders."""
 
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
@@ -419,7 +419,7 @@ class PgDatabase:
             committing = False
             try:
                 with conn.transaction():
-                    result = work(_Conn(conn))
+                    result = work(PgConn(conn))
                     committing = True
                 return result
             except (pg.errors.DeadlockDetected, pg.errors.SerializationFailure):
