@@ -28,7 +28,7 @@ from shared_context_server.clock import utc_now
 from shared_context_server.errors import DatabaseBusy, StorageError
 from shared_context_server.postgres_schema import (
     MIGRATIONS,
-    NEXT_MESSAGE_ID,
+    MISSING_EXTENSION,
     SCHEMA_EXISTS,
     SCHEMA_VERSION,
     SELECT_VERSION,
@@ -175,13 +175,6 @@ class PgTransaction:
         """Send `payload` to the channel's listeners when, and only if, this commits."""
         await self.execute("SELECT pg_notify(?, ?)", (channel, payload))
 
-    async def next_message_id(self, session_id: str) -> int | None:
-        """The next message id for `session_id`, None if there is no such session. Taken
-        under the session row's lock, held until this commits, so ids grow in commit order
-        within the session (a bare sequence would not: see postgres_schema)."""
-        row = await self.fetchone(NEXT_MESSAGE_ID, (session_id,))
-        return int(row[0]) if row else None
-
 
 class PgDatabase:
     """One process's connection to the shared PostgreSQL database.
@@ -300,8 +293,15 @@ class PgDatabase:
             current = await _version(tx)
             self._refuse_newer(current)
             for version in range(current + 1, SCHEMA_VERSION + 1):
-                for statement in MIGRATIONS[version]:
-                    await tx.execute(statement)
+                try:
+                    for statement in MIGRATIONS[version]:
+                        await tx.execute(statement)
+                except driver().Error as error:
+                    if error.sqlstate != MISSING_EXTENSION:
+                        raise
+                    raise StorageError(
+                        f"cannot set up {self.path}: {error.diag.message_primary}."
+                    ) from None
                 await tx.execute(
                     "INSERT INTO schema_history (version, applied_at, pid, host)"
                     " VALUES (?, ?, ?, ?)",
