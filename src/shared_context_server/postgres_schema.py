@@ -53,8 +53,9 @@ COMPAT = (
     )""",
     # json_each(json, '$.a.b'): one row per element of an array, per member of an object,
     # or the one scalar at the path; none if the path is absent. `value` as SQLite gives
-    # it (strings unquoted, true/false as 1/0, containers as JSON text) and `type` with
-    # SQLite's names. A single SELECT, so the planner inlines it into the caller.
+    # it (strings unquoted, true/false as 1/0, containers as JSON text, though not minified
+    # as SQLite's; always as text) and `type` with SQLite's names. A single SELECT, so the
+    # planner inlines it into the caller.
     """CREATE FUNCTION json_each(doc text, path text) RETURNS TABLE (value text, type text)
     LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
         SELECT CASE WHEN json_typeof(e.item) IN ('array', 'object') THEN e.item::text
