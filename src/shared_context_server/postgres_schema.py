@@ -24,6 +24,8 @@ SELECT_VERSION = "SELECT max(version) FROM schema_history"
 # Sent from triggers, so tools, import and prune are heard alike; PostgreSQL delivers a
 # notification only when (and if) its transaction commits.
 CHANNEL = "shared_context_changes"
+# What search's trigram index holds, per message: a query matches it with this expression.
+SEARCH_TEXT = "content || ' ' || sender || ' ' || coalesce(metadata, '')"
 # The error a migration raises when pg_trgm cannot be created (see TRIGRAM).
 MISSING_EXTENSION = "SC001"
 
@@ -136,10 +138,11 @@ TABLES = (
     )""",
     "CREATE INDEX messages_session ON messages (session_id, id)",
     "CREATE INDEX messages_sender ON messages (session_id, sender, id)",
-    # Search's candidates (blackboard/search.py ranks them with rapidfuzz). Content only:
-    # an index over sender and metadata as well made each insert slower for matches that
-    # content-and-sender filters in the query find anyway (figures in the README).
-    "CREATE INDEX messages_trigram ON messages USING gin (content gin_trgm_ops)",
+    # Search's candidates: trigrams of the very text ranking scores (ranking.searchable),
+    # as FTS5 indexes content, sender and metadata. One expression, so a search is one
+    # index scan; a query must repeat SEARCH_TEXT to use it. It cost about as much per
+    # insert as an index over content alone (tests/benchmarks/bench_pg_insert.py).
+    f"CREATE INDEX messages_trigram ON messages USING gin (({SEARCH_TEXT}) gin_trgm_ops)",
     """CREATE TABLE server_processes (
         id BIGSERIAL PRIMARY KEY,
         host TEXT COLLATE "C" NOT NULL,
