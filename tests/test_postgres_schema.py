@@ -258,13 +258,14 @@ def test_explicit_ids_are_kept_and_later_ids_never_collide(pg: Any) -> None:
     pg.execute(pg_sql(sessions.INSERT_SESSION), ("s", "p", "a", "t", "t", None))
     params = ("s", "a", "t", "x", "public", None, None, "t")
     insert = pg_sql(MESSAGE + " RETURNING id")
-    assert pg.execute(insert, params).fetchone() == (1,)
     explicit = pg_sql(MESSAGE.replace("(session_id,", "(id, session_id,").replace("(?,", "(?, ?,"))
+    pg.execute(explicit, (1, *params))  # before the sequence ever gave one
+    assert pg.execute(insert, params).fetchone() == (2,)
     pg.execute(explicit, (100, *params))
     pg.execute(explicit, (50, *params))  # below the sequence: kept, and moves nothing back
     assert pg.execute(insert, params).fetchone() == (101,)
     ids = pg.execute("SELECT id FROM messages ORDER BY id").fetchall()
-    assert [i for (i,) in ids] == [1, 50, 100, 101]
+    assert [i for (i,) in ids] == [1, 2, 50, 100, 101]
 
 
 def test_concurrent_writers_ids_reach_a_pager_in_order_and_none_is_skipped(

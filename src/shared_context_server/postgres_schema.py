@@ -222,19 +222,20 @@ TABLES = (
 # (tests/test_postgres.py). Writers to different sessions do not wait for each other.
 # An explicit id (an import) is kept and moves the sequence past it, under an advisory
 # lock so two importers cannot move it back; ids from nextval never take that lock.
+# (pg_sequence_last_value is NULL until the first nextval: last_value would say 1.)
 IMPORT_LOCK = 0x5C5_0002  # advisory lock key; postgres.py MIGRATION_LOCK is 0x5C5_0001
 MESSAGE_ID = f"""CREATE FUNCTION message_id() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM 1 FROM sessions WHERE id = NEW.session_id FOR NO KEY UPDATE;
     IF NEW.id IS NULL THEN
         NEW.id := nextval('message_ids');
-    ELSIF NEW.id > (SELECT last_value FROM message_ids) THEN
+    ELSIF NEW.id > coalesce(pg_sequence_last_value('message_ids'), 0) THEN
         PERFORM pg_advisory_xact_lock({IMPORT_LOCK});
         PERFORM setval('message_ids', NEW.id)
-        WHERE NEW.id > (SELECT last_value FROM message_ids);
+        WHERE NEW.id > coalesce(pg_sequence_last_value('message_ids'), 0);
     END IF;
     RETURN NEW;
-END $$"""  # noqa: S608 (constants only)
+END $$"""
 
 TRIGGERS = (
     MESSAGE_ID,
