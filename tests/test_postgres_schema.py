@@ -360,3 +360,8 @@ def test_a_role_that_cannot_create_pg_trgm_gets_one_line_saying_what_to_do(
         anyio.run(open_as_plain)
     assert "permission denied" in str(refused.value)
     assert "\n" not in str(refused.value)
+    with _connect(pg_url) as admin:  # a superuser made the extension; the schema is next
+        admin.execute("CREATE EXTENSION pg_trgm")
+    with pytest.raises(StorageError, match="must own the database") as refused:
+        anyio.run(open_as_plain)
+    assert "permission denied for schema public" in str(refused.value)

@@ -297,11 +297,7 @@ class PgDatabase:
                     for statement in MIGRATIONS[version]:
                         await tx.execute(statement)
                 except driver().Error as error:
-                    if error.sqlstate != MISSING_EXTENSION:
-                        raise
-                    raise StorageError(
-                        f"cannot set up {self.path}: {error.diag.message_primary}."
-                    ) from None
+                    raise _setup_refused(self.path, error) from None
                 await tx.execute(
                     "INSERT INTO schema_history (version, applied_at, pid, host)"
                     " VALUES (?, ?, ?, ?)",
@@ -317,6 +313,20 @@ class PgDatabase:
                 f"shared-context-server understands ({SCHEMA_VERSION}). Upgrade it "
                 f"({UPGRADE}) or point --db at another database."
             )
+
+
+def _setup_refused(path: str, error: Exception) -> Exception:
+    """A migration's failure; one line saying what to do if the role lacks a privilege."""
+    state, message = getattr(error, "sqlstate", None), getattr(error, "diag", None)
+    primary = message.message_primary if message else str(error)
+    if state == MISSING_EXTENSION:  # the schema's own message says what to do
+        return StorageError(f"cannot set up {path}: {primary}.")
+    if state == "42501":  # insufficient_privilege
+        return StorageError(
+            f"cannot set up {path}: {primary}; the role in the URL must own the database "
+            "(CREATE DATABASE ... OWNER role) or be granted CREATE on it and its schema."
+        )
+    return error
 
 
 async def _version(tx: PgTransaction) -> int:
