@@ -70,37 +70,44 @@ async def test_a_newer_schema_is_refused_with_the_same_message_as_a_file(pg_url:
         await PgDatabase.open(pg_url)
 
 
-async def _post(tx: PgTransaction, message_id: int, text: str) -> None:
-    await tx.execute(
-        "INSERT INTO messages (id, session_id, sender, sender_type, content, visibility,"
-        " message_type, created_at) VALUES (?, 's', 'a', 't', ?, 'public', 'message', 'now')",
-        (message_id, text),
-    )
+POST = (
+    "INSERT INTO messages (session_id, sender, sender_type, content, visibility,"
+    " message_type, created_at) VALUES (?, 'a', 't', ?, 'public', 'message', 'now') RETURNING id"
+)
+# What the schema's trigger replaces: an id from the bare sequence, taken at INSERT.
+POST_PLAIN = POST.replace("(session_id,", "(id, session_id,").replace(
+    "VALUES (?,", "VALUES (nextval('message_ids'), ?,"
+)
+SESSION = (
+    "INSERT INTO sessions (id, purpose, status, created_by, created_at, updated_at)"
+    " VALUES (?, 'p', 'active', 'a', 'now', 'now')"
+)
 
 
-async def _interleave(pg_url: str, next_id: Any) -> list[int]:
-    """Writer A takes an id and holds its transaction open while writer B posts; returns
-    the ids in the order their transactions committed."""
+async def _post(tx: PgTransaction, session: str = "s", text: str = "x", sql: str = POST) -> int:
+    row = await tx.fetchone(sql, (session, text))
+    assert row is not None
+    return int(row[0])
+
+
+async def _interleave(pg_url: str, sql: str) -> list[int]:
+    """Writer A posts and holds its transaction open while writer B posts; returns the ids
+    in the order their transactions committed."""
     first, second = await PgDatabase.open(pg_url), await PgDatabase.open(pg_url)
     async with first.write() as tx:
-        await tx.execute(
-            "INSERT INTO sessions (id, purpose, status, created_by, created_at, updated_at)"
-            " VALUES ('s', 'p', 'active', 'a', 'now', 'now')"
-        )
+        await tx.execute(SESSION, ("s",))
     committed: list[int] = []
     b_done = anyio.Event()
 
     async def writer_b() -> None:
         async with second.write() as tx:
-            b_id = await next_id(tx)
-            await _post(tx, b_id, "b")
+            b_id = await _post(tx, text="b", sql=sql)
         committed.append(b_id)
         b_done.set()
 
     async with anyio.create_task_group() as tg:
         async with first.write() as tx:
-            a_id = await next_id(tx)
-            await _post(tx, a_id, "a")
+            a_id = await _post(tx, text="a", sql=sql)
             tg.start_soon(writer_b)
             # Until B has either committed or is waiting for A's lock.
             with anyio.fail_after(30):
@@ -123,10 +130,7 @@ async def _waiting_on_a_lock(pg_url: str) -> bool:
 
 
 async def test_message_ids_grow_in_commit_order(pg_url: str) -> None:
-    async def locked(tx: PgTransaction) -> int | None:
-        return await tx.next_message_id("s")
-
-    committed = await _interleave(pg_url, locked)
+    committed = await _interleave(pg_url, POST)
     assert committed == sorted(committed)
 
 
@@ -134,33 +138,32 @@ async def test_the_same_interleaving_breaks_commit_order_with_a_plain_sequence(
     pg_url: str,
 ) -> None:
     # What the test above guards against: the same sequence without the session's lock
-    # lets B commit id 2 before A commits id 1.
-    async def plain(tx: PgTransaction) -> int:
-        row = await tx.fetchone("SELECT nextval('message_ids')")
-        assert row is not None
-        return int(row[0])
-
-    committed = await _interleave(pg_url, plain)
+    # lets B commit id 2 before A commits id 1. The triggers are switched off: the id
+    # trigger locks even for an explicit id, and the upserts of the same sender's
+    # activity and inbox rows would make B wait for A too.
+    db = await PgDatabase.open(pg_url)
+    async with db.write() as tx:
+        await tx.execute("ALTER TABLE messages DISABLE TRIGGER USER")
+    await db.close()
+    committed = await _interleave(pg_url, POST_PLAIN)
     assert committed != sorted(committed)
 
 
-async def test_writers_to_other_sessions_do_not_wait_and_no_session_means_no_id(
+async def test_writers_to_other_sessions_do_not_wait_and_no_session_means_no_message(
     pg_url: str,
 ) -> None:
     first, second = await PgDatabase.open(pg_url), await PgDatabase.open(pg_url)
     async with first.write() as tx:
         for session in ("s", "t"):
-            await tx.execute(
-                "INSERT INTO sessions (id, purpose, status, created_by, created_at, updated_at)"
-                " VALUES (?, 'p', 'active', 'a', 'now', 'now')",
-                (session,),
-            )
+            await tx.execute(SESSION, (session,))
     async with first.write() as held:
-        assert await held.next_message_id("s") == 1
+        assert await _post(held, "s") == 1
         with anyio.fail_after(30):  # s stays locked by `held` meanwhile
             async with second.write() as tx:
-                assert await tx.next_message_id("t") == 2
-                assert await tx.next_message_id("missing") is None
+                assert await _post(tx, "t") == 2
+        with pytest.raises(psycopg.errors.ForeignKeyViolation):
+            async with second.write() as tx:
+                await _post(tx, "missing")
     await first.close()
     await second.close()
 
@@ -182,17 +185,14 @@ async def test_a_lost_connection_fails_the_call_with_database_busy_then_recovers
 async def test_a_cancelled_call_leaves_no_transaction_open(pg_url: str) -> None:
     db, other = await PgDatabase.open(pg_url), await PgDatabase.open(pg_url)
     async with db.write() as tx:
-        await tx.execute(
-            "INSERT INTO sessions (id, purpose, status, created_by, created_at, updated_at)"
-            " VALUES ('s', 'p', 'active', 'a', 'now', 'now')"
-        )
+        await tx.execute(SESSION, ("s",))
     with anyio.move_on_after(0.5):
         async with db.write() as tx:
-            await tx.next_message_id("s")  # takes the session's lock
+            await _post(tx)  # takes the session's lock
             await tx.execute("SELECT pg_sleep(30)")
     with anyio.fail_after(20):  # the lock was given back, the sleep cut short
         async with other.write() as tx:
-            assert await tx.next_message_id("s") is not None
+            assert await _post(tx) == 2
         assert await db.fetchone("SELECT 1") == (1,)
     await db.close()
     await other.close()

@@ -27,12 +27,11 @@ WRITER = textwrap.dedent(
         db = await PgDatabase.open(url)
         for i in range(int(count)):
             async with db.write() as tx:
-                message_id = await tx.next_message_id('s')
-                await tx.execute(
-                    "INSERT INTO messages (id, session_id, sender, sender_type, content,"
+                (message_id,) = await tx.fetchone(
+                    "INSERT INTO messages (session_id, sender, sender_type, content,"
                     " visibility, message_type, created_at)"
-                    " VALUES (?, 's', ?, 'w', ?, 'public', 'message', 'now')",
-                    (message_id, name, f"{name}:{i}"),
+                    " VALUES ('s', ?, 'w', ?, 'public', 'message', 'now') RETURNING id",
+                    (name, f"{name}:{i}"),
                 )
             print(message_id, i, flush=True)  # acknowledged: committed
         await db.close()

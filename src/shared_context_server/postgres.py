@@ -28,6 +28,7 @@ from shared_context_server.clock import utc_now
 from shared_context_server.errors import DatabaseBusy, StorageError
 from shared_context_server.postgres_schema import (
     MIGRATIONS,
+    MISSING_EXTENSION,
     SCHEMA_EXISTS,
     SCHEMA_VERSION,
     SELECT_VERSION,
@@ -455,8 +456,11 @@ class PgDatabase:
             current = _version(conn)
             self._refuse_newer(current)
             for version in range(current + 1, SCHEMA_VERSION + 1):
-                for statement in MIGRATIONS[version]:
-                    conn.execute(statement)
+                try:
+                    for statement in MIGRATIONS[version]:
+                        conn.execute(statement)
+                except driver().Error as error:
+                    raise _setup_refused(self.where, error) from None
                 conn.execute(
                     "INSERT INTO schema_history (version, applied_at, pid, host)"
                     " VALUES (?, ?, ?, ?)",
@@ -475,6 +479,20 @@ class PgDatabase:
                 f"shared-context-server understands ({SCHEMA_VERSION}). Upgrade it "
                 f"({UPGRADE}) or point --db at another database."
             )
+
+
+def _setup_refused(path: str, error: Exception) -> Exception:
+    """A migration's failure; one line saying what to do if the role lacks a privilege."""
+    state, message = getattr(error, "sqlstate", None), getattr(error, "diag", None)
+    primary = message.message_primary if message else str(error)
+    if state == MISSING_EXTENSION:  # the schema's own message says what to do
+        return StorageError(f"cannot set up {path}: {primary}.")
+    if state == "42501":  # insufficient_privilege
+        return StorageError(
+            f"cannot set up {path}: {primary}; the role in the URL must own the database "
+            "(CREATE DATABASE ... OWNER role) or be granted CREATE on it and its schema."
+        )
+    return error
 
 
 def _version(conn: Conn) -> int:

@@ -7,7 +7,7 @@ Run from the repository root, against a database you may write to (it makes its 
 
 Options: --writes N (1000), --notes N (200), --procs N (20), --per-proc N (100).
 
-1. write: p50/p99 of one transaction taking the next id and inserting a message, in one
+1. write: p50/p99 of one transaction inserting a message (its id taken by the trigger), in one
    process, one after another;
 2. throughput: --procs processes, each connected first, then writing --per-proc messages
    each into one session, all at once: messages/s (each id is taken under the session's
@@ -31,9 +31,10 @@ import anyio
 from shared_context_server.postgres import PgDatabase, PgTransaction
 from shared_context_server.postgres_listen import PgListener
 
+# No id: the schema's trigger takes it under the session's row lock (postgres_schema.py).
 INSERT = (
-    "INSERT INTO messages (id, session_id, sender, sender_type, content, visibility,"
-    " message_type, created_at) VALUES (?, ?, 'bench', 'b', ?, 'public', 'message', 'now')"
+    "INSERT INTO messages (session_id, sender, sender_type, content, visibility,"
+    " message_type, created_at) VALUES (?, 'bench', 'b', ?, 'public', 'message', 'now')"
 )
 WRITER = textwrap.dedent(
     """
@@ -46,7 +47,7 @@ WRITER = textwrap.dedent(
         sys.stdin.readline()  # all start together, once every process is connected
         for i in range(int(count)):
             async with db.write() as tx:
-                await tx.execute(INSERT, (await tx.next_message_id(session), session, str(i)))
+                await tx.execute(INSERT, (session, str(i)))
         await db.close()
     anyio.run(main, *sys.argv[1:4])
     """
@@ -90,7 +91,7 @@ async def main(args: argparse.Namespace) -> None:
     for i in range(args.writes):
         start = time.perf_counter()
         async with db.write() as tx:
-            await tx.execute(INSERT, (await tx.next_message_id(session), session, str(i)))
+            await tx.execute(INSERT, (session, str(i)))
         samples.append(time.perf_counter() - start)
     print(f"write (id + insert, one transaction), {args.writes} in a row: {q(samples)}")
 

@@ -115,13 +115,16 @@ TAIL = (
 )
 
 
-# PostgreSQL: pg_trgm's GIN index over the content (postgres_schema) finds the messages
+# PostgreSQL: pg_trgm's GIN index over the text (postgres_schema) finds the messages
 # holding a stretch similar to the query (`<%`, word similarity, typos included), the
 # most similar first; rapidfuzz then ranks them as on SQLite.
+# The text is postgres_schema.SEARCH_TEXT (what ranking scores), qualified: the trigram
+# index serves only that exact expression (tests/test_postgres_schema.py).
+TRIGRAM_TEXT = "(m.content || ' ' || m.sender || ' ' || coalesce(m.metadata, ''))"
 TRIGRAM_MATCHING = (
     f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.session_id = ?"  # noqa: S608
-    f" AND (? IS NULL OR m.sender = ?) AND {VISIBLE_SQL} AND ? <% m.content"
-    " ORDER BY word_similarity(?, m.content) DESC, m.id DESC LIMIT ?"
+    f" AND (? IS NULL OR m.sender = ?) AND {VISIBLE_SQL} AND ? <% {TRIGRAM_TEXT}"
+    f" ORDER BY word_similarity(?, {TRIGRAM_TEXT}) DESC, m.id DESC LIMIT ?"
 )
 
 

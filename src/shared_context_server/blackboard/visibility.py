@@ -40,4 +40,5 @@ VISIBLE_SQL = (
 
 def visible_to(reader: Reader) -> tuple[Any, ...]:
     """Parameters of VISIBLE_SQL for `reader`: admins read everything."""
-    return (reader.agent_id, reader.agent_type, 1 if reader.is_admin else 0)
+    # A bool, not 1/0: SQLite stores it as 1/0, PostgreSQL takes only a boolean after OR.
+    return (reader.agent_id, reader.agent_type, reader.is_admin)
