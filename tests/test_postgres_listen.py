@@ -20,14 +20,14 @@ NOTIFY_FROM_ANOTHER_PROCESS = textwrap.dedent(
     from shared_context_server.postgres import PgDatabase
     async def main(url):
         db = await PgDatabase.open(url)
+        def rolled_back(conn):
+            conn.execute("SELECT pg_notify('session_s', 'rolled back')")
+            raise RuntimeError
         try:
-            async with db.write() as tx:
-                await tx.notify("session_s", "rolled back")
-                raise RuntimeError
+            await db.transact(rolled_back)
         except RuntimeError:
             pass
-        async with db.write() as tx:
-            await tx.notify("session_s", "committed")
+        await db.transact(lambda conn: conn.execute("SELECT pg_notify('session_s', 'committed')"))
         await db.close()
     anyio.run(main, sys.argv[1])
     """
@@ -69,8 +69,9 @@ async def test_after_a_restart_the_listener_resyncs_then_hears_again(
         sent = False
         while not sent:  # the writer's own connection also comes back on its next call
             try:
-                async with db.write() as tx:
-                    await tx.notify("session_s", "after restart")
+                await db.transact(
+                    lambda conn: conn.execute("SELECT pg_notify('session_s', 'after restart')")
+                )
                 sent = True
             except DatabaseBusy:
                 await anyio.sleep(0.1)

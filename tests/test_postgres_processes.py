@@ -1,114 +1,174 @@
-"""Real processes on one PostgreSQL database: 20 writers, some killed with -9 mid-stream,
-and a reader paging by id as the long poll does."""
+"""Real `shared-context-server` processes on one PostgreSQL database: 20 agents writing to
+one session (some killed with -9 mid-stream) while a long poll pages by id, and a
+PostgreSQL restart in the middle of a run."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
-import textwrap
-import threading
+from typing import Any
 
 import anyio
 import psycopg
 
-from shared_context_server.postgres import PgDatabase
+from tests.conftest import INITIALIZE, INITIALIZED, ok, spawn, tool_call
+from tests.pg_cluster import Cluster
 
 WRITERS = 20
-PER_WRITER = 40
+PER_WRITER = 30
 KILLED = (3, 7, 11, 15)
-
-WRITER = textwrap.dedent(
-    """
-    import sys, anyio
-    from shared_context_server.postgres import PgDatabase
-    async def main(url, name, count):
-        db = await PgDatabase.open(url)
-        for i in range(int(count)):
-            async with db.write() as tx:
-                (message_id,) = await tx.fetchone(
-                    "INSERT INTO messages (session_id, sender, sender_type, content,"
-                    " visibility, message_type, created_at)"
-                    " VALUES ('s', ?, 'w', ?, 'public', 'message', 'now') RETURNING id",
-                    (name, f"{name}:{i}"),
-                )
-            print(message_id, i, flush=True)  # acknowledged: committed
-        await db.close()
-    anyio.run(main, *sys.argv[1:])
-    """
-)
+ACKED_BEFORE_KILL = 8
 
 
-async def _session(pg_url: str) -> None:
-    db = await PgDatabase.open(pg_url)
-    async with db.write() as tx:
-        await tx.execute(
-            "INSERT INTO sessions (id, purpose, status, created_by, created_at, updated_at)"
-            " VALUES ('s', 'p', 'active', 'a', 'now', 'now')"
-        )
-    await db.close()
+class Writer:
+    """One agent's server process, driven by raw JSON-RPC lines so it can be killed -9
+    between two acknowledged writes."""
 
-
-def test_twenty_writers_lose_nothing_duplicate_nothing_and_commit_in_id_order(
-    pg_url: str,
-) -> None:
-    anyio.run(_session, pg_url)
-    # A reader paging forward by id, as wait_for_messages and after_id do: with ids out
-    # of commit order it would step past an id that commits later and never see it.
-    seen: list[int] = []
-    stop = threading.Event()
-
-    def page_forward() -> None:
-        with psycopg.connect(pg_url, autocommit=True) as conn:
-            while True:
-                last = seen[-1] if seen else 0
-                rows = conn.execute(
-                    "SELECT id FROM messages WHERE session_id = 's' AND id > %s ORDER BY id",
-                    (last,),
-                ).fetchall()
-                seen.extend(r[0] for r in rows)
-                if stop.is_set() and not rows:
-                    return
-
-    reader = threading.Thread(target=page_forward)
-    reader.start()
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", WRITER, pg_url, f"w{n}", str(PER_WRITER)],
+    def __init__(self, url: str, name: str) -> None:
+        self.name = name
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "shared_context_server", "--db", url, "--agent-id", name],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
             text=True,
         )
-        for n in range(WRITERS)
-    ]
-    acked: dict[str, list[tuple[int, int]]] = {}
-    for n, proc in enumerate(procs):
-        assert proc.stdout is not None
-        lines: list[tuple[int, int]] = []
-        if n in KILLED:  # mid-stream: after some acknowledged writes
-            for _ in range(PER_WRITER // 4):
-                message_id, i = proc.stdout.readline().split()
-                lines.append((int(message_id), int(i)))
-            os.kill(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate(timeout=300)
-        lines += [(int(a), int(b)) for a, b in (line.split() for line in out.splitlines())]
-        acked[f"w{n}"] = lines
-    stop.set()
-    reader.join(timeout=120)
-    assert not reader.is_alive()
+        self.acked: list[tuple[int, str]] = []  # (message id, content), as answered
+        self.errors: list[str] = []
+        self._send(INITIALIZE)
+        self._answer(1)
+        self._send(INITIALIZED)
 
+    def _send(self, message: dict[str, Any]) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(message) + "\n")
+        self.proc.stdin.flush()
+
+    def _answer(self, request_id: int) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        while True:
+            line = json.loads(self.proc.stdout.readline())
+            if line.get("id") == request_id:
+                return line
+
+    def post(self, session_id: str, i: int) -> None:
+        content = f"{self.name}:{i}"
+        self._send(tool_call(i + 2, "add_message", {"session_id": session_id, "content": content}))
+        result = self._answer(i + 2)["result"]
+        if result.get("isError"):
+            self.errors.append(result["content"][0]["text"])
+        else:
+            self.acked.append((result["structuredContent"]["message_id"], content))
+
+    def kill(self) -> None:
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+async def test_twenty_agents_lose_nothing_and_a_long_poll_misses_nothing(pg_url: str) -> None:
+    async with spawn(pg_url, "--agent-id", "reader") as reader:  # migrates the empty database
+        session_id = (await ok(reader, "create_session", purpose="load"))["session_id"]
+        seen: list[int] = []
+        writing = True
+
+        async def follow() -> None:
+            # As an agent pages: wait for anything past the newest id seen. With ids out of
+            # commit order it would step past one that commits later and never see it.
+            while writing or len(seen) < len(expected_rows()):
+                after = seen[-1] if seen else 0
+                page = await ok(
+                    reader, "wait_for_messages", session_id=session_id, after_id=after, timeout_s=2
+                )
+                seen.extend(m["id"] for m in page["messages"])
+
+        def write_all() -> list[Writer]:
+            writers = [Writer(pg_url, f"w{n:02d}") for n in range(WRITERS)]
+            for i in range(PER_WRITER):
+                for n, writer in enumerate(writers):
+                    if n in KILLED and i == ACKED_BEFORE_KILL:
+                        writer.kill()  # mid-stream, after acknowledged writes
+                    elif not (n in KILLED and i > ACKED_BEFORE_KILL):
+                        writer.post(session_id, i)
+            for n, writer in enumerate(writers):
+                if n not in KILLED:
+                    writer.close()
+            return writers
+
+        def expected_rows() -> list[tuple[int, str]]:
+            with psycopg.connect(pg_url) as conn:
+                rows = conn.execute(
+                    "SELECT id, content FROM messages WHERE session_id = %s ORDER BY id",
+                    (session_id,),
+                ).fetchall()
+            return [(int(i), str(c)) for i, c in rows]
+
+        with anyio.fail_after(600):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(follow)
+                writers = await anyio.to_thread.run_sync(write_all)
+                writing = False
+
+    rows = expected_rows()
+    assert [w.errors for w in writers] == [[] for _ in writers]
+    stored = dict((content, message_id) for message_id, content in rows)
+    assert len(stored) == len(rows)  # nothing twice
+    for n, writer in enumerate(writers):
+        assert all(stored[content] == message_id for message_id, content in writer.acked)
+        assert [m for m, _ in writer.acked] == sorted(m for m, _ in writer.acked)
+        assert len(writer.acked) == (ACKED_BEFORE_KILL if n in KILLED else PER_WRITER)
+    assert len(rows) == sum(len(w.acked) for w in writers)
+    assert seen == [message_id for message_id, _ in rows]  # the long poll missed nothing
     with psycopg.connect(pg_url) as conn:
-        rows = conn.execute("SELECT id, sender, content FROM messages ORDER BY id").fetchall()
-    stored = {content: message_id for message_id, _, content in rows}
-    assert len(stored) == len(rows)  # no content twice
-    for name, lines in acked.items():
-        for message_id, i in lines:  # every acknowledged write is there, under its id
-            assert stored[f"{name}:{i}"] == message_id
-        ids = [message_id for message_id, _ in lines]
-        assert ids == sorted(ids)
-        if int(name[1:]) not in KILLED:
-            assert [i for _, i in lines] == list(range(PER_WRITER))
-    survivors = WRITERS - len(KILLED)
-    assert len(rows) >= survivors * PER_WRITER + len(KILLED) * (PER_WRITER // 4)
-    # The reader, paging past the newest id it had seen, missed nothing.
-    assert seen == [message_id for message_id, _, _ in rows]
+        versions = conn.execute("SELECT version FROM schema_history ORDER BY version").fetchall()
+    assert len(versions) == len({v for (v,) in versions})  # every version applied once
+
+
+async def test_a_postgresql_restart_fails_calls_briefly_then_servers_recover(
+    pg_cluster: Cluster, pg_url: str
+) -> None:
+    async with (
+        spawn(pg_url, "--agent-id", "writer") as writer,
+        spawn(pg_url, "--agent-id", "listener") as listener,
+    ):
+        session_id = (await ok(writer, "create_session", purpose="restart"))["session_id"]
+        first = await ok(writer, "add_message", session_id=session_id, content="before")
+        await anyio.to_thread.run_sync(pg_cluster.pg_ctl, "restart", "-m", "immediate")
+        codes: list[str] = []
+        with anyio.fail_after(60):  # never hangs: each call fails or succeeds promptly
+            while True:
+                result = await writer.call_tool(
+                    "add_message", {"session_id": session_id, "content": "after"}
+                )
+                if not result.is_error:
+                    break
+                codes.append(result.structured_content["code"])
+                await anyio.sleep(0.2)
+        assert set(codes) <= {"DATABASE_BUSY"}
+        # The other process, idle through the restart, reads and is woken again.
+        with anyio.fail_after(30):
+            page = await ok(
+                listener, "wait_for_messages", session_id=session_id, after_id=first["message_id"]
+            )
+        assert [m["content"] for m in page["messages"]] == ["after"]
+        waiting = listener.call_tool(
+            "wait_for_messages",
+            {"session_id": session_id, "after_id": page["messages"][-1]["id"], "timeout_s": 30},
+        )
+        async with anyio.create_task_group() as tg:
+            woken: list[Any] = []
+
+            async def wait() -> None:
+                woken.append(await waiting)
+
+            tg.start_soon(wait)
+            await anyio.sleep(0.5)
+            await ok(writer, "add_message", session_id=session_id, content="heard")
+        assert [m["content"] for m in woken[0].structured_content["messages"]] == ["heard"]

@@ -371,6 +371,9 @@ def test_search_asks_for_the_exact_text_the_trigram_index_holds() -> None:
     from shared_context_server.blackboard.search import TRIGRAM_TEXT
     from shared_context_server.postgres_schema import SEARCH_TEXT
 
-    assert TRIGRAM_TEXT == f"({SEARCH_TEXT})".replace("content", "m.content").replace(
-        "sender", "m.sender"
-    ).replace("metadata", "m.metadata")
+    assert (
+        f"({SEARCH_TEXT})".replace("content", "m.content")
+        .replace("sender", "m.sender")
+        .replace("metadata", "m.metadata")
+        == TRIGRAM_TEXT
+    )

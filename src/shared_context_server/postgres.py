@@ -368,18 +368,23 @@ class PgDatabase:
     def _read(self, sql: str, params: tuple[Any, ...]) -> list[Row]:
         pg = driver()
         with self._read_lock:
-            if self._reader is None or self._reader.closed:
-                self._reader = self._reconnect()
-            conn = self._reader
-            try:
-                cursor = conn.execute(sql, params)
-                return list(cursor.fetchall()) if cursor.description else []
-            except pg.OperationalError as error:
-                if not (conn.closed or conn.broken):
-                    raise
-                self._reader = None
-                conn.close()
-                raise _lost(error) from None
+            # A read changes nothing, so a connection found dead (PostgreSQL restarted
+            # since the last call) is replaced and the read asked again, once.
+            for retry in (True, False):
+                if self._reader is None or self._reader.closed:
+                    self._reader = self._reconnect()
+                conn = self._reader
+                try:
+                    cursor = conn.execute(sql, params)
+                    return list(cursor.fetchall()) if cursor.description else []
+                except pg.OperationalError as error:
+                    if not (conn.closed or conn.broken):
+                        raise
+                    self._reader = None
+                    conn.close()
+                    if not retry:
+                        raise _lost(error) from None
+        raise AssertionError("unreachable")
 
     def _reconnect(self) -> psycopg.Connection[Any]:
         try:
@@ -413,18 +418,22 @@ class PgDatabase:
 
     def _transact(self, work: Callable[[Conn], T]) -> T:
         pg = driver()
-        for attempt in range(DEADLOCK_RETRIES + 1):
+        deadlocks = 0
+        stale_ok = True  # one connection found dead at BEGIN is replaced, not reported
+        while True:
             if self._writer is None or self._writer.closed:
                 self._writer = self._reconnect()
             conn = self._writer
-            committing = False
+            begun = committing = False
             try:
                 with conn.transaction():
+                    begun = True
                     result = work(PgConn(conn))
                     committing = True
                 return result
             except (pg.errors.DeadlockDetected, pg.errors.SerializationFailure):
-                if attempt == DEADLOCK_RETRIES:
+                deadlocks += 1
+                if deadlocks > DEADLOCK_RETRIES:
                     raise self._busy() from None
             except pg.errors.LockNotAvailable:
                 raise self._busy() from None
@@ -433,8 +442,9 @@ class PgDatabase:
                     raise
                 self._writer = None
                 conn.close()
-                raise _lost(error, committing=committing) from None
-        raise self._busy()
+                if begun or not stale_ok:
+                    raise _lost(error, committing=committing) from None
+                stale_ok = False  # nothing ran: BEGIN met a connection PostgreSQL had closed
 
     def _busy(self) -> DatabaseBusy:
         return DatabaseBusy(
