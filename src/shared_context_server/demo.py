@@ -21,7 +21,7 @@ from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
 from shared_context_server.operations.client_config import render_config
-from shared_context_server.store import Target, open_store
+from shared_context_server.store import Target, is_postgres_url, open_store, shown
 
 _COLOURS = {"security": "31", "performance": "33", "docs": "36"}
 
@@ -90,7 +90,7 @@ async def _run(db: Target, pace: float, *, temporary: bool) -> int:
 
     print(n.paint("shared-context-server demo", "1") + ": three agents, one blackboard")
     where = "a temporary file, deleted at the end" if temporary else "kept after the demo"
-    print(n.dim(f"blackboard: {db} ({where})"))
+    print(n.dim(f"blackboard: {shown(db)} ({where})"))
     print(n.dim("each agent below is its own server process, spoken to over stdio\n"))
 
     async with AsyncExitStack() as stack:
@@ -104,8 +104,9 @@ async def _run(db: Target, pace: float, *, temporary: bool) -> int:
         await _collaborate(n, security, performance, docs)
     print()
     print(n.paint("What happened", "1"))
+    shared = "one PostgreSQL database" if is_postgres_url(db) else "one SQLite file"
     print(
-        "  Three processes shared one SQLite file; nothing else connected them. Each read\n"
+        f"  Three processes shared {shared}; nothing else connected them. Each read\n"
         "  only what its visibility allowed: the private note stayed with security, and\n"
         "  the reviewers-only sign-off never reached docs."
     )
@@ -116,7 +117,7 @@ async def _run(db: Target, pace: float, *, temporary: bool) -> int:
         "  and they will share this machine's blackboard (`config --help` for other clients)."
     )
     if not temporary:
-        print(f"  This demo's blackboard is kept in {db}.")
+        print(f"  This demo's blackboard is kept in {shown(db)}.")
     return 0
 
 

@@ -14,12 +14,11 @@ import contextlib
 import functools
 import logging
 import os
-import re
 import socket
 import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import anyio
 
@@ -33,7 +32,7 @@ from shared_context_server.postgres_schema import (
     SCHEMA_VERSION,
     SELECT_VERSION,
 )
-from shared_context_server.store import Change, Conn, Engine, Row
+from shared_context_server.store import Change, Conn, Engine, Row, redact
 
 if TYPE_CHECKING:
     import psycopg
@@ -60,19 +59,6 @@ DEADLOCK_RETRIES = 3
 Params = Sequence[Any]
 TupleRow = tuple[Any, ...]
 T = TypeVar("T")
-
-
-def redact(url: str) -> str:
-    """The URL with any password replaced, for messages and logs."""
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:  # unparsable (a stray bracket): hide whatever sits before an @
-        return re.sub(r"//[^/@]*@", "//***@", url, count=1)
-    if password is None:
-        return url
-    netloc = parts.netloc.replace(f":{password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def driver() -> Any:

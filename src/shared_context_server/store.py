@@ -144,6 +144,28 @@ def is_postgres_url(raw: str | os.PathLike[str] | None) -> bool:
     return isinstance(raw, str) and raw.strip().lower().startswith(POSTGRES_SCHEMES)
 
 
+def redact(url: str) -> str:
+    """The URL with any password replaced, for messages and logs."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:  # unparsable (a stray bracket): hide whatever sits before an @
+        import re
+
+        return re.sub(r"//[^/@]*@", "//***@", url, count=1)
+    if password is None:
+        return url
+    netloc = parts.netloc.replace(f":{password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def shown(target: Target) -> str:
+    """Where the blackboard is, for people: a path, or a URL without its password."""
+    return redact(str(target)) if is_postgres_url(target) else str(target)
+
+
 async def open_store(target: Target, *, migrate: bool = True) -> Store:
     """The blackboard at `target`, migrated unless `migrate` is False. Each engine is
     imported only when used: serving a file never loads PostgreSQL's driver or engine.

@@ -37,7 +37,7 @@ from shared_context_server.operations.transfer import (
 )
 from shared_context_server.operations.viewers import ADMIN_VIEWER, choose_viewer, describe
 from shared_context_server.operations.watch import follow, latest_messages, session_overview
-from shared_context_server.store import Store, Target, is_postgres_url, open_store
+from shared_context_server.store import Store, Target, is_postgres_url, open_store, shown
 from shared_context_server.terminal import (
     MessagePrinter,
     Progress,
@@ -88,7 +88,7 @@ def _sessions(args: argparse.Namespace, db: Target) -> int:
         if viewer is not ADMIN_VIEWER:  # as tail and export say: the counts are a view
             note(f"MSGS counts {describe(viewer)}")
     else:
-        note(f"no {'' if args.status == 'all' else args.status + ' '}sessions in {_where(db)}")
+        note(f"no {'' if args.status == 'all' else args.status + ' '}sessions in {shown(db)}")
     return 0
 
 
@@ -212,7 +212,7 @@ def _import(args: argparse.Namespace, db: Target) -> int:
     progress.finish()
     print(
         f"imported session {result['session_id']}: {counted(result['messages'], 'messages')} "
-        f"into {_where(db)}"
+        f"into {shown(db)}"
     )
     if result["session_id"] != result["original_session_id"]:
         print(
@@ -231,11 +231,9 @@ def _import(args: argparse.Namespace, db: Target) -> int:
 
 def _backup(args: argparse.Namespace, db: Target) -> int:
     if is_postgres_url(db):
-        from shared_context_server.postgres import redact
-
         raise InvalidInput(
             "backup copies a SQLite file; back up PostgreSQL with its own tool: "
-            f"pg_dump --format=custom --file=FILE '{redact(str(db))}'."
+            f"pg_dump --format=custom --file=FILE '{shown(db)}'."
         )
     db = Path(db)
     started = time.monotonic()
@@ -295,12 +293,3 @@ HANDLERS: dict[str, Callable[[argparse.Namespace, Target], int]] = {
     "prune": _prune,
     "dashboard": _dashboard,
 }
-
-
-def _where(db: Target) -> str:
-    """The database for messages: a URL never shows its password."""
-    if is_postgres_url(db):
-        from shared_context_server.postgres import redact
-
-        return redact(str(db))
-    return str(db)

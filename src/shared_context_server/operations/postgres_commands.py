@@ -9,8 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from shared_context_server.blackboard.processes import stale_cutoff
-from shared_context_server.postgres import PgDatabase, check_url, redact
+from shared_context_server.postgres import PgDatabase, check_url
 from shared_context_server.postgres_schema import SCHEMA_VERSION
+from shared_context_server.store import redact
 
 PROG = "shared-context-server"
 SERVER_FACTS = (
