@@ -23,7 +23,7 @@ import anyio
 import pytest
 from packaging.specifiers import SpecifierSet
 
-from shared_context_server.about import PACKAGE, REQUIREMENT, UVX
+from shared_context_server.about import PACKAGE, REQUIREMENT, UVX, UVX_POSTGRES
 from shared_context_server.cli import CLIENT_NAMES
 from shared_context_server.errors import InvalidInput
 from shared_context_server.migrations import SCHEMA_VERSION
@@ -74,6 +74,23 @@ def test_every_clients_config_launches_the_pinned_package(client: str) -> None:
     assert command == [*UVX, "--agent-id", "a"]
 
 
+@pytest.mark.parametrize("client", ["claude-code", "generic", "codex"])
+def test_a_postgresql_url_config_brings_the_driver_and_keeps_the_url_whole(client: str) -> None:
+    url = "postgresql://scs@db.example:5432/scs?sslmode=verify-full&connect_timeout=3"
+    proc = run("config", client, "--agent-id", "a", "--db", url)
+    assert proc.returncode == 0, proc.stderr
+    if client == "claude-code":
+        words = shlex.split(proc.stdout.splitlines()[0])
+        command = words[words.index("--") + 1 :]
+    elif client == "codex":
+        entry = tomllib.loads(proc.stdout)["mcp_servers"]["shared-context"]
+        command = [entry["command"], *entry["args"]]
+    else:
+        entry = json.loads(proc.stdout)
+        command = [entry["command"], *entry["args"]]
+    assert command == [*UVX_POSTGRES, "--agent-id", "a", "--db", url]
+
+
 def _as_commands(text: str) -> str:
     """`text` with each JSON block's server entries written as the command they run."""
 
@@ -104,7 +121,7 @@ def unpinned_launches(text: str) -> list[str]:
                 target = words[1] if tool == "uvx" and words[:1] == ["--from"] else None
                 if tool == "pipx install":
                     target = words[0] if words else None
-                target = (target or "").strip("'\"")
+                target = (target or "").strip("'\"").replace("[postgres]", "")
                 if target != REQUIREMENT and not target.startswith(("/", ".", "~", "git+")):
                     bad.append(line)
     return bad

@@ -14,6 +14,10 @@ PACKAGE = "shared-context-server"
 REQUIREMENT = f"{PACKAGE}>=2,<3"
 UVX = ("uvx", "--from", REQUIREMENT, PACKAGE)
 UVX_TEXT = f"uvx --from '{REQUIREMENT}' {PACKAGE}"
+# The PostgreSQL driver (the `postgres` extra, pyproject.toml): what a URL's uvx adds.
+POSTGRES_DRIVER = "psycopg[binary]>=3.2,<4"
+POSTGRES_EXTRA = f"{PACKAGE}[postgres]>=2,<3"
+UVX_POSTGRES = ("uvx", "--from", REQUIREMENT, "--with", POSTGRES_DRIVER, PACKAGE)
 PIPX_INSTALL = f"pipx install '{REQUIREMENT}'"
 # uvx keeps the first 2.x it fetched until its cache entry goes; pipx upgrades in place.
 UPGRADE = (

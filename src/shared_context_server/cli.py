@@ -102,8 +102,8 @@ def _serve_flags() -> _Parser:
     flags.add_argument(
         "--db",
         default=s,
-        metavar="PATH",
-        help=f"database file ({ENV_DB}; default {default_db_path()})",
+        metavar="PATH|URL",
+        help=f"database file or postgresql:// URL ({ENV_DB}; default {default_db_path()})",
     )
     flags.add_argument(
         "--agent-id",
@@ -192,7 +192,10 @@ def _seconds(text: str) -> float:
 def _db_flag() -> _Parser:
     flags = _Parser(add_help=False)
     flags.add_argument(
-        "--db", default=argparse.SUPPRESS, metavar="PATH", help=f"database file ({ENV_DB})"
+        "--db",
+        default=argparse.SUPPRESS,
+        metavar="PATH|URL",
+        help=f"database file or postgresql:// URL ({ENV_DB})",
     )
     return flags
 
@@ -223,8 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help=COMMANDS["demo"])
     demo.add_argument(
         "--db",
-        metavar="PATH",
-        help="keep the demo's blackboard in this file (default: a temporary one, deleted after)",
+        metavar="PATH|URL",
+        help="keep the demo's blackboard in this file or PostgreSQL database "
+        "(default: a temporary file, deleted after)",
     )
     demo.add_argument(
         "--pace",
@@ -316,7 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
     hook.add_argument("--agent-id", help="the agent's id, as in its MCP entry")
     hook.add_argument("--agent-type", help="its type (agent_only messages)")
     hook.add_argument("--admin", action="store_true", help="it reads admin_only messages")
-    hook.add_argument("--db", metavar="PATH", help=f"database file ({ENV_DB})")
+    hook.add_argument(
+        "--db", metavar="PATH|URL", help=f"database file or postgresql:// URL ({ENV_DB})"
+    )
     return parser
 
 

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import anyio
 
-from shared_context_server.about import UPGRADE
+from shared_context_server.about import POSTGRES_DRIVER, POSTGRES_EXTRA, UPGRADE
 from shared_context_server.clock import utc_now
 from shared_context_server.errors import DatabaseBusy, StorageError
 from shared_context_server.postgres_schema import (
@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-EXTRA = "shared-context-server[postgres]>=2,<3"  # pinned: see README "Which package"
 CONNECT_TIMEOUT_S = 5
 # How often a server backend running a statement checks that its client is still there:
 # without it, a statement whose caller gave up (or was killed) runs to its end holding
@@ -67,8 +66,8 @@ def driver() -> Any:
         import psycopg
     except ImportError:
         raise StorageError(
-            f"a PostgreSQL --db needs the driver: pip install '{EXTRA}' "
-            "(with uvx: add --with 'psycopg[binary]>=3.2,<4')."
+            f"a PostgreSQL --db needs the driver: pip install '{POSTGRES_EXTRA}' "
+            f"(with uvx: add --with '{POSTGRES_DRIVER}')."
         ) from None
     return psycopg
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shlex
@@ -10,9 +11,16 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
-from shared_context_server.about import PACKAGE, PIPX_INSTALL, UVX, UVX_TEXT
+from shared_context_server.about import (
+    PACKAGE,
+    PIPX_INSTALL,
+    POSTGRES_EXTRA,
+    UVX,
+    UVX_POSTGRES,
+    UVX_TEXT,
+)
 from shared_context_server.errors import InvalidInput
-from shared_context_server.store import Target
+from shared_context_server.store import Target, is_postgres_url
 
 Client = Literal["claude-desktop", "claude-code", "cursor", "generic"]
 CLIENTS: dict[str, str] = {
@@ -23,11 +31,18 @@ CLIENTS: dict[str, str] = {
 }
 
 
-def server_command(local: bool) -> list[str]:
-    """uvx with the major version pinned, or (`local`) this install's own executable.
-    Raises InvalidInput when this install lives in uv's cache."""
+def server_command(local: bool, db: Target | None = None) -> list[str]:
+    """uvx with the major version pinned (and the PostgreSQL driver for a URL), or
+    (`local`) this install's own executable. Raises InvalidInput when this install lives
+    in uv's cache, or lacks the driver a URL needs."""
     if not local:
-        return list(UVX)
+        return list(UVX_POSTGRES if is_postgres_url(db) else UVX)
+    if is_postgres_url(db) and importlib.util.find_spec("psycopg") is None:
+        raise InvalidInput(
+            f"--local with a PostgreSQL --db needs the driver in this install: "
+            f"pipx install --force '{POSTGRES_EXTRA}' (or pip install it here), then run "
+            "config again."
+        )
     script = Path(sys.executable).parent / PACKAGE
     if script.is_file():
         command = [str(script)]
@@ -89,7 +104,7 @@ def render_config(
     local: bool = False,
 ) -> str:
     """The exact text for `client`: JSON for most, a `claude mcp add` command for Claude Code."""
-    command, *prefix = server_command(local)
+    command, *prefix = server_command(local, db)
     args = prefix + server_args(agent_id, agent_type, db, admin)
     if client == "claude-code":
         return shlex.join(["claude", "mcp", "add", name, "--", command, *args])

@@ -36,7 +36,7 @@ def render_codex(
     local: bool,
 ) -> str:
     """Codex's `[mcp_servers.NAME]` table: command and args, as TOML."""
-    command, *prefix = server_command(local)
+    command, *prefix = server_command(local, db)
     args = prefix + server_args(agent_id, agent_type, db, admin)
     key = name if _BARE_KEY.match(name) else _toml_string(name)
     return "\n".join(
@@ -53,7 +53,7 @@ def render_claude_hooks(
 ) -> str:
     """The settings.json `hooks` block running `hook claude-code` with the MCP entry's
     identity and file."""
-    command = [*server_command(local), "hook", "claude-code"]
+    command = [*server_command(local, db), "hook", "claude-code"]
     line = shlex.join(command + server_args(agent_id, agent_type, db, admin))
     handler: dict[str, Any] = {"type": "command", "command": line, "timeout": HOOK_TIMEOUT_S}
     hooks = {event: [{"hooks": [handler]}] for event in HOOK_EVENTS}
