@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from shared_context_server.blackboard.identity import Agent, in_family
+from shared_context_server.blackboard.sweeps import OLD_AUDIT
 from shared_context_server.clock import iso, now_utc, utc_now
 from shared_context_server.errors import (
     BlackboardError,
@@ -47,11 +48,6 @@ SELECT = (
 )
 # ts grows with id (both taken under the write lock), so entries older than the cutoff are
 # a prefix of ids: find where it ends by walking from the oldest, and delete up to there.
-TRIM = (
-    "DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log WHERE id < coalesce("
-    "(SELECT id FROM audit_log WHERE ts >= ? ORDER BY id LIMIT 1),"
-    " (SELECT max(id) + 1 FROM audit_log)) ORDER BY id LIMIT ?)"
-)
 
 
 def entry(
@@ -176,7 +172,7 @@ async def trim_audit_log(db: Store, retention_days: int, *, now: datetime | None
     if retention_days <= 0:
         return 0
     cutoff = iso((now or now_utc()) - timedelta(days=retention_days))
-    return await db.transact(lambda conn: conn.execute(TRIM, (cutoff, TRIM_BATCH)).rowcount)
+    return await OLD_AUDIT.delete_batch(db, cutoff, TRIM_BATCH)
 
 
 async def record_table_write(db: Store, agent: Agent, action: str, table: str, count: int) -> None:

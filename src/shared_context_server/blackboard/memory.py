@@ -22,6 +22,7 @@ from shared_context_server.blackboard.sessions import (
     require_session,
     session_not_found,
 )
+from shared_context_server.blackboard.sweeps import EXPIRED_MEMORY
 from shared_context_server.clock import iso, now_utc
 from shared_context_server.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from shared_context_server.store import Conn, Row, Store
@@ -76,7 +77,6 @@ ALL_KEYS = (
     f" AND (? IS NULL OR (agent_id, {_SCOPE}, key) > (?, ?, ?))"
     f" ORDER BY agent_id, {_SCOPE}, key LIMIT ?"
 )
-SWEEP = "DELETE FROM memory WHERE id IN (SELECT id FROM memory WHERE expires_at <= ? LIMIT ?)"
 
 
 def check_key(key: str) -> str:
@@ -338,7 +338,7 @@ async def sweep_expired_memory(db: Store, *, now: datetime | None = None) -> int
     stamp = iso(now or now_utc())
     total = 0
     while True:
-        deleted = await db.transact(lambda conn: conn.execute(SWEEP, (stamp, SWEEP_BATCH)).rowcount)
+        deleted = await EXPIRED_MEMORY.delete_batch(db, stamp, SWEEP_BATCH)
         total += deleted
         if deleted < SWEEP_BATCH:
             return total

@@ -33,7 +33,8 @@ MESSAGE_COLUMNS = (
     "m.id, m.session_id, m.sender, m.sender_type, m.content, m.visibility,"
     " m.message_type, m.metadata, m.parent_message_id, m.created_at"
 )
-_MESSAGE_TYPE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+# What a message_type may be: checked by add_message and import alike.
+MESSAGE_TYPE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 # One statement checks the session is active and the parent is a message of the same
 # session that the poster may see, and inserts; no row back means one of those failed,
@@ -101,7 +102,7 @@ async def add_message(
     if not content.strip():
         raise InvalidInput("content is empty; say something.")
     check_text(content, "content", limits.max_content_chars, "Split it across several messages.")
-    if not _MESSAGE_TYPE.match(message_type):
+    if not MESSAGE_TYPE.match(message_type):
         raise InvalidInput(
             "message_type must be 1-64 letters, digits or _.:- (e.g. 'finding', 'question'); "
             f"got {message_type!r}."

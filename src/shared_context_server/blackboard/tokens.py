@@ -22,6 +22,7 @@ from typing import Any
 
 from shared_context_server.blackboard import audit
 from shared_context_server.blackboard.identity import Agent, Permission, check_name, in_family
+from shared_context_server.blackboard.sweeps import EXPIRED_TOKENS
 from shared_context_server.clock import iso, now_utc
 from shared_context_server.errors import InvalidInput, PermissionDenied, TokenInvalid
 from shared_context_server.store import Conn, Store
@@ -41,10 +42,6 @@ LOOKUP = (
     " FROM agent_tokens WHERE token_hash = ?"
 )
 REVOKE = "UPDATE agent_tokens SET revoked_at = ? WHERE token_hash = ? AND revoked_at IS NULL"
-SWEEP = (
-    "DELETE FROM agent_tokens WHERE token_hash IN"
-    " (SELECT token_hash FROM agent_tokens WHERE expires_at <= ? LIMIT ?)"
-)
 SWEEP_BATCH = 1000
 
 
@@ -222,5 +219,4 @@ async def resolve_token(db: Store, token: str, via: Agent, *, now: datetime | No
 
 async def sweep_expired_tokens(db: Store, *, now: datetime | None = None) -> int:
     """Delete tokens past their expiry (revoked ones included); one batch per call."""
-    params = (iso(now or now_utc()), SWEEP_BATCH)
-    return await db.transact(lambda conn: conn.execute(SWEEP, params).rowcount)
+    return await EXPIRED_TOKENS.delete_batch(db, iso(now or now_utc()), SWEEP_BATCH)

@@ -1,8 +1,7 @@
-"""Removing what the blackboard no longer needs. Each kind of data is one PruneRule row.
-
-A rule deletes rows of one table matching a constant condition with one `?`, the cutoff
-its `cutoff` function computes from the options. Deletion goes in small batches, each its
-own short write transaction, so agents writing meanwhile wait milliseconds, not seconds.
+"""Removing what the blackboard no longer needs: each kind of data is one sweep
+(blackboard/sweeps.py, the rules the servers' maintenance uses too) with the cutoff the
+options give it. Deletion goes in small batches, each its own short write transaction
+with its audit entry, so agents writing meanwhile wait milliseconds, not seconds.
 """
 
 from __future__ import annotations
@@ -13,6 +12,14 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 
 from shared_context_server.blackboard import audit
+from shared_context_server.blackboard.sweeps import (
+    ARCHIVED_SESSIONS,
+    EXPIRED_MEMORY,
+    EXPIRED_TOKENS,
+    OLD_AUDIT,
+    ROW_KEY,
+    Sweep,
+)
 from shared_context_server.clock import iso
 from shared_context_server.store import Conn, Store
 from shared_context_server.terminal import counted
@@ -32,40 +39,18 @@ class PruneOptions:
 
 @dataclass(frozen=True)
 class PruneRule:
-    """Rows of `table` (a rowid table) where `condition` holds for the cutoff.
+    """A sweep (blackboard/sweeps.py, shared with the servers' maintenance) and the cutoff
+    the options give it."""
 
-    `also` counts rows that go with them (ON DELETE CASCADE): label -> SQL selecting a
-    count, which may read the `doomed` CTE of the rows about to go.
-    """
-
-    name: str
-    table: str
-    condition: str
+    sweep: Sweep
     cutoff: Callable[[PruneOptions], str]
-    also: tuple[tuple[str, str], ...] = ()
     applies: Callable[[PruneOptions], bool] = lambda options: True
 
-    def _doomed(self, key: str) -> str:
-        return (
-            f"WITH doomed AS (SELECT {key} AS doomed_key, * FROM {self.table}"  # noqa: S608
-            f" WHERE {self.condition} ORDER BY {key} LIMIT ?) "
-        )
-
-    def count_sql(self, key: str) -> list[tuple[str, str]]:
-        """(label, SQL) pairs counting the rows a batch of LIMIT ? would remove; `key` is
-        the engine's row address (ROW_KEY)."""
-        own = (self.name, self._doomed(key) + "SELECT count(*) FROM doomed")  # noqa: S608
-        return [own, *((label, self._doomed(key) + sql) for label, sql in self.also)]
-
-    def delete_sql(self, key: str) -> str:
-        return (
-            f"DELETE FROM {self.table} WHERE {key} IN (SELECT {key} FROM {self.table}"  # noqa: S608
-            f" WHERE {self.condition} ORDER BY {key} LIMIT ?)"
-        )
+    @property
+    def name(self) -> str:
+        return self.sweep.name
 
 
-# Every table's row address, on each engine: batches are cut by it.
-ROW_KEY = {"sqlite": "rowid", "postgres": "ctid"}
 # A dry run's LIMIT: every row.
 NO_LIMIT = 2**62
 
@@ -74,42 +59,20 @@ def _archived_cutoff(options: PruneOptions) -> str:
     return iso(options.moment() - timedelta(days=options.archived_older_than_days))
 
 
-ARCHIVED_SESSIONS = PruneRule(
-    name="archived sessions",
-    table="sessions",
-    # updated_at is when the session was archived (or last changed since).
-    condition="status = 'archived' AND updated_at < ?",
-    cutoff=_archived_cutoff,
-    also=(
-        ("messages", "SELECT count(*) FROM messages WHERE session_id IN (SELECT id FROM doomed)"),
-    ),
-)
+def _now(options: PruneOptions) -> str:
+    return iso(options.moment())
 
-EXPIRED_MEMORY = PruneRule(
-    name="expired memory entries",
-    table="memory",
-    # Already invisible to every read; the server's maintenance sweeps them too.
-    condition="expires_at IS NOT NULL AND expires_at <= ?",
-    cutoff=lambda options: iso(options.moment()),
-)
 
-EXPIRED_TOKENS = PruneRule(
-    name="expired tokens",
-    table="agent_tokens",
-    # Using one already fails; after this it fails as "unknown" rather than "expired".
-    condition="expires_at <= ?",
-    cutoff=lambda options: iso(options.moment()),
-)
+def _audit_cutoff(options: PruneOptions) -> str:
+    return iso(options.moment() - timedelta(days=options.audit_retention_days))
 
-OLD_AUDIT = PruneRule(
-    name="audit entries",
-    table="audit_log",
-    condition="ts < ?",
-    cutoff=lambda options: iso(options.moment() - timedelta(days=options.audit_retention_days)),
-    applies=lambda options: options.audit_retention_days > 0,
-)
 
-RULES: tuple[PruneRule, ...] = (ARCHIVED_SESSIONS, EXPIRED_MEMORY, EXPIRED_TOKENS, OLD_AUDIT)
+RULES: tuple[PruneRule, ...] = (
+    PruneRule(ARCHIVED_SESSIONS, _archived_cutoff),
+    PruneRule(EXPIRED_MEMORY, _now),
+    PruneRule(EXPIRED_TOKENS, _now),
+    PruneRule(OLD_AUDIT, _audit_cutoff, applies=lambda options: options.audit_retention_days > 0),
+)
 
 Counts = dict[str, int]
 Progress = Callable[[Counts], None]
@@ -117,7 +80,7 @@ Progress = Callable[[Counts], None]
 
 async def _count(db: Store, rule: PruneRule, cutoff: str, limit: int) -> Counts:
     counts: Counts = {}
-    for label, sql in rule.count_sql(ROW_KEY[db.engine]):
+    for label, sql in rule.sweep.count_sql(ROW_KEY[db.engine]):
         row = await db.read_one(sql, (cutoff, limit))
         counts[label] = int(row[0]) if row else 0
     return counts
@@ -141,7 +104,7 @@ async def prune(
         if dry_run:
             report[rule.name] = await _count(db, rule, cutoff, NO_LIMIT)
             continue
-        totals: Counts = dict.fromkeys((label for label, _ in rule.count_sql(key)), 0)
+        totals: Counts = dict.fromkeys((label for label, _ in rule.sweep.count_sql(key)), 0)
         while True:
             batch = await db.transact(partial(_prune_batch, rule, key, cutoff))
             if not batch[rule.name]:
@@ -157,14 +120,14 @@ async def prune(
 def _prune_batch(rule: PruneRule, key: str, cutoff: str, conn: Conn) -> Counts:
     """Count, delete and log one batch of `rule`'s rows; nothing if it found none."""
     batch: Counts = {}
-    for label, sql in rule.count_sql(key):
+    for label, sql in rule.sweep.count_sql(key):
         row = conn.execute(sql, (cutoff, BATCH)).fetchone()
         batch[label] = int(row[0]) if row else 0
     if batch[rule.name]:
-        conn.execute(rule.delete_sql(key), (cutoff, BATCH))
+        conn.execute(rule.sweep.delete_sql(key), (cutoff, BATCH))
         # Deleting history is itself history, logged with the batch it describes.
         removed = ", ".join(counted(n, label) for label, n in batch.items() if n)
         audit.write_entry(
-            conn, audit.entry(audit.OPERATOR, "prune", target=rule.table, detail=removed)
+            conn, audit.entry(audit.OPERATOR, "prune", target=rule.sweep.table, detail=removed)
         )
     return batch

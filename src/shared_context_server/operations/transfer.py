@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from shared_context_server.blackboard import audit
 from shared_context_server.blackboard.identity import RESERVED_IDS, Agent, Visibility, check_name
 from shared_context_server.blackboard.limits import DEFAULT_LIMITS, check_text, encode_metadata
+from shared_context_server.blackboard.messages import MESSAGE_TYPE
 from shared_context_server.blackboard.search import index_pending
 from shared_context_server.blackboard.sessions import (
     SESSION_EXISTS,
@@ -39,7 +40,6 @@ VERSION = 1
 Progress = Callable[[int, int], None]
 
 _TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
-_MESSAGE_TYPE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 INSERT_SESSION = (
     "INSERT INTO sessions (id, purpose, status, created_by, created_at, updated_at, metadata)"
@@ -176,7 +176,7 @@ class ImportedMessage(_Strict):
     @field_validator("message_type")
     @classmethod
     def _message_type(cls, value: str) -> str:
-        if not _MESSAGE_TYPE.match(value):
+        if not MESSAGE_TYPE.match(value):
             raise ValueError("must be 1-64 letters, digits or _.:-")
         return value
 
