@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from shared_context_server.blackboard import messages, sessions
+from shared_context_server.blackboard import messages, paging, sessions
 from shared_context_server.blackboard.identity import Agent
 from shared_context_server.blackboard.limits import Limits
 from shared_context_server.db import Database
@@ -257,3 +257,30 @@ async def test_a_read_only_agent_cannot_write(db: Database) -> None:
     reader = Agent("viewer", "generic", frozenset({"read"}))
     with pytest.raises(PermissionDenied, match="'write' permission"):
         await sessions.create_session(db, reader, "nope")
+
+
+@pytest.mark.parametrize(
+    ("cursor", "shape"),
+    [
+        ("not base64!", (int,)),
+        ("", (int,)),
+        (paging.encode_cursor("a", "b"), (int,)),  # another list's cursor
+        (paging.encode_cursor(-1), (int,)),
+        (paging.encode_cursor(2**63), (int,)),
+        (paging.encode_cursor(True), (int,)),
+        (paging.encode_cursor(5), (str, str)),
+    ],
+)
+def test_a_cursor_no_list_returned_is_refused_naming_the_tool(
+    cursor: str, shape: tuple[type, ...]
+) -> None:
+    with pytest.raises(InvalidInput, match="cursor is not one list_x returned"):
+        paging.decode_cursor(cursor, shape, "list_x")
+
+
+def test_every_list_pages_with_the_same_cursor_form() -> None:
+    assert paging.decode_cursor(paging.encode_cursor(7), (int,), "t") == (7,)
+    position = ("alice", "sess_1", "k\nwith newline")
+    assert paging.decode_cursor(paging.encode_cursor(*position), (str,) * 3, "t") == position
+    assert paging.cut([1, 2, 3], 2) == ([1, 2], True)
+    assert paging.cut([1, 2], 2) == ([1, 2], False)

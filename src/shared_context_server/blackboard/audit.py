@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from shared_context_server.blackboard.identity import Agent, in_family
+from shared_context_server.blackboard.paging import MAX_POSITION, cut, decode_cursor, encode_cursor
 from shared_context_server.blackboard.sweeps import OLD_AUDIT
 from shared_context_server.clock import iso, now_utc, utc_now
 from shared_context_server.errors import (
@@ -148,23 +149,12 @@ async def get_audit_log(
             agent_id, family = own, own + "/"
     if not 1 <= limit <= MAX_LIMIT:
         raise InvalidInput(f"limit must be 1-{MAX_LIMIT}; got {limit}.")
-    before = _cursor(cursor)
+    (before,) = decode_cursor(cursor, (int,), "get_audit_log") if cursor else (MAX_POSITION - 1,)
     who = (agent_id, agent_id, family, len(family or ""), family)
     params = (*who, session_id, session_id, action, action, before, limit + 1)
-    rows = await db.read(SELECT, params)
-    entries = [entry_dict(row) for row in rows[:limit]]
-    more = len(rows) > limit
-    return {"entries": entries, "next_cursor": str(entries[-1]["id"]) if more else None}
-
-
-def _cursor(cursor: str | None) -> int:
-    if cursor is None:
-        return 2**63 - 1
-    if not cursor.isdigit() or len(cursor) > 19:
-        raise InvalidInput(
-            f"cursor {cursor!r} is not one get_audit_log returned; pass next_cursor back as is."
-        )
-    return int(cursor)
+    rows, more = cut(await db.read(SELECT, params), limit)
+    entries = [entry_dict(row) for row in rows]
+    return {"entries": entries, "next_cursor": encode_cursor(entries[-1]["id"]) if more else None}
 
 
 async def trim_audit_log(db: Store, retention_days: int, *, now: datetime | None = None) -> int:

@@ -8,7 +8,6 @@ the maintenance loop runs in one process at a time (never on reads).
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 from datetime import datetime, timedelta
@@ -17,6 +16,7 @@ from typing import Any
 from shared_context_server.blackboard import audit
 from shared_context_server.blackboard.identity import Agent
 from shared_context_server.blackboard.limits import DEFAULT_LIMITS, Limits, encode_json
+from shared_context_server.blackboard.paging import cut, decode_cursor, encode_cursor
 from shared_context_server.blackboard.sessions import (
     SESSION_EXISTS,
     require_session,
@@ -243,26 +243,6 @@ async def delete_memory(
     return {"deleted": deleted > 0}
 
 
-def _encode_cursor(scope: str, key: str) -> str:
-    raw = json.dumps([scope, key], ensure_ascii=False).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[str, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        scope, key = json.loads(raw)
-        if isinstance(scope, str) and isinstance(key, str):
-            return scope, key
-    except (ValueError, TypeError):
-        pass
-    raise InvalidInput(
-        "cursor is not one list_memory returned; pass next_cursor unchanged, or omit it "
-        "to start from the beginning.",
-        argument="cursor",
-    )
-
-
 async def list_memory(
     db: Store,
     agent: Agent,
@@ -284,7 +264,9 @@ async def list_memory(
     if session_id != ALL:
         await _require_session(db, session_id)
     scope = None if session_id == ALL else _scope_key(session_id)
-    after_scope, after_key = _decode_cursor(cursor) if cursor else (None, None)
+    after_scope, after_key = (
+        decode_cursor(cursor, (str, str), "list_memory") if cursor else (None, None)
+    )
     params = (
         agent.agent_id,
         scope,
@@ -297,8 +279,7 @@ async def list_memory(
         after_key,
         limit + 1,
     )
-    rows = await db.read(LIST, params)
-    page = rows[:limit]
+    page, more = cut(await db.read(LIST, params), limit)
     entries = [
         {
             "key": row["key"],
@@ -309,11 +290,10 @@ async def list_memory(
         }
         for row in page
     ]
-    more = len(rows) > limit
     last = page[-1] if page else None
     return {
         "entries": entries,
-        "next_cursor": _encode_cursor(last["scope_key"], last["key"]) if more and last else None,
+        "next_cursor": encode_cursor(last["scope_key"], last["key"]) if more and last else None,
     }
 
 
@@ -326,10 +306,11 @@ async def memory_snapshot(
     """
     agent.require("read", "memory")
     rows = await db.read(SNAPSHOT, (agent.agent_id, iso(now or now_utc()), limit + 1))
+    page, truncated = cut(rows, limit)
     return {
         "agent_id": agent.agent_id,
-        "entries": [entry_dict(row) for row in rows[:limit]],
-        "truncated": len(rows) > limit,
+        "entries": [entry_dict(row) for row in page],
+        "truncated": truncated,
     }
 
 
@@ -362,12 +343,10 @@ async def all_memory_keys(
         raise InvalidInput(f"limit must be 1-{MAX_LIST_LIMIT}; got {limit}.", argument="limit")
     after: tuple[str | None, ...] = (None, None, None)
     if cursor:
-        scope, key = _decode_cursor(cursor)
-        owner, _, scope = scope.partition("\n")
-        after = (owner, scope, key)
+        after = decode_cursor(cursor, (str, str, str), "all_memory_keys")
     stamp = iso(now or now_utc())
     rows = await db.read(ALL_KEYS, (agent_id, agent_id, stamp, after[0], *after, limit + 1))
-    page = rows[:limit]
+    page, more = cut(rows, limit)
     entries = [
         {
             "agent_id": row["agent_id"],
@@ -380,9 +359,9 @@ async def all_memory_keys(
         }
         for row in page
     ]
-    last = page[-1] if page and len(rows) > limit else None
+    last = page[-1] if page else None
     next_cursor = (
-        _encode_cursor(f"{last['agent_id']}\n{last['scope_key']}", last["key"]) if last else None
+        encode_cursor(last["agent_id"], last["scope_key"], last["key"]) if more and last else None
     )
     return {"entries": entries, "next_cursor": next_cursor}
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import secrets
 from typing import Any, Literal
@@ -16,6 +15,7 @@ from shared_context_server.blackboard.limits import (
     decode_metadata,
     encode_metadata,
 )
+from shared_context_server.blackboard.paging import cut, decode_cursor, encode_cursor
 from shared_context_server.clock import utc_now
 from shared_context_server.errors import Conflict, InvalidInput, PermissionDenied, SessionNotFound
 from shared_context_server.store import Conn, Row, Store
@@ -160,27 +160,6 @@ async def get_session(db: Store, agent: Agent, session_id: str) -> dict[str, Any
     }
 
 
-def encode_cursor(position: int) -> str:
-    return base64.urlsafe_b64encode(f"r{position}".encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> int:
-    """The position inside a cursor from next_cursor. Raises InvalidInput."""
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        if not text.startswith("r"):
-            raise ValueError(text)
-        position = int(text[1:])
-        if not 0 <= position < 2**63:
-            raise ValueError(text)
-        return position
-    except ValueError:
-        raise InvalidInput(
-            "cursor is not one this server returned; pass next_cursor unchanged, or omit it "
-            "to start from the beginning."
-        ) from None
-
-
 async def list_sessions(
     db: Store,
     agent: Agent,
@@ -190,10 +169,10 @@ async def list_sessions(
 ) -> dict[str, Any]:
     """Sessions newest first, one page; `next_cursor` continues it (None at the end)."""
     agent.require("read", "list_sessions")
-    before = decode_cursor(cursor) if cursor else None
-    rows = await db.read(LIST_SESSIONS, (status, status, before, before, limit + 1))
-    page = rows[:limit]
-    more = len(rows) > limit
+    (before,) = decode_cursor(cursor, (int,), "list_sessions") if cursor else (None,)
+    page, more = cut(
+        await db.read(LIST_SESSIONS, (status, status, before, before, limit + 1)), limit
+    )
     return {
         "sessions": [session_dict(row) for row in page],
         "next_cursor": encode_cursor(page[-1]["rowid"]) if more and page else None,
