@@ -284,3 +284,17 @@ def test_every_list_pages_with_the_same_cursor_form() -> None:
     assert paging.decode_cursor(paging.encode_cursor(*position), (str,) * 3, "t") == position
     assert paging.cut([1, 2, 3], 2) == ([1, 2], True)
     assert paging.cut([1, 2], 2) == ([1, 2], False)
+
+
+def test_a_message_and_a_session_have_one_shape_in_every_layer() -> None:
+    from shared_context_server.blackboard import news
+    from shared_context_server.operations.transfer import ImportedMessage, ImportedSession
+    from shared_context_server.server import models
+
+    message_keys = set(messages.Message.__annotations__)
+    session_keys = set(sessions.Session.__annotations__)
+    assert set(models.Message.model_fields) == message_keys  # tools' output schema
+    assert set(models.Session.model_fields) == session_keys
+    assert set(ImportedMessage.model_fields) == message_keys  # export and import
+    assert set(ImportedSession.model_fields) == session_keys
+    assert news.COLUMNS == messages.MESSAGE_COLUMNS  # the hook's reads (news.py stays light)

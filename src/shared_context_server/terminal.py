@@ -7,7 +7,10 @@ import shutil
 import sys
 import time
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from shared_context_server.blackboard.messages import Message
 
 _PALETTE = ("36", "33", "35", "32", "34", "31")
 
@@ -52,7 +55,7 @@ class MessagePrinter:
     def header(self, line: str) -> None:
         print(paint(line, "2", self.colour), file=self.stream, flush=True)
 
-    def print(self, message: dict[str, Any]) -> None:
+    def print(self, message: Message) -> None:
         moment = local_time(message["created_at"])
         day = moment.strftime("%Y-%m-%d")
         out: list[str] = []

@@ -17,13 +17,12 @@ import logging
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import anyio
 
 from shared_context_server.blackboard.identity import VISIBLE_SQL, Agent, visible_to
 from shared_context_server.blackboard.limits import DEFAULT_LIMITS, Limits
-from shared_context_server.blackboard.messages import get_context
+from shared_context_server.blackboard.messages import Page, get_context
 from shared_context_server.errors import BlackboardError, InvalidInput
 from shared_context_server.store import Change, Store
 
@@ -164,7 +163,7 @@ async def wait_for_messages(
     after_id: int,
     timeout_s: float = 30.0,
     limits: Limits = DEFAULT_LIMITS,
-) -> dict[str, Any]:
+) -> Page:
     """The messages `agent` may see with id > after_id, as soon as any exist; none at timeout.
 
     Holds no lock and no transaction while it waits: each look is one read through the
@@ -178,7 +177,7 @@ async def wait_for_messages(
     if not 0 <= timeout_s <= MAX_WAIT_S:
         raise InvalidInput(f"timeout_s must be 0-{MAX_WAIT_S:.0f} seconds; got {timeout_s}.")
 
-    async def look() -> dict[str, Any]:
+    async def look() -> Page:
         return await get_context(feed.db, agent, session_id, after_id=after_id, limits=limits)
 
     with feed.watching():

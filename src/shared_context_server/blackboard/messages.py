@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, TypedDict
 
 from shared_context_server.blackboard import audit
 from shared_context_server.blackboard.identity import (
@@ -29,10 +29,32 @@ from shared_context_server.clock import utc_now
 from shared_context_server.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from shared_context_server.store import Conn, Row, Store
 
-MESSAGE_COLUMNS = (
-    "m.id, m.session_id, m.sender, m.sender_type, m.content, m.visibility,"
-    " m.message_type, m.metadata, m.parent_message_id, m.created_at"
-)
+
+class Message(TypedDict):
+    """A message as every layer hands it on: tools' results, resources, export and import,
+    the terminal and the dashboard. Its keys are the table's columns, in this order."""
+
+    id: int
+    session_id: str
+    sender: str
+    sender_type: str
+    content: str
+    visibility: Visibility
+    message_type: str
+    metadata: dict[str, Any] | None
+    parent_message_id: int | None
+    created_at: str
+
+
+class Page(TypedDict):
+    """A page of messages, oldest first; `has_more`: more lie beyond it in its direction."""
+
+    messages: list[Message]
+    has_more: bool
+
+
+MESSAGE_KEYS = tuple(Message.__annotations__)
+MESSAGE_COLUMNS = ", ".join(f"m.{key}" for key in MESSAGE_KEYS)
 # What a message_type may be: checked by add_message and import alike.
 MESSAGE_TYPE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
@@ -65,13 +87,10 @@ AFTER_BY = _SELECT + _BY_SENDER + " AND m.id > ? ORDER BY m.id ASC LIMIT ?"
 MAX_CONTEXT_LIMIT = 500
 
 
-MESSAGE_KEYS = tuple(column.strip().removeprefix("m.") for column in MESSAGE_COLUMNS.split(","))
-
-
-def message_dict(row: Row) -> dict[str, Any]:
+def message_dict(row: Row) -> Message:
     """A message row (selected with MESSAGE_COLUMNS) as the message object of the API."""
-    message = dict(zip(MESSAGE_KEYS, row, strict=True))
-    message["metadata"] = decode_metadata(message["metadata"])
+    message: Message = dict(zip(MESSAGE_KEYS, row, strict=True))  # type: ignore[assignment]
+    message["metadata"] = decode_metadata(row[MESSAGE_KEYS.index("metadata")])
     return message
 
 
@@ -160,7 +179,7 @@ def _why_not_inserted(conn: Conn, session_id: str, parent_message_id: int | None
     )
 
 
-async def get_message(db: Store, agent: Agent, session_id: str, message_id: int) -> dict[str, Any]:
+async def get_message(db: Store, agent: Agent, session_id: str, message_id: int) -> Message:
     """One message the caller may see. Raises SessionNotFound, NotFound."""
     agent.require("read", "get_message")
     found = await db.read(SELECT_MESSAGE, (*visible_to(agent), session_id, message_id), small=True)
@@ -184,7 +203,7 @@ async def get_context(
     sender: str | None = None,
     visibility: str | None = None,
     limits: Limits = DEFAULT_LIMITS,
-) -> dict[str, Any]:
+) -> Page:
     """A page of visible messages, oldest first.
 
     No cursor: the latest `limit`. `after_id`: the first `limit` after it. `before_id`: the
@@ -215,7 +234,7 @@ async def get_context(
     if not rows:
         await require_session(db, session_id)
     has_more = len(rows) > limit
-    page: list[dict[str, Any]] = []
+    page: list[Message] = []
     chars = 0
     for row in rows[:limit]:  # nearest first in the paging direction
         chars += len(row["content"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from shared_context_server.blackboard import audit
 from shared_context_server.blackboard.identity import VISIBLE_SQL, Agent, visible_to
@@ -30,7 +30,20 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     "archived": frozenset({"active"}),
 }
 
-_COLUMNS = "id, purpose, status, created_by, created_at, updated_at, metadata"
+
+class Session(TypedDict):
+    """A session as every layer hands it on. Its keys are the table's columns."""
+
+    id: str
+    purpose: str
+    status: Status
+    created_by: str
+    created_at: str
+    updated_at: str
+    metadata: dict[str, Any] | None
+
+
+_COLUMNS = ", ".join(Session.__annotations__)
 
 INSERT_SESSION = (
     "INSERT INTO sessions (id, purpose, status, created_by, created_at, updated_at, metadata)"
@@ -60,7 +73,8 @@ def new_session_id() -> str:
     return "sess_" + secrets.token_hex(8)
 
 
-def session_dict(row: Row) -> dict[str, Any]:
+def session_dict(row: Row) -> Session:
+    """A session row (selected with its columns, by name) as the session object of the API."""
     return {
         "id": row["id"],
         "purpose": row["purpose"],
@@ -121,7 +135,7 @@ async def create_session(
     }
 
 
-async def fetch_session(db: Store, session_id: str) -> dict[str, Any]:
+async def fetch_session(db: Store, session_id: str) -> Session:
     """The session row. Raises SessionNotFound."""
     row = await db.read_one(SELECT_SESSION, (session_id,))
     if row is None:

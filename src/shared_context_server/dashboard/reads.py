@@ -10,7 +10,7 @@ from typing import Any
 from shared_context_server.blackboard import audit, memory
 from shared_context_server.blackboard.activity import messages_over_time, session_senders
 from shared_context_server.blackboard.identity import Agent
-from shared_context_server.blackboard.messages import get_context, get_message
+from shared_context_server.blackboard.messages import Message, get_context, get_message
 from shared_context_server.blackboard.processes import live_processes
 from shared_context_server.blackboard.search import search_context
 from shared_context_server.blackboard.sessions import StatusFilter, fetch_session
@@ -27,7 +27,7 @@ SEARCH_SESSIONS = 50  # the most recently active sessions a search across sessio
 EXCERPT = 160
 
 
-def _excerpt(message: dict[str, Any]) -> dict[str, Any]:
+def _excerpt(message: Message) -> dict[str, Any]:
     content = message["content"]
     short = content if len(content) <= EXCERPT else content[: EXCERPT - 1] + "…"
     return {"id": message["id"], "sender": message["sender"], "excerpt": short}
@@ -66,10 +66,10 @@ class Reader:
         page = await get_context(self.db, self.viewer, session_id, LIVE_BATCH, after_id=after_id)
         return {**page, "parents": await self._parents(session_id, page["messages"])}
 
-    async def _parents(self, session_id: str, messages: list[dict[str, Any]]) -> dict[str, Any]:
+    async def _parents(self, session_id: str, messages: list[Message]) -> dict[str, Any]:
         """An excerpt of each message a reply answers, when the viewer may see it."""
         out: dict[str, Any] = {}
-        for parent_id in {m["parent_message_id"] for m in messages} - {None}:
+        for parent_id in {p for m in messages if (p := m["parent_message_id"]) is not None}:
             try:
                 parent = await get_message(self.db, self.viewer, session_id, parent_id)
             except NotFound:

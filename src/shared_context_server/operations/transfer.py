@@ -72,8 +72,8 @@ async def export_session(
     total = await count_visible(db, viewer, session_id)
     messages: list[dict[str, Any]] = []
     async for message in all_messages(db, viewer, session_id):
-        del message["session_id"]
-        messages.append(message)
+        # The file names the session once, at the top.
+        messages.append({k: v for k, v in message.items() if k != "session_id"})
         if progress and len(messages) % 500 == 0:
             progress(len(messages), total)
     if progress:

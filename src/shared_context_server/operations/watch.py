@@ -9,7 +9,7 @@ from typing import Any
 import anyio
 
 from shared_context_server.blackboard.identity import VISIBLE_SQL, Agent, visible_to
-from shared_context_server.blackboard.messages import MAX_CONTEXT_LIMIT, get_context
+from shared_context_server.blackboard.messages import MAX_CONTEXT_LIMIT, Message, get_context
 from shared_context_server.blackboard.sessions import StatusFilter, session_dict
 from shared_context_server.store import Store
 
@@ -52,12 +52,10 @@ async def session_overview(
     return out
 
 
-async def latest_messages(
-    db: Store, viewer: Agent, session_id: str, count: int
-) -> list[dict[str, Any]]:
+async def latest_messages(db: Store, viewer: Agent, session_id: str, count: int) -> list[Message]:
     """The latest `count` messages `viewer` may see, oldest first. Raises SessionNotFound."""
     page = await get_context(db, viewer, session_id, limit=min(count, MAX_CONTEXT_LIMIT))
-    messages: list[dict[str, Any]] = page["messages"]
+    messages = page["messages"]
     while page["has_more"] and messages and len(messages) < count:
         limit = min(count - len(messages), MAX_CONTEXT_LIMIT)
         page = await get_context(db, viewer, session_id, limit=limit, before_id=messages[0]["id"])
@@ -67,7 +65,7 @@ async def latest_messages(
 
 async def messages_after(
     db: Store, viewer: Agent, session_id: str, after_id: int
-) -> AsyncIterator[dict[str, Any]]:
+) -> AsyncIterator[Message]:
     """Every message `viewer` may see with id > `after_id`, in order, page by page."""
     while True:
         page = await get_context(db, viewer, session_id, limit=MAX_CONTEXT_LIMIT, after_id=after_id)
@@ -84,7 +82,7 @@ async def follow(
     session_id: str,
     after_id: int,
     interval: float = FOLLOW_INTERVAL,
-) -> AsyncIterator[dict[str, Any]]:
+) -> AsyncIterator[Message]:
     """New messages `viewer` may see, as any process commits them, forever.
 
     Looks at the store's data_version every `interval` seconds and queries only when it
@@ -103,7 +101,7 @@ async def follow(
         await anyio.sleep(interval)
 
 
-async def all_messages(db: Store, viewer: Agent, session_id: str) -> AsyncIterator[dict[str, Any]]:
+async def all_messages(db: Store, viewer: Agent, session_id: str) -> AsyncIterator[Message]:
     """Every message of the session `viewer` may see, oldest first. Raises SessionNotFound."""
     async for message in messages_after(db, viewer, session_id, 0):
         yield message

@@ -122,23 +122,26 @@ async def get_message(state: AppState, agent: Agent, a: m.GetMessage) -> dict[st
 
 
 async def get_context(state: AppState, agent: Agent, a: m.GetContext) -> dict[str, Any]:
-    return await messages.get_context(
-        state.db,
-        agent,
-        a.session_id,
-        a.limit,
-        a.after_id,
-        a.before_id,
-        a.sender,
-        a.visibility,
-        state.settings.limits,
+    return dict(
+        await messages.get_context(
+            state.db,
+            agent,
+            a.session_id,
+            a.limit,
+            a.after_id,
+            a.before_id,
+            a.sender,
+            a.visibility,
+            state.settings.limits,
+        )
     )
 
 
 async def wait_for_messages(state: AppState, agent: Agent, a: m.WaitForMessages) -> dict[str, Any]:
-    return await changes.wait_for_messages(
+    page = await changes.wait_for_messages(
         state.feed, agent, a.session_id, a.after_id, a.timeout_s, state.settings.limits
     )
+    return dict(page)
 
 
 async def check_inbox(state: AppState, agent: Agent, a: m.CheckInbox) -> dict[str, Any]:
