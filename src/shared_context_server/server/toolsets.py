@@ -41,7 +41,7 @@ MINIMAL = (
 )
 
 
-def _toolset(name: str) -> dict[str, ToolSpec]:
+def _toolset(name: str) -> dict[str, ToolSpec[Any]]:
     if name == "records":
         # Imported only when offered: a process without it (the default) never pays for it.
         from shared_context_server.server.records_tools import RECORDS_TOOLS
@@ -58,7 +58,7 @@ def _offered(toolsets: frozenset[str]) -> list[str]:
 
 
 @cache
-def tools_for(toolsets: frozenset[str]) -> dict[str, ToolSpec]:
+def tools_for(toolsets: frozenset[str]) -> dict[str, ToolSpec[Any]]:
     """The tools of `toolsets`, in TOOLSETS order."""
     return {name: spec for t in _offered(toolsets) for name, spec in _toolset(t).items()}
 
