@@ -26,6 +26,7 @@ PAGE = 100  # messages per transcript page: the first screen of a 10,000-message
 LIVE_BATCH = 500  # new messages per live event; the next event carries the rest
 SEARCH_SESSIONS = 50  # the most recently active sessions a search across sessions covers
 EXCERPT = 160
+TABLE_PAGE = 100  # audit entries or memory keys per page of the admin tables
 
 
 def _excerpt(message: dict[str, Any]) -> dict[str, Any]:
@@ -114,13 +115,21 @@ class Reader:
         """A page of the audit log, filtered as get_audit_log filters (admin only)."""
         self._admin("audit log")
         return await audit.get_audit_log(
-            self.db, self.viewer, session_id, agent_id, action, 100, cursor
+            self.db,
+            self.viewer,
+            session_id=session_id,
+            agent_id=agent_id,
+            action=action,
+            limit=TABLE_PAGE,
+            cursor=cursor,
         )
 
     async def memory_keys(self, agent_id: str | None, cursor: str | None) -> dict[str, Any]:
         """Every agent's memory keys without values (admin only)."""
         self._admin("memory")
-        return await memory.all_memory_keys(self.db, self.viewer, agent_id, 100, cursor)
+        return await memory.all_memory_keys(
+            self.db, self.viewer, agent_id=agent_id, limit=TABLE_PAGE, cursor=cursor
+        )
 
     async def memory_value(self, agent_id: str, key: str, session_id: str | None) -> dict[str, Any]:
         """One entry with its value, when the operator asks for it (admin only)."""
