@@ -221,7 +221,7 @@ def settings(tmp_path: Path, agent: str = "alice", agent_type: str = "reviewer")
 
 def resource_client(era: str, session: Any) -> Any:
     """The object with list_resources/read_resource for either era."""
-    return session.client if era == "2026" else session
+    return session.client if era == "discover" else session
 
 
 @pytest.mark.parametrize("era", ERAS)
@@ -288,7 +288,7 @@ async def test_subscribing_to_a_missing_session_is_refused(tmp_path: Path) -> No
 
 
 async def test_listening_to_a_missing_session_is_refused(tmp_path: Path) -> None:
-    async with connect("2026", settings(tmp_path)) as s:
+    async with connect("discover", settings(tmp_path)) as s:
         with pytest.raises(MCPError, match="SESSION_NOT_FOUND"):
             async with s.client.listen(resource_subscriptions=["session://sess_missing"]):
                 pass

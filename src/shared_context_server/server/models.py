@@ -387,8 +387,8 @@ def _compact(node: Any) -> Any:
     for key, value in node.items():
         if key == "title" or (key == "additionalProperties" and isinstance(value, bool)):
             # Titles repeat the names. additionalProperties: true is the default, and
-            # false (every input model) cost 28 bytes a tool on every turn for what the
-            # models enforce anyway: an unknown property is INVALID_INPUT, naming it.
+            # false (every input model) would cost bytes on every tool, every turn, for
+            # what the models enforce anyway: an unknown property is INVALID_INPUT, naming it.
             continue
         if key in ("properties", "$defs"):
             out[key] = {name: _compact(schema) for name, schema in value.items()}
@@ -414,8 +414,8 @@ def output_schema(model: type[BaseModel]) -> dict[str, Any]:
 
     Messages and sessions would otherwise be spelled out in full in every tool that
     returns them; their fields are documented once, in the README. And a client checks
-    every result against this schema: `items` would make it visit each of 50 messages,
-    about 0.6 ms per page, more than the server spends reading them.
+    every result against this schema: `items` would make it visit each message of a page,
+    which costs more than the server spends reading them (docs/PERFORMANCE.md).
     """
     schema = compact_schema(model)
     schema.pop("$defs", None)

@@ -3,10 +3,10 @@ row), its MCP handlers, subscriptions in both protocol eras, and turning what th
 poller sees into notifications.
 
 Handshake era: `resources/subscribe` / `unsubscribe`, and notifications sent through the
-connection captured at `notifications/initialized`. 2026 era: `subscriptions/listen`
-streams served by the SDK's ListenHandler, fed through a bus. Every change goes both ways.
-A subscription acts as the agent that made it: it hears of a message only if that agent
-may read it.
+connection captured at `notifications/initialized`. Discover era (no handshake: a client
+starts with `server/discover`): `subscriptions/listen` streams served by the SDK's
+ListenHandler, fed through a bus. Every change goes both ways. A subscription acts as
+the agent that made it: it hears of a message only if that agent may read it.
 """
 
 from __future__ import annotations
@@ -227,7 +227,7 @@ async def initialized(
 
 
 def listen_handler(stream: ListenHandler) -> Callable[..., Awaitable[Any]]:
-    """`subscriptions/listen` (2026 era): check the URIs, then let the SDK serve the stream
+    """`subscriptions/listen` (discover era): check the URIs, then let the SDK serve the stream
     while the poller watches on its behalf."""
 
     async def listen(

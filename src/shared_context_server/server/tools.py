@@ -58,7 +58,7 @@ class ToolSpec(Generic[A]):
 
 # Only hints that differ from MCP's defaults (readOnly false, destructive true, idempotent
 # false) are written: every agent pays for each byte on every turn. openWorldHint is left
-# out too: no tool reaches beyond the local file, and 18 copies of it cost 380 bytes.
+# out too: no tool reaches beyond the local file, and a copy per tool is paid on every turn.
 READ = types.ToolAnnotations(read_only_hint=True)
 APPEND = types.ToolAnnotations(destructive_hint=False)
 UPDATE = types.ToolAnnotations(destructive_hint=False, idempotent_hint=True)

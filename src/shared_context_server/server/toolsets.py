@@ -1,10 +1,11 @@
 """Which tools a process offers: the toolsets named by --toolsets, `core` by default.
 
 The tools/list a client sees is generated from the pydantic models, once, into
-tool_list.json beside this file: building it at start-up took 20-40 ms of every server's
-spawn-to-tools/list (pydantic does not cache JSON schemas), and every agent's client waits
-for that. `python -m shared_context_server.server.toolsets` writes the file again; a test
-fails until it matches the models.
+tool_list.json beside this file: building it at start-up was a large part of every
+server's spawn-to-tools/list (pydantic does not cache JSON schemas; figures in
+docs/PERFORMANCE.md), and every agent's client waits for that.
+`python -m shared_context_server.server.toolsets` writes the file again; a test fails
+until it matches the models.
 """
 
 from __future__ import annotations
