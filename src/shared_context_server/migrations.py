@@ -72,7 +72,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             UPDATE change_counters SET value = value + 1 WHERE name = 'sessions';
         END""",
     ),
-    # Memory, the maintenance lease, and the search index (SPEC §3, §5).
+    # Memory, the maintenance lease, and the search index.
     4: (
         # session_id NULL = the agent's global memory. The unique index treats NULL as ''
         # so a global key cannot exist twice (NULLs are distinct in a plain unique index).
@@ -125,7 +125,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         """UPDATE change_counters SET value = (SELECT coalesce(max(id), 0) FROM messages)
         WHERE name = 'fts_indexed'""",
     ),
-    # Sub-agent tokens and the audit trail (SPEC §2, §3).
+    # Sub-agent tokens and the audit trail.
     5: (
         # Only a hash of each token is kept: a copy of the file does not hand out identities.
         # Revoked rows stay until they expire, so using one says "revoked", not "unknown".
