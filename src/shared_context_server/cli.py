@@ -42,6 +42,7 @@ from shared_context_server.config import (
     ENV_TOKEN_TTL,
     ENV_TOOLSETS,
     LOG_LEVELS,
+    PRUNE_ARCHIVED_AFTER_DAYS,
     STDIO_TRANSPORTS,
     resolve_db_path,
     resolve_settings,
@@ -55,7 +56,6 @@ from shared_context_server.errors import (
 from shared_context_server.hook import HOSTS as HOOK_HOSTS
 from shared_context_server.instructions import AGENT_INSTRUCTIONS
 from shared_context_server.operations.client_config import CLIENTS, render_config
-from shared_context_server.operations.prune import PruneOptions
 from shared_context_server.terminal import note
 
 PROG = "shared-context-server"
@@ -80,8 +80,6 @@ COMMANDS: dict[str, str] = {
 }
 CLIENT_NAMES = ("claude-desktop", "claude-code", "cursor", "codex", "generic")
 STATUSES = ("active", "completed", "archived", "all")
-
-PRUNE_DEFAULTS = PruneOptions()
 
 
 class _Version(argparse.Action):
@@ -326,10 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument(
         "--archived-older-than",
         type=float,
-        default=PRUNE_DEFAULTS.archived_older_than_days,
+        default=PRUNE_ARCHIVED_AFTER_DAYS,
         metavar="DAYS",
-        help="remove archived sessions last changed over DAYS ago "
-        f"({PRUNE_DEFAULTS.archived_older_than_days:g})",
+        help=f"remove archived sessions last changed over DAYS ago ({PRUNE_ARCHIVED_AFTER_DAYS:g})",
     )
     prune.add_argument(
         "--audit-retention-days",

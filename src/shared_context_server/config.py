@@ -81,6 +81,8 @@ MAX_POLL_INTERVAL = 5.0
 MIN_MAINTENANCE_INTERVAL = 0.1
 MAX_MAINTENANCE_INTERVAL = 86400.0
 MAX_DAYS = 36500  # a century: beyond it dates overflow
+# `prune` removes archived sessions last changed longer ago than this, in days.
+PRUNE_ARCHIVED_AFTER_DAYS = 30.0
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
