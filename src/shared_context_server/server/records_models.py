@@ -8,7 +8,8 @@ from pydantic import Field
 
 from shared_context_server.blackboard.limits import DEFAULT_PAGE_LIMIT
 from shared_context_server.blackboard.records.rows import MAX_QUERY_LIMIT
-from shared_context_server.server.models import Input, Json, Output
+from shared_context_server.server.models import Input, Json
+from shared_context_server.server.outputs import Output
 
 Filters = Field(None, description="{col: value} or {col: {op: value}}")
 

@@ -10,8 +10,8 @@ from shared_context_server.blackboard.records.store import RecordsStore
 from shared_context_server.server import records_models as r
 from shared_context_server.server import render
 from shared_context_server.server.models import NoArguments
+from shared_context_server.server.registry import APPEND, DELETE, READ, UPDATE, ToolSpec
 from shared_context_server.server.state import AppState
-from shared_context_server.server.tools import APPEND, DELETE, READ, UPDATE, ToolSpec
 
 # Every hint of a raw statement is MCP's default (it may write, destroy, and repeat
 # differently), so like the core registry's rows it writes none.

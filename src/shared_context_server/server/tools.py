@@ -6,12 +6,7 @@ result. Rules live in the domain.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
-
-import mcp_types as types
-from pydantic import BaseModel
+from typing import Any
 
 from shared_context_server.about import package_version
 from shared_context_server.blackboard import (
@@ -27,42 +22,10 @@ from shared_context_server.blackboard import (
 from shared_context_server.blackboard.identity import Agent
 from shared_context_server.migrations import SCHEMA_VERSION
 from shared_context_server.server import models as m
+from shared_context_server.server import outputs as o
 from shared_context_server.server import render
+from shared_context_server.server.registry import APPEND, DELETE, READ, UPDATE, ToolSpec
 from shared_context_server.server.state import AppState
-
-A = TypeVar("A", bound=m.Input)
-
-
-@dataclass(frozen=True, kw_only=True)
-class ToolSpec(Generic[A]):
-    """One tool. The handler takes the input model's instance, so a row whose handler
-    expects another tool's arguments does not type-check."""
-
-    name: str
-    description: str
-    input_model: type[A]
-    output_model: type[BaseModel]
-    handler: Callable[[AppState, Agent, A], Awaitable[dict[str, Any]]]
-    render: Callable[[dict[str, Any]], str]
-    annotations: types.ToolAnnotations | None
-
-    def to_tool(self) -> types.Tool:
-        return types.Tool(
-            name=self.name,
-            description=self.description,
-            input_schema=m.compact_schema(self.input_model),
-            output_schema=m.output_schema(self.output_model),
-            annotations=self.annotations,
-        )
-
-
-# Only hints that differ from MCP's defaults (readOnly false, destructive true, idempotent
-# false) are written: every agent pays for each byte on every turn. openWorldHint is left
-# out too: no tool reaches beyond the local file, and a copy per tool is paid on every turn.
-READ = types.ToolAnnotations(read_only_hint=True)
-APPEND = types.ToolAnnotations(destructive_hint=False)
-UPDATE = types.ToolAnnotations(destructive_hint=False, idempotent_hint=True)
-DELETE = types.ToolAnnotations(idempotent_hint=True)  # destructive is the default
 
 
 async def create_session(state: AppState, agent: Agent, a: m.CreateSession) -> dict[str, Any]:
@@ -269,7 +232,7 @@ _ROWS = (
         name="create_session",
         description="Start a shared session; returns its session_id.",
         input_model=m.CreateSession,
-        output_model=m.CreatedSession,
+        output_model=o.CreatedSession,
         handler=create_session,
         render=render.created_session,
         annotations=APPEND,
@@ -278,7 +241,7 @@ _ROWS = (
         name="get_session",
         description="A session with the count, senders and last time of messages you can see.",
         input_model=m.GetSession,
-        output_model=m.SessionDetail,
+        output_model=o.SessionDetail,
         handler=get_session,
         render=render.session_detail,
         annotations=READ,
@@ -287,7 +250,7 @@ _ROWS = (
         name="list_sessions",
         description="Sessions, newest first; pass next_cursor as cursor for more.",
         input_model=m.ListSessions,
-        output_model=m.SessionPage,
+        output_model=o.SessionPage,
         handler=list_sessions,
         render=render.session_page,
         annotations=READ,
@@ -299,7 +262,7 @@ _ROWS = (
             "active->completed->archived; back to active reopens."
         ),
         input_model=m.UpdateSession,
-        output_model=m.UpdatedSession,
+        output_model=o.UpdatedSession,
         handler=update_session,
         render=render.updated_session,
         annotations=UPDATE,
@@ -311,7 +274,7 @@ _ROWS = (
             "agent_type), admin_only."
         ),
         input_model=m.AddMessage,
-        output_model=m.PostedMessage,
+        output_model=o.PostedMessage,
         handler=add_message,
         render=render.posted_message,
         annotations=APPEND,
@@ -320,7 +283,7 @@ _ROWS = (
         name="add_private_note",
         description="Post a note only you can read.",
         input_model=m.AddPrivateNote,
-        output_model=m.PostedMessage,
+        output_model=o.PostedMessage,
         handler=add_private_note,
         render=render.posted_message,
         annotations=APPEND,
@@ -329,7 +292,7 @@ _ROWS = (
         name="get_message",
         description="One message by id.",
         input_model=m.GetMessage,
-        output_model=m.OneMessage,
+        output_model=o.OneMessage,
         handler=get_message,
         render=render.one_message,
         annotations=READ,
@@ -341,7 +304,7 @@ _ROWS = (
             "after_id / before before_id."
         ),
         input_model=m.GetContext,
-        output_model=m.MessagePage,
+        output_model=o.MessagePage,
         handler=get_context,
         render=render.message_page,
         annotations=READ,
@@ -353,7 +316,7 @@ _ROWS = (
             "or [] after timeout_s."
         ),
         input_model=m.WaitForMessages,
-        output_model=m.MessagePage,
+        output_model=o.MessagePage,
         handler=wait_for_messages,
         render=render.waited_messages,
         annotations=READ,
@@ -365,7 +328,7 @@ _ROWS = (
             "messages with you in metadata.to first. wait_s: long poll."
         ),
         input_model=m.CheckInbox,
-        output_model=m.InboxPage,
+        output_model=o.InboxPage,
         handler=check_inbox,
         render=render.inbox,
         annotations=APPEND,
@@ -374,7 +337,7 @@ _ROWS = (
         name="search_context",
         description="Fuzzy search of messages you can see; best first, score 0-100.",
         input_model=m.SearchContext,
-        output_model=m.SearchResults,
+        output_model=o.SearchResults,
         handler=search_context,
         render=render.search_results,
         annotations=READ,
@@ -386,7 +349,7 @@ _ROWS = (
             "overwrite=false keeps a live one."
         ),
         input_model=m.SetMemory,
-        output_model=m.StoredMemory,
+        output_model=o.StoredMemory,
         handler=set_memory,
         render=render.stored_memory,
         annotations=UPDATE,
@@ -395,7 +358,7 @@ _ROWS = (
         name="get_memory",
         description="A value you remembered.",
         input_model=m.GetMemory,
-        output_model=m.MemoryEntry,
+        output_model=o.MemoryEntry,
         handler=get_memory,
         render=render.memory_entry,
         annotations=READ,
@@ -404,7 +367,7 @@ _ROWS = (
         name="list_memory",
         description="Your memory keys: global, a session_id's, or session_id='all'.",
         input_model=m.ListMemory,
-        output_model=m.MemoryPage,
+        output_model=o.MemoryPage,
         handler=list_memory,
         render=render.memory_page,
         annotations=READ,
@@ -413,7 +376,7 @@ _ROWS = (
         name="delete_memory",
         description="Forget a memory key.",
         input_model=m.DeleteMemory,
-        output_model=m.Deleted,
+        output_model=o.Deleted,
         handler=delete_memory,
         render=render.deleted,
         annotations=DELETE,
@@ -422,7 +385,7 @@ _ROWS = (
         name="whoami",
         description="Your agent id, type, permissions, identity source, database path.",
         input_model=m.NoArguments,
-        output_model=m.Identity,
+        output_model=o.Identity,
         handler=whoami,
         render=render.identity,
         annotations=READ,
@@ -434,7 +397,7 @@ _ROWS = (
             "expires_in seconds (24 h)."
         ),
         input_model=m.AuthenticateAgent,
-        output_model=m.Token,
+        output_model=o.Token,
         handler=authenticate_agent,
         render=render.token,
         annotations=APPEND,
@@ -443,7 +406,7 @@ _ROWS = (
         name="revoke_token",
         description="Revoke a token (its minter, its agent, or an admin).",
         input_model=m.RevokeToken,
-        output_model=m.Revoked,
+        output_model=o.Revoked,
         handler=revoke_token,
         render=render.revoked,
         annotations=DELETE,
@@ -452,7 +415,7 @@ _ROWS = (
         name="get_audit_log",
         description="Who did what, newest first: your entries (admins: all).",
         input_model=m.GetAuditLog,
-        output_model=m.AuditPage,
+        output_model=o.AuditPage,
         handler=get_audit_log,
         render=render.audit_page,
         annotations=READ,

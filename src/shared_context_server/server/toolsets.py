@@ -20,7 +20,8 @@ from typing import Any
 import mcp_types as types
 
 from shared_context_server.config import TOOLSETS
-from shared_context_server.server.tools import TOOLS, ToolSpec
+from shared_context_server.server.registry import ToolSpec
+from shared_context_server.server.tools import TOOLS
 
 logger = logging.getLogger(__name__)
 
