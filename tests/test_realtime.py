@@ -123,7 +123,8 @@ async def test_long_poll_is_not_released_by_a_message_the_caller_cannot_see(
 async def test_long_poll_returns_nothing_at_timeout_and_stops_watching(db: Database) -> None:
     sid = (await sessions.create_session(db, ALICE, "quiet"))["id"]
     async with running_feed(db) as feed:
-        page = await wait_for_messages(feed, ALICE, sid, after_id=0, timeout_s=0.2)
+        with anyio.fail_after(10):  # a timeout that does not end the wait fails, not hangs
+            page = await wait_for_messages(feed, ALICE, sid, after_id=0, timeout_s=0.2)
         assert page == {"messages": [], "has_more": False}
         assert feed.watchers == 0
 
@@ -305,9 +306,10 @@ async def test_wait_for_messages_tool_returns_nothing_at_timeout_and_checks_inpu
 ) -> None:
     async with connect(era, settings(tmp_path)) as s:
         sid = (await ok(s, "create_session", purpose="quiet"))["session_id"]
-        result = await s.call_tool(
-            "wait_for_messages", {"session_id": sid, "after_id": 0, "timeout_s": 0.1}
-        )
+        with anyio.fail_after(10):
+            result = await s.call_tool(
+                "wait_for_messages", {"session_id": sid, "after_id": 0, "timeout_s": 0.1}
+            )
         assert result.structured_content == {"messages": [], "has_more": False}
         assert "No new messages" in result.content[0].text
         await fails(
