@@ -135,6 +135,8 @@ async def test_whoami_reports_identity_source_and_database(tmp_path: Path, era: 
             "schema_version": SCHEMA_VERSION,
         },
     }
+    async with connect(era, settings(tmp_path, agent_id="bob")) as s:
+        assert "settings" not in await ok(s, "whoami")  # admins only
 
 
 async def test_without_a_configured_id_the_client_name_is_the_agent(
