@@ -79,7 +79,7 @@ async def run_demo(db: Path | None, pace: float = 0.5) -> int:
 
 async def _run(db: Path, pace: float, *, temporary: bool) -> int:
     # Open the file here first: a path that cannot hold a blackboard is one clear
-    # StorageError now, not three failing server processes.
+    # StorageError up front, not three failing server processes.
     await (await Database.open(db)).close()
     n = Narrator(pace)
     security = DemoAgent("security", "reviewer", "security reviewer")
