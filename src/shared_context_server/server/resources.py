@@ -64,7 +64,11 @@ async def read_session(state: AppState, agent: Agent, args: dict[str, str]) -> d
     session_id = args["session_id"]
     detail = await sessions.get_session(state.db, agent, session_id)
     page = await messages.get_context(
-        state.db, agent, session_id, SESSION_MESSAGES, limits=state.settings.limits
+        state.db,
+        agent,
+        session_id=session_id,
+        limit=SESSION_MESSAGES,
+        limits=state.settings.limits,
     )
     return {**detail, "messages": page["messages"], "has_more": page["has_more"]}
 
@@ -151,7 +155,9 @@ async def list_resources(
     agent = state.process_agent(ctx)
     cursor = params.cursor if params is not None else None
     try:
-        page = await sessions.list_sessions(state.db, agent, "active", LIST_PAGE, cursor)
+        page = await sessions.list_sessions(
+            state.db, agent, status="active", limit=LIST_PAGE, cursor=cursor
+        )
     except BlackboardError as error:
         raise MCPError(code=types.INVALID_PARAMS, message=error.message) from None
     return types.ListResourcesResult(
