@@ -67,7 +67,7 @@ async def handshake_client(
 
 
 class ModernSession:
-    """mcp.Client (2026-07-28 era) behind the ClientSession methods the tests use."""
+    """mcp.Client (discover era: no handshake) behind the ClientSession methods the tests use."""
 
     def __init__(self, client: Client) -> None:
         self.client = client
@@ -89,7 +89,7 @@ async def modern_client(
         yield ModernSession(client)
 
 
-ERAS = ["handshake", "2026"]
+ERAS = ["handshake", "discover"]
 
 
 @asynccontextmanager

@@ -224,15 +224,6 @@ async def test_lifecycle_moves_forward_and_reopens_but_never_skips(db: Database)
         assert updated["status"] == status
 
 
-async def test_only_creator_or_admin_updates_a_session(db: Database) -> None:
-    sid = await new_session(db)
-    with pytest.raises(PermissionDenied, match="creator"):
-        await sessions.update_session(db, BOB, sid, purpose="mine now")
-    updated = await sessions.update_session(db, ADMIN, sid, purpose="renamed", metadata={"k": 1})
-    assert updated["purpose"] == "renamed" and updated["metadata"] == {"k": 1}
-    assert (await sessions.get_session(db, BOB, sid))["session"]["purpose"] == "renamed"
-
-
 async def test_posting_to_a_closed_session_says_how_to_reopen(db: Database) -> None:
     sid = await new_session(db)
     await sessions.update_session(db, ALICE, sid, status="completed")
@@ -289,12 +280,12 @@ def test_every_list_pages_with_the_same_cursor_form() -> None:
 def test_a_message_and_a_session_have_one_shape_in_every_layer() -> None:
     from shared_context_server.blackboard import news
     from shared_context_server.operations.transfer import ImportedMessage, ImportedSession
-    from shared_context_server.server import models
+    from shared_context_server.server import outputs
 
     message_keys = set(messages.Message.__annotations__)
     session_keys = set(sessions.Session.__annotations__)
-    assert set(models.Message.model_fields) == message_keys  # tools' output schema
-    assert set(models.Session.model_fields) == session_keys
+    assert set(outputs.Message.model_fields) == message_keys  # tools' output schema
+    assert set(outputs.Session.model_fields) == session_keys
     assert set(ImportedMessage.model_fields) == message_keys  # export and import
     assert set(ImportedSession.model_fields) == session_keys
     assert news.COLUMNS == messages.MESSAGE_COLUMNS  # the hook's reads (news.py stays light)

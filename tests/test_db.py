@@ -9,7 +9,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from shared_context_server.db import Database
+from shared_context_server.db import BUSY_TIMEOUT_MS, Database
 from shared_context_server.errors import DatabaseBusy, StorageError
 from shared_context_server.migrations import SCHEMA_VERSION
 
@@ -17,7 +17,7 @@ from shared_context_server.migrations import SCHEMA_VERSION
 async def test_open_sets_wal_and_the_pragmas_every_writer_relies_on(db: Database) -> None:
     assert (await db.fetchone("PRAGMA journal_mode"))[0] == "wal"  # type: ignore[index]
     assert (await db.fetchone("PRAGMA synchronous"))[0] == 1  # type: ignore[index]  # NORMAL
-    assert (await db.fetchone("PRAGMA busy_timeout"))[0] >= 5000  # type: ignore[index]
+    assert (await db.fetchone("PRAGMA busy_timeout"))[0] == BUSY_TIMEOUT_MS  # type: ignore[index]
     assert (await db.fetchone("PRAGMA foreign_keys"))[0] == 1  # type: ignore[index]
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from shared_context_server.blackboard import audit, messages, sessions, tokens
+from shared_context_server.blackboard.maintenance import DEFAULT_ARCHIVE_AFTER_DAYS
 from shared_context_server.clock import now_utc
 from shared_context_server.config import Settings, resolve_settings
 from shared_context_server.db import Database
@@ -260,15 +261,19 @@ async def test_only_the_creator_or_an_admin_updates_a_session(tmp_path: Path, er
         sid = (await ok(alice, "create_session", purpose="mine"))["session_id"]
         text = await fails(bob, "update_session", "PERMISSION_DENIED", session_id=sid, purpose="x")
         assert "creator (alice)" in text
+        await ok(root, "update_session", session_id=sid, purpose="renamed", metadata={"k": 1})
+        seen = (await ok(bob, "get_session", session_id=sid))["session"]
+        assert (seen["purpose"], seen["metadata"]) == ("renamed", {"k": 1})
         await ok(root, "update_session", session_id=sid, status="completed")
         log = await ok(root, "get_audit_log", session_id=sid)
         assert [(e["agent_id"], e["action"], e["result"]) for e in log["entries"]] == [
+            ("root", "update_session", "ok"),
             ("root", "update_session", "ok"),
             ("bob", "update_session", "PERMISSION_DENIED"),
             ("alice", "create_session", "ok"),
         ]
         admin_view = await ok(root, "whoami")
-        assert admin_view["settings"]["archive_after_days"] == 30
+        assert admin_view["settings"]["archive_after_days"] == DEFAULT_ARCHIVE_AFTER_DAYS
         await fails(bob, "get_audit_log", "PERMISSION_DENIED", agent_id="alice")
 
 

@@ -29,7 +29,7 @@ from shared_context_server.errors import InvalidInput
 from shared_context_server.migrations import SCHEMA_VERSION
 from shared_context_server.operations import client_config
 from shared_context_server.operations.client_config import server_command, uv_cache_of
-from tests.conftest import ERAS, connect, ok, poll_until, run_cli
+from tests.conftest import poll_until, run_cli
 
 ROOT = Path(__file__).parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -149,22 +149,6 @@ def test_doctor_shows_the_package_version_beside_the_schema_version(tmp_path: Pa
     data = json.loads(run("doctor", "--db", str(db), "--json").stdout)
     assert data["package_version"] == version(PACKAGE)
     assert data["schema_version"] == data["expected_schema_version"] == SCHEMA_VERSION
-
-
-@pytest.mark.parametrize("era", ERAS)
-async def test_an_admins_whoami_shows_the_package_and_schema_versions(
-    tmp_path: Path, era: str
-) -> None:
-    from tests.test_identity import settings
-
-    async with (
-        connect(era, settings(tmp_path, "root", admin=True)) as root,
-        connect(era, settings(tmp_path, "alice")) as alice,
-    ):
-        shown = (await ok(root, "whoami"))["settings"]
-        assert shown["package_version"] == version(PACKAGE)
-        assert shown["schema_version"] == SCHEMA_VERSION
-        assert "settings" not in await ok(alice, "whoami")
 
 
 def uv_cache(tmp_path: Path) -> Path:

@@ -93,25 +93,27 @@ async def test_every_tool_result_declares_exactly_its_fields(tmp_path: Path, era
         await c.call("get_message", session_id=sid, message_id=first["message_id"])
         await c.call("get_context", session_id=sid)
         await c.call("wait_for_messages", session_id=sid, after_id=0, timeout_s=1)
-        await c.call("search_context", session_id=sid, query="alpha")
-        await c.call("check_inbox")
+        assert (await c.call("search_context", session_id=sid, query="alpha"))["results"]
         await c.call("get_session", session_id=sid)
         await c.call("list_sessions")
         await c.call("update_session", session_id=sid, purpose="schema check, renamed")
         await c.call("set_memory", key="k", value={"a": 1}, session_id=sid, expires_in=60)
         await c.call("get_memory", key="k", session_id=sid)
-        await c.call("list_memory", session_id="all")
+        assert (await c.call("list_memory", session_id="all"))["entries"]
         await c.call("delete_memory", key="k", session_id=sid)
         await c.call("whoami")
         token = (await c.call("authenticate_agent", agent_id="alice/helper"))["token"]
         await c.call("whoami", agent_token=token)  # acting through alice's process: `via`
-        await c.call("get_audit_log")
+        # News for alice, from her sub-agent, so the inbox's groups and messages are checked.
+        await c.call("add_message", session_id=sid, content="from the helper", agent_token=token)
+        assert (await c.call("check_inbox"))["sessions"]
+        assert (await c.call("get_audit_log"))["entries"]
         await c.call("revoke_token", token=token)
         await c.call("create_table", table_name="tasks", columns={"title": "TEXT"})
         await c.call("insert_record", table_name="tasks", data={"title": "write docs"})
         await c.call("query_records", table_name="tasks")
         await c.call("update_record", table_name="tasks", filters={"id": 1}, data={"title": "x"})
-        await c.call("list_tables")
+        assert (await c.call("list_tables"))["tables"]
         await c.call("describe_table", table_name="tasks")
         await c.call("execute_raw_query", query="SELECT count(*) AS n FROM tasks")
         await c.call("delete_record", table_name="tasks", filters={"id": 1})

@@ -31,7 +31,8 @@ def test_every_subcommand_has_a_row_in_the_readme(command: str) -> None:
 
 @pytest.mark.parametrize("variable", sorted(ENVIRONMENT))
 def test_every_environment_variable_has_a_row_in_the_readme(variable: str) -> None:
-    assert f"| `{variable}` |" in README
+    # The whole row: its defaults come from the domain's constants (config.ENVIRONMENT).
+    assert f"| `{variable}` | {ENVIRONMENT[variable]} |" in README
 
 
 def _codes(error: type[BlackboardError]) -> set[str]:
@@ -53,3 +54,48 @@ def test_ci_runs_the_readme_test_command_verbatim() -> None:
 def test_the_readme_shows_what_config_instructions_prints() -> None:
     blocks = re.findall(r"```text\n(.*?)\n```", README, re.S)
     assert textwrap.fill(AGENT_INSTRUCTIONS, width=88) in blocks
+
+
+def _figures() -> list[str]:
+    """What the README says of each limit and default, written from the domain's constants."""
+    from shared_context_server.blackboard import audit, changes, inbox, memory, messages, search
+    from shared_context_server.blackboard.limits import (
+        DEFAULT_FUZZY_THRESHOLD,
+        DEFAULT_LIMITS,
+        DEFAULT_PAGE_LIMIT,
+        DEFAULT_SEARCH_LIMIT,
+        DEFAULT_WAIT_S,
+        MAX_JSON_DEPTH,
+        MAX_MEMORY_KEY_CHARS,
+    )
+    from shared_context_server.blackboard.records.rows import MAX_QUERY_LIMIT
+    from shared_context_server.db import BUSY_TIMEOUT_MS, WAL_SIZE_LIMIT
+
+    limits, page, wait = DEFAULT_LIMITS, DEFAULT_PAGE_LIMIT, int(changes.MAX_WAIT_S)
+    kb, mb = 1024, 1024 * 1024
+    year = 365 * 24 * 3600
+    return [
+        f"the latest `limit` ({page}, max {messages.MAX_CONTEXT_LIMIT})",
+        f"once it holds {limits.max_page_chars:,} characters of content",
+        f"`timeout_s` ({DEFAULT_WAIT_S}, max {wait})",
+        f"`limit` ({page}, max {inbox.MAX_INBOX_LIMIT}), `has_more`; `wait_s` (0, max {wait})",
+        f"`fuzzy_threshold` ({DEFAULT_FUZZY_THRESHOLD}), `limit` ({DEFAULT_SEARCH_LIMIT}, "
+        f"max {search.MAX_LIMIT})",
+        f"`value` (up to {limits.max_memory_bytes // kb} KB)",
+        "`expires_in` seconds (up to a year)" if year == memory.MAX_EXPIRES_IN else "one year",
+        f"`limit` ({page}, max {audit.MAX_LIMIT}), `cursor`",
+        f"Keys are 1-{MAX_MEMORY_KEY_CHARS} characters",
+        f"content over {limits.max_content_chars:,} characters, metadata over "
+        f"{limits.max_metadata_bytes // kb} KB of JSON, purpose over "
+        f"{limits.max_purpose_chars:,} characters, a memory value over "
+        f"{limits.max_memory_bytes // kb} KB",
+        f"more than {MAX_JSON_DEPTH} levels deep",
+        f"`limit` ({page}, max {MAX_QUERY_LIMIT})",
+        f"`busy_timeout={BUSY_TIMEOUT_MS}`",
+        f"when the WAL passes {WAL_SIZE_LIMIT // mb} MB",
+    ]
+
+
+@pytest.mark.parametrize("figure", _figures())
+def test_the_readme_states_the_domains_limits(figure: str) -> None:
+    assert figure in " ".join(README.split()), figure

@@ -81,17 +81,22 @@ async def test_long_poll_is_released_by_a_commit_on_another_connection(db: Datab
 async def test_long_poll_is_woken_at_once_by_this_process_own_commit(db: Database) -> None:
     sid = (await sessions.create_session(db, ALICE, "live"))["id"]
     result: list[dict[str, Any]] = []
+    returned = anyio.Event()
     # A 5 s interval: only the commit's own poke can release the waiter within the bound.
     async with running_feed(db, interval=5.0) as feed:
 
         async def waiter() -> None:
             result.append(await wait_for_messages(feed, ALICE, sid, after_id=0, timeout_s=30))
+            returned.set()
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(waiter)
             await until(lambda: feed.watchers == 1)
+            # The bound covers the waiter's return, not just the post: the next poll, 5 s
+            # later, would release it too, so a bound on the post alone cannot fail.
             with anyio.fail_after(2):
                 await messages.add_message(db, BOB, sid, "same process")
+                await returned.wait()
     assert [m["content"] for m in result[0]["messages"]] == ["same process"]
 
 
@@ -119,7 +124,8 @@ async def test_long_poll_is_not_released_by_a_message_the_caller_cannot_see(
 async def test_long_poll_returns_nothing_at_timeout_and_stops_watching(db: Database) -> None:
     sid = (await sessions.create_session(db, ALICE, "quiet"))["id"]
     async with running_feed(db) as feed:
-        page = await wait_for_messages(feed, ALICE, sid, after_id=0, timeout_s=0.2)
+        with anyio.fail_after(10):  # a timeout that does not end the wait fails, not hangs
+            page = await wait_for_messages(feed, ALICE, sid, after_id=0, timeout_s=0.2)
         assert page == {"messages": [], "has_more": False}
         assert feed.watchers == 0
 
@@ -223,7 +229,7 @@ def settings(tmp_path: Path, agent: str = "alice", agent_type: str = "reviewer")
 
 def resource_client(era: str, session: Any) -> Any:
     """The object with list_resources/read_resource for either era."""
-    return session.client if era == "2026" else session
+    return session.client if era == "discover" else session
 
 
 @pytest.mark.parametrize("era", ERAS)
@@ -290,7 +296,7 @@ async def test_subscribing_to_a_missing_session_is_refused(tmp_path: Path) -> No
 
 
 async def test_listening_to_a_missing_session_is_refused(tmp_path: Path) -> None:
-    async with connect("2026", settings(tmp_path)) as s:
+    async with connect("discover", settings(tmp_path)) as s:
         with pytest.raises(MCPError, match="SESSION_NOT_FOUND"):
             async with s.client.listen(resource_subscriptions=["session://sess_missing"]):
                 pass
@@ -302,9 +308,10 @@ async def test_wait_for_messages_tool_returns_nothing_at_timeout_and_checks_inpu
 ) -> None:
     async with connect(era, settings(tmp_path)) as s:
         sid = (await ok(s, "create_session", purpose="quiet"))["session_id"]
-        result = await s.call_tool(
-            "wait_for_messages", {"session_id": sid, "after_id": 0, "timeout_s": 0.1}
-        )
+        with anyio.fail_after(10):
+            result = await s.call_tool(
+                "wait_for_messages", {"session_id": sid, "after_id": 0, "timeout_s": 0.1}
+            )
         assert result.structured_content == {"messages": [], "has_more": False}
         assert "No new messages" in result.content[0].text
         await fails(
@@ -378,7 +385,7 @@ async def test_session_creation_and_status_change_elsewhere_send_list_changed(
         await inbox.wait_for(is_list_changed)
 
 
-async def test_a_2026_era_listen_hears_messages_and_list_changes_from_another_process(
+async def test_a_discover_era_listen_hears_messages_and_list_changes_from_another_process(
     tmp_path: Path,
 ) -> None:
     db = tmp_path / "bb.db"

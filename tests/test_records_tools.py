@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import mcp_types as types
 import pytest
 from mcp.shared.exceptions import MCPError
 
@@ -50,9 +51,15 @@ async def test_the_records_toolset_lists_strict_compact_tools(tmp_path: Path, er
         assert "additionalProperties" not in tool.input_schema, tool.name
         assert tool.output_schema and tool.output_schema["type"] == "object", tool.name
         assert "title" not in json.dumps(tool.input_schema), tool.name
-    reads = {t.name for t in tools if t.annotations and t.annotations.read_only_hint}
+    hints = {t.name: t.annotations or types.ToolAnnotations() for t in tools}
+    reads = {name for name, h in hints.items() if h.read_only_hint}
     assert reads == {"query_records", "list_tables", "describe_table"}
-    destructive = {t.name for t in tools if t.annotations and t.annotations.destructive_hint}
+    # MCP's defaults: a tool without destructiveHint may destroy, unless it only reads.
+    destructive = {
+        name
+        for name, h in hints.items()
+        if not h.read_only_hint and h.destructive_hint is not False
+    }
     assert destructive == {"delete_record", "execute_raw_query"}
     assert tool_list_size_for(frozenset({"records"})) < 5_500
 

@@ -16,7 +16,15 @@ from typing import NoReturn
 
 import anyio
 
+from shared_context_server.blackboard.changes import DEFAULT_POLL_INTERVAL
 from shared_context_server.blackboard.identity import check_name, check_process_id
+from shared_context_server.blackboard.limits import DEFAULT_LIMITS
+from shared_context_server.blackboard.maintenance import (
+    DEFAULT_ARCHIVE_AFTER_DAYS,
+    DEFAULT_AUDIT_RETENTION_DAYS,
+    DEFAULT_INTERVAL_S,
+)
+from shared_context_server.blackboard.tokens import DEFAULT_TTL_S
 from shared_context_server.config import (
     ENV_ADMIN,
     ENV_AGENT_ID,
@@ -34,6 +42,7 @@ from shared_context_server.config import (
     ENV_TOKEN_TTL,
     ENV_TOOLSETS,
     LOG_LEVELS,
+    PRUNE_ARCHIVED_AFTER_DAYS,
     STDIO_TRANSPORTS,
     resolve_db_path,
     resolve_settings,
@@ -121,21 +130,24 @@ def _serve_flags() -> _Parser:
         type=int,
         default=s,
         metavar="N",
-        help=f"largest memory value as JSON ({ENV_MAX_MEMORY}; default 65536)",
+        help=f"largest memory value as JSON ({ENV_MAX_MEMORY}; "
+        f"default {DEFAULT_LIMITS.max_memory_bytes})",
     )
     flags.add_argument(
         "--max-content-chars",
         type=int,
         default=s,
         metavar="N",
-        help=f"longest message content ({ENV_MAX_CONTENT}; default 100000)",
+        help=f"longest message content ({ENV_MAX_CONTENT}; "
+        f"default {DEFAULT_LIMITS.max_content_chars})",
     )
     flags.add_argument(
         "--poll-interval",
         type=float,
         default=s,
         metavar="SECONDS",
-        help=f"how often to look for other processes' commits ({ENV_POLL_INTERVAL}; default 0.1)",
+        help=f"how often to look for other processes' commits ({ENV_POLL_INTERVAL}; "
+        f"default {DEFAULT_POLL_INTERVAL:g})",
     )
     flags.add_argument(
         "--toolsets",
@@ -151,9 +163,21 @@ def _serve_flags() -> _Parser:
         help=f"let execute_raw_query change rows ({ENV_ALLOW_RAW_WRITES}=1)",
     )
     for flag, variable, text in (
-        ("--token-ttl", ENV_TOKEN_TTL, "seconds a sub-agent token lives (default 86400)"),
-        ("--archive-after-days", ENV_ARCHIVE_AFTER, "archive sessions idle N days (30; 0 never)"),
-        ("--audit-retention-days", ENV_AUDIT_RETENTION, "keep audit N days (90; 0 forever)"),
+        (
+            "--token-ttl",
+            ENV_TOKEN_TTL,
+            f"seconds a sub-agent token lives (default {DEFAULT_TTL_S})",
+        ),
+        (
+            "--archive-after-days",
+            ENV_ARCHIVE_AFTER,
+            f"archive sessions idle N days ({DEFAULT_ARCHIVE_AFTER_DAYS}; 0 never)",
+        ),
+        (
+            "--audit-retention-days",
+            ENV_AUDIT_RETENTION,
+            f"keep audit N days ({DEFAULT_AUDIT_RETENTION_DAYS}; 0 forever)",
+        ),
     ):
         flags.add_argument(flag, type=int, default=s, metavar="N", help=f"{text} ({variable})")
     flags.add_argument(
@@ -161,7 +185,8 @@ def _serve_flags() -> _Parser:
         type=float,
         default=s,
         metavar="SECONDS",
-        help=f"seconds between maintenance rounds ({ENV_MAINTENANCE_INTERVAL}; default 60)",
+        help=f"seconds between maintenance rounds ({ENV_MAINTENANCE_INTERVAL}; "
+        f"default {DEFAULT_INTERVAL_S:g})",
     )
     flags.add_argument(
         "--stdio",
@@ -304,15 +329,16 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument(
         "--archived-older-than",
         type=float,
-        default=30.0,
+        default=PRUNE_ARCHIVED_AFTER_DAYS,
         metavar="DAYS",
-        help="remove archived sessions last changed over DAYS ago (30)",
+        help=f"remove archived sessions last changed over DAYS ago ({PRUNE_ARCHIVED_AFTER_DAYS:g})",
     )
     prune.add_argument(
         "--audit-retention-days",
         type=int,
         metavar="N",
-        help=f"remove audit entries older than N days ({ENV_AUDIT_RETENTION}, else 90; "
+        help=f"remove audit entries older than N days ({ENV_AUDIT_RETENTION}, else "
+        f"{DEFAULT_AUDIT_RETENTION_DAYS}; "
         "0 keeps them all)",
     )
     hook = sub.add_parser("hook", help=COMMANDS["hook"])

@@ -20,3 +20,8 @@ def now_utc() -> datetime:
 def iso(moment: datetime) -> str:
     """`moment` in the one format (it must be timezone-aware)."""
     return moment.astimezone(UTC).strftime(_FORMAT)
+
+
+def parse(stamp: str) -> datetime:
+    """A stored time (the one format) as a timezone-aware datetime."""
+    return datetime.strptime(stamp, _FORMAT).replace(tzinfo=UTC)

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from shared_context_server.blackboard.changes import DEFAULT_POLL_INTERVAL
 from shared_context_server.blackboard.identity import check_name, check_process_id
-from shared_context_server.blackboard.limits import Limits
+from shared_context_server.blackboard.limits import DEFAULT_LIMITS, Limits
 from shared_context_server.blackboard.maintenance import (
     DEFAULT_ARCHIVE_AFTER_DAYS,
     DEFAULT_AUDIT_RETENTION_DAYS,
@@ -52,16 +52,23 @@ ENVIRONMENT: dict[str, str] = {
     ENV_AGENT_ID: "this process's agent id (default: the client's name)",
     ENV_AGENT_TYPE: "this process's agent type (default: generic)",
     ENV_ADMIN: "1 gives this process the admin permission",
-    ENV_MAX_CONTENT: "longest message content in characters (default 100000)",
-    ENV_MAX_MEMORY: "largest memory value in bytes of JSON (default 65536)",
+    ENV_MAX_CONTENT: "longest message content in characters "
+    f"(default {DEFAULT_LIMITS.max_content_chars})",
+    ENV_MAX_MEMORY: "largest memory value in bytes of JSON "
+    f"(default {DEFAULT_LIMITS.max_memory_bytes})",
     ENV_LOG_LEVEL: "stderr log level (default WARNING)",
-    ENV_POLL_INTERVAL: "seconds between looks for other processes' commits (default 0.1)",
+    ENV_POLL_INTERVAL: "seconds between looks for other processes' commits "
+    f"(default {DEFAULT_POLL_INTERVAL:g})",
     ENV_TOOLSETS: "toolsets to offer, comma-separated: core or minimal, records (default core)",
     ENV_ALLOW_RAW_WRITES: "1 lets execute_raw_query change rows of the shared tables",
-    ENV_TOKEN_TTL: "seconds a sub-agent token lives unless expires_in says (default 86400)",
-    ENV_ARCHIVE_AFTER: "archive sessions idle this many days (default 30; 0 never)",
-    ENV_AUDIT_RETENTION: "keep audit entries this many days (default 90; 0 forever)",
-    ENV_MAINTENANCE_INTERVAL: "seconds between maintenance rounds (default 60)",
+    ENV_TOKEN_TTL: "seconds a sub-agent token lives unless expires_in says "
+    f"(default {DEFAULT_TTL_S})",
+    ENV_ARCHIVE_AFTER: "archive sessions idle this many days "
+    f"(default {DEFAULT_ARCHIVE_AFTER_DAYS}; 0 never)",
+    ENV_AUDIT_RETENTION: "keep audit entries this many days "
+    f"(default {DEFAULT_AUDIT_RETENTION_DAYS}; 0 forever)",
+    ENV_MAINTENANCE_INTERVAL: "seconds between maintenance rounds "
+    f"(default {DEFAULT_INTERVAL_S:g})",
     ENV_STDIO: "threads: the SDK's threaded stdio transport (default auto)",
 }
 
@@ -75,6 +82,8 @@ MAX_POLL_INTERVAL = 5.0
 MIN_MAINTENANCE_INTERVAL = 0.1
 MAX_MAINTENANCE_INTERVAL = 86400.0
 MAX_DAYS = 36500  # a century: beyond it dates overflow
+# `prune` removes archived sessions last changed longer ago than this, in days.
+PRUNE_ARCHIVED_AFTER_DAYS = 30.0
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}

@@ -7,7 +7,6 @@ user's real blackboard: it uses a temporary file unless `--db` names one.
 
 from __future__ import annotations
 
-import os
 import sys
 import tempfile
 import textwrap
@@ -22,6 +21,7 @@ from mcp.client.stdio import stdio_client
 
 from shared_context_server.operations.client_config import render_config
 from shared_context_server.store import Target, is_postgres_url, open_store, shown
+from shared_context_server.terminal import colour_enabled, paint
 
 _COLOURS = {"security": "31", "performance": "33", "docs": "36"}
 
@@ -46,10 +46,10 @@ class DemoAgent:
 class Narrator:
     def __init__(self, pace: float) -> None:
         self.pace = pace
-        self.colour = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+        self.colour = colour_enabled(sys.stdout)
 
     def paint(self, text: str, code: str) -> str:
-        return f"\033[{code}m{text}\033[0m" if self.colour else text
+        return paint(text, code, self.colour)
 
     def dim(self, text: str) -> str:
         return self.paint(text, "2")
@@ -80,7 +80,7 @@ async def run_demo(db: Target | None, pace: float = 0.5) -> int:
 
 async def _run(db: Target, pace: float, *, temporary: bool) -> int:
     # Open the file here first: a path that cannot hold a blackboard is one clear
-    # StorageError now, not three failing server processes.
+    # StorageError up front, not three failing server processes.
     await (await open_store(db)).close()
     n = Narrator(pace)
     security = DemoAgent("security", "reviewer", "security reviewer")

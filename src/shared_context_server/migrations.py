@@ -72,7 +72,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             UPDATE change_counters SET value = value + 1 WHERE name = 'sessions';
         END""",
     ),
-    # Memory, the maintenance lease, and the search index (SPEC §3, §5).
+    # Memory, the maintenance lease, and the search index.
     4: (
         # session_id NULL = the agent's global memory. The unique index treats NULL as ''
         # so a global key cannot exist twice (NULLs are distinct in a plain unique index).
@@ -97,8 +97,9 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         # Trigram index over what search_context ranks (why: blackboard/search.py). External
         # content: the text lives once, in messages. Rows are indexed in batches after
         # their commit, not by a trigger inside it: an FTS5 insert per transaction cost
-        # 0.3 ms, three times the message insert itself. 'fts_indexed' is the highest id
-        # indexed; search scores the few newer rows directly, so it is always fresh.
+        # several times the message insert itself (docs/PERFORMANCE.md, Search).
+        # 'fts_indexed' is the highest id indexed; search scores the few newer rows
+        # directly, so it is always fresh.
         """CREATE VIRTUAL TABLE messages_fts USING fts5(
             content, sender, metadata,
             content='messages', content_rowid='id', tokenize='trigram'
@@ -124,7 +125,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         """UPDATE change_counters SET value = (SELECT coalesce(max(id), 0) FROM messages)
         WHERE name = 'fts_indexed'""",
     ),
-    # Sub-agent tokens and the audit trail (SPEC §2, §3).
+    # Sub-agent tokens and the audit trail.
     5: (
         # Only a hash of each token is kept: a copy of the file does not hand out identities.
         # Revoked rows stay until they expire, so using one says "revoked", not "unknown".
@@ -146,8 +147,9 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         # transaction as the change it describes. `via`: the process agent a token was
         # used through. `result`: 'ok' or the error code. `ts` is taken under the write
         # lock, so it grows with `id` and retention trims a prefix of ids. No secondary
-        # index: every add_message writes an entry, and two indexes made it 0.04-0.08 ms
-        # (a quarter) slower; get_audit_log walks ids newest first instead.
+        # index: every add_message writes an entry, and two indexes made it measurably
+        # slower (docs/PERFORMANCE.md, The audit log); get_audit_log walks ids newest
+        # first instead.
         """CREATE TABLE audit_log (
             id INTEGER PRIMARY KEY,
             ts TEXT NOT NULL,
@@ -203,7 +205,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     # What get_session and the `sessions` overview count, kept per (session, sender,
     # sender_type, visibility): those four decide who may see a message, so summing the
     # groups a reader may see is exact, and it costs the few groups of a session instead
-    # of a walk over all its messages (a 100,000-message session took 150 ms). The insert
+    # of a walk over all its messages, which grew with the session (docs/PERFORMANCE.md,
+    # Scale). The insert
     # trigger adds one primary-key upsert to add_message.
     7: (
         """CREATE TABLE session_activity (

@@ -6,11 +6,13 @@ import os
 import shutil
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
     from shared_context_server.blackboard.messages import Message
+
+from shared_context_server import clock
 
 _PALETTE = ("36", "33", "35", "32", "34", "31")
 
@@ -28,13 +30,19 @@ def paint(text: str, code: str, colour: bool) -> str:
     return f"\033[{code}m{text}\033[0m" if colour else text
 
 
+DAY = "%Y-%m-%d"
+TIME = "%H:%M:%S"
+MINUTE = f"{DAY} %H:%M"
+
+
 def local_time(stamp: str) -> datetime:
     """A stored UTC timestamp in this machine's time zone."""
-    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).astimezone()
+    return clock.parse(stamp).astimezone()
 
 
-def short_time(stamp: str | None) -> str:
-    return local_time(stamp).strftime("%Y-%m-%d %H:%M") if stamp else "-"
+def short_time(stamp: str | None, form: str = MINUTE) -> str:
+    """A stored time as a person reads it: local, to the minute unless `form` says."""
+    return local_time(stamp).strftime(form) if stamp else "-"
 
 
 class MessagePrinter:
@@ -56,14 +64,14 @@ class MessagePrinter:
         print(paint(line, "2", self.colour), file=self.stream, flush=True)
 
     def print(self, message: Message) -> None:
-        moment = local_time(message["created_at"])
-        day = moment.strftime("%Y-%m-%d")
+        stamp = message["created_at"]
+        day = short_time(stamp, DAY)
         out: list[str] = []
         if day != self.day:
             self.day = day
             out.append(paint(f"-- {day} --", "2", self.colour))
         head = [
-            moment.strftime("%H:%M:%S"),
+            short_time(stamp, TIME),
             paint(f"#{message['id']}", "2", self.colour),
             self._sender(message["sender"]) + f" ({message['sender_type']})",
         ]
@@ -158,7 +166,7 @@ def doctor_report(data: dict[str, Any]) -> str:
             client = f" via {p['client_name']}" if p["client_name"] else ""
             lines.append(
                 f"  pid {p['pid']:<8} {who}/{p['agent_type']}{client}, started "
-                f"{short_time(p['started_at'])}, seen {local_time(p['last_seen']):%H:%M:%S}"
+                f"{short_time(p['started_at'])}, seen {short_time(p['last_seen'], TIME)}"
             )
     for item in data["warnings"]:
         lines.append(f"warning: {item['warning']}\n  what to do: {item['fix']}")

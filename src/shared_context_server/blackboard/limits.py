@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,22 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits()
+
+# Shapes of the names agents type. Here rather than in the modules that check them so the
+# server's models, the import of a transcript and the command line share one source.
+MAX_SESSION_ID_CHARS = 64  # new_session_id() makes 21; imported files keep theirs
+MAX_MESSAGE_TYPE_CHARS = 64
+MESSAGE_TYPE = re.compile(rf"^[A-Za-z0-9_.:-]{{1,{MAX_MESSAGE_TYPE_CHARS}}}$")
+MAX_MEMORY_KEY_CHARS = 255
+
+# Pages: what a caller gets when it names no limit, and the most one page of sessions holds.
+DEFAULT_PAGE_LIMIT = 50
+MAX_SESSIONS_LIMIT = 200
+DEFAULT_SEARCH_LIMIT = 10
+# rapidfuzz scores 0-100; below the default, a long message's stray letters match.
+FUZZY_SCALE = 100
+DEFAULT_FUZZY_THRESHOLD = 60
+DEFAULT_WAIT_S = 30  # a long poll's wait when the caller names none
 
 # How deep objects and arrays may nest in metadata, a memory value or records data (and
 # in any tool argument): far more than labels and ids need, and far from the depths where

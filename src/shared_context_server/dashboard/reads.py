@@ -24,7 +24,9 @@ from shared_context_server.store import Store
 PAGE = 100  # messages per transcript page: the first screen of a 10,000-message session
 LIVE_BATCH = 500  # new messages per live event; the next event carries the rest
 SEARCH_SESSIONS = 50  # the most recently active sessions a search across sessions covers
+SEARCH_RESULTS = 20  # results a search shows, best first
 EXCERPT = 160
+TABLE_PAGE = 100  # audit entries or memory keys per page of the admin tables
 
 
 def _excerpt(message: Message) -> dict[str, Any]:
@@ -58,12 +60,16 @@ class Reader:
     async def page(self, session_id: str, before_id: int | None = None) -> dict[str, Any]:
         """The latest PAGE visible messages (or those before `before_id`), oldest first, with
         what each reply answers. Raises SessionNotFound, InvalidInput."""
-        page = await get_context(self.db, self.viewer, session_id, PAGE, before_id=before_id)
+        page = await get_context(
+            self.db, self.viewer, session_id=session_id, limit=PAGE, before_id=before_id
+        )
         return {**page, "parents": await self._parents(session_id, page["messages"])}
 
     async def after(self, session_id: str, after_id: int) -> dict[str, Any]:
         """Up to LIVE_BATCH visible messages after `after_id`. Raises SessionNotFound."""
-        page = await get_context(self.db, self.viewer, session_id, LIVE_BATCH, after_id=after_id)
+        page = await get_context(
+            self.db, self.viewer, session_id=session_id, limit=LIVE_BATCH, after_id=after_id
+        )
         return {**page, "parents": await self._parents(session_id, page["messages"])}
 
     async def _parents(self, session_id: str, messages: list[Message]) -> dict[str, Any]:
@@ -71,7 +77,9 @@ class Reader:
         out: dict[str, Any] = {}
         for parent_id in {p for m in messages if (p := m["parent_message_id"]) is not None}:
             try:
-                parent = await get_message(self.db, self.viewer, session_id, parent_id)
+                parent = await get_message(
+                    self.db, self.viewer, session_id=session_id, message_id=parent_id
+                )
             except NotFound:
                 continue  # the viewer may not read it: the reply shows only its id
             out[str(parent_id)] = _excerpt(parent)
@@ -84,7 +92,9 @@ class Reader:
         """search_context in one session, or across the most recently active sessions;
         best first. Raises InvalidInput, SessionNotFound."""
         if session_id is not None:
-            found = await search_context(self.db, self.viewer, session_id, query, limit=20)
+            found = await search_context(
+                self.db, self.viewer, session_id=session_id, query=query, limit=SEARCH_RESULTS
+            )
             return list(found["results"])
         results: list[dict[str, Any]] = []
         for session in (await session_overview(self.db, self.viewer))[:SEARCH_SESSIONS]:
@@ -92,7 +102,7 @@ class Reader:
                 found = await search_context(self.db, self.viewer, session["id"], query, limit=5)
                 results.extend(found["results"])
         results.sort(key=lambda r: (-r["score"], -r["message"]["id"]))
-        return results[:20]
+        return results[:SEARCH_RESULTS]
 
     async def processes(self) -> list[dict[str, Any]]:
         """The live heartbeat rows `doctor` reads; a read-only look deletes nothing."""
@@ -112,15 +122,25 @@ class Reader:
         """A page of the audit log, filtered as get_audit_log filters (admin only)."""
         self._admin("audit log")
         return await audit.get_audit_log(
-            self.db, self.viewer, session_id, agent_id, action, 100, cursor
+            self.db,
+            self.viewer,
+            session_id=session_id,
+            agent_id=agent_id,
+            action=action,
+            limit=TABLE_PAGE,
+            cursor=cursor,
         )
 
     async def memory_keys(self, agent_id: str | None, cursor: str | None) -> dict[str, Any]:
         """Every agent's memory keys without values (admin only)."""
         self._admin("memory")
-        return await memory.all_memory_keys(self.db, self.viewer, agent_id, 100, cursor)
+        return await memory.all_memory_keys(
+            self.db, self.viewer, agent_id=agent_id, limit=TABLE_PAGE, cursor=cursor
+        )
 
     async def memory_value(self, agent_id: str, key: str, session_id: str | None) -> dict[str, Any]:
         """One entry with its value, when the operator asks for it (admin only)."""
         self._admin("memory")
-        return await memory.any_memory(self.db, self.viewer, agent_id, key, session_id)
+        return await memory.any_memory(
+            self.db, self.viewer, agent_id=agent_id, key=key, session_id=session_id
+        )

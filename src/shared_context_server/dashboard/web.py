@@ -138,7 +138,7 @@ def build_app(reader: Reader, changes: Changes, token: str, host: str, port: int
         sid = _text(request, "session")
         after = _number(request, "after") or 0
         if sid is not None:
-            await reader.session(sid)  # a missing session is a 404 now, not a broken stream
+            await reader.session(sid)  # a missing session: a 404 here, not a broken stream
 
         async def stream() -> AsyncIterator[dict[str, str]]:
             nonlocal after

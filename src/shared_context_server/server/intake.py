@@ -26,6 +26,7 @@ import anyio
 import mcp_types as types
 from mcp.shared.message import ServerMessageMetadata, SessionMessage
 from mcp_types import INVALID_REQUEST, PARSE_ERROR
+from pydantic import ValidationError
 
 logger = logging.getLogger(__name__)
 
@@ -130,14 +131,9 @@ def _invalid(raw: bytes, data: Any, why: str) -> bytes:
 def recover_line(error: Exception) -> bytes | None:
     """The line behind an error the SDK's own reader passed on instead of a message (its
     pydantic error holds the input), or None."""
-    errors = getattr(error, "errors", None)
-    if not callable(errors):
+    if not isinstance(error, ValidationError):  # only pydantic's errors hold the input
         return None
-    try:
-        items = errors(include_url=False)
-    except Exception:  # not pydantic's: nothing to recover
-        return None
-    for item in items:
+    for item in error.errors(include_url=False):
         value = item.get("input")
         if isinstance(value, str):
             return value.encode("utf-8", "surrogatepass")

@@ -1,8 +1,8 @@
-"""Pydantic models of every tool's input and output, and the compact JSON schemas made from them.
+"""Pydantic models of every tool's input, and the compact JSON schemas made from them.
 
 Every agent pays for the tool list on every turn, so schemas carry no titles, and an
 optional argument is written as its plain type rather than `anyOf [type, null]`.
-Output models exist for their schema only; results are built by the domain as dicts.
+The models of results are in outputs.py.
 """
 
 from __future__ import annotations
@@ -12,6 +12,20 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from shared_context_server.blackboard import audit, memory, messages, search
+from shared_context_server.blackboard.changes import MAX_WAIT_S
+from shared_context_server.blackboard.identity import Visibility
+from shared_context_server.blackboard.limits import (
+    DEFAULT_FUZZY_THRESHOLD,
+    DEFAULT_PAGE_LIMIT,
+    DEFAULT_SEARCH_LIMIT,
+    DEFAULT_WAIT_S,
+    FUZZY_SCALE,
+    MAX_MEMORY_KEY_CHARS,
+    MAX_MESSAGE_TYPE_CHARS,
+    MAX_SESSION_ID_CHARS,
+    MAX_SESSIONS_LIMIT,
+)
 from shared_context_server.blackboard.tokens import MAX_TTL_S
 
 Json = dict[str, Any]
@@ -34,9 +48,10 @@ def _seconds(most: int) -> Callable[[int], int]:
 
 
 def _session_id_length(value: str) -> str:
-    if len(value) > 64:
+    if len(value) > MAX_SESSION_ID_CHARS:
         raise ValueError(
-            "is longer than any session id (64 characters); use one from list_sessions"
+            f"is longer than any session id ({MAX_SESSION_ID_CHARS} characters); "
+            "use one from list_sessions"
         )
     return value
 
@@ -78,7 +93,7 @@ class GetSession(Input):
 
 class ListSessions(Input):
     status: Literal["active", "completed", "archived", "all"] = "active"
-    limit: int = Field(50, ge=1, le=200)
+    limit: int = Field(DEFAULT_PAGE_LIMIT, ge=1, le=MAX_SESSIONS_LIMIT)
     cursor: str | None = None
 
 
@@ -89,14 +104,11 @@ class UpdateSession(Input):
     metadata: Json | None = None  # replaces the session's metadata whole
 
 
-Visibility = Literal["public", "private", "agent_only", "admin_only"]
-
-
 class AddMessage(Input):
     session_id: SessionId
     content: str
     visibility: Visibility = "public"
-    message_type: Annotated[str, _length(1, 64)] = "message"
+    message_type: Annotated[str, _length(1, MAX_MESSAGE_TYPE_CHARS)] = "message"
     metadata: Json | None = None
     parent_message_id: MessageId | None = None
 
@@ -114,7 +126,7 @@ class GetMessage(Input):
 
 class GetContext(Input):
     session_id: SessionId
-    limit: int = Field(50, ge=1, le=500)
+    limit: int = Field(DEFAULT_PAGE_LIMIT, ge=1, le=messages.MAX_CONTEXT_LIMIT)
     after_id: AfterId | None = None
     before_id: MessageId | None = None
     sender: str | None = None
@@ -124,32 +136,33 @@ class GetContext(Input):
 class WaitForMessages(Input):
     session_id: SessionId
     after_id: AfterId
-    timeout_s: float = Field(30, ge=0, le=120)
+    # int(): "120" rather than "120.0" in every tool list.
+    timeout_s: float = Field(DEFAULT_WAIT_S, ge=0, le=int(MAX_WAIT_S))
 
 
 class CheckInbox(Input):
-    # Bounds checked by the domain (1-200, 0-120 s), not written into every tool list.
-    limit: int = 50
+    # Bounds checked by the domain (inbox.MAX_INBOX_LIMIT, MAX_WAIT_S), not written into
+    # the minimal toolset's list, which a worker agent pays for on every turn.
+    limit: int = DEFAULT_PAGE_LIMIT
     wait_s: float = 0
 
 
 class SearchContext(Input):
     session_id: SessionId
-    query: Annotated[str, _length(1, 1000)]
-    fuzzy_threshold: float = Field(60, ge=0, le=100)
-    limit: int = Field(10, ge=1, le=100)
+    query: Annotated[str, _length(1, search.MAX_QUERY_CHARS)]
+    fuzzy_threshold: float = Field(DEFAULT_FUZZY_THRESHOLD, ge=0, le=FUZZY_SCALE)
+    limit: int = Field(DEFAULT_SEARCH_LIMIT, ge=1, le=search.MAX_LIMIT)
     sender: str | None = None
 
 
-MemoryKey = Annotated[str, _length(1, 255)]
-YEAR_S = 365 * 24 * 3600
+MemoryKey = Annotated[str, _length(1, MAX_MEMORY_KEY_CHARS)]
 
 
 class SetMemory(Input):
     key: MemoryKey
     value: Any
     session_id: SessionId | None = None
-    expires_in: Annotated[int, AfterValidator(_seconds(YEAR_S))] | None = None
+    expires_in: Annotated[int, AfterValidator(_seconds(memory.MAX_EXPIRES_IN))] | None = None
     overwrite: bool = True
 
 
@@ -160,8 +173,8 @@ class GetMemory(Input):
 
 class ListMemory(Input):
     session_id: SessionId | None = None
-    prefix: Annotated[str, _length(0, 255)] = ""
-    limit: int = Field(50, ge=1, le=200)
+    prefix: Annotated[str, _length(0, MAX_MEMORY_KEY_CHARS)] = ""
+    limit: int = Field(DEFAULT_PAGE_LIMIT, ge=1, le=memory.MAX_LIST_LIMIT)
     cursor: str | None = None
 
 
@@ -189,139 +202,8 @@ class GetAuditLog(Input):
     session_id: SessionId | None = None
     agent_id: str | None = None
     action: str | None = None
-    limit: int = Field(50, ge=1, le=200)
+    limit: int = Field(DEFAULT_PAGE_LIMIT, ge=1, le=audit.MAX_LIMIT)
     cursor: str | None = None
-
-
-class Output(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-
-class Session(Output):
-    id: str
-    purpose: str
-    status: str
-    created_by: str
-    created_at: str
-    updated_at: str
-    metadata: Json | None
-
-
-class Message(Output):
-    id: int
-    session_id: str
-    sender: str
-    sender_type: str
-    content: str
-    visibility: str
-    message_type: str
-    metadata: Json | None
-    parent_message_id: int | None
-    created_at: str
-
-
-class CreatedSession(Output):
-    session_id: str
-    purpose: str
-    status: str
-    created_by: str
-    created_at: str
-
-
-class SessionDetail(Output):
-    session: Session
-    message_count: int
-    participants: list[str]
-    last_message_at: str | None
-
-
-class SessionPage(Output):
-    sessions: list[Session]
-    next_cursor: str | None
-
-
-class UpdatedSession(Output):
-    session: Session
-
-
-class PostedMessage(Output):
-    message_id: int
-    session_id: str
-    created_at: str
-
-
-class OneMessage(Output):
-    message: Message
-
-
-class MessagePage(Output):
-    messages: list[Message]
-    has_more: bool
-
-
-class InboxPage(Output):
-    sessions: list[Json]
-    for_you: int
-    has_more: bool
-
-
-class SearchResults(Output):
-    results: list[Json]
-    search_time_ms: float
-
-
-class StoredMemory(Output):
-    key: str
-    scope: str
-    session_id: str | None
-    expires_at: str | None
-    size: int
-
-
-class MemoryEntry(Output):
-    key: str
-    value: Any
-    scope: str
-    session_id: str | None
-    created_at: str
-    updated_at: str
-    expires_at: str | None
-
-
-class MemoryPage(Output):
-    entries: list[Json]
-    next_cursor: str | None
-
-
-class Deleted(Output):
-    deleted: bool
-
-
-class Identity(Output):
-    agent_id: str
-    agent_type: str
-    permissions: list[str]
-    identity_source: str
-    database_path: str
-    via: str | None = None  # a token's agent: the process agent it acts through
-    settings: Json | None = None  # admins only
-
-
-class Token(Output):
-    token: str
-    agent_id: str
-    agent_type: str
-    permissions: list[str]
-    expires_at: str
-
-
-class Revoked(Output):
-    revoked: bool
-
-
-class AuditPage(Output):
-    entries: list[Json]
-    next_cursor: str | None
 
 
 def compact_schema(model: type[BaseModel]) -> dict[str, Any]:
@@ -339,8 +221,8 @@ def _compact(node: Any) -> Any:
     for key, value in node.items():
         if key == "title" or (key == "additionalProperties" and isinstance(value, bool)):
             # Titles repeat the names. additionalProperties: true is the default, and
-            # false (every input model) cost 28 bytes a tool on every turn for what the
-            # models enforce anyway: an unknown property is INVALID_INPUT, naming it.
+            # false (every input model) would cost bytes on every tool, every turn, for
+            # what the models enforce anyway: an unknown property is INVALID_INPUT, naming it.
             continue
         if key in ("properties", "$defs"):
             out[key] = {name: _compact(schema) for name, schema in value.items()}
@@ -358,30 +240,3 @@ def _compact(node: Any) -> Any:
             del out["anyOf"]
             out.update({**inner, "type": [inner["type"], "null"]})
     return out
-
-
-def output_schema(model: type[BaseModel]) -> dict[str, Any]:
-    """A result's schema: top-level fields exact, nested objects as plain objects, lists
-    as plain arrays.
-
-    Messages and sessions would otherwise be spelled out in full in every tool that
-    returns them; their fields are documented once, in the README. And a client checks
-    every result against this schema: `items` would make it visit each of 50 messages,
-    about 0.6 ms per page, more than the server spends reading them.
-    """
-    schema = compact_schema(model)
-    schema.pop("$defs", None)
-    schema.pop("required", None)  # every field is always present; the list repeats the names
-    return _shallow(schema)  # type: ignore[no-any-return]
-
-
-def _shallow(node: Any) -> Any:
-    if isinstance(node, list):
-        return [_shallow(item) for item in node]
-    if not isinstance(node, dict):
-        return node
-    if "$ref" in node:
-        return {"type": "object"}
-    if node.get("type") == "array":
-        return {"type": "array"}
-    return {key: _shallow(value) for key, value in node.items()}

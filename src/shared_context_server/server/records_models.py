@@ -6,7 +6,10 @@ from typing import Any
 
 from pydantic import Field
 
-from shared_context_server.server.models import Input, Json, Output
+from shared_context_server.blackboard.limits import DEFAULT_PAGE_LIMIT
+from shared_context_server.blackboard.records.rows import MAX_QUERY_LIMIT
+from shared_context_server.server.models import Input, Json
+from shared_context_server.server.outputs import Output
 
 Filters = Field(None, description="{col: value} or {col: {op: value}}")
 
@@ -29,7 +32,7 @@ class InsertRecord(Input):
 class QueryRecords(Input):
     table_name: str
     filters: Json | None = Filters
-    limit: int = Field(50, ge=1, le=500)
+    limit: int = Field(DEFAULT_PAGE_LIMIT, ge=1, le=MAX_QUERY_LIMIT)
     offset: int = Field(0, ge=0)
     order_by: str | None = Field(None, description="col or -col")
 
@@ -52,9 +55,17 @@ class RawQuery(Input):
     params: list[Any] | None = None
 
 
+class Column(Output):
+    name: str
+    type: str
+    not_null: bool
+    primary_key: bool
+    unique: bool
+
+
 class TableDescription(Output):
     table_name: str
-    columns: list[Json]
+    columns: list[Column]
 
 
 class InsertedRecord(Output):
@@ -71,8 +82,13 @@ class RowCount(Output):
     count: int
 
 
+class TableSummary(Output):
+    table_name: str
+    row_count: int
+
+
 class TableList(Output):
-    tables: list[Json]
+    tables: list[TableSummary]
 
 
 class RawResult(Output):

@@ -196,3 +196,60 @@ def memory_page(data: dict[str, Any]) -> str:
 
 def deleted(data: dict[str, Any]) -> str:
     return "Deleted." if data["deleted"] else "Nothing to delete (no such live key)."
+
+
+# The records toolset (server/records_tools.py).
+
+
+def _compact_json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def records_table(data: dict[str, Any]) -> str:
+    columns = []
+    for c in data["columns"]:
+        flags = [k.replace("_", " ") for k in ("primary_key", "not_null", "unique") if c.get(k)]
+        columns.append(f"{c['name']} {c['type']}" + (f" ({', '.join(flags)})" if flags else ""))
+    return f"{data['table_name']}: " + ", ".join(columns)
+
+
+def records_inserted(data: dict[str, Any]) -> str:
+    return f"Inserted row {data['id']}: {_compact_json(data['record'])}"
+
+
+def records_page(data: dict[str, Any]) -> str:
+    records = data["records"]
+    head = f"{len(records)} record{'s' if len(records) != 1 else ''}"
+    if data["has_more"]:
+        head += "; more match (raise offset by this count for the next page)"
+    return "\n".join([head, *(_compact_json(record) for record in records)])
+
+
+def records_updated(data: dict[str, Any]) -> str:
+    return f"Updated {data['count']} row{'s' if data['count'] != 1 else ''}."
+
+
+def records_deleted(data: dict[str, Any]) -> str:
+    return f"Deleted {data['count']} row{'s' if data['count'] != 1 else ''}."
+
+
+def records_tables(data: dict[str, Any]) -> str:
+    if not data["tables"]:
+        return "No shared tables yet; create_table makes one."
+    return "\n".join(
+        f"{t['table_name']} ({t['row_count']} row{'' if t['row_count'] == 1 else 's'})"
+        for t in data["tables"]
+    )
+
+
+def records_raw(data: dict[str, Any]) -> str:
+    head = f"{data['row_count']} row{'s' if data['row_count'] != 1 else ''}"
+    if data["truncated"]:
+        head += " (truncated: add a LIMIT or narrow the query)"
+    if data["changes"]:
+        head += f"; {data['changes']} changed"
+    lines = [head]
+    if data["columns"]:
+        lines.append("columns: " + ", ".join(data["columns"]))
+    lines += [_compact_json(row) for row in data["rows"]]
+    return "\n".join(lines)

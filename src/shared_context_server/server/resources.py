@@ -3,10 +3,10 @@ row), its MCP handlers, subscriptions in both protocol eras, and turning what th
 poller sees into notifications.
 
 Handshake era: `resources/subscribe` / `unsubscribe`, and notifications sent through the
-connection captured at `notifications/initialized`. 2026 era: `subscriptions/listen`
-streams served by the SDK's ListenHandler, fed through a bus. Every change goes both ways.
-A subscription acts as the agent that made it: it hears of a message only if that agent
-may read it.
+connection captured at `notifications/initialized`. Discover era (no handshake: a client
+starts with `server/discover`): `subscriptions/listen` streams served by the SDK's
+ListenHandler, fed through a bus. Every change goes both ways. A subscription acts as
+the agent that made it: it hears of a message only if that agent may read it.
 """
 
 from __future__ import annotations
@@ -65,7 +65,11 @@ async def read_session(state: AppState, agent: Agent, args: dict[str, str]) -> d
     session_id = args["session_id"]
     detail = await sessions.get_session(state.db, agent, session_id)
     page = await messages.get_context(
-        state.db, agent, session_id, SESSION_MESSAGES, limits=state.settings.limits
+        state.db,
+        agent,
+        session_id=session_id,
+        limit=SESSION_MESSAGES,
+        limits=state.settings.limits,
     )
     return {**detail, "messages": page["messages"], "has_more": page["has_more"]}
 
@@ -152,7 +156,9 @@ async def list_resources(
     agent = state.process_agent(ctx)
     cursor = params.cursor if params is not None else None
     try:
-        page = await sessions.list_sessions(state.db, agent, "active", LIST_PAGE, cursor)
+        page = await sessions.list_sessions(
+            state.db, agent, status="active", limit=LIST_PAGE, cursor=cursor
+        )
     except BlackboardError as error:
         raise MCPError(code=types.INVALID_PARAMS, message=error.message) from None
     return types.ListResourcesResult(
@@ -228,7 +234,7 @@ async def initialized(
 
 
 def listen_handler(stream: ListenHandler) -> Callable[..., Awaitable[Any]]:
-    """`subscriptions/listen` (2026 era): check the URIs, then let the SDK serve the stream
+    """`subscriptions/listen` (discover era): check the URIs, then let the SDK serve the stream
     while the poller watches on its behalf."""
 
     async def listen(

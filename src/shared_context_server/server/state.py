@@ -43,7 +43,7 @@ class AppState:
     settings: Settings
     db: Store
     feed: ChangeFeed
-    # 2026 era: listen streams take events from here (filtered by URI per stream).
+    # Discover era: listen streams take events from here (filtered by URI per stream).
     bus: InMemorySubscriptionBus
     heartbeat: Heartbeat | None = None
     # Handshake era: the connection, captured at notifications/initialized so the poller
@@ -53,7 +53,7 @@ class AppState:
     subscriptions: dict[str, Agent] = field(default_factory=dict)
     # Handshake era: whether the client listed resources (and so hears list_changed).
     list_watched: bool = False
-    # 2026 era: the agent and URIs of each open listen stream.
+    # Discover era: the agent and URIs of each open listen stream.
     listens: dict[object, tuple[Agent, frozenset[str]]] = field(default_factory=dict)
     records: RecordsStore | None = None  # open when the records toolset is on
 

@@ -6,12 +6,7 @@ result. Rules live in the domain.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
-
-import mcp_types as types
-from pydantic import BaseModel
 
 from shared_context_server.about import package_version
 from shared_context_server.blackboard import (
@@ -27,43 +22,16 @@ from shared_context_server.blackboard import (
 from shared_context_server.blackboard.identity import Agent
 from shared_context_server.migrations import SCHEMA_VERSION
 from shared_context_server.server import models as m
+from shared_context_server.server import outputs as o
 from shared_context_server.server import render
+from shared_context_server.server.registry import APPEND, DELETE, READ, UPDATE, ToolSpec
 from shared_context_server.server.state import AppState
-
-Handler = Callable[[AppState, Agent, Any], Awaitable[dict[str, Any]]]
-
-
-@dataclass(frozen=True)
-class ToolSpec:
-    name: str
-    description: str
-    input_model: type[m.Input]
-    output_model: type[BaseModel]
-    handler: Handler
-    render: Callable[[dict[str, Any]], str]
-    annotations: types.ToolAnnotations
-
-    def to_tool(self) -> types.Tool:
-        return types.Tool(
-            name=self.name,
-            description=self.description,
-            input_schema=m.compact_schema(self.input_model),
-            output_schema=m.output_schema(self.output_model),
-            annotations=self.annotations,
-        )
-
-
-# Only hints that differ from MCP's defaults (readOnly false, destructive true, idempotent
-# false) are written: every agent pays for each byte on every turn. openWorldHint is left
-# out too: no tool reaches beyond the local file, and 18 copies of it cost 380 bytes.
-READ = types.ToolAnnotations(read_only_hint=True)
-APPEND = types.ToolAnnotations(destructive_hint=False)
-UPDATE = types.ToolAnnotations(destructive_hint=False, idempotent_hint=True)
-DELETE = types.ToolAnnotations(destructive_hint=True, idempotent_hint=True)
 
 
 async def create_session(state: AppState, agent: Agent, a: m.CreateSession) -> dict[str, Any]:
-    s = await sessions.create_session(state.db, agent, a.purpose, a.metadata, state.settings.limits)
+    s = await sessions.create_session(
+        state.db, agent, purpose=a.purpose, metadata=a.metadata, limits=state.settings.limits
+    )
     return {
         "session_id": s["id"],
         "purpose": s["purpose"],
@@ -74,16 +42,24 @@ async def create_session(state: AppState, agent: Agent, a: m.CreateSession) -> d
 
 
 async def get_session(state: AppState, agent: Agent, a: m.GetSession) -> dict[str, Any]:
-    return await sessions.get_session(state.db, agent, a.session_id)
+    return await sessions.get_session(state.db, agent, session_id=a.session_id)
 
 
 async def list_sessions(state: AppState, agent: Agent, a: m.ListSessions) -> dict[str, Any]:
-    return await sessions.list_sessions(state.db, agent, a.status, a.limit, a.cursor)
+    return await sessions.list_sessions(
+        state.db, agent, status=a.status, limit=a.limit, cursor=a.cursor
+    )
 
 
 async def update_session(state: AppState, agent: Agent, a: m.UpdateSession) -> dict[str, Any]:
     session = await sessions.update_session(
-        state.db, agent, a.session_id, a.status, a.purpose, a.metadata, state.settings.limits
+        state.db,
+        agent,
+        session_id=a.session_id,
+        status=a.status,
+        purpose=a.purpose,
+        metadata=a.metadata,
+        limits=state.settings.limits,
     )
     return {"session": session}
 
@@ -92,13 +68,13 @@ async def add_message(state: AppState, agent: Agent, a: m.AddMessage) -> dict[st
     return await messages.add_message(
         state.db,
         agent,
-        a.session_id,
-        a.content,
-        a.visibility,
-        a.message_type,
-        a.metadata,
-        a.parent_message_id,
-        state.settings.limits,
+        session_id=a.session_id,
+        content=a.content,
+        visibility=a.visibility,
+        message_type=a.message_type,
+        metadata=a.metadata,
+        parent_message_id=a.parent_message_id,
+        limits=state.settings.limits,
     )
 
 
@@ -106,51 +82,65 @@ async def add_private_note(state: AppState, agent: Agent, a: m.AddPrivateNote) -
     return await messages.add_message(
         state.db,
         agent,
-        a.session_id,
-        a.content,
-        "private",
-        "note",
-        a.metadata,
+        session_id=a.session_id,
+        content=a.content,
+        visibility="private",
+        message_type="note",
+        metadata=a.metadata,
         limits=state.settings.limits,
         action="add_private_note",
     )
 
 
 async def get_message(state: AppState, agent: Agent, a: m.GetMessage) -> dict[str, Any]:
-    message = await messages.get_message(state.db, agent, a.session_id, a.message_id)
+    message = await messages.get_message(
+        state.db, agent, session_id=a.session_id, message_id=a.message_id
+    )
     return {"message": message}
 
 
 async def get_context(state: AppState, agent: Agent, a: m.GetContext) -> dict[str, Any]:
-    return dict(
-        await messages.get_context(
-            state.db,
-            agent,
-            a.session_id,
-            a.limit,
-            a.after_id,
-            a.before_id,
-            a.sender,
-            a.visibility,
-            state.settings.limits,
-        )
+    page = await messages.get_context(
+        state.db,
+        agent,
+        session_id=a.session_id,
+        limit=a.limit,
+        after_id=a.after_id,
+        before_id=a.before_id,
+        sender=a.sender,
+        visibility=a.visibility,
+        limits=state.settings.limits,
     )
+    return dict(page)
 
 
 async def wait_for_messages(state: AppState, agent: Agent, a: m.WaitForMessages) -> dict[str, Any]:
     page = await changes.wait_for_messages(
-        state.feed, agent, a.session_id, a.after_id, a.timeout_s, state.settings.limits
+        state.feed,
+        agent,
+        session_id=a.session_id,
+        after_id=a.after_id,
+        timeout_s=a.timeout_s,
+        limits=state.settings.limits,
     )
     return dict(page)
 
 
 async def check_inbox(state: AppState, agent: Agent, a: m.CheckInbox) -> dict[str, Any]:
-    return await inbox.check_inbox(state.feed, agent, a.limit, a.wait_s, state.settings.limits)
+    return await inbox.check_inbox(
+        state.feed, agent, limit=a.limit, wait_s=a.wait_s, limits=state.settings.limits
+    )
 
 
 async def search_context(state: AppState, agent: Agent, a: m.SearchContext) -> dict[str, Any]:
     return await search.search_context(
-        state.db, agent, a.session_id, a.query, a.fuzzy_threshold, a.limit, a.sender
+        state.db,
+        agent,
+        session_id=a.session_id,
+        query=a.query,
+        fuzzy_threshold=a.fuzzy_threshold,
+        limit=a.limit,
+        sender=a.sender,
     )
 
 
@@ -158,25 +148,32 @@ async def set_memory(state: AppState, agent: Agent, a: m.SetMemory) -> dict[str,
     return await memory.set_memory(
         state.db,
         agent,
-        a.key,
-        a.value,
-        a.session_id,
-        a.expires_in,
-        a.overwrite,
-        state.settings.limits,
+        key=a.key,
+        value=a.value,
+        session_id=a.session_id,
+        expires_in=a.expires_in,
+        overwrite=a.overwrite,
+        limits=state.settings.limits,
     )
 
 
 async def get_memory(state: AppState, agent: Agent, a: m.GetMemory) -> dict[str, Any]:
-    return await memory.get_memory(state.db, agent, a.key, a.session_id)
+    return await memory.get_memory(state.db, agent, key=a.key, session_id=a.session_id)
 
 
 async def list_memory(state: AppState, agent: Agent, a: m.ListMemory) -> dict[str, Any]:
-    return await memory.list_memory(state.db, agent, a.session_id, a.prefix, a.limit, a.cursor)
+    return await memory.list_memory(
+        state.db,
+        agent,
+        session_id=a.session_id,
+        prefix=a.prefix,
+        limit=a.limit,
+        cursor=a.cursor,
+    )
 
 
 async def delete_memory(state: AppState, agent: Agent, a: m.DeleteMemory) -> dict[str, Any]:
-    return await memory.delete_memory(state.db, agent, a.key, a.session_id)
+    return await memory.delete_memory(state.db, agent, key=a.key, session_id=a.session_id)
 
 
 async def whoami(state: AppState, agent: Agent, a: m.NoArguments) -> dict[str, Any]:
@@ -206,204 +203,224 @@ async def authenticate_agent(
     return await tokens.authenticate_agent(
         state.db,
         agent,
-        a.agent_id,
-        a.agent_type,
-        a.permissions,
-        a.expires_in,
+        agent_id=a.agent_id,
+        agent_type=a.agent_type,
+        permissions=a.permissions,
+        expires_in=a.expires_in,
         default_ttl_s=state.settings.token_ttl_s,
     )
 
 
 async def revoke_token(state: AppState, agent: Agent, a: m.RevokeToken) -> dict[str, Any]:
-    return await tokens.revoke_token(state.db, agent, a.token)
+    return await tokens.revoke_token(state.db, agent, token=a.token)
 
 
 async def get_audit_log(state: AppState, agent: Agent, a: m.GetAuditLog) -> dict[str, Any]:
     return await audit.get_audit_log(
-        state.db, agent, a.session_id, a.agent_id, a.action, a.limit, a.cursor
+        state.db,
+        agent,
+        session_id=a.session_id,
+        agent_id=a.agent_id,
+        action=a.action,
+        limit=a.limit,
+        cursor=a.cursor,
     )
 
 
-TOOLS: dict[str, ToolSpec] = {
-    spec.name: spec
-    for spec in [
-        ToolSpec(
-            "create_session",
-            "Start a shared session; returns its session_id.",
-            m.CreateSession,
-            m.CreatedSession,
-            create_session,
-            render.created_session,
-            APPEND,
-        ),
-        ToolSpec(
-            "get_session",
-            "A session with the count, senders and last time of messages you can see.",
-            m.GetSession,
-            m.SessionDetail,
-            get_session,
-            render.session_detail,
-            READ,
-        ),
-        ToolSpec(
-            "list_sessions",
-            "Sessions, newest first; pass next_cursor as cursor for more.",
-            m.ListSessions,
-            m.SessionPage,
-            list_sessions,
-            render.session_page,
-            READ,
-        ),
-        ToolSpec(
-            "update_session",
+# A tuple, not a list[ToolSpec[Any]]: each row keeps its own type, so mypy checks that its
+# handler takes its input model.
+_ROWS = (
+    ToolSpec(
+        name="create_session",
+        description="Start a shared session; returns its session_id.",
+        input_model=m.CreateSession,
+        output_model=o.CreatedSession,
+        handler=create_session,
+        render=render.created_session,
+        annotations=APPEND,
+    ),
+    ToolSpec(
+        name="get_session",
+        description="A session with the count, senders and last time of messages you can see.",
+        input_model=m.GetSession,
+        output_model=o.SessionDetail,
+        handler=get_session,
+        render=render.session_detail,
+        annotations=READ,
+    ),
+    ToolSpec(
+        name="list_sessions",
+        description="Sessions, newest first; pass next_cursor as cursor for more.",
+        input_model=m.ListSessions,
+        output_model=o.SessionPage,
+        handler=list_sessions,
+        render=render.session_page,
+        annotations=READ,
+    ),
+    ToolSpec(
+        name="update_session",
+        description=(
             "Change status, purpose or metadata (creator or admin). "
-            "active->completed->archived; back to active reopens.",
-            m.UpdateSession,
-            m.UpdatedSession,
-            update_session,
-            render.updated_session,
-            UPDATE,
+            "active->completed->archived; back to active reopens."
         ),
-        ToolSpec(
-            "add_message",
+        input_model=m.UpdateSession,
+        output_model=o.UpdatedSession,
+        handler=update_session,
+        render=render.updated_session,
+        annotations=UPDATE,
+    ),
+    ToolSpec(
+        name="add_message",
+        description=(
             "Post to a session. visibility: public, private (you), agent_only (your "
-            "agent_type), admin_only.",
-            m.AddMessage,
-            m.PostedMessage,
-            add_message,
-            render.posted_message,
-            APPEND,
+            "agent_type), admin_only."
         ),
-        ToolSpec(
-            "add_private_note",
-            "Post a note only you can read.",
-            m.AddPrivateNote,
-            m.PostedMessage,
-            add_private_note,
-            render.posted_message,
-            APPEND,
-        ),
-        ToolSpec(
-            "get_message",
-            "One message by id.",
-            m.GetMessage,
-            m.OneMessage,
-            get_message,
-            render.one_message,
-            READ,
-        ),
-        ToolSpec(
-            "get_context",
+        input_model=m.AddMessage,
+        output_model=o.PostedMessage,
+        handler=add_message,
+        render=render.posted_message,
+        annotations=APPEND,
+    ),
+    ToolSpec(
+        name="add_private_note",
+        description="Post a note only you can read.",
+        input_model=m.AddPrivateNote,
+        output_model=o.PostedMessage,
+        handler=add_private_note,
+        render=render.posted_message,
+        annotations=APPEND,
+    ),
+    ToolSpec(
+        name="get_message",
+        description="One message by id.",
+        input_model=m.GetMessage,
+        output_model=o.OneMessage,
+        handler=get_message,
+        render=render.one_message,
+        annotations=READ,
+    ),
+    ToolSpec(
+        name="get_context",
+        description=(
             "Messages you can see, oldest first: the latest `limit`, or those after "
-            "after_id / before before_id.",
-            m.GetContext,
-            m.MessagePage,
-            get_context,
-            render.message_page,
-            READ,
+            "after_id / before before_id."
         ),
-        ToolSpec(
-            "wait_for_messages",
+        input_model=m.GetContext,
+        output_model=o.MessagePage,
+        handler=get_context,
+        render=render.message_page,
+        annotations=READ,
+    ),
+    ToolSpec(
+        name="wait_for_messages",
+        description=(
             "Long poll: messages after after_id you can see, as soon as any exist, "
-            "or [] after timeout_s.",
-            m.WaitForMessages,
-            m.MessagePage,
-            wait_for_messages,
-            render.waited_messages,
-            READ,
+            "or [] after timeout_s."
         ),
-        ToolSpec(
-            "check_inbox",
+        input_model=m.WaitForMessages,
+        output_model=o.MessagePage,
+        handler=wait_for_messages,
+        render=render.waited_messages,
+        annotations=READ,
+    ),
+    ToolSpec(
+        name="check_inbox",
+        description=(
             "News in your sessions since your last check, each once; replies to you and "
-            "messages with you in metadata.to first. wait_s: long poll.",
-            m.CheckInbox,
-            m.InboxPage,
-            check_inbox,
-            render.inbox,
-            APPEND,
+            "messages with you in metadata.to first. wait_s: long poll."
         ),
-        ToolSpec(
-            "search_context",
-            "Fuzzy search of messages you can see; best first, score 0-100.",
-            m.SearchContext,
-            m.SearchResults,
-            search_context,
-            render.search_results,
-            READ,
-        ),
-        ToolSpec(
-            "set_memory",
+        input_model=m.CheckInbox,
+        output_model=o.InboxPage,
+        handler=check_inbox,
+        render=render.inbox,
+        annotations=APPEND,
+    ),
+    ToolSpec(
+        name="search_context",
+        description="Fuzzy search of messages you can see; best first, score 0-100.",
+        input_model=m.SearchContext,
+        output_model=o.SearchResults,
+        handler=search_context,
+        render=render.search_results,
+        annotations=READ,
+    ),
+    ToolSpec(
+        name="set_memory",
+        description=(
             "Store a private JSON value, global or per session_id; expires_in seconds; "
-            "overwrite=false keeps a live one.",
-            m.SetMemory,
-            m.StoredMemory,
-            set_memory,
-            render.stored_memory,
-            UPDATE,
+            "overwrite=false keeps a live one."
         ),
-        ToolSpec(
-            "get_memory",
-            "A value you remembered.",
-            m.GetMemory,
-            m.MemoryEntry,
-            get_memory,
-            render.memory_entry,
-            READ,
-        ),
-        ToolSpec(
-            "list_memory",
-            "Your memory keys: global, a session_id's, or session_id='all'.",
-            m.ListMemory,
-            m.MemoryPage,
-            list_memory,
-            render.memory_page,
-            READ,
-        ),
-        ToolSpec(
-            "delete_memory",
-            "Forget a memory key.",
-            m.DeleteMemory,
-            m.Deleted,
-            delete_memory,
-            render.deleted,
-            DELETE,
-        ),
-        ToolSpec(
-            "whoami",
-            "Your agent id, type, permissions, identity source, database path.",
-            m.NoArguments,
-            m.Identity,
-            whoami,
-            render.identity,
-            READ,
-        ),
-        ToolSpec(
-            "authenticate_agent",
+        input_model=m.SetMemory,
+        output_model=o.StoredMemory,
+        handler=set_memory,
+        render=render.stored_memory,
+        annotations=UPDATE,
+    ),
+    ToolSpec(
+        name="get_memory",
+        description="A value you remembered.",
+        input_model=m.GetMemory,
+        output_model=o.MemoryEntry,
+        handler=get_memory,
+        render=render.memory_entry,
+        annotations=READ,
+    ),
+    ToolSpec(
+        name="list_memory",
+        description="Your memory keys: global, a session_id's, or session_id='all'.",
+        input_model=m.ListMemory,
+        output_model=o.MemoryPage,
+        handler=list_memory,
+        render=render.memory_page,
+        annotations=READ,
+    ),
+    ToolSpec(
+        name="delete_memory",
+        description="Forget a memory key.",
+        input_model=m.DeleteMemory,
+        output_model=o.Deleted,
+        handler=delete_memory,
+        render=render.deleted,
+        annotations=DELETE,
+    ),
+    ToolSpec(
+        name="whoami",
+        description="Your agent id, type, permissions, identity source, database path.",
+        input_model=m.NoArguments,
+        output_model=o.Identity,
+        handler=whoami,
+        render=render.identity,
+        annotations=READ,
+    ),
+    ToolSpec(
+        name="authenticate_agent",
+        description=(
             "A sub-agent's agent_token: agent_id 'you/name', permissions within yours, "
-            "expires_in seconds (24 h).",
-            m.AuthenticateAgent,
-            m.Token,
-            authenticate_agent,
-            render.token,
-            APPEND,
+            "expires_in seconds (24 h)."
         ),
-        ToolSpec(
-            "revoke_token",
-            "Revoke a token (its minter, its agent, or an admin).",
-            m.RevokeToken,
-            m.Revoked,
-            revoke_token,
-            render.revoked,
-            DELETE,
-        ),
-        ToolSpec(
-            "get_audit_log",
-            "Who did what, newest first: your entries (admins: all).",
-            m.GetAuditLog,
-            m.AuditPage,
-            get_audit_log,
-            render.audit_page,
-            READ,
-        ),
-    ]
-}
+        input_model=m.AuthenticateAgent,
+        output_model=o.Token,
+        handler=authenticate_agent,
+        render=render.token,
+        annotations=APPEND,
+    ),
+    ToolSpec(
+        name="revoke_token",
+        description="Revoke a token (its minter, its agent, or an admin).",
+        input_model=m.RevokeToken,
+        output_model=o.Revoked,
+        handler=revoke_token,
+        render=render.revoked,
+        annotations=DELETE,
+    ),
+    ToolSpec(
+        name="get_audit_log",
+        description="Who did what, newest first: your entries (admins: all).",
+        input_model=m.GetAuditLog,
+        output_model=o.AuditPage,
+        handler=get_audit_log,
+        render=render.audit_page,
+        annotations=READ,
+    ),
+)
+TOOLS: dict[str, ToolSpec[Any]] = {spec.name: spec for spec in _ROWS}

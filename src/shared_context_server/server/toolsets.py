@@ -1,10 +1,11 @@
 """Which tools a process offers: the toolsets named by --toolsets, `core` by default.
 
 The tools/list a client sees is generated from the pydantic models, once, into
-tool_list.json beside this file: building it at start-up took 20-40 ms of every server's
-spawn-to-tools/list (pydantic does not cache JSON schemas), and every agent's client waits
-for that. `python -m shared_context_server.server.toolsets` writes the file again; a test
-fails until it matches the models.
+tool_list.json beside this file: building it at start-up was a large part of every
+server's spawn-to-tools/list (pydantic does not cache JSON schemas; figures in
+docs/PERFORMANCE.md), and every agent's client waits for that.
+`python -m shared_context_server.server.toolsets` writes the file again; a test fails
+until it matches the models.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from typing import Any
 import mcp_types as types
 
 from shared_context_server.config import TOOLSETS
-from shared_context_server.server.tools import TOOLS, ToolSpec
+from shared_context_server.server.registry import ToolSpec
+from shared_context_server.server.tools import TOOLS
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +43,7 @@ MINIMAL = (
 )
 
 
-def _toolset(name: str) -> dict[str, ToolSpec]:
+def _toolset(name: str) -> dict[str, ToolSpec[Any]]:
     if name == "records":
         # Imported only when offered: a process without it (the default) never pays for it.
         from shared_context_server.server.records_tools import RECORDS_TOOLS
@@ -58,7 +60,7 @@ def _offered(toolsets: frozenset[str]) -> list[str]:
 
 
 @cache
-def tools_for(toolsets: frozenset[str]) -> dict[str, ToolSpec]:
+def tools_for(toolsets: frozenset[str]) -> dict[str, ToolSpec[Any]]:
     """The tools of `toolsets`, in TOOLSETS order."""
     return {name: spec for t in _offered(toolsets) for name, spec in _toolset(t).items()}
 
