@@ -8,6 +8,7 @@ from typing import Any
 
 from shared_context_server.blackboard.identity import VISIBLE_SQL, Agent, visible_to
 from shared_context_server.blackboard.sessions import require_session
+from shared_context_server.clock import iso
 from shared_context_server.store import Store
 
 BUCKETS = 48
@@ -54,8 +55,8 @@ async def messages_over_time(
         series.setdefault(row["sender"], [0] * count)[index] += row["n"]
     agents = sorted(series.items(), key=lambda item: (-sum(item[1]), item[0]))
     return {
-        "start": start.isoformat().replace("+00:00", "Z"),
-        "end": end.isoformat().replace("+00:00", "Z"),
+        "start": iso(start),
+        "end": iso(end),
         "bucket_seconds": per_bucket * 60,
         "agents": [{"agent": name, "counts": counts} for name, counts in agents],
     }

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from shared_context_server.blackboard.identity import Agent, in_family
+from shared_context_server.blackboard.limits import DEFAULT_PAGE_LIMIT
 from shared_context_server.blackboard.paging import MAX_POSITION, cut, decode_cursor, encode_cursor
 from shared_context_server.blackboard.sweeps import OLD_AUDIT
 from shared_context_server.clock import iso, now_utc, utc_now
@@ -128,7 +129,7 @@ async def get_audit_log(
     session_id: str | None = None,
     agent_id: str | None = None,
     action: str | None = None,
-    limit: int = 50,
+    limit: int = DEFAULT_PAGE_LIMIT,
     cursor: str | None = None,
 ) -> dict[str, Any]:
     """Entries newest first. Admins see every agent's; others their own and their

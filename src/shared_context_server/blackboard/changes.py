@@ -21,7 +21,7 @@ from contextlib import contextmanager
 import anyio
 
 from shared_context_server.blackboard.identity import VISIBLE_SQL, Agent, visible_to
-from shared_context_server.blackboard.limits import DEFAULT_LIMITS, Limits
+from shared_context_server.blackboard.limits import DEFAULT_LIMITS, DEFAULT_WAIT_S, Limits
 from shared_context_server.blackboard.messages import Page, get_context
 from shared_context_server.errors import BlackboardError, InvalidInput
 from shared_context_server.store import Change, Store
@@ -141,8 +141,8 @@ class ChangeFeed:
             self._tick()
             try:
                 await on_change(change)
-            except Exception:
-                logger.exception("sending change notifications failed")
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                logger.info("a client left while its notifications were sent")
 
 
 async def sessions_with_news(db: Store, agent: Agent, change: Change) -> set[str]:
@@ -161,7 +161,7 @@ async def wait_for_messages(
     agent: Agent,
     session_id: str,
     after_id: int,
-    timeout_s: float = 30.0,
+    timeout_s: float = DEFAULT_WAIT_S,
     limits: Limits = DEFAULT_LIMITS,
 ) -> Page:
     """The messages `agent` may see with id > after_id, as soon as any exist; none at timeout.

@@ -15,7 +15,12 @@ import anyio
 from shared_context_server.blackboard import news
 from shared_context_server.blackboard.changes import MAX_WAIT_S, ChangeFeed
 from shared_context_server.blackboard.identity import Agent
-from shared_context_server.blackboard.limits import DEFAULT_LIMITS, Limits, decode_metadata
+from shared_context_server.blackboard.limits import (
+    DEFAULT_LIMITS,
+    DEFAULT_PAGE_LIMIT,
+    Limits,
+    decode_metadata,
+)
 from shared_context_server.errors import InvalidInput
 from shared_context_server.store import Conn, Row
 
@@ -70,7 +75,7 @@ def _grouped(rows: list[Row], has_more: bool) -> dict[str, Any]:
 async def check_inbox(
     feed: ChangeFeed,
     agent: Agent,
-    limit: int = 50,
+    limit: int = DEFAULT_PAGE_LIMIT,
     wait_s: float = 0.0,
     limits: Limits = DEFAULT_LIMITS,
 ) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import random
+import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -99,7 +100,11 @@ async def run_maintenance(db: Store, holder: str, policy: Policy = Policy()) -> 
             logger.info("maintenance skipped a round: the database was busy")
         except BlackboardError as error:  # the file or disk failed; the next round retries
             logger.warning("maintenance round failed: %s", error.message)
+        except (sqlite3.Error, OSError) as error:  # the same, not yet given a code
+            logger.warning("maintenance round failed: %s", error)
         except Exception:
-            # A failed round must not take the server down with it; the next round retries.
-            logger.exception("maintenance round failed")
+            # A bug: said once, with its traceback, and this process stops maintaining
+            # (the others take the lease over); serving goes on.
+            logger.exception("maintenance stopped in this process after an unexpected error")
+            return
         await anyio.sleep(policy.interval_s)

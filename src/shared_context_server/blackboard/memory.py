@@ -15,7 +15,13 @@ from typing import Any
 
 from shared_context_server.blackboard import audit
 from shared_context_server.blackboard.identity import Agent
-from shared_context_server.blackboard.limits import DEFAULT_LIMITS, Limits, encode_json
+from shared_context_server.blackboard.limits import (
+    DEFAULT_LIMITS,
+    DEFAULT_PAGE_LIMIT,
+    MAX_MEMORY_KEY_CHARS,
+    Limits,
+    encode_json,
+)
 from shared_context_server.blackboard.paging import cut, decode_cursor, encode_cursor
 from shared_context_server.blackboard.sessions import (
     SESSION_EXISTS,
@@ -34,7 +40,7 @@ SWEEP_BATCH = 500
 ALL = "all"
 
 # 1-255 printable characters, no whitespace: keys are typed by models and read in logs.
-_KEY = re.compile(r"^[^\s\x00-\x1f\x7f]{1,255}$")
+_KEY = re.compile(rf"^[^\s\x00-\x1f\x7f]{{1,{MAX_MEMORY_KEY_CHARS}}}$")
 
 _LIVE = "(expires_at IS NULL OR expires_at > ?)"
 _SCOPE = "ifnull(session_id, '')"  # the unique index's expression: '' is global
@@ -115,7 +121,8 @@ def _expiry(expires_in: int | None, moment: datetime) -> str | None:
         return None
     if not 1 <= expires_in <= MAX_EXPIRES_IN:
         raise InvalidInput(
-            f"expires_in must be 1-{MAX_EXPIRES_IN} seconds (one year); got {expires_in}. "
+            f"expires_in must be 1-{MAX_EXPIRES_IN} seconds ({MAX_EXPIRES_IN // 86400} days); "
+            f"got {expires_in}. "
             "Omit it to keep the entry until you delete it.",
             argument="expires_in",
         )
@@ -248,7 +255,7 @@ async def list_memory(
     agent: Agent,
     session_id: str | None = None,
     prefix: str = "",
-    limit: int = 50,
+    limit: int = DEFAULT_PAGE_LIMIT,
     cursor: str | None = None,
     *,
     now: datetime | None = None,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any, TypedDict
 
 from shared_context_server.blackboard import audit
@@ -15,6 +14,8 @@ from shared_context_server.blackboard.identity import (
 )
 from shared_context_server.blackboard.limits import (
     DEFAULT_LIMITS,
+    DEFAULT_PAGE_LIMIT,
+    MESSAGE_TYPE,
     Limits,
     check_text,
     decode_metadata,
@@ -55,8 +56,6 @@ class Page(TypedDict):
 
 MESSAGE_KEYS = tuple(Message.__annotations__)
 MESSAGE_COLUMNS = ", ".join(f"m.{key}" for key in MESSAGE_KEYS)
-# What a message_type may be: checked by add_message and import alike.
-MESSAGE_TYPE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 # One statement checks the session is active and the parent is a message of the same
 # session that the poster may see, and inserts; no row back means one of those failed,
@@ -197,7 +196,7 @@ async def get_context(
     db: Store,
     agent: Agent,
     session_id: str,
-    limit: int = 50,
+    limit: int = DEFAULT_PAGE_LIMIT,
     after_id: int | None = None,
     before_id: int | None = None,
     sender: str | None = None,

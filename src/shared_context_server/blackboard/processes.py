@@ -13,6 +13,7 @@ import logging
 import os
 import random
 import socket
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -21,6 +22,7 @@ from typing import Any
 import anyio
 
 from shared_context_server.clock import iso, utc_now
+from shared_context_server.errors import BlackboardError
 from shared_context_server.store import Conn, Row, Store
 
 logger = logging.getLogger(__name__)
@@ -143,8 +145,13 @@ class Heartbeat:
             self._news = anyio.Event()
             try:
                 await self.beat()
-            except Exception as error:  # the server goes on serving whatever happens here
+            except (BlackboardError, sqlite3.Error, OSError) as error:
                 logger.warning("heartbeat write failed (%s); retrying", error)
+            except Exception:
+                # A bug: said once; the row goes stale and `doctor` stops listing this
+                # process, which goes on serving.
+                logger.exception("heartbeat stopped after an unexpected error")
+                return
             with anyio.move_on_after(self.interval):
                 await self._news.wait()
 

@@ -43,6 +43,11 @@ from typing import Any
 import anyio
 
 from shared_context_server.blackboard.identity import VISIBLE_SQL, Agent, visible_to
+from shared_context_server.blackboard.limits import (
+    DEFAULT_FUZZY_THRESHOLD,
+    DEFAULT_SEARCH_LIMIT,
+    FUZZY_SCALE,
+)
 from shared_context_server.blackboard.messages import MESSAGE_COLUMNS, message_dict
 from shared_context_server.blackboard.sessions import require_session
 from shared_context_server.errors import BlackboardError, DatabaseBusy, InvalidInput
@@ -228,8 +233,8 @@ async def search_context(
     agent: Agent,
     session_id: str,
     query: str,
-    fuzzy_threshold: float = 60,
-    limit: int = 10,
+    fuzzy_threshold: float = DEFAULT_FUZZY_THRESHOLD,
+    limit: int = DEFAULT_SEARCH_LIMIT,
     sender: str | None = None,
 ) -> dict[str, Any]:
     """The visible messages that best match `query`, best first, with scores 0-100.
@@ -243,9 +248,10 @@ async def search_context(
     agent.require("read", "search_context")
     if not 1 <= limit <= MAX_LIMIT:
         raise InvalidInput(f"limit must be 1-{MAX_LIMIT}; got {limit}.", argument="limit")
-    if not 0 <= fuzzy_threshold <= 100:
+    if not 0 <= fuzzy_threshold <= FUZZY_SCALE:
         raise InvalidInput(
-            f"fuzzy_threshold must be 0-100; got {fuzzy_threshold}.", argument="fuzzy_threshold"
+            f"fuzzy_threshold must be 0-{FUZZY_SCALE}; got {fuzzy_threshold}.",
+            argument="fuzzy_threshold",
         )
     processed = default_process(query)
     if not processed:

@@ -10,6 +10,8 @@ from shared_context_server.blackboard import audit
 from shared_context_server.blackboard.identity import VISIBLE_SQL, Agent, visible_to
 from shared_context_server.blackboard.limits import (
     DEFAULT_LIMITS,
+    DEFAULT_PAGE_LIMIT,
+    MAX_SESSIONS_LIMIT,
     Limits,
     check_text,
     decode_metadata,
@@ -178,11 +180,13 @@ async def list_sessions(
     db: Store,
     agent: Agent,
     status: StatusFilter = "active",
-    limit: int = 50,
+    limit: int = DEFAULT_PAGE_LIMIT,
     cursor: str | None = None,
 ) -> dict[str, Any]:
     """Sessions newest first, one page; `next_cursor` continues it (None at the end)."""
     agent.require("read", "list_sessions")
+    if not 1 <= limit <= MAX_SESSIONS_LIMIT:
+        raise InvalidInput(f"limit must be 1-{MAX_SESSIONS_LIMIT}; got {limit}.", argument="limit")
     (before,) = decode_cursor(cursor, (int,), "list_sessions") if cursor else (None,)
     page, more = cut(
         await db.read(LIST_SESSIONS, (status, status, before, before, limit + 1)), limit

@@ -111,7 +111,9 @@ async def authenticate_agent(
     kind, granted = check_grant(caller, agent_id, agent_type, permissions)
     ttl = expires_in if expires_in is not None else default_ttl_s
     if not 1 <= ttl <= MAX_TTL_S:
-        raise InvalidInput(f"expires_in must be 1-{MAX_TTL_S} seconds (30 days); got {ttl}.")
+        raise InvalidInput(
+            f"expires_in must be 1-{MAX_TTL_S} seconds ({MAX_TTL_S // 86400} days); got {ttl}."
+        )
     token = PREFIX + secrets.token_urlsafe(24)
     moment = now or now_utc()
     created, expires_at = iso(moment), iso(moment + timedelta(seconds=ttl))

@@ -25,11 +25,10 @@ from shared_context_server.blackboard.processes import (
     process_dict,
     stale_cutoff,
 )
-from shared_context_server.db import Database, network_filesystem
+from shared_context_server.db import BUSY_TIMEOUT_MS, WAL_SIZE_LIMIT, Database, network_filesystem
 from shared_context_server.migrations import SCHEMA_VERSION
 
 HEADER = b"SQLite format 3\x00"
-LARGE_WAL = 64 * 1024 * 1024
 # Under this much free space SQLite cannot be relied on to commit (decimal units, as the
 # sizes doctor and backup print).
 FULL_BELOW = 1_000_000
@@ -196,7 +195,7 @@ def _inspect(report: Report, path: Path, quick: bool) -> list[sqlite3.Row]:
     conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
     conn.row_factory = sqlite3.Row
     try:
-        conn.execute("PRAGMA busy_timeout = 5000")
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         check = "quick_check" if quick else "integrity_check"
         try:
             results = [str(row[0]) for row in conn.execute(f"PRAGMA {check}")]
@@ -273,7 +272,7 @@ def inspect(path: Path, quick: bool = False) -> tuple[Report, list[sqlite3.Row]]
             "and can corrupt or miss data there.",
             "move the database to a local disk (--db or SHARED_CONTEXT_DB)",
         )
-    if data["wal_bytes"] > LARGE_WAL:
+    if data["wal_bytes"] > WAL_SIZE_LIMIT:
         report.warning(
             f"the WAL file is {data['wal_bytes'] / 1e6:.0f} MB: a long-lived read is "
             "holding back checkpoints.",

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 
 from shared_context_server.blackboard import audit
+from shared_context_server.blackboard.maintenance import DEFAULT_AUDIT_RETENTION_DAYS
 from shared_context_server.blackboard.sweeps import (
     ARCHIVED_SESSIONS,
     EXPIRED_MEMORY,
@@ -21,6 +22,7 @@ from shared_context_server.blackboard.sweeps import (
     Sweep,
 )
 from shared_context_server.clock import iso
+from shared_context_server.config import PRUNE_ARCHIVED_AFTER_DAYS
 from shared_context_server.store import Conn, Store
 from shared_context_server.terminal import counted
 
@@ -29,8 +31,8 @@ BATCH = 200
 
 @dataclass(frozen=True)
 class PruneOptions:
-    archived_older_than_days: float = 30.0
-    audit_retention_days: int = 90  # 0 keeps every audit entry, as in `serve`
+    archived_older_than_days: float = PRUNE_ARCHIVED_AFTER_DAYS
+    audit_retention_days: int = DEFAULT_AUDIT_RETENTION_DAYS  # 0 keeps every entry, as `serve`
     now: datetime | None = None
 
     def moment(self) -> datetime:

@@ -18,8 +18,12 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from shared_context_server.blackboard import audit
 from shared_context_server.blackboard.identity import RESERVED_IDS, Agent, Visibility, check_name
-from shared_context_server.blackboard.limits import DEFAULT_LIMITS, check_text, encode_metadata
-from shared_context_server.blackboard.messages import MESSAGE_TYPE
+from shared_context_server.blackboard.limits import (
+    DEFAULT_LIMITS,
+    MESSAGE_TYPE,
+    check_text,
+    encode_metadata,
+)
 from shared_context_server.blackboard.search import index_pending
 from shared_context_server.blackboard.sessions import (
     SESSION_EXISTS,
