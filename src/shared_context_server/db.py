@@ -64,9 +64,9 @@ BUSY_RETRIES = 3
 # only wait during rare recovery of the shared-memory index).
 QUICK_BUSY_MS = 200
 # How long `transact` waits for another process's write lock on the event loop before it
-# hands the transaction to aiosqlite's thread. Handing off at once (0) made the tail of 50
-# processes writing at once 2x the floor's (p99), against 1.07x waiting 50 ms here: the
-# hand-off costs two thread wake-ups, each a wait for a core when every core is busy.
+# hands the transaction to aiosqlite's thread: the hand-off costs two thread wake-ups,
+# each a wait for a core when every core is busy, which lengthened the tail of many
+# processes writing at once (docs/PERFORMANCE.md).
 QUICK_WRITE_BUSY_MS = 50
 # The WAL is cut back to this size after a checkpoint, and maintenance checkpoints past it.
 WAL_SIZE_LIMIT = 64 * 1024 * 1024
@@ -514,7 +514,7 @@ class Database:
         raises.
 
         The hot path (add_message, create_session, search indexing). `write()` costs a
-        trip to aiosqlite's thread per statement, about 0.1 ms each on a small machine.
+        trip to aiosqlite's thread per statement, which costs more than a short statement.
         Here, if the write lock is free (or frees within QUICK_WRITE_BUSY_MS), the
         transaction runs at once on this thread; if another process holds it longer, it
         runs in one trip to aiosqlite's thread, which waits for the lock like `write()`

@@ -8,8 +8,8 @@ from `visible_to`.
 
 from __future__ import annotations
 
-# Not `typing.TYPE_CHECKING`: importing typing costs the hook 3-10 ms; mypy treats any
-# name TYPE_CHECKING as true.
+# Not `typing.TYPE_CHECKING`: importing typing costs every hook run start-up time it
+# cannot spare (docs/PERFORMANCE.md); mypy treats any name TYPE_CHECKING as true.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Protocol
