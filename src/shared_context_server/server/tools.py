@@ -20,7 +20,6 @@ from shared_context_server.blackboard import (
     tokens,
 )
 from shared_context_server.blackboard.identity import Agent
-from shared_context_server.migrations import SCHEMA_VERSION
 from shared_context_server.server import models as m
 from shared_context_server.server import outputs as o
 from shared_context_server.server import render
@@ -192,7 +191,7 @@ async def whoami(state: AppState, agent: Agent, a: m.NoArguments) -> dict[str, A
         data["settings"] = {
             **state.settings.public(),
             "package_version": package_version(),
-            "schema_version": SCHEMA_VERSION,
+            "schema_version": state.db.release_schema,
         }
     return data
 
