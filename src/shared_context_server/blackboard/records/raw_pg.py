@@ -268,6 +268,8 @@ class PgRawQueries:
                     conn.execute(f"SET TRANSACTION {mode}")
                     conn.execute(f"SET LOCAL ROLE {CONFINED_ROLE}")
                     conn.execute(f"SET LOCAL search_path = {SCHEMA}")
+                    # Backslashes in '...' must mean themselves, as `check` read them.
+                    conn.execute("SET LOCAL standard_conforming_strings = on")
                     conn.execute(f"SET LOCAL statement_timeout = {int(self.seconds * 1000)}")
                     cursor = pg.Cursor(conn)
                     sql = to_pyformat(query)
