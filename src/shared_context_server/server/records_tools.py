@@ -200,8 +200,8 @@ RECORDS_TOOLS: dict[str, ToolSpec] = {
         ),
         ToolSpec(
             "execute_raw_query",
-            "One SQLite statement over the shared tables, ? params. Read-only unless the "
-            "server allows raw writes; time and row limits.",
+            "One SQL statement (the engine's: SQLite or PostgreSQL) over the shared tables, "
+            "? params. Read-only unless the server allows raw writes; time and row limits.",
             r.RawQuery,
             r.RawResult,
             execute_raw_query,
