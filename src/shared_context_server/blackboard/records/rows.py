@@ -23,6 +23,7 @@ from shared_context_server.blackboard.records.schema import (
     Column,
     Table,
     bind,
+    check_identifier,
     decode,
     describe_rows,
     encode,
@@ -67,10 +68,23 @@ async def _write(
         raise
     except Exception as error:
         if isinstance(error, sqlite3.Error) or is_postgres_error(error):
+            store.tables.clear()
             raise sql_error(error, action) from None
         raise
     await store.record_write(agent, action, table, count)
     return result
+
+
+async def _load(store: RecordsStore, name: str) -> Table:
+    """A table's columns, read once per process: tables cannot be altered once made (no
+    tool drops or alters one, raw queries cannot run DDL), so they cannot go stale; an
+    engine error forgets them all, in case someone outside the tools did."""
+    check_identifier(name, "table_name")
+    table = store.tables.get(name.lower())
+    if table is None:
+        table = await load_table(store.db, store.dialect, name)
+        store.tables[name.lower()] = table
+    return table
 
 
 async def _read(store: RecordsStore, action: str, sql: str, params: Sequence[Any]) -> list[Any]:
@@ -80,6 +94,7 @@ async def _read(store: RecordsStore, action: str, sql: str, params: Sequence[Any
         raise
     except Exception as error:
         if isinstance(error, sqlite3.Error) or is_postgres_error(error):
+            store.tables.clear()
             raise sql_error(error, action) from None
         raise
 
@@ -125,7 +140,7 @@ async def list_tables(store: RecordsStore, agent: Agent) -> dict[str, Any]:
 async def describe_table(store: RecordsStore, agent: Agent, table_name: str) -> dict[str, Any]:
     """Columns of a table. Raises InvalidInput, NotFound."""
     agent.require("read", "describe_table")
-    table = await load_table(store.db, store.dialect, table_name)
+    table = await _load(store, table_name)
     unique = await store.db.read(store.dialect.unique_columns, (table.name,))
     return describe_rows(table, unique)
 
@@ -142,7 +157,7 @@ async def insert_record(
     Raises NotFound (table, column), InvalidInput (type), Conflict (constraint).
     """
     agent.require("write", "insert_record")
-    table = await load_table(store.db, store.dialect, table_name)
+    table = await _load(store, table_name)
     columns, values = _assignments(table, data, "data", limits)
     returning = f" RETURNING {table.row_id}, {table.select_list}"
     if columns:
@@ -202,7 +217,7 @@ async def query_records(
             f"offset must be 0 to {INT64[1]:,} (a 64-bit integer); got {offset}.",
             argument="offset",
         )
-    table = await load_table(store.db, store.dialect, table_name)
+    table = await _load(store, table_name)
     where, params = _where(table, filters, limits)
     order = f" ORDER BY {table.row_id}"  # a stable order: offset pages neither skip nor repeat
     if order_by:
@@ -238,7 +253,7 @@ async def update_record(
     Raises InvalidInput (empty filters without all_rows), NotFound, Conflict.
     """
     agent.require("write", "update_record")
-    table = await load_table(store.db, store.dialect, table_name)
+    table = await _load(store, table_name)
     where, params = _where(table, _require_filters(filters, all_rows, "update_record"), limits)
     columns, values = _assignments(table, data, "data", limits)
     if not columns:
@@ -261,7 +276,7 @@ async def delete_record(
     Raises InvalidInput (empty filters without all_rows), NotFound, Conflict.
     """
     agent.require("write", "delete_record")
-    table = await load_table(store.db, store.dialect, table_name)
+    table = await _load(store, table_name)
     where, params = _where(table, _require_filters(filters, all_rows, "delete_record"), limits)
     sql = f"DELETE FROM {table.qualified}{where}"  # noqa: S608
     return await _change_rows(store, agent, "delete_record", table.name, sql, params)

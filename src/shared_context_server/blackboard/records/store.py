@@ -9,7 +9,7 @@ through the blackboard's Store; raw queries run as a confined role (records/raw_
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -18,6 +18,7 @@ from shared_context_server.blackboard.identity import Agent
 from shared_context_server.blackboard.records.dialect import DIALECTS, SQLITE, Dialect
 from shared_context_server.blackboard.records.raw import RawQueries
 from shared_context_server.blackboard.records.raw_pg import InsideLog, PgRawQueries
+from shared_context_server.blackboard.records.schema import Table
 from shared_context_server.store import Conn, Store, Target, is_postgres_url
 
 # (agent, action = the tool's name, table(s), rows changed), called after each commit.
@@ -48,6 +49,8 @@ class RecordsStore:
     on_write: WriteHook | None = None
     log_inside: InsideHook | None = None
     owns_db: bool = True
+    # Tables by lower-cased name, as read (rows._load).
+    tables: dict[str, Table] = field(default_factory=dict)
 
     @classmethod
     async def open(
