@@ -76,6 +76,7 @@ DENIED = frozenset(
     }
 )
 DENIED_PREFIXES = ("pg_advisory", "pg_try_advisory", "lo_", "dblink", "pg_read", "pg_ls_")
+_NOT_TABLES = frozenset({"", "set", "of", "nowait", "skip", "'", "$", "."})
 _WORD = re.compile(r"[A-Za-z_\x80-\uffff][A-Za-z0-9_$\x80-\uffff]*")
 READ_ONLY = (
     "raw queries are read-only here: change rows with insert_record, "
@@ -150,6 +151,8 @@ def _words(query: str) -> list[str]:
             words.append(match.group().lower())
             i = match.end()
         else:
+            if char == ".":
+                words.append(".")  # schema.table: the table is the word after it
             i += 1
     return words
 
@@ -173,8 +176,12 @@ def check(query: str) -> Statement:
         if before in ("into", "update") or (
             before == "from" and index > 1 and words[index - 2] == "delete"
         ):
-            name = words[index + 1] if word == "only" and index + 1 < len(words) else word
-            statement.tables.add(name.rpartition(".")[2])
+            at = index + 1 if word == "only" else index
+            if words[at + 1 : at + 2] == ["."]:
+                at += 2
+            name = words[at] if at < len(words) else ""
+            if name not in _NOT_TABLES:  # FOR UPDATE OF, DO UPDATE SET
+                statement.tables.add(name)
     return statement
 
 
@@ -273,9 +280,10 @@ class PgRawQueries:
                     conn.execute(f"SET LOCAL statement_timeout = {int(self.seconds * 1000)}")
                     cursor = pg.Cursor(conn)
                     sql = to_pyformat(query)
-                    if not statement_writes:
+                    if not (writes and statement_writes):
                         # Streamed, so an endless result is cut at the row cap (the rest
                         # is cancelled, which ends the transaction: nothing to commit).
+                        # A write here is refused by the READ ONLY transaction.
                         fetched = self._stream(cursor, sql, params)
                         raise pg.Rollback()
                     cursor.execute(sql, params)
