@@ -6,9 +6,10 @@ Run from the repository root:
     .venv/bin/python tests/benchmarks/bench_records.py [--pg URL] [--calls N]
 
 Without --pg a throwaway PostgreSQL cluster is started (tests/pg_cluster.py, needs
-PostgreSQL's binaries); the SQLite file is made in a temporary directory. --calls: calls
-of each tool (500). The table holds 5 columns; each query asks for the page of up to 20
-rows matching an indexed-less filter over the rows inserted so far (like an agent's board).
+PostgreSQL's binaries); the SQLite file is made in a temporary directory. Then the same
+calls straight to the domain, to tell the engines' cost from the server's around them.
+--calls: calls of each tool (500). The table holds 5 columns; each query asks for the
+page of up to 20 rows matching a filter on unindexed columns (like an agent's board).
 """
 
 from __future__ import annotations
@@ -74,6 +75,38 @@ async def run(target: Target, calls: int) -> dict[str, list[float]]:
     return times
 
 
+async def run_domain(target: Target, calls: int) -> dict[str, list[float]]:
+    """The same calls straight to the domain (blackboard/records), without MCP."""
+    from shared_context_server.blackboard.identity import Agent
+    from shared_context_server.blackboard.records import rows
+    from shared_context_server.blackboard.records.store import RecordsStore
+    from shared_context_server.store import open_store
+
+    agent = Agent("bench", "bench")
+    times: dict[str, list[float]] = {"insert_record": [], "query_records": []}
+    db = await open_store(target)
+    store = await RecordsStore.beside(db)
+    store.audit_into(db)
+    try:
+        await rows.create_table(store, agent, "tasks2", COLUMNS)
+        for n in range(calls):
+            data = {"title": f"task {n}", "owner": None, "priority": n % 7, "done": False,
+                    "meta": {"n": n}}  # fmt: skip
+            start = time.perf_counter()
+            await rows.insert_record(store, agent, "tasks2", data)
+            times["insert_record"].append(time.perf_counter() - start)
+        for n in range(calls):
+            start = time.perf_counter()
+            await rows.query_records(
+                store, agent, "tasks2", {"priority": n % 7, "owner": None}, 20, 0, "-id"
+            )
+            times["query_records"].append(time.perf_counter() - start)
+    finally:
+        await store.close()
+        await db.close()
+    return times
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pg", help="a PostgreSQL URL to a database you may write to")
@@ -97,15 +130,23 @@ async def main() -> None:
                 "sqlite": await run(Path(tmp) / "bench.db", args.calls),
                 "postgres": await run(url, args.calls),
             }
+            domain = {
+                "sqlite": await run_domain(Path(tmp) / "bench.db", args.calls),
+                "postgres": await run_domain(url, args.calls),
+            }
     finally:
         if cluster is not None:
             cluster.stop()
-    print(f"records tools, {args.calls} calls each, one MCP client session in-process")
-    for tool in ("insert_record", "query_records"):
-        sqlite = statistics.median(figures["sqlite"][tool])
-        postgres = statistics.median(figures["postgres"][tool])
-        print(f"{tool:14} sqlite   {_ms(figures['sqlite'][tool])}")
-        print(f"{'':14} postgres {_ms(figures['postgres'][tool])}  ({postgres / sqlite:.2f}x)")
+    for title, found in (
+        (f"records tools, {args.calls} calls each, one MCP client session in-process", figures),
+        ("the same calls to the domain, no MCP (audit entries included)", domain),
+    ):
+        print(title)
+        for tool in ("insert_record", "query_records"):
+            sqlite = statistics.median(found["sqlite"][tool])
+            postgres = statistics.median(found["postgres"][tool])
+            print(f"{tool:14} sqlite   {_ms(found['sqlite'][tool])}")
+            print(f"{'':14} postgres {_ms(found['postgres'][tool])}  ({postgres / sqlite:.2f}x)")
 
 
 if __name__ == "__main__":
