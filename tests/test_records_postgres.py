@@ -156,3 +156,20 @@ async def test_an_explicit_id_moves_the_sequence_past_it(pg_url: str) -> None:
         assert made["id"] == 11
     finally:
         await store.close()
+
+
+async def test_a_confined_role_that_can_reach_blackboard_tables_is_refused(pg_url: str) -> None:
+    """Should a grant let the role read a blackboard table, raw queries stop, saying which."""
+    import psycopg
+
+    await (await RecordsStore.open(pg_url)).close()  # makes the schema and the role
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("GRANT SELECT ON messages TO PUBLIC")
+    store = await RecordsStore.open(pg_url)
+    try:
+        with pytest.raises(BlackboardError) as info:
+            await raw.execute_raw_query(store, ALICE, "SELECT count(*) FROM public.messages")
+        assert info.value.code == "PERMISSION_DENIED"
+        assert "messages" in info.value.message and "revoke" in info.value.message
+    finally:
+        await store.close()

@@ -98,6 +98,35 @@ def confine(conn: Any, errors: Any) -> str | None:
     ).fetchone()
     if not ok[0]:
         return f"the role {CONFINED_ROLE} may not use the schema {SCHEMA}"
+    return _reaches_beyond(conn)
+
+
+# Tables and views outside `records` that the role could read or change (a grant to it or
+# to PUBLIC), and roles it is a member of (whose privileges it would have).
+_BEYOND = (
+    "SELECT c.oid::regclass::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+    " WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', %s)"
+    " AND c.relkind IN ('r', 'v', 'm', 'p', 'f')"
+    " AND has_table_privilege(%s, c.oid, 'SELECT, INSERT, UPDATE, DELETE, TRUNCATE')"
+    " ORDER BY 1 LIMIT 3"
+)
+_MEMBER_OF = (
+    "SELECT g.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid"
+    " JOIN pg_roles r ON r.oid = m.member WHERE r.rolname = %s ORDER BY 1 LIMIT 3"
+)
+
+
+def _reaches_beyond(conn: Any) -> str | None:
+    """Why the role is not confined to the shared tables, if it is not."""
+    tables = [r[0] for r in conn.execute(_BEYOND, (SCHEMA, CONFINED_ROLE)).fetchall()]
+    if tables:
+        return (
+            f"the role {CONFINED_ROLE} can reach tables outside the schema {SCHEMA} "
+            f"({', '.join(tables)}); revoke those grants"
+        )
+    groups = [r[0] for r in conn.execute(_MEMBER_OF, (CONFINED_ROLE,)).fetchall()]
+    if groups:
+        return f"the role {CONFINED_ROLE} is a member of {', '.join(groups)}; revoke that"
     return None
 
 
