@@ -91,6 +91,17 @@ async def test_a_role_that_cannot_be_confined_refuses_raw_queries_and_says_why(
         assert f"TO {name}" in text
         listed = await ok(s, "list_tables")
         assert listed["tables"] == [{"table_name": "notes", "row_count": 1}]
+        # What the message tells a DBA to run is enough, without restarting the server.
+        with psycopg.connect(pg_cluster.url(name), autocommit=True) as conn:
+            conn.execute(
+                "DO $$ BEGIN CREATE ROLE shared_context_records NOLOGIN;"
+                " EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+            )
+            conn.execute(f"GRANT shared_context_records TO {name}")
+            conn.execute("GRANT USAGE ON SCHEMA records TO shared_context_records")
+        counted = await ok(s, "execute_raw_query", query="SELECT count(*) FROM notes")
+        assert counted["rows"] == [[1]]
+        await fails(s, "execute_raw_query", "INVALID_INPUT", query="TABLE public.sessions")
 
 
 async def test_a_records_write_and_its_audit_entry_commit_together(pg_url: str) -> None:

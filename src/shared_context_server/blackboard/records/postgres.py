@@ -134,6 +134,6 @@ def how_to_enable(server_role: str) -> str:
     """What a DBA runs so this server can confine raw queries."""
     return (
         f"a DBA can run: CREATE ROLE {CONFINED_ROLE} NOLOGIN; GRANT {CONFINED_ROLE} TO "
-        f"{server_role}; GRANT USAGE ON SCHEMA {SCHEMA} TO {CONFINED_ROLE}; then restart "
-        "the server (README: 'Shared tables on PostgreSQL')"
+        f"{server_role}; GRANT USAGE ON SCHEMA {SCHEMA} TO {CONFINED_ROLE} (README: "
+        "'Shared tables on PostgreSQL'), then retry"
     )

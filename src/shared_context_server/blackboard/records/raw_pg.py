@@ -29,6 +29,7 @@ from shared_context_server.blackboard.records.dialect import SCHEMA
 from shared_context_server.blackboard.records.failures import pg_text, sql_error, sqlstate
 from shared_context_server.blackboard.records.postgres import (
     CONFINED_ROLE,
+    SETUP_LOCK,
     confine,
     how_to_enable,
 )
@@ -211,20 +212,36 @@ class PgRawQueries:
     async def open(
         cls, url: str, *, allow_writes: bool, seconds: float, max_rows: int
     ) -> PgRawQueries:
-        raw = cls(url, allow_writes=allow_writes, seconds=seconds, max_rows=max_rows)
-        await anyio.to_thread.run_sync(raw._open)
-        return raw
+        """The raw-query side of the records schema; it connects at the first raw query,
+        so a server whose agents never send one holds no extra connection."""
+        return cls(url, allow_writes=allow_writes, seconds=seconds, max_rows=max_rows)
 
-    def _open(self) -> None:
+    def _confine(self) -> None:
+        """Connect and set up the confined role; `refusal` says why not, if not. Until it
+        succeeds every raw query tries again, so a DBA's grant needs no restart."""
         from shared_context_server.postgres import connect_sync, driver
 
+        pg = driver()
         with self._lock:
-            conn: Any = connect_sync(self.url)
-            self._conn = conn
-            role = conn.execute("SELECT current_user").fetchone()[0]
-            why = confine(conn, driver().errors)
-            if why is not None:
-                self.refusal = f"{why}; {how_to_enable(role)}"
+            try:
+                if self._conn is None or self._conn.closed:
+                    self._conn = connect_sync(self.url)
+                conn = self._conn
+                role = conn.execute("SELECT current_user").fetchone()[0]
+                # Processes starting together grant one after another (a concurrent
+                # GRANT of the same role fails with "tuple concurrently updated").
+                conn.execute("SELECT pg_advisory_lock(%s)", (SETUP_LOCK,))
+                try:
+                    why = confine(conn, pg.errors)
+                finally:
+                    conn.execute("SELECT pg_advisory_unlock(%s)", (SETUP_LOCK,))
+            except (pg.Error, BlackboardError) as error:
+                self._conn = None
+                raise DatabaseBusy(
+                    f"raw queries could not be set up on PostgreSQL yet ({error}); retry "
+                    "in a moment."
+                ) from None
+            self.refusal = None if why is None else f"{why}; {how_to_enable(role)}"
 
     async def close(self) -> None:
         if self._conn is not None:
@@ -236,6 +253,8 @@ class PgRawQueries:
     ) -> Fetched:
         """Run one statement, at most max_rows + 1 rows back. Raises BlackboardError."""
         self.wanted_write, self.written = False, set()
+        if self._conn is None or self.refusal is not None:
+            await anyio.to_thread.run_sync(self._confine)
         if self.refusal is not None:
             raise PermissionDenied(
                 f"raw queries are off on this PostgreSQL database, because they could not "
