@@ -22,6 +22,7 @@ from shared_context_server.blackboard.identity import Agent
 from shared_context_server.config import Settings
 from shared_context_server.db import Database
 from shared_context_server.server.app import build_server, init_options
+from shared_context_server.store import Target
 from tests.pg_cluster import Cluster, MissingPostgres
 
 ALICE = Agent("alice", "reviewer")
@@ -237,3 +238,21 @@ def pg_url(pg_cluster: Cluster) -> str:
     with psycopg.connect(pg_cluster.url(), autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name}")
     return pg_cluster.url(name)
+
+
+# The engines a backend-neutral test runs on, as a fixture parameter: ENGINES.
+ENGINES = ["sqlite", "postgres"]
+
+
+@pytest.fixture
+def make_target(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[str], Target]:
+    """Where a test's blackboard lives on an engine: `make_target("sqlite")` is a file in
+    tmp_path, `make_target("postgres")` a fresh database's URL (one per test)."""
+
+    def make(engine: str) -> Target:
+        if engine == "sqlite":
+            return tmp_path / "bb.db"
+        url: str = request.getfixturevalue("pg_url")
+        return url
+
+    return make

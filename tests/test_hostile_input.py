@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import stat
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,8 @@ from shared_context_server.config import Settings
 from shared_context_server.db import Database
 from shared_context_server.errors import BlackboardError, InvalidInput
 from shared_context_server.server.state import client_agent_id
-from tests.conftest import ALICE, ERAS, connect, fails, ok, run_cli
+from shared_context_server.store import Target
+from tests.conftest import ALICE, ENGINES, ERAS, connect, fails, ok, run_cli
 
 
 def nested(depth: int, leaf: Any = 1) -> Any:
@@ -68,11 +69,13 @@ async def test_metadata_and_values_nested_past_the_limit_are_refused_naming_the_
         assert "metadata" in text
 
 
-async def test_records_data_and_filters_nested_past_the_limit_are_refused(tmp_path: Path) -> None:
-    store = await RecordsStore.open(tmp_path / "r.db")
+@pytest.mark.parametrize("engine", ENGINES)
+async def test_records_data_and_filters_nested_past_the_limit_are_refused(
+    engine: str, make_target: Callable[[str], Target]
+) -> None:
+    store = await RecordsStore.open(_records_target(make_target(engine)))
     try:
-        async with store.db.write() as tx:
-            await rows.make_table(tx, "t", {"doc": "JSON", "title": "TEXT"}, None)
+        await rows.create_table(store, ALICE, "t", {"doc": "JSON", "title": "TEXT"})
         with pytest.raises(BlackboardError) as info:
             await rows.insert_record(store, ALICE, "t", {"doc": {"k": nested(MAX_JSON_DEPTH)}})
         assert info.value.code == "LIMIT_EXCEEDED" and "data" in info.value.message
@@ -113,13 +116,25 @@ def test_a_client_name_with_bidi_or_format_characters_becomes_a_plain_id() -> No
     assert client_agent_id("Claude\u202e Code\u200b/x\x00y") == "Claude-Code-x-y"
 
 
+def _records_target(target: Target) -> Target:
+    return target.with_name("r.db") if isinstance(target, Path) else target
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[RecordsStore]:
-    records = await RecordsStore.open(tmp_path / "r.db", raw_query_seconds=2.0)
-    async with records.db.write() as tx:
-        await rows.make_table(tx, "t", {"title": "TEXT"}, None)
+async def store(engine: str, make_target: Callable[[str], Target]) -> AsyncIterator[RecordsStore]:
+    target = _records_target(make_target(engine))
+    records = await RecordsStore.open(target, raw_query_seconds=2.0)
+    await rows.create_table(records, ALICE, "t", {"title": "TEXT"})
     yield records
     await records.close()
+
+
+SQLITE_ONLY = pytest.mark.parametrize("engine", ["sqlite"])  # SQLite's own functions
 
 
 @pytest.mark.parametrize(
@@ -131,6 +146,7 @@ async def store(tmp_path: Path) -> AsyncIterator[RecordsStore]:
         " SELECT group_concat(hex(randomblob(1000))) FROM r",
     ],
 )
+@SQLITE_ONLY
 async def test_raw_queries_cannot_allocate_past_the_value_limit(
     store: RecordsStore, query: str
 ) -> None:
@@ -153,6 +169,7 @@ async def test_raw_queries_cannot_allocate_past_the_value_limit(
         "SELECT hex(zeroblob(500000)) LIKE '%' || hex(zeroblob(5000)) || 'b'",
     ],
 )
+@SQLITE_ONLY
 async def test_raw_queries_cannot_fill_memory_or_time_through_many_values_or_long_patterns(
     store: RecordsStore, query: str
 ) -> None:
@@ -181,6 +198,7 @@ async def test_a_like_filter_longer_than_its_limit_is_refused_by_name(
         "SELECT readfile('/etc/passwd')",
     ],
 )
+@SQLITE_ONLY
 async def test_dangerous_functions_are_refused_by_the_authorizer(
     store: RecordsStore, query: str
 ) -> None:

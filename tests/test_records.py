@@ -1,41 +1,59 @@
-"""The records toolset's domain on real files: tables, values, filters, raw-query guard."""
+"""The records toolset's domain on both engines (a real file, a real PostgreSQL database):
+tables, values, filters, the raw-query guard."""
 
 from __future__ import annotations
 
 import os
 import sqlite3
 import stat
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from shared_context_server.blackboard.records import raw, rows
-from shared_context_server.blackboard.records.store import RecordsStore, records_path
-from shared_context_server.db import Database
+from shared_context_server.blackboard.records.postgres import CONFINED_ROLE
+from shared_context_server.blackboard.records.raw_pg import PgRawQueries
+from shared_context_server.blackboard.records.store import RecordsStore
 from shared_context_server.errors import BlackboardError
-from tests.conftest import ALICE, BOB
+from shared_context_server.store import Target, open_store
+from tests.conftest import ALICE, BOB, ENGINES
 
 TASKS = {"title": "TEXT NOT NULL", "claimed_by": "TEXT", "priority": "INTEGER", "done": "BOOLEAN"}
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[RecordsStore]:
-    main = await Database.open(tmp_path / "bb.db")  # a real blackboard beside it
-    records = await RecordsStore.open(records_path(main.path), raw_query_seconds=0.5)
-    yield records
-    await records.close()
-    await main.close()
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@asynccontextmanager
+async def opened(target: Target, **options: Any) -> AsyncIterator[RecordsStore]:
+    """The shared tables of the blackboard at `target`, as a server opens them."""
+    main = await open_store(target)  # a real blackboard beside (or around) them
+    records = await RecordsStore.beside(main, raw_query_seconds=0.5, **options)
+    try:
+        yield records
+    finally:
+        await records.close()
+        await main.close()
 
 
 @pytest.fixture
-async def writable(tmp_path: Path) -> AsyncIterator[RecordsStore]:
-    records = await RecordsStore.open(
-        tmp_path / "w-records.db", allow_raw_writes=True, raw_query_seconds=0.5
-    )
-    yield records
-    await records.close()
+async def store(engine: str, make_target: Callable[[str], Target]) -> AsyncIterator[RecordsStore]:
+    async with opened(make_target(engine)) as records:
+        yield records
+
+
+@pytest.fixture
+async def writable(
+    engine: str, make_target: Callable[[str], Target]
+) -> AsyncIterator[RecordsStore]:
+    async with opened(make_target(engine), allow_raw_writes=True) as records:
+        yield records
 
 
 async def board(store: RecordsStore, *titles: str) -> None:
@@ -52,12 +70,21 @@ async def refused(code: str, call: Any) -> str:
 
 
 async def test_records_live_in_their_own_private_wal_file_beside_the_blackboard(
-    store: RecordsStore, tmp_path: Path
+    store: RecordsStore, tmp_path: Path, engine: str
 ) -> None:
     await board(store, "a")
-    assert store.db.path == tmp_path / "bb-records.db"
-    assert stat.S_IMODE(os.stat(store.db.path).st_mode) == 0o600
-    assert (await store.db.fetchone("PRAGMA journal_mode"))[0] == "wal"  # type: ignore[index]
+    if engine == "postgres":
+        # In the schema `records` of the blackboard's own database, not beside its tables.
+        found = await store.db.read(
+            "SELECT table_schema, table_name FROM information_schema.tables"
+            " WHERE table_name IN ('tasks', 'messages') ORDER BY table_name"
+        )
+        assert [tuple(r) for r in found] == [("public", "messages"), ("records", "tasks")]
+        return
+    path = tmp_path / "bb-records.db"
+    assert store.db.where == str(path)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert (await store.db.read("PRAGMA journal_mode"))[0][0] == "wal"
     blackboard = sqlite3.connect(tmp_path / "bb.db")
     names = {r[0] for r in blackboard.execute("SELECT name FROM sqlite_master")}
     assert "messages" in names and "tasks" not in names
@@ -94,7 +121,7 @@ async def test_column_types_outside_the_whitelist_are_refused(
     assert "TEXT, INTEGER" in text or "NOT NULL and UNIQUE" in text
 
 
-async def test_values_of_every_type_round_trip(store: RecordsStore) -> None:
+async def test_values_of_every_type_round_trip(store: RecordsStore, engine: str) -> None:
     columns = {
         "t": "text",
         "i": "INTEGER",
@@ -120,8 +147,17 @@ async def test_values_of_every_type_round_trip(store: RecordsStore) -> None:
     expected = {"id": 1, **data, "r": 2.0}
     assert inserted == {"id": 1, "record": expected}
     assert (await rows.query_records(store, ALICE, "kinds"))["records"] == [expected]
-    blob = await store.db.fetchone("SELECT x, typeof(j), b FROM kinds")
-    assert blob is not None and tuple(blob) == (b"\x00\x01\x02\xff", "text", 1)
+    # As stored: bytes, JSON as the text given, a boolean as 0/1 or true.
+    if engine == "sqlite":
+        stored = await store.db.read_one("SELECT x, typeof(j), b FROM kinds")
+        assert stored is not None and tuple(stored) == (b"\x00\x01\x02\xff", "text", 1)
+    else:
+        stored = await store.db.read_one("SELECT x, j, b FROM records.kinds")
+        assert stored is not None and tuple(stored) == (
+            b"\x00\x01\x02\xff",
+            '{"big":1180591620717411303424,"list":[1,"two",null]}',
+            True,
+        )
 
 
 @pytest.mark.parametrize(
@@ -330,15 +366,54 @@ FORBIDDEN_ALWAYS = [
     "SELECT * FROM temp.sqlite_master",
     "SELECT load_extension('x')",
 ]
+# The same intents on PostgreSQL, and the ways out of a role taken with SET ROLE.
+PG_FORBIDDEN = [
+    "SET ROLE postgres",
+    "RESET ROLE",
+    "SET statement_timeout = 0",
+    "SELECT set_config('role', 'postgres', true)",
+    "SELECT \"set_config\"('role', 'postgres', true)",
+    "SELECT pg_catalog.set_config('statement_timeout', '0', false), pg_sleep(2)",
+    "UPDATE pg_settings SET setting = 'postgres' WHERE name = 'role'",
+    "SELECT query_to_xml('SELECT * FROM public.messages', true, true, '')",
+    "SELECT * FROM public.messages",
+    "TABLE public.audit_log",
+    "SELECT * FROM public.sessions",
+    "CREATE TABLE t2 (a int)",
+    "CREATE TEMP TABLE t2 (a int)",
+    "DROP TABLE tasks",
+    "ALTER TABLE tasks ADD COLUMN x int",
+    "CREATE INDEX i ON tasks (title)",
+    "SELECT * INTO t2 FROM tasks",
+    "SELECT * INTO TEMP t2 FROM tasks",
+    "WITH x AS (SELECT 1) SELECT * INTO public.t3 FROM x",
+    "COPY tasks TO PROGRAM 'touch /tmp/scs-pwned'",
+    "COPY (SELECT 1) TO '/tmp/scs-pwned'",
+    "SELECT pg_read_file('/etc/passwd')",
+    "SELECT lo_import('/etc/passwd')",
+    "SELECT pg_advisory_lock(1)",
+    "SELECT 1; SELECT * FROM public.messages",
+    "SELECT 1 /* ; */ ; DROP TABLE tasks",
+    "DO $$ BEGIN PERFORM 1; END $$",
+    "SELECT $$x$$",
+    "SELECT E'\\' ; DROP TABLE tasks; --'",
+    "BEGIN",
+    "COMMIT",
+    "SAVEPOINT s",
+    "LOCK TABLE tasks",
+    "VACUUM",
+    "GRANT SELECT ON tasks TO PUBLIC",
+]
 WRITES = [
     "INSERT INTO tasks (title) VALUES ('x')",
-    "UPDATE tasks SET done = 1",
+    "UPDATE tasks SET done = true",
     "DELETE FROM tasks",
     "INSERT INTO tasks (title) VALUES ('x') RETURNING id",
 ]
+FORBIDDEN = [("sqlite", q) for q in FORBIDDEN_ALWAYS] + [("postgres", q) for q in PG_FORBIDDEN]
 
 
-@pytest.mark.parametrize("query", FORBIDDEN_ALWAYS + WRITES)
+@pytest.mark.parametrize(("engine", "query"), FORBIDDEN + [(e, q) for e in ENGINES for q in WRITES])
 async def test_raw_queries_are_read_only_without_the_flag(store: RecordsStore, query: str) -> None:
     await board(store, "a")
     await refused("INVALID_INPUT", raw.execute_raw_query(store, ALICE, query))
@@ -346,7 +421,7 @@ async def test_raw_queries_are_read_only_without_the_flag(store: RecordsStore, q
     assert [(r["title"], r["done"]) for r in page["records"]] == [("a", None)]
 
 
-@pytest.mark.parametrize("query", FORBIDDEN_ALWAYS)
+@pytest.mark.parametrize(("engine", "query"), FORBIDDEN)
 async def test_raw_writes_still_refuse_schema_attach_pragma_and_transactions(
     writable: RecordsStore, query: str
 ) -> None:
@@ -355,6 +430,10 @@ async def test_raw_writes_still_refuse_schema_attach_pragma_and_transactions(
     assert [t["table_name"] for t in (await rows.list_tables(writable, ALICE))["tables"]] == [
         "tasks"
     ]
+    # Still confined: the next statement runs as the raw-query role, within its limits.
+    if isinstance(writable.raw, PgRawQueries):
+        who = await raw.execute_raw_query(writable, ALICE, "SELECT current_user")
+        assert who["rows"] == [[CONFINED_ROLE]]
 
 
 async def test_raw_writes_change_rows_when_allowed(writable: RecordsStore) -> None:
@@ -399,9 +478,20 @@ async def test_an_endless_row_stream_is_cut_at_the_row_cap(store: RecordsStore) 
     ],
 )
 async def test_blackboard_tables_do_not_exist_for_raw_queries(
-    store: RecordsStore, query: str
+    store: RecordsStore, query: str, engine: str
 ) -> None:
     text = await refused("NOT_FOUND", raw.execute_raw_query(store, ALICE, query))
     assert "not reachable" in text
-    listed = await raw.execute_raw_query(store, ALICE, "SELECT name FROM sqlite_master")
-    assert listed["rows"] == []
+    if engine == "sqlite":
+        listed = await raw.execute_raw_query(store, ALICE, "SELECT name FROM sqlite_master")
+        assert listed["rows"] == []
+
+
+async def test_a_raw_query_cannot_outlast_its_timeout_on_either_engine(
+    store: RecordsStore, engine: str
+) -> None:
+    sleep = "SELECT pg_sleep(10)" if engine == "postgres" else RUNAWAY
+    with anyio.fail_after(8):
+        text = await refused("LIMIT_EXCEEDED", raw.execute_raw_query(store, ALICE, sleep))
+    assert "0.5 s" in text
+    assert (await raw.execute_raw_query(store, ALICE, "SELECT 1"))["rows"] == [[1]]

@@ -5,20 +5,25 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 
-from tests.conftest import fails, ok, spawn
+from shared_context_server.store import Target
+from tests.conftest import ENGINES, fails, ok, spawn
 
 RECORDS = ("--toolsets", "core,records")
 TASKS = 30
 
 
-async def test_two_agent_processes_claim_each_task_exactly_once(tmp_path: Path) -> None:
-    db = tmp_path / "bb.db"
+@pytest.mark.parametrize("engine", ENGINES)
+async def test_two_agent_processes_claim_each_task_exactly_once(
+    engine: str, make_target: Callable[[str], Target]
+) -> None:
+    db: Any = make_target(engine)
     board_ready = anyio.Event()
     connected = {"alice": anyio.Event(), "bob": anyio.Event()}
     won: dict[str, list[int]] = {"alice": [], "bob": []}
@@ -59,10 +64,18 @@ async def test_two_agent_processes_claim_each_task_exactly_once(tmp_path: Path) 
     assert sorted(won["alice"] + won["bob"]) == list(range(1, TASKS + 1))  # each once
     # They really raced: both claim loops ran at the same time (who wins what is timing).
     assert max(a for a, _ in spans.values()) < min(b for _, b in spans.values())
-    stored = sqlite3.connect(tmp_path / "bb-records.db").execute(
-        "SELECT id, claimed_by FROM tasks ORDER BY id"
-    )
-    assert {task_id: owner for task_id, owner in stored} == {
+    if engine == "sqlite":
+        stored = sqlite3.connect(db.with_name("bb-records.db")).execute(
+            "SELECT id, claimed_by FROM tasks ORDER BY id"
+        )
+        found = {task_id: owner for task_id, owner in stored}
+    else:
+        import psycopg
+
+        with psycopg.connect(db) as conn:
+            rows = conn.execute("SELECT id, claimed_by FROM records.tasks ORDER BY id")
+            found = {task_id: owner for task_id, owner in rows}
+    assert found == {
         **{i: "alice" for i in won["alice"]},
         **{i: "bob" for i in won["bob"]},
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,16 +14,23 @@ from mcp.shared.exceptions import MCPError
 from shared_context_server.config import Settings
 from shared_context_server.server.records_tools import RECORDS_TOOLS
 from shared_context_server.server.toolsets import tool_list_size_for
-from tests.conftest import ERAS, connect, fails, ok
+from shared_context_server.store import Target
+from tests.conftest import ENGINES, ERAS, connect, fails, ok
 
 pytestmark = pytest.mark.parametrize("era", ERAS)
 
 CORE_AND_RECORDS = frozenset({"core", "records"})
 
 
-def settings(tmp_path: Path, toolsets: frozenset[str] = CORE_AND_RECORDS, **more: Any) -> Settings:
+@pytest.fixture(params=ENGINES)
+def target(request: pytest.FixtureRequest, make_target: Callable[[str], Target]) -> Target:
+    """The blackboard of one test, on each engine in turn."""
+    return make_target(str(request.param))
+
+
+def settings(target: Target, toolsets: frozenset[str] = CORE_AND_RECORDS, **more: Any) -> Settings:
     return Settings(
-        db_path=tmp_path / "bb.db",
+        db_path=target,
         agent_id="alice",
         agent_id_source="flag",
         toolsets=toolsets,
@@ -33,7 +41,7 @@ def settings(tmp_path: Path, toolsets: frozenset[str] = CORE_AND_RECORDS, **more
 async def test_records_tools_are_neither_listed_nor_callable_by_default(
     tmp_path: Path, era: str
 ) -> None:
-    async with connect(era, settings(tmp_path, frozenset({"core"}))) as s:
+    async with connect(era, settings(tmp_path / "bb.db", frozenset({"core"}))) as s:
         names = {t.name for t in (await s.list_tools()).tools}
         assert names and not names & set(RECORDS_TOOLS)
         with pytest.raises(MCPError) as info:
@@ -43,7 +51,7 @@ async def test_records_tools_are_neither_listed_nor_callable_by_default(
 
 
 async def test_the_records_toolset_lists_strict_compact_tools(tmp_path: Path, era: str) -> None:
-    async with connect(era, settings(tmp_path, frozenset({"records"}))) as s:
+    async with connect(era, settings(tmp_path / "bb.db", frozenset({"records"}))) as s:
         tools = (await s.list_tools()).tools
     assert {t.name for t in tools} == set(RECORDS_TOOLS)
     for tool in tools:
@@ -64,8 +72,8 @@ async def test_the_records_toolset_lists_strict_compact_tools(tmp_path: Path, er
     assert tool_list_size_for(frozenset({"records"})) < 5_500
 
 
-async def test_a_task_board_through_every_records_tool(tmp_path: Path, era: str) -> None:
-    async with connect(era, settings(tmp_path)) as s:
+async def test_a_task_board_through_every_records_tool(target: Target, era: str) -> None:
+    async with connect(era, settings(target)) as s:
         made = await ok(
             s,
             "create_table",
@@ -119,9 +127,9 @@ async def test_a_task_board_through_every_records_tool(tmp_path: Path, era: str)
     ],
 )
 async def test_records_mistakes_come_back_as_coded_errors(
-    tmp_path: Path, era: str, tool: str, arguments: dict[str, Any], code: str
+    target: Target, era: str, tool: str, arguments: dict[str, Any], code: str
 ) -> None:
-    async with connect(era, settings(tmp_path)) as s:
+    async with connect(era, settings(target)) as s:
         await ok(s, "create_table", table_name="tasks", columns={"title": "TEXT NOT NULL"})
         await ok(s, "insert_record", table_name="tasks", data={"title": "keep me"})
         await fails(s, tool, code, **arguments)
@@ -129,8 +137,8 @@ async def test_records_mistakes_come_back_as_coded_errors(
         assert [r["title"] for r in page["records"]] == ["keep me"]
 
 
-async def test_raw_writes_follow_the_process_setting(tmp_path: Path, era: str) -> None:
-    async with connect(era, settings(tmp_path, allow_raw_writes=True)) as s:
+async def test_raw_writes_follow_the_process_setting(target: Target, era: str) -> None:
+    async with connect(era, settings(target, allow_raw_writes=True)) as s:
         await ok(s, "create_table", table_name="notes", columns={"text": "TEXT"})
         wrote = await ok(
             s, "execute_raw_query", query="INSERT INTO notes (text) VALUES (?)", params=["hi"]
@@ -158,9 +166,9 @@ async def test_raw_writes_follow_the_process_setting(tmp_path: Path, era: str) -
 
 
 async def test_every_records_write_is_in_the_audit_trail_with_its_row_count(
-    tmp_path: Path, era: str
+    target: Target, era: str
 ) -> None:
-    async with connect(era, settings(tmp_path)) as s:
+    async with connect(era, settings(target)) as s:
         await ok(
             s, "create_table", table_name="tasks", columns={"title": "TEXT", "done": "INTEGER"}
         )

@@ -166,6 +166,17 @@ async def trim_audit_log(db: Store, retention_days: int, *, now: datetime | None
     return await OLD_AUDIT.delete_batch(db, cutoff, TRIM_BATCH)
 
 
+def table_write_entry(agent: Agent, action: str, table: str, count: int) -> tuple[Any, ...]:
+    rows = f"{count} row" if count == 1 else f"{count} rows"
+    return entry(agent, action, target=f"table:{table}", detail=rows)
+
+
+def log_table_write(conn: Conn, agent: Agent, action: str, table: str, count: int) -> None:
+    """Log a records-toolset write inside its own transaction: on PostgreSQL the shared
+    tables and the audit trail are one database."""
+    write_entry(conn, table_write_entry(agent, action, table, count))
+
+
 async def record_table_write(db: Store, agent: Agent, action: str, table: str, count: int) -> None:
     """Log a records-toolset write. The tables live in another file, and two SQLite files
     in WAL mode share no atomic transaction, so this entry follows the records commit; if

@@ -9,7 +9,6 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -21,7 +20,7 @@ from mcp.shared.exceptions import MCPError
 from pydantic import ValidationError
 
 from shared_context_server.about import PACKAGE, package_version
-from shared_context_server.blackboard.audit import record_refusal, record_table_write
+from shared_context_server.blackboard.audit import record_refusal
 from shared_context_server.blackboard.changes import ChangeFeed
 from shared_context_server.blackboard.identity import Agent
 from shared_context_server.blackboard.lease import new_holder_id, release_lease
@@ -35,7 +34,6 @@ from shared_context_server.errors import (
     BlackboardError,
     InvalidInput,
     PermissionDenied,
-    StorageError,
     TokenInvalid,
 )
 from shared_context_server.instructions import AGENT_INSTRUCTIONS
@@ -221,7 +219,7 @@ async def _running(
     )
     indexer = Indexer(database)
     if records is not None:
-        records.on_write = partial(record_table_write, database)
+        records.audit_into(database)
     stop_poking = database.on_commit(feed.poke)
     stop_indexing = database.on_commit(indexer.poke)
     await feed.start()
@@ -260,17 +258,11 @@ def init_options(server: Server[AppState]) -> InitializationOptions:
 
 
 async def open_records(settings: Settings, db: Store) -> RecordsStore:
-    """The records file beside the blackboard file. Raises StorageError."""
-    from shared_context_server.blackboard.records.store import RecordsStore, records_path
+    """The shared tables of the blackboard `db`: the file beside it (SQLite), or the
+    records schema of its database (PostgreSQL). Raises StorageError."""
+    from shared_context_server.blackboard.records.store import RecordsStore
 
-    if db.engine != "sqlite":
-        raise StorageError(
-            "the records toolset does not run on PostgreSQL yet; serve without "
-            "--toolsets records on a PostgreSQL --db."
-        )
-    return await RecordsStore.open(
-        records_path(Path(db.where)), allow_raw_writes=settings.allow_raw_writes
-    )
+    return await RecordsStore.beside(db, allow_raw_writes=settings.allow_raw_writes)
 
 
 async def serve_stdio(settings: Settings, interactive: bool = False) -> None:

@@ -169,8 +169,8 @@ _ROWS = (
     ToolSpec(
         name="execute_raw_query",
         description=(
-            "One SQLite statement over the shared tables, ? params. Read-only unless the "
-            "server allows raw writes; time and row limits."
+            "One SQL statement (the engine's: SQLite or PostgreSQL) over the shared tables, "
+            "? params. Read-only unless the server allows raw writes; time and row limits."
         ),
         input_model=r.RawQuery,
         output_model=r.RawResult,

@@ -22,7 +22,8 @@ import anyio
 
 from shared_context_server.blackboard.identity import Agent
 from shared_context_server.blackboard.limits import DEFAULT_LIMITS, Limits, check_text
-from shared_context_server.blackboard.records.schema import INT64, decode, sql_error
+from shared_context_server.blackboard.records.failures import sql_error
+from shared_context_server.blackboard.records.schema import INT64, decode
 from shared_context_server.db import Database, Fetched
 from shared_context_server.errors import BlackboardError, InvalidInput, LimitExceeded
 from shared_context_server.transactions import ResultTooLarge
@@ -202,6 +203,14 @@ class RawQueries:
     async def close(self) -> None:
         await self.db.close()
 
+    @property
+    def wanted_write(self) -> bool:
+        return self.guard.wanted_write
+
+    @property
+    def written(self) -> set[str]:
+        return self.guard.written
+
     async def run(self, query: str, params: Sequence[Any], *, writes: bool) -> Fetched:
         """Run one statement, at most max_rows + 1 rows back. Raises BlackboardError."""
         # Shielded: a cancelled await does not stop the statement on aiosqlite's thread,
@@ -285,9 +294,9 @@ class RawQueries:
         return sql_error(error, "execute_raw_query")
 
 
-def _param(value: Any, index: int) -> Any:
+def _param(value: Any, index: int, native_booleans: bool) -> Any:
     if isinstance(value, bool):
-        return int(value)
+        return value if native_booleans else int(value)
     if isinstance(value, int) and not INT64[0] <= value <= INT64[1]:
         raise InvalidInput(f"params[{index}] is outside 64-bit integers.", argument="params")
     if value is None or isinstance(value, str | int | float):
@@ -315,19 +324,24 @@ async def execute_raw_query(
     if not query.strip():
         raise InvalidInput("query is empty; send one SQL statement.", argument="query")
     check_text(query, "query", limits.max_content_chars, "Send a shorter statement.")
-    bound = [_param(value, i) for i, value in enumerate(params or ())]
+    native = store.dialect.native_booleans
+    bound = [_param(value, i, native) for i, value in enumerate(params or ())]
     raw = store.raw
     writes = raw.allow_writes and ("write" in agent.permissions or agent.is_admin)
     try:
-        fetched = await raw.run(query, bound, writes=writes)
+        if isinstance(raw, RawQueries):
+            fetched = await raw.run(query, bound, writes=writes)
+        else:  # PostgreSQL: the audit entry is written in the statement's transaction
+            log = store.inside_log(agent, "execute_raw_query")
+            fetched = await raw.run(query, bound, writes=writes, log=log)
     except InvalidInput:
-        if raw.allow_writes and raw.guard.wanted_write:
+        if raw.allow_writes and raw.wanted_write:
             # The server allows raw writes; this agent lacks the permission.
             agent.require("write", "a raw query that changes rows")
         raise
     if writes and fetched.changes:
         await store.record_write(
-            agent, "execute_raw_query", ",".join(sorted(raw.guard.written)), fetched.changes
+            agent, "execute_raw_query", ",".join(sorted(raw.written)), fetched.changes
         )
     truncated = len(fetched.rows) > raw.max_rows
     rows: list[list[Any]] = []

@@ -1,46 +1,102 @@
-"""Tables and rows of the records file: create, list, describe, insert, query, update, delete.
+"""Tables and rows of the shared tables: create, list, describe, insert, query, update, delete.
 
-Each write is one short BEGIN IMMEDIATE transaction on the records connection, so a
-conditional update (`claimed_by IS NULL`) claims a row for exactly one of many processes.
-A table's columns are read before its rows are touched; tables cannot be altered once
-made (raw queries cannot run DDL), so that read cannot go stale.
+One implementation for both engines (records/dialect.py holds what differs). Each write
+is one short transaction through the Store, so a conditional update (`claimed_by IS
+NULL`) claims a row for exactly one of many processes. A table's columns are read before
+its rows are touched; tables cannot be altered once made (raw queries cannot run DDL),
+so that read cannot go stale.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from shared_context_server.blackboard.identity import Agent
 from shared_context_server.blackboard.limits import DEFAULT_LIMITS, Limits, check_depth
+from shared_context_server.blackboard.records.failures import is_postgres_error, sql_error
 from shared_context_server.blackboard.records.schema import (
     IDENTIFIER,
     INT64,
-    LIST_TABLES,
     Column,
     Table,
+    bind,
+    check_identifier,
     decode,
-    describe,
+    describe_rows,
     encode,
     load_table,
     make_table,
     quote,
-    sql_error,
 )
 from shared_context_server.blackboard.records.store import RecordsStore
 from shared_context_server.errors import BlackboardError, InvalidInput
+from shared_context_server.store import Conn
 
 OPERATORS = ("=", "!=", "<", "<=", ">", ">=", "like", "in", "is_null")
 # SQLite matches a LIKE pattern in one step, in time that grows with the pattern's length
 # times the value's: a long pattern over long values would hold the connection for minutes.
 MAX_LIKE_PATTERN = 100
-# IS and IS NOT instead of = and !=: null-safe, so {"claimed_by": null} finds unclaimed
-# rows and {"owner": {"!=": "bob"}} includes rows with no owner.
-_COMPARE = {"=": "IS", "!=": "IS NOT", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
+_ORDER = {"<": "<", "<=": "<=", ">": ">", ">=": ">="}
 MAX_QUERY_LIMIT = 500
 MAX_IN_VALUES = 500
+T = TypeVar("T")
+
+
+async def _write(
+    store: RecordsStore,
+    agent: Agent,
+    action: str,
+    table: str,
+    work: Callable[[Conn], tuple[T, int]],
+) -> T:
+    """Run `work` (its result, and the rows it changed) in one transaction, with its audit
+    entry inside it where the engine allows (PostgreSQL) or after its commit (SQLite)."""
+    hook = store.log_inside
+
+    def unit(conn: Conn) -> tuple[T, int]:
+        result, count = work(conn)
+        if hook is not None:
+            hook(conn, agent, action, table, count)
+        return result, count
+
+    try:
+        result, count = await store.db.transact(unit)
+    except BlackboardError:
+        raise
+    except Exception as error:
+        if isinstance(error, sqlite3.Error) or is_postgres_error(error):
+            store.tables.clear()
+            raise sql_error(error, action) from None
+        raise
+    await store.record_write(agent, action, table, count)
+    return result
+
+
+async def _load(store: RecordsStore, name: str) -> Table:
+    """A table's columns, read once per process: tables cannot be altered once made (no
+    tool drops or alters one, raw queries cannot run DDL), so they cannot go stale; an
+    engine error forgets them all, in case someone outside the tools did."""
+    check_identifier(name, "table_name")
+    table = store.tables.get(name.lower())
+    if table is None:
+        table = await load_table(store.db, store.dialect, name)
+        store.tables[name.lower()] = table
+    return table
+
+
+async def _read(store: RecordsStore, action: str, sql: str, params: Sequence[Any]) -> list[Any]:
+    try:
+        return await store.db.read(sql, params)
+    except BlackboardError:
+        raise
+    except Exception as error:
+        if isinstance(error, sqlite3.Error) or is_postgres_error(error):
+            store.tables.clear()
+            raise sql_error(error, action) from None
+        raise
 
 
 async def create_table(
@@ -52,23 +108,31 @@ async def create_table(
 ) -> dict[str, Any]:
     """A new shared table. Raises InvalidInput, Conflict (exists), PermissionDenied."""
     agent.require("write", "create_table")
-    try:
-        async with store.db.write() as tx:
-            table = await make_table(tx, table_name, columns, primary_key)
-            described = await describe(tx, table)
-    except sqlite3.Error as error:
-        raise sql_error(error, "create_table") from None
-    await store.record_write(agent, "create_table", table.name, 0)
+    dialect = store.dialect
+
+    def work(conn: Conn) -> tuple[dict[str, Any], int]:
+        if dialect.serialize_ddl:
+            conn.execute(dialect.serialize_ddl)  # "Tasks" and "tasks" are one name
+        table = make_table(conn, dialect, table_name, columns, primary_key)
+        if dialect.engine == "postgres":
+            from shared_context_server.blackboard.records.postgres import grant_table
+
+            grant_table(conn, table.qualified)
+        unique = conn.execute(dialect.unique_columns, (table.name,)).fetchall()
+        return describe_rows(table, unique), 0
+
+    described = await _write(store, agent, "create_table", table_name, work)
     return described
 
 
 async def list_tables(store: RecordsStore, agent: Agent) -> dict[str, Any]:
     agent.require("read", "list_tables")
     tables = []
-    for row in await store.db.fetchall(LIST_TABLES):
+    for row in await _read(store, "list_tables", store.dialect.list_tables, ()):
         name = str(row["name"])
         if IDENTIFIER.match(name):  # a table made by another tool with an odd name is skipped
-            count = await store.db.fetchone(f"SELECT count(*) FROM {quote(name)}")  # noqa: S608
+            qualified = store.dialect.prefix + quote(name)
+            count = await store.db.read_one(f"SELECT count(*) FROM {qualified}")  # noqa: S608
             tables.append({"table_name": name, "row_count": int(count[0]) if count else 0})
     return {"tables": tables}
 
@@ -76,7 +140,9 @@ async def list_tables(store: RecordsStore, agent: Agent) -> dict[str, Any]:
 async def describe_table(store: RecordsStore, agent: Agent, table_name: str) -> dict[str, Any]:
     """Columns of a table. Raises InvalidInput, NotFound."""
     agent.require("read", "describe_table")
-    return await describe(store.db, await load_table(store.db, table_name))
+    table = await _load(store, table_name)
+    unique = await store.db.read(store.dialect.unique_columns, (table.name,))
+    return describe_rows(table, unique)
 
 
 async def insert_record(
@@ -91,22 +157,41 @@ async def insert_record(
     Raises NotFound (table, column), InvalidInput (type), Conflict (constraint).
     """
     agent.require("write", "insert_record")
-    table = await load_table(store.db, table_name)
+    table = await _load(store, table_name)
     columns, values = _assignments(table, data, "data", limits)
+    returning = f" RETURNING {table.row_id}, {table.select_list}"
     if columns:
         names = ", ".join(quote(c.name) for c in columns)
         marks = ", ".join(["?"] * len(columns))
-        sql = f"INSERT INTO {quote(table.name)} ({names}) VALUES ({marks}) RETURNING rowid, *"  # noqa: S608
+        sql = f"INSERT INTO {table.qualified} ({names}) VALUES ({marks}){returning}"  # noqa: S608
     else:
-        sql = f"INSERT INTO {quote(table.name)} DEFAULT VALUES RETURNING rowid, *"  # noqa: S608
-    try:
-        async with store.db.write() as tx:
-            row = await tx.fetchone(sql, values)
-    except sqlite3.Error as error:
-        raise sql_error(error, "insert_record") from None
+        sql = f"INSERT INTO {table.qualified} DEFAULT VALUES{returning}"
+    given_key = _given_serial_key(table, columns, values)
+
+    def work(conn: Conn) -> tuple[Any, int]:
+        row = conn.execute(sql, values).fetchone()
+        if given_key is not None:
+            from shared_context_server.blackboard.records.postgres import BUMP_SEQUENCE
+
+            name, value = given_key
+            conn.execute(BUMP_SEQUENCE, (value, table.qualified, name, value))
+        return row, 1
+
+    row = await _write(store, agent, "insert_record", table.name, work)
     assert row is not None  # RETURNING of a successful insert
-    await store.record_write(agent, "insert_record", table.name, 1)
     return {"id": row[0], "record": _record(table, tuple(row)[1:])}
+
+
+def _given_serial_key(
+    table: Table, columns: list[Column], values: list[Any]
+) -> tuple[str, int] | None:
+    """On PostgreSQL, the INTEGER key an insert gives itself, whose sequence must pass it."""
+    if table.dialect.engine != "postgres":
+        return None
+    for column, value in zip(columns, values, strict=True):
+        if quote(column.name) == table.row_id and isinstance(value, int):
+            return column.name, value
+    return None
 
 
 async def query_records(
@@ -132,18 +217,15 @@ async def query_records(
             f"offset must be 0 to {INT64[1]:,} (a 64-bit integer); got {offset}.",
             argument="offset",
         )
-    table = await load_table(store.db, table_name)
+    table = await _load(store, table_name)
     where, params = _where(table, filters, limits)
-    order = " ORDER BY rowid"  # a stable order, so offset pages neither skip nor repeat
+    order = f" ORDER BY {table.row_id}"  # a stable order: offset pages neither skip nor repeat
     if order_by:
         descending = order_by.startswith("-")
         column = table.column(order_by.removeprefix("-"), "order_by")
-        order = f" ORDER BY {quote(column.name)}{' DESC' if descending else ''}, rowid"
-    sql = f"SELECT * FROM {quote(table.name)}{where}{order} LIMIT ? OFFSET ?"  # noqa: S608
-    try:
-        rows = await store.db.fetchall(sql, (*params, limit + 1, offset))
-    except sqlite3.Error as error:
-        raise sql_error(error, "query_records") from None
+        order = f" ORDER BY {quote(column.name)}{' DESC' if descending else ''}, {table.row_id}"
+    sql = f"SELECT {table.select_list} FROM {table.qualified}{where}{order} LIMIT ? OFFSET ?"  # noqa: S608
+    rows = await _read(store, "query_records", sql, (*params, limit + 1, offset))
     has_more = len(rows) > limit
     records: list[dict[str, Any]] = []
     chars = 0
@@ -171,13 +253,13 @@ async def update_record(
     Raises InvalidInput (empty filters without all_rows), NotFound, Conflict.
     """
     agent.require("write", "update_record")
-    table = await load_table(store.db, table_name)
+    table = await _load(store, table_name)
     where, params = _where(table, _require_filters(filters, all_rows, "update_record"), limits)
     columns, values = _assignments(table, data, "data", limits)
     if not columns:
         raise InvalidInput("data is empty; give {column: new value}.", argument="data")
     sets = ", ".join(f"{quote(c.name)} = ?" for c in columns)
-    sql = f"UPDATE {quote(table.name)} SET {sets}{where}"  # noqa: S608
+    sql = f"UPDATE {table.qualified} SET {sets}{where}"  # noqa: S608
     return await _change_rows(store, agent, "update_record", table.name, sql, (*values, *params))
 
 
@@ -194,9 +276,9 @@ async def delete_record(
     Raises InvalidInput (empty filters without all_rows), NotFound, Conflict.
     """
     agent.require("write", "delete_record")
-    table = await load_table(store.db, table_name)
+    table = await _load(store, table_name)
     where, params = _where(table, _require_filters(filters, all_rows, "delete_record"), limits)
-    sql = f"DELETE FROM {quote(table.name)}{where}"  # noqa: S608
+    sql = f"DELETE FROM {table.qualified}{where}"  # noqa: S608
     return await _change_rows(store, agent, "delete_record", table.name, sql, params)
 
 
@@ -204,13 +286,12 @@ async def _change_rows(
     store: RecordsStore, agent: Agent, action: str, table: str, sql: str, params: Sequence[Any]
 ) -> dict[str, Any]:
     """One UPDATE or DELETE in its own write transaction; `count` is the rows it changed."""
-    try:
-        async with store.db.write() as tx:
-            count = await tx.execute(sql, params)
-    except sqlite3.Error as error:
-        raise sql_error(error, action) from None
-    await store.record_write(agent, action, table, count)
-    return {"count": count}
+
+    def work(conn: Conn) -> tuple[int, int]:
+        count = conn.execute(sql, params).rowcount
+        return count, count
+
+    return {"count": await _write(store, agent, action, table, work)}
 
 
 def _record(table: Table, values: tuple[Any, ...]) -> dict[str, Any]:
@@ -229,7 +310,8 @@ def _assignments(
         if column in columns:
             raise InvalidInput(f"{argument} sets column {column.name} twice.", argument=argument)
         columns.append(column)
-        values.append(encode(column, value, argument, limits.max_content_chars))
+        encoded = encode(column, value, argument, limits.max_content_chars)
+        values.append(bind(table.dialect, column, encoded))
     return columns, values
 
 
@@ -263,14 +345,17 @@ def _where(table: Table, filters: dict[str, Any] | None, limits: Limits) -> tupl
         if not conditions:
             raise _bad_filter(column, "is an empty object; give {op: value}")
         for op, value in conditions.items():
-            clause, values = _condition(column, op, value, limits)
+            clause, values = _condition(table, column, op, value, limits)
             clauses.append(clause)
             params.extend(values)
     return " WHERE " + " AND ".join(clauses), params
 
 
-def _condition(column: Column, op: str, value: Any, limits: Limits) -> tuple[str, list[Any]]:
+def _condition(
+    table: Table, column: Column, op: str, value: Any, limits: Limits
+) -> tuple[str, list[Any]]:
     name = quote(column.name)
+    dialect = table.dialect
     if op == "is_null":
         if not isinstance(value, bool):
             raise _bad_filter(column, "is_null takes true or false")
@@ -278,7 +363,10 @@ def _condition(column: Column, op: str, value: Any, limits: Limits) -> tuple[str
     if op == "in":
         if not isinstance(value, list) or not 1 <= len(value) <= MAX_IN_VALUES:
             raise _bad_filter(column, f"in takes a list of 1-{MAX_IN_VALUES} values")
-        encoded = [encode(column, v, "filters", limits.max_content_chars) for v in value]
+        encoded = [
+            bind(dialect, column, encode(column, v, "filters", limits.max_content_chars))
+            for v in value
+        ]
         return f"{name} IN ({', '.join(['?'] * len(value))})", encoded
     if op == "like":
         if not isinstance(value, str):
@@ -287,12 +375,18 @@ def _condition(column: Column, op: str, value: Any, limits: Limits) -> tuple[str
             raise _bad_filter(
                 column, f"like takes a pattern of at most {MAX_LIKE_PATTERN} characters"
             )
-        return f"{name} LIKE ?", [value]
-    if op not in _COMPARE:
+        return f"{name} {dialect.like}", [value]
+    if op not in OPERATORS:
         raise _bad_filter(column, f"has unknown operator {op!r}; use one of {', '.join(OPERATORS)}")
-    if value is None and op not in ("=", "!="):
-        raise _bad_filter(column, f"{op} cannot compare with null; use is_null")
-    return f"{name} {_COMPARE[op]} ?", [encode(column, value, "filters", limits.max_content_chars)]
+    if value is None:
+        # Null-safe: {"claimed_by": null} finds unclaimed rows.
+        if op not in ("=", "!="):
+            raise _bad_filter(column, f"{op} cannot compare with null; use is_null")
+        return f"{name} IS {'' if op == '=' else 'NOT '}NULL", []
+    bound = bind(dialect, column, encode(column, value, "filters", limits.max_content_chars))
+    # {"owner": {"!=": "bob"}} includes rows with no owner.
+    compare = {"=": "=", "!=": dialect.distinct, **_ORDER}[op]
+    return f"{name} {compare} ?", [bound]
 
 
 def _bad_filter(column: Column, problem: str) -> BlackboardError:

@@ -11,60 +11,23 @@ import binascii
 import json
 import math
 import re
-import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from decimal import Decimal
+from typing import Any
 
-from shared_context_server.db import Params, Transaction
-from shared_context_server.errors import (
-    BlackboardError,
-    Conflict,
-    DatabaseBusy,
-    InvalidInput,
-    LimitExceeded,
-    NotFound,
-)
+from shared_context_server.blackboard.records.dialect import HIDDEN_ROW_ID, SQLITE, Dialect
+from shared_context_server.errors import Conflict, InvalidInput, LimitExceeded, NotFound
+from shared_context_server.store import Conn, Row, Store
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
-# Names SQLite gives the hidden row id; a column with one of them would shadow it.
+# Names SQLite gives the hidden row id; a column with one of them would shadow it (and on
+# PostgreSQL, `rowid` is the row id of a table keyed otherwise: dialect.HIDDEN_ROW_ID).
 ROW_ID_NAMES = frozenset({"rowid", "oid", "_rowid_"})
 MAX_COLUMNS = 64
-
-# Logical type -> declared SQLite type. The first word of a declared type is the logical
-# type. JSON and DATETIME carry TEXT so they get TEXT affinity: under the NUMERIC affinity
-# a bare "JSON" would have, the JSON text 12345678901234567890123 would become a float.
-# BOOLEAN keeps NUMERIC affinity and stores 0/1.
-TYPES: dict[str, str] = {
-    "TEXT": "TEXT",
-    "INTEGER": "INTEGER",
-    "REAL": "REAL",
-    "NUMERIC": "NUMERIC",
-    "BOOLEAN": "BOOLEAN",
-    "JSON": "JSON TEXT",
-    "DATETIME": "DATETIME TEXT",
-    "BLOB": "BLOB",
-}
+# The logical types: the first word of a column's spec (dialect.types declares each).
+TYPES = tuple(SQLITE.types)
 INT64 = (-(2**63), 2**63 - 1)
-
-FIND_TABLE = (
-    "SELECT name FROM sqlite_master WHERE type = 'table' AND name = ? COLLATE NOCASE"
-    " AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
-)
-LIST_TABLES = (
-    "SELECT name FROM sqlite_master WHERE type = 'table'"
-    " AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name"
-)
-TABLE_INFO = 'SELECT name, type, "notnull", pk FROM pragma_table_info(?) ORDER BY cid'
-UNIQUE_COLUMNS = (
-    "SELECT ii.name FROM pragma_index_list(?) il, pragma_index_info(il.name) ii"
-    " WHERE il.\"unique\" AND il.origin = 'u'"
-    " AND (SELECT count(*) FROM pragma_index_info(il.name)) = 1"
-)
-
-
-class Reader(Protocol):
-    async def fetchall(self, sql: str, params: Params = ()) -> list[sqlite3.Row]: ...
 
 
 def check_identifier(name: str, what: str) -> str:
@@ -100,6 +63,27 @@ class Column:
 class Table:
     name: str
     columns: tuple[Column, ...]
+    dialect: Dialect = SQLITE
+
+    @property
+    def qualified(self) -> str:
+        """The table's name in SQL: quoted, and in the records schema on PostgreSQL."""
+        return self.dialect.prefix + quote(self.name)
+
+    @property
+    def row_id(self) -> str:
+        """The row id in SQL: SQLite's rowid; on PostgreSQL a single INTEGER key, or the
+        column that stands in for rowid."""
+        if self.dialect.engine == "sqlite":
+            return "rowid"
+        keys = [c for c in self.columns if c.primary_key]
+        if len(keys) == 1 and keys[0].type == "INTEGER":
+            return quote(keys[0].name)
+        return quote(HIDDEN_ROW_ID)
+
+    @property
+    def select_list(self) -> str:
+        return ", ".join(quote(c.name) for c in self.columns)
 
     def column(self, name: str, argument: str) -> Column:
         """The column called `name` (SQLite names ignore case). Raises NotFound."""
@@ -114,24 +98,40 @@ class Table:
         )
 
 
-async def load_table(reader: Reader, name: str) -> Table:
+async def load_table(db: Store, dialect: Dialect, name: str) -> Table:
     """A user table's name as stored and its columns. Raises InvalidInput, NotFound."""
     check_identifier(name, "table_name")
-    found = await reader.fetchall(FIND_TABLE, (name,))
+    stored = _stored_name(await db.read(dialect.find_table, (name,)), name)
+    return _table(dialect, stored, await db.read(dialect.table_info, (stored,)))
+
+
+def load_table_in(conn: Conn, dialect: Dialect, name: str) -> Table:
+    """`load_table` inside a unit of work."""
+    check_identifier(name, "table_name")
+    stored = _stored_name(conn.execute(dialect.find_table, (name,)).fetchall(), name)
+    return _table(dialect, stored, conn.execute(dialect.table_info, (stored,)).fetchall())
+
+
+def _stored_name(found: list[Row], name: str) -> str:
     if not found:
         raise NotFound(
             f"no shared table {name!r}; list_tables shows them, create_table makes one.",
             argument="table_name",
         )
-    stored = str(found[0]["name"])
-    rows = await reader.fetchall(TABLE_INFO, (stored,))
+    return str(found[0]["name"])
+
+
+def _table(dialect: Dialect, name: str, rows: list[Row]) -> Table:
     columns = tuple(
-        Column(r["name"], logical_type(r["type"]), bool(r["notnull"]), bool(r["pk"])) for r in rows
+        Column(r["name"], logical_type(dialect, r["type"]), bool(r["notnull"]), bool(r["pk"]))
+        for r in rows
     )
-    return Table(stored, columns)
+    return Table(name, columns, dialect)
 
 
-def logical_type(declared: str) -> str:
+def logical_type(dialect: Dialect, declared: str) -> str:
+    if declared in dialect.logical:
+        return dialect.logical[declared]
     words = declared.upper().split()
     return words[0] if words else "ANY"
 
@@ -161,7 +161,10 @@ def parse_column_spec(name: str, spec: str) -> tuple[str, bool, bool]:
 
 
 def create_table_sql(
-    table_name: str, columns: dict[str, str], primary_key: str | list[str] | None
+    table_name: str,
+    columns: dict[str, str],
+    primary_key: str | list[str] | None,
+    dialect: Dialect = SQLITE,
 ) -> str:
     """CREATE TABLE text from checked names and whitelisted types. Raises InvalidInput."""
     check_identifier(table_name, "table_name")
@@ -198,14 +201,14 @@ def create_table_sql(
         if len({k.lower() for k in keys}) != len(keys):
             raise InvalidInput("primary_key names a column twice.", argument="primary_key")
 
-    # A single INTEGER key is the row id; AUTOINCREMENT never hands out a deleted row's id
-    # again, so an id an agent remembers keeps meaning the same task.
+    # A single INTEGER key is the row id (dialect.serial_key).
     rowid_key = len(keys) == 1 and specs[keys[0]][0] == "INTEGER"
-    parts = [] if keys else ['"id" INTEGER PRIMARY KEY AUTOINCREMENT']
+    types = dialect.types
+    parts = [] if keys else [f'"id" {types["INTEGER"]} {dialect.serial_key}']
     for name, (type_, not_null, unique) in specs.items():
-        part = f"{quote(name)} {TYPES[type_]}"
+        part = f"{quote(name)} {types[type_]}"
         if rowid_key and name == keys[0]:
-            part += " PRIMARY KEY AUTOINCREMENT"
+            part += f" {dialect.serial_key}"
         elif not_null or name in keys:
             part += " NOT NULL"  # SQLite would let a non-integer key be NULL
         if unique:
@@ -213,7 +216,9 @@ def create_table_sql(
         parts.append(part)
     if keys and not rowid_key:
         parts.append(f"PRIMARY KEY ({', '.join(quote(k) for k in keys)})")
-    return f"CREATE TABLE {quote(table_name)} ({', '.join(parts)})"
+        if dialect.hidden_row_id:
+            parts.append(dialect.hidden_row_id)
+    return f"CREATE TABLE {dialect.prefix}{quote(table_name)} ({', '.join(parts)})"
 
 
 def encode(column: Column, value: Any, argument: str, max_chars: int) -> Any:
@@ -265,9 +270,24 @@ def encode(column: Column, value: Any, argument: str, max_chars: int) -> Any:
     return value
 
 
+def bind(dialect: Dialect, column: Column, value: Any) -> Any:
+    """An encoded value as the engine takes it: PostgreSQL's booleans are not 0/1."""
+    if dialect.native_booleans and column.type == "BOOLEAN" and value is not None:
+        return bool(value)
+    return value
+
+
 def decode(column_type: str | None, value: Any) -> Any:
     """A stored value as JSON for the agent: the inverse of `encode`, lenient with
     values another path stored (JSON that does not parse comes back as text)."""
+    if isinstance(value, Decimal):
+        # PostgreSQL's numeric: a whole number within 64 bits as an integer, as SQLite's
+        # NUMERIC affinity stores it, anything else as a float.
+        if value == value.to_integral_value() and INT64[0] <= value <= INT64[1]:
+            return int(value)
+        return float(value)
+    if isinstance(value, memoryview):
+        value = bytes(value)
     if isinstance(value, bytes):
         return base64.b64encode(value).decode("ascii")
     if isinstance(value, float) and not math.isfinite(value):
@@ -312,45 +332,28 @@ def _mismatch(column: Column, value: Any, argument: str, expected: str) -> Inval
     )
 
 
-def sql_error(error: sqlite3.Error, action: str) -> BlackboardError:
-    """What an SQLite error during a records call means for the agent."""
-    text = str(error)
-    code = getattr(error, "sqlite_errorcode", None)
-    if isinstance(error, sqlite3.IntegrityError):
-        return Conflict(
-            f"{action}: {text}. Query the rows that clash, or change the values.", sqlite=text
-        )
-    if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-        return DatabaseBusy(f"{action}: the shared tables stayed locked; retry in a moment.")
-    if text.startswith(("no such table", "no such column")):
-        return NotFound(
-            f"{action}: {text}. list_tables and describe_table show what exists; "
-            "the blackboard's own tables are not reachable from records tools.",
-            sqlite=text,
-        )
-    return InvalidInput(f"{action}: SQLite refused it: {text}.", sqlite=text)
-
-
-async def make_table(
-    tx: Transaction, table_name: str, columns: dict[str, str], primary_key: str | list[str] | None
+def make_table(
+    conn: Conn,
+    dialect: Dialect,
+    table_name: str,
+    columns: dict[str, str],
+    primary_key: str | list[str] | None,
 ) -> Table:
-    """Create a user table inside `tx`. Raises InvalidInput, Conflict."""
-    sql = create_table_sql(table_name, columns, primary_key)
-    if await tx.fetchall(FIND_TABLE, (table_name,)):
+    """Create a user table inside a unit of work. Raises InvalidInput, Conflict."""
+    sql = create_table_sql(table_name, columns, primary_key, dialect)
+    if conn.execute(dialect.find_table, (table_name,)).fetchall():
         raise Conflict(
             f"table {table_name} already exists; describe_table shows its columns, "
             "or pick another name.",
             argument="table_name",
         )
-    try:
-        await tx.execute(sql)
-    except sqlite3.Error as error:
-        raise sql_error(error, "create_table") from None
-    return await load_table(tx, table_name)
+    conn.execute(sql)
+    return load_table_in(conn, dialect, table_name)
 
 
-async def describe(reader: Reader, table: Table) -> dict[str, Any]:
-    unique = {str(r["name"]) for r in await reader.fetchall(UNIQUE_COLUMNS, (table.name,))}
+def describe_rows(table: Table, unique_rows: list[Row]) -> dict[str, Any]:
+    """describe_table's answer from the table and its single-column UNIQUE constraints."""
+    unique = {str(r["name"]) for r in unique_rows}
     return {
         "table_name": table.name,
         "columns": [
