@@ -15,7 +15,7 @@ import pytest
 
 from shared_context_server.blackboard.identity import Agent, check_name
 from shared_context_server.blackboard.limits import MAX_JSON_DEPTH, json_depth
-from shared_context_server.blackboard.records import raw, rows
+from shared_context_server.blackboard.records import rows
 from shared_context_server.blackboard.records.store import RecordsStore
 from shared_context_server.blackboard.tokens import authenticate_agent
 from shared_context_server.config import Settings
@@ -151,7 +151,7 @@ async def test_raw_queries_cannot_allocate_past_the_value_limit(
     store: RecordsStore, query: str
 ) -> None:
     with pytest.raises(BlackboardError) as info:
-        await raw.execute_raw_query(store, ALICE, query)
+        await rows.execute_raw_query(store, ALICE, query)
     assert info.value.code == "LIMIT_EXCEEDED", info.value.message
 
 
@@ -175,7 +175,7 @@ async def test_raw_queries_cannot_fill_memory_or_time_through_many_values_or_lon
 ) -> None:
     with anyio.fail_after(10):
         with pytest.raises(BlackboardError) as info:
-            await raw.execute_raw_query(store, ALICE, query)
+            await rows.execute_raw_query(store, ALICE, query)
     assert info.value.code == "LIMIT_EXCEEDED", info.value.message
 
 
@@ -203,7 +203,7 @@ async def test_dangerous_functions_are_refused_by_the_authorizer(
     store: RecordsStore, query: str
 ) -> None:
     with pytest.raises(BlackboardError) as info:
-        await raw.execute_raw_query(store, ALICE, query)
+        await rows.execute_raw_query(store, ALICE, query)
     assert info.value.code in ("INVALID_INPUT", "NOT_FOUND"), info.value.message
     if "load_extension" not in query and "readfile" not in query:
         assert "() is not allowed" in info.value.message
@@ -216,13 +216,13 @@ async def test_an_offset_past_64_bits_is_invalid_input_not_an_internal_error(
         await rows.query_records(store, ALICE, "t", offset=2**64)
     assert info.value.code == "INVALID_INPUT" and "offset" in info.value.message
     with pytest.raises(BlackboardError) as info:
-        await raw.execute_raw_query(store, ALICE, "SELECT 1 LIMIT 1 OFFSET 99999999999999999999")
+        await rows.execute_raw_query(store, ALICE, "SELECT 1 LIMIT 1 OFFSET 99999999999999999999")
     assert info.value.code == "INVALID_INPUT"
 
 
 async def test_an_ordinary_raw_query_still_reads_its_rows(store: RecordsStore) -> None:
     await rows.insert_record(store, Agent("alice"), "t", {"title": "x" * 100_000})
-    result = await raw.execute_raw_query(store, ALICE, "SELECT length(title), title FROM t")
+    result = await rows.execute_raw_query(store, ALICE, "SELECT length(title), title FROM t")
     assert result["rows"][0][0] == 100_000
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from shared_context_server.blackboard.records import raw, rows
+from shared_context_server.blackboard.records import rows
 from shared_context_server.blackboard.records.store import RecordsStore
 from shared_context_server.config import Settings
 from shared_context_server.errors import BlackboardError
@@ -148,12 +148,12 @@ async def test_big_or_endless_results_are_cut_on_postgresql(pg_url: str, query: 
     store = await RecordsStore.open(pg_url, raw_query_seconds=2.0)
     try:
         try:
-            result = await raw.execute_raw_query(store, ALICE, query)
+            result = await rows.execute_raw_query(store, ALICE, query)
         except BlackboardError as error:
             assert error.code == "LIMIT_EXCEEDED", error.message
         else:
             assert result["truncated"] is True and result["row_count"] == store.raw.max_rows
-        assert (await raw.execute_raw_query(store, ALICE, "SELECT 1"))["rows"] == [[1]]
+        assert (await rows.execute_raw_query(store, ALICE, "SELECT 1"))["rows"] == [[1]]
     finally:
         await store.close()
 
@@ -179,7 +179,7 @@ async def test_a_confined_role_that_can_reach_blackboard_tables_is_refused(pg_ur
     store = await RecordsStore.open(pg_url)
     try:
         with pytest.raises(BlackboardError) as info:
-            await raw.execute_raw_query(store, ALICE, "SELECT count(*) FROM public.messages")
+            await rows.execute_raw_query(store, ALICE, "SELECT count(*) FROM public.messages")
         assert info.value.code == "PERMISSION_DENIED"
         assert "messages" in info.value.message and "revoke" in info.value.message
     finally:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from dataclasses import dataclass
 from typing import Any
 
 from shared_context_server.errors import (
@@ -18,6 +19,7 @@ from shared_context_server.errors import (
     InvalidInput,
     NotFound,
 )
+from shared_context_server.transactions import Fetched
 
 # PostgreSQL's SQLSTATEs, by what they mean for the agent.
 PG_NOT_FOUND = frozenset({"42P01", "42703", "3F000", "42883"})  # table, column, schema, fn
@@ -28,6 +30,20 @@ NOT_REACHABLE = (
     "list_tables and describe_table show what exists; "
     "the blackboard's own tables are not reachable from records tools."
 )
+
+
+class WriteRefused(InvalidInput):
+    """A raw statement that would change rows, run where raw writes are off (for the
+    server, or for this agent: the tool tells the two apart)."""
+
+
+@dataclass(frozen=True)
+class RawOutcome:
+    """What one raw statement gave: its rows (at most the cap + 1) and the tables it
+    wrote, taken while the statement's guard was still held."""
+
+    fetched: Fetched
+    written: frozenset[str]
 
 
 def is_postgres_error(error: BaseException) -> bool:

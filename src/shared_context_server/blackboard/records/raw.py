@@ -9,27 +9,20 @@ time limit, and a row cap. The connection never attaches the blackboard file.
 
 from __future__ import annotations
 
-import json
 import math
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 
-from shared_context_server.blackboard.identity import Agent
-from shared_context_server.blackboard.limits import DEFAULT_LIMITS, Limits, check_text
-from shared_context_server.blackboard.records.failures import sql_error
-from shared_context_server.blackboard.records.schema import INT64, decode
-from shared_context_server.db import Database, Fetched
+from shared_context_server.blackboard.records.failures import RawOutcome, WriteRefused, sql_error
+from shared_context_server.db import Database
 from shared_context_server.errors import BlackboardError, InvalidInput, LimitExceeded
 from shared_context_server.transactions import ResultTooLarge
-
-if TYPE_CHECKING:
-    from shared_context_server.blackboard.records.store import RecordsStore
 
 # Introspection pragmas that only read; every other pragma (query_only, writable_schema,
 # journal_mode...) is refused, so a raw query cannot lift its own limits.
@@ -203,16 +196,9 @@ class RawQueries:
     async def close(self) -> None:
         await self.db.close()
 
-    @property
-    def wanted_write(self) -> bool:
-        return self.guard.wanted_write
-
-    @property
-    def written(self) -> set[str]:
-        return self.guard.written
-
-    async def run(self, query: str, params: Sequence[Any], *, writes: bool) -> Fetched:
-        """Run one statement, at most max_rows + 1 rows back. Raises BlackboardError."""
+    async def run(self, query: str, params: Sequence[Any], *, writes: bool) -> RawOutcome:
+        """Run one statement, at most max_rows + 1 rows back. Raises WriteRefused (a row
+        write while writes are off), BlackboardError."""
         # Shielded: a cancelled await does not stop the statement on aiosqlite's thread,
         # and the guard must stay armed (and the deadline set) until that statement ends.
         # The time limit bounds how long the shield can hold.
@@ -233,7 +219,10 @@ class RawQueries:
                                 query, params, self.max_rows + 1, MAX_RESULT_BYTES
                             )
                 except sqlite3.Error as error:
-                    raise self._explain(error) from None
+                    explained = self._explain(error)
+                    if self.guard.wanted_write and isinstance(explained, InvalidInput):
+                        raise WriteRefused(explained.message, **explained.details) from None
+                    raise explained from None
                 except ResultTooLarge:
                     raise LimitExceeded(
                         f"the query's rows hold over {MAX_RESULT_BYTES:,} bytes of text and "
@@ -241,7 +230,8 @@ class RawQueries:
                         "of big values.",
                         limit_bytes=MAX_RESULT_BYTES,
                     ) from None
-        return fetched
+            # Read under the lock: the next statement resets the guard.
+            return RawOutcome(fetched, frozenset(self.guard.written))
 
     def _explain(self, error: sqlite3.Error) -> BlackboardError:
         code = getattr(error, "sqlite_errorcode", None)
@@ -292,71 +282,3 @@ class RawQueries:
                 argument="query",
             )
         return sql_error(error, "execute_raw_query")
-
-
-def _param(value: Any, index: int, native_booleans: bool) -> Any:
-    if isinstance(value, bool):
-        return value if native_booleans else int(value)
-    if isinstance(value, int) and not INT64[0] <= value <= INT64[1]:
-        raise InvalidInput(f"params[{index}] is outside 64-bit integers.", argument="params")
-    if value is None or isinstance(value, str | int | float):
-        return value
-    raise InvalidInput(
-        f"params[{index}] must be text, a number, true/false or null; "
-        "pass JSON as text (json('...') in SQL).",
-        argument="params",
-    )
-
-
-async def execute_raw_query(
-    store: RecordsStore,
-    agent: Agent,
-    query: str,
-    params: Sequence[Any] | None = None,
-    limits: Limits = DEFAULT_LIMITS,
-) -> dict[str, Any]:
-    """Run one statement over the shared tables; columns, rows (capped), changes.
-
-    Writes only with --allow-raw-writes and the write permission. Raises InvalidInput
-    (forbidden or malformed statement), NotFound, Conflict, LimitExceeded, DatabaseBusy.
-    """
-    agent.require("read", "execute_raw_query")
-    if not query.strip():
-        raise InvalidInput("query is empty; send one SQL statement.", argument="query")
-    check_text(query, "query", limits.max_content_chars, "Send a shorter statement.")
-    native = store.dialect.native_booleans
-    bound = [_param(value, i, native) for i, value in enumerate(params or ())]
-    raw = store.raw
-    writes = raw.allow_writes and ("write" in agent.permissions or agent.is_admin)
-    try:
-        if isinstance(raw, RawQueries):
-            fetched = await raw.run(query, bound, writes=writes)
-        else:  # PostgreSQL: the audit entry is written in the statement's transaction
-            log = store.inside_log(agent, "execute_raw_query")
-            fetched = await raw.run(query, bound, writes=writes, log=log)
-    except InvalidInput:
-        if raw.allow_writes and raw.wanted_write:
-            # The server allows raw writes; this agent lacks the permission.
-            agent.require("write", "a raw query that changes rows")
-        raise
-    if writes and fetched.changes:
-        await store.record_write(
-            agent, "execute_raw_query", ",".join(sorted(raw.written)), fetched.changes
-        )
-    truncated = len(fetched.rows) > raw.max_rows
-    rows: list[list[Any]] = []
-    chars = 0
-    for row in fetched.rows[: raw.max_rows]:
-        values = [decode(None, value) for value in row]
-        chars += len(json.dumps(values, ensure_ascii=False, default=str))
-        if rows and chars > limits.max_page_chars:
-            truncated = True
-            break
-        rows.append(values)
-    return {
-        "columns": fetched.columns,
-        "rows": rows,
-        "row_count": len(rows),
-        "changes": fetched.changes,
-        "truncated": truncated,
-    }

@@ -26,7 +26,13 @@ from typing import Any
 import anyio
 
 from shared_context_server.blackboard.records.dialect import SCHEMA
-from shared_context_server.blackboard.records.failures import pg_text, sql_error, sqlstate
+from shared_context_server.blackboard.records.failures import (
+    RawOutcome,
+    WriteRefused,
+    pg_text,
+    sql_error,
+    sqlstate,
+)
 from shared_context_server.blackboard.records.postgres import (
     CONFINED_ROLE,
     SETUP_LOCK,
@@ -202,8 +208,6 @@ class PgRawQueries:
         self.allow_writes = allow_writes
         self.seconds = seconds
         self.max_rows = max_rows
-        self.wanted_write = False
-        self.written: set[str] = set()
         self.refusal: str | None = None  # why raw queries cannot be confined here
         self._conn: Any = None
         self._lock = threading.Lock()
@@ -250,9 +254,9 @@ class PgRawQueries:
 
     async def run(
         self, query: str, params: Sequence[Any], *, writes: bool, log: InsideLog | None = None
-    ) -> Fetched:
-        """Run one statement, at most max_rows + 1 rows back. Raises BlackboardError."""
-        self.wanted_write, self.written = False, set()
+    ) -> RawOutcome:
+        """Run one statement, at most max_rows + 1 rows back. Raises WriteRefused (a row
+        write while writes are off), BlackboardError."""
         if self._conn is None or self.refusal is not None:
             await anyio.to_thread.run_sync(self._confine)
         if self.refusal is not None:
@@ -261,21 +265,20 @@ class PgRawQueries:
                 f"be confined to the shared tables: {self.refusal}.",
             )
         statement = check(query)
-        self.written = statement.tables
         if statement.writes and not writes:
-            self.wanted_write = True
+            raise WriteRefused(f"{READ_ONLY}.", argument="query")
         with anyio.CancelScope(shield=True):  # the statement runs to its timeout at most
             fetched = await anyio.to_thread.run_sync(
-                self._run, query, tuple(params), writes, statement.writes, log
+                self._run, query, tuple(params), writes, statement, log
             )
-        return fetched
+        return RawOutcome(fetched, frozenset(statement.tables))
 
     def _run(
         self,
         query: str,
         params: tuple[Any, ...],
         writes: bool,
-        statement_writes: bool,
+        statement: Statement,
         log: InsideLog | None,
     ) -> Fetched:
         from shared_context_server.postgres import PgConn, connect_sync, driver, to_pyformat
@@ -299,7 +302,7 @@ class PgRawQueries:
                     conn.execute(f"SET LOCAL statement_timeout = {int(self.seconds * 1000)}")
                     cursor = pg.Cursor(conn)
                     sql = to_pyformat(query)
-                    if not (writes and statement_writes):
+                    if not (writes and statement.writes):
                         # Streamed, so an endless result is cut at the row cap (the rest
                         # is cancelled, which ends the transaction: nothing to commit).
                         # A write here is refused by the READ ONLY transaction.
@@ -310,7 +313,7 @@ class PgRawQueries:
                     conn.execute("RESET ROLE")
                     conn.execute("RESET search_path")
                     if log is not None and fetched.changes:
-                        log(PgConn(conn), fetched.changes, ",".join(sorted(self.written)))
+                        log(PgConn(conn), fetched.changes, ",".join(sorted(statement.tables)))
                 return fetched
             except pg.Error as error:
                 if conn.closed or conn.broken:
@@ -366,8 +369,7 @@ class PgRawQueries:
                 limit_seconds=self.seconds,
             )
         if state == "25006":  # read_only_sql_transaction
-            self.wanted_write = True
-            return InvalidInput(f"{READ_ONLY}.", argument="query")
+            return WriteRefused(f"{READ_ONLY}.", argument="query")
         if state == "42501":  # insufficient_privilege
             return InvalidInput(
                 f"forbidden statement: {text} (raw queries reach only the shared tables).",
