@@ -46,11 +46,18 @@ SESSION_ACTIVITY = (
     " json_group_array(DISTINCT m.sender) AS participants"
     f" FROM session_activity m WHERE m.session_id = ? AND {VISIBLE_SQL}"
 )
+# Newest first from the cursor, as index ranges: rowid for every status, (status, rowid)
+# (migration 8) for one; a "? IS NULL OR" form is a filter, which walked every newer
+# session (or every session of another status) before the page.
 LIST_SESSIONS = (
     f"SELECT rowid, {_COLUMNS} FROM sessions"  # noqa: S608 (constants only)
-    " WHERE (? = 'all' OR status = ?) AND (? IS NULL OR rowid < ?)"
-    " ORDER BY rowid DESC LIMIT ?"
+    " WHERE rowid < ? ORDER BY rowid DESC LIMIT ?"
 )
+LIST_SESSIONS_BY_STATUS = (
+    f"SELECT rowid, {_COLUMNS} FROM sessions"  # noqa: S608 (constants only)
+    " WHERE status = ? AND rowid < ? ORDER BY rowid DESC LIMIT ?"
+)
+NO_CURSOR = 2**63 - 1  # above every rowid
 UPDATE_SESSION = (
     "UPDATE sessions SET status = ?, purpose = ?, metadata = ?, updated_at = ? WHERE id = ?"
 )
@@ -190,8 +197,11 @@ async def list_sessions(
 ) -> dict[str, Any]:
     """Sessions newest first, one page; `next_cursor` continues it (None at the end)."""
     agent.require("read", "list_sessions")
-    before = decode_cursor(cursor) if cursor else None
-    rows = await db.read(LIST_SESSIONS, (status, status, before, before, limit + 1))
+    before = decode_cursor(cursor) if cursor else NO_CURSOR
+    if status == "all":
+        rows = await db.read(LIST_SESSIONS, (before, limit + 1), small=True)
+    else:
+        rows = await db.read(LIST_SESSIONS_BY_STATUS, (status, before, limit + 1), small=True)
     page = rows[:limit]
     more = len(rows) > limit
     return {
