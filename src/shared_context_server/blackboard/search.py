@@ -22,11 +22,11 @@ Why this design (measured with tests/benchmarks/bench.py --search; figures in th
   20,000 postings 51 ms / 0.99, 10,000 20 ms / 0.99, 5,000 18 ms / 0.99; 10,000 keeps
   the most candidates for common-word queries at nearly the lowest cost.
 - The weights are summed in SQL over the chosen trigrams' postings (rowids only), not by
-  FTS5's bm25, which reads every match's column sizes to rank it: 18 of a 27 ms search at
-  100k messages. A match is kept if the session's (session_id, id) index holds it, and
-  only then is its row read (by id, every match's row was read, most of them other
-  sessions'). At 1M messages the search took 65 ms median in-process, now 25-35 ms.
-  When every trigram is common, the candidates are the newest messages holding all of them
+  FTS5's bm25, which reads every match's column sizes to rank it (two thirds of a search
+  in a session of 10,000). A match is kept if the session's (session_id, id) index holds
+  it, and only then is its row read: looking matches up by id read every match's row,
+  most of them other sessions' (docs/PERFORMANCE.md#scale has the figures).
+- When every trigram is common, the candidates are the newest messages holding all of them
   (FTS5 walks rowids backwards and stops at the cap), which is cheap exactly because they
   are common.
 - Visibility, session and sender filters are in the SQL that reads the candidates, so a
@@ -188,9 +188,11 @@ async def _candidates(
         return similar or await db.read(NEWEST, (*filters, SHORT_QUERY_SCAN))
     # The watermark first: rows at or below it are in the index, rows above are the tail.
     # If the indexer moves it meanwhile, a row may come both ways; ids dedupe it.
-    mark = await db.read_one(WATERMARK)
+    # One row each: read on this thread, where each trip to the reading thread costs more
+    # (and, on a busy machine, a wait to be scheduled).
+    mark = await db.read_one(WATERMARK, small=True)
     indexed = int(mark[0]) if mark else 0
-    size_row = await db.read_one(SESSION_SIZE, (session_id,))
+    size_row = await db.read_one(SESSION_SIZE, (session_id,), small=True)
     size = int(size_row[0]) if size_row else 0
     if size <= DIRECT_SCAN:
         return await db.read(NEWEST, (*filters, DIRECT_SCAN))

@@ -149,7 +149,7 @@ SESSION_EXISTS = "SELECT 1 FROM sessions WHERE id = ?"
 
 async def require_session(db: Store, session_id: str) -> None:
     """Raises SessionNotFound unless the session exists (any status)."""
-    if await db.read_one(SESSION_EXISTS, (session_id,)) is None:
+    if await db.read_one(SESSION_EXISTS, (session_id,), small=True) is None:
         raise session_not_found(session_id)
 
 
