@@ -103,7 +103,7 @@ COUNT_UP_TO = (
     " WHERE messages_fts MATCH ? LIMIT ?)) AS doc"
 )
 # The messages holding one trigram, each with the trigram's weight; one trip for all of
-# them as a UNION ALL (BEST_HOLDING).
+# them as a UNION ALL (best_holding).
 HOLDING = "SELECT rowid AS id, ? AS w FROM messages_fts WHERE messages_fts MATCH ?"
 # The session's visible messages holding the most weight of the trigrams, best then newest
 # first. Each match is checked against the session on the (session_id, id) index, and only
@@ -118,7 +118,7 @@ _BEST = (
 
 
 def best_holding(trigrams: int) -> str:
-    """BEST_HOLDING for that many trigrams (parameters: weight and phrase of each)."""
+    """The query for that many trigrams: a weight and a phrase each, then filters and cap."""
     return _BEST.format(" UNION ALL ".join([HOLDING] * trigrams))
 
 
