@@ -198,17 +198,18 @@ def test_the_domains_reads_return_what_they_return_on_sqlite(both: Both) -> None
             cursor = () if page is messages.LATEST else (2,)
             both.same(page, (*seen, "s1", None, None, None, None, *cursor, 10))
         both.same(messages.LATEST_BY, (*seen, "s1", "bob", None, None, 10))
-    both.same(sessions.LIST_SESSIONS, ("all", "all", None, None, 10))
-    both.same(sessions.LIST_SESSIONS, ("completed", "completed", 2, 2, 10))
+    both.same(sessions.LIST_SESSIONS, (sessions.NO_CURSOR, 10))
+    both.same(sessions.LIST_SESSIONS_BY_STATUS, ("completed", 2, 10))
 
 
 def test_memory_keys_sizes_and_scopes_read_as_on_sqlite(both: Both) -> None:
     _session(both, "s1", "alice")
     for session_id, key, value in ((None, "b", "é"), ("s1", "a", "xyz"), (None, "B", "\u2603")):
         both.run(memory.INSERT, ("alice", session_id, key, value, "t0", "t0", None))
-    rows = both.same(memory.LIST, ("alice", None, None, "t0", 0, "", None, None, None, 10))
+    listed = ("alice", "t0", 0, "", "", "")
+    rows = both.same(memory.LIST_ALL, (*listed, "", 10))
     assert [(r[0], r[3]) for r in rows] == [("B", 3), ("b", 2), ("a", 3)]
-    both.same(memory.LIST, ("alice", None, None, "t0", 0, "", "", "", "B", 10))
+    both.same(memory.LIST_SCOPE, ("alice", "t0", 0, "", "", "B", "", "B", 10))
     both.same(memory.ALL_KEYS, (None, None, "t0", None, None, None, None, 10))
     both.same(memory.FIND, ("alice", "", "b"))
     with pytest.raises(psycopg.errors.UniqueViolation):  # NULL scope counts as '' there too

@@ -242,6 +242,9 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         # get_context(sender=...) pages down this instead of walking the whole session.
         "CREATE INDEX messages_sender ON messages (session_id, sender, id)",
     ),
+    # list_sessions of one status pages down (status, rowid): walking every session newest
+    # first for the few still active costs the whole history once most are archived.
+    8: ("CREATE INDEX sessions_listing ON sessions (status)",),
 }
 
 SCHEMA_VERSION = max(MIGRATIONS)

@@ -116,6 +116,9 @@ TABLES = (
     )""",
     "CREATE INDEX sessions_status ON sessions (status, created_at)",
     "CREATE INDEX sessions_idle ON sessions (updated_at) WHERE status != 'archived'",
+    # list_sessions(status=...) pages one status newest first (SQLite's migration 8; there
+    # the index carries the rowid by itself).
+    "CREATE INDEX sessions_listing ON sessions (status, rowid)",
     """CREATE TABLE change_counters (
         name TEXT COLLATE "C" PRIMARY KEY,
         value BIGINT NOT NULL

@@ -29,6 +29,11 @@ them are measured in turn, --rounds times, the order alternating, and the sample
 on a shared machine the load drifts, and this way it lands on every size alike. The load
 average at each measurement is printed: read the figures with it.
 
+Pages hold as many rows at 1k as at 1M, so a figure compares the walk to the page, not a
+page of 5 rows with one of 50 (each returned row costs the call 10-20 us): by sender, 5
+messages (about what a sender has in a session of 100); list_sessions, 10 sessions (1k
+has 10); list_memory, 50 entries (the reader owns the first 50 memory entries).
+
 `--db PATH` keeps the files (PATH and PATH-SIZE.db copies): a later run with the same path
 and sizes measures them again without filling.
 """
@@ -76,6 +81,14 @@ READER = "agent-03"
 BIG = "sess_0000000000000big"
 FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 CALL_TIMEOUT_S = 60.0
+# Pages by sender hold this many: a sender has about 5 messages in a session of 100 (the
+# big one at 1k), so every size returns a full page and the figures compare the walk, not
+# a page of 5 at 1k with one of 50 at 1M.
+SENDER_PAGE = 5
+# The same for the lists: at 1k there are 10 sessions (list_sessions takes pages of 10),
+# and the reader owns the first MEMORY_PAGE memory entries (a full list_memory page).
+SESSIONS_PAGE = 10
+MEMORY_PAGE = 50
 
 
 def agent_type(agent: str) -> str:
@@ -192,7 +205,7 @@ def fill(path: Path, target: int, seed: int) -> dict[str, float]:
     year = (datetime.now(UTC) + timedelta(days=365)).strftime(FORMAT)
     for i in range(m_new):
         k = have_memory + i
-        owner = MEMORY_OWNERS[k % len(MEMORY_OWNERS)]
+        owner = READER if k < MEMORY_PAGE else MEMORY_OWNERS[k % len(MEMORY_OWNERS)]
         sid = small[k % len(small)] if (k // len(MEMORY_OWNERS)) % 2 else None
         value = json.dumps({"step": k, "note": " ".join(rng.choices(COMMON, k=8))})
         expires = year if k % 10 == 3 else None
@@ -330,10 +343,14 @@ async def measure_tools(step: Step, db: Path, calls: int, searches: int) -> None
             )
             await timed(
                 step,
-                f"get_context sender ({where})",
+                f"get_context sender, {SENDER_PAGE} ({where})",
                 calls,
                 lambda i, sid=sid: call(
-                    s, "get_context", session_id=sid, sender=AGENTS[i % len(AGENTS)]
+                    s,
+                    "get_context",
+                    session_id=sid,
+                    sender=AGENTS[i % len(AGENTS)],
+                    limit=SENDER_PAGE,
                 ),
             )
             await timed(step, f"get_session ({where})", calls, run("get_session", session_id=sid))
@@ -357,8 +374,18 @@ async def measure_tools(step: Step, db: Path, calls: int, searches: int) -> None
             step.add("search_context (big, typo)", time.perf_counter() - t0)
             hits += target in [x["message"]["id"] for x in found["results"]]
         step.extra["search recall@5"] = hits / max(1, len(queries))
-        await timed(step, "list_sessions", calls, run("list_sessions"))
-        await timed(step, "list_memory", calls, run("list_memory", session_id="all"))
+        await timed(
+            step,
+            f"list_sessions, {SESSIONS_PAGE}",
+            calls,
+            run("list_sessions", limit=SESSIONS_PAGE),
+        )
+        await timed(
+            step,
+            f"list_memory, {MEMORY_PAGE}",
+            calls,
+            run("list_memory", session_id="all", limit=MEMORY_PAGE),
+        )
         page = await call(s, "list_memory", session_id="all", limit=200)
         keys = [(e["key"], e["session_id"]) for e in page["entries"]]
         await timed(

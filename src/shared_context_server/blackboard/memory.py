@@ -61,16 +61,19 @@ GET = (
     f" WHERE agent_id = ? AND {_SCOPE} = ? AND key = ? AND {_LIVE}"
 )
 DELETE = f"DELETE FROM memory WHERE agent_id = ? AND {_SCOPE} = ? AND key = ? AND {_LIVE}"  # noqa: S608
-# scope parameter: NULL = every scope ("all"), '' = global, else a session id.
-# Cursor: the last (scope, key) of the previous page; row values compare in index order.
-LIST = (
+# Cursor: the last (scope, key) of the previous page ('', '' for the first); row values
+# compare in index order. Each form starts its walk down memory_key at the cursor: an
+# "? IS NULL OR" form is a filter, which walked (and read the row of) every key before
+# the page, or every key of the agent's other scopes.
+_LISTED = (
     f"SELECT key, session_id, expires_at, length(CAST(value AS BLOB)) AS size,"  # noqa: S608
-    f" {_SCOPE} AS scope_key FROM memory"
-    f" WHERE agent_id = ? AND (? IS NULL OR {_SCOPE} = ?) AND {_LIVE}"
-    " AND substr(key, 1, ?) = ?"
-    f" AND (? IS NULL OR ({_SCOPE}, key) > (?, ?))"
-    f" ORDER BY {_SCOPE}, key LIMIT ?"
+    f" {_SCOPE} AS scope_key FROM memory WHERE agent_id = ? AND {_LIVE}"
+    f" AND substr(key, 1, ?) = ? AND ({_SCOPE}, key) > (?, ?)"
 )
+# One scope ('' = global): from the cursor's key on, when the cursor is in that scope.
+LIST_SCOPE = _LISTED + f" AND {_SCOPE} = ? AND key > ? ORDER BY key LIMIT ?"
+# Every scope: from the cursor's scope on.
+LIST_ALL = _LISTED + f" AND {_SCOPE} >= ? ORDER BY {_SCOPE}, key LIMIT ?"
 SNAPSHOT = (
     f"SELECT {_COLUMNS} FROM memory WHERE agent_id = ? AND {_LIVE}"  # noqa: S608
     f" ORDER BY {_SCOPE}, key LIMIT ?"
@@ -270,23 +273,17 @@ async def list_memory(
         raise InvalidInput(f"limit must be 1-{MAX_LIST_LIMIT}; got {limit}.", argument="limit")
     if session_id != ALL:
         await _require_session(db, session_id)
-    scope = None if session_id == ALL else _scope_key(session_id)
     after_scope, after_key = (
-        decode_cursor(cursor, (str, str), "list_memory") if cursor else (None, None)
+        decode_cursor(cursor, (str, str), "list_memory") if cursor else ("", "")
     )
-    params = (
-        agent.agent_id,
-        scope,
-        scope,
-        iso(now or now_utc()),
-        len(prefix),
-        prefix,
-        after_scope,
-        after_scope,
-        after_key,
-        limit + 1,
-    )
-    page, more = cut(await db.read(LIST, params), limit)
+    listed = (agent.agent_id, iso(now or now_utc()), len(prefix), prefix, after_scope, after_key)
+    if session_id == ALL:
+        rows = await db.read(LIST_ALL, (*listed, after_scope, limit + 1), small=True)
+    else:
+        scope = _scope_key(session_id)
+        from_key = after_key if after_scope == scope else ""
+        rows = await db.read(LIST_SCOPE, (*listed, scope, from_key, limit + 1), small=True)
+    page, more = cut(rows, limit)
     entries = [
         {
             "key": row["key"],

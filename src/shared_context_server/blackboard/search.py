@@ -10,9 +10,10 @@ Why this design (measured with tests/benchmarks/bench.py --search; figures in th
   times the insert itself. The rows above the index's watermark are read and scored
   directly, so another process's commit is searchable at once; there is no cache.
   Trigrams rather than words because a typo only breaks the two or three trigrams that
-  contain it: the query's trigrams are OR-ed, and a message holding the misspelt word still
-  matches most of them. bm25 over those matches picks a bounded candidate set.
-- OR-ing common trigrams ("the", "ser") would make bm25 score most of the session. The
+  contain it: a message holding the misspelt word still holds most of the query's
+  trigrams, so the messages holding the most of them (each weighted by its rarity, as
+  bm25's idf) are the candidates.
+- Common trigrams ("the", "ser") would make most of the session a candidate. The
   index says how many messages hold each trigram (counted up to the budget, see
   COUNT_UP_TO), so a search uses the rarest trigrams first and stops at a budget of
   postings: the distinctive words of a query decide the candidates and the work per
@@ -20,11 +21,16 @@ Why this design (measured with tests/benchmarks/bench.py --search; figures in th
   Measured at 100k messages (median over all query kinds / typo recall@5): a budget of
   20,000 postings 51 ms / 0.99, 10,000 20 ms / 0.99, 5,000 18 ms / 0.99; 10,000 keeps
   the most candidates for common-word queries at nearly the lowest cost.
-  When every trigram is common, the candidates are the newest messages holding all of them
+- The weights are summed in SQL over the chosen trigrams' postings (rowids only), not by
+  FTS5's bm25, which reads every match's column sizes to rank it (two thirds of a search
+  in a session of 10,000). A match is kept if the session's (session_id, id) index holds
+  it, and only then is its row read: looking matches up by id read every match's row,
+  most of them other sessions' (docs/PERFORMANCE.md#scale has the figures).
+- When every trigram is common, the candidates are the newest messages holding all of them
   (FTS5 walks rowids backwards and stops at the cap), which is cheap exactly because they
   are common.
-- Visibility, session and sender filters are in the same SQL as the MATCH, so a message the
-  caller may not see is never a candidate, and the cap counts only visible messages.
+- Visibility, session and sender filters are in the SQL that reads the candidates, so a
+  message the caller may not see is never one, and the cap counts only visible messages.
 - rapidfuzz then scores the few hundred candidates: partial_ratio of the whole query, or for
   several words, each word's best partial match weighted by length (word order and a typo
   per word cost little). WRatio was tried first: it scales partial matches of a short query
@@ -36,6 +42,7 @@ Why this design (measured with tests/benchmarks/bench.py --search; figures in th
 from __future__ import annotations
 
 import logging
+import math
 import sqlite3
 import time
 from typing import Any
@@ -100,15 +107,34 @@ COUNT_UP_TO = (
     "SELECT ? AS term, (SELECT count(*) FROM (SELECT 1 FROM messages_fts"
     " WHERE messages_fts MATCH ? LIMIT ?)) AS doc"
 )
+# The messages holding one trigram, each with the trigram's weight; one trip for all of
+# them as a UNION ALL (best_holding).
+HOLDING = "SELECT rowid AS id, ? AS w FROM messages_fts WHERE messages_fts MATCH ?"
+# The session's visible messages holding the most weight of the trigrams, best then newest
+# first. Each match is checked against the session on the (session_id, id) index, and only
+# the session's rows are read: looking the matches up by id read every matching row, most
+# of them other sessions'.
+_BEST = (
+    f"SELECT {MESSAGE_COLUMNS} FROM (SELECT id, sum(w) AS weight FROM ({{}}) GROUP BY id) h"  # noqa: S608
+    " CROSS JOIN messages m INDEXED BY messages_session ON m.session_id = ? AND m.id = h.id"
+    f" WHERE (? IS NULL OR m.sender = ?) AND {VISIBLE_SQL}"
+    " ORDER BY h.weight DESC, h.id DESC LIMIT ?"
+)
+
+
+def best_holding(trigrams: int) -> str:
+    """The query for that many trigrams: a weight and a phrase each, then filters and cap."""
+    return _BEST.format(" UNION ALL ".join([HOLDING] * trigrams))
+
+
 # CROSS JOIN keeps the MATCH as the outer loop: the planner must not walk the session's
 # messages probing the index once per row.
-_MATCHED = (
+NEWEST_MATCHING = (
     f"SELECT {MESSAGE_COLUMNS} FROM messages_fts f CROSS JOIN messages m"  # noqa: S608
     " ON m.id = f.rowid WHERE messages_fts MATCH ? AND m.session_id = ?"
     f" AND (? IS NULL OR m.sender = ?) AND {VISIBLE_SQL}"
+    " ORDER BY f.rowid DESC LIMIT ?"
 )
-RANKED = _MATCHED + " ORDER BY f.rank LIMIT ?"
-NEWEST_MATCHING = _MATCHED + " ORDER BY f.rowid DESC LIMIT ?"
 NEWEST = (
     f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.session_id = ?"  # noqa: S608
     f" AND (? IS NULL OR m.sender = ?) AND {VISIBLE_SQL} ORDER BY m.id DESC LIMIT ?"
@@ -170,9 +196,11 @@ async def _candidates(
         return similar or await db.read(NEWEST, (*filters, SHORT_QUERY_SCAN))
     # The watermark first: rows at or below it are in the index, rows above are the tail.
     # If the indexer moves it meanwhile, a row may come both ways; ids dedupe it.
-    mark = await db.read_one(WATERMARK)
+    # One row each: read on this thread, where each trip to the reading thread costs more
+    # (and, on a busy machine, a wait to be scheduled).
+    mark = await db.read_one(WATERMARK, small=True)
     indexed = int(mark[0]) if mark else 0
-    size_row = await db.read_one(SESSION_SIZE, (session_id,))
+    size_row = await db.read_one(SESSION_SIZE, (session_id,), small=True)
     size = int(size_row[0]) if size_row else 0
     if size <= DIRECT_SCAN:
         return await db.read(NEWEST, (*filters, DIRECT_SCAN))
@@ -186,8 +214,9 @@ async def _candidates(
         counts = {r["term"]: r["doc"] for r in await db.read(counting, params) if r["doc"]}
         rare = choose_trigrams(counts, POSTINGS_BUDGET)
         if rare:
-            match = " OR ".join(_phrase(t) for t in rare)
-            rows = await db.read(RANKED, (match, *filters, CANDIDATES))
+            weight = weights(counts, indexed)
+            holding = [p for t in rare for p in (weight[t], _phrase(t))]
+            rows = await db.read(best_holding(len(rare)), (*holding, *filters, CANDIDATES))
         elif counts and size >= MIN_WALK_SHARE * indexed:
             # Every trigram is common: the newest messages holding them all.
             match = " AND ".join(_phrase(t) for t in trigrams if t in counts)
@@ -196,6 +225,11 @@ async def _candidates(
         rows = await db.read(NEWEST, (*filters, SHORT_QUERY_SCAN))
     seen = {row["id"] for row in rows}
     return rows + [row for row in tail if row["id"] not in seen]
+
+
+def weights(counts: dict[str, int], total: int) -> dict[str, float]:
+    """Each trigram's weight: the rarer in the index, the more (bm25's idf)."""
+    return {t: math.log(1 + (total - n + 0.5) / (n + 0.5)) for t, n in counts.items()}
 
 
 async def index_pending(db: Store, batch: int = INDEX_BATCH, at_least: int = 1) -> int:

@@ -61,11 +61,18 @@ SESSION_ACTIVITY = (
     " json_group_array(DISTINCT m.sender) AS participants"
     f" FROM session_activity m WHERE m.session_id = ? AND {VISIBLE_SQL}"
 )
+# Newest first from the cursor, as index ranges: rowid for every status, (status, rowid)
+# (migration 8) for one; a "? IS NULL OR" form is a filter, which walked every newer
+# session (or every session of another status) before the page.
 LIST_SESSIONS = (
     f"SELECT rowid, {_COLUMNS} FROM sessions"  # noqa: S608 (constants only)
-    " WHERE (? = 'all' OR status = ?) AND (? IS NULL OR rowid < ?)"
-    " ORDER BY rowid DESC LIMIT ?"
+    " WHERE rowid < ? ORDER BY rowid DESC LIMIT ?"
 )
+LIST_SESSIONS_BY_STATUS = (
+    f"SELECT rowid, {_COLUMNS} FROM sessions"  # noqa: S608 (constants only)
+    " WHERE status = ? AND rowid < ? ORDER BY rowid DESC LIMIT ?"
+)
+NO_CURSOR = 2**63 - 1  # above every rowid
 UPDATE_SESSION = (
     "UPDATE sessions SET status = ?, purpose = ?, metadata = ?, updated_at = ? WHERE id = ?"
 )
@@ -158,7 +165,7 @@ SESSION_EXISTS = "SELECT 1 FROM sessions WHERE id = ?"
 
 async def require_session(db: Store, session_id: str) -> None:
     """Raises SessionNotFound unless the session exists (any status)."""
-    if await db.read_one(SESSION_EXISTS, (session_id,)) is None:
+    if await db.read_one(SESSION_EXISTS, (session_id,), small=True) is None:
         raise session_not_found(session_id)
 
 
@@ -187,10 +194,12 @@ async def list_sessions(
     agent.require("read", "list_sessions")
     if not 1 <= limit <= MAX_SESSIONS_LIMIT:
         raise InvalidInput(f"limit must be 1-{MAX_SESSIONS_LIMIT}; got {limit}.", argument="limit")
-    (before,) = decode_cursor(cursor, (int,), "list_sessions") if cursor else (None,)
-    page, more = cut(
-        await db.read(LIST_SESSIONS, (status, status, before, before, limit + 1)), limit
-    )
+    (before,) = decode_cursor(cursor, (int,), "list_sessions") if cursor else (NO_CURSOR,)
+    if status == "all":
+        rows = await db.read(LIST_SESSIONS, (before, limit + 1), small=True)
+    else:
+        rows = await db.read(LIST_SESSIONS_BY_STATUS, (status, before, limit + 1), small=True)
+    page, more = cut(rows, limit)
     return {
         "sessions": [session_dict(row) for row in page],
         "next_cursor": encode_cursor(page[-1]["rowid"]) if more and page else None,
