@@ -1,13 +1,14 @@
 """Fuzzy search over the messages of a session that the caller may see.
 
-Why this design (measured with tests/benchmarks/bench.py --search; figures in the README):
+Why this design (measured with tests/benchmarks/bench.py --search and bench_scale.py; the
+figures are in docs/PERFORMANCE.md):
 
-- Ranking every message with rapidfuzz is exact but linear: ~100,000 messages of a few
-  hundred characters cost far more than the 100 ms budget, and the history only grows.
+- Ranking every message with rapidfuzz is exact but linear: a large session costs far
+  more than a search's budget, and the history only grows.
 - So candidates come from an FTS5 *trigram* index (migration 4). Rows enter it in batches
   shortly after they commit (`index_pending`, run by each writing process and by
-  maintenance), because indexing inside every add_message transaction cost 0.3 ms, three
-  times the insert itself. The rows above the index's watermark are read and scored
+  maintenance), because indexing inside every add_message transaction tripled the
+  insert's cost. The rows above the index's watermark are read and scored
   directly, so another process's commit is searchable at once; there is no cache.
   Trigrams rather than words because a typo only breaks the two or three trigrams that
   contain it: a message holding the misspelt word still holds most of the query's
@@ -17,13 +18,11 @@ Why this design (measured with tests/benchmarks/bench.py --search; figures in th
   index says how many messages hold each trigram (counted up to the budget, see
   COUNT_UP_TO), so a search uses the rarest trigrams first and stops at a budget of
   postings: the distinctive words of a query decide the candidates and the work per
-  search is bounded whatever the size.
-  Measured at 100k messages (median over all query kinds / typo recall@5): a budget of
-  20,000 postings 51 ms / 0.99, 10,000 20 ms / 0.99, 5,000 18 ms / 0.99; 10,000 keeps
-  the most candidates for common-word queries at nearly the lowest cost.
+  search is bounded whatever the size. The budget keeps the most candidates for
+  common-word queries at nearly the lowest cost, with the same typo recall.
 - The weights are summed in SQL over the chosen trigrams' postings (rowids only), not by
-  FTS5's bm25, which reads every match's column sizes to rank it (two thirds of a search
-  in a session of 10,000). A match is kept if the session's (session_id, id) index holds
+  FTS5's bm25, which reads every match's column sizes to rank it (most of a search's
+  time in a large session). A match is kept if the session's (session_id, id) index holds
   it, and only then is its row read: looking matches up by id read every match's row,
   most of them other sessions' (docs/PERFORMANCE.md#scale has the figures).
 - When every trigram is common, the candidates are the newest messages holding all of them
@@ -65,7 +64,7 @@ logger = logging.getLogger(__name__)
 MAX_LIMIT = 100
 MAX_QUERY_CHARS = 1_000
 CANDIDATES = 200  # rescored by rapidfuzz: comfortably more than MAX_LIMIT
-POSTINGS_BUDGET = 10_000  # messages bm25 may score per search (sum of the trigrams' counts)
+POSTINGS_BUDGET = 10_000  # postings weighed per search (sum of the chosen trigrams' counts)
 MAX_TRIGRAMS = 48  # bounds the counting of a very long query
 SHORT_QUERY_SCAN = 1_000  # newest messages scored when the query has no trigram
 # A session this small is scored whole, without the index: the index's counts are over
