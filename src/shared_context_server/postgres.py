@@ -201,73 +201,93 @@ class PgConn:
         return _Cursor(cursor)
 
 
+class _Result:
+    """One statement's outcome, kept after its query moved on to the next statement's."""
+
+    def __init__(self, cursor: Any) -> None:
+        self.rowcount = max(int(cursor.rowcount), 0)
+        self.rows: list[Any] | None = list(cursor.fetchall()) if cursor.description else None
+        self._next = 0
+
+    def fetchone(self) -> Any:
+        if not self.rows or self._next >= len(self.rows):
+            return None
+        self._next += 1
+        return self.rows[self._next - 1]
+
+    def fetchall(self) -> list[Any]:
+        rest = self.rows[self._next :] if self.rows else []
+        self._next += len(rest)
+        return rest
+
+
 class _HeldCursor:
-    """A statement of a unit of work, sent when its result is first looked at, or with
-    the unit's next statement, or with COMMIT (`PgUnit`)."""
+    """A statement of a unit of work, sent when any held result is first looked at, or
+    with COMMIT (`PgUnit`)."""
 
-    def __init__(self, unit: PgUnit, sql: str, params: tuple[Any, ...]) -> None:
+    def __init__(self, unit: PgUnit, sql: str) -> None:
         self.sql = sql
-        self.params = params
         self._unit = unit
-        self.sent: _Cursor | None = None
+        self.result: _Result | None = None
 
-    def _result(self) -> _Cursor:
-        if self.sent is None:
+    def _sent(self) -> _Result:
+        if self.result is None:
             self._unit.send_held()
-        assert self.sent is not None
-        return self.sent
+        assert self.result is not None
+        return self.result
 
     @property
     def rowcount(self) -> int:
-        return self._result().rowcount
+        return self._sent().rowcount
 
     def fetchone(self) -> Any:
-        return self._result().fetchone()
+        return self._sent().fetchone()
 
     def fetchall(self) -> list[Any]:
-        return self._result().fetchall()
+        return self._sent().fetchall()
 
 
 class PgUnit:
     """What a unit of work gets in `PgDatabase.transact`: `execute` as PgConn's, in fewer
-    round trips. BEGIN travels with the first statement, and a statement whose result is
-    not looked at travels with the next one, or with COMMIT (one simple-protocol query
-    holds several statements; the first error stops the rest).
+    round trips. Statements are held back until a result is looked at, then sent in one
+    query (several statements in PostgreSQL's simple protocol, the first error stopping
+    the rest); BEGIN goes with the first, COMMIT with the last.
 
     add_message (BEGIN, INSERT ... RETURNING, the audit INSERT, COMMIT) takes two trips
-    instead of four, and so holds its session's row lock, which every writer to the
-    session waits for, over one trip instead of three."""
+    instead of four, set_memory two instead of five; a writer holds its session's row
+    lock, which every writer to that session waits for, over one trip instead of three."""
 
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self._conn = conn
-        self._held: _HeldCursor | None = None
+        self._held: list[_HeldCursor] = []
+        self._binder: Any = None  # a ClientCursor (connect_sync), to bind parameters
         self.trips = 0  # queries sent so far
         self.committing = False  # COMMIT is on its way: a lost connection may have saved it
 
     def execute(self, sql: str, parameters: Params = (), /) -> _HeldCursor:
-        self.send_held()
-        held = _HeldCursor(self, translate(sql), tuple(parameters))
-        self._held = held
+        # Parameters bound here, client-side, as ClientCursor would when sending.
+        if self._binder is None:
+            self._binder = self._conn.cursor()
+        literal: str = self._binder.mogrify(translate(sql), tuple(parameters))
+        held = _HeldCursor(self, literal)
+        self._held.append(held)
         return held
 
     def send_held(self, tail: str = "") -> None:
-        """Send the statement held back, if any, after BEGIN if it opens the unit and
+        """Send the statements held back, if any, after BEGIN if they open the unit and
         before `tail` (COMMIT)."""
-        held, self._held = self._held, None
-        if held is None and not self.trips:
+        held, self._held = self._held, []
+        if not held and not self.trips:
             return  # nothing ran: no transaction to open or end
-        parts = [] if self.trips else ["BEGIN"]
-        if held is not None:
-            parts.append(held.sql)
-        if tail:
-            parts.append(tail)
+        begin = [] if self.trips else ["BEGIN"]
         cursor = self._conn.cursor()
         self.trips += 1
-        cursor.execute("; ".join(parts), held.params if held is not None else None)
-        if held is not None:
-            if self.trips == 1:
-                cursor.nextset()  # past BEGIN's result to the statement's
-            held.sent = _Cursor(cursor)
+        cursor.execute("; ".join([*begin, *(h.sql for h in held), *([tail] if tail else [])]))
+        if begin:
+            cursor.nextset()
+        for statement in held:
+            statement.result = _Result(cursor)
+            cursor.nextset()
 
     def commit(self) -> None:
         self.committing = True
@@ -275,7 +295,7 @@ class PgUnit:
 
     def rollback(self) -> None:
         """End a unit that failed: ROLLBACK if the server holds its transaction open."""
-        self._held = None
+        self._held = []
         pg = driver()
         status = self._conn.info.transaction_status
         if status in (pg.pq.TransactionStatus.INTRANS, pg.pq.TransactionStatus.INERROR):
