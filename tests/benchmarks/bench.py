@@ -10,7 +10,19 @@ its own options follow --search, e.g. ``bench.py --search --queries 50``).
 Options: --only floor|product|realtime, --messages N (1000), --memory N (500), --procs N (20),
 --per-proc N (200), --spawns N (5), --rounds N (2), --floor PATH (default
 ../shared/bench/floor_server.py), --json, --posts N (50), --idle-seconds S (10), --stdio
-auto|threads (the product's transport; threads is the SDK's, as the floor uses).
+auto|threads (the product's transport; threads is the SDK's, as the floor uses),
+--db URL or --pg-cluster (below).
+
+With ``--db postgresql://user@host:port/db`` (a role that may CREATE DATABASE) the product
+on PostgreSQL runs as a third system, "postgres", in the same run and the same phases as
+the product on a SQLite file: each phase gets a database of its own, made with CREATE
+DATABASE on that server and dropped at the end, so runs never see each other's rows (the
+URL's own database is only connected to). ``--pg-cluster`` does the same on a throwaway
+cluster started here on 127.0.0.1 over TCP (tests/pg_cluster.py, synchronous_commit=off,
+like the file's ``synchronous = NORMAL``). The table then gains a pg/sqlite column, and the
+targets of issue 15 are checked: throughput >= 0.7x the file's, each tool's p50 <= 2x, 0
+errors, news from another process in p50 <= 50 ms. ``--only product`` runs both engines
+without the floor.
 
 Both systems are driven by the same client code (``ClientSession`` over ``stdio_client``,
 handshake era), each on its own fresh temporary databases, and samples are pooled over
@@ -26,16 +38,19 @@ targets:
    sequential ``set_memory`` calls cycling over 50 keys (most replace an entry);
 3. concurrency: --procs server processes, --per-proc ``add_message`` calls each, all into one
    shared session: msgs/s, p99, errors, lost rows (counted with stdlib sqlite3 afterwards);
-   one system at a time (each saturates the machine), ABBA round by round;
+   one system at a time (each saturates the machine), ABBA round by round (rows counted
+   with psycopg on PostgreSQL);
 4. RSS of the server process after the latency phase (VmRSS from /proc).
 
-Then, for the product alone (``--only realtime`` runs just this):
+Then, for the product alone, on each engine (``--only realtime`` runs just this):
 
 5. real time: idle CPU of a server process subscribed to a session over --idle-seconds
    (utime+stime from /proc/PID/stat); then --posts messages from a second process, each
    after a random pause, timed from sending ``add_message`` in the second process to
    ``notifications/resources/updated`` in the subscriber (p50/p99), and the same for a
-   ``wait_for_messages`` long poll in the subscriber returning the message.
+   ``wait_for_messages`` long poll in the subscriber returning the message. On
+   PostgreSQL also the engine alone: NOTIFY committed by another process to the LISTEN
+   connection's wake-up, without an MCP server in between.
 
 Exit status is 0 unless something crashed; PASS/FAIL lines are informational.
 """
