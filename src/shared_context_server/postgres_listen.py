@@ -28,10 +28,10 @@ RESYNC = ("", "")
 RECONNECT_DELAY_S = 0.5
 # How often a listener wakes for notifications, at most, once it has used a burst of
 # WAKE_BURST wakes: each read then takes all that arrived meanwhile. Every process hears
-# every commit; woken once per commit, 20 processes posting into one session spent ~4 ms
-# of CPU per message on waking (bench.py: server CPU/msg 5.8 ms, against 2.0 ms without
-# LISTEN, 2.3 ms paced). Commits a few a second apart are heard at once; in a stream, news
-# waits at most 1/WAKE_RATE s, the file's poll interval.
+# every commit, and with 20 processes posting, waking once per commit cost each message
+# more CPU than its write (README, Performance, "On PostgreSQL"). Commits a few a second
+# apart are heard at once; in a stream, news waits at most 1/WAKE_RATE s, the file's poll
+# interval.
 WAKE_RATE = 10.0
 WAKE_BURST = 20.0
 
