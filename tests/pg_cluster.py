@@ -38,10 +38,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class Cluster:
-    """initdb + pg_ctl start; `url(db)` for a database on it; `stop()` removes it all."""
+# The tests' server: nothing they check depends on surviving a power cut.
+TEST_SETTINGS = "-c fsync=off"
 
-    def __init__(self) -> None:
+
+class Cluster:
+    """initdb + pg_ctl start; `url(db)` for a database on it; `stop()` removes it all.
+    `settings`: extra server options (`-c name=value ...`)."""
+
+    def __init__(self, settings: str = TEST_SETTINGS) -> None:
+        self.settings = settings
         self.bindir = _bindir()
         self.root = Path(tempfile.mkdtemp(prefix="scs-pg-"))
         self.data = self.root / "data"
@@ -66,8 +72,8 @@ class Cluster:
     def pg_ctl(self, action: str, *extra: str) -> None:
         """start, stop (-m immediate for a crash) or restart the server."""
         options = (
-            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
-            "-c max_connections=200"
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
+            f"-c max_connections=200 {self.settings}"
         )
         self._run(
             str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "log"),

@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 from shared_context_server.errors import DatabaseBusy, StorageError
-from shared_context_server.postgres import PgDatabase, to_pyformat
+from shared_context_server.postgres import PgDatabase, PgUnit, to_pyformat
 from shared_context_server.postgres_schema import SCHEMA_VERSION
 from shared_context_server.store import Conn
 from tests.pg_cluster import Cluster, free_port
@@ -292,3 +292,54 @@ def test_a_url_without_the_driver_names_the_extra(pg_url: str) -> None:
     assert done.returncode == 2
     assert "pip install 'shared-context-server[postgres]>=2,<3'" in done.stderr
     assert done.stderr.count("\n") == 1
+
+
+async def test_a_unit_of_work_sends_what_it_does_not_read_with_commit(pg_url: str) -> None:
+    """add_message's shape: BEGIN with the INSERT whose id it reads, the audit row with
+    COMMIT: two queries, not four."""
+    db = await PgDatabase.open(pg_url)
+    await db.transact(lambda conn: conn.execute(SESSION, ("s",)))
+    trips: list[int] = []
+
+    def post_and_log(conn: Conn) -> int:
+        assert isinstance(conn, PgUnit)
+        message_id = _post(conn)
+        conn.execute("UPDATE sessions SET purpose = ? WHERE id = ?", (f"m{message_id}", "s"))
+        trips.append(conn.trips)
+        return message_id
+
+    assert await db.transact(post_and_log) == 1
+    assert trips == [1]  # the UPDATE went with COMMIT
+    assert await db.read_one("SELECT purpose FROM sessions") == ("m1",)
+    await db.close()
+
+
+async def test_a_statement_never_read_still_fails_its_unit_and_nothing_is_saved(
+    pg_url: str,
+) -> None:
+    db = await PgDatabase.open(pg_url)
+    await db.transact(lambda conn: conn.execute(SESSION, ("s",)))
+
+    def post_then_fail(conn: Conn) -> None:
+        _post(conn)
+        conn.execute("INSERT INTO sessions (id) VALUES (?)", ("s",))  # duplicate key, unread
+
+    with pytest.raises(psycopg.errors.IntegrityError):
+        await db.transact(post_then_fail)
+    assert await db.read_one("SELECT count(*) FROM messages") == (0,)
+    assert await db.transact(lambda conn: _post(conn)) >= 1  # the writer is usable again
+    await db.close()
+
+
+async def test_results_read_after_later_statements_are_each_their_own(pg_url: str) -> None:
+    db = await PgDatabase.open(pg_url)
+
+    def three(conn: Conn) -> tuple[int, int, list[Any]]:
+        made = conn.execute(SESSION, ("a",))
+        conn.execute(SESSION, ("b",))
+        renamed = conn.execute("UPDATE sessions SET purpose = 'q' WHERE id IN (?, ?)", ("a", "b"))
+        listed = conn.execute("SELECT id FROM sessions ORDER BY id")
+        return made.rowcount, renamed.rowcount, [tuple(r) for r in listed.fetchall()]
+
+    assert await db.transact(three) == (1, 2, [("a",), ("b",)])
+    await db.close()

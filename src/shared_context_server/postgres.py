@@ -200,6 +200,108 @@ class PgConn:
         return _Cursor(cursor)
 
 
+class _Result:
+    """One statement's outcome, kept after its query moved on to the next statement's."""
+
+    def __init__(self, cursor: Any) -> None:
+        self.rowcount = max(int(cursor.rowcount), 0)
+        self.rows: list[Any] | None = list(cursor.fetchall()) if cursor.description else None
+        self._next = 0
+
+    def fetchone(self) -> Any:
+        if not self.rows or self._next >= len(self.rows):
+            return None
+        self._next += 1
+        return self.rows[self._next - 1]
+
+    def fetchall(self) -> list[Any]:
+        rest = self.rows[self._next :] if self.rows else []
+        self._next += len(rest)
+        return rest
+
+
+class _HeldCursor:
+    """A statement of a unit of work, sent when any held result is first looked at, or
+    with COMMIT (`PgUnit`)."""
+
+    def __init__(self, unit: PgUnit, sql: str) -> None:
+        self.sql = sql
+        self._unit = unit
+        self.result: _Result | None = None
+
+    def _sent(self) -> _Result:
+        if self.result is None:
+            self._unit.send_held()
+        assert self.result is not None
+        return self.result
+
+    @property
+    def rowcount(self) -> int:
+        return self._sent().rowcount
+
+    def fetchone(self) -> Any:
+        return self._sent().fetchone()
+
+    def fetchall(self) -> list[Any]:
+        return self._sent().fetchall()
+
+
+class PgUnit:
+    """What a unit of work gets in `PgDatabase.transact`: `execute` as PgConn's, in fewer
+    round trips. Statements are held back until a result is looked at, then sent in one
+    query (several statements in PostgreSQL's simple protocol, the first error stopping
+    the rest); BEGIN goes with the first, COMMIT with the last.
+
+    add_message (BEGIN, INSERT ... RETURNING, the audit INSERT, COMMIT) takes two trips
+    instead of four, set_memory two instead of five; a writer holds its session's row
+    lock, which every writer to that session waits for, over one trip instead of three."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self._conn = conn
+        self._held: list[_HeldCursor] = []
+        self._binder: Any = None  # a ClientCursor (connect_sync), to bind parameters
+        self.trips = 0  # queries sent so far
+        self.committing = False  # COMMIT is on its way: a lost connection may have saved it
+
+    def execute(self, sql: str, parameters: Params = (), /) -> _HeldCursor:
+        # Parameters bound here, client-side, as ClientCursor would when sending.
+        if self._binder is None:
+            self._binder = self._conn.cursor()
+        literal: str = self._binder.mogrify(translate(sql), tuple(parameters))
+        held = _HeldCursor(self, literal)
+        self._held.append(held)
+        return held
+
+    def send_held(self, tail: str = "") -> None:
+        """Send the statements held back, if any, after BEGIN if they open the unit and
+        before `tail` (COMMIT)."""
+        held, self._held = self._held, []
+        if not held and not self.trips:
+            return  # nothing ran: no transaction to open or end
+        begin = [] if self.trips else ["BEGIN"]
+        cursor = self._conn.cursor()
+        self.trips += 1
+        cursor.execute("; ".join([*begin, *(h.sql for h in held), *([tail] if tail else [])]))
+        if begin:
+            cursor.nextset()
+        for statement in held:
+            statement.result = _Result(cursor)
+            cursor.nextset()
+
+    def commit(self) -> None:
+        self.committing = True
+        self.send_held("COMMIT")
+
+    def rollback(self) -> None:
+        """End a unit that failed: ROLLBACK if the server holds its transaction open."""
+        self._held = []
+        pg = driver()
+        status = self._conn.info.transaction_status
+        if status in (pg.pq.TransactionStatus.INTRANS, pg.pq.TransactionStatus.INERROR):
+            with contextlib.suppress(pg.OperationalError):  # the connection is gone: so is it
+                self._conn.execute("ROLLBACK")
+
+
 @functools.lru_cache(maxsize=1024)
 def translate(sql: str) -> str:
     """A statement written for both engines, in PostgreSQL's form: psycopg's placeholders,
@@ -409,12 +511,14 @@ class PgDatabase:
             if self._writer is None or self._writer.closed:
                 self._writer = self._reconnect()
             conn = self._writer
-            begun = committing = False
+            unit = PgUnit(conn)
             try:
-                with conn.transaction():
-                    begun = True
-                    result = work(PgConn(conn))
-                    committing = True
+                try:
+                    result = work(unit)
+                    unit.commit()
+                except BaseException:
+                    unit.rollback()
+                    raise
                 return result
             except (pg.errors.DeadlockDetected, pg.errors.SerializationFailure):
                 deadlocks += 1
@@ -427,9 +531,11 @@ class PgDatabase:
                     raise
                 self._writer = None
                 conn.close()
-                if begun or not stale_ok:
-                    raise _lost(error, committing=committing) from None
-                stale_ok = False  # nothing ran: BEGIN met a connection PostgreSQL had closed
+                if unit.trips > 1 or unit.committing or not stale_ok:
+                    raise _lost(error, committing=unit.committing) from None
+                # Nothing was saved (no COMMIT was sent): most likely the first query met a
+                # connection PostgreSQL had closed since the last call.
+                stale_ok = False
 
     def _busy(self) -> DatabaseBusy:
         return DatabaseBusy(
@@ -453,7 +559,8 @@ class PgDatabase:
             for version in range(current + 1, SCHEMA_VERSION + 1):
                 try:
                     for statement in MIGRATIONS[version]:
-                        conn.execute(statement)
+                        # Its outcome now, inside this try (a unit sends statements late).
+                        conn.execute(statement).rowcount  # noqa: B018
                 except driver().Error as error:
                     raise _setup_refused(self.where, error) from None
                 conn.execute(

@@ -10,7 +10,19 @@ its own options follow --search, e.g. ``bench.py --search --queries 50``).
 Options: --only floor|product|realtime, --messages N (1000), --memory N (500), --procs N (20),
 --per-proc N (200), --spawns N (5), --rounds N (2), --floor PATH (default
 ../shared/bench/floor_server.py), --json, --posts N (50), --idle-seconds S (10), --stdio
-auto|threads (the product's transport; threads is the SDK's, as the floor uses).
+auto|threads (the product's transport; threads is the SDK's, as the floor uses),
+--db URL or --pg-cluster (below).
+
+With ``--db postgresql://user@host:port/db`` (a role that may CREATE DATABASE) the product
+on PostgreSQL runs as a third system, "postgres", in the same run and the same phases as
+the product on a SQLite file: each phase gets a database of its own, made with CREATE
+DATABASE on that server and dropped at the end, so runs never see each other's rows (the
+URL's own database is only connected to). ``--pg-cluster`` does the same on a throwaway
+cluster started here on 127.0.0.1 over TCP (tests/pg_cluster.py, synchronous_commit=off,
+like the file's ``synchronous = NORMAL``). The table then gains a pg/sqlite column, and the
+targets of issue 15 are checked: throughput >= 0.7x the file's, each tool's p50 <= 2x, 0
+errors, news from another process in p50 <= 50 ms. ``--only product`` runs both engines
+without the floor.
 
 Both systems are driven by the same client code (``ClientSession`` over ``stdio_client``,
 handshake era), each on its own fresh temporary databases, and samples are pooled over
@@ -26,16 +38,19 @@ targets:
    sequential ``set_memory`` calls cycling over 50 keys (most replace an entry);
 3. concurrency: --procs server processes, --per-proc ``add_message`` calls each, all into one
    shared session: msgs/s, p99, errors, lost rows (counted with stdlib sqlite3 afterwards);
-   one system at a time (each saturates the machine), ABBA round by round;
+   one system at a time (each saturates the machine), ABBA round by round (rows counted
+   with psycopg on PostgreSQL);
 4. RSS of the server process after the latency phase (VmRSS from /proc).
 
-Then, for the product alone (``--only realtime`` runs just this):
+Then, for the product alone, on each engine (``--only realtime`` runs just this):
 
 5. real time: idle CPU of a server process subscribed to a session over --idle-seconds
    (utime+stime from /proc/PID/stat); then --posts messages from a second process, each
    after a random pause, timed from sending ``add_message`` in the second process to
    ``notifications/resources/updated`` in the subscriber (p50/p99), and the same for a
-   ``wait_for_messages`` long poll in the subscriber returning the message.
+   ``wait_for_messages`` long poll in the subscriber returning the message. On
+   PostgreSQL also the engine alone: NOTIFY committed by another process to the LISTEN
+   connection's wake-up, without an MCP server in between.
 
 Exit status is 0 unless something crashed; PASS/FAIL lines are informational.
 """
@@ -60,8 +75,10 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
+from urllib.parse import urlsplit
 
 import anyio
+import bench_pg  # beside this file
 import mcp.types as types
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
@@ -92,15 +109,16 @@ class System:
 
     name: str
     marker: str  # a substring of the server's command line, to find its pid in /proc
-    args: Callable[[Path, str], list[str]]
-    env: Callable[[Path, str], dict[str, str]]
+    args: Callable[[str, str], list[str]]
+    env: Callable[[str, str], dict[str, str]]
     read_tool: str
     read_args: Callable[[str, int], dict[str, Any]]
     add_tool: str = "add_message"
     create_tool: str = "create_session"
     memory_tool: str = "set_memory"
+    engine: str = "sqlite"  # where its databases live: files, or PostgreSQL (--db URL)
 
-    def params(self, db: Path, agent: str) -> StdioServerParameters:
+    def params(self, db: str, agent: str) -> StdioServerParameters:
         return StdioServerParameters(
             command=sys.executable, args=self.args(db, agent), env=self.env(db, agent)
         )
@@ -117,22 +135,25 @@ def floor_system(path: Path) -> System:
     )
 
 
-def product_system(stdio: str = "auto") -> System:
+def product_system(stdio: str = "auto", engine: str = "sqlite") -> System:
+    # The --db value tells the two products apart in /proc: a file path, or a URL.
+    on_pg = engine == "postgres"
     return System(
-        name="product",
-        marker="shared_context_server",
+        name="postgres" if on_pg else "product",
+        marker="serve --db postgresql://" if on_pg else "serve --db /",
+        engine=engine,
         args=lambda db, agent: [
             "-m",
             "shared_context_server",
             "serve",
             "--db",
-            str(db),
+            db,
             "--agent-id",
             agent,
             "--stdio",
             stdio,
         ],
-        env=lambda db, agent: {"SHARED_CONTEXT_DB": str(db)},
+        env=lambda db, agent: {"SHARED_CONTEXT_DB": db},
         read_tool="get_context",
         read_args=lambda sid, n: {"session_id": sid, "limit": n},
     )
@@ -201,7 +222,9 @@ def rss_mb(pid: int) -> float:
     raise BenchError(f"no VmRSS for pid {pid}")
 
 
-def count_rows(db: Path, session_id: str) -> int:
+def count_rows(system: System, db: str, session_id: str) -> int:
+    if system.engine == "postgres":
+        return bench_pg.count_rows(db, session_id)
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30.0)
     try:
         row = conn.execute("SELECT COUNT(*) FROM messages WHERE session_id = ?", (session_id,))
@@ -212,7 +235,7 @@ def count_rows(db: Path, session_id: str) -> int:
 
 @asynccontextmanager
 async def connect(
-    system: System, db: Path, agent: str, errlog: TextIO
+    system: System, db: str, agent: str, errlog: TextIO
 ) -> AsyncIterator[ClientSession]:
     """Spawn one server, initialize (handshake era) and list its tools."""
     async with (
@@ -280,6 +303,8 @@ class Run:
     system: System
     workdir: Path
     errlog: TextIO
+    # A fresh database for a phase's name: a file in workdir, or one on PostgreSQL.
+    target: Callable[[str], str]
     figures: Figures = field(default_factory=Figures)
     startup_s: list[float] = field(default_factory=list)
     add_s: list[float] = field(default_factory=list)
@@ -303,7 +328,7 @@ class Run:
         log = tail(self.workdir / "server-stderr.log", 3).replace("\n", " | ")
         self.note_error(f"spawn {agent}: {type(inner).__name__}: {inner}; stderr: {log}")
 
-    async def open_session(self, stack: AsyncExitStack, db: Path, agent: str) -> ClientSession:
+    async def open_session(self, stack: AsyncExitStack, db: str, agent: str) -> ClientSession:
         """connect() with retries; each failed spawn is counted and noted."""
         for attempt in range(1, SPAWN_ATTEMPTS + 1):
             try:
@@ -340,7 +365,7 @@ class Run:
             fig.conc_client_cpu_ms = self.conc_client_cpu / self.conc_ok * 1000.0
 
 
-async def spawn_once(run: Run, db: Path, agent: str) -> float:
+async def spawn_once(run: Run, db: str, agent: str) -> float:
     """Seconds from spawn to tools/list answered (connect() lists the tools)."""
     for attempt in range(1, SPAWN_ATTEMPTS + 1):
         try:
@@ -366,7 +391,7 @@ class Lane:
 
 async def open_lane(run: Run, stack: AsyncExitStack, rnd: int) -> Lane:
     system = run.system
-    session = await run.open_session(stack, run.workdir / f"latency-{rnd}.db", "bench-latency")
+    session = await run.open_session(stack, run.target(f"latency-{rnd}"), "bench-latency")
     warm = await create_session(system, session, "bench warm-up")
     lane = Lane(run, session, await create_session(system, session, "bench latency"))
     for i in range(WARMUP_WRITES):
@@ -468,7 +493,7 @@ async def measure_lane(lane: Lane) -> None:
 
 async def phase_concurrency(run: Run, procs: int, per_proc: int, rnd: int) -> None:
     system, fig = run.system, run.figures
-    db = run.workdir / f"concurrency-{rnd}.db"
+    db = run.target(f"concurrency-{rnd}")
     latencies: list[float] = []
     errors = 0
     ready = 0
@@ -530,7 +555,7 @@ async def phase_concurrency(run: Run, procs: int, per_proc: int, rnd: int) -> No
             client_cpu += time.process_time()
 
     expected = procs * per_proc
-    rows = count_rows(db, sid_holder[0])
+    rows = count_rows(system, db, sid_holder[0])
     fig.conc_rows += rows
     fig.conc_errors += errors
     fig.conc_lost += expected - rows
@@ -546,6 +571,7 @@ async def phase_concurrency(run: Run, procs: int, per_proc: int, rnd: int) -> No
 
 @dataclass
 class Realtime:
+    system: str = "product"
     idle_cpu_pct: float = math.nan
     idle_seconds: float = math.nan
     notify_p50_ms: float = math.nan
@@ -553,6 +579,9 @@ class Realtime:
     wait_p50_ms: float = math.nan
     wait_p99_ms: float = math.nan
     posts: int = 0
+    # PostgreSQL alone: NOTIFY at COMMIT in one process to LISTEN's wake-up in another.
+    push_p50_ms: float = math.nan
+    push_p99_ms: float = math.nan
     crashed: str = ""
 
 
@@ -563,9 +592,10 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def phase_realtime(workdir: Path, errlog: TextIO, posts: int, idle_s: float) -> Realtime:
-    system, out = product_system(), Realtime(idle_seconds=idle_s)
-    db = workdir / "realtime.db"
+async def phase_realtime(
+    system: System, db: str, errlog: TextIO, posts: int, idle_s: float
+) -> Realtime:
+    out = Realtime(system=system.name, idle_seconds=idle_s)
     arrived: dict[str, float] = {}
     news = anyio.Event()
 
@@ -635,22 +665,41 @@ async def phase_realtime(workdir: Path, errlog: TextIO, posts: int, idle_s: floa
     return out
 
 
-async def run_realtime(args: argparse.Namespace, tmp: Path) -> Realtime:
-    workdir = tmp / "realtime"
-    workdir.mkdir()
-    print("[bench] product: real time", file=sys.stderr, flush=True)
-    with (workdir / "server-stderr.log").open("w") as errlog:
-        try:
-            return await phase_realtime(workdir, errlog, args.posts, args.idle_seconds)
-        except Exception as exc:
-            traceback.print_exc(file=sys.stderr)
-            inner = leaf(exc)
-            return Realtime(crashed=f"{type(inner).__name__}: {inner}")
+async def run_realtime(
+    args: argparse.Namespace, tmp: Path, pg: bench_pg.PgServer | None
+) -> list[Realtime]:
+    """The real-time phase for the product on each engine in the run."""
+    out: list[Realtime] = []
+    for engine in ("sqlite", "postgres") if pg is not None else ("sqlite",):
+        system = product_system(args.stdio, engine)
+        workdir = tmp / f"realtime-{system.name}"
+        workdir.mkdir()
+        db = pg.fresh("realtime") if pg is not None and engine == "postgres" else ""
+        print(f"[bench] {system.name}: real time", file=sys.stderr, flush=True)
+        with (workdir / "server-stderr.log").open("w") as errlog:
+            try:
+                rt = await phase_realtime(
+                    system,
+                    db or str(workdir / "realtime.db"),
+                    errlog,
+                    args.posts,
+                    args.idle_seconds,
+                )
+                if db:
+                    push = partial(bench_pg.push_latency, db, args.posts * 4)
+                    rt.push_p50_ms, rt.push_p99_ms = await anyio.to_thread.run_sync(push)
+            except Exception as exc:
+                traceback.print_exc(file=sys.stderr)
+                inner = leaf(exc)
+                rt = Realtime(system=system.name, crashed=f"{type(inner).__name__}: {inner}")
+        out.append(rt)
+    return out
 
 
 def print_realtime(rt: Realtime) -> None:
     print()
-    print(f"real time (product): {rt.posts} posts from a second process, poll interval 0.1 s")
+    how = "LISTEN/NOTIFY" if rt.system == "postgres" else "poll interval 0.1 s"
+    print(f"real time ({rt.system}): {rt.posts} posts from a second process, {how}")
     if rt.crashed:
         print(f"real time CRASHED: {rt.crashed}")
         return
@@ -659,6 +708,9 @@ def print_realtime(rt: Realtime) -> None:
     print(f"{'wait_for_messages release p50 (ms)':<34}{rt.wait_p50_ms:>10.1f}")
     print(f"{'wait_for_messages release p99 (ms)':<34}{rt.wait_p99_ms:>10.1f}")
     print(f"{f'idle CPU, subscribed, {rt.idle_seconds:.0f} s (%)':<34}{rt.idle_cpu_pct:>10.2f}")
+    if not math.isnan(rt.push_p50_ms):
+        print(f"{'engine only: NOTIFY->LISTEN p50':<34}{rt.push_p50_ms:>10.2f}")
+        print(f"{'engine only: NOTIFY->LISTEN p99':<34}{rt.push_p99_ms:>10.2f}")
 
 
 # --------------------------------------------------------------------------- report
@@ -736,13 +788,7 @@ def targets(floor: Figures | None, prod: Figures | None) -> list[Target]:
             out.append(Target(f"{label} <= 1.2x floor", r, "<= 1.20x", r <= 1.2))
         r = ratio(prod, floor, "conc_msgs_per_s")
         out.append(Target("throughput >= 0.9x floor", r, ">= 0.90x", r >= 0.9))
-    errors = (
-        prod.add_errors
-        + prod.read_errors
-        + prod.mem_errors
-        + prod.conc_errors
-        + prod.spawn_failures
-    )
+    errors = error_count(prod)
     out.append(Target("0 errors", errors, "== 0", errors == 0))
     out.append(Target("0 lost", prod.conc_lost, "== 0", prod.conc_lost == 0))
     if floor is not None:
@@ -751,6 +797,70 @@ def targets(floor: Figures | None, prod: Figures | None) -> list[Target]:
         r = ratio(prod, floor, "startup_ms")
         out.append(Target("start-up <= 1.15x floor", r, "<= 1.15x", r <= 1.15))
     return out
+
+
+def error_count(fig: Figures) -> int:
+    return fig.add_errors + fig.read_errors + fig.mem_errors + fig.conc_errors + fig.spawn_failures
+
+
+# PostgreSQL's targets (issue 15): against the product on a SQLite file, in the same run.
+PG_NEWS_P50_MS = 50.0
+
+
+def pg_targets(
+    sqlite: Figures | None, pg: Figures | None, realtime: list[Realtime]
+) -> list[Target]:
+    out: list[Target] = []
+    if pg is None:
+        return out
+    if pg.crashed:
+        return [Target("postgres ran to completion", math.nan, "no crash", False)]
+    if sqlite is not None and not sqlite.crashed:
+        r = ratio(pg, sqlite, "conc_msgs_per_s")
+        out.append(Target("pg throughput >= 0.7x sqlite", r, ">= 0.70x", r >= 0.7))
+        for attr, label in [
+            ("add_p50_ms", "add_message"),
+            ("read_p50_ms", "get_context"),
+            ("mem_p50_ms", "set_memory"),
+        ]:
+            r = ratio(pg, sqlite, attr)
+            out.append(Target(f"pg {label} p50 <= 2x sqlite", r, "<= 2.00x", r <= 2.0))
+    errors = error_count(pg)
+    out.append(Target("pg 0 errors", errors, "== 0", errors == 0))
+    out.append(Target("pg 0 lost", pg.conc_lost, "== 0", pg.conc_lost == 0))
+    for rt in realtime:
+        if rt.system != "postgres":
+            continue
+        if rt.crashed:
+            out.append(Target("pg real time ran", math.nan, "no crash", False))
+            continue
+        for value, label in [
+            (rt.notify_p50_ms, "resources/updated"),
+            (rt.wait_p50_ms, "long poll"),
+        ]:
+            out.append(
+                Target(f"pg {label} p50 <= 50 ms", value, "<= 50 ms", value <= PG_NEWS_P50_MS)
+            )
+    return out
+
+
+def print_targets(checks: list[Target]) -> None:
+    if not checks:
+        return
+    print()
+    print(f"{'target':<34}{'value':>12}{'limit':>12}  verdict")
+    for t in checks:
+        spec = (
+            "{:+.1f} MB"
+            if "MB" in t.limit
+            else "{:.1f} ms"
+            if "ms" in t.limit
+            else "{:.2f}x"
+            if "x" in t.limit
+            else "{:.0f}"
+        )
+        verdict = "PASS" if t.ok else "FAIL"
+        print(f"{t.name:<34}{fmt(float(t.value), spec):>12}{t.limit:>12}  {verdict}")
 
 
 def fmt(value: object, spec: str) -> str:
@@ -762,20 +872,29 @@ def fmt(value: object, spec: str) -> str:
         return str(value)
 
 
-def print_table(runs: dict[str, Run], args: argparse.Namespace) -> None:
+def print_table(
+    runs: dict[str, Run], args: argparse.Namespace, pg: bench_pg.PgServer | None
+) -> None:
     floor = runs["floor"].figures if "floor" in runs else None
     prod = runs["product"].figures if "product" in runs else None
+    pgfig = runs["postgres"].figures if "postgres" in runs else None
     both = floor is not None and prod is not None
+    engines = prod is not None and pgfig is not None
     print(
         f"shared-context-server bench: messages={args.messages} memory={args.memory} "
         f"reads={READ_CALLS} "
         f"procs={args.procs} per-proc={args.per_proc} spawns={args.spawns} rounds={args.rounds} "
         f"product-stdio={args.stdio} "
-        f"python={sys.version.split()[0]} cpus={os.cpu_count()}"
+        f"python={sys.version.split()[0]} cpus={os.cpu_count()} "
+        f"load={' '.join(f'{x:.2f}' for x in os.getloadavg())}"
     )
+    if pg is not None:
+        print(f"postgres: {pg.describe()}, over TCP to {urlsplit(pg.url).hostname}")
     header = f"{'metric':<27}" + "".join(f"{name:>12}" for name in runs)
     if both:
         header += f"{'prod/floor':>12}"
+    if engines:
+        header += f"{'pg/sqlite':>12}"
     print(header)
     print("-" * len(header))
     for label, attr, spec in METRICS:
@@ -787,6 +906,8 @@ def print_table(runs: dict[str, Run], args: argparse.Namespace) -> None:
                 line += f"{fmt(ratio(prod, floor, attr), '{:.2f}x'):>12}"
             else:
                 line += f"{'':>12}"
+        if engines and prod is not None and pgfig is not None and attr in RATIO_METRICS:
+            line += f"{fmt(ratio(pgfig, prod, attr), '{:.2f}x'):>12}"
         print(line)
     for name, run in runs.items():
         if run.figures.startup_all_ms:
@@ -797,22 +918,18 @@ def print_table(runs: dict[str, Run], args: argparse.Namespace) -> None:
             print(f"{name} first error: {run.figures.first_error}")
         if run.figures.crashed:
             print(f"{name} CRASHED: {run.figures.crashed}")
-    checks = targets(floor, prod)
-    if checks:
-        print()
-        print(f"{'target':<30}{'value':>12}{'limit':>12}  verdict")
-        for t in checks:
-            spec = "{:+.1f} MB" if "MB" in t.limit else "{:.2f}x" if "x" in t.limit else "{:.0f}"
-            verdict = "PASS" if t.ok else "FAIL"
-            print(f"{t.name:<30}{fmt(float(t.value), spec):>12}{t.limit:>12}  {verdict}")
+    print_targets(targets(floor, prod))
 
 
-def as_json(runs: dict[str, Run], args: argparse.Namespace) -> dict[str, Any]:
+def as_json(
+    runs: dict[str, Run], args: argparse.Namespace, realtime: list[Realtime]
+) -> dict[str, Any]:
     def clean(v: object) -> object:
         return None if isinstance(v, float) and math.isnan(v) else v
 
     floor = runs["floor"].figures if "floor" in runs else None
     prod = runs["product"].figures if "product" in runs else None
+    pgfig = runs["postgres"].figures if "postgres" in runs else None
     out: dict[str, Any] = {
         "config": {
             "messages": args.messages,
@@ -826,6 +943,7 @@ def as_json(runs: dict[str, Run], args: argparse.Namespace) -> dict[str, Any]:
             "product_stdio": args.stdio,
             "python": sys.version.split()[0],
             "cpus": os.cpu_count(),
+            "load": os.getloadavg(),
         },
     }
     for name, run in runs.items():
@@ -836,10 +954,21 @@ def as_json(runs: dict[str, Run], args: argparse.Namespace) -> dict[str, Any]:
         {"name": t.name, "value": clean(float(t.value)), "limit": t.limit, "pass": t.ok}
         for t in targets(floor, prod)
     ]
+    if prod is not None and pgfig is not None:
+        out["ratios_pg_sqlite"] = {a: clean(ratio(pgfig, prod, a)) for a in sorted(RATIO_METRICS)}
+    out["pg_targets"] = [
+        {"name": t.name, "value": clean(float(t.value)), "limit": t.limit, "pass": t.ok}
+        for t in pg_targets(prod, pgfig, realtime)
+    ]
+    out["realtime"] = [{k: clean(v) for k, v in vars(rt).items()} for rt in realtime]
     return out
 
 
 # --------------------------------------------------------------------------- main
+
+
+def file_target(workdir: Path, name: str) -> str:
+    return str(workdir / f"{name}.db")
 
 
 def leaf(exc: BaseException) -> BaseException:
@@ -857,14 +986,18 @@ def tail(path: Path, lines: int = 15) -> str:
 
 
 async def run_all(
-    args: argparse.Namespace, systems: list[System], tmp: Path
+    args: argparse.Namespace, systems: list[System], tmp: Path, pg: bench_pg.PgServer | None
 ) -> tuple[dict[str, Run], bool]:
     runs: dict[str, Run] = {}
     for system in systems:
         workdir = tmp / system.name
         workdir.mkdir()
         errlog = (workdir / "server-stderr.log").open("w")
-        runs[system.name] = Run(system, workdir, errlog)
+        if system.engine == "postgres" and pg is not None:
+            target: Callable[[str], str] = pg.fresh
+        else:
+            target = partial(file_target, workdir)
+        runs[system.name] = Run(system, workdir, errlog, target)
 
     crashed = False
 
@@ -910,11 +1043,11 @@ async def run_all(
 
     # Start-up and concurrency: one system at a time, ABBA; latency: every system at once.
     for run in runs.values():  # warm-up spawn: creates the database, warms the page cache
-        db = run.workdir / "startup.db"
+        db = run.target("startup")
         await attempt(run, "start-up warm-up", partial(spawn_once, run, db, "bench-warm"))
     for i in range(args.spawns):
         for run in order(i):
-            db = run.workdir / "startup.db"
+            db = run.target("startup")
             spawn = partial(spawn_once, run, db, f"bench-startup-{i}")
 
             async def timed(r: Run = run, job: Callable[[], Awaitable[float]] = spawn) -> None:
@@ -954,7 +1087,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--spawns", type=int, default=5)
     p.add_argument("--rounds", type=int, default=2, help="latency/concurrency repeats, pooled")
     p.add_argument("--json", action="store_true", help="print one JSON object instead")
+    pg = p.add_mutually_exclusive_group()
+    pg.add_argument(
+        "--db",
+        metavar="URL",
+        help="also run the product on PostgreSQL: postgresql://user@host:port/db of a role\n"
+        "that may CREATE DATABASE; each phase gets a new database on that server,\n"
+        "dropped at the end (the URL's own database is only connected to)",
+    )
+    pg.add_argument(
+        "--pg-cluster",
+        action="store_true",
+        help="as --db, on a throwaway cluster started here over TCP 127.0.0.1\n"
+        f"(tests/pg_cluster.py; {bench_pg.CLUSTER_SETTINGS}), removed at the end",
+    )
     args = p.parse_args(argv)
+    if args.db and not args.db.startswith(("postgresql://", "postgres://")):
+        p.error("--db takes a postgresql:// URL (the SQLite figures use files of their own)")
     for name in ("messages", "memory", "procs", "per_proc", "spawns", "rounds"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
@@ -975,30 +1124,48 @@ def main(argv: list[str] | None = None) -> int:
             print(f"floor server not found: {floor_path} (use --floor PATH)", file=sys.stderr)
             return 2
         systems.append(floor_system(floor_path))
-    if args.only in (None, "product"):
-        systems.append(product_system(args.stdio))
-    realtime: Realtime | None = None
+    cluster: Any = None
+    pg: bench_pg.PgServer | None = None
+    try:
+        if args.pg_cluster:
+            print("[bench] starting a throwaway PostgreSQL cluster", file=sys.stderr, flush=True)
+            cluster = bench_pg.start_cluster()
+            args.db = cluster.url()
+        if args.db:
+            pg = bench_pg.PgServer(args.db)
+        if args.only in (None, "product"):
+            systems.append(product_system(args.stdio))
+            if pg is not None:
+                systems.append(product_system(args.stdio, "postgres"))
+        return report(args, systems, pg)
+    finally:
+        if pg is not None:
+            pg.drop_all()
+        if cluster is not None:
+            cluster.stop()
+
+
+def report(args: argparse.Namespace, systems: list[System], pg: bench_pg.PgServer | None) -> int:
+    """Run every phase, then print the figures; 1 if a system crashed."""
+    realtime: list[Realtime] = []
     runs: dict[str, Run] = {}
     crashed = False
     with tempfile.TemporaryDirectory(prefix="scs-bench-") as tmp:
         if systems:
-            runs, crashed = anyio.run(run_all, args, systems, Path(tmp), backend="asyncio")
+            runs, crashed = anyio.run(run_all, args, systems, Path(tmp), pg, backend="asyncio")
         if args.only in (None, "product", "realtime"):
-            realtime = anyio.run(run_realtime, args, Path(tmp), backend="asyncio")
-            crashed = crashed or bool(realtime.crashed)
+            realtime = anyio.run(run_realtime, args, Path(tmp), pg, backend="asyncio")
+            crashed = crashed or any(rt.crashed for rt in realtime)
+    prod = runs["product"].figures if "product" in runs else None
+    pgfig = runs["postgres"].figures if "postgres" in runs else None
     if args.json:
-        out = as_json(runs, args) if runs else {}
-        if realtime is not None:
-            out["realtime"] = {
-                k: None if isinstance(v, float) and math.isnan(v) else v
-                for k, v in vars(realtime).items()
-            }
-        print(json.dumps(out, indent=2))
+        print(json.dumps(as_json(runs, args, realtime), indent=2))
     else:
         if runs:
-            print_table(runs, args)
-        if realtime is not None:
-            print_realtime(realtime)
+            print_table(runs, args, pg)
+        for rt in realtime:
+            print_realtime(rt)
+        print_targets(pg_targets(prod, pgfig, realtime))
     return 1 if crashed else 0
 
 
