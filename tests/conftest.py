@@ -1,4 +1,8 @@
-"""Shared fixtures: real SQLite files, real MCP client sessions, real server subprocesses."""
+"""Shared fixtures: both engines (real SQLite files, a real PostgreSQL server), real MCP
+client sessions, real server subprocesses.
+
+A test that takes `target` or `db` runs once per engine, ids `[sqlite]` and `[postgres]`;
+tests about SQLite itself take `sqlite_db` or a tmp_path file instead."""
 
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ from shared_context_server.blackboard.identity import Agent
 from shared_context_server.config import Settings
 from shared_context_server.db import Database
 from shared_context_server.server.app import build_server, init_options
+from shared_context_server.store import Store, Target, open_store
 from tests.pg_cluster import Cluster, MissingPostgres
 
 ALICE = Agent("alice", "reviewer")
@@ -30,8 +35,54 @@ CAROL = Agent("carol", "writer")
 ADMIN = Agent("root", "operator", frozenset({"read", "write", "admin"}))
 
 
+ENGINES = ["sqlite", "postgres"]
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    """Which engine this run of a backend-neutral test uses."""
+    return str(request.param)
+
+
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
+def target(engine: str, tmp_path: Path, request: pytest.FixtureRequest) -> Target:
+    """Where the blackboard lives for this run: a new SQLite file, or a new migrated
+    PostgreSQL database (a URL)."""
+    if engine == "sqlite":
+        return tmp_path / "bb.db"
+    return str(request.getfixturevalue("pg_migrated_url"))
+
+
+@pytest.fixture
+async def db(target: Target) -> AsyncIterator[Store]:
+    """The blackboard on each engine in turn, through the one seam the domain uses."""
+    store = await open_store(target)
+    yield store
+    await store.close()
+
+
+async def rows(target: Target, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """What `sql` reads on the blackboard at `target`, through the store: how a test
+    checks the stored data on either engine."""
+    store = await open_store(target, migrate=False)
+    try:
+        return [tuple(row) for row in await store.read(sql, params)]
+    finally:
+        await store.close()
+
+
+async def execute(target: Target, sql: str, params: tuple[Any, ...] = ()) -> None:
+    """Run one statement in its own transaction on the blackboard at `target`."""
+    store = await open_store(target, migrate=False)
+    try:
+        await store.transact(lambda conn: conn.execute(sql, params))
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+async def sqlite_db(tmp_path: Path) -> AsyncIterator[Database]:
+    """The SQLite engine itself, for tests about the file (WAL, PRAGMAs, locks)."""
     database = await Database.open(tmp_path / "bb.db")
     yield database
     await database.close()
@@ -228,12 +279,35 @@ def pg_cluster() -> Iterator[Cluster]:
     cluster.stop()
 
 
-@pytest.fixture
-def pg_url(pg_cluster: Cluster) -> str:
-    """A new, empty database on the test cluster."""
+def _create_database(cluster: Cluster, template: str = "template1") -> str:
     import psycopg
 
     name = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_cluster.url(), autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    return pg_cluster.url(name)
+    with psycopg.connect(cluster.url(), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE {template}")
+    return name
+
+
+@pytest.fixture
+def pg_url(pg_cluster: Cluster) -> str:
+    """A new, empty database on the test cluster."""
+    return pg_cluster.url(_create_database(pg_cluster))
+
+
+@pytest.fixture(scope="session")
+def pg_template(pg_cluster: Cluster) -> str:
+    """A database migrated once per run, that each test's database is copied from: a copy
+    costs a file copy where migrating costs every statement of the schema."""
+    name = _create_database(pg_cluster)
+
+    async def migrate() -> None:
+        await (await open_store(pg_cluster.url(name))).close()
+
+    anyio.run(migrate)
+    return name
+
+
+@pytest.fixture
+def pg_migrated_url(pg_cluster: Cluster, pg_template: str) -> str:
+    """A new database on the test cluster, at this release's schema."""
+    return pg_cluster.url(_create_database(pg_cluster, pg_template))

@@ -19,6 +19,7 @@ from shared_context_server.blackboard.activity import messages_over_time
 from shared_context_server.dashboard.live import Changes
 from shared_context_server.db import Database
 from shared_context_server.errors import PermissionDenied
+from shared_context_server.store import Store
 from tests.conftest import ADMIN, ALICE, BOB, ok, spawn
 from tests.dashboard_process import SECRETS, blackboard, dashboard
 
@@ -277,7 +278,7 @@ async def test_messages_over_time_counts_what_the_viewer_sees_per_agent(tmp_path
     assert {a["agent"] for a in bob["agents"]} == {"alice", "bob", "carol"}
 
 
-async def test_only_an_admin_lists_every_agents_memory_keys_page_by_page(db: Database) -> None:
+async def test_only_an_admin_lists_every_agents_memory_keys_page_by_page(db: Store) -> None:
     for agent, key in ((ALICE, "a1"), (ALICE, "a2"), (BOB, "b1")):
         await memory.set_memory(db, agent, key, 1)
     with pytest.raises(PermissionDenied):

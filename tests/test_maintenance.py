@@ -23,10 +23,11 @@ from shared_context_server.clock import iso, now_utc
 from shared_context_server.config import Settings, resolve_settings
 from shared_context_server.db import Database
 from shared_context_server.errors import InvalidInput, TokenInvalid
+from shared_context_server.store import Store
 from tests.conftest import ADMIN, ALICE, connect, ok, poll_until
 
 
-async def test_a_round_sweeps_expired_tokens_and_keeps_live_ones(db: Database) -> None:
+async def test_a_round_sweeps_expired_tokens_and_keeps_live_ones(db: Store) -> None:
     short = await tokens.authenticate_agent(db, ALICE, "alice/short", expires_in=60)
     long = await tokens.authenticate_agent(db, ALICE, "alice/long", expires_in=3600)
     later = now_utc() + timedelta(minutes=5)
@@ -39,7 +40,7 @@ async def test_a_round_sweeps_expired_tokens_and_keeps_live_ones(db: Database) -
     ).agent_id == "alice/long"
 
 
-async def test_sessions_idle_past_the_age_are_archived_and_audited(db: Database) -> None:
+async def test_sessions_idle_past_the_age_are_archived_and_audited(db: Store) -> None:
     quiet = await sessions.create_session(db, ALICE, "quiet")
     chatty = await sessions.create_session(db, ALICE, "chatty")
     later = now_utc() + timedelta(days=31)
@@ -62,7 +63,7 @@ async def test_sessions_idle_past_the_age_are_archived_and_audited(db: Database)
     assert never is not None and never["idle_sessions_archived"] == 0
 
 
-async def test_the_audit_log_is_trimmed_past_its_retention_only(db: Database) -> None:
+async def test_the_audit_log_is_trimmed_past_its_retention_only(db: Store) -> None:
     for n in range(3):
         await sessions.create_session(db, ALICE, f"s{n}")
     async with db.write() as tx:  # the first two entries are 100 days old
@@ -76,7 +77,7 @@ async def test_the_audit_log_is_trimmed_past_its_retention_only(db: Database) ->
     assert [r[0] for r in await db.fetchall("SELECT id FROM audit_log")] == [3]
 
 
-async def test_a_large_wal_gets_a_passive_checkpoint(db: Database) -> None:
+async def test_a_large_wal_gets_a_passive_checkpoint(db: Store) -> None:
     s = await sessions.create_session(db, ALICE, "wal")
     for n in range(20):
         await messages.add_message(db, ALICE, s["id"], "x" * 2000 + str(n))

@@ -24,6 +24,7 @@ from shared_context_server.errors import (
     NotFound,
     SessionNotFound,
 )
+from shared_context_server.store import Store
 from tests.conftest import ALICE, BOB, ERAS, connect, fails, ok, poll_until
 
 YEAR = 365 * 24 * 3600
@@ -39,14 +40,14 @@ def rows_in_memory_table(path: Path) -> int:
 
 
 @pytest.mark.parametrize("value", [{"plan": [1, 2]}, [1, "two"], "text", 3.5, 0, True, None])
-async def test_any_json_value_round_trips(db: Database, value: Any) -> None:
+async def test_any_json_value_round_trips(db: Store, value: Any) -> None:
     stored = await memory.set_memory(db, ALICE, "k", value)
     assert stored["scope"] == "global" and stored["expires_at"] is None
     got = await memory.get_memory(db, ALICE, "k")
     assert got["value"] == value and got["scope"] == "global" and got["session_id"] is None
 
 
-async def test_global_and_session_scopes_hold_separate_values(db: Database) -> None:
+async def test_global_and_session_scopes_hold_separate_values(db: Store) -> None:
     sid = (await sessions.create_session(db, ALICE, "review"))["id"]
     await memory.set_memory(db, ALICE, "plan", "global plan")
     stored = await memory.set_memory(db, ALICE, "plan", "session plan", session_id=sid)
@@ -57,7 +58,7 @@ async def test_global_and_session_scopes_hold_separate_values(db: Database) -> N
     assert (await memory.get_memory(db, ALICE, "plan"))["value"] == "global plan"
 
 
-async def test_session_scoped_memory_needs_an_existing_session(db: Database) -> None:
+async def test_session_scoped_memory_needs_an_existing_session(db: Store) -> None:
     with pytest.raises(SessionNotFound):
         await memory.set_memory(db, ALICE, "k", 1, session_id="sess_missing")
     with pytest.raises(SessionNotFound):
@@ -66,7 +67,7 @@ async def test_session_scoped_memory_needs_an_existing_session(db: Database) -> 
         await memory.list_memory(db, ALICE, "sess_missing")
 
 
-async def test_memory_is_private_to_its_agent(db: Database) -> None:
+async def test_memory_is_private_to_its_agent(db: Store) -> None:
     sid = (await sessions.create_session(db, ALICE, "review"))["id"]
     await memory.set_memory(db, ALICE, "secret", "alice's")
     await memory.set_memory(db, ALICE, "secret", "alice's too", session_id=sid)
@@ -81,7 +82,7 @@ async def test_memory_is_private_to_its_agent(db: Database) -> None:
 
 
 async def test_overwrite_false_refuses_a_live_entry_but_replaces_an_expired_one(
-    db: Database,
+    db: Store,
 ) -> None:
     await memory.set_memory(db, ALICE, "k", "old")
     with pytest.raises(Conflict, match="overwrite=true"):
@@ -93,14 +94,14 @@ async def test_overwrite_false_refuses_a_live_entry_but_replaces_an_expired_one(
     assert got["value"] == "new" and got["expires_at"] is None
 
 
-async def test_replacing_a_live_entry_keeps_its_created_at(db: Database) -> None:
+async def test_replacing_a_live_entry_keeps_its_created_at(db: Store) -> None:
     await memory.set_memory(db, ALICE, "k", 1, now=PAST)
     await memory.set_memory(db, ALICE, "k", 2)
     got = await memory.get_memory(db, ALICE, "k")
     assert got["value"] == 2 and got["created_at"] < got["updated_at"]
 
 
-async def test_an_expired_entry_is_invisible_at_once_on_every_read(db: Database) -> None:
+async def test_an_expired_entry_is_invisible_at_once_on_every_read(db: Store) -> None:
     sid = (await sessions.create_session(db, ALICE, "review"))["id"]
     await memory.set_memory(db, ALICE, "k", "v", expires_in=60)
     await memory.set_memory(db, ALICE, "s", "v", session_id=sid, expires_in=60)
@@ -116,26 +117,24 @@ async def test_an_expired_entry_is_invisible_at_once_on_every_read(db: Database)
 
 
 @pytest.mark.parametrize("expires_in", [0, -5, YEAR + 1])
-async def test_expiry_outside_one_second_to_one_year_is_refused(
-    db: Database, expires_in: int
-) -> None:
+async def test_expiry_outside_one_second_to_one_year_is_refused(db: Store, expires_in: int) -> None:
     with pytest.raises(InvalidInput, match="expires_in"):
         await memory.set_memory(db, ALICE, "k", 1, expires_in=expires_in)
 
 
-async def test_expiry_of_exactly_a_year_is_accepted(db: Database) -> None:
+async def test_expiry_of_exactly_a_year_is_accepted(db: Store) -> None:
     stored = await memory.set_memory(db, ALICE, "k", 1, expires_in=YEAR)
     assert stored["expires_at"][:4] == str(datetime.now(UTC).year + 1)
 
 
 @pytest.mark.parametrize("key", ["", "has space", "tab\there", "new\nline", "k" * 256])
-async def test_bad_keys_are_refused(db: Database, key: str) -> None:
+async def test_bad_keys_are_refused(db: Store, key: str) -> None:
     with pytest.raises(InvalidInput, match="key must be"):
         await memory.set_memory(db, ALICE, key, 1)
 
 
 async def test_a_value_over_the_limit_is_refused_and_the_limit_is_configurable(
-    db: Database,
+    db: Store,
 ) -> None:
     await memory.set_memory(db, ALICE, "k" * 255, "x" * 60_000)
     with pytest.raises(LimitExceeded, match="65,536"):
@@ -144,7 +143,7 @@ async def test_a_value_over_the_limit_is_refused_and_the_limit_is_configurable(
         await memory.set_memory(db, ALICE, "k", "x" * 200, limits=Limits(max_memory_bytes=100))
 
 
-async def test_list_memory_pages_by_prefix_across_scopes(db: Database) -> None:
+async def test_list_memory_pages_by_prefix_across_scopes(db: Store) -> None:
     sid = (await sessions.create_session(db, ALICE, "review"))["id"]
     for i in range(5):
         await memory.set_memory(db, ALICE, f"task/{i}", i)
@@ -166,12 +165,12 @@ async def test_list_memory_pages_by_prefix_across_scopes(db: Database) -> None:
     assert only_session["entries"][0]["size"] == 1
 
 
-async def test_list_memory_refuses_a_cursor_it_did_not_make(db: Database) -> None:
+async def test_list_memory_refuses_a_cursor_it_did_not_make(db: Store) -> None:
     with pytest.raises(InvalidInput, match="cursor"):
         await memory.list_memory(db, ALICE, cursor="not-a-cursor")
 
 
-async def test_snapshot_holds_all_live_memory_with_values(db: Database) -> None:
+async def test_snapshot_holds_all_live_memory_with_values(db: Store) -> None:
     sid = (await sessions.create_session(db, ALICE, "review"))["id"]
     await memory.set_memory(db, ALICE, "a", {"x": 1})
     await memory.set_memory(db, ALICE, "b", [2], session_id=sid)
@@ -185,7 +184,7 @@ async def test_snapshot_holds_all_live_memory_with_values(db: Database) -> None:
     assert (await memory.memory_snapshot(db, ALICE, limit=1))["truncated"] is True
 
 
-async def test_sweep_deletes_only_expired_entries(db: Database) -> None:
+async def test_sweep_deletes_only_expired_entries(db: Store) -> None:
     for i in range(1203):  # more than two sweep batches
         await memory.set_memory(db, ALICE, f"old{i}", i, expires_in=1, now=PAST)
     await memory.set_memory(db, ALICE, "kept", 1, expires_in=3600)
@@ -199,7 +198,7 @@ async def test_two_handles_racing_for_a_lease_get_exactly_one_holder(tmp_path: P
     first, second = await Database.open(path), await Database.open(path)
     won: dict[str, bool] = {}
 
-    async def take(db: Database, holder: str) -> None:
+    async def take(db: Store, holder: str) -> None:
         won[holder] = await acquire_lease(db, "job", holder, 60)
 
     try:
@@ -231,7 +230,7 @@ async def test_of_two_processes_maintaining_at_once_only_one_sweeps(tmp_path: Pa
             await memory.set_memory(first, ALICE, f"k{i}", i, expires_in=1, now=PAST)
         results: list[dict[str, int] | None] = []
 
-        async def maintain(db: Database, holder: str) -> None:
+        async def maintain(db: Store, holder: str) -> None:
             results.append(await maintain_once(db, holder))
 
         async with anyio.create_task_group() as tg:

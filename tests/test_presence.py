@@ -13,6 +13,7 @@ from shared_context_server.blackboard.processes import Heartbeat, live_processes
 from shared_context_server.clock import utc_now
 from shared_context_server.db import Database
 from shared_context_server.operations.doctor import diagnose
+from shared_context_server.store import Store
 from shared_context_server.terminal import Progress
 
 INSERT = (
@@ -28,7 +29,7 @@ def dead_pid() -> int:
 
 
 async def test_rows_not_refreshed_lately_or_of_dead_pids_are_hidden_and_deleted(
-    db: Database,
+    db: Store,
 ) -> None:
     now, old = utc_now(), "2020-01-01T00:00:00.000000Z"
     host = socket.gethostname()
@@ -43,7 +44,7 @@ async def test_rows_not_refreshed_lately_or_of_dead_pids_are_hidden_and_deleted(
 
 
 async def test_a_heartbeat_writes_who_it_serves_and_comes_back_after_being_judged_stale(
-    db: Database,
+    db: Store,
 ) -> None:
     beat = Heartbeat(db, "reviewer")
     await beat.beat()

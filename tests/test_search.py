@@ -16,11 +16,12 @@ from shared_context_server.config import Settings
 from shared_context_server.db import Database
 from shared_context_server.errors import InvalidInput, SessionNotFound
 from shared_context_server.migrations import MIGRATIONS
+from shared_context_server.store import Store
 from tests.conftest import ADMIN, ALICE, BOB, CAROL, ERAS, connect, fails, ok
 from tests.corpus import corpus, with_typo
 
 
-async def new_session(db: Database) -> str:
+async def new_session(db: Store) -> str:
     return str((await sessions.create_session(db, ALICE, "search"))["id"])
 
 
@@ -43,7 +44,7 @@ def direct_scan(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
 
 @WAYS
 async def test_a_typo_in_a_distinctive_word_finds_its_message_in_the_top_five(
-    db: Database, way: str
+    db: Store, way: str
 ) -> None:
     sid = await new_session(db)
     words = corpus(1000)
@@ -65,7 +66,7 @@ async def test_a_typo_in_a_distinctive_word_finds_its_message_in_the_top_five(
     [("private", {"alice", "root"}), ("agent_only", {"alice", "bob", "root"})],
 )
 async def test_messages_the_caller_may_not_see_are_never_results(
-    db: Database, visibility: str, finders: set[str], way: str
+    db: Store, visibility: str, finders: set[str], way: str
 ) -> None:
     sid = await new_session(db)
     secret = await messages.add_message(db, ALICE, sid, "the zanzibarite key rotates", visibility)
@@ -77,7 +78,7 @@ async def test_messages_the_caller_may_not_see_are_never_results(
 
 
 @WAYS
-async def test_hidden_messages_do_not_crowd_out_visible_ones(db: Database, way: str) -> None:
+async def test_hidden_messages_do_not_crowd_out_visible_ones(db: Store, way: str) -> None:
     sid = await new_session(db)
     for i in range(search.CANDIDATES + 50):
         await messages.add_message(db, ALICE, sid, f"quorvex note {i}", "private")
@@ -88,7 +89,7 @@ async def test_hidden_messages_do_not_crowd_out_visible_ones(db: Database, way: 
     assert ids(found) == [visible["message_id"]]
 
 
-async def test_results_are_best_first_above_the_threshold_within_the_limit(db: Database) -> None:
+async def test_results_are_best_first_above_the_threshold_within_the_limit(db: Store) -> None:
     sid = await new_session(db)
     exact = await messages.add_message(db, ALICE, sid, "deploy the flumbrix service")
     close = await messages.add_message(db, ALICE, sid, "the flumbrax parser")
@@ -102,7 +103,7 @@ async def test_results_are_best_first_above_the_threshold_within_the_limit(db: D
     assert ids(one) == [exact["message_id"]]
 
 
-async def test_sender_and_metadata_text_are_searched_and_sender_filters(db: Database) -> None:
+async def test_sender_and_metadata_text_are_searched_and_sender_filters(db: Store) -> None:
     sid = await new_session(db)
     tagged = await messages.add_message(db, ALICE, sid, "see ticket", metadata={"jira": "OPS-4711"})
     by_bob = await messages.add_message(db, BOB, sid, "a finding about the cache")
@@ -112,7 +113,7 @@ async def test_sender_and_metadata_text_are_searched_and_sender_filters(db: Data
     assert by_bob["message_id"] not in ids(only_alice)
 
 
-async def test_a_query_shorter_than_a_trigram_still_matches(db: Database) -> None:
+async def test_a_query_shorter_than_a_trigram_still_matches(db: Store) -> None:
     sid = await new_session(db)
     hit = await messages.add_message(db, ALICE, sid, "move to k8s now")
     await messages.add_message(db, ALICE, sid, "unrelated words")
@@ -121,7 +122,7 @@ async def test_a_query_shorter_than_a_trigram_still_matches(db: Database) -> Non
 
 
 async def test_a_query_of_only_common_trigrams_finds_the_newest_holding_them_all(
-    db: Database, monkeypatch: pytest.MonkeyPatch
+    db: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sid = await new_session(db)
     older = await messages.add_message(db, ALICE, sid, "the server timeout again")
@@ -134,7 +135,7 @@ async def test_a_query_of_only_common_trigrams_finds_the_newest_holding_them_all
 
 
 async def test_common_trigrams_in_a_session_with_a_small_share_of_the_index_still_match(
-    db: Database, monkeypatch: pytest.MonkeyPatch
+    db: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     busy = await new_session(db)
     for i in range(60):
@@ -185,7 +186,7 @@ async def test_two_handles_indexing_at_once_index_each_message_once(tmp_path: Pa
         async with anyio.create_task_group() as tg:
             counts: list[int] = []
 
-            async def index(db: Database) -> None:
+            async def index(db: Store) -> None:
                 counts.append(await search.index_pending(db, batch=300))
 
             tg.start_soon(index, one)
@@ -202,7 +203,7 @@ async def test_two_handles_indexing_at_once_index_each_message_once(tmp_path: Pa
         await two.close()
 
 
-async def test_deleting_indexed_and_unindexed_messages_keeps_the_index_whole(db: Database) -> None:
+async def test_deleting_indexed_and_unindexed_messages_keeps_the_index_whole(db: Store) -> None:
     sid = await new_session(db)
     for i in range(10):
         await messages.add_message(db, ALICE, sid, f"indexed {i}")
@@ -244,20 +245,20 @@ async def test_messages_stored_before_the_index_existed_are_searchable(tmp_path:
     "arguments",
     [{"limit": 0}, {"limit": 101}, {"fuzzy_threshold": 101}, {"fuzzy_threshold": -1}],
 )
-async def test_out_of_range_arguments_are_refused(db: Database, arguments: dict[str, Any]) -> None:
+async def test_out_of_range_arguments_are_refused(db: Store, arguments: dict[str, Any]) -> None:
     sid = await new_session(db)
     with pytest.raises(InvalidInput):
         await search.search_context(db, ALICE, sid, "x", **arguments)
 
 
 @pytest.mark.parametrize("query", ["", "   ", "?!-", "x" * 1001])
-async def test_empty_or_oversized_queries_are_refused(db: Database, query: str) -> None:
+async def test_empty_or_oversized_queries_are_refused(db: Store, query: str) -> None:
     sid = await new_session(db)
     with pytest.raises(InvalidInput, match="query"):
         await search.search_context(db, ALICE, sid, query)
 
 
-async def test_searching_a_missing_session_says_so(db: Database) -> None:
+async def test_searching_a_missing_session_says_so(db: Store) -> None:
     with pytest.raises(SessionNotFound):
         await search.search_context(db, ALICE, "sess_missing", "anything")
 

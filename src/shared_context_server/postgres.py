@@ -24,7 +24,7 @@ import anyio
 
 from shared_context_server.about import UPGRADE
 from shared_context_server.clock import utc_now
-from shared_context_server.errors import DatabaseBusy, StorageError
+from shared_context_server.errors import DatabaseBusy, InvalidInput, StorageError
 from shared_context_server.postgres_schema import (
     MIGRATIONS,
     MISSING_EXTENSION,
@@ -363,6 +363,8 @@ class PgDatabase:
                 try:
                     cursor = conn.execute(sql, params)
                     return list(cursor.fetchall()) if cursor.description else []
+                except pg.DataError as error:
+                    raise _bad_value(error) from None
                 except pg.OperationalError as error:
                     if not (conn.closed or conn.broken):
                         raise
@@ -423,6 +425,8 @@ class PgDatabase:
                     raise self._busy() from None
             except pg.errors.LockNotAvailable:
                 raise self._busy() from None
+            except pg.DataError as error:
+                raise _bad_value(error) from None
             except pg.OperationalError as error:
                 if not (conn.closed or conn.broken):
                     raise
@@ -475,6 +479,20 @@ class PgDatabase:
                 f"shared-context-server understands ({SCHEMA_VERSION}). Upgrade it "
                 f"({UPGRADE}) or point --db at another database."
             )
+
+
+def _bad_value(error: Exception) -> Exception:
+    """A value PostgreSQL cannot take where SQLite would: the same coded error the domain
+    gives when it checks first (limits.check_no_nul), never a driver's traceback."""
+    text = " ".join(str(error).split())
+    if "NUL" in text:
+        return InvalidInput(
+            "a text holds a NUL character (\\x00), which text may not contain; remove it, "
+            "or encode binary data (e.g. as base64) first."
+        )
+    if isinstance(error, driver().errors.NumericValueOutOfRange):
+        return InvalidInput(f"a number is out of range ({text[:200]}); send a smaller one.")
+    return error
 
 
 def _setup_refused(path: str, error: Exception) -> Exception:
