@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -258,6 +258,14 @@ async def poll_until(condition: Callable[[], bool]) -> None:
     """Check `condition` every 20 ms until it holds (the caller bounds the wait)."""
     while True:
         if condition():
+            return
+        await anyio.sleep(0.02)
+
+
+async def poll_until_true(condition: Callable[[], Awaitable[bool]]) -> None:
+    """Ask `condition` (a read) every 20 ms until it holds (the caller bounds the wait)."""
+    while True:
+        if await condition():
             return
         await anyio.sleep(0.02)
 

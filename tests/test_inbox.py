@@ -16,7 +16,7 @@ from shared_context_server.blackboard.identity import Agent
 from shared_context_server.blackboard.inbox import check_inbox
 from shared_context_server.db import Database
 from shared_context_server.errors import InvalidInput
-from shared_context_server.store import Store
+from shared_context_server.store import Store, Target, open_store
 from tests.conftest import ALICE, BOB, CAROL, fails, ok, poll_until, spawn
 
 DAVE = Agent("dave", "reviewer")
@@ -34,6 +34,7 @@ async def feed_of(db: Store) -> AsyncIterator[ChangeFeed]:
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(feed.run, ignore)
+            tg.start_soon(db.listen)  # as the server does: PostgreSQL pushes commits here
             yield feed
             tg.cancel_scope.cancel()
     finally:
@@ -112,9 +113,11 @@ async def test_a_capped_inbox_says_has_more_and_hands_out_the_rest_next(db: Stor
     assert (contents(rest), rest["has_more"]) == (["m3", "m4"], False)
 
 
-async def test_the_inbox_long_poll_wakes_on_another_connection_commit(db: Store) -> None:
+async def test_the_inbox_long_poll_wakes_on_another_connection_commit(
+    db: Store, target: Target
+) -> None:
     sid = (await sessions.create_session(db, ALICE, "wait"))["id"]
-    other = await Database.open(db.path)
+    other = await open_store(target)
     result: list[dict[str, Any]] = []
     try:
         async with feed_of(db) as feed:

@@ -3,7 +3,7 @@ lets one process at a time sweep expired entries."""
 
 from __future__ import annotations
 
-import sqlite3
+from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,6 @@ from shared_context_server.blackboard.lease import acquire_lease, lease_holder, 
 from shared_context_server.blackboard.limits import Limits
 from shared_context_server.blackboard.maintenance import maintain_once
 from shared_context_server.config import Settings, resolve_settings
-from shared_context_server.db import Database
 from shared_context_server.errors import (
     Conflict,
     InvalidInput,
@@ -24,19 +23,20 @@ from shared_context_server.errors import (
     NotFound,
     SessionNotFound,
 )
-from shared_context_server.store import Store
-from tests.conftest import ALICE, BOB, ERAS, connect, fails, ok, poll_until
+from shared_context_server.store import Store, Target, open_store
+from tests.conftest import ALICE, BOB, ERAS, connect, fails, ok, poll_until_true
 
 YEAR = 365 * 24 * 3600
 PAST = datetime.now(UTC) - timedelta(hours=1)  # a clock an hour behind: entries expire "now"
 
 
-def rows_in_memory_table(path: Path) -> int:
-    conn = sqlite3.connect(path)
-    try:
-        return int(conn.execute("SELECT count(*) FROM memory").fetchone()[0])
-    finally:
-        conn.close()
+async def _is(count: Awaitable[int], expected: int) -> bool:
+    return await count == expected
+
+
+async def rows_in_memory_table(db: Store) -> int:
+    row = await db.read_one("SELECT count(*) FROM memory")
+    return int(row[0]) if row else 0
 
 
 @pytest.mark.parametrize("value", [{"plan": [1, 2]}, [1, "two"], "text", 3.5, 0, True, None])
@@ -113,7 +113,7 @@ async def test_an_expired_entry_is_invisible_at_once_on_every_read(db: Store) ->
     assert (await memory.delete_memory(db, ALICE, "k", now=later))["deleted"] is False
     # Still visible before it expires, and no read deleted the rows: the sweeper does.
     assert (await memory.get_memory(db, ALICE, "k"))["value"] == "v"
-    assert rows_in_memory_table(db.path) == 2
+    assert await rows_in_memory_table(db) == 2
 
 
 @pytest.mark.parametrize("expires_in", [0, -5, YEAR + 1])
@@ -190,12 +190,11 @@ async def test_sweep_deletes_only_expired_entries(db: Store) -> None:
     await memory.set_memory(db, ALICE, "kept", 1, expires_in=3600)
     await memory.set_memory(db, ALICE, "forever", 1)
     assert await memory.sweep_expired_memory(db) == 1203
-    assert rows_in_memory_table(db.path) == 2
+    assert await rows_in_memory_table(db) == 2
 
 
-async def test_two_handles_racing_for_a_lease_get_exactly_one_holder(tmp_path: Path) -> None:
-    path = tmp_path / "bb.db"
-    first, second = await Database.open(path), await Database.open(path)
+async def test_two_handles_racing_for_a_lease_get_exactly_one_holder(target: Target) -> None:
+    first, second = await open_store(target), await open_store(target)
     won: dict[str, bool] = {}
 
     async def take(db: Store, holder: str) -> None:
@@ -222,9 +221,8 @@ async def test_two_handles_racing_for_a_lease_get_exactly_one_holder(tmp_path: P
         await second.close()
 
 
-async def test_of_two_processes_maintaining_at_once_only_one_sweeps(tmp_path: Path) -> None:
-    path = tmp_path / "bb.db"
-    first, second = await Database.open(path), await Database.open(path)
+async def test_of_two_processes_maintaining_at_once_only_one_sweeps(target: Target) -> None:
+    first, second = await open_store(target), await open_store(target)
     try:
         for i in range(10):
             await memory.set_memory(first, ALICE, f"k{i}", i, expires_in=1, now=PAST)
@@ -239,23 +237,23 @@ async def test_of_two_processes_maintaining_at_once_only_one_sweeps(tmp_path: Pa
         assert sorted(results, key=str)[0] is None  # the other process had the lease
         done = sorted(results, key=str)[1]
         assert done is not None and done["expired_memory"] == 10
-        assert rows_in_memory_table(path) == 0
+        assert await rows_in_memory_table(first) == 0
     finally:
         await first.close()
         await second.close()
 
 
-async def test_the_server_sweeps_expired_memory_in_the_background(tmp_path: Path) -> None:
-    config = settings(tmp_path, maintenance_interval_s=0.05)
+async def test_the_server_sweeps_expired_memory_in_the_background(target: Target) -> None:
+    config = settings(target, maintenance_interval_s=0.05)
     async with connect("handshake", config) as session:
         await ok(session, "set_memory", key="kept", value=1)
-        db = await Database.open(config.db_path)
+        db = await open_store(config.db_path)
         try:
             await memory.set_memory(db, ALICE, "stale", 1, expires_in=1, now=PAST)
+            with anyio.fail_after(10):
+                await poll_until_true(lambda: _is(rows_in_memory_table(db), 1))
         finally:
             await db.close()
-        with anyio.fail_after(10):
-            await poll_until(lambda: rows_in_memory_table(config.db_path) == 1)
         await ok(session, "get_memory", key="kept")
 
 
@@ -270,9 +268,9 @@ def test_the_value_limit_comes_from_the_flag_else_the_environment(tmp_path: Path
         resolve_settings({"max_memory_bytes": 0}, {})
 
 
-def settings(tmp_path: Path, **overrides: Any) -> Settings:
+def settings(target: Target, **overrides: Any) -> Settings:
     base: dict[str, Any] = {
-        "db_path": tmp_path / "bb.db",
+        "db_path": target,
         "agent_id": "alice",
         "agent_id_source": "flag",
         "agent_type": "reviewer",
@@ -281,8 +279,8 @@ def settings(tmp_path: Path, **overrides: Any) -> Settings:
 
 
 @pytest.mark.parametrize("era", ERAS)
-async def test_memory_tools_round_trip(tmp_path: Path, era: str) -> None:
-    async with connect(era, settings(tmp_path)) as s:
+async def test_memory_tools_round_trip(target: Target, era: str) -> None:
+    async with connect(era, settings(target)) as s:
         sid = (await ok(s, "create_session", purpose="p"))["session_id"]
         stored = await ok(s, "set_memory", key="plan", value={"steps": [1, 2]}, expires_in=3600)
         assert stored["scope"] == "global" and stored["expires_at"] is not None
@@ -302,8 +300,8 @@ async def test_memory_tools_round_trip(tmp_path: Path, era: str) -> None:
 
 
 @pytest.mark.parametrize("era", ERAS)
-async def test_memory_tools_fail_with_stable_codes(tmp_path: Path, era: str) -> None:
-    config = settings(tmp_path, limits=Limits(max_memory_bytes=100))
+async def test_memory_tools_fail_with_stable_codes(target: Target, era: str) -> None:
+    config = settings(target, limits=Limits(max_memory_bytes=100))
     async with connect(era, config) as s:
         await ok(s, "set_memory", key="k", value=1)
         await fails(s, "set_memory", "CONFLICT", key="k", value=2, overwrite=False)
@@ -319,11 +317,11 @@ async def test_memory_tools_fail_with_stable_codes(tmp_path: Path, era: str) -> 
 
 
 @pytest.mark.parametrize("era", ERAS)
-async def test_an_expired_entry_is_not_found_through_the_tools(tmp_path: Path, era: str) -> None:
-    config = settings(tmp_path)
+async def test_an_expired_entry_is_not_found_through_the_tools(target: Target, era: str) -> None:
+    config = settings(target)
     async with connect(era, config) as s:
         await ok(s, "whoami")  # the server has migrated the file
-        db = await Database.open(config.db_path)
+        db = await open_store(config.db_path)
         try:
             await memory.set_memory(db, ALICE, "stale", 1, expires_in=1, now=PAST)
         finally:

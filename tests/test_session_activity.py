@@ -31,13 +31,13 @@ DIRECT = (
 async def assert_counts_are_exact(db: Store, session_id: str) -> None:
     overview = {row["id"]: row for row in await session_overview(db, ADMIN)}
     for viewer in VIEWERS:
-        count, last, senders = db.read_now(DIRECT, (session_id, *visible_to(viewer)))[0]
+        count, last, senders = (await db.read(DIRECT, (session_id, *visible_to(viewer))))[0]
         detail = await sessions.get_session(db, viewer, session_id)
         assert detail["message_count"] == count, viewer
         assert detail["last_message_at"] == last, viewer
         assert sorted(set(detail["participants"])) == sorted(set(json.loads(senders))), viewer
         assert await count_visible(db, viewer, session_id) == count, viewer
-    everything = db.read_now(DIRECT, (session_id, *visible_to(ADMIN)))[0]
+    everything = (await db.read(DIRECT, (session_id, *visible_to(ADMIN))))[0]
     assert overview[session_id]["message_count"] == everything[0]
     assert overview[session_id]["last_message_at"] == everything[1]
 
@@ -72,7 +72,7 @@ async def test_imported_sessions_are_counted_and_deleted_ones_leave_no_groups(
     copy = (await import_session(db, parse_export(to_json(exported), "x.json")))["session_id"]
     await assert_counts_are_exact(db, copy)
     await db.transact(lambda c: c.execute("DELETE FROM sessions WHERE id = ?", (sid,)))
-    left = db.read_now("SELECT count(*) FROM session_activity WHERE session_id = ?", (sid,))
+    left = await db.read("SELECT count(*) FROM session_activity WHERE session_id = ?", (sid,))
     assert left[0][0] == 0
     await assert_counts_are_exact(db, copy)
 
