@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -21,6 +20,7 @@ from shared_context_server.blackboard.changes import Change, ChangeFeed, wait_fo
 from shared_context_server.config import ENV_POLL_INTERVAL, Settings, resolve_settings
 from shared_context_server.db import Database
 from shared_context_server.errors import InvalidInput, SessionNotFound
+from shared_context_server.store import Target
 from tests.conftest import ALICE, BOB, ERAS, Inbox, connect, fails, ok, server_params, spawn
 
 # --------------------------------------------------------------------------- domain
@@ -211,9 +211,9 @@ def test_a_bad_poll_interval_is_refused(flags: dict[str, Any], env: dict[str, st
 # --------------------------------------------------------------------------- in-process MCP
 
 
-def settings(tmp_path: Path, agent: str = "alice", agent_type: str = "reviewer") -> Settings:
+def settings(target: Target, agent: str = "alice", agent_type: str = "reviewer") -> Settings:
     return Settings(
-        db_path=tmp_path / "bb.db",
+        db_path=target,
         agent_id=agent,
         agent_id_source="flag",
         agent_type=agent_type,
@@ -228,15 +228,15 @@ def resource_client(era: str, session: Any) -> Any:
 
 @pytest.mark.parametrize("era", ERAS)
 async def test_resources_list_active_sessions_and_read_only_visible_messages(
-    tmp_path: Path, era: str
+    target: Target, era: str
 ) -> None:
-    async with connect(era, settings(tmp_path, "bob")) as bob:
+    async with connect(era, settings(target, "bob")) as bob:
         sid = (await ok(bob, "create_session", purpose="shared"))["session_id"]
         done = (await ok(bob, "create_session", purpose="finished"))["session_id"]
         await ok(bob, "update_session", session_id=done, status="completed")
         await ok(bob, "add_message", session_id=sid, content="hello all")
         await ok(bob, "add_private_note", session_id=sid, content="bob only")
-    async with connect(era, settings(tmp_path)) as alice:
+    async with connect(era, settings(target)) as alice:
         client = resource_client(era, alice)
         listed = await client.list_resources()
         assert [(r.uri, r.title) for r in listed.resources] == [(f"session://{sid}", "shared")]
@@ -255,9 +255,9 @@ async def test_resources_list_active_sessions_and_read_only_visible_messages(
 @pytest.mark.parametrize("era", ERAS)
 @pytest.mark.parametrize("uri", ["session://sess_missing", "memo://x", "session://"])
 async def test_reading_a_missing_or_unknown_resource_is_a_clear_error(
-    tmp_path: Path, era: str, uri: str
+    target: Target, era: str, uri: str
 ) -> None:
-    async with connect(era, settings(tmp_path)) as s:
+    async with connect(era, settings(target)) as s:
         with pytest.raises(MCPError) as raised:
             await resource_client(era, s).read_resource(uri)
     assert raised.value.error.code == types.INVALID_PARAMS
@@ -268,11 +268,11 @@ async def test_reading_a_missing_or_unknown_resource_is_a_clear_error(
 
 @pytest.mark.parametrize("era", ERAS)
 async def test_the_memory_resource_shows_only_the_callers_own_live_memory(
-    tmp_path: Path, era: str
+    target: Target, era: str
 ) -> None:
-    async with connect(era, settings(tmp_path, "bob")) as bob:
+    async with connect(era, settings(target, "bob")) as bob:
         await ok(bob, "set_memory", key="bob.secret", value={"plan": 1})
-    async with connect(era, settings(tmp_path)) as alice:
+    async with connect(era, settings(target)) as alice:
         await ok(alice, "set_memory", key="todo", value=["a", "b"])
         client = resource_client(era, alice)
         read = await client.read_resource("agent://alice/memory")
@@ -283,14 +283,14 @@ async def test_the_memory_resource_shows_only_the_callers_own_live_memory(
             await client.read_resource("agent://bob/memory")
 
 
-async def test_subscribing_to_a_missing_session_is_refused(tmp_path: Path) -> None:
-    async with connect("handshake", settings(tmp_path)) as s:
+async def test_subscribing_to_a_missing_session_is_refused(target: Target) -> None:
+    async with connect("handshake", settings(target)) as s:
         with pytest.raises(MCPError, match="SESSION_NOT_FOUND"):
             await s.subscribe_resource("session://sess_missing")
 
 
-async def test_listening_to_a_missing_session_is_refused(tmp_path: Path) -> None:
-    async with connect("2026", settings(tmp_path)) as s:
+async def test_listening_to_a_missing_session_is_refused(target: Target) -> None:
+    async with connect("2026", settings(target)) as s:
         with pytest.raises(MCPError, match="SESSION_NOT_FOUND"):
             async with s.client.listen(resource_subscriptions=["session://sess_missing"]):
                 pass
@@ -298,9 +298,9 @@ async def test_listening_to_a_missing_session_is_refused(tmp_path: Path) -> None
 
 @pytest.mark.parametrize("era", ERAS)
 async def test_wait_for_messages_tool_returns_nothing_at_timeout_and_checks_input(
-    tmp_path: Path, era: str
+    target: Target, era: str
 ) -> None:
-    async with connect(era, settings(tmp_path)) as s:
+    async with connect(era, settings(target)) as s:
         sid = (await ok(s, "create_session", purpose="quiet"))["session_id"]
         result = await s.call_tool(
             "wait_for_messages", {"session_id": sid, "after_id": 0, "timeout_s": 0.1}
@@ -325,8 +325,8 @@ def is_list_changed(m: Any) -> bool:
     return isinstance(m, types.ResourceListChangedNotification)
 
 
-async def test_a_subscribed_process_hears_of_another_process_message(tmp_path: Path) -> None:
-    db, inbox = tmp_path / "bb.db", Inbox()
+async def test_a_subscribed_process_hears_of_another_process_message(target: Target) -> None:
+    db, inbox = target, Inbox()
     async with (
         spawn(db, "--agent-id", "alice", message_handler=inbox) as alice,
         spawn(db, "--agent-id", "bob") as bob,
@@ -340,9 +340,9 @@ async def test_a_subscribed_process_hears_of_another_process_message(tmp_path: P
 
 
 async def test_a_subscription_never_hears_of_a_message_its_agent_cannot_see(
-    tmp_path: Path,
+    target: Target,
 ) -> None:
-    db, inbox = tmp_path / "bb.db", Inbox()
+    db, inbox = target, Inbox()
     async with (
         spawn(db, "--agent-id", "alice", message_handler=inbox) as alice,
         spawn(db, "--agent-id", "bob") as bob,
@@ -363,9 +363,9 @@ async def test_a_subscription_never_hears_of_a_message_its_agent_cannot_see(
 
 
 async def test_session_creation_and_status_change_elsewhere_send_list_changed(
-    tmp_path: Path,
+    target: Target,
 ) -> None:
-    db, inbox = tmp_path / "bb.db", Inbox()
+    db, inbox = target, Inbox()
     async with (
         spawn(db, "--agent-id", "alice", message_handler=inbox) as alice,
         spawn(db, "--agent-id", "bob") as bob,
@@ -379,9 +379,9 @@ async def test_session_creation_and_status_change_elsewhere_send_list_changed(
 
 
 async def test_a_2026_era_listen_hears_messages_and_list_changes_from_another_process(
-    tmp_path: Path,
+    target: Target,
 ) -> None:
-    db = tmp_path / "bb.db"
+    db = target
     async with (
         spawn(db, "--agent-id", "bob") as bob,
         Client(server_params(db, "--agent-id", "alice")) as alice,
@@ -400,9 +400,9 @@ async def test_a_2026_era_listen_hears_messages_and_list_changes_from_another_pr
 
 
 async def test_a_long_poll_is_released_by_another_process_with_only_what_it_may_see(
-    tmp_path: Path,
+    target: Target,
 ) -> None:
-    db = tmp_path / "bb.db"
+    db = target
     result: list[dict[str, Any]] = []
     async with (
         spawn(db, "--agent-id", "alice") as alice,
