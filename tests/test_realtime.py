@@ -4,7 +4,7 @@ notifications in both protocol eras, down to real processes sharing one file."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -18,16 +18,26 @@ from mcp.shared.exceptions import MCPError
 from shared_context_server.blackboard import messages, sessions
 from shared_context_server.blackboard.changes import Change, ChangeFeed, wait_for_messages
 from shared_context_server.config import ENV_POLL_INTERVAL, Settings, resolve_settings
-from shared_context_server.db import Database
 from shared_context_server.errors import InvalidInput, SessionNotFound
-from shared_context_server.store import Target
-from tests.conftest import ALICE, BOB, ERAS, Inbox, connect, fails, ok, server_params, spawn
+from shared_context_server.store import Store, Target, open_store
+from tests.conftest import (
+    ALICE,
+    BOB,
+    ERAS,
+    Inbox,
+    connect,
+    fails,
+    ok,
+    poll_until_true,
+    server_params,
+    spawn,
+)
 
 # --------------------------------------------------------------------------- domain
 
 
 @asynccontextmanager
-async def running_feed(db: Database, interval: float = 0.05) -> AsyncIterator[ChangeFeed]:
+async def running_feed(db: Store, interval: float = 0.05) -> AsyncIterator[ChangeFeed]:
     """A feed polling `db`'s file, woken by `db`'s own commits, as the server runs it."""
     feed = ChangeFeed(db, interval)
     await feed.start()
@@ -40,6 +50,7 @@ async def running_feed(db: Database, interval: float = 0.05) -> AsyncIterator[Ch
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(feed.run, record)
+            tg.start_soon(db.listen)  # as the server does: PostgreSQL pushes commits here
             yield feed
             tg.cancel_scope.cancel()
     finally:
@@ -47,9 +58,9 @@ async def running_feed(db: Database, interval: float = 0.05) -> AsyncIterator[Ch
 
 
 @asynccontextmanager
-async def other_process(db: Database) -> AsyncIterator[Database]:
-    """Another connection to the same file: to data_version, exactly another process."""
-    other = await Database.open(db.path)
+async def other_process(db: Store) -> AsyncIterator[Store]:
+    """Another connection to the same blackboard: to the engine, exactly another process."""
+    other = await open_store(getattr(db, "url", None) or db.path)  # type: ignore[attr-defined]
     try:
         yield other
     finally:
@@ -62,7 +73,7 @@ async def until(condition: Any) -> None:
             await anyio.lowlevel.checkpoint()
 
 
-async def test_long_poll_is_released_by_a_commit_on_another_connection(db: Database) -> None:
+async def test_long_poll_is_released_by_a_commit_on_another_connection(db: Store) -> None:
     sid = (await sessions.create_session(db, ALICE, "live"))["id"]
     result: list[dict[str, Any]] = []
     async with running_feed(db) as feed, other_process(db) as other:
@@ -78,7 +89,7 @@ async def test_long_poll_is_released_by_a_commit_on_another_connection(db: Datab
     assert [m["content"] for m in result[0]["messages"]] == ["from elsewhere"]
 
 
-async def test_long_poll_is_woken_at_once_by_this_process_own_commit(db: Database) -> None:
+async def test_long_poll_is_woken_at_once_by_this_process_own_commit(db: Store) -> None:
     sid = (await sessions.create_session(db, ALICE, "live"))["id"]
     result: list[dict[str, Any]] = []
     # A 5 s interval: only the commit's own poke can release the waiter within the bound.
@@ -96,7 +107,7 @@ async def test_long_poll_is_woken_at_once_by_this_process_own_commit(db: Databas
 
 
 async def test_long_poll_is_not_released_by_a_message_the_caller_cannot_see(
-    db: Database,
+    db: Store,
 ) -> None:
     sid = (await sessions.create_session(db, ALICE, "live"))["id"]
     result: list[dict[str, Any]] = []
@@ -116,7 +127,7 @@ async def test_long_poll_is_not_released_by_a_message_the_caller_cannot_see(
     assert [m["content"] for m in result[0]["messages"]] == ["for everyone"]
 
 
-async def test_long_poll_returns_nothing_at_timeout_and_stops_watching(db: Database) -> None:
+async def test_long_poll_returns_nothing_at_timeout_and_stops_watching(db: Store) -> None:
     sid = (await sessions.create_session(db, ALICE, "quiet"))["id"]
     async with running_feed(db) as feed:
         page = await wait_for_messages(feed, ALICE, sid, after_id=0, timeout_s=0.2)
@@ -125,7 +136,7 @@ async def test_long_poll_returns_nothing_at_timeout_and_stops_watching(db: Datab
 
 
 async def test_long_poll_returns_what_exists_already_even_with_no_time_to_wait(
-    db: Database,
+    db: Store,
 ) -> None:
     sid = (await sessions.create_session(db, ALICE, "busy"))["id"]
     first = await messages.add_message(db, ALICE, sid, "one")
@@ -135,7 +146,7 @@ async def test_long_poll_returns_what_exists_already_even_with_no_time_to_wait(
     assert [m["content"] for m in page["messages"]] == ["two"]
 
 
-async def test_long_poll_on_a_missing_session_fails_at_once(db: Database) -> None:
+async def test_long_poll_on_a_missing_session_fails_at_once(db: Store) -> None:
     async with running_feed(db) as feed:
         with anyio.fail_after(2), pytest.raises(SessionNotFound):
             await wait_for_messages(feed, ALICE, "sess_missing", after_id=0, timeout_s=120)
@@ -143,7 +154,7 @@ async def test_long_poll_on_a_missing_session_fails_at_once(db: Database) -> Non
 
 @pytest.mark.parametrize(("after_id", "timeout_s"), [(-1, 1.0), (0, 120.5), (0, -1.0)])
 async def test_long_poll_refuses_arguments_out_of_range(
-    db: Database, after_id: int, timeout_s: float
+    db: Store, after_id: int, timeout_s: float
 ) -> None:
     sid = (await sessions.create_session(db, ALICE, "x"))["id"]
     async with running_feed(db) as feed:
@@ -151,7 +162,7 @@ async def test_long_poll_refuses_arguments_out_of_range(
             await wait_for_messages(feed, ALICE, sid, after_id, timeout_s)
 
 
-async def test_a_cancelled_long_poll_ends_at_once_and_stops_watching(db: Database) -> None:
+async def test_a_cancelled_long_poll_ends_at_once_and_stops_watching(db: Store) -> None:
     sid = (await sessions.create_session(db, ALICE, "x"))["id"]
     async with running_feed(db) as feed:
         with anyio.fail_after(2):
@@ -162,23 +173,50 @@ async def test_a_cancelled_long_poll_ends_at_once_and_stops_watching(db: Databas
         assert feed.watchers == 0
 
 
-async def test_poll_tells_messages_from_session_list_changes(db: Database) -> None:
+async def test_poll_tells_messages_from_session_list_changes(db: Store) -> None:
     feed = ChangeFeed(db)
-    await feed.start()
-    async with other_process(db) as other:
+    async with anyio.create_task_group() as tg, other_process(db) as other:
+        tg.start_soon(db.listen)  # PostgreSQL: what the feed reads is what this hears
+
+        async def listening() -> bool:  # RESYNC heard: LISTEN is in place
+            return not db.push or await db.data_version() > 0
+
+        with anyio.fail_after(10):
+            await poll_until_true(listening)
+        await feed.start()
+
+        async def heard(commit: Awaitable[Any]) -> Any:
+            """`commit`'s result, once this process's engine has seen it land."""
+            before = await db.data_version()
+            result = await commit
+
+            async def moved() -> bool:
+                return await db.data_version() != before
+
+            with anyio.fail_after(10):
+                await poll_until_true(moved)
+            return result
+
         assert await feed.poll() is None  # nothing committed since the baseline
-        sid = (await sessions.create_session(other, BOB, "new"))["id"]
+        sid = (await heard(sessions.create_session(other, BOB, "new")))["id"]
         change = await feed.poll()
         assert change is not None and change.sessions_changed and not change.new_messages
-        posted = await messages.add_message(other, BOB, sid, "hello")
+        posted = await heard(messages.add_message(other, BOB, sid, "hello"))
         change = await feed.poll()
         assert change is not None and not change.sessions_changed
         assert change.first_id == change.last_id == posted["message_id"]
-        await sessions.update_session(other, BOB, sid, status="completed")
+        await heard(sessions.update_session(other, BOB, sid, status="completed"))
         change = await feed.poll()
         assert change is not None and change.sessions_changed
+        await heard(sessions.update_session(other, BOB, sid, status="active"))
+        assert await feed.poll() is not None
+        # Metadata is not in the resource list: the next change tells only the message.
         await sessions.update_session(other, BOB, sid, metadata={"k": 1})
-        assert await feed.poll() is None  # metadata is not in the resource list
+        posted = await heard(messages.add_message(other, BOB, sid, "again"))
+        change = await feed.poll()
+        assert change is not None and not change.sessions_changed
+        assert change.last_id == posted["message_id"]
+        tg.cancel_scope.cancel()
 
 
 @pytest.mark.parametrize(
