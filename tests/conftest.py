@@ -54,6 +54,14 @@ def target(engine: str, tmp_path: Path, request: pytest.FixtureRequest) -> Targe
 
 
 @pytest.fixture
+def other_target(engine: str, tmp_path: Path, request: pytest.FixtureRequest) -> Target:
+    """A second, empty blackboard on the same engine (a new file, a new database)."""
+    if engine == "sqlite":
+        return tmp_path / "other.db"
+    return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
 async def db(target: Target) -> AsyncIterator[Store]:
     """The blackboard on each engine in turn, through the one seam the domain uses."""
     store = await open_store(target)
