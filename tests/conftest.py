@@ -199,7 +199,9 @@ def tool_call(request_id: int, tool: str, arguments: dict[str, Any]) -> dict[str
     return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}
 
 
-def server_params(db: Path, *args: str, env: dict[str, str] | None = None) -> StdioServerParameters:
+def server_params(
+    db: Target, *args: str, env: dict[str, str] | None = None
+) -> StdioServerParameters:
     return StdioServerParameters(
         command=sys.executable,
         args=["-m", "shared_context_server", *args, "--db", str(db)],
@@ -209,7 +211,7 @@ def server_params(db: Path, *args: str, env: dict[str, str] | None = None) -> St
 
 @asynccontextmanager
 async def spawn(
-    db: Path, *args: str, env: dict[str, str] | None = None, message_handler: Any = None
+    db: Target, *args: str, env: dict[str, str] | None = None, message_handler: Any = None
 ) -> AsyncIterator[ClientSession]:
     """A real `shared-context-server` subprocess over stdio, handshake done.
 
