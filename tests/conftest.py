@@ -297,7 +297,7 @@ def pg_cluster() -> Iterator[Cluster]:
     cluster.stop()
 
 
-def _create_database(cluster: Cluster, template: str = "template1") -> str:
+def create_database(cluster: Cluster, template: str = "template1") -> str:
     import psycopg
 
     name = f"t_{uuid.uuid4().hex[:12]}"
@@ -309,14 +309,14 @@ def _create_database(cluster: Cluster, template: str = "template1") -> str:
 @pytest.fixture
 def pg_url(pg_cluster: Cluster) -> str:
     """A new, empty database on the test cluster."""
-    return pg_cluster.url(_create_database(pg_cluster))
+    return pg_cluster.url(create_database(pg_cluster))
 
 
 @pytest.fixture(scope="session")
 def pg_template(pg_cluster: Cluster) -> str:
     """A database migrated once per run, that each test's database is copied from: a copy
     costs a file copy where migrating costs every statement of the schema."""
-    name = _create_database(pg_cluster)
+    name = create_database(pg_cluster)
 
     async def migrate() -> None:
         await (await open_store(pg_cluster.url(name))).close()
@@ -328,4 +328,4 @@ def pg_template(pg_cluster: Cluster) -> str:
 @pytest.fixture
 def pg_migrated_url(pg_cluster: Cluster, pg_template: str) -> str:
     """A new database on the test cluster, at this release's schema."""
-    return pg_cluster.url(_create_database(pg_cluster, pg_template))
+    return pg_cluster.url(create_database(pg_cluster, pg_template))
