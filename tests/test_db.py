@@ -1,4 +1,8 @@
-"""The storage layer on real files: PRAGMAs, permissions, transactions, busy, migrations."""
+"""The storage layer on real files: PRAGMAs, permissions, transactions, busy, migrations.
+
+SQLite only: the file engine itself (db.Database); the engine-neutral behaviour is
+tested on both engines in the domain modules, PostgreSQL's own in tests/test_postgres*.py.
+"""
 
 from __future__ import annotations
 
