@@ -204,6 +204,11 @@ BAD_CALLS = [
         "parent_message_id",
     ),
     ("get_session", {"session_id": "s" * 65}, "INVALID_INPUT", "session_id"),
+    # PostgreSQL cannot store a NUL in text: refused alike on both engines, naming where.
+    ("add_message", {"session_id": "S", "content": "a\x00b"}, "INVALID_INPUT", "content"),
+    ("get_memory", {"key": "k\x00"}, "INVALID_INPUT", "key holds a NUL"),
+    ("set_memory", {"key": "k", "value": {"a": "\x00"}}, "INVALID_INPUT", "value holds a NUL"),
+    ("search_context", {"session_id": "S", "query": "q\x00"}, "INVALID_INPUT", "query"),
     ("list_sessions", {"cursor": "cjk5OTk5OTk5OTk5OTk5OTk5OTk5OTk"}, "INVALID_INPUT", "cursor"),
 ]
 
