@@ -306,10 +306,20 @@ def create_database(cluster: Cluster, template: str = "template1") -> str:
     return name
 
 
+def drop_database(cluster: Cluster, name: str) -> None:
+    """Remove a test's database, and any connection a server of the test left behind."""
+    import psycopg
+
+    with psycopg.connect(cluster.url(), autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
 @pytest.fixture
-def pg_url(pg_cluster: Cluster) -> str:
+def pg_url(pg_cluster: Cluster) -> Iterator[str]:
     """A new, empty database on the test cluster."""
-    return pg_cluster.url(create_database(pg_cluster))
+    name = create_database(pg_cluster)
+    yield pg_cluster.url(name)
+    drop_database(pg_cluster, name)
 
 
 @pytest.fixture(scope="session")
@@ -326,6 +336,8 @@ def pg_template(pg_cluster: Cluster) -> str:
 
 
 @pytest.fixture
-def pg_migrated_url(pg_cluster: Cluster, pg_template: str) -> str:
+def pg_migrated_url(pg_cluster: Cluster, pg_template: str) -> Iterator[str]:
     """A new database on the test cluster, at this release's schema."""
-    return pg_cluster.url(create_database(pg_cluster, pg_template))
+    name = create_database(pg_cluster, pg_template)
+    yield pg_cluster.url(name)
+    drop_database(pg_cluster, name)
