@@ -18,6 +18,12 @@ from shared_context_server.errors import DatabaseBusy, StorageError
 from shared_context_server.migrations import SCHEMA_VERSION
 
 
+@pytest.fixture
+def db(sqlite_db: Database) -> Database:
+    """This module is about the file engine: `db` is SQLite's here, never parametrized."""
+    return sqlite_db
+
+
 async def test_open_sets_wal_and_the_pragmas_every_writer_relies_on(db: Database) -> None:
     assert (await db.fetchone("PRAGMA journal_mode"))[0] == "wal"  # type: ignore[index]
     assert (await db.fetchone("PRAGMA synchronous"))[0] == 1  # type: ignore[index]  # NORMAL
