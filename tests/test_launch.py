@@ -144,8 +144,8 @@ async def test_an_admins_whoami_shows_the_package_and_schema_versions(
     from tests.test_identity import settings
 
     async with (
-        connect(era, settings(tmp_path, "root", admin=True)) as root,
-        connect(era, settings(tmp_path, "alice")) as alice,
+        connect(era, settings(tmp_path / "bb.db", "root", admin=True)) as root,
+        connect(era, settings(tmp_path / "bb.db", "alice")) as alice,
     ):
         shown = (await ok(root, "whoami"))["settings"]
         assert shown["package_version"] == version(PACKAGE)
