@@ -1,4 +1,8 @@
-"""Shared fixtures: real SQLite files, real MCP client sessions, real server subprocesses."""
+"""Shared fixtures: both engines (real SQLite files, a real PostgreSQL server), real MCP
+client sessions, real server subprocesses.
+
+A test that takes `target` or `db` runs once per engine, ids `[sqlite]` and `[postgres]`;
+tests about SQLite itself take `sqlite_db` or a tmp_path file instead."""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -22,7 +26,7 @@ from shared_context_server.blackboard.identity import Agent
 from shared_context_server.config import Settings
 from shared_context_server.db import Database
 from shared_context_server.server.app import build_server, init_options
-from shared_context_server.store import Target
+from shared_context_server.store import Store, Target, open_store
 from tests.pg_cluster import Cluster, MissingPostgres
 
 ALICE = Agent("alice", "reviewer")
@@ -31,8 +35,62 @@ CAROL = Agent("carol", "writer")
 ADMIN = Agent("root", "operator", frozenset({"read", "write", "admin"}))
 
 
+ENGINES = ["sqlite", "postgres"]
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    """Which engine this run of a backend-neutral test uses."""
+    return str(request.param)
+
+
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
+def target(engine: str, tmp_path: Path, request: pytest.FixtureRequest) -> Target:
+    """Where the blackboard lives for this run: a new SQLite file, or a new migrated
+    PostgreSQL database (a URL)."""
+    if engine == "sqlite":
+        return tmp_path / "bb.db"
+    return str(request.getfixturevalue("pg_migrated_url"))
+
+
+@pytest.fixture
+def other_target(engine: str, tmp_path: Path, request: pytest.FixtureRequest) -> Target:
+    """A second, empty blackboard on the same engine (a new file, a new database)."""
+    if engine == "sqlite":
+        return tmp_path / "other.db"
+    return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+async def db(target: Target) -> AsyncIterator[Store]:
+    """The blackboard on each engine in turn, through the one seam the domain uses."""
+    store = await open_store(target)
+    yield store
+    await store.close()
+
+
+async def rows(target: Target, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """What `sql` reads on the blackboard at `target`, through the store: how a test
+    checks the stored data on either engine."""
+    store = await open_store(target, migrate=False)
+    try:
+        return [tuple(row) for row in await store.read(sql, params)]
+    finally:
+        await store.close()
+
+
+async def execute(target: Target, sql: str, params: tuple[Any, ...] = ()) -> None:
+    """Run one statement in its own transaction on the blackboard at `target`."""
+    store = await open_store(target, migrate=False)
+    try:
+        await store.transact(lambda conn: conn.execute(sql, params))
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+async def sqlite_db(tmp_path: Path) -> AsyncIterator[Database]:
+    """The SQLite engine itself, for tests about the file (WAL, PRAGMAs, locks)."""
     database = await Database.open(tmp_path / "bb.db")
     yield database
     await database.close()
@@ -141,7 +199,9 @@ def tool_call(request_id: int, tool: str, arguments: dict[str, Any]) -> dict[str
     return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}
 
 
-def server_params(db: Path, *args: str, env: dict[str, str] | None = None) -> StdioServerParameters:
+def server_params(
+    db: Target, *args: str, env: dict[str, str] | None = None
+) -> StdioServerParameters:
     return StdioServerParameters(
         command=sys.executable,
         args=["-m", "shared_context_server", *args, "--db", str(db)],
@@ -151,7 +211,7 @@ def server_params(db: Path, *args: str, env: dict[str, str] | None = None) -> St
 
 @asynccontextmanager
 async def spawn(
-    db: Path, *args: str, env: dict[str, str] | None = None, message_handler: Any = None
+    db: Target, *args: str, env: dict[str, str] | None = None, message_handler: Any = None
 ) -> AsyncIterator[ClientSession]:
     """A real `shared-context-server` subprocess over stdio, handshake done.
 
@@ -212,6 +272,14 @@ async def poll_until(condition: Callable[[], bool]) -> None:
         await anyio.sleep(0.02)
 
 
+async def poll_until_true(condition: Callable[[], Awaitable[bool]]) -> None:
+    """Ask `condition` (a read) every 20 ms until it holds (the caller bounds the wait)."""
+    while True:
+        if await condition():
+            return
+        await anyio.sleep(0.02)
+
+
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[Cluster]:
     """One throwaway PostgreSQL server for the whole run (tests/pg_cluster.py).
@@ -229,19 +297,50 @@ def pg_cluster() -> Iterator[Cluster]:
     cluster.stop()
 
 
-@pytest.fixture
-def pg_url(pg_cluster: Cluster) -> str:
-    """A new, empty database on the test cluster."""
+def create_database(cluster: Cluster, template: str = "template1") -> str:
     import psycopg
 
     name = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_cluster.url(), autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    return pg_cluster.url(name)
+    with psycopg.connect(cluster.url(), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE {template}")
+    return name
 
 
-# The engines a backend-neutral test runs on, as a fixture parameter: ENGINES.
-ENGINES = ["sqlite", "postgres"]
+def drop_database(cluster: Cluster, name: str) -> None:
+    """Remove a test's database, and any connection a server of the test left behind."""
+    import psycopg
+
+    with psycopg.connect(cluster.url(), autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def pg_url(pg_cluster: Cluster) -> Iterator[str]:
+    """A new, empty database on the test cluster."""
+    name = create_database(pg_cluster)
+    yield pg_cluster.url(name)
+    drop_database(pg_cluster, name)
+
+
+@pytest.fixture(scope="session")
+def pg_template(pg_cluster: Cluster) -> str:
+    """A database migrated once per run, that each test's database is copied from: a copy
+    costs a file copy where migrating costs every statement of the schema."""
+    name = create_database(pg_cluster)
+
+    async def migrate() -> None:
+        await (await open_store(pg_cluster.url(name))).close()
+
+    anyio.run(migrate)
+    return name
+
+
+@pytest.fixture
+def pg_migrated_url(pg_cluster: Cluster, pg_template: str) -> Iterator[str]:
+    """A new database on the test cluster, at this release's schema."""
+    name = create_database(pg_cluster, pg_template)
+    yield pg_cluster.url(name)
+    drop_database(pg_cluster, name)
 
 
 @pytest.fixture

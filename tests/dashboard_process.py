@@ -8,7 +8,6 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -17,7 +16,7 @@ import httpx2 as httpx
 from shared_context_server.blackboard import memory
 from shared_context_server.blackboard.messages import add_message
 from shared_context_server.blackboard.sessions import create_session
-from shared_context_server.db import Database
+from shared_context_server.store import Target, open_store
 from tests.conftest import ADMIN, ALICE, BOB, CAROL
 
 SECRETS = ("SECRET-private", "SECRET-agent-only", "SECRET-admin-only")
@@ -39,7 +38,7 @@ class Dashboard:
 
 
 @asynccontextmanager
-async def dashboard(db: Path, *flags: str) -> AsyncIterator[Dashboard]:
+async def dashboard(db: Target, *flags: str) -> AsyncIterator[Dashboard]:
     """Run `dashboard --db db *flags` until the block ends, then stop it with Ctrl-C."""
     command = [sys.executable, "-m", "shared_context_server", "dashboard", "--db", str(db)]
     async with await anyio.open_process([*command, *flags]) as process:
@@ -55,11 +54,11 @@ async def dashboard(db: Path, *flags: str) -> AsyncIterator[Dashboard]:
                 assert await process.wait() == 0
 
 
-async def blackboard(path: Path) -> str:
+async def blackboard(path: Target) -> str:
     """A file with one session holding a public finding, a private note, an agent_only
     reply to the finding (bob, reviewer), a public reply carrying markup (carol), an
     admin_only message, and some memory; returns the session id."""
-    db = await Database.open(path)
+    db = await open_store(path)
     try:
         sid = (await create_session(db, ALICE, "review the parser", {"ticket": 7}))["id"]
         first = await add_message(db, ALICE, sid, "finding: overflow in parse_header")

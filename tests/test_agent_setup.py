@@ -16,6 +16,7 @@ from shared_context_server.about import UVX
 from shared_context_server.config import Settings
 from shared_context_server.instructions import AGENT_INSTRUCTIONS
 from shared_context_server.server.toolsets import MINIMAL, tool_list_size_for, tools_for
+from shared_context_server.store import Target
 from tests.conftest import connect, ok, run_cli, spawn
 
 ROOT = Path(__file__).parents[1]
@@ -44,9 +45,9 @@ def test_config_codex_prints_a_toml_mcp_servers_table_codex_can_read(tmp_path: P
 
 
 async def test_config_hooks_wires_the_hook_with_the_mcp_entrys_identity_and_file(
-    tmp_path: Path,
+    target: Target,
 ) -> None:
-    db = tmp_path / "bb.db"
+    db = target
     flags = ("--agent-id", "alice", "--agent-type", "reviewer", "--db", str(db), "--local")
     hooks = json.loads(run("config", "claude-code", "--hooks", *flags).stdout)["hooks"]
     assert set(hooks) == {"SessionStart", "UserPromptSubmit", "Stop"}
@@ -83,12 +84,12 @@ def test_config_refuses_what_it_cannot_print(args: tuple[str, ...], said: str) -
 
 
 async def test_instructions_are_the_initialize_result_and_config_prints_them(
-    tmp_path: Path,
+    target: Target,
 ) -> None:
     printed = run("config", "--instructions").stdout
     assert " ".join(printed.split()) == AGENT_INSTRUCTIONS
     assert "check_inbox" in AGENT_INSTRUCTIONS and "wait_s" in AGENT_INSTRUCTIONS
-    async with spawn(tmp_path / "bb.db", "--agent-id", "alice") as alice:
+    async with spawn(target, "--agent-id", "alice") as alice:
         # ClientSession keeps the initialize result's instructions.
         result = await alice.initialize()
     assert result.instructions == AGENT_INSTRUCTIONS
@@ -105,8 +106,8 @@ def test_the_minimal_profile_is_a_worker_s_tools_under_4_kb() -> None:
 
 
 @pytest.mark.parametrize("era", ["handshake", "modern"])
-async def test_a_minimal_server_lists_and_serves_only_its_tools(tmp_path: Path, era: str) -> None:
-    settings = Settings(db_path=tmp_path / "bb.db", agent_id="w", toolsets=frozenset({"minimal"}))
+async def test_a_minimal_server_lists_and_serves_only_its_tools(target: Target, era: str) -> None:
+    settings = Settings(db_path=target, agent_id="w", toolsets=frozenset({"minimal"}))
     async with connect(era, settings) as s:
         listed = [t.name for t in (await s.list_tools()).tools]
         assert listed == list(MINIMAL)

@@ -10,7 +10,6 @@ import pytest
 from shared_context_server.blackboard import messages, paging, sessions
 from shared_context_server.blackboard.identity import Agent
 from shared_context_server.blackboard.limits import Limits
-from shared_context_server.db import Database
 from shared_context_server.errors import (
     Conflict,
     InvalidInput,
@@ -19,12 +18,13 @@ from shared_context_server.errors import (
     PermissionDenied,
     SessionNotFound,
 )
+from shared_context_server.store import Store
 from tests.conftest import ADMIN, ALICE, BOB, CAROL
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 
 
-async def new_session(db: Database, by: Agent = ALICE) -> str:
+async def new_session(db: Store, by: Agent = ALICE) -> str:
     return str((await sessions.create_session(db, by, "review"))["id"])
 
 
@@ -38,7 +38,7 @@ MATRIX = [
 
 @pytest.mark.parametrize(("visibility", "readers"), MATRIX)
 async def test_each_visibility_reaches_exactly_its_readers(
-    db: Database, visibility: str, readers: set[str]
+    db: Store, visibility: str, readers: set[str]
 ) -> None:
     sid = await new_session(db)
     posted = await messages.add_message(db, ALICE, sid, "x", visibility)
@@ -51,7 +51,7 @@ async def test_each_visibility_reaches_exactly_its_readers(
         assert detail["participants"] == (["alice"] if sees else [])
 
 
-async def test_admin_only_is_posted_by_admins_and_read_only_by_them(db: Database) -> None:
+async def test_admin_only_is_posted_by_admins_and_read_only_by_them(db: Store) -> None:
     sid = await new_session(db)
     with pytest.raises(PermissionDenied, match="only admins"):
         await messages.add_message(db, ALICE, sid, "x", "admin_only")
@@ -62,14 +62,14 @@ async def test_admin_only_is_posted_by_admins_and_read_only_by_them(db: Database
     assert (await messages.get_message(db, ADMIN, sid, posted["message_id"]))["content"] == "ops"
 
 
-async def test_unknown_visibility_is_rejected_and_nothing_is_stored(db: Database) -> None:
+async def test_unknown_visibility_is_rejected_and_nothing_is_stored(db: Store) -> None:
     sid = await new_session(db)
     with pytest.raises(InvalidInput, match="visibility must be one of"):
         await messages.add_message(db, ALICE, sid, "x", "secret")
     assert (await messages.get_context(db, ADMIN, sid))["messages"] == []
 
 
-async def test_parent_must_be_a_visible_message_of_the_same_session(db: Database) -> None:
+async def test_parent_must_be_a_visible_message_of_the_same_session(db: Store) -> None:
     one, two = await new_session(db), await new_session(db)
     elsewhere = await messages.add_message(db, ALICE, two, "other session")
     hidden = await messages.add_message(db, ALICE, one, "mine", "private")
@@ -81,7 +81,7 @@ async def test_parent_must_be_a_visible_message_of_the_same_session(db: Database
     assert got["parent_message_id"] == hidden["message_id"]
 
 
-async def test_ids_grow_and_timestamps_are_iso_utc_with_microseconds(db: Database) -> None:
+async def test_ids_grow_and_timestamps_are_iso_utc_with_microseconds(db: Store) -> None:
     sid = await new_session(db)
     posted = [await messages.add_message(db, ALICE, sid, f"m{i}") for i in range(5)]
     ids = [p["message_id"] for p in posted]
@@ -90,15 +90,26 @@ async def test_ids_grow_and_timestamps_are_iso_utc_with_microseconds(db: Databas
     assert stamps == sorted(stamps) and all(TIMESTAMP.match(s) for s in stamps)
 
 
-async def test_sql_looking_content_is_stored_and_returned_verbatim(db: Database) -> None:
+async def test_sql_looking_content_is_stored_and_returned_verbatim(db: Store) -> None:
     sid = await new_session(db)
-    nasty = "'); DROP TABLE messages; -- \" OR 1=1 /* \x00 ☃"
+    nasty = "'); DROP TABLE messages; -- \" OR 1=1 /* \\x00 ☃"
     posted = await messages.add_message(db, ALICE, sid, nasty, metadata={"q": nasty})
     got = await messages.get_message(db, ALICE, sid, posted["message_id"])
     assert got["content"] == nasty and got["metadata"] == {"q": nasty}
 
 
-async def test_get_context_pages_latest_then_back_then_forward(db: Database) -> None:
+async def test_a_nul_character_in_text_is_refused_alike_on_both_engines(db: Store) -> None:
+    sid = await new_session(db)
+    with pytest.raises(InvalidInput, match=r"content holds a NUL character"):
+        await messages.add_message(db, ALICE, sid, "before\x00after")
+    with pytest.raises(InvalidInput, match=r"purpose holds a NUL character"):
+        await sessions.create_session(db, ALICE, "a\x00b")
+    with pytest.raises(InvalidInput, match=r"metadata holds a NUL character"):
+        await messages.add_message(db, ALICE, sid, "ok", metadata={"to": ["bob"], "q": "\x00"})
+    assert (await messages.get_context(db, ALICE, sid))["messages"] == []
+
+
+async def test_get_context_pages_latest_then_back_then_forward(db: Store) -> None:
     sid = await new_session(db)
     ids = [(await messages.add_message(db, ALICE, sid, f"m{i}"))["message_id"] for i in range(10)]
     latest = await messages.get_context(db, BOB, sid, limit=4)
@@ -111,7 +122,7 @@ async def test_get_context_pages_latest_then_back_then_forward(db: Database) -> 
     assert [m["id"] for m in forward["messages"]] == ids[6:] and not forward["has_more"]
 
 
-async def test_get_context_filters_by_sender_and_visibility(db: Database) -> None:
+async def test_get_context_filters_by_sender_and_visibility(db: Store) -> None:
     sid = await new_session(db)
     await messages.add_message(db, ALICE, sid, "a", "agent_only")
     await messages.add_message(db, BOB, sid, "b")
@@ -121,7 +132,7 @@ async def test_get_context_filters_by_sender_and_visibility(db: Database) -> Non
     assert [m["content"] for m in team["messages"]] == ["a"]
 
 
-async def test_one_senders_pages_go_back_and_forward_among_the_others(db: Database) -> None:
+async def test_one_senders_pages_go_back_and_forward_among_the_others(db: Store) -> None:
     sid = await new_session(db)
     other = await new_session(db)
     mine = []
@@ -145,7 +156,7 @@ async def test_one_senders_pages_go_back_and_forward_among_the_others(db: Databa
     assert [m["id"] for m in public["messages"]] == mine
 
 
-async def test_a_page_stops_early_at_the_character_budget(db: Database) -> None:
+async def test_a_page_stops_early_at_the_character_budget(db: Store) -> None:
     sid = await new_session(db)
     for _ in range(5):
         await messages.add_message(db, ALICE, sid, "x" * 400)
@@ -162,13 +173,13 @@ async def test_a_page_stops_early_at_the_character_budget(db: Database) -> None:
         ({"visibility": "everyone"}, InvalidInput),
     ],
 )
-async def test_get_context_refuses_bad_paging(db: Database, kwargs: dict, error: type) -> None:  # type: ignore[type-arg]
+async def test_get_context_refuses_bad_paging(db: Store, kwargs: dict, error: type) -> None:  # type: ignore[type-arg]
     sid = await new_session(db)
     with pytest.raises(error):
         await messages.get_context(db, ALICE, sid, **kwargs)
 
 
-async def test_missing_session_is_session_not_found_everywhere(db: Database) -> None:
+async def test_missing_session_is_session_not_found_everywhere(db: Store) -> None:
     for call in (
         messages.add_message(db, ALICE, "nope", "x"),
         messages.get_context(db, ALICE, "nope"),
@@ -197,7 +208,7 @@ def nested(levels: int) -> dict:  # type: ignore[type-arg]
     ],
 )
 async def test_oversize_or_empty_writes_are_refused_and_not_stored(
-    db: Database,
+    db: Store,
     content: str,
     metadata: dict | None,
     error: type,  # type: ignore[type-arg]
@@ -210,12 +221,12 @@ async def test_oversize_or_empty_writes_are_refused_and_not_stored(
     assert (await messages.get_context(db, ALICE, sid))["messages"] == []
 
 
-async def test_purpose_over_1000_characters_is_limit_exceeded(db: Database) -> None:
+async def test_purpose_over_1000_characters_is_limit_exceeded(db: Store) -> None:
     with pytest.raises(LimitExceeded, match="1,000"):
         await sessions.create_session(db, ALICE, "p" * 1001)
 
 
-async def test_lifecycle_moves_forward_and_reopens_but_never_skips(db: Database) -> None:
+async def test_lifecycle_moves_forward_and_reopens_but_never_skips(db: Store) -> None:
     sid = await new_session(db)
     with pytest.raises(Conflict, match="can become completed"):
         await sessions.update_session(db, ALICE, sid, status="archived")
@@ -224,14 +235,14 @@ async def test_lifecycle_moves_forward_and_reopens_but_never_skips(db: Database)
         assert updated["status"] == status
 
 
-async def test_posting_to_a_closed_session_says_how_to_reopen(db: Database) -> None:
+async def test_posting_to_a_closed_session_says_how_to_reopen(db: Store) -> None:
     sid = await new_session(db)
     await sessions.update_session(db, ALICE, sid, status="completed")
     with pytest.raises(Conflict, match="reopen"):
         await messages.add_message(db, BOB, sid, "late")
 
 
-async def test_list_sessions_pages_with_a_cursor_and_filters_status(db: Database) -> None:
+async def test_list_sessions_pages_with_a_cursor_and_filters_status(db: Store) -> None:
     made = [await new_session(db) for _ in range(5)]
     await sessions.update_session(db, ALICE, made[0], status="completed")
     first = await sessions.list_sessions(db, BOB, limit=3)
@@ -244,7 +255,7 @@ async def test_list_sessions_pages_with_a_cursor_and_filters_status(db: Database
         await sessions.list_sessions(db, BOB, cursor="garbage!")
 
 
-async def test_a_read_only_agent_cannot_write(db: Database) -> None:
+async def test_a_read_only_agent_cannot_write(db: Store) -> None:
     reader = Agent("viewer", "generic", frozenset({"read"}))
     with pytest.raises(PermissionDenied, match="'write' permission"):
         await sessions.create_session(db, reader, "nope")

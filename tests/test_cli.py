@@ -1,4 +1,7 @@
-"""The command line as a user runs it: real subprocesses."""
+"""The command line as a user runs it: real subprocesses.
+
+Run on a SQLite file only: what is tested here never reaches an engine's differences.
+"""
 
 from __future__ import annotations
 

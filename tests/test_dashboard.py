@@ -17,8 +17,8 @@ import pytest
 from shared_context_server.blackboard import memory
 from shared_context_server.blackboard.activity import messages_over_time
 from shared_context_server.dashboard.live import Changes
-from shared_context_server.db import Database
 from shared_context_server.errors import PermissionDenied
+from shared_context_server.store import Store, Target, open_store
 from tests.conftest import ADMIN, ALICE, BOB, ok, spawn
 from tests.dashboard_process import SECRETS, blackboard, dashboard
 
@@ -44,10 +44,10 @@ async def first_event(client: httpx.AsyncClient, path: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize(("flags", "readable"), list(VIEWS.items()))
 async def test_every_response_holds_only_what_the_viewer_may_read(
-    tmp_path: Path, flags: tuple[str, ...], readable: set[str]
+    target: Target, flags: tuple[str, ...], readable: set[str]
 ) -> None:
-    sid = await blackboard(tmp_path / "b.db")
-    async with dashboard(tmp_path / "b.db", *flags) as dash, dash.client() as client:
+    sid = await blackboard(target)
+    async with dashboard(target, *flags) as dash, dash.client() as client:
         bodies = []
         for path in (
             "/api/sessions",
@@ -69,9 +69,9 @@ async def test_every_response_holds_only_what_the_viewer_may_read(
 
 
 async def test_a_message_from_another_process_streams_to_the_page_but_a_private_one_never(
-    tmp_path: Path,
+    target: Target,
 ) -> None:
-    path = tmp_path / "b.db"
+    path = target
     sid = await blackboard(path)
     async with (
         dashboard(path) as dash,
@@ -97,9 +97,9 @@ async def test_a_message_from_another_process_streams_to_the_page_but_a_private_
     assert [m["content"] for m in seen] == ["from bob, public"]
 
 
-async def test_without_the_token_or_under_another_host_nothing_is_served(tmp_path: Path) -> None:
-    sid = await blackboard(tmp_path / "b.db")
-    async with dashboard(tmp_path / "b.db", "--admin") as dash:
+async def test_without_the_token_or_under_another_host_nothing_is_served(target: Target) -> None:
+    sid = await blackboard(target)
+    async with dashboard(target, "--admin") as dash:
         async with httpx.AsyncClient(base_url=dash.base) as stranger:
             paths = ("/", "/api/sessions", f"/api/sessions/{sid}/messages", "/api/events")
             for path in (*paths, "/static/app.js"):
@@ -151,14 +151,14 @@ async def test_responses_carry_a_strict_csp_and_no_cors(tmp_path: Path) -> None:
 
 
 async def test_audit_log_and_memory_are_for_admin_only_and_values_only_on_request(
-    tmp_path: Path,
+    target: Target,
 ) -> None:
-    await blackboard(tmp_path / "b.db")
-    async with dashboard(tmp_path / "b.db", "--as", "alice") as dash, dash.client() as client:
+    await blackboard(target)
+    async with dashboard(target, "--as", "alice") as dash, dash.client() as client:
         for path in ("/api/audit", "/api/memory", "/api/memory/value?agent_id=alice&key=plan"):
             response = await client.get(path)
             assert response.status_code == 403 and response.json()["code"] == "PERMISSION_DENIED"
-    async with dashboard(tmp_path / "b.db", "--admin") as dash, dash.client() as client:
+    async with dashboard(target, "--admin") as dash, dash.client() as client:
         audit = (await client.get("/api/audit?agent_id=bob")).json()
         assert {e["agent_id"] for e in audit["entries"]} == {"bob"}
         keys = await client.get("/api/memory")
@@ -168,9 +168,9 @@ async def test_audit_log_and_memory_are_for_admin_only_and_values_only_on_reques
         assert value.json()["value"] == {"step": "SECRET-memory-value"}
 
 
-async def test_mistakes_are_coded_json_errors(tmp_path: Path) -> None:
-    await blackboard(tmp_path / "b.db")
-    async with dashboard(tmp_path / "b.db") as dash, dash.client() as client:
+async def test_mistakes_are_coded_json_errors(target: Target) -> None:
+    await blackboard(target)
+    async with dashboard(target) as dash, dash.client() as client:
         missing = await client.get("/api/sessions/sess_nope/messages")
         assert (missing.status_code, missing.json()["code"]) == (404, "SESSION_NOT_FOUND")
         assert (await client.get("/api/sessions?status=completed")).json() == []
@@ -257,9 +257,9 @@ async def test_changes_look_at_the_file_only_while_someone_listens() -> None:
         tg.cancel_scope.cancel()
 
 
-async def test_messages_over_time_counts_what_the_viewer_sees_per_agent(tmp_path: Path) -> None:
-    sid = await blackboard(tmp_path / "b.db")
-    db = await Database.open(tmp_path / "b.db")
+async def test_messages_over_time_counts_what_the_viewer_sees_per_agent(target: Target) -> None:
+    sid = await blackboard(target)
+    db = await open_store(target)
     try:
         public = await messages_over_time(db, BOB.__class__("x", "nobody"), sid)
         admin = await messages_over_time(db, ADMIN, sid)
@@ -277,7 +277,7 @@ async def test_messages_over_time_counts_what_the_viewer_sees_per_agent(tmp_path
     assert {a["agent"] for a in bob["agents"]} == {"alice", "bob", "carol"}
 
 
-async def test_only_an_admin_lists_every_agents_memory_keys_page_by_page(db: Database) -> None:
+async def test_only_an_admin_lists_every_agents_memory_keys_page_by_page(db: Store) -> None:
     for agent, key in ((ALICE, "a1"), (ALICE, "a2"), (BOB, "b1")):
         await memory.set_memory(db, agent, key, 1)
     with pytest.raises(PermissionDenied):

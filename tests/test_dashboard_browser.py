@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
+from shared_context_server.store import Target
 from tests.conftest import ok, spawn
 from tests.dashboard_process import HOSTILE, SECRETS, blackboard, dashboard
 
@@ -60,9 +61,9 @@ async def open_page(browser: Browser, url: str, scheme: str = "light") -> Page:
 
 
 async def test_a_message_from_another_process_appears_live_and_a_private_one_never(
-    tmp_path: Path, browser: Browser
+    target: Target, browser: Browser
 ) -> None:
-    path = tmp_path / "b.db"
+    path = target
     sid = await blackboard(path)
     async with (
         dashboard(path) as dash,

@@ -1,4 +1,8 @@
-"""The storage layer on real files: PRAGMAs, permissions, transactions, busy, migrations."""
+"""The storage layer on real files: PRAGMAs, permissions, transactions, busy, migrations.
+
+SQLite only: the file engine itself (db.Database); the engine-neutral behaviour is
+tested on both engines in the domain modules, PostgreSQL's own in tests/test_postgres*.py.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,12 @@ import pytest
 from shared_context_server.db import BUSY_TIMEOUT_MS, Database
 from shared_context_server.errors import DatabaseBusy, StorageError
 from shared_context_server.migrations import SCHEMA_VERSION
+
+
+@pytest.fixture
+def db(sqlite_db: Database) -> Database:
+    """This module is about the file engine: `db` is SQLite's here, never parametrized."""
+    return sqlite_db
 
 
 async def test_open_sets_wal_and_the_pragmas_every_writer_relies_on(db: Database) -> None:

@@ -16,7 +16,6 @@ import sys
 import threading
 from collections.abc import Iterator
 from itertools import count
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,7 +23,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shared_context_server.server.toolsets import tool_list_for
-from tests.conftest import INITIALIZE, INITIALIZED, tool_call
+from shared_context_server.store import Target
+from tests.conftest import ENGINES, INITIALIZE, INITIALIZED, create_database, tool_call
 
 # The codes the README documents for tool errors (INTERNAL_ERROR is a bug, not a code).
 DOCUMENTED_CODES = {
@@ -54,9 +54,9 @@ TOOLS = tool_list_for(frozenset({"core", "records"}))
 class Wire:
     """A server process driven by raw JSON-RPC lines; replies matched by id."""
 
-    def __init__(self, db: Path) -> None:
+    def __init__(self, db: Target, flags: list[str] = SERVER_FLAGS) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "shared_context_server", "--db", str(db), *SERVER_FLAGS],
+            [sys.executable, "-m", "shared_context_server", "--db", str(db), *flags],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -107,9 +107,17 @@ class Wire:
         return b"".join(self.stderr[-20:]).decode(errors="replace")
 
 
-@pytest.fixture(scope="module")
-def wire(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wire]:
-    server = Wire(tmp_path_factory.mktemp("fuzz") / "bb.db")
+@pytest.fixture(scope="module", params=ENGINES)
+def wire(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Wire]:
+    """One server per engine, each with the records toolset."""
+    if request.param == "sqlite":
+        server = Wire(tmp_path_factory.mktemp("fuzz") / "bb.db")
+    else:
+        cluster = request.getfixturevalue("pg_cluster")
+        url = cluster.url(create_database(cluster, request.getfixturevalue("pg_template")))
+        server = Wire(url)
     yield server
     assert server.proc.poll() is None, "the server died: " + server.log()
     alive = server.call("whoami", {})

@@ -17,7 +17,7 @@ import pytest
 from shared_context_server import config, db, hook
 from shared_context_server.blackboard import messages, sessions
 from shared_context_server.blackboard.identity import Agent
-from shared_context_server.db import Database
+from shared_context_server.store import Target, open_store
 from tests.conftest import ALICE, BOB, CAROL
 
 # The facts of Claude Code's hooks reference (https://code.claude.com/docs/en/hooks) that
@@ -117,8 +117,8 @@ def run_hook(
     )
 
 
-def as_alice(tmp_path: Path) -> tuple[str, ...]:
-    return ("--agent-id", "alice", "--agent-type", "reviewer", "--db", str(tmp_path / "bb.db"))
+def as_alice(target: Target) -> tuple[str, ...]:
+    return ("--agent-id", "alice", "--agent-type", "reviewer", "--db", str(target))
 
 
 def context_of(result: subprocess.CompletedProcess[str], event: str) -> str:
@@ -129,9 +129,9 @@ def context_of(result: subprocess.CompletedProcess[str], event: str) -> str:
     return text
 
 
-async def seed(path: Path, *posts: tuple[Agent, str, dict[str, Any] | None]) -> str:
+async def seed(path: Target, *posts: tuple[Agent, str, dict[str, Any] | None]) -> str:
     """A session alice created, with `posts` in it."""
-    database = await Database.open(path)
+    database = await open_store(path)
     try:
         sid = (await sessions.create_session(database, ALICE, "ship the release"))["id"]
         for agent, content, metadata in posts:
@@ -141,8 +141,8 @@ async def seed(path: Path, *posts: tuple[Agent, str, dict[str, Any] | None]) -> 
         await database.close()
 
 
-async def post(path: Path, sid: str, agent: Agent, content: str, **kw: Any) -> int:
-    database = await Database.open(path)
+async def post(path: Target, sid: str, agent: Agent, content: str, **kw: Any) -> int:
+    database = await open_store(path)
     try:
         posted = await messages.add_message(database, agent, sid, content, **kw)
         return int(posted["message_id"])
@@ -150,53 +150,55 @@ async def post(path: Path, sid: str, agent: Agent, content: str, **kw: Any) -> i
         await database.close()
 
 
-async def test_each_event_answers_in_the_documented_schema(tmp_path: Path) -> None:
+async def test_each_event_answers_in_the_documented_schema(target: Target, tmp_path: Path) -> None:
     sid = await seed(
-        tmp_path / "bb.db",
+        target,
         (BOB, "alice: please review auth.py", {"to": ["alice"]}),
         (BOB, "a note to everyone", None),
     )
-    start = context_of(run_hook(tmp_path, "SessionStart", *as_alice(tmp_path)), "SessionStart")
+    start = context_of(run_hook(tmp_path, "SessionStart", *as_alice(target)), "SessionStart")
     assert "please review auth.py" in start and "check_inbox" in start
-    await post(tmp_path / "bb.db", sid, BOB, "the build is green")
+    await post(target, sid, BOB, "the build is green")
     prompt = context_of(
-        run_hook(tmp_path, "UserPromptSubmit", *as_alice(tmp_path)), "UserPromptSubmit"
+        run_hook(tmp_path, "UserPromptSubmit", *as_alice(target)), "UserPromptSubmit"
     )
     assert "1 new" in prompt and "please review" not in prompt  # told once already
-    stop = run_hook(tmp_path, "Stop", *as_alice(tmp_path))
+    stop = run_hook(tmp_path, "Stop", *as_alice(target))
     assert stop.returncode == 0 and stop.stderr == ""
     jsonschema.validate(json.loads(stop.stdout), STOP_SCHEMA)
 
 
-async def test_a_prompt_with_nothing_new_adds_nothing(tmp_path: Path) -> None:
-    await seed(tmp_path / "bb.db", (BOB, "hello", None))
-    first = run_hook(tmp_path, "UserPromptSubmit", *as_alice(tmp_path))
+async def test_a_prompt_with_nothing_new_adds_nothing(target: Target, tmp_path: Path) -> None:
+    await seed(target, (BOB, "hello", None))
+    first = run_hook(tmp_path, "UserPromptSubmit", *as_alice(target))
     assert "hello" in context_of(first, "UserPromptSubmit")
-    again = run_hook(tmp_path, "UserPromptSubmit", *as_alice(tmp_path))
+    again = run_hook(tmp_path, "UserPromptSubmit", *as_alice(target))
     assert (again.returncode, again.stdout, again.stderr) == (0, "", "")
 
 
-async def test_stop_blocks_once_for_a_hand_off_then_lets_the_agent_stop(tmp_path: Path) -> None:
-    sid = await seed(tmp_path / "bb.db", (BOB, "not for alice", None))
-    assert run_hook(tmp_path, "Stop", *as_alice(tmp_path)).stdout == ""
-    await post(tmp_path / "bb.db", sid, BOB, "alice, your turn", metadata={"to": "alice"})
+async def test_stop_blocks_once_for_a_hand_off_then_lets_the_agent_stop(
+    target: Target, tmp_path: Path
+) -> None:
+    sid = await seed(target, (BOB, "not for alice", None))
+    assert run_hook(tmp_path, "Stop", *as_alice(target)).stdout == ""
+    await post(target, sid, BOB, "alice, your turn", metadata={"to": "alice"})
     for n in range(hook.MAX_ROWS + 5):  # chatter after it never hides the hand-off
-        await post(tmp_path / "bb.db", sid, CAROL, f"chatter {n}")
-    blocked = json.loads(run_hook(tmp_path, "Stop", *as_alice(tmp_path)).stdout)
+        await post(target, sid, CAROL, f"chatter {n}")
+    blocked = json.loads(run_hook(tmp_path, "Stop", *as_alice(target)).stdout)
     jsonschema.validate(blocked, STOP_SCHEMA)
     assert "alice, your turn" in blocked["reason"] and "check_inbox" in blocked["reason"]
     # Claude Code continues, then stops again with stop_hook_active: the hook lets it.
-    active = run_hook(tmp_path, "Stop", *as_alice(tmp_path), stop_hook_active=True)
+    active = run_hook(tmp_path, "Stop", *as_alice(target), stop_hook_active=True)
     assert (active.returncode, active.stdout) == (0, "")
     # A later turn's stop: the same unread hand-off does not block a second time.
-    assert run_hook(tmp_path, "Stop", *as_alice(tmp_path)).stdout == ""
+    assert run_hook(tmp_path, "Stop", *as_alice(target)).stdout == ""
 
 
-async def test_the_digest_is_bounded_newest_hand_off_first(tmp_path: Path) -> None:
+async def test_the_digest_is_bounded_newest_hand_off_first(target: Target, tmp_path: Path) -> None:
     long = "x" * 5000
     posts = [(BOB, f"hand-off {n} {long}", {"to": ["alice"]}) for n in range(300)]
-    await seed(tmp_path / "bb.db", *posts, (CAROL, "public chatter", None))
-    text = context_of(run_hook(tmp_path, "SessionStart", *as_alice(tmp_path)), "SessionStart")
+    await seed(target, *posts, (CAROL, "public chatter", None))
+    text = context_of(run_hook(tmp_path, "SessionStart", *as_alice(target)), "SessionStart")
     assert len(text) <= hook.MAX_DIGEST_CHARS
     lines = text.splitlines()
     assert "hand-off 299" in lines[1] and "hand-off 298" in lines[2]  # newest first
@@ -233,9 +235,11 @@ def test_stdin_that_is_not_an_event_is_ignored_with_one_line(tmp_path: Path) -> 
     assert result.stderr.count("\n") == 1
 
 
-async def test_the_hook_reads_the_identity_and_file_from_the_environment(tmp_path: Path) -> None:
-    await seed(tmp_path / "bb.db", (BOB, "via env", None))
-    env = {config.ENV_AGENT_ID: "alice", config.ENV_DB: str(tmp_path / "bb.db")}
+async def test_the_hook_reads_the_identity_and_file_from_the_environment(
+    target: Target, tmp_path: Path
+) -> None:
+    await seed(target, (BOB, "via env", None))
+    env = {config.ENV_AGENT_ID: "alice", config.ENV_DB: str(target)}
     result = run_hook(tmp_path, "SessionStart", env=env)
     assert "via env" in context_of(result, "SessionStart")
 
@@ -263,20 +267,20 @@ def test_the_hook_agrees_with_the_server_on_variables_and_default_file() -> None
     assert hook._db_path({}, {}) == str(db.default_db_path())
 
 
-async def test_the_digest_does_not_mark_messages_read(tmp_path: Path) -> None:
+async def test_the_digest_does_not_mark_messages_read(target: Target, tmp_path: Path) -> None:
     from shared_context_server.blackboard.inbox import check_inbox
     from tests.test_inbox import contents, feed_of
 
-    await seed(tmp_path / "bb.db", (BOB, "still unread", None))
+    await seed(target, (BOB, "still unread", None))
     assert "still unread" in context_of(
-        run_hook(tmp_path, "SessionStart", *as_alice(tmp_path)), "SessionStart"
+        run_hook(tmp_path, "SessionStart", *as_alice(target)), "SessionStart"
     )
-    database = await Database.open(tmp_path / "bb.db")
+    database = await open_store(target)
     try:
         async with feed_of(database) as feed:
             assert contents(await check_inbox(feed, ALICE)) == ["still unread"]
     finally:
         await database.close()
     # Read now: a new Claude Code session starts with nothing to add.
-    after = run_hook(tmp_path, "SessionStart", *as_alice(tmp_path))
+    after = run_hook(tmp_path, "SessionStart", *as_alice(target))
     assert (after.returncode, after.stdout) == (0, "")

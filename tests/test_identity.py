@@ -3,7 +3,6 @@ the tools through real MCP client sessions in both protocol eras."""
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -14,14 +13,14 @@ from shared_context_server.blackboard import audit, messages, sessions, tokens
 from shared_context_server.blackboard.maintenance import DEFAULT_ARCHIVE_AFTER_DAYS
 from shared_context_server.clock import now_utc
 from shared_context_server.config import Settings, resolve_settings
-from shared_context_server.db import Database
 from shared_context_server.errors import Conflict, InvalidInput, PermissionDenied, TokenInvalid
-from tests.conftest import ADMIN, ALICE, BOB, ERAS, connect, fails, ok
+from shared_context_server.store import Store, Target
+from tests.conftest import ADMIN, ALICE, BOB, ERAS, connect, fails, ok, rows
 
 
-def settings(tmp_path: Path, agent_id: str | None = "alice", **overrides: Any) -> Settings:
+def settings(target: Target, agent_id: str | None = "alice", **overrides: Any) -> Settings:
     base: dict[str, Any] = {
-        "db_path": tmp_path / "bb.db",
+        "db_path": target,
         "agent_id": agent_id,
         "agent_id_source": "flag",
         "agent_type": "reviewer",
@@ -29,25 +28,22 @@ def settings(tmp_path: Path, agent_id: str | None = "alice", **overrides: Any) -
     return Settings(**(base | overrides))
 
 
-def audit_rows(path: Path) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(path)
-    try:
-        return conn.execute(
-            "SELECT agent_id, via, action, session_id, target, result FROM audit_log ORDER BY id"
-        ).fetchall()
-    finally:
-        conn.close()
+async def audit_rows(target: Target) -> list[tuple[Any, ...]]:
+    return await rows(
+        target,
+        "SELECT agent_id, via, action, session_id, target, result FROM audit_log ORDER BY id",
+    )
 
 
 # --------------------------------------------------------------------------- domain
 
 
 async def test_a_token_is_stored_only_as_a_hash_and_resolves_to_the_sub_agent(
-    db: Database,
+    db: Store,
 ) -> None:
     minted = await tokens.authenticate_agent(db, ALICE, "alice/helper", permissions=["read"])
     assert minted["token"].startswith("sct_") and len(minted["token"]) >= 4 + 32
-    stored = await db.fetchall("SELECT token_hash FROM agent_tokens")
+    stored = await db.read("SELECT token_hash FROM agent_tokens")
     assert [r[0] for r in stored] == [tokens.token_hash(minted["token"])]
     sub = await tokens.resolve_token(db, minted["token"], ALICE)
     assert (sub.agent_id, sub.agent_type, sub.permissions) == (
@@ -68,20 +64,20 @@ async def test_a_token_is_stored_only_as_a_hash_and_resolves_to_the_sub_agent(
     ],
 )
 async def test_a_token_wider_than_its_minter_is_refused(
-    db: Database, agent_id: str, agent_type: str | None, permissions: Any, says: str
+    db: Store, agent_id: str, agent_type: str | None, permissions: Any, says: str
 ) -> None:
     with pytest.raises(PermissionDenied, match=says.replace("(", r"\(").replace(")", r"\)")):
         await tokens.authenticate_agent(db, ALICE, agent_id, agent_type, permissions)
-    assert await db.fetchall("SELECT * FROM agent_tokens") == []
+    assert await db.read("SELECT * FROM agent_tokens") == []
 
 
-async def test_an_admin_may_mint_any_identity(db: Database) -> None:
+async def test_an_admin_may_mint_any_identity(db: Store) -> None:
     minted = await tokens.authenticate_agent(db, ADMIN, "bob", "writer", ["read", "admin"])
     sub = await tokens.resolve_token(db, minted["token"], ADMIN)
     assert (sub.agent_id, sub.agent_type, sub.is_admin) == ("bob", "writer", True)
 
 
-async def test_expired_revoked_and_garbage_tokens_are_refused_saying_which(db: Database) -> None:
+async def test_expired_revoked_and_garbage_tokens_are_refused_saying_which(db: Store) -> None:
     minted = await tokens.authenticate_agent(db, ALICE, "alice/a", expires_in=60)
     later = now_utc() + timedelta(seconds=61)
     with pytest.raises(TokenInvalid, match="expired at"):
@@ -95,7 +91,7 @@ async def test_expired_revoked_and_garbage_tokens_are_refused_saying_which(db: D
             await tokens.resolve_token(db, garbage, ALICE)
 
 
-async def test_only_the_minter_its_agent_or_an_admin_may_revoke(db: Database) -> None:
+async def test_only_the_minter_its_agent_or_an_admin_may_revoke(db: Store) -> None:
     first = await tokens.authenticate_agent(db, ALICE, "alice/a")
     with pytest.raises(PermissionDenied, match="only the agent that minted"):
         await tokens.revoke_token(db, BOB, first["token"])
@@ -106,7 +102,7 @@ async def test_only_the_minter_its_agent_or_an_admin_may_revoke(db: Database) ->
 
 
 async def test_a_sub_agent_cannot_mint_itself_a_token_that_outlives_its_own(
-    db: Database,
+    db: Store,
 ) -> None:
     first = await tokens.authenticate_agent(db, ALICE, "alice/h", expires_in=60)
     sub = await tokens.resolve_token(db, first["token"], ALICE)
@@ -117,23 +113,34 @@ async def test_a_sub_agent_cannot_mint_itself_a_token_that_outlives_its_own(
     assert (await tokens.revoke_token(db, ALICE, second["token"]))["revoked"] is True
 
 
-async def test_an_audit_entry_that_cannot_be_written_undoes_its_change(db: Database) -> None:
+REFUSE_AUDIT = {
+    "sqlite": [
+        "CREATE TRIGGER no_audit BEFORE INSERT ON audit_log BEGIN"
+        " SELECT RAISE(ABORT, 'audit refused'); END"
+    ],
+    "postgres": [
+        "CREATE FUNCTION no_audit() RETURNS trigger LANGUAGE plpgsql AS"
+        " $$ BEGIN RAISE EXCEPTION 'audit refused'; END $$",
+        "CREATE TRIGGER no_audit BEFORE INSERT ON audit_log"
+        " FOR EACH ROW EXECUTE FUNCTION no_audit()",
+    ],
+}
+
+
+async def test_an_audit_entry_that_cannot_be_written_undoes_its_change(db: Store) -> None:
     s = await sessions.create_session(db, ALICE, "audited")
-    async with db.write() as tx:  # every audit insert now fails
-        await tx.execute(
-            "CREATE TRIGGER no_audit BEFORE INSERT ON audit_log BEGIN"
-            " SELECT RAISE(ABORT, 'audit refused'); END"
-        )
-    with pytest.raises(sqlite3.IntegrityError, match="audit refused"):
+    for statement in REFUSE_AUDIT[db.engine]:  # every audit insert now fails
+        await db.transact(lambda conn, sql=statement: conn.execute(sql))
+    with pytest.raises(Exception, match="audit refused"):
         await messages.add_message(db, ALICE, s["id"], "never stored")
-    with pytest.raises(sqlite3.IntegrityError, match="audit refused"):
+    with pytest.raises(Exception, match="audit refused"):
         await sessions.update_session(db, ALICE, s["id"], purpose="never renamed")
-    assert await db.fetchall("SELECT * FROM messages") == []
+    assert await db.read("SELECT * FROM messages") == []
     assert (await sessions.get_session(db, ALICE, s["id"]))["session"]["purpose"] == "audited"
 
 
 async def test_a_mutation_and_its_audit_entry_commit_or_roll_back_together(
-    db: Database,
+    db: Store,
 ) -> None:
     s = await sessions.create_session(db, ALICE, "audited")
     await messages.add_message(db, ALICE, s["id"], "one")
@@ -142,7 +149,7 @@ async def test_a_mutation_and_its_audit_entry_commit_or_roll_back_together(
         await messages.add_message(db, ALICE, s["id"], "two")
     with pytest.raises(PermissionDenied):
         await sessions.update_session(db, BOB, s["id"], status="active")
-    rows = [tuple(r) for r in await db.fetchall("SELECT agent_id, action, target FROM audit_log")]
+    rows = [tuple(r) for r in await db.read("SELECT agent_id, action, target FROM audit_log")]
     assert rows == [
         ("alice", "create_session", f"session:{s['id']}"),
         ("alice", "add_message", "message:1"),
@@ -150,7 +157,7 @@ async def test_a_mutation_and_its_audit_entry_commit_or_roll_back_together(
     ]
 
 
-async def test_audit_log_pages_newest_first_and_filters(db: Database) -> None:
+async def test_audit_log_pages_newest_first_and_filters(db: Store) -> None:
     s = await sessions.create_session(db, ALICE, "paging")
     for n in range(5):
         await messages.add_message(db, ALICE, s["id"], f"m{n}")
@@ -174,8 +181,8 @@ async def test_audit_log_pages_newest_first_and_filters(db: Database) -> None:
 
 
 @pytest.mark.parametrize("era", ERAS)
-async def test_a_sub_agent_acts_as_itself_by_token_for_every_rule(tmp_path: Path, era: str) -> None:
-    async with connect(era, settings(tmp_path)) as s:
+async def test_a_sub_agent_acts_as_itself_by_token_for_every_rule(target: Target, era: str) -> None:
+    async with connect(era, settings(target)) as s:
         sid = (await ok(s, "create_session", purpose="delegation"))["session_id"]
         token = (await ok(s, "authenticate_agent", agent_id="alice/helper"))["token"]
         me = await ok(s, "whoami", agent_token=token)
@@ -204,8 +211,8 @@ async def test_a_sub_agent_acts_as_itself_by_token_for_every_rule(tmp_path: Path
 
 
 @pytest.mark.parametrize("era", ERAS)
-async def test_a_bad_token_is_an_error_never_the_process_identity(tmp_path: Path, era: str) -> None:
-    async with connect(era, settings(tmp_path)) as s:
+async def test_a_bad_token_is_an_error_never_the_process_identity(target: Target, era: str) -> None:
+    async with connect(era, settings(target)) as s:
         text = await fails(s, "whoami", "TOKEN_INVALID", agent_token="sct_forged")
         assert "authenticate_agent" in text and "leave agent_token out" in text
         sid = (await ok(s, "create_session", purpose="p"))["session_id"]
@@ -214,7 +221,7 @@ async def test_a_bad_token_is_an_error_never_the_process_identity(tmp_path: Path
         assert (await ok(s, "revoke_token", token=token))["revoked"] is True
         await fails(s, "get_context", "TOKEN_INVALID", session_id=sid, agent_token=token)
         assert (await ok(s, "get_context", session_id=sid))["messages"] == []  # nothing posted
-    results = [(r[0], r[2], r[5]) for r in audit_rows(tmp_path / "bb.db")]
+    results = [(r[0], r[2], r[5]) for r in await audit_rows(target)]
     assert ("alice", "whoami", "TOKEN_INVALID") in results
     assert ("alice", "add_message", "TOKEN_INVALID") in results
     assert ("alice", "revoke_token", "ok") in results
@@ -222,9 +229,9 @@ async def test_a_bad_token_is_an_error_never_the_process_identity(tmp_path: Path
 
 @pytest.mark.parametrize("era", ERAS)
 async def test_a_read_only_sub_agent_cannot_write_and_the_refusal_is_audited(
-    tmp_path: Path, era: str
+    target: Target, era: str
 ) -> None:
-    async with connect(era, settings(tmp_path)) as s:
+    async with connect(era, settings(target)) as s:
         sid = (await ok(s, "create_session", purpose="p"))["session_id"]
         token = (await ok(s, "authenticate_agent", agent_id="alice/ro", permissions=["read"]))[
             "token"
@@ -252,11 +259,11 @@ async def test_a_read_only_sub_agent_cannot_write_and_the_refusal_is_audited(
 
 
 @pytest.mark.parametrize("era", ERAS)
-async def test_only_the_creator_or_an_admin_updates_a_session(tmp_path: Path, era: str) -> None:
+async def test_only_the_creator_or_an_admin_updates_a_session(target: Target, era: str) -> None:
     async with (
-        connect(era, settings(tmp_path)) as alice,
-        connect(era, settings(tmp_path, "bob")) as bob,
-        connect(era, settings(tmp_path, "root", admin=True)) as root,
+        connect(era, settings(target)) as alice,
+        connect(era, settings(target, "bob")) as bob,
+        connect(era, settings(target, "root", admin=True)) as root,
     ):
         sid = (await ok(alice, "create_session", purpose="mine"))["session_id"]
         text = await fails(bob, "update_session", "PERMISSION_DENIED", session_id=sid, purpose="x")
@@ -287,6 +294,6 @@ async def test_a_slash_is_kept_for_sub_agents_so_no_process_is_another_agents_su
         resolve_settings({"db": str(tmp_path / "x.db")}, {"SHARED_CONTEXT_AGENT_ID": "a/b"})
     with pytest.raises(InvalidInput, match="the server's own name"):
         resolve_settings({"db": str(tmp_path / "x.db"), "agent_id": "maintenance"}, {})
-    unnamed = settings(tmp_path, agent_id=None, agent_id_source=None)
+    unnamed = settings(tmp_path / "bb.db", agent_id=None, agent_id_source=None)
     async with connect(era, unnamed, client_name="alice/bot") as s:
         assert (await ok(s, "whoami"))["agent_id"] == "alice-bot"

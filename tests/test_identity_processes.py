@@ -8,11 +8,11 @@ shows the token's identity wins over the process it comes through.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import mcp_types as types
 
+from shared_context_server.store import Target
 from tests.conftest import Inbox, ok, spawn
 
 AGENTS = {
@@ -79,9 +79,9 @@ async def seen_by(caller: Caller, sid: str, posted: dict[int, tuple[str, str]]) 
 
 
 async def test_every_read_path_shows_each_caller_exactly_what_the_rule_allows(
-    tmp_path: Path,
+    target: Target,
 ) -> None:
-    db = tmp_path / "bb.db"
+    db = target
     async with (
         spawn(db, *AGENTS["alice"]) as alice,
         spawn(db, *AGENTS["bob"]) as bob,
@@ -138,10 +138,10 @@ async def test_every_read_path_shows_each_caller_exactly_what_the_rule_allows(
         assert {(e["agent_id"], e["via"]) for e in helper_log["entries"]} == {(HELPER, "carol")}
 
 
-async def test_notifications_reach_only_agents_who_may_see_the_commit(tmp_path: Path) -> None:
+async def test_notifications_reach_only_agents_who_may_see_the_commit(target: Target) -> None:
     """One session per (sender, visibility); every process subscribes to all of them, then a
     public beacon, committed last, tells when every earlier notification has been sent."""
-    db = tmp_path / "bb.db"
+    db = target
     inboxes = {name: Inbox() for name in AGENTS}
     async with (
         spawn(db, *AGENTS["alice"], message_handler=inboxes["alice"]) as alice,

@@ -16,13 +16,14 @@ from shared_context_server.blackboard.identity import Agent
 from shared_context_server.blackboard.inbox import check_inbox
 from shared_context_server.db import Database
 from shared_context_server.errors import InvalidInput
+from shared_context_server.store import Store, Target, open_store
 from tests.conftest import ALICE, BOB, CAROL, fails, ok, poll_until, spawn
 
 DAVE = Agent("dave", "reviewer")
 
 
 @asynccontextmanager
-async def feed_of(db: Database) -> AsyncIterator[ChangeFeed]:
+async def feed_of(db: Store) -> AsyncIterator[ChangeFeed]:
     feed = ChangeFeed(db, 0.05)
     await feed.start()
     stop = db.on_commit(feed.poke)
@@ -33,6 +34,7 @@ async def feed_of(db: Database) -> AsyncIterator[ChangeFeed]:
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(feed.run, ignore)
+            tg.start_soon(db.listen)  # as the server does: PostgreSQL pushes commits here
             yield feed
             tg.cancel_scope.cancel()
     finally:
@@ -43,7 +45,7 @@ def contents(inbox: dict[str, Any]) -> list[str]:
     return [m["content"] for group in inbox["sessions"] for m in group["messages"]]
 
 
-async def test_news_reaches_each_participant_once_and_never_its_own_posts(db: Database) -> None:
+async def test_news_reaches_each_participant_once_and_never_its_own_posts(db: Store) -> None:
     sid = (await sessions.create_session(db, ALICE, "review"))["id"]
     await messages.add_message(db, BOB, sid, "bob joins")
     await messages.add_message(db, ALICE, sid, "alice answers")
@@ -55,7 +57,7 @@ async def test_news_reaches_each_participant_once_and_never_its_own_posts(db: Da
 
 
 async def test_replies_and_messages_addressed_by_to_come_first_and_are_flagged(
-    db: Database,
+    db: Store,
 ) -> None:
     sid = (await sessions.create_session(db, ALICE, "hand-offs"))["id"]
     other = (await sessions.create_session(db, BOB, "elsewhere"))["id"]
@@ -78,7 +80,7 @@ async def test_replies_and_messages_addressed_by_to_come_first_and_are_flagged(
     assert second["session_id"] == other and second["messages"][0]["for_you"]
 
 
-async def test_a_private_message_of_another_agent_never_reaches_the_inbox(db: Database) -> None:
+async def test_a_private_message_of_another_agent_never_reaches_the_inbox(db: Store) -> None:
     sid = (await sessions.create_session(db, ALICE, "secrets"))["id"]
     await messages.add_message(db, BOB, sid, "bob's note", "private", metadata={"to": "alice"})
     await messages.add_message(db, CAROL, sid, "writers only", "agent_only")
@@ -88,7 +90,7 @@ async def test_a_private_message_of_another_agent_never_reaches_the_inbox(db: Da
         assert contents(await check_inbox(feed, ALICE)) == ["public"]
 
 
-async def test_a_sub_agent_has_its_own_inbox(db: Database) -> None:
+async def test_a_sub_agent_has_its_own_inbox(db: Store) -> None:
     sub = Agent("alice/reviewer", "reviewer")
     sid = (await sessions.create_session(db, ALICE, "team"))["id"]
     await messages.add_message(db, sub, sid, "sub-agent reporting")
@@ -100,7 +102,7 @@ async def test_a_sub_agent_has_its_own_inbox(db: Database) -> None:
     assert not any(m["for_you"] for g in parent["sessions"] for m in g["messages"])
 
 
-async def test_a_capped_inbox_says_has_more_and_hands_out_the_rest_next(db: Database) -> None:
+async def test_a_capped_inbox_says_has_more_and_hands_out_the_rest_next(db: Store) -> None:
     sid = (await sessions.create_session(db, ALICE, "busy"))["id"]
     for n in range(5):
         await messages.add_message(db, BOB, sid, f"m{n}")
@@ -111,9 +113,11 @@ async def test_a_capped_inbox_says_has_more_and_hands_out_the_rest_next(db: Data
     assert (contents(rest), rest["has_more"]) == (["m3", "m4"], False)
 
 
-async def test_the_inbox_long_poll_wakes_on_another_connection_commit(db: Database) -> None:
+async def test_the_inbox_long_poll_wakes_on_another_connection_commit(
+    db: Store, target: Target
+) -> None:
     sid = (await sessions.create_session(db, ALICE, "wait"))["id"]
-    other = await Database.open(db.path)
+    other = await open_store(target)
     result: list[dict[str, Any]] = []
     try:
         async with feed_of(db) as feed:
@@ -133,7 +137,7 @@ async def test_the_inbox_long_poll_wakes_on_another_connection_commit(db: Databa
 
 @pytest.mark.parametrize(("limit", "wait_s"), [(0, 0), (201, 0), (10, -1), (10, 121)])
 async def test_check_inbox_refuses_arguments_out_of_range(
-    db: Database, limit: int, wait_s: float
+    db: Store, limit: int, wait_s: float
 ) -> None:
     async with feed_of(db) as feed:
         with pytest.raises(InvalidInput):

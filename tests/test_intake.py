@@ -1,5 +1,8 @@
 """What a client sends, on the raw wire of a real server process (server/intake.py): every
-line answered or served, and requests in flight bounded, on both stdio transports."""
+line answered or served, and requests in flight bounded, on both stdio transports.
+
+Run on a SQLite file only: what is tested here never reaches an engine's differences.
+"""
 
 from __future__ import annotations
 

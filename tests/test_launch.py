@@ -1,6 +1,9 @@
 """How a newcomer gets this package and starts it: the version, every printed launch
 command (pinned to 2.x: the index's 1.x under the same name is another project), a server
-started by hand from a terminal, and what the terminal prints."""
+started by hand from a terminal, and what the terminal prints.
+
+Run on a SQLite file only: what is tested here never reaches an engine's differences.
+"""
 
 from __future__ import annotations
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -23,10 +22,11 @@ from shared_context_server.clock import iso, now_utc
 from shared_context_server.config import Settings, resolve_settings
 from shared_context_server.db import Database
 from shared_context_server.errors import InvalidInput, TokenInvalid
-from tests.conftest import ADMIN, ALICE, connect, ok, poll_until
+from shared_context_server.store import Store, Target, open_store
+from tests.conftest import ADMIN, ALICE, connect, execute, ok, poll_until_true, rows
 
 
-async def test_a_round_sweeps_expired_tokens_and_keeps_live_ones(db: Database) -> None:
+async def test_a_round_sweeps_expired_tokens_and_keeps_live_ones(db: Store) -> None:
     short = await tokens.authenticate_agent(db, ALICE, "alice/short", expires_in=60)
     long = await tokens.authenticate_agent(db, ALICE, "alice/long", expires_in=3600)
     later = now_utc() + timedelta(minutes=5)
@@ -39,17 +39,18 @@ async def test_a_round_sweeps_expired_tokens_and_keeps_live_ones(db: Database) -
     ).agent_id == "alice/long"
 
 
-async def test_sessions_idle_past_the_age_are_archived_and_audited(db: Database) -> None:
+async def test_sessions_idle_past_the_age_are_archived_and_audited(db: Store) -> None:
     quiet = await sessions.create_session(db, ALICE, "quiet")
     chatty = await sessions.create_session(db, ALICE, "chatty")
     later = now_utc() + timedelta(days=31)
     # chatty's message is one day old by the clock the round runs with.
     await messages.add_message(db, ALICE, chatty["id"], "still here")
-    async with db.write() as tx:
-        await tx.execute(
+    await db.transact(
+        lambda conn: conn.execute(
             "UPDATE messages SET created_at = ? WHERE session_id = ?",
             (iso(later - timedelta(days=1)), chatty["id"]),
         )
+    )
     done = await maintain_once(db, "me", Policy(archive_after_days=30), now=later)
     assert done is not None and done["idle_sessions_archived"] == 1
     assert (await sessions.get_session(db, ALICE, quiet["id"]))["session"]["status"] == "archived"
@@ -62,21 +63,22 @@ async def test_sessions_idle_past_the_age_are_archived_and_audited(db: Database)
     assert never is not None and never["idle_sessions_archived"] == 0
 
 
-async def test_the_audit_log_is_trimmed_past_its_retention_only(db: Database) -> None:
+async def test_the_audit_log_is_trimmed_past_its_retention_only(db: Store) -> None:
     for n in range(3):
         await sessions.create_session(db, ALICE, f"s{n}")
-    async with db.write() as tx:  # the first two entries are 100 days old
-        await tx.execute(
-            "UPDATE audit_log SET ts = ? WHERE id <= 2", (iso(now_utc() - timedelta(days=100)),)
-        )
+    hundred_days_ago = iso(now_utc() - timedelta(days=100))  # for the first two entries
+    await db.transact(
+        lambda conn: conn.execute("UPDATE audit_log SET ts = ? WHERE id <= 2", (hundred_days_ago,))
+    )
     kept = await maintain_once(db, "me", Policy(audit_retention_days=0, archive_after_days=0))
     assert kept is not None and kept["audit_trimmed"] == 0
     done = await maintain_once(db, "me", Policy(audit_retention_days=90, archive_after_days=0))
     assert done is not None and done["audit_trimmed"] == 2
-    assert [r[0] for r in await db.fetchall("SELECT id FROM audit_log")] == [3]
+    assert [r[0] for r in await db.read("SELECT id FROM audit_log")] == [3]
 
 
-async def test_a_large_wal_gets_a_passive_checkpoint(db: Database) -> None:
+async def test_a_large_wal_gets_a_passive_checkpoint(sqlite_db: Database) -> None:
+    db = sqlite_db  # SQLite only: PostgreSQL has no WAL file of ours to checkpoint
     s = await sessions.create_session(db, ALICE, "wal")
     for n in range(20):
         await messages.add_message(db, ALICE, s["id"], "x" * 2000 + str(n))
@@ -117,28 +119,28 @@ def test_maintenance_settings_out_of_range_are_refused_at_start(
         resolve_settings({"db": "x.db", **flags}, env)
 
 
-async def test_a_clean_exit_hands_the_maintenance_lease_on_at_once(tmp_path: Path) -> None:
-    config = Settings(tmp_path / "bb.db", "alice", "flag", maintenance_interval_s=0.1)
+async def test_a_clean_exit_hands_the_maintenance_lease_on_at_once(target: Target) -> None:
+    config = Settings(target, "alice", "flag", maintenance_interval_s=0.1)
     async with connect("handshake", config) as s:
         await ok(s, "whoami")
+
+        async def held() -> bool:
+            return await lease_rows(target) == 1
+
         with anyio.fail_after(10):
-            await poll_until(lambda: lease_rows(config.db_path) == 1)
-    assert lease_rows(config.db_path) == 0
+            await poll_until_true(held)
+    assert await lease_rows(target) == 0
 
 
-def lease_rows(path: Path) -> int:
-    conn = sqlite3.connect(path, timeout=10)
-    try:
-        return int(conn.execute("SELECT count(*) FROM leases").fetchone()[0])
-    finally:
-        conn.close()
+async def lease_rows(target: Target) -> int:
+    return int((await rows(target, "SELECT count(*) FROM leases"))[0][0])
 
 
 # --------------------------------------------------------------------------- real processes
 
 
 @contextmanager
-def maintainers(db: Path, count: int) -> Iterator[list[subprocess.Popen[bytes]]]:
+def maintainers(db: Target, count: int) -> Iterator[list[subprocess.Popen[bytes]]]:
     """Server processes with no client yet (stdin held open), maintaining every second."""
     args = [sys.executable, "-m", "shared_context_server", "--db", str(db)]
     args += ["--maintenance-interval", "1", "--archive-after-days", "1"]
@@ -154,61 +156,61 @@ def maintainers(db: Path, count: int) -> Iterator[list[subprocess.Popen[bytes]]]
             proc.wait()
 
 
-def plant_idle_sessions(db: Path, names: list[str]) -> None:
+async def plant_idle_sessions(db: Target, names: list[str]) -> None:
     old = iso(now_utc() - timedelta(days=2))
-    conn = sqlite3.connect(db, timeout=10)
-    with conn:
-        conn.executemany(
+    for name in names:
+        await execute(
+            db,
             "INSERT INTO sessions (id, purpose, status, created_by, created_at, updated_at)"
             " VALUES (?, 'idle', 'active', 'x', ?, ?)",
-            [(name, old, old) for name in names],
+            (name, old, old),
         )
-    conn.close()
 
 
-def archivers(db: Path) -> list[tuple[str, str]]:
+async def archivers(db: Target) -> list[tuple[str, str]]:
     """(session, holder) of every auto-archive entry so far."""
-    conn = sqlite3.connect(db, timeout=10)
-    try:
-        rows = conn.execute(
-            "SELECT session_id, via FROM audit_log WHERE action = 'auto_archive' ORDER BY id"
-        ).fetchall()
-    finally:
-        conn.close()
-    return [(s, v) for s, v in rows]
+    found = await rows(
+        db, "SELECT session_id, via FROM audit_log WHERE action = 'auto_archive' ORDER BY id"
+    )
+    return [(s, v) for s, v in found]
 
 
-async def wait_until_archived(db: Path, count: int) -> list[tuple[str, str]]:
+async def wait_until_archived(db: Target, count: int) -> list[tuple[str, str]]:
+    async def enough() -> bool:
+        return len(await archivers(db)) >= count
+
     with anyio.fail_after(20):
-        await poll_until(lambda: len(archivers(db)) >= count)
-    return archivers(db)
+        await poll_until_true(enough)
+    return await archivers(db)
 
 
 async def test_two_processes_share_maintenance_and_a_killed_holder_is_replaced(
-    tmp_path: Path,
+    target: Target,
 ) -> None:
-    db = tmp_path / "bb.db"
-    await (await Database.open(db)).close()  # the schema exists before sessions are planted
+    db = target
+    await (await open_store(db)).close()  # the schema exists before sessions are planted
     first_batch = [f"old{n}" for n in range(5)]
-    plant_idle_sessions(db, first_batch)
+    await plant_idle_sessions(db, first_batch)
     with maintainers(db, 2) as procs:
         await wait_until_archived(db, 5)
         # Both processes run a round every second; more idle sessions, a round apart, are
         # all archived by the same one: the lease holder.
         for n in range(4):
-            plant_idle_sessions(db, [f"more{n}"])
+            await plant_idle_sessions(db, [f"more{n}"])
             await wait_until_archived(db, 6 + n)
-        rows = archivers(db)
-        assert sorted(s for s, _ in rows) == sorted([*first_batch, *(f"more{n}" for n in range(4))])
-        holders = {holder for _, holder in rows}
+        found = await archivers(db)
+        assert sorted(s for s, _ in found) == sorted(
+            [*first_batch, *(f"more{n}" for n in range(4))]
+        )
+        holders = {holder for _, holder in found}
         assert len(holders) == 1
         (holder,) = holders
         pid = int(holder.split(":")[1])
         assert pid in {p.pid for p in procs}
         os.kill(pid, signal.SIGKILL)  # no clean exit: its lease must run out (3 rounds)
-        plant_idle_sessions(db, ["late"])
-        rows = await wait_until_archived(db, 10)
-        assert rows[-1][0] == "late" and rows[-1][1] != holder
-        survivor = int(rows[-1][1].split(":")[1])
+        await plant_idle_sessions(db, ["late"])
+        found = await wait_until_archived(db, 10)
+        assert found[-1][0] == "late" and found[-1][1] != holder
+        survivor = int(found[-1][1].split(":")[1])
         assert survivor != pid and survivor in {p.pid for p in procs}
-        assert len(archivers(db)) == 10  # nothing was archived twice
+        assert len(await archivers(db)) == 10  # nothing was archived twice

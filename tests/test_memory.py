@@ -3,7 +3,7 @@ lets one process at a time sweep expired entries."""
 
 from __future__ import annotations
 
-import sqlite3
+from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,6 @@ from shared_context_server.blackboard.lease import acquire_lease, lease_holder, 
 from shared_context_server.blackboard.limits import Limits
 from shared_context_server.blackboard.maintenance import maintain_once
 from shared_context_server.config import Settings, resolve_settings
-from shared_context_server.db import Database
 from shared_context_server.errors import (
     Conflict,
     InvalidInput,
@@ -24,29 +23,31 @@ from shared_context_server.errors import (
     NotFound,
     SessionNotFound,
 )
-from tests.conftest import ALICE, BOB, ERAS, connect, fails, ok, poll_until
+from shared_context_server.store import Store, Target, open_store
+from tests.conftest import ALICE, BOB, ERAS, connect, fails, ok, poll_until_true
 
 YEAR = 365 * 24 * 3600
 PAST = datetime.now(UTC) - timedelta(hours=1)  # a clock an hour behind: entries expire "now"
 
 
-def rows_in_memory_table(path: Path) -> int:
-    conn = sqlite3.connect(path)
-    try:
-        return int(conn.execute("SELECT count(*) FROM memory").fetchone()[0])
-    finally:
-        conn.close()
+async def _is(count: Awaitable[int], expected: int) -> bool:
+    return await count == expected
+
+
+async def rows_in_memory_table(db: Store) -> int:
+    row = await db.read_one("SELECT count(*) FROM memory")
+    return int(row[0]) if row else 0
 
 
 @pytest.mark.parametrize("value", [{"plan": [1, 2]}, [1, "two"], "text", 3.5, 0, True, None])
-async def test_any_json_value_round_trips(db: Database, value: Any) -> None:
+async def test_any_json_value_round_trips(db: Store, value: Any) -> None:
     stored = await memory.set_memory(db, ALICE, "k", value)
     assert stored["scope"] == "global" and stored["expires_at"] is None
     got = await memory.get_memory(db, ALICE, "k")
     assert got["value"] == value and got["scope"] == "global" and got["session_id"] is None
 
 
-async def test_global_and_session_scopes_hold_separate_values(db: Database) -> None:
+async def test_global_and_session_scopes_hold_separate_values(db: Store) -> None:
     sid = (await sessions.create_session(db, ALICE, "review"))["id"]
     await memory.set_memory(db, ALICE, "plan", "global plan")
     stored = await memory.set_memory(db, ALICE, "plan", "session plan", session_id=sid)
@@ -57,7 +58,7 @@ async def test_global_and_session_scopes_hold_separate_values(db: Database) -> N
     assert (await memory.get_memory(db, ALICE, "plan"))["value"] == "global plan"
 
 
-async def test_session_scoped_memory_needs_an_existing_session(db: Database) -> None:
+async def test_session_scoped_memory_needs_an_existing_session(db: Store) -> None:
     with pytest.raises(SessionNotFound):
         await memory.set_memory(db, ALICE, "k", 1, session_id="sess_missing")
     with pytest.raises(SessionNotFound):
@@ -66,7 +67,7 @@ async def test_session_scoped_memory_needs_an_existing_session(db: Database) -> 
         await memory.list_memory(db, ALICE, "sess_missing")
 
 
-async def test_memory_is_private_to_its_agent(db: Database) -> None:
+async def test_memory_is_private_to_its_agent(db: Store) -> None:
     sid = (await sessions.create_session(db, ALICE, "review"))["id"]
     await memory.set_memory(db, ALICE, "secret", "alice's")
     await memory.set_memory(db, ALICE, "secret", "alice's too", session_id=sid)
@@ -81,7 +82,7 @@ async def test_memory_is_private_to_its_agent(db: Database) -> None:
 
 
 async def test_overwrite_false_refuses_a_live_entry_but_replaces_an_expired_one(
-    db: Database,
+    db: Store,
 ) -> None:
     await memory.set_memory(db, ALICE, "k", "old")
     with pytest.raises(Conflict, match="overwrite=true"):
@@ -93,14 +94,14 @@ async def test_overwrite_false_refuses_a_live_entry_but_replaces_an_expired_one(
     assert got["value"] == "new" and got["expires_at"] is None
 
 
-async def test_replacing_a_live_entry_keeps_its_created_at(db: Database) -> None:
+async def test_replacing_a_live_entry_keeps_its_created_at(db: Store) -> None:
     await memory.set_memory(db, ALICE, "k", 1, now=PAST)
     await memory.set_memory(db, ALICE, "k", 2)
     got = await memory.get_memory(db, ALICE, "k")
     assert got["value"] == 2 and got["created_at"] < got["updated_at"]
 
 
-async def test_an_expired_entry_is_invisible_at_once_on_every_read(db: Database) -> None:
+async def test_an_expired_entry_is_invisible_at_once_on_every_read(db: Store) -> None:
     sid = (await sessions.create_session(db, ALICE, "review"))["id"]
     await memory.set_memory(db, ALICE, "k", "v", expires_in=60)
     await memory.set_memory(db, ALICE, "s", "v", session_id=sid, expires_in=60)
@@ -112,10 +113,10 @@ async def test_an_expired_entry_is_invisible_at_once_on_every_read(db: Database)
     assert (await memory.delete_memory(db, ALICE, "k", now=later))["deleted"] is False
     # Still visible before it expires, and no read deleted the rows: the sweeper does.
     assert (await memory.get_memory(db, ALICE, "k"))["value"] == "v"
-    assert rows_in_memory_table(db.path) == 2
+    assert await rows_in_memory_table(db) == 2
 
 
-async def test_expiry_is_one_second_to_one_year(db: Database) -> None:
+async def test_expiry_is_one_second_to_one_year(db: Store) -> None:
     for refused in (0, -5, YEAR + 1):
         with pytest.raises(InvalidInput, match="expires_in"):
             await memory.set_memory(db, ALICE, "k", 1, expires_in=refused)
@@ -125,13 +126,13 @@ async def test_expiry_is_one_second_to_one_year(db: Database) -> None:
 
 
 @pytest.mark.parametrize("key", ["", "has space", "tab\there", "new\nline", "k" * 256])
-async def test_bad_keys_are_refused(db: Database, key: str) -> None:
+async def test_bad_keys_are_refused(db: Store, key: str) -> None:
     with pytest.raises(InvalidInput, match="key must be"):
         await memory.set_memory(db, ALICE, key, 1)
 
 
 async def test_a_value_over_the_limit_is_refused_and_the_limit_is_configurable(
-    db: Database,
+    db: Store,
 ) -> None:
     await memory.set_memory(db, ALICE, "k" * 255, "x" * 60_000)
     with pytest.raises(LimitExceeded, match="65,536"):
@@ -140,7 +141,7 @@ async def test_a_value_over_the_limit_is_refused_and_the_limit_is_configurable(
         await memory.set_memory(db, ALICE, "k", "x" * 200, limits=Limits(max_memory_bytes=100))
 
 
-async def test_list_memory_pages_by_prefix_across_scopes(db: Database) -> None:
+async def test_list_memory_pages_by_prefix_across_scopes(db: Store) -> None:
     sid = (await sessions.create_session(db, ALICE, "review"))["id"]
     for i in range(5):
         await memory.set_memory(db, ALICE, f"task/{i}", i)
@@ -162,12 +163,12 @@ async def test_list_memory_pages_by_prefix_across_scopes(db: Database) -> None:
     assert only_session["entries"][0]["size"] == 1
 
 
-async def test_list_memory_refuses_a_cursor_it_did_not_make(db: Database) -> None:
+async def test_list_memory_refuses_a_cursor_it_did_not_make(db: Store) -> None:
     with pytest.raises(InvalidInput, match="cursor"):
         await memory.list_memory(db, ALICE, cursor="not-a-cursor")
 
 
-async def test_snapshot_holds_all_live_memory_with_values(db: Database) -> None:
+async def test_snapshot_holds_all_live_memory_with_values(db: Store) -> None:
     sid = (await sessions.create_session(db, ALICE, "review"))["id"]
     await memory.set_memory(db, ALICE, "a", {"x": 1})
     await memory.set_memory(db, ALICE, "b", [2], session_id=sid)
@@ -181,21 +182,20 @@ async def test_snapshot_holds_all_live_memory_with_values(db: Database) -> None:
     assert (await memory.memory_snapshot(db, ALICE, limit=1))["truncated"] is True
 
 
-async def test_sweep_deletes_only_expired_entries(db: Database) -> None:
+async def test_sweep_deletes_only_expired_entries(db: Store) -> None:
     for i in range(1203):  # more than two sweep batches
         await memory.set_memory(db, ALICE, f"old{i}", i, expires_in=1, now=PAST)
     await memory.set_memory(db, ALICE, "kept", 1, expires_in=3600)
     await memory.set_memory(db, ALICE, "forever", 1)
     assert await memory.sweep_expired_memory(db) == 1203
-    assert rows_in_memory_table(db.path) == 2
+    assert await rows_in_memory_table(db) == 2
 
 
-async def test_two_handles_racing_for_a_lease_get_exactly_one_holder(tmp_path: Path) -> None:
-    path = tmp_path / "bb.db"
-    first, second = await Database.open(path), await Database.open(path)
+async def test_two_handles_racing_for_a_lease_get_exactly_one_holder(target: Target) -> None:
+    first, second = await open_store(target), await open_store(target)
     won: dict[str, bool] = {}
 
-    async def take(db: Database, holder: str) -> None:
+    async def take(db: Store, holder: str) -> None:
         won[holder] = await acquire_lease(db, "job", holder, 60)
 
     try:
@@ -219,15 +219,14 @@ async def test_two_handles_racing_for_a_lease_get_exactly_one_holder(tmp_path: P
         await second.close()
 
 
-async def test_of_two_processes_maintaining_at_once_only_one_sweeps(tmp_path: Path) -> None:
-    path = tmp_path / "bb.db"
-    first, second = await Database.open(path), await Database.open(path)
+async def test_of_two_processes_maintaining_at_once_only_one_sweeps(target: Target) -> None:
+    first, second = await open_store(target), await open_store(target)
     try:
         for i in range(10):
             await memory.set_memory(first, ALICE, f"k{i}", i, expires_in=1, now=PAST)
         results: list[dict[str, int] | None] = []
 
-        async def maintain(db: Database, holder: str) -> None:
+        async def maintain(db: Store, holder: str) -> None:
             results.append(await maintain_once(db, holder))
 
         async with anyio.create_task_group() as tg:
@@ -236,23 +235,23 @@ async def test_of_two_processes_maintaining_at_once_only_one_sweeps(tmp_path: Pa
         assert sorted(results, key=str)[0] is None  # the other process had the lease
         done = sorted(results, key=str)[1]
         assert done is not None and done["expired_memory"] == 10
-        assert rows_in_memory_table(path) == 0
+        assert await rows_in_memory_table(first) == 0
     finally:
         await first.close()
         await second.close()
 
 
-async def test_the_server_sweeps_expired_memory_in_the_background(tmp_path: Path) -> None:
-    config = settings(tmp_path, maintenance_interval_s=0.05)
+async def test_the_server_sweeps_expired_memory_in_the_background(target: Target) -> None:
+    config = settings(target, maintenance_interval_s=0.05)
     async with connect("handshake", config) as session:
         await ok(session, "set_memory", key="kept", value=1)
-        db = await Database.open(config.db_path)
+        db = await open_store(config.db_path)
         try:
             await memory.set_memory(db, ALICE, "stale", 1, expires_in=1, now=PAST)
+            with anyio.fail_after(10):
+                await poll_until_true(lambda: _is(rows_in_memory_table(db), 1))
         finally:
             await db.close()
-        with anyio.fail_after(10):
-            await poll_until(lambda: rows_in_memory_table(config.db_path) == 1)
         await ok(session, "get_memory", key="kept")
 
 
@@ -267,9 +266,9 @@ def test_the_value_limit_comes_from_the_flag_else_the_environment(tmp_path: Path
         resolve_settings({"max_memory_bytes": 0}, {})
 
 
-def settings(tmp_path: Path, **overrides: Any) -> Settings:
+def settings(target: Target, **overrides: Any) -> Settings:
     base: dict[str, Any] = {
-        "db_path": tmp_path / "bb.db",
+        "db_path": target,
         "agent_id": "alice",
         "agent_id_source": "flag",
         "agent_type": "reviewer",
@@ -278,8 +277,8 @@ def settings(tmp_path: Path, **overrides: Any) -> Settings:
 
 
 @pytest.mark.parametrize("era", ERAS)
-async def test_memory_tools_round_trip(tmp_path: Path, era: str) -> None:
-    async with connect(era, settings(tmp_path)) as s:
+async def test_memory_tools_round_trip(target: Target, era: str) -> None:
+    async with connect(era, settings(target)) as s:
         sid = (await ok(s, "create_session", purpose="p"))["session_id"]
         stored = await ok(s, "set_memory", key="plan", value={"steps": [1, 2]}, expires_in=3600)
         assert stored["scope"] == "global" and stored["expires_at"] is not None
@@ -299,8 +298,8 @@ async def test_memory_tools_round_trip(tmp_path: Path, era: str) -> None:
 
 
 @pytest.mark.parametrize("era", ERAS)
-async def test_memory_tools_fail_with_stable_codes(tmp_path: Path, era: str) -> None:
-    config = settings(tmp_path, limits=Limits(max_memory_bytes=100))
+async def test_memory_tools_fail_with_stable_codes(target: Target, era: str) -> None:
+    config = settings(target, limits=Limits(max_memory_bytes=100))
     async with connect(era, config) as s:
         await ok(s, "set_memory", key="k", value=1)
         await fails(s, "set_memory", "CONFLICT", key="k", value=2, overwrite=False)
@@ -316,11 +315,11 @@ async def test_memory_tools_fail_with_stable_codes(tmp_path: Path, era: str) -> 
 
 
 @pytest.mark.parametrize("era", ERAS)
-async def test_an_expired_entry_is_not_found_through_the_tools(tmp_path: Path, era: str) -> None:
-    config = settings(tmp_path)
+async def test_an_expired_entry_is_not_found_through_the_tools(target: Target, era: str) -> None:
+    config = settings(target)
     async with connect(era, config) as s:
         await ok(s, "whoami")  # the server has migrated the file
-        db = await Database.open(config.db_path)
+        db = await open_store(config.db_path)
         try:
             await memory.set_memory(db, ALICE, "stale", 1, expires_in=1, now=PAST)
         finally:

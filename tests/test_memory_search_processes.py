@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import anyio
 
+from shared_context_server.store import Target
 from tests.conftest import fails, ok, spawn
 
 
-async def test_one_agents_memory_is_invisible_to_another_agents_process(tmp_path: Path) -> None:
-    db = tmp_path / "bb.db"
+async def test_one_agents_memory_is_invisible_to_another_agents_process(target: Target) -> None:
+    db = target
     async with spawn(db, "--agent-id", "alice") as alice, spawn(db, "--agent-id", "bob") as bob:
         sid = (await ok(alice, "create_session", purpose="p"))["session_id"]
         await ok(alice, "set_memory", key="plan", value={"step": 1})
@@ -24,8 +23,8 @@ async def test_one_agents_memory_is_invisible_to_another_agents_process(tmp_path
         assert (await ok(bob, "get_memory", key="plan"))["value"] == "bob's"
 
 
-async def test_memory_expires_for_every_process_of_the_agent(tmp_path: Path) -> None:
-    db = tmp_path / "bb.db"
+async def test_memory_expires_for_every_process_of_the_agent(target: Target) -> None:
+    db = target
     async with spawn(db, "--agent-id", "alice") as one, spawn(db, "--agent-id", "alice") as two:
         await ok(one, "set_memory", key="lock", value="mine", expires_in=1)
         assert (await ok(two, "get_memory", key="lock"))["value"] == "mine"
@@ -38,8 +37,8 @@ async def test_memory_expires_for_every_process_of_the_agent(tmp_path: Path) -> 
         await ok(two, "set_memory", key="lock", value="theirs", overwrite=False)
 
 
-async def test_a_message_committed_by_another_process_is_found_at_once(tmp_path: Path) -> None:
-    db = tmp_path / "bb.db"
+async def test_a_message_committed_by_another_process_is_found_at_once(target: Target) -> None:
+    db = target
     async with spawn(db, "--agent-id", "alice") as alice, spawn(db, "--agent-id", "bob") as bob:
         sid = (await ok(alice, "create_session", purpose="p"))["session_id"]
         found = await ok(bob, "search_context", session_id=sid, query="trellomix")

@@ -22,8 +22,8 @@ from shared_context_server.blackboard.messages import add_message
 from shared_context_server.blackboard.sessions import create_session, update_session
 from shared_context_server.blackboard.tokens import authenticate_agent
 from shared_context_server.config import ENV_AUDIT_RETENTION
-from shared_context_server.db import Database
-from tests.conftest import ADMIN, ALICE, BOB, CAROL, ok, run_cli, spawn
+from shared_context_server.store import Target, open_store
+from tests.conftest import ADMIN, ALICE, BOB, CAROL, execute, ok, rows, run_cli, spawn
 
 run = run_cli
 
@@ -36,10 +36,10 @@ def assert_one_line_error(proc: Any, *phrases: str) -> None:
         assert phrase in proc.stderr
 
 
-async def blackboard(path: Path) -> dict[str, Any]:
+async def blackboard(path: Target) -> dict[str, Any]:
     """A file with one session: alice's public finding, her private note, bob's agent_only
     reply to the finding (with metadata), carol's public reply, an admin_only message."""
-    db = await Database.open(path)
+    db = await open_store(path)
     try:
         s = await create_session(db, ALICE, "review the parser", {"ticket": 7})
         sid = s["id"]
@@ -228,8 +228,8 @@ async def test_doctor_hides_and_deletes_the_row_of_a_killed_server(tmp_path: Pat
 # --- sessions and tail ------------------------------------------------------------------
 
 
-async def test_sessions_lists_counts_of_what_the_viewer_may_see(tmp_path: Path) -> None:
-    db = tmp_path / "bb.db"
+async def test_sessions_lists_counts_of_what_the_viewer_may_see(target: Target) -> None:
+    db = target
     sid = (await blackboard(db))["session_id"]
     table = run("sessions", "--db", str(db))
     assert table.returncode == 0
@@ -248,9 +248,9 @@ async def test_sessions_lists_counts_of_what_the_viewer_may_see(tmp_path: Path) 
 
 
 async def test_tail_shows_public_messages_with_threading_unless_told_whose_eyes(
-    tmp_path: Path,
+    target: Target,
 ) -> None:
-    db = tmp_path / "bb.db"
+    db = target
     sid = (await blackboard(db))["session_id"]
     public = run("tail", sid, "--db", str(db)).stdout
     assert "finding: overflow" in public and "docs updated" in public
@@ -282,9 +282,9 @@ async def read_until(process: Process, text: str, seen: list[str]) -> None:
 
 
 async def test_tail_follow_prints_a_message_another_process_writes_and_stops_on_ctrl_c(
-    tmp_path: Path,
+    target: Target,
 ) -> None:
-    db = tmp_path / "bb.db"
+    db = target
     sid = (await blackboard(db))["session_id"]
     command = [sys.executable, "-m", "shared_context_server", "tail", sid, "-f", "--db", str(db)]
     async with await anyio.open_process(command) as tail:
@@ -319,8 +319,10 @@ def normalised(document: dict[str, Any]) -> dict[str, Any]:
     return {"session": session, "messages": messages, "view": document["view"]}
 
 
-async def test_export_import_round_trip_is_lossless_into_another_database(tmp_path: Path) -> None:
-    source, target = tmp_path / "a.db", tmp_path / "b.db"
+async def test_export_import_round_trip_is_lossless_into_another_database(
+    target: Target, other_target: Target, tmp_path: Path
+) -> None:
+    source, target = target, other_target
     sid = (await blackboard(source))["session_id"]
     exported = tmp_path / "s.json"
     assert run("export", sid, "--admin", "--db", str(source), "-o", str(exported)).returncode == 0
@@ -333,14 +335,12 @@ async def test_export_import_round_trip_is_lossless_into_another_database(tmp_pa
     assert again["session"] == original["session"]  # the id was free, so it was kept
     assert normalised(again) == normalised(original)
     assert again["messages"][2]["metadata"] == {"severity": "high"}
-    conn = sqlite3.connect(target)
-    audited = conn.execute("SELECT agent_id, action, session_id, detail FROM audit_log").fetchall()
-    conn.close()
+    audited = await rows(target, "SELECT agent_id, action, session_id, detail FROM audit_log")
     assert audited == [("operator", "import", sid, "5 messages")]
 
 
-async def test_importing_into_the_same_database_gets_fresh_ids_and_says_so(tmp_path: Path) -> None:
-    db = tmp_path / "bb.db"
+async def test_importing_into_the_same_database_gets_fresh_ids_and_says_so(target: Target) -> None:
+    db = target
     sid = (await blackboard(db))["session_id"]
     exported = run("export", sid, "--admin", "--db", str(db)).stdout
     proc = run("import", "-", "--db", str(db), stdin=exported)
@@ -355,16 +355,16 @@ async def test_importing_into_the_same_database_gets_fresh_ids_and_says_so(tmp_p
     assert min(m["id"] for m in copy["messages"]) > max(
         m["id"] for m in json.loads(exported)["messages"]
     )
-    conn = sqlite3.connect(db)
-    assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+    if isinstance(db, Path):  # PostgreSQL checks every foreign key at each commit
+        assert await rows(db, "PRAGMA foreign_key_check") == []
 
 
 async def test_a_public_export_holds_public_messages_and_imports_without_dangling_links(
-    tmp_path: Path,
+    target: Target, other_target: Target
 ) -> None:
-    path = tmp_path / "bb.db"
+    path = target
     sid = (await blackboard(path))["session_id"]
-    db = await Database.open(path)
+    db = await open_store(path)
     try:  # a public reply to alice's private note: its parent cannot be exported publicly
         await add_message(db, ALICE, sid, "done, see my note", parent_message_id=2)
     finally:
@@ -374,7 +374,7 @@ async def test_a_public_export_holds_public_messages_and_imports_without_danglin
     document = json.loads(proc.stdout)
     contents = [m["content"] for m in document["messages"]]
     assert contents == ["finding: overflow", "docs updated", "done, see my note"]
-    imported = run("import", "-", "--db", str(tmp_path / "other.db"), stdin=proc.stdout)
+    imported = run("import", "-", "--db", str(other_target), stdin=proc.stdout)
     assert "1 reply-to link pointed at messages the file does not hold" in imported.stdout
 
 
@@ -457,11 +457,11 @@ async def test_backup_while_agents_write_is_consistent_and_never_overwrites(
 
 
 async def test_prune_removes_old_archived_sessions_expired_memory_tokens_and_old_audit_only(
-    tmp_path: Path,
+    target: Target,
 ) -> None:
-    path = tmp_path / "bb.db"
+    path = target
     old_sid = (await blackboard(path))["session_id"]
-    db = await Database.open(path)
+    db = await open_store(path)
     try:
         recent = await create_session(db, ALICE, "recently archived")
         for sid in (old_sid, recent["id"]):
@@ -474,18 +474,21 @@ async def test_prune_removes_old_archived_sessions_expired_memory_tokens_and_old
         await authenticate_agent(db, ALICE, "alice/new")
     finally:
         await db.close()
-    conn = sqlite3.connect(path)
-    conn.execute(
-        "UPDATE sessions SET updated_at = '2020-01-01T00:00:00.000000Z' WHERE id = ?", (old_sid,)
+    await execute(
+        path,
+        "UPDATE sessions SET updated_at = '2020-01-01T00:00:00.000000Z' WHERE id = ?",
+        (old_sid,),
     )
-    conn.execute("UPDATE memory SET expires_at = '2020-01-01T00:00:00.000000Z' WHERE key = 'stale'")
-    conn.execute(
+    await execute(
+        path, "UPDATE memory SET expires_at = '2020-01-01T00:00:00.000000Z' WHERE key = 'stale'"
+    )
+    await execute(
+        path,
         "UPDATE agent_tokens SET expires_at = '2020-01-01T00:00:00.000000Z'"
-        " WHERE agent_id = 'alice/old'"
+        " WHERE agent_id = 'alice/old'",
     )
-    conn.execute("UPDATE audit_log SET ts = '2020-01-01T00:00:00.000000Z' WHERE id <= 2")
-    conn.commit()
-    audit_entries = conn.execute("SELECT count(*) FROM audit_log").fetchone()[0]
+    await execute(path, "UPDATE audit_log SET ts = '2020-01-01T00:00:00.000000Z' WHERE id <= 2")
+    audit_entries = (await rows(path, "SELECT count(*) FROM audit_log"))[0][0]
     keep_audit = run("prune", "--dry-run", "--db", str(path), env={ENV_AUDIT_RETENTION: "0"})
     assert "audit" not in keep_audit.stdout  # retention 0 keeps every entry, as in serve
     preview = run("prune", "--dry-run", "--db", str(path))
@@ -493,28 +496,28 @@ async def test_prune_removes_old_archived_sessions_expired_memory_tokens_and_old
         "would remove 1 archived session (5 messages)\nwould remove 1 expired memory entry"
         "\nwould remove 1 expired token\nwould remove 2 audit entries"
     )
-    assert conn.execute("SELECT count(*) FROM sessions").fetchone() == (3,)
+    assert await rows(path, "SELECT count(*) FROM sessions") == [(3,)]
     done = run("prune", "--db", str(path))
     assert done.stdout.strip() == (
         "removed 1 archived session (5 messages)\nremoved 1 expired memory entry"
         "\nremoved 1 expired token\nremoved 2 audit entries"
     )
-    assert [r[0] for r in conn.execute("SELECT agent_id FROM agent_tokens")] == ["alice/new"]
+    assert [r[0] for r in await rows(path, "SELECT agent_id FROM agent_tokens")] == ["alice/new"]
     # What went is itself recorded, in the transaction of each batch.
-    entries = conn.execute(
-        "SELECT agent_id, action, target, detail FROM audit_log WHERE action = 'prune'"
-    ).fetchall()
+    entries = await rows(
+        path, "SELECT agent_id, action, target, detail FROM audit_log WHERE action = 'prune'"
+    )
     assert entries == [
         ("operator", "prune", "sessions", "1 archived session, 5 messages"),
         ("operator", "prune", "memory", "1 expired memory entry"),
         ("operator", "prune", "agent_tokens", "1 expired token"),
         ("operator", "prune", "audit_log", "2 audit entries"),
     ]
-    assert conn.execute("SELECT count(*) FROM audit_log").fetchone() == (audit_entries + 2,)
-    assert [r[0] for r in conn.execute("SELECT key FROM memory")] == ["kept"]
-    left = {row[0] for row in conn.execute("SELECT purpose FROM sessions")}
+    assert await rows(path, "SELECT count(*) FROM audit_log") == [(audit_entries + 2,)]
+    assert [r[0] for r in await rows(path, "SELECT key FROM memory")] == ["kept"]
+    left = {row[0] for row in await rows(path, "SELECT purpose FROM sessions")}
     assert left == {"recently archived", "still active"}
-    assert conn.execute("SELECT count(*) FROM messages").fetchone() == (0,)
+    assert await rows(path, "SELECT count(*) FROM messages") == [(0,)]
     assert run("prune", "--db", str(path)).stdout.strip() == "nothing to prune"
     everything = run("prune", "--archived-older-than", "0", "--db", str(path))
     assert everything.stdout.strip() == "removed 1 archived session (0 messages)"

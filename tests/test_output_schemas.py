@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import types as pytypes
 import typing
-from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -14,6 +13,7 @@ from pydantic import BaseModel
 from shared_context_server.config import Settings
 from shared_context_server.server.records_tools import RECORDS_TOOLS
 from shared_context_server.server.tools import TOOLS
+from shared_context_server.store import Target
 from tests.conftest import ERAS, connect, ok
 
 pytestmark = pytest.mark.parametrize("era", ERAS)
@@ -76,9 +76,9 @@ class Checker:
         return data
 
 
-async def test_every_tool_result_declares_exactly_its_fields(tmp_path: Path, era: str) -> None:
+async def test_every_tool_result_declares_exactly_its_fields(target: Target, era: str) -> None:
     settings = Settings(
-        db_path=tmp_path / "bb.db",
+        db_path=target,
         agent_id="alice",
         agent_id_source="flag",
         admin=True,

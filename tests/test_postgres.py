@@ -343,3 +343,40 @@ async def test_results_read_after_later_statements_are_each_their_own(pg_url: st
 
     assert await db.transact(three) == (1, 2, [("a",), ("b",)])
     await db.close()
+
+
+async def test_upkeep_flushes_the_trigram_index_so_a_large_sessions_search_uses_it(
+    pg_migrated_url: str,
+) -> None:
+    from shared_context_server.blackboard import search, sessions
+    from shared_context_server.blackboard.identity import visible_to
+    from tests.conftest import ALICE
+    from tests.corpus import corpus
+
+    db = await PgDatabase.open(pg_migrated_url)
+    try:
+        sid = (await sessions.create_session(db, ALICE, "big"))["id"]
+        words = corpus(3_000, seed=5)
+        row = "(?, 'alice', 'reviewer', ?, 'public', 'message', 'now')"
+        insert = (
+            "INSERT INTO messages (session_id, sender, sender_type, content, visibility,"
+            " message_type, created_at) VALUES "
+        )
+
+        def plant(conn: Conn) -> None:
+            for start in range(0, len(words), 500):
+                chunk = words[start : start + 500]
+                values = [v for _, text in chunk for v in (sid, text)]
+                conn.execute(insert + ", ".join([row] * len(chunk)), values)
+
+        await db.transact(plant)
+        query = words[7][0]
+        params = (sid, None, None, *visible_to(ALICE), query, query, search.CANDIDATES)
+        # Before upkeep the new rows sit in GIN's pending list, which the planner counts
+        # against the index: it scores every row of the session instead.
+        assert await db.checkpoint_if_large() > 0
+        plan = " ".join(r[0] for r in await db.read("EXPLAIN " + search.TRIGRAM_MATCHING, params))
+        assert "messages_trigram" in plan
+        assert await db.checkpoint_if_large() == 0  # nothing left to flush, no ANALYZE
+    finally:
+        await db.close()

@@ -13,6 +13,7 @@ from shared_context_server.blackboard.processes import Heartbeat, live_processes
 from shared_context_server.clock import utc_now
 from shared_context_server.db import Database
 from shared_context_server.operations.doctor import diagnose
+from shared_context_server.store import Store
 from shared_context_server.terminal import Progress
 
 INSERT = (
@@ -28,22 +29,24 @@ def dead_pid() -> int:
 
 
 async def test_rows_not_refreshed_lately_or_of_dead_pids_are_hidden_and_deleted(
-    db: Database,
+    db: Store,
 ) -> None:
     now, old = utc_now(), "2020-01-01T00:00:00.000000Z"
     host = socket.gethostname()
-    async with db.write() as tx:
-        await tx.execute(INSERT, (host, os.getpid(), "me", now, now))
-        await tx.execute(INSERT, (host, os.getpid(), "silent", old, old))
-        await tx.execute(INSERT, (host, dead_pid(), "dead", now, now))
-        await tx.execute(INSERT, ("elsewhere", 1, "remote", now, now))
+    planted = [
+        (host, os.getpid(), "me", now, now),
+        (host, os.getpid(), "silent", old, old),
+        (host, dead_pid(), "dead", now, now),
+        ("elsewhere", 1, "remote", now, now),
+    ]
+    await db.transact(lambda conn: [conn.execute(INSERT, row) for row in planted])
     live = await live_processes(db)
     assert [p["agent_id"] for p in live] == ["me", "remote"]
-    assert len(await db.fetchall("SELECT * FROM server_processes")) == 2
+    assert len(await db.read("SELECT * FROM server_processes")) == 2
 
 
 async def test_a_heartbeat_writes_who_it_serves_and_comes_back_after_being_judged_stale(
-    db: Database,
+    db: Store,
 ) -> None:
     beat = Heartbeat(db, "reviewer")
     await beat.beat()
@@ -55,8 +58,8 @@ async def test_a_heartbeat_writes_who_it_serves_and_comes_back_after_being_judge
         "claude-code",
         os.getpid(),
     )
-    async with db.write() as tx:  # as if judged stale (a laptop slept past STALE_AFTER)
-        await tx.execute("DELETE FROM server_processes")
+    # As if judged stale (a laptop slept past STALE_AFTER).
+    await db.transact(lambda conn: conn.execute("DELETE FROM server_processes"))
     await beat.beat()
     assert len(await live_processes(db)) == 1
     await beat.remove()

@@ -14,6 +14,7 @@ import pytest
 from mcp import Client
 
 from shared_context_server.migrations import SCHEMA_VERSION
+from shared_context_server.store import Target
 from tests.conftest import INITIALIZE, INITIALIZED, ok, server_params, spawn, tool_call
 
 WRITERS = 20
@@ -23,6 +24,8 @@ PER_WRITER = 100
 async def test_twenty_processes_on_a_new_file_migrate_once_and_lose_nothing(
     tmp_path: Path,
 ) -> None:
+    # On PostgreSQL: tests/test_postgres.py (twenty processes migrate an empty database
+    # once) and tests/test_postgres_processes.py (twenty agents lose nothing, in order).
     db = tmp_path / "fresh.db"
     session_ready = anyio.Event()
     session_id: list[str] = []
@@ -66,8 +69,8 @@ async def test_twenty_processes_on_a_new_file_migrate_once_and_lose_nothing(
     assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
 
-async def test_flags_beat_environment_and_serve_is_the_default(tmp_path: Path) -> None:
-    db = tmp_path / "bb.db"
+async def test_flags_beat_environment_and_serve_is_the_default(target: Target) -> None:
+    db = target
     env = {"SHARED_CONTEXT_AGENT_ID": "from-env", "SHARED_CONTEXT_AGENT_TYPE": "envtype"}
     async with spawn(db, env=env) as s:
         me = await ok(s, "whoami")
@@ -83,8 +86,8 @@ async def test_flags_beat_environment_and_serve_is_the_default(tmp_path: Path) -
         assert (await ok(s, "whoami"))["agent_id"] == "flag-before-serve"
 
 
-async def test_the_2026_era_client_works_over_stdio(tmp_path: Path) -> None:
-    async with Client(server_params(tmp_path / "bb.db", "--agent-id", "modern")) as client:
+async def test_the_2026_era_client_works_over_stdio(target: Target) -> None:
+    async with Client(server_params(target, "--agent-id", "modern")) as client:
         assert client.protocol_version == "2026-07-28"
         r = await client.call_tool("create_session", {"purpose": "now"})
         assert r.structured_content["created_by"] == "modern"

@@ -4,9 +4,8 @@ notifications in both protocol eras, down to real processes sharing one file."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -19,15 +18,26 @@ from mcp.shared.exceptions import MCPError
 from shared_context_server.blackboard import messages, sessions
 from shared_context_server.blackboard.changes import Change, ChangeFeed, wait_for_messages
 from shared_context_server.config import ENV_POLL_INTERVAL, Settings, resolve_settings
-from shared_context_server.db import Database
 from shared_context_server.errors import InvalidInput, SessionNotFound
-from tests.conftest import ALICE, BOB, ERAS, Inbox, connect, fails, ok, server_params, spawn
+from shared_context_server.store import Store, Target, open_store
+from tests.conftest import (
+    ALICE,
+    BOB,
+    ERAS,
+    Inbox,
+    connect,
+    fails,
+    ok,
+    poll_until_true,
+    server_params,
+    spawn,
+)
 
 # --------------------------------------------------------------------------- domain
 
 
 @asynccontextmanager
-async def running_feed(db: Database, interval: float = 0.05) -> AsyncIterator[ChangeFeed]:
+async def running_feed(db: Store, interval: float = 0.05) -> AsyncIterator[ChangeFeed]:
     """A feed polling `db`'s file, woken by `db`'s own commits, as the server runs it."""
     feed = ChangeFeed(db, interval)
     await feed.start()
@@ -40,6 +50,7 @@ async def running_feed(db: Database, interval: float = 0.05) -> AsyncIterator[Ch
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(feed.run, record)
+            tg.start_soon(db.listen)  # as the server does: PostgreSQL pushes commits here
             yield feed
             tg.cancel_scope.cancel()
     finally:
@@ -47,9 +58,9 @@ async def running_feed(db: Database, interval: float = 0.05) -> AsyncIterator[Ch
 
 
 @asynccontextmanager
-async def other_process(db: Database) -> AsyncIterator[Database]:
-    """Another connection to the same file: to data_version, exactly another process."""
-    other = await Database.open(db.path)
+async def other_process(db: Store) -> AsyncIterator[Store]:
+    """Another connection to the same blackboard: to the engine, exactly another process."""
+    other = await open_store(getattr(db, "url", None) or db.path)  # type: ignore[attr-defined]
     try:
         yield other
     finally:
@@ -62,7 +73,7 @@ async def until(condition: Any) -> None:
             await anyio.lowlevel.checkpoint()
 
 
-async def test_long_poll_is_released_by_a_commit_on_another_connection(db: Database) -> None:
+async def test_long_poll_is_released_by_a_commit_on_another_connection(db: Store) -> None:
     sid = (await sessions.create_session(db, ALICE, "live"))["id"]
     result: list[dict[str, Any]] = []
     async with running_feed(db) as feed, other_process(db) as other:
@@ -78,7 +89,7 @@ async def test_long_poll_is_released_by_a_commit_on_another_connection(db: Datab
     assert [m["content"] for m in result[0]["messages"]] == ["from elsewhere"]
 
 
-async def test_long_poll_is_woken_at_once_by_this_process_own_commit(db: Database) -> None:
+async def test_long_poll_is_woken_at_once_by_this_process_own_commit(db: Store) -> None:
     sid = (await sessions.create_session(db, ALICE, "live"))["id"]
     result: list[dict[str, Any]] = []
     returned = anyio.Event()
@@ -101,7 +112,7 @@ async def test_long_poll_is_woken_at_once_by_this_process_own_commit(db: Databas
 
 
 async def test_long_poll_is_not_released_by_a_message_the_caller_cannot_see(
-    db: Database,
+    db: Store,
 ) -> None:
     sid = (await sessions.create_session(db, ALICE, "live"))["id"]
     result: list[dict[str, Any]] = []
@@ -121,7 +132,7 @@ async def test_long_poll_is_not_released_by_a_message_the_caller_cannot_see(
     assert [m["content"] for m in result[0]["messages"]] == ["for everyone"]
 
 
-async def test_long_poll_returns_nothing_at_timeout_and_stops_watching(db: Database) -> None:
+async def test_long_poll_returns_nothing_at_timeout_and_stops_watching(db: Store) -> None:
     sid = (await sessions.create_session(db, ALICE, "quiet"))["id"]
     async with running_feed(db) as feed:
         with anyio.fail_after(10):  # a timeout that does not end the wait fails, not hangs
@@ -131,7 +142,7 @@ async def test_long_poll_returns_nothing_at_timeout_and_stops_watching(db: Datab
 
 
 async def test_long_poll_returns_what_exists_already_even_with_no_time_to_wait(
-    db: Database,
+    db: Store,
 ) -> None:
     sid = (await sessions.create_session(db, ALICE, "busy"))["id"]
     first = await messages.add_message(db, ALICE, sid, "one")
@@ -141,7 +152,7 @@ async def test_long_poll_returns_what_exists_already_even_with_no_time_to_wait(
     assert [m["content"] for m in page["messages"]] == ["two"]
 
 
-async def test_long_poll_on_a_missing_session_fails_at_once(db: Database) -> None:
+async def test_long_poll_on_a_missing_session_fails_at_once(db: Store) -> None:
     async with running_feed(db) as feed:
         with anyio.fail_after(2), pytest.raises(SessionNotFound):
             await wait_for_messages(feed, ALICE, "sess_missing", after_id=0, timeout_s=120)
@@ -149,7 +160,7 @@ async def test_long_poll_on_a_missing_session_fails_at_once(db: Database) -> Non
 
 @pytest.mark.parametrize(("after_id", "timeout_s"), [(-1, 1.0), (0, 120.5), (0, -1.0)])
 async def test_long_poll_refuses_arguments_out_of_range(
-    db: Database, after_id: int, timeout_s: float
+    db: Store, after_id: int, timeout_s: float
 ) -> None:
     sid = (await sessions.create_session(db, ALICE, "x"))["id"]
     async with running_feed(db) as feed:
@@ -157,7 +168,7 @@ async def test_long_poll_refuses_arguments_out_of_range(
             await wait_for_messages(feed, ALICE, sid, after_id, timeout_s)
 
 
-async def test_a_cancelled_long_poll_ends_at_once_and_stops_watching(db: Database) -> None:
+async def test_a_cancelled_long_poll_ends_at_once_and_stops_watching(db: Store) -> None:
     sid = (await sessions.create_session(db, ALICE, "x"))["id"]
     async with running_feed(db) as feed:
         with anyio.fail_after(2):
@@ -168,23 +179,50 @@ async def test_a_cancelled_long_poll_ends_at_once_and_stops_watching(db: Databas
         assert feed.watchers == 0
 
 
-async def test_poll_tells_messages_from_session_list_changes(db: Database) -> None:
+async def test_poll_tells_messages_from_session_list_changes(db: Store) -> None:
     feed = ChangeFeed(db)
-    await feed.start()
-    async with other_process(db) as other:
+    async with anyio.create_task_group() as tg, other_process(db) as other:
+        tg.start_soon(db.listen)  # PostgreSQL: what the feed reads is what this hears
+
+        async def listening() -> bool:  # RESYNC heard: LISTEN is in place
+            return not db.push or await db.data_version() > 0
+
+        with anyio.fail_after(10):
+            await poll_until_true(listening)
+        await feed.start()
+
+        async def heard(commit: Awaitable[Any]) -> Any:
+            """`commit`'s result, once this process's engine has seen it land."""
+            before = await db.data_version()
+            result = await commit
+
+            async def moved() -> bool:
+                return await db.data_version() != before
+
+            with anyio.fail_after(10):
+                await poll_until_true(moved)
+            return result
+
         assert await feed.poll() is None  # nothing committed since the baseline
-        sid = (await sessions.create_session(other, BOB, "new"))["id"]
+        sid = (await heard(sessions.create_session(other, BOB, "new")))["id"]
         change = await feed.poll()
         assert change is not None and change.sessions_changed and not change.new_messages
-        posted = await messages.add_message(other, BOB, sid, "hello")
+        posted = await heard(messages.add_message(other, BOB, sid, "hello"))
         change = await feed.poll()
         assert change is not None and not change.sessions_changed
         assert change.first_id == change.last_id == posted["message_id"]
-        await sessions.update_session(other, BOB, sid, status="completed")
+        await heard(sessions.update_session(other, BOB, sid, status="completed"))
         change = await feed.poll()
         assert change is not None and change.sessions_changed
+        await heard(sessions.update_session(other, BOB, sid, status="active"))
+        assert await feed.poll() is not None
+        # Metadata is not in the resource list: the next change tells only the message.
         await sessions.update_session(other, BOB, sid, metadata={"k": 1})
-        assert await feed.poll() is None  # metadata is not in the resource list
+        posted = await heard(messages.add_message(other, BOB, sid, "again"))
+        change = await feed.poll()
+        assert change is not None and not change.sessions_changed
+        assert change.last_id == posted["message_id"]
+        tg.cancel_scope.cancel()
 
 
 @pytest.mark.parametrize(
@@ -217,9 +255,9 @@ def test_a_bad_poll_interval_is_refused(flags: dict[str, Any], env: dict[str, st
 # --------------------------------------------------------------------------- in-process MCP
 
 
-def settings(tmp_path: Path, agent: str = "alice", agent_type: str = "reviewer") -> Settings:
+def settings(target: Target, agent: str = "alice", agent_type: str = "reviewer") -> Settings:
     return Settings(
-        db_path=tmp_path / "bb.db",
+        db_path=target,
         agent_id=agent,
         agent_id_source="flag",
         agent_type=agent_type,
@@ -234,15 +272,15 @@ def resource_client(era: str, session: Any) -> Any:
 
 @pytest.mark.parametrize("era", ERAS)
 async def test_resources_list_active_sessions_and_read_only_visible_messages(
-    tmp_path: Path, era: str
+    target: Target, era: str
 ) -> None:
-    async with connect(era, settings(tmp_path, "bob")) as bob:
+    async with connect(era, settings(target, "bob")) as bob:
         sid = (await ok(bob, "create_session", purpose="shared"))["session_id"]
         done = (await ok(bob, "create_session", purpose="finished"))["session_id"]
         await ok(bob, "update_session", session_id=done, status="completed")
         await ok(bob, "add_message", session_id=sid, content="hello all")
         await ok(bob, "add_private_note", session_id=sid, content="bob only")
-    async with connect(era, settings(tmp_path)) as alice:
+    async with connect(era, settings(target)) as alice:
         client = resource_client(era, alice)
         listed = await client.list_resources()
         assert [(r.uri, r.title) for r in listed.resources] == [(f"session://{sid}", "shared")]
@@ -261,9 +299,9 @@ async def test_resources_list_active_sessions_and_read_only_visible_messages(
 @pytest.mark.parametrize("era", ERAS)
 @pytest.mark.parametrize("uri", ["session://sess_missing", "memo://x", "session://"])
 async def test_reading_a_missing_or_unknown_resource_is_a_clear_error(
-    tmp_path: Path, era: str, uri: str
+    target: Target, era: str, uri: str
 ) -> None:
-    async with connect(era, settings(tmp_path)) as s:
+    async with connect(era, settings(target)) as s:
         with pytest.raises(MCPError) as raised:
             await resource_client(era, s).read_resource(uri)
     assert raised.value.error.code == types.INVALID_PARAMS
@@ -274,11 +312,11 @@ async def test_reading_a_missing_or_unknown_resource_is_a_clear_error(
 
 @pytest.mark.parametrize("era", ERAS)
 async def test_the_memory_resource_shows_only_the_callers_own_live_memory(
-    tmp_path: Path, era: str
+    target: Target, era: str
 ) -> None:
-    async with connect(era, settings(tmp_path, "bob")) as bob:
+    async with connect(era, settings(target, "bob")) as bob:
         await ok(bob, "set_memory", key="bob.secret", value={"plan": 1})
-    async with connect(era, settings(tmp_path)) as alice:
+    async with connect(era, settings(target)) as alice:
         await ok(alice, "set_memory", key="todo", value=["a", "b"])
         client = resource_client(era, alice)
         read = await client.read_resource("agent://alice/memory")
@@ -289,14 +327,14 @@ async def test_the_memory_resource_shows_only_the_callers_own_live_memory(
             await client.read_resource("agent://bob/memory")
 
 
-async def test_subscribing_to_a_missing_session_is_refused(tmp_path: Path) -> None:
-    async with connect("handshake", settings(tmp_path)) as s:
+async def test_subscribing_to_a_missing_session_is_refused(target: Target) -> None:
+    async with connect("handshake", settings(target)) as s:
         with pytest.raises(MCPError, match="SESSION_NOT_FOUND"):
             await s.subscribe_resource("session://sess_missing")
 
 
-async def test_listening_to_a_missing_session_is_refused(tmp_path: Path) -> None:
-    async with connect("discover", settings(tmp_path)) as s:
+async def test_listening_to_a_missing_session_is_refused(target: Target) -> None:
+    async with connect("discover", settings(target)) as s:
         with pytest.raises(MCPError, match="SESSION_NOT_FOUND"):
             async with s.client.listen(resource_subscriptions=["session://sess_missing"]):
                 pass
@@ -304,9 +342,9 @@ async def test_listening_to_a_missing_session_is_refused(tmp_path: Path) -> None
 
 @pytest.mark.parametrize("era", ERAS)
 async def test_wait_for_messages_tool_returns_nothing_at_timeout_and_checks_input(
-    tmp_path: Path, era: str
+    target: Target, era: str
 ) -> None:
-    async with connect(era, settings(tmp_path)) as s:
+    async with connect(era, settings(target)) as s:
         sid = (await ok(s, "create_session", purpose="quiet"))["session_id"]
         with anyio.fail_after(10):
             result = await s.call_tool(
@@ -332,8 +370,8 @@ def is_list_changed(m: Any) -> bool:
     return isinstance(m, types.ResourceListChangedNotification)
 
 
-async def test_a_subscribed_process_hears_of_another_process_message(tmp_path: Path) -> None:
-    db, inbox = tmp_path / "bb.db", Inbox()
+async def test_a_subscribed_process_hears_of_another_process_message(target: Target) -> None:
+    db, inbox = target, Inbox()
     async with (
         spawn(db, "--agent-id", "alice", message_handler=inbox) as alice,
         spawn(db, "--agent-id", "bob") as bob,
@@ -347,9 +385,9 @@ async def test_a_subscribed_process_hears_of_another_process_message(tmp_path: P
 
 
 async def test_a_subscription_never_hears_of_a_message_its_agent_cannot_see(
-    tmp_path: Path,
+    target: Target,
 ) -> None:
-    db, inbox = tmp_path / "bb.db", Inbox()
+    db, inbox = target, Inbox()
     async with (
         spawn(db, "--agent-id", "alice", message_handler=inbox) as alice,
         spawn(db, "--agent-id", "bob") as bob,
@@ -370,9 +408,9 @@ async def test_a_subscription_never_hears_of_a_message_its_agent_cannot_see(
 
 
 async def test_session_creation_and_status_change_elsewhere_send_list_changed(
-    tmp_path: Path,
+    target: Target,
 ) -> None:
-    db, inbox = tmp_path / "bb.db", Inbox()
+    db, inbox = target, Inbox()
     async with (
         spawn(db, "--agent-id", "alice", message_handler=inbox) as alice,
         spawn(db, "--agent-id", "bob") as bob,
@@ -386,9 +424,9 @@ async def test_session_creation_and_status_change_elsewhere_send_list_changed(
 
 
 async def test_a_discover_era_listen_hears_messages_and_list_changes_from_another_process(
-    tmp_path: Path,
+    target: Target,
 ) -> None:
-    db = tmp_path / "bb.db"
+    db = target
     async with (
         spawn(db, "--agent-id", "bob") as bob,
         Client(server_params(db, "--agent-id", "alice")) as alice,
@@ -407,9 +445,9 @@ async def test_a_discover_era_listen_hears_messages_and_list_changes_from_anothe
 
 
 async def test_a_long_poll_is_released_by_another_process_with_only_what_it_may_see(
-    tmp_path: Path,
+    target: Target,
 ) -> None:
-    db = tmp_path / "bb.db"
+    db = target
     result: list[dict[str, Any]] = []
     async with (
         spawn(db, "--agent-id", "alice") as alice,

@@ -18,6 +18,7 @@ from shared_context_server.operations.transfer import (
     to_json,
 )
 from shared_context_server.operations.watch import count_visible, session_overview
+from shared_context_server.store import Store
 from tests.conftest import ADMIN, ALICE, BOB, CAROL
 
 VIEWERS = (ALICE, BOB, CAROL, ADMIN)
@@ -27,21 +28,21 @@ DIRECT = (
 )
 
 
-async def assert_counts_are_exact(db: Database, session_id: str) -> None:
+async def assert_counts_are_exact(db: Store, session_id: str) -> None:
     overview = {row["id"]: row for row in await session_overview(db, ADMIN)}
     for viewer in VIEWERS:
-        count, last, senders = db.read_now(DIRECT, (session_id, *visible_to(viewer)))[0]
+        count, last, senders = (await db.read(DIRECT, (session_id, *visible_to(viewer))))[0]
         detail = await sessions.get_session(db, viewer, session_id)
         assert detail["message_count"] == count, viewer
         assert detail["last_message_at"] == last, viewer
         assert sorted(set(detail["participants"])) == sorted(set(json.loads(senders))), viewer
         assert await count_visible(db, viewer, session_id) == count, viewer
-    everything = db.read_now(DIRECT, (session_id, *visible_to(ADMIN)))[0]
+    everything = (await db.read(DIRECT, (session_id, *visible_to(ADMIN))))[0]
     assert overview[session_id]["message_count"] == everything[0]
     assert overview[session_id]["last_message_at"] == everything[1]
 
 
-async def post_every_kind(db: Database, session_id: str) -> None:
+async def post_every_kind(db: Store, session_id: str) -> None:
     first = await messages.add_message(db, ALICE, session_id, "public from alice")
     await messages.add_message(db, BOB, session_id, "public from bob")
     await messages.add_message(db, ALICE, session_id, "alice only", visibility="private")
@@ -53,7 +54,7 @@ async def post_every_kind(db: Database, session_id: str) -> None:
     )
 
 
-async def test_counts_match_the_messages_for_every_viewer_and_visibility(db: Database) -> None:
+async def test_counts_match_the_messages_for_every_viewer_and_visibility(db: Store) -> None:
     sid = (await sessions.create_session(db, ALICE, "counted"))["id"]
     await assert_counts_are_exact(db, sid)  # empty: zero, no last time, nobody
     await post_every_kind(db, sid)
@@ -63,7 +64,7 @@ async def test_counts_match_the_messages_for_every_viewer_and_visibility(db: Dat
 
 
 async def test_imported_sessions_are_counted_and_deleted_ones_leave_no_groups(
-    db: Database,
+    db: Store,
 ) -> None:
     sid = (await sessions.create_session(db, ALICE, "to copy"))["id"]
     await post_every_kind(db, sid)
@@ -71,7 +72,7 @@ async def test_imported_sessions_are_counted_and_deleted_ones_leave_no_groups(
     copy = (await import_session(db, parse_export(to_json(exported), "x.json")))["session_id"]
     await assert_counts_are_exact(db, copy)
     await db.transact(lambda c: c.execute("DELETE FROM sessions WHERE id = ?", (sid,)))
-    left = db.read_now("SELECT count(*) FROM session_activity WHERE session_id = ?", (sid,))
+    left = await db.read("SELECT count(*) FROM session_activity WHERE session_id = ?", (sid,))
     assert left[0][0] == 0
     await assert_counts_are_exact(db, copy)
 

@@ -1,4 +1,7 @@
-"""The stdio transport, on the raw wire of a real server process (server/stdio.py)."""
+"""The stdio transport, on the raw wire of a real server process (server/stdio.py).
+
+Run on a SQLite file only: what is tested here never reaches an engine's differences.
+"""
 
 from __future__ import annotations
 

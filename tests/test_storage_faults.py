@@ -1,4 +1,8 @@
-"""A damaged environment under real server processes: each fault its own code, no crash."""
+"""A damaged environment under real server processes: each fault its own code, no crash.
+
+SQLite only: faults of a file (disk full, read-only, deleted, replaced); PostgreSQL's
+lost connection and restart are in tests/test_postgres.py and test_postgres_processes.py.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Another process holding the write lock: reads never wait, writes wait at most the bound."""
+"""Another process holding the write lock: reads never wait, writes wait at most the bound.
+
+SQLite only: the file's write lock; PostgreSQL's row locks are in tests/test_postgres.py.
+"""
 
 from __future__ import annotations
 

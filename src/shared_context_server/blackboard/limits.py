@@ -43,6 +43,8 @@ DEFAULT_WAIT_S = 30  # a long poll's wait when the caller names none
 # in any tool argument): far more than labels and ids need, and far from the depths where
 # parsers and encoders give up (about 200 in pydantic's, 1,000 in Python's).
 MAX_JSON_DEPTH = 32
+# A NUL character in JSON text: \u0000 after an even number of backslashes.
+ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 
 def json_depth(value: Any, stop: int = MAX_JSON_DEPTH) -> int:
@@ -71,7 +73,20 @@ def check_depth(value: Any, argument: str) -> None:
         )
 
 
+def check_no_nul(value: Any, argument: str) -> None:
+    """Raises InvalidInput if a text (or a list of texts) holds a NUL character: PostgreSQL
+    cannot store one in text, so neither engine takes it, with the same error."""
+    texts = value if isinstance(value, list) else [value]
+    if any(isinstance(text, str) and "\x00" in text for text in texts):
+        raise InvalidInput(
+            f"{argument} holds a NUL character (\\x00), which text may not contain; remove "
+            "it, or encode binary data (e.g. as base64) first.",
+            argument=argument,
+        )
+
+
 def check_text(value: str, name: str, maximum: int, hint: str) -> str:
+    check_no_nul(value, name)
     if len(value) > maximum:
         raise LimitExceeded(
             f"{name} is {len(value):,} characters; the limit is {maximum:,}. {hint}",
@@ -88,6 +103,8 @@ def encode_json(value: Any, argument: str, max_bytes: int, hint: str) -> str:
         text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as error:
         raise InvalidInput(f"{argument} must be plain JSON: {error}.", argument=argument) from None
+    if ESCAPED_NUL.search(text):  # PostgreSQL's JSON functions refuse the whole document
+        check_no_nul("\x00", argument)
     size = len(text.encode())
     if size > max_bytes:
         raise LimitExceeded(

@@ -24,7 +24,7 @@ from shared_context_server.blackboard.audit import record_refusal
 from shared_context_server.blackboard.changes import ChangeFeed
 from shared_context_server.blackboard.identity import Agent
 from shared_context_server.blackboard.lease import new_holder_id, release_lease
-from shared_context_server.blackboard.limits import check_depth
+from shared_context_server.blackboard.limits import check_depth, check_no_nul
 from shared_context_server.blackboard.maintenance import LEASE, run_maintenance
 from shared_context_server.blackboard.processes import Heartbeat
 from shared_context_server.blackboard.search import Indexer
@@ -122,6 +122,7 @@ async def call_tool(
     try:
         for name, value in (params.arguments or {}).items():
             check_depth(value, name)  # before anything walks it recursively
+            check_no_nul(value, name)  # nested texts are stored as JSON, NUL escaped
         arguments = spec.input_model.model_validate(params.arguments or {})
         agent = state.process_agent(ctx)
         state.note_client(ctx, agent)
