@@ -24,19 +24,31 @@ from tests.conftest import INITIALIZE, INITIALIZED, poll_until, tool_call
 TRANSPORTS = ["auto", "threads"]
 
 
-def serve(db: Path, lines: list[str], transport: str = "auto") -> list[dict[str, Any]]:
-    """Pipe `lines` into a server, input closed at once; the messages it wrote."""
-    proc = subprocess.run(
+def serve(db: Path, lines: list[str], transport: str, answers: int) -> list[dict[str, Any]]:
+    """Pipe `lines` into a server and close its input: at once on the loop's transport,
+    which answers what it read before exiting; on the SDK's (`threads`), which may drop
+    requests still in flight when its input ends, once `answers` replies (messages with
+    an id, null included) came back. The messages it wrote."""
+    proc = subprocess.Popen(
         [sys.executable, "-m", "shared_context_server", "--db", str(db), "--stdio", transport],
-        input="".join(line + "\n" for line in lines),
-        capture_output=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=120,
-        check=False,
     )
-    assert proc.returncode == 0, proc.stderr
-    assert "Traceback" not in proc.stderr and "unexpected" not in proc.stderr, proc.stderr
-    return [json.loads(line) for line in proc.stdout.splitlines()]
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write("".join(line + "\n" for line in lines))
+    proc.stdin.flush()
+    messages: list[dict[str, Any]] = []
+    while transport == "threads" and sum("id" in m for m in messages) < answers:
+        line = proc.stdout.readline()  # bounded: the test run's timeout, and the server's
+        if not line:
+            break
+        messages.append(json.loads(line))
+    rest, stderr = proc.communicate(timeout=120)  # closes stdin: the client hangs up
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr and "unexpected" not in stderr, stderr
+    return messages + [json.loads(line) for line in rest.splitlines()]
 
 
 def by_id(messages: list[dict[str, Any]]) -> dict[Any, dict[str, Any]]:
@@ -77,7 +89,7 @@ def test_lines_nested_past_any_parser_are_answered_and_the_requests_around_them_
     lines += ["[" * 1_500 + "]" * 1_500, '{"a":' * 1_500 + "1" + "}" * 1_500]
     lines += [deep_call(3, 5_000)]
     lines += [json.dumps(tool_call(4, "whoami", {}))]
-    replies = serve(tmp_path / "bb.db", lines, transport)
+    replies = serve(tmp_path / "bb.db", lines, transport, answers=6)
     errors = [m["error"] for m in replies if m.get("id") is None]
     assert [e["code"] for e in errors] == [-32700] * 3
     assert f"the limit is {MAX_LINE_DEPTH}" in errors[0]["message"]
@@ -92,7 +104,7 @@ def test_metadata_nested_hundreds_of_levels_is_a_tool_error_naming_metadata(
 ) -> None:
     lines = [json.dumps(INITIALIZE), json.dumps(INITIALIZED)]
     lines += [deep_call(2, 300)]
-    result = by_id(serve(tmp_path / "bb.db", lines, transport))[2]["result"]
+    result = by_id(serve(tmp_path / "bb.db", lines, transport, answers=2))[2]["result"]
     assert result["isError"] is True
     assert result["structuredContent"]["code"] == "LIMIT_EXCEEDED"
     assert "metadata nests" in result["structuredContent"]["message"]
@@ -105,7 +117,7 @@ def test_requests_whose_id_is_null_a_float_or_an_object_get_invalid_request(
     for request_id in (None, 1.5, {"a": 1}, [2], True):
         lines.append(json.dumps({**tool_call(0, "whoami", {}), "id": request_id}))
     lines += [json.dumps(tool_call(9, "whoami", {}))]
-    replies = serve(tmp_path / "bb.db", lines)
+    replies = serve(tmp_path / "bb.db", lines, "auto", answers=7)
     errors = [m for m in replies if "error" in m]
     assert [(e["id"], e["error"]["code"]) for e in errors] == [(None, -32600)] * 5
     assert "id must be a string or an integer, not null" in errors[0]["error"]["message"]
