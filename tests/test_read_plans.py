@@ -1,5 +1,6 @@
 """Reads that must cost the same at any size: each starts its walk down an index at the
-cursor and reads rows only for what it returns (the planner's own account, on a real file).
+cursor and reads rows only for what it returns (the planner's own account, on a real file:
+the plan tests are SQLite's; the pages they give are checked on both engines).
 The figures are bench_scale.py's; here, the plans they rely on, and the pages they give."""
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import pytest
 
 from shared_context_server.blackboard import memory, search, sessions
 from shared_context_server.db import Database
+from shared_context_server.store import Store
 from tests.conftest import ALICE, BOB
 
 
@@ -24,17 +26,17 @@ def plan(path: Path, sql: str) -> str:
 
 
 async def test_a_status_page_of_list_sessions_starts_at_the_cursor_in_its_status(
-    db: Database,
+    sqlite_db: Database,
 ) -> None:
     # Most sessions end archived: walking all of them newest first for the active few
     # costs the whole history.
     assert "INDEX sessions_listing (status=? AND rowid<?)" in plan(
-        db.path, sessions.LIST_SESSIONS_BY_STATUS
+        sqlite_db.path, sessions.LIST_SESSIONS_BY_STATUS
     )
-    assert "INTEGER PRIMARY KEY (rowid<?)" in plan(db.path, sessions.LIST_SESSIONS)
+    assert "INTEGER PRIMARY KEY (rowid<?)" in plan(sqlite_db.path, sessions.LIST_SESSIONS)
 
 
-async def test_list_sessions_pages_one_status_among_many_others(db: Database) -> None:
+async def test_list_sessions_pages_one_status_among_many_others(db: Store) -> None:
     made = [(await sessions.create_session(db, ALICE, f"task {i}"))["id"] for i in range(12)]
     for sid in made[::3]:
         await sessions.update_session(db, ALICE, sid, status="completed")
@@ -53,18 +55,18 @@ async def test_list_sessions_pages_one_status_among_many_others(db: Database) ->
         assert seen == want[::-1]
 
 
-async def test_list_memory_starts_at_the_cursor_in_its_scope(db: Database) -> None:
+async def test_list_memory_starts_at_the_cursor_in_its_scope(sqlite_db: Database) -> None:
     # The agent's other scopes and the keys before the cursor are not walked.
     assert "INDEX memory_key (agent_id=? AND <expr>=? AND key>?)" in plan(
-        db.path, memory.LIST_SCOPE
+        sqlite_db.path, memory.LIST_SCOPE
     )
-    assert "INDEX memory_key (agent_id=? AND <expr>>?)" in plan(db.path, memory.LIST_ALL)
+    assert "INDEX memory_key (agent_id=? AND <expr>>?)" in plan(sqlite_db.path, memory.LIST_ALL)
     for sql in (memory.LIST_SCOPE, memory.LIST_ALL):
-        assert "TEMP B-TREE" not in plan(db.path, sql)  # already in key order
+        assert "TEMP B-TREE" not in plan(sqlite_db.path, sql)  # already in key order
 
 
 async def test_list_memory_pages_one_scope_and_honours_a_cursor_from_another(
-    db: Database,
+    db: Store,
 ) -> None:
     sid = (await sessions.create_session(db, ALICE, "review"))["id"]
     for i in range(7):
@@ -91,11 +93,11 @@ async def test_list_memory_pages_one_scope_and_honours_a_cursor_from_another(
 
 @pytest.mark.parametrize("trigrams", [1, 3])
 async def test_search_reads_only_the_sessions_matches_and_leaves_bm25_alone(
-    db: Database, trigrams: int
+    sqlite_db: Database, trigrams: int
 ) -> None:
     # bm25 read every match's column sizes to rank it, and looking matches up by id read
     # every match's row, other sessions' included: at 1M messages most of a search.
-    shown = plan(db.path, search.best_holding(trigrams))
+    shown = plan(sqlite_db.path, search.best_holding(trigrams))
     assert "INDEX messages_session (session_id=? AND id=?" in shown
     assert "PRIMARY KEY" not in shown
     assert "rank" not in search.best_holding(trigrams)
