@@ -60,37 +60,30 @@ def test_version_flag_prints_the_installed_version() -> None:
     assert proc.stdout == f"shared-context-server {version(PACKAGE)}\n"
 
 
-@pytest.mark.parametrize("client", CLIENT_NAMES)
-def test_every_clients_config_launches_the_pinned_package(client: str) -> None:
-    proc = run("config", client, "--agent-id", "a")
-    assert proc.returncode == 0, proc.stderr
-    if client == "claude-code":
-        words = shlex.split(proc.stdout)
-        command = words[words.index("--") + 1 :]
-    elif client == "codex":
-        entry = tomllib.loads(proc.stdout)["mcp_servers"]["shared-context"]
-        command = [entry["command"], *entry["args"]]
-    else:
-        document = json.loads(proc.stdout)
-        entry = document if client == "generic" else document["mcpServers"]["shared-context"]
-        command = [entry["command"], *entry["args"]]
-    assert command == [*UVX, "--agent-id", "a"]
-
-
-@pytest.mark.parametrize("client", ["claude-code", "generic", "codex"])
-def test_a_postgresql_url_config_brings_the_driver_and_keeps_the_url_whole(client: str) -> None:
-    url = "postgresql://scs@db.example:5432/scs?sslmode=verify-full&connect_timeout=3"
-    proc = run("config", client, "--agent-id", "a", "--db", url)
+def configured_command(client: str, *args: str) -> list[str]:
+    """The command line `config CLIENT ARGS` tells the client to run."""
+    proc = run("config", client, *args)
     assert proc.returncode == 0, proc.stderr
     if client == "claude-code":
         words = shlex.split(proc.stdout.splitlines()[0])
-        command = words[words.index("--") + 1 :]
-    elif client == "codex":
+        return words[words.index("--") + 1 :]
+    if client == "codex":
         entry = tomllib.loads(proc.stdout)["mcp_servers"]["shared-context"]
-        command = [entry["command"], *entry["args"]]
     else:
-        entry = json.loads(proc.stdout)
-        command = [entry["command"], *entry["args"]]
+        document = json.loads(proc.stdout)
+        entry = document if client == "generic" else document["mcpServers"]["shared-context"]
+    return [entry["command"], *entry["args"]]
+
+
+@pytest.mark.parametrize("client", CLIENT_NAMES)
+def test_every_clients_config_launches_the_pinned_package(client: str) -> None:
+    assert configured_command(client, "--agent-id", "a") == [*UVX, "--agent-id", "a"]
+
+
+@pytest.mark.parametrize("client", CLIENT_NAMES)
+def test_a_postgresql_url_config_brings_the_driver_and_keeps_the_url_whole(client: str) -> None:
+    url = "postgresql://scs@db.example:5432/scs?sslmode=verify-full&connect_timeout=3"
+    command = configured_command(client, "--agent-id", "a", "--db", url)
     assert command == [*UVX_POSTGRES, "--agent-id", "a", "--db", url]
 
 
