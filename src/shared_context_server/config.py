@@ -48,7 +48,7 @@ DEFAULT_TOOLSETS: frozenset[str] = frozenset({"core"})
 
 # name -> (environment variable, what it sets); the README's table and a test use this.
 ENVIRONMENT: dict[str, str] = {
-    ENV_DB: "database file (default: the per-user data directory)",
+    ENV_DB: "database file or postgresql:// URL (default: a file in the per-user data directory)",
     ENV_AGENT_ID: "this process's agent id (default: the client's name)",
     ENV_AGENT_TYPE: "this process's agent type (default: generic)",
     ENV_ADMIN: "1 gives this process the admin permission",
