@@ -356,10 +356,6 @@ class PgDatabase:
     def where(self) -> str:
         return redact(self.url)
 
-    @property
-    def path(self) -> str:
-        return self.where
-
     @classmethod
     async def open(
         cls, url: str, *, migrate: bool = True, busy_seconds: float = BUSY_SECONDS

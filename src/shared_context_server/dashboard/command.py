@@ -11,7 +11,6 @@ import secrets
 import socket
 import sys
 import webbrowser
-from pathlib import Path
 from types import FrameType
 
 import anyio
@@ -21,9 +20,9 @@ from shared_context_server.dashboard.live import Changes
 from shared_context_server.dashboard.reads import Reader
 from shared_context_server.dashboard.web import build_app
 from shared_context_server.errors import InvalidInput, StorageError
-from shared_context_server.operations.store import require_file
+from shared_context_server.operations.store import open_existing
 from shared_context_server.operations.viewers import choose_viewer, describe
-from shared_context_server.store import Store, Target, is_postgres_url, open_store
+from shared_context_server.store import Store, Target
 from shared_context_server.terminal import note
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -33,8 +32,7 @@ async def open_for_reading(target: Target) -> Store:
     """The existing file or database, never migrated: the dashboard writes nothing.
 
     Raises NotFound, StorageError."""
-    existing = target if is_postgres_url(target) else require_file(Path(target))
-    db = await open_store(existing, migrate=False)
+    db = await open_existing(target, migrate=False)
     version = await db.schema_version()
     if version != db.release_schema:
         await db.close()

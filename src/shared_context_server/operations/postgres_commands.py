@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from shared_context_server.blackboard.processes import stale_cutoff
-from shared_context_server.postgres import PgDatabase, check_url
+from shared_context_server.postgres import PgDatabase
 from shared_context_server.postgres_schema import SCHEMA_VERSION
 from shared_context_server.store import redact
 
@@ -29,7 +29,7 @@ PROCESS_KEYS = ("pid", "host", "agent_id", "agent_type", "client_name", "started
 async def diagnose(url: str) -> dict[str, Any]:
     """Reachable, server version, TLS, schema version (migrated if behind) and live
     processes. Connecting failures and a newer schema raise StorageError."""
-    db = await PgDatabase.open(check_url(url))
+    db = await PgDatabase.open(url)
     try:
         row = await db.read_one(SERVER_FACTS)
         assert row is not None

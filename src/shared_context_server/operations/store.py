@@ -19,9 +19,8 @@ def require_file(path: Path) -> Path:
     return path
 
 
-async def open_existing(target: Target) -> Store:
+async def open_existing(target: Target, *, migrate: bool = True) -> Store:
     """Open an existing blackboard file, or a PostgreSQL database (migrating either as any
-    server would). Raises NotFound, StorageError."""
-    if is_postgres_url(target):
-        return await open_store(target)
-    return await open_store(require_file(Path(target)))
+    server would, unless `migrate` is False). Raises NotFound, StorageError."""
+    existing = target if is_postgres_url(target) else require_file(Path(target))
+    return await open_store(existing, migrate=migrate)
