@@ -198,7 +198,7 @@ def test_a_missing_file_or_a_taken_port_is_one_line(tmp_path: Path) -> None:
         taken.listen()
         port = str(taken.getsockname()[1])
         busy = subprocess.run(
-            [*command, "--db", str(tmp_path / "none.db"), "--port", port],
+            [*command, "--db", str(tmp_path / "none.db"), "--host", "127.0.0.1", "--port", port],
             capture_output=True,
             text=True,
             timeout=60,

@@ -4,13 +4,17 @@ never shows again after the first visit, in a response or in the log."""
 
 from __future__ import annotations
 
+import ipaddress
+import sys
 from pathlib import Path
 
 import anyio
 import httpx2 as httpx
+import pytest
 from starlette.responses import PlainTextResponse
 from starlette.types import Receive, Scope, Send
 
+from shared_context_server.dashboard import command
 from shared_context_server.dashboard.guard import Guard
 from tests.dashboard_process import blackboard, dashboard
 
@@ -70,6 +74,32 @@ async def test_the_cookie_is_httponly_strict_on_this_host_only_and_ends_with_the
         assert first.headers["referrer-policy"] == "no-referrer"
         page = await browser.get(dash.base + "/")  # the cookie alone now opens it
         assert page.status_code == 200 and '<script src="/static/app.js"' in page.text
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="Linux routes all of 127/8 to lo")
+async def test_each_dashboard_listens_on_a_loopback_address_of_its_own(tmp_path: Path) -> None:
+    await blackboard(tmp_path / "b.db")
+    async with (
+        dashboard(tmp_path / "b.db") as dash,
+        dashboard(tmp_path / "b.db") as other,
+    ):
+        assert ipaddress.ip_address(dash.host).is_loopback and dash.host != "127.0.0.1"
+        assert dash.host != other.host
+        async with dash.client() as client:
+            assert (await client.get("/api/sessions")).status_code == 200
+            for name in ("127.0.0.1", "localhost", other.host):  # other names, refused
+                headers = {"Host": f"{name}:{dash.port}"}
+                assert (await client.get("/api/sessions", headers=headers)).status_code == 400
+
+
+def test_without_an_address_of_its_own_it_says_so_and_takes_127_0_0_1(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 192.0.2.1 (TEST-NET) is on no interface: binding it fails as 127.0.0.2 does on macOS.
+    monkeypatch.setattr(command, "own_loopback", lambda: "192.0.2.1")
+    with command.bind_own_loopback(0) as sock:
+        assert sock.getsockname()[0] == "127.0.0.1"
+    assert "no loopback address but 127.0.0.1" in capsys.readouterr().err
 
 
 async def test_no_response_nor_log_line_holds_the_token_after_the_first_visit(
