@@ -131,7 +131,8 @@ def run_dashboard(args: argparse.Namespace, path: Target) -> int:
     if not 0 <= args.port <= 65535:
         raise InvalidInput(f"--port must be 0-65535; got {args.port}.")
     sock = bind_own_loopback(args.port) if args.host is None else bind(args.host, args.port)
-    host: str = args.host or sock.getsockname()[0]
+    address: str = sock.getsockname()[0]  # what the Host check holds to (localhost's too)
+    host: str = args.host or address
     port = int(sock.getsockname()[1])
     token = secrets.token_urlsafe(24)
 
@@ -146,7 +147,7 @@ def run_dashboard(args: argparse.Namespace, path: Target) -> int:
             )
             reader = Reader(db, viewer)
             changes = Changes(reader.data_version)
-            app = build_app(reader, changes, token, host, port)
+            app = build_app(reader, changes, token, address, port)
             url = f"http://{url_host(host)}:{port}/?token={token}"
             note(f"dashboard of {db.where}, showing {describe(viewer)}")
             if not is_loopback(host):
