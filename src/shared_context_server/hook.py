@@ -28,7 +28,7 @@ import sqlite3
 import sys
 
 from shared_context_server.blackboard import news
-from shared_context_server.message_text import name, one_line
+from shared_context_server.message_text import name, quoted
 
 # What the hook imports is what every prompt waits for: no pathlib, typing or dataclasses
 # at run time (mypy takes any TYPE_CHECKING name as true).
@@ -251,11 +251,10 @@ def _record(board: Blackboard, agent: Reader, rows: list[Any], mark: Mark) -> No
 
 
 def _snippet(content: str, most: int = SNIPPET_CHARS) -> str:
-    """One quoted line: whitespace runs (line breaks too) made one space, the controls
-    JSON leaves alone (C1, bidi overrides) shown escaped, so no content starts a line."""
+    """One quoted line: whitespace runs (line breaks too) made one space, then every
+    control escaped, so no content starts a line of the digest."""
     text = " ".join(content.split())
-    text = text if len(text) <= most else text[: most - 1] + "…"
-    return one_line(json.dumps(text, ensure_ascii=False))
+    return quoted(text if len(text) <= most else text[: most - 1] + "…")
 
 
 def digest(agent_id: str, rows: list[Any]) -> str:

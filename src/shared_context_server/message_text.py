@@ -24,8 +24,13 @@ if TYPE_CHECKING:
 INDENT = "  "
 
 
+_SHORT = {0x09: "\\t", 0x0A: "\\n", 0x0D: "\\r"}
+
+
 def _escape(code: int) -> str:
-    return "\\r" if code == 0x0D else f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    if code in _SHORT:
+        return _SHORT[code]
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 # C0 and C1 controls, DEL, the Unicode line and paragraph separators, and the bidi
@@ -39,12 +44,19 @@ _HOSTILE = (
     *range(0x2066, 0x206A),
 )
 _IN_CONTENT = {code: _escape(code) for code in _HOSTILE if chr(code) not in "\n\t"}
-_ON_ONE_LINE = _IN_CONTENT | {ord("\n"): "\\n"}
+_ON_ONE_LINE = _IN_CONTENT | {ord("\n"): "\\n"}  # a tab stays: it cannot start a line
+_IN_JSON = {code: f"\\u{code:04x}" for code in _HOSTILE}
 
 
 def one_line(text: str) -> str:
     """`text` on one line (a title, a snippet): breaks and controls shown as escapes."""
     return text.translate(_ON_ONE_LINE)
+
+
+def quoted(text: str) -> str:
+    """`text` as a JSON string on one line: JSON escapes the C0 controls only, so the C1
+    controls, line separators and bidi overrides are escaped here, in JSON's own form."""
+    return json.dumps(text, ensure_ascii=False).translate(_IN_JSON)
 
 
 def name(text: str) -> str:
