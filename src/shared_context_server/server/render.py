@@ -1,7 +1,8 @@
 """Compact text renderings of results: what a model reads, most important first.
 
 Structured content carries the same data for programs; the text is not JSON so the model
-does not pay for the keys twice.
+does not pay for the keys twice. Messages read as message_text.py renders them: nothing a
+client writes reaches column 0, where only this module's lines start.
 """
 
 from __future__ import annotations
@@ -16,11 +17,6 @@ def _meta(metadata: dict[str, Any] | None) -> str:
     if not metadata:
         return ""
     return " " + json.dumps(metadata, separators=(",", ":"))
-
-
-def message_line(message: dict[str, Any]) -> str:
-    """The header at column 0, the content indented below (message_text.py says why)."""
-    return message_text(message)
 
 
 def session_line(session: dict[str, Any]) -> str:
@@ -73,7 +69,7 @@ def posted_message(data: dict[str, Any]) -> str:
 
 
 def one_message(data: dict[str, Any]) -> str:
-    return message_line(data["message"])
+    return message_text(data["message"])
 
 
 def message_page(data: dict[str, Any]) -> str:
@@ -84,7 +80,7 @@ def message_page(data: dict[str, Any]) -> str:
     head = f"{len(messages)} message{'s' if len(messages) != 1 else ''} (#{first}..#{last})"
     if data["has_more"]:
         head += "; more exist beyond this page (page with before_id or after_id)"
-    return "\n".join([head, *(message_line(m) for m in messages)])
+    return "\n".join([head, *(message_text(m) for m in messages)])
 
 
 def waited_messages(data: dict[str, Any]) -> str:
@@ -105,7 +101,7 @@ def inbox(data: dict[str, Any]) -> str:
         parts.append(f"== {group['session_id']}: {one_line(group['purpose'])}")
         for message in group["messages"]:
             mark = "[for you] " if message["for_you"] else ""
-            parts.append(mark + message_line(message))
+            parts.append(mark + message_text(message))
     return "\n".join(parts)
 
 
@@ -158,7 +154,7 @@ def error(data: dict[str, Any]) -> str:
 def search_results(data: dict[str, Any]) -> str:
     results = data["results"]
     head = f"{len(results)} match{'es' if len(results) != 1 else ''} ({data['search_time_ms']} ms)"
-    lines = [f"[{r['score']}] " + message_line(r["message"]) for r in results]
+    lines = [f"[{r['score']}] " + message_text(r["message"]) for r in results]
     return "\n".join([head, *lines])
 
 
