@@ -177,7 +177,7 @@ def _header(report: Report, path: Path) -> bool:
         report.data["journal_mode"] = None
         report.problem(
             "the file is not an SQLite database, or its header is damaged.",
-            "restore it from a backup (`shared-context-server backup` makes them) or point "
+            "restore it from a backup (`shared-context-server restore BACKUP`) or point "
             "--db at the right file",
         )
         return False
@@ -218,7 +218,8 @@ def _inspect(report: Report, path: Path, quick: bool) -> list[sqlite3.Row]:
         if results != ["ok"]:
             report.problem(
                 f"the integrity check failed: {results[0]}",
-                "stop the agents, then restore the newest backup; to salvage what is left, "
+                "stop the agents, then restore the newest backup (`shared-context-server "
+                "restore BACKUP`); to salvage what is left, "
                 "`sqlite3 FILE .recover | sqlite3 NEW.db` and import sessions from NEW.db",
             )
             return []
