@@ -126,11 +126,11 @@ def _stale_holders(report: Report, path: Path) -> None:
         report.problem(
             f"process(es) {', '.join(map(str, pids))} still hold a file that is no longer at "
             f"this path: {'; '.join(files)}. Their servers refuse writes (STORAGE_REPLACED).",
-            "if the -wal or -shm was deleted, the database is fine: stop every server using "
-            "it (the last to exit writes the deleted -wal back), then start them again; if "
-            "the database itself was deleted or replaced, restart those agents' servers to "
-            "use the file now at the path (what they wrote after the change is only in "
-            "the old file)",
+            "if the -wal or -shm was deleted, the database is fine (each server writes the "
+            "deleted -wal back when it notices): restart the servers using it; if the "
+            "database itself was deleted or replaced, restart those agents' servers to use "
+            "the file now at the path (what they wrote before the change is only in the old "
+            "file); to put a backup in place, use `shared-context-server restore`",
         )
 
 
