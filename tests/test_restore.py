@@ -66,6 +66,20 @@ def test_restore_refuses_while_a_server_uses_the_file_and_names_it(tmp_path: Pat
     assert not list(tmp_path.glob("*before-restore*")) and not list(tmp_path.glob(".*"))
 
 
+def test_restore_after_a_killed_server_keeps_what_only_its_wal_held(tmp_path: Path) -> None:
+    db, copy, sid = backed_up(tmp_path)
+    server = RawServer(db)
+    server.call("add_message", session_id=sid, content="only in the WAL")
+    server.proc.kill()  # no clean exit: the commit is in the -wal alone
+    server.proc.wait(timeout=30)
+    assert Path(f"{db}-wal").stat().st_size > 0
+    done = run_cli("restore", str(copy), "--db", str(db))
+    assert done.returncode == 0, done.stderr
+    side = next(tmp_path.glob("bb.db.before-restore-*"))
+    assert contents(side)[-1] == "only in the WAL"
+    assert contents(db) == ["in the backup"]
+
+
 def test_restore_with_discard_old_keeps_no_side_copy(tmp_path: Path) -> None:
     db, copy, _ = backed_up(tmp_path)
     done = run_cli("restore", str(copy), "--db", str(db), "--discard-old")

@@ -349,6 +349,12 @@ class Database:
         if self._identity is not None and not self._let_go and not conn.in_transaction:
             self._let_go = True
             let_go(self._identity, conn)
+            # The last connection to close would checkpoint and delete -wal and -shm by
+            # name: another server's, by then. Only Python 3.12+ can turn that off.
+            setconfig = getattr(conn, "setconfig", None)
+            no_checkpoint = getattr(sqlite3, "SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE", None)
+            if setconfig is not None and no_checkpoint is not None:
+                setconfig(no_checkpoint, True)
 
     async def _released(self, error: StorageReplaced) -> StorageReplaced:
         """`error`, after letting go of the files on the main connection's thread."""
