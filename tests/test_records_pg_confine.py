@@ -1,0 +1,156 @@
+"""Raw queries on PostgreSQL cannot leave their confinement, whatever the text: on a
+superuser's URL and on a CREATEROLE (non-superuser) one, each way out is refused or
+harmless, no other agent's row is read, and nothing (a lock, a setting) outlives a call."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from shared_context_server.blackboard.records import rows
+from shared_context_server.blackboard.records.postgres import CONFINED_ROLE
+from shared_context_server.blackboard.records.store import RecordsStore
+from shared_context_server.config import Settings
+from shared_context_server.errors import BlackboardError
+from shared_context_server.postgres import CHANNEL, MIGRATION_LOCK
+from shared_context_server.store import open_store
+from tests.conftest import ALICE, connect, create_database, drop_database, ok
+from tests.pg_cluster import Cluster
+
+SECRET_MESSAGE = "SECRET-MESSAGE-7f3a"
+SECRET_MEMORY = "SECRET-MEMORY-7f3a"
+SECRET_AGENT = "bob/SECRET-TOKEN-7f3a"
+PWNED = Path(f"/tmp/scs-confine-{uuid.uuid4().hex[:8]}")
+LEAK = "query_to_xml('select sender, visibility, content from public.messages', true, false, '')"
+# Each hides a way out of the confinement behind PostgreSQL's own reading of the text.
+ESCAPES = [
+    f"SELECT 1 --\r, set_config('role','none',true), {LEAK}\n",
+    f"SELECT 1 --\r, {LEAK}\n",
+    f"SELECT 1 /* /* */ */, set_config('role','none',true), {LEAK}",
+    f"SELECT E'\\'', set_config('role','none',true), {LEAK}",
+    f"SELECT U&'\\0041', set_config('role','none',true), {LEAK}",
+    f"SELECT $q$ ' $q$, set_config('role','none',true), {LEAK}",
+    "SELECT cursor_to_xml('c', 10, true, false, '')",
+    "SELECT query_to_xml('select * from public.agent_tokens', true, false, '')",
+    "SELECT set_config('role', 'none', false)",
+    "SELECT set_config('statement_timeout', '0', false)",
+    "SET ROLE NONE",
+    "RESET ROLE",
+    "SET SESSION AUTHORIZATION DEFAULT",
+    "UPDATE pg_settings SET setting = 'none' WHERE name = 'role'",
+    "SELECT * FROM public.messages",
+    "TABLE public.agent_tokens",
+    "SELECT * FROM public.records_login",
+    "SELECT * FROM public.memory",
+    f"SELECT 1 --\r, pg_advisory_lock({MIGRATION_LOCK})\n",
+    f"SELECT pg_try_advisory_lock({MIGRATION_LOCK})",
+    "SELECT pg_advisory_lock(?)",
+    "SELECT 1 --\r, pg_terminate_backend(?)\n",
+    "SELECT pg_cancel_backend(?)",
+    f"SELECT 1 --\r, pg_notify('{CHANNEL}', 's fake')\n",
+    "SELECT lo_import('/etc/passwd')",
+    f"SELECT lo_export(lo_from_bytea(0, 'x'), '{PWNED}')",
+    "SELECT pg_read_file('/etc/passwd')",
+    "SELECT pg_ls_dir('.')",
+    f"COPY (SELECT 1) TO '{PWNED}'",
+    "COPY (SELECT content FROM public.messages) TO STDOUT",
+    "DO $$ BEGIN PERFORM set_config('role', 'none', true); END $$",
+    "CREATE FUNCTION scs_evil() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+    "CREATE TEMP TABLE scs_evil (a int)",
+    "SELECT dblink('dbname=postgres', 'select 1')",
+]
+
+
+def _superuser(pg_cluster: Cluster) -> Iterator[str]:
+    name = create_database(pg_cluster)
+    yield pg_cluster.url(name)
+    drop_database(pg_cluster, name)
+
+
+def _createrole(pg_cluster: Cluster) -> Iterator[str]:
+    import psycopg
+
+    name = f"cr_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_cluster.url(), autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {name} LOGIN CREATEROLE")
+        conn.execute(f"CREATE DATABASE {name} OWNER {name}")
+    yield pg_cluster.url(name).replace("postgres@", f"{name}@")
+    drop_database(pg_cluster, name)
+
+
+@pytest.fixture(params=["superuser", "createrole"])
+def server_url(request: pytest.FixtureRequest, pg_cluster: Cluster) -> Iterator[str]:
+    """The blackboard's URL: a superuser's, or a non-superuser's that may create roles."""
+    make = _superuser if request.param == "superuser" else _createrole
+    yield from make(pg_cluster)
+
+
+@pytest.fixture
+async def planted(server_url: str) -> AsyncIterator[str]:
+    """Bob's private message, private memory and sub-agent token on the blackboard."""
+    bob = Settings(db_path=server_url, agent_id="bob", agent_id_source="flag", admin=True)
+    async with connect("2026", bob) as s:
+        made = await ok(s, "create_session", purpose="bob's")
+        await ok(
+            s,
+            "add_message",
+            session_id=made["session_id"],
+            content=SECRET_MESSAGE,
+            visibility="private",
+        )
+        await ok(s, "set_memory", key="plan", value=SECRET_MEMORY)
+        await ok(s, "authenticate_agent", agent_id=SECRET_AGENT)
+    yield server_url
+
+
+def _admin(url: str) -> Any:
+    """A superuser's connection to the same database, to look from outside."""
+    import psycopg
+
+    return psycopg.connect(re.sub(r"://[^@]*@", "://postgres@", url), autocommit=True)
+
+
+async def test_no_raw_query_leaves_its_confinement(planted: str) -> None:
+    url = planted
+    victim = _admin(url)
+    listener = _admin(url)
+    listener.execute(f"LISTEN {CHANNEL}")
+    store = await RecordsStore.open(url, allow_raw_writes=True)
+    seen: list[str] = []
+    try:
+        await rows.create_table(store, ALICE, "notes", {"text": "TEXT"})
+        pid = victim.info.backend_pid
+        for query in ESCAPES:
+            params = [pid] if "?" in query else None
+            try:
+                seen.append(repr(await rows.execute_raw_query(store, ALICE, query, params)))
+            except BlackboardError as error:
+                seen.append(error.message)
+        leaked = [t for t in seen for s in (SECRET_MESSAGE, SECRET_MEMORY, SECRET_AGENT) if s in t]
+        assert leaked == []
+        who = await rows.execute_raw_query(store, ALICE, "SELECT current_user, session_user")
+        assert who["rows"] == [[CONFINED_ROLE, CONFINED_ROLE]]
+        # The raw session is still open: a lock it took would still be held now.
+        with _admin(url) as look:
+            locks = look.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")
+            assert locks.fetchone() == (0,)
+            stored = look.execute("SELECT password FROM records_login").fetchall()
+            objects = look.execute("SELECT count(*) FROM pg_largeobject_metadata").fetchone()
+            functions = look.execute("SELECT count(*) FROM pg_proc WHERE proname = 'scs_evil'")
+            assert objects == (0,) and functions.fetchone() == (0,)
+        with anyio.fail_after(10):  # a new server still migrates: no lock was left
+            await (await open_store(url)).close()
+    finally:
+        await store.close()
+    assert stored and not [t for t in seen for (p,) in stored if p in t]
+    assert victim.execute("SELECT 1").fetchone() == (1,)  # not terminated
+    assert list(listener.notifies(timeout=0.5, stop_after=1)) == []
+    assert not PWNED.exists()
+    victim.close()
+    listener.close()
