@@ -16,7 +16,7 @@ import pytest
 from shared_context_server.blackboard.records import rows
 from shared_context_server.blackboard.records.postgres import CONFINED_ROLE
 from shared_context_server.blackboard.records.store import RecordsStore
-from shared_context_server.config import Settings
+from shared_context_server.config import ENV_RECORDS_URL, Settings
 from shared_context_server.errors import BlackboardError
 from shared_context_server.postgres import CHANNEL, MIGRATION_LOCK
 from shared_context_server.store import open_store
@@ -154,3 +154,90 @@ async def test_no_raw_query_leaves_its_confinement(planted: str) -> None:
     assert not PWNED.exists()
     victim.close()
     listener.close()
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("SELECT ?::int + 1", [[2]]),
+        ("SELECT '?' || ?::text", [["?1"]]),
+        ('SELECT 1 AS "?" -- ?\r, ?::int', [[1, 1]]),
+        ("SELECT '100%' AS pct, ?::int /* ? */", [["100%", 1]]),
+    ],
+)
+async def test_a_question_mark_is_a_parameter_only_where_postgresql_reads_an_operator(
+    pg_url: str, query: str, expected: list[list[Any]]
+) -> None:
+    store = await RecordsStore.open(pg_url)
+    try:
+        count = query.count("?") - query.count("'?'") - query.count('"?"') - query.count("-- ?")
+        count -= query.count("/* ? */")
+        result = await rows.execute_raw_query(store, ALICE, query, [1] * count)
+        assert result["rows"] == expected
+    finally:
+        await store.close()
+
+
+async def test_an_operator_named_login_runs_raw_queries_by_password(
+    pg_cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server that may not create roles uses the login the DBA made and named by URL
+    (SHARED_CONTEXT_RECORDS_URL), which authenticates by password (SCRAM here)."""
+    import psycopg
+
+    name = f"plain_{uuid.uuid4().hex[:8]}"
+    login = f"raw_{name}"
+    with psycopg.connect(pg_cluster.url(), autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {name} LOGIN NOCREATEROLE")
+        conn.execute(f"CREATE DATABASE {name} OWNER {name}")
+        conn.execute(
+            "DO $$ BEGIN CREATE ROLE shared_context_records;"
+            " EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+        )
+        conn.execute(f"CREATE ROLE {login} LOGIN PASSWORD 'right' IN ROLE shared_context_records")
+    url = pg_cluster.url(name).replace("postgres@", f"{name}@")
+    try:
+        monkeypatch.setenv(ENV_RECORDS_URL, url.replace(f"{name}@", f"{login}:right@"))
+        store = await RecordsStore.open(url)
+        try:
+            await rows.create_table(store, ALICE, "notes", {"text": "TEXT"})
+            who = await rows.execute_raw_query(
+                store, ALICE, "SELECT session_user, count(*) FROM notes"
+            )
+            assert who["rows"] == [[login, 0]]
+        finally:
+            await store.close()
+    finally:
+        drop_database(pg_cluster, name)
+
+
+async def test_raw_queries_never_run_as_the_servers_own_login(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(ENV_RECORDS_URL, pg_url)
+    store = await RecordsStore.open(pg_url)
+    try:
+        with pytest.raises(BlackboardError) as info:
+            await rows.execute_raw_query(store, ALICE, "SELECT 1")
+        assert info.value.code == "PERMISSION_DENIED"
+        assert "not the server's postgres" in info.value.message
+    finally:
+        await store.close()
+
+
+async def test_a_password_another_database_changed_is_set_again(
+    pg_url: str, pg_cluster: Cluster
+) -> None:
+    """The login is one role per cluster; a server of another database on it may have set a
+    new password, and this one's stored password then fails: it sets its own again."""
+    import psycopg
+
+    store = await RecordsStore.open(pg_url)
+    try:
+        assert (await rows.execute_raw_query(store, ALICE, "SELECT 1"))["rows"] == [[1]]
+        with psycopg.connect(pg_cluster.url(), autocommit=True) as conn:
+            conn.execute("ALTER ROLE shared_context_records PASSWORD 'elsewhere'")
+        await store.raw.close()  # the next call logs in again
+        assert (await rows.execute_raw_query(store, ALICE, "SELECT 2"))["rows"] == [[2]]
+    finally:
+        await store.close()
