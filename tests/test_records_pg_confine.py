@@ -14,6 +14,7 @@ import anyio
 import pytest
 
 from shared_context_server.blackboard.records import rows
+from shared_context_server.blackboard.records.pg_allow import read_statement
 from shared_context_server.blackboard.records.postgres import CONFINED_ROLE
 from shared_context_server.blackboard.records.store import RecordsStore
 from shared_context_server.config import ENV_RECORDS_URL, Settings
@@ -241,3 +242,45 @@ async def test_a_password_another_database_changed_is_set_again(
         assert (await rows.execute_raw_query(store, ALICE, "SELECT 2"))["rows"] == [[2]]
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize(
+    ("query", "named"),
+    [
+        ("SELECT 1 --\r, pg_advisory_lock(1)\n", "pg_advisory_lock()"),
+        ("SELECT pg_catalog.set_config('role', 'none', true)", "set_config()"),
+        ("SELECT \"query_to_xml\"('select 1', true, false, '')", "query_to_xml()"),
+        ("SELECT public.lower('x')", "public.lower"),
+        ("SELECT 1 FROM tasks WHERE title OPERATOR(public.=) 'x'", "public.="),
+        ("SELECT * FROM pg_stat_activity", "pg_stat_activity"),
+        ("SELECT * FROM information_schema.tables", "information_schema.tables"),
+        ("SELECT * INTO copy FROM tasks", "SELECT ... INTO"),
+        ("SELECT 1 UNION SELECT * INTO copy FROM tasks", "SELECT ... INTO"),
+        ("EXPLAIN ANALYZE SELECT 1", "EXPLAIN"),
+        ("MERGE INTO tasks USING tasks t ON true WHEN MATCHED THEN DELETE", "MERGE"),
+        ("LISTEN shared_context_changes", "LISTEN"),
+        ("SELECT xmlparse(document '<a/>')", "XmlExpr"),
+        ("SET ROLE NONE", "SET is not allowed"),
+        ("DO $$ BEGIN END $$", "DO is not allowed"),
+    ],
+)
+def test_the_allowlist_names_what_it_refuses(query: str, named: str) -> None:
+    with pytest.raises(BlackboardError) as info:
+        read_statement(query)
+    assert info.value.code == "INVALID_INPUT" and named in info.value.message
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "WITH done AS (SELECT * FROM tasks WHERE done) SELECT count(*), max(id) FROM done",
+        "SELECT lower(title), length(title), now() - interval '1 day', jsonb_build_object('a', 1)",
+        "SELECT extract(year FROM now()), substring('abc' FROM 2), trim(both FROM ' x ')",
+        "SELECT row_number() OVER (ORDER BY id), coalesce(owner, 'nobody') FROM tasks",
+        "INSERT INTO tasks (title) VALUES ('x') ON CONFLICT (id) DO NOTHING RETURNING id",
+        "UPDATE records.tasks SET done = true WHERE id IN (SELECT id FROM tasks LIMIT 1)",
+        "SELECT $$it's$$, E'\\n', U&'\\0041', 1 /* /* nested */ */",
+    ],
+)
+def test_the_allowlist_takes_ordinary_queries(query: str) -> None:
+    read_statement(query)

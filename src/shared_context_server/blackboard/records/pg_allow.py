@@ -215,8 +215,24 @@ def _table(body: dict[str, Any]) -> None:
         raise refuse(f"{name} is a PostgreSQL catalog; raw queries reach only shared tables")
 
 
+# How a refused statement is named to the agent: its SQL words where they differ.
+_WORDS = {
+    "VariableSetStmt": "SET",
+    "VariableShowStmt": "SHOW",
+    "TransactionStmt": "BEGIN/COMMIT/SAVEPOINT",
+    "CreateFunctionStmt": "CREATE FUNCTION",
+    "CreateStmt": "CREATE TABLE",
+    "CreateTableAsStmt": "CREATE TABLE AS",
+    "DropStmt": "DROP",
+    "AlterTableStmt": "ALTER TABLE",
+    "IndexStmt": "CREATE INDEX",
+}
+
+
 def _shown(kind: str) -> str:
-    """A node type as words: `VariableSetStmt` -> `VariableSet statement`."""
+    """A node type as the agent wrote it: `VariableSetStmt` -> `SET`, `DoStmt` -> `DO`."""
+    if kind in _WORDS:
+        return _WORDS[kind]
     if kind.endswith("Stmt"):
-        return f"a {kind[:-4]} statement"
+        return kind[:-4].upper()
     return kind

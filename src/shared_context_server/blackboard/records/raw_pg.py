@@ -222,9 +222,7 @@ class PgRawQueries:
         if statement.writes and not writes:
             raise WriteRefused(f"{READ_ONLY}.", argument="query")
         with anyio.CancelScope(shield=True):  # the statement runs to its timeout at most
-            fetched = await anyio.to_thread.run_sync(
-                self._run, statement, tuple(params), writes
-            )
+            fetched = await anyio.to_thread.run_sync(self._run, statement, tuple(params), writes)
         return RawOutcome(fetched, frozenset(statement.tables))
 
     def _run(self, statement: Statement, params: tuple[Any, ...], writes: bool) -> Fetched:
