@@ -226,22 +226,34 @@ async def test_raw_queries_never_run_as_the_servers_own_login(
         await store.close()
 
 
-async def test_a_password_another_database_changed_is_set_again(
+async def test_a_password_another_database_changed_is_set_again_once(
     pg_url: str, pg_cluster: Cluster
 ) -> None:
-    """The login is one role per cluster; a server of another database on it may have set a
-    new password, and this one's stored password then fails: it sets its own again."""
+    """The login is one role per cluster: a server of another database on it may have set a
+    new password, and this one's stored password then fails: it sets its own again. A
+    second server of this database then reads that one, rather than setting another."""
     import psycopg
 
-    store = await RecordsStore.open(pg_url)
+    first = await RecordsStore.open(pg_url)
+    second = await RecordsStore.open(pg_url)
     try:
-        assert (await rows.execute_raw_query(store, ALICE, "SELECT 1"))["rows"] == [[1]]
+        for store in (first, second):
+            assert (await rows.execute_raw_query(store, ALICE, "SELECT 1"))["rows"] == [[1]]
         with psycopg.connect(pg_cluster.url(), autocommit=True) as conn:
             conn.execute("ALTER ROLE shared_context_records PASSWORD 'elsewhere'")
-        await store.raw.close()  # the next call logs in again
-        assert (await rows.execute_raw_query(store, ALICE, "SELECT 2"))["rows"] == [[2]]
+        for store in (first, second):
+            await store.raw.close()  # the next call logs in again
+        assert (await rows.execute_raw_query(first, ALICE, "SELECT 2"))["rows"] == [[2]]
+        with _admin(pg_url) as look:
+            stored = look.execute("SELECT password FROM records_login").fetchall()
+        assert (await rows.execute_raw_query(second, ALICE, "SELECT 3"))["rows"] == [[3]]
+        with _admin(pg_url) as look:
+            assert look.execute("SELECT password FROM records_login").fetchall() == stored
+        await first.raw.close()
+        assert (await rows.execute_raw_query(first, ALICE, "SELECT 4"))["rows"] == [[4]]
     finally:
-        await store.close()
+        await first.close()
+        await second.close()
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ it, DISCARD ALL, so no lock, setting or object outlives the call.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Sequence
@@ -149,20 +150,23 @@ class PgRawQueries:
         pg = driver()
         if self._login is None:  # found wanting by another call meanwhile
             raise self._denied()
-        conn: Any
+        conn: Any = None
         try:
             conn = self._log_in(self._login)
         except _AuthFailed:
             if self.login_url is not None:
                 raise self._unreachable("the password in " + ENV_RECORDS_URL) from None
-            # Another database's server on this cluster set a new password: set ours.
-            self._confine(rotate=True)
+        # Refused: another server of this database stored a new password (read it), or a
+        # server of another database on this cluster set one (set ours again).
+        for rotate in (False, True) if conn is None else ():
+            self._confine(rotate=rotate)
             if self._login is None:
-                raise self._denied() from None
-            try:
+                raise self._denied()
+            with contextlib.suppress(_AuthFailed):
                 conn = self._log_in(self._login)
-            except _AuthFailed:
-                raise self._unreachable("the password just set") from None
+                break
+        if conn is None:
+            raise self._unreachable("the password just set")
         conn.prepare_threshold = None  # DISCARD ALL drops prepared statements after each call
         try:
             who, powerful = conn.execute(_WHO).fetchone()
