@@ -296,3 +296,21 @@ def test_the_allowlist_names_what_it_refuses(query: str, named: str) -> None:
 )
 def test_the_allowlist_takes_ordinary_queries(query: str) -> None:
     read_statement(query)
+
+
+async def test_a_backslash_means_itself_whatever_the_database_default(pg_url: str) -> None:
+    """pglast reads '...' with standard_conforming_strings on; so does every raw query,
+    even where a DBA turned it off for the database. Off, the server would read \\' as a
+    quote, the string would run on to the next one, and set_config would be called out
+    of the allowlist's sight."""
+    with _admin(pg_url) as conn:
+        conn.execute(
+            f'ALTER DATABASE "{pg_url.rsplit("/", 1)[1]}" SET standard_conforming_strings = off'
+        )
+    store = await RecordsStore.open(pg_url)
+    try:
+        sneaky = "SELECT '\\' , 1 --', set_config('role', 'none', true)"
+        result = await rows.execute_raw_query(store, ALICE, sneaky)
+        assert result["rows"] == [["\\", 1]]
+    finally:
+        await store.close()

@@ -185,12 +185,14 @@ class PgRawQueries:
 
     def _log_in(self, login: Login) -> Any:
         """connect_sync as the confined login; messages never hold its password."""
-        from psycopg.conninfo import conninfo_to_dict
+        from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
         from shared_context_server.postgres import connect_sync
 
         try:
-            return connect_sync(login.url)
+            # UTF-8, as pglast read the text: in some encodings (SJIS...) a backslash
+            # byte can end a character, and the server would read the quoting otherwise.
+            return connect_sync(make_conninfo(login.url, client_encoding="UTF8"))
         except StorageError as error:
             password = str(conninfo_to_dict(login.url).get("password") or "")
             text = str(error).replace(password, "***") if password else str(error)
@@ -259,6 +261,8 @@ class PgRawQueries:
             mode = "READ WRITE" if writes else "READ ONLY"
             conn.execute(f"SET TRANSACTION {mode}")
             conn.execute(f"SET LOCAL search_path = {SCHEMA}")
+            # Backslashes in '...' must mean themselves, as pglast read them.
+            conn.execute("SET LOCAL standard_conforming_strings = on")
             conn.execute(f"SET LOCAL statement_timeout = {int(self.seconds * 1000)}")
             # The text as pglast read it, sent as it is: no client-side rewriting.
             cursor = pg.RawCursor(conn)
