@@ -8,9 +8,12 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -229,3 +232,34 @@ async def test_other_agents_write_while_a_large_import_runs(target: Target, tmp_
     assert await rows(target, "SELECT count(*) FROM messages WHERE session_id = ?", (SID,)) == [
         (count,)
     ]
+
+
+async def test_ctrl_c_during_an_import_says_how_far_it_got_and_a_rerun_finishes_it(
+    tmp_path: Path,
+) -> None:
+    count, db = 20_000, tmp_path / "bb.db"
+    path = write_lines(tmp_path / "big.jsonl", count)
+    command = [sys.executable, "-m", "shared_context_server", "import", str(path), "--db", str(db)]
+    async with await anyio.open_process(command) as importer:
+        with anyio.fail_after(120):
+            while imported(db) == 0:  # noqa: ASYNC110 (polls another process's file)
+                await anyio.sleep(0.05)
+        importer.send_signal(signal.SIGINT)
+        assert await importer.wait() == 130
+        assert importer.stderr is not None
+        stderr = (await importer.stderr.receive()).decode()
+    assert "Traceback" not in stderr and "run the same import again to continue" in stderr
+    assert 0 < imported(db) < count
+    proc = run_cli("import", str(path), "--db", str(db))
+    assert proc.returncode == 0 and "continuing an interrupted import" in proc.stdout, proc
+    stored = await rows(db, "SELECT count(*), count(DISTINCT content) FROM messages")
+    assert stored == [(count, count)]
+
+
+def imported(db: Path) -> int:
+    """How many messages an import has committed so far (0 before its schema exists)."""
+    try:
+        with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+            return int(conn.execute("SELECT count(*) FROM imported_messages").fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0

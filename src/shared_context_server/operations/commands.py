@@ -25,7 +25,7 @@ import anyio
 from shared_context_server.blackboard.identity import Agent
 from shared_context_server.blackboard.sessions import fetch_session
 from shared_context_server.config import audit_retention
-from shared_context_server.errors import Conflict, InvalidInput
+from shared_context_server.errors import BlackboardError, Conflict, InvalidInput
 from shared_context_server.operations.backup import backup
 from shared_context_server.operations.doctor import diagnose
 from shared_context_server.operations.import_read import MAX_JSON_BYTES, ExportReader
@@ -259,6 +259,12 @@ def _import(args: argparse.Namespace, db: Target) -> int:
             checking.finish()
         reader.rewind()
         progress = Progress("imported messages")
+        written = 0
+
+        def advance(done: int) -> None:
+            nonlocal written
+            written = done
+            progress.update(done, total)
 
         async def run() -> dict[str, Any]:
             database = await open_store(db)
@@ -267,18 +273,24 @@ def _import(args: argparse.Namespace, db: Target) -> int:
                     database,
                     reader.header,
                     reader.messages(),
-                    lambda done: progress.update(done, total),
+                    advance,
                 )
             finally:
                 await database.close()
 
+        rerun = "run the same import again to continue from there"
         try:
             result = anyio.run(run)
-        except InvalidInput as error:  # the file changed between the two readings
-            raise InvalidInput(
-                f"{error.message} Part of the file was imported; fix it and rerun the same "
-                "import to continue."
+        except BlackboardError as error:  # busy, a full disk; or the file changed meanwhile
+            progress.finish()
+            kept = f"{counted(written, 'messages')} were written and kept; " if written else ""
+            raise type(error)(
+                f"{error.message.rstrip('.')}; {kept}{rerun}.", **error.details
             ) from None
+        except KeyboardInterrupt:
+            progress.finish()
+            note(f"interrupted after {counted(written, 'messages')}; {rerun}.")
+            raise
         progress.finish()
     _report_import(result, db)
     return 0
