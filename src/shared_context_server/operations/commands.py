@@ -8,17 +8,15 @@ them.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import signal
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import anyio
 
@@ -28,7 +26,7 @@ from shared_context_server.config import audit_retention
 from shared_context_server.errors import BlackboardError, Conflict, InvalidInput
 from shared_context_server.operations.backup import backup
 from shared_context_server.operations.doctor import diagnose
-from shared_context_server.operations.import_read import MAX_JSON_BYTES, ExportReader
+from shared_context_server.operations.import_read import MAX_JSON_BYTES, ExportReader, open_input
 from shared_context_server.operations.import_write import import_messages
 from shared_context_server.operations.prune import PruneOptions, prune
 from shared_context_server.operations.store import open_existing
@@ -188,63 +186,8 @@ def _export(args: argparse.Namespace, db: Target) -> int:
     return 0
 
 
-def _open_input(name: str) -> tuple[IO[bytes], str]:
-    """The file to import, as bytes that can be read twice, and how to name it in
-    messages. stdin (or a FIFO) is copied to a temporary file as it is first read."""
-    if name == "-":
-        return io.BufferedReader(_Tee(sys.stdin.buffer, tempfile.TemporaryFile())), "stdin"
-    try:
-        stream = Path(name).open("rb")  # noqa: SIM115 (closed by the caller)
-    except FileNotFoundError:
-        raise InvalidInput(
-            f"no file {name}; name a file that `export` wrote (or - for stdin)."
-        ) from None
-    except OSError as error:
-        raise InvalidInput(
-            f"cannot read {name} ({error.strerror or error}); name a file that `export` "
-            "wrote (or - for stdin)."
-        ) from None
-    if not stream.seekable():
-        return io.BufferedReader(_Tee(stream, tempfile.TemporaryFile())), name
-    return stream, name
-
-
-class _Tee(io.RawIOBase):
-    """Reads from `source`, keeping a copy in `spool` that later reads (after a seek)
-    come from: a one-pass input read twice, in constant memory."""
-
-    def __init__(self, source: IO[bytes], spool: IO[bytes]) -> None:
-        self.source, self.spool, self.replaying = source, spool, False
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        if self.replaying:
-            return self.spool.readinto(buffer)  # type: ignore[attr-defined,no-any-return]
-        data = self.source.read(len(buffer))
-        self.spool.write(data)
-        buffer[: len(data)] = data
-        return len(data)
-
-    def tell(self) -> int:
-        return self.spool.tell()
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        self.replaying = True
-        return self.spool.seek(offset, whence)
-
-    def close(self) -> None:
-        self.source.close()
-        self.spool.close()
-        super().close()
-
-
 def _import(args: argparse.Namespace, db: Target) -> int:
-    stream, source = _open_input(args.file)
+    stream, source = open_input(args.file)
     with stream:
         checking = Progress("checked messages")
         total = 0

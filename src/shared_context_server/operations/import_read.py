@@ -12,10 +12,14 @@ message saying to re-export it as JSON Lines.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import re
+import sys
+import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import IO, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
@@ -338,3 +342,58 @@ def parse_export(text: bytes | str, source: str) -> ExportFile:
             raise InvalidInput(f"{where}: replies to #{message.parent_message_id}, not earlier.")
         seen.add(message.id)
     return document
+
+
+def open_input(name: str) -> tuple[IO[bytes], str]:
+    """The file to import, as bytes that can be read twice, and how to name it in
+    messages. stdin (or a FIFO) is copied to a temporary file as it is first read."""
+    if name == "-":
+        return io.BufferedReader(_Tee(sys.stdin.buffer, tempfile.TemporaryFile())), "stdin"
+    try:
+        stream = Path(name).open("rb")  # noqa: SIM115 (closed by the caller)
+    except FileNotFoundError:
+        raise InvalidInput(
+            f"no file {name}; name a file that `export` wrote (or - for stdin)."
+        ) from None
+    except OSError as error:
+        raise InvalidInput(
+            f"cannot read {name} ({error.strerror or error}); name a file that `export` "
+            "wrote (or - for stdin)."
+        ) from None
+    if not stream.seekable():
+        return io.BufferedReader(_Tee(stream, tempfile.TemporaryFile())), name
+    return stream, name
+
+
+class _Tee(io.RawIOBase):
+    """Reads from `source`, keeping a copy in `spool` that later reads (after a seek)
+    come from: a one-pass input read twice, in constant memory."""
+
+    def __init__(self, source: IO[bytes], spool: IO[bytes]) -> None:
+        self.source, self.spool, self.replaying = source, spool, False
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.replaying:
+            return self.spool.readinto(buffer)  # type: ignore[attr-defined,no-any-return]
+        data = self.source.read(len(buffer))
+        self.spool.write(data)
+        buffer[: len(data)] = data
+        return len(data)
+
+    def tell(self) -> int:
+        return self.spool.tell()
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self.replaying = True
+        return self.spool.seek(offset, whence)
+
+    def close(self) -> None:
+        self.source.close()
+        self.spool.close()
+        super().close()
