@@ -419,7 +419,7 @@ async def test_import_is_all_or_nothing(tmp_path: Path) -> None:
     document = read_export(run("export", sid, "--admin", "--db", str(source)).stdout)
     document["messages"][4]["visibility"] = "everyone"
     proc = run("import", "-", "--db", str(target), stdin=json.dumps(document))
-    assert_one_line_error(proc, "messages.4.visibility")
+    assert_one_line_error(proc, "messages[4] is not a message: visibility")
     document["messages"][4]["visibility"] = "public"
     document["messages"][4]["parent_message_id"] = document["messages"][4]["id"] + 1
     assert_one_line_error(run("import", "-", "--db", str(target), stdin=json.dumps(document)))
