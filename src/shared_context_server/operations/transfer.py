@@ -52,12 +52,15 @@ def view_name(viewer: Agent) -> str:
     return f"agent:{viewer.agent_id} ({viewer.agent_type})"
 
 
+FORMS: dict[str, Form] = {"jsonl": "jsonl", "json": "json", "markdown": "markdown"}
+SUFFIXES: dict[str, Form] = {".json": "json", ".md": "markdown", ".markdown": "markdown"}
+
+
 def form_for(output: str | None, asked: str | None) -> Form:
     """The asked form, else what the file's name says (.json, .md), else JSON Lines."""
-    if asked in ("jsonl", "json", "markdown"):
-        return asked  # type: ignore[return-value]
-    suffix = Path(output).suffix.lower() if output else ""
-    return {".json": "json", ".md": "markdown", ".markdown": "markdown"}.get(suffix, "jsonl")  # type: ignore[return-value]
+    if asked is not None:
+        return FORMS[asked]
+    return SUFFIXES.get(Path(output).suffix.lower() if output else "", "jsonl")
 
 
 def _line(value: Any) -> str:
