@@ -71,8 +71,8 @@ COMMANDS: dict[str, str] = {
     "doctor": "check the database file and list the server processes using it",
     "sessions": "list sessions with message counts and last activity",
     "tail": "print a session's messages; --follow keeps printing new ones",
-    "export": "write a session as JSON (lossless, re-importable) or a Markdown transcript",
-    "import": "load a session from a JSON export, with fresh message ids",
+    "export": "write a session as JSON Lines (lossless, re-importable) or a Markdown transcript",
+    "import": "load a session from an export, in batches; a rerun continues an interrupted one",
     "backup": "copy the database consistently while agents keep writing",
     "restore": "replace the database with a backup, checked first, with no server using it "
     "(the replaced file is kept beside it)",
@@ -303,13 +303,16 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", parents=[db, viewer], help=COMMANDS["export"])
     export.add_argument("session_id", metavar="SESSION")
     export.add_argument(
-        "--format", choices=("json", "markdown"), default="json", help="(default json)"
+        "--format",
+        choices=("jsonl", "json", "markdown"),
+        help="jsonl (JSON Lines, any size), json (import reads it up to 32 MB) or markdown;"
+        " default: json for -o *.json, markdown for -o *.md, else jsonl",
     )
     export.add_argument("-o", "--output", metavar="FILE", help="write here (default: stdout)")
     export.add_argument("--force", action="store_true", help="replace FILE if it exists")
 
     imp = sub.add_parser("import", parents=[db], help=COMMANDS["import"])
-    imp.add_argument("file", metavar="FILE", help="a JSON export ('-' reads stdin)")
+    imp.add_argument("file", metavar="FILE", help="a JSON Lines or JSON export ('-' reads stdin)")
 
     backup = sub.add_parser("backup", parents=[db], help=COMMANDS["backup"])
     backup.add_argument("path", metavar="PATH")
