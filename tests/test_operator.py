@@ -6,10 +6,13 @@ import itertools
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+import tempfile
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -315,6 +318,47 @@ async def test_tail_and_sessions_fail_in_one_line_on_a_missing_session_or_file(
     missing = tmp_path / "missing.db"
     assert_one_line_error(run("sessions", "--db", str(missing)), "no database at")
     assert not missing.exists()
+
+
+@contextmanager
+def no_database_file(kind: str, tmp_path: Path) -> Iterator[Path]:
+    """A path that exists and is no database file: one of `kind`."""
+    if kind.startswith("/"):
+        if not Path(kind).exists():
+            pytest.skip(f"no {kind} here")
+        yield Path(kind)
+    elif kind == "directory":
+        yield tmp_path
+    elif kind == "fifo":
+        os.mkfifo(tmp_path / "fifo")
+        yield tmp_path / "fifo"
+    else:  # a socket's path must be short: not under tmp_path
+        with tempfile.TemporaryDirectory(prefix="scs") as short, socket.socket(socket.AF_UNIX) as s:
+            s.bind(f"{short}/sock")
+            yield Path(short) / "sock"
+
+
+@pytest.mark.parametrize(
+    ("kind", "phrase", "doctor_says"),
+    [
+        ("fifo", "it is a FIFO (named pipe)", "it is a FIFO"),
+        ("socket", "it is a socket", "it is a socket"),
+        ("directory", "it is a directory", "it is a directory"),
+        ("/dev/zero", "it is a character device", "it is a character device"),
+        ("/proc/self/mem", "cannot be used as a shared-context-server database", "cannot be read"),
+    ],
+)
+def test_a_db_path_that_is_no_database_file_fails_each_command_in_one_line(
+    tmp_path: Path, kind: str, phrase: str, doctor_says: str
+) -> None:
+    # SQLite's own failure to open it (a FIFO, /proc/self/mem) left aiosqlite's thread to
+    # print a traceback after the error line.
+    with no_database_file(kind, tmp_path) as path:
+        for command in (["serve"], ["sessions"], ["tail", "sess_x"], ["export", "sess_x"]):
+            assert_one_line_error(run(*command, "--db", str(path)), phrase)
+        doctor = run("doctor", "--db", str(path))
+        assert doctor.returncode == 1 and doctor.stderr == "", doctor.stderr
+        assert doctor_says in doctor.stdout
 
 
 async def read_until(process: Process, text: str, seen: list[str]) -> None:

@@ -25,7 +25,13 @@ from shared_context_server.blackboard.processes import (
     process_dict,
     stale_cutoff,
 )
-from shared_context_server.db import BUSY_TIMEOUT_MS, WAL_SIZE_LIMIT, Database, network_filesystem
+from shared_context_server.db import (
+    BUSY_TIMEOUT_MS,
+    WAL_SIZE_LIMIT,
+    Database,
+    network_filesystem,
+    not_a_file,
+)
 from shared_context_server.migrations import SCHEMA_VERSION
 
 HEADER = b"SQLite format 3\x00"
@@ -164,8 +170,16 @@ def _permissions(report: Report, path: Path) -> None:
 
 def _header(report: Report, path: Path) -> bool:
     """Journal mode from the file header (bytes 18-19: 2 = WAL); False if not SQLite."""
-    with path.open("rb") as f:
-        header = f.read(100)
+    try:
+        with path.open("rb") as f:
+            header = f.read(100)
+    except OSError as error:  # /proc/self/mem, a disk failing
+        report.data["journal_mode"] = None
+        report.problem(
+            f"the file cannot be read ({error.strerror or error}).",
+            "point --db at the database file; if it is the right one, check the disk",
+        )
+        return False
     if not header:
         report.data["journal_mode"] = None
         report.warning(
@@ -269,6 +283,12 @@ def inspect(path: Path, quick: bool = False) -> tuple[Report, list[sqlite3.Row]]
     _stale_holders(report, path)
     if path.parent.is_dir():
         _free_space(report, path)
+    if (kind := not_a_file(path)) is not None:
+        report.problem(
+            f"{path} is not a database file: {kind}.",
+            "point --db / SHARED_CONTEXT_DB at the database file",
+        )
+        return report, []
     if not data["exists"]:
         report.problem(
             f"no database at {path}.",
