@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import struct
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -93,3 +96,27 @@ def test_the_bundle_icon_is_a_png_of_the_recommended_size() -> None:
     data = (ROOT / "bundle" / MANIFEST["icon"]).read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     assert struct.unpack(">II", data[16:24]) == (512, 512)
+
+
+WORKFLOW = ROOT / ".github" / "workflows" / "release.yml"
+
+
+def test_the_release_workflow_passes_the_workflow_linter() -> None:
+    zizmor = shutil.which("zizmor", path=str(Path(sys.executable).parent)) or "zizmor"
+    proc = subprocess.run(
+        [zizmor, "--offline", "--no-progress", str(WORKFLOW.parent)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_release_workflow_tests_three_platforms_and_publishes_only_by_trusted_publishing() -> (
+    None
+):
+    text = WORKFLOW.read_text()
+    assert "os: [ubuntu-latest, macos-latest, windows-latest]" in text
+    assert "id-token: write" in text and "pypa/gh-action-pypi-publish" in text
+    assert "password" not in text and "secrets." not in text
+    assert "twine check" in text
