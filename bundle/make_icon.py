@@ -1,5 +1,6 @@
-"""Writes bundle/icon.png (512x512, the size Claude Desktop recommends): three agents' dots joined to one shared board.
-Standard library only (zlib); run it again after changing the drawing."""
+"""Writes bundle/icon.png (512x512, the size Claude Desktop recommends): three agents'
+dots joined to one shared board. Standard library only (zlib); run it again after
+changing the drawing."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ def _inside_rounded_square(x: float, y: float, margin: float, radius: float) -> 
 
 def _near_segment(p: tuple[float, float], a: tuple[int, int], b: tuple[int, int]) -> float:
     (px, py), (ax, ay), (bx, by) = p, a, b
-    t = max(0.0, min(1.0, ((px - ax) * (bx - ax) + (py - ay) * (by - ay)) / ((bx - ax) ** 2 + (by - ay) ** 2)))
+    along = ((px - ax) * (bx - ax) + (py - ay) * (by - ay)) / ((bx - ax) ** 2 + (by - ay) ** 2)
+    t = max(0.0, min(1.0, along))
     return math.hypot(px - (ax + t * (bx - ax)), py - (ay + t * (by - ay)))
 
 
