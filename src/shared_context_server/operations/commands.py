@@ -125,9 +125,14 @@ async def _follow(
     async with anyio.create_task_group() as tg:
 
         async def stop_on_signal() -> None:
-            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                async for _ in signals:
-                    tg.cancel_scope.cancel()
+            try:
+                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    async for _ in signals:
+                        tg.cancel_scope.cancel()
+            except NotImplementedError:
+                # Windows' event loop takes no signal handlers: Ctrl-C arrives as
+                # KeyboardInterrupt instead, which main() turns into exit 130.
+                return
 
         tg.start_soon(stop_on_signal)
         tg.start_soon(database.listen)  # PostgreSQL's commits are heard, not looked for
@@ -171,9 +176,12 @@ def _export(args: argparse.Namespace, db: Target) -> int:
         return 0
     target = Path(args.output).expanduser().absolute()
     partial_file = target.with_name(f".{target.name}.{os.getpid()}.partial")
-    fd = os.open(partial_file, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
+    # O_BINARY (Windows only) and newline="": the file holds exactly `text`, LF line ends,
+    # on every platform; a text-mode descriptor would add a CR to each line.
+    flags = os.O_CREAT | os.O_TRUNC | os.O_WRONLY | getattr(os, "O_BINARY", 0)
+    fd = os.open(partial_file, flags, 0o600)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
             out.write(text)
         os.replace(partial_file, target)
     finally:
