@@ -6,11 +6,9 @@ Run on a SQLite file only: what is tested here never reaches an engine's differe
 
 from __future__ import annotations
 
-import fcntl
 import json
 import subprocess
 import sys
-import termios
 import threading
 from pathlib import Path
 from typing import Any
@@ -125,7 +123,9 @@ def test_requests_whose_id_is_null_a_float_or_an_object_get_invalid_request(
 
 
 def unread_bytes(fd: int) -> int:
-    """Bytes written into a pipe and not yet read by the other end."""
+    """Bytes written into a pipe and not yet read by the other end (POSIX's FIONREAD)."""
+    fcntl = pytest.importorskip("fcntl")
+    termios = pytest.importorskip("termios")
     buffer = bytearray(4)
     fcntl.ioctl(fd, termios.FIONREAD, buffer)
     return int.from_bytes(buffer, sys.byteorder)

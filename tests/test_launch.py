@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import pty
 import re
 import shlex
 import signal
@@ -204,6 +203,7 @@ def heartbeat_of(db: Path, pid: int) -> bool:
 async def test_started_from_a_terminal_it_says_what_it_is_and_ctrl_c_ends_it_at_once(
     tmp_path: Path,
 ) -> None:
+    pty = pytest.importorskip("pty")  # a pseudo-terminal: POSIX only
     leader, terminal = pty.openpty()
     db = tmp_path / "t.db"
     command = [sys.executable, "-m", "shared_context_server", "--db", str(db)]
