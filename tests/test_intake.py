@@ -6,12 +6,10 @@ Run on a SQLite file only: what is tested here never reaches an engine's differe
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import subprocess
 import sys
-import termios
 import threading
 from pathlib import Path
 from typing import Any
@@ -203,7 +201,9 @@ def test_a_session_uri_holding_a_lone_surrogate_is_invalid_params_on_the_wire(
 
 
 def unread_bytes(fd: int) -> int:
-    """Bytes written into a pipe and not yet read by the other end."""
+    """Bytes written into a pipe and not yet read by the other end (POSIX's FIONREAD)."""
+    fcntl = pytest.importorskip("fcntl")
+    termios = pytest.importorskip("termios")
     buffer = bytearray(4)
     fcntl.ioctl(fd, termios.FIONREAD, buffer)
     return int.from_bytes(buffer, sys.byteorder)

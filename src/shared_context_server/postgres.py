@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import anyio
 
-from shared_context_server.about import POSTGRES_DRIVER, POSTGRES_EXTRA, UPGRADE
+from shared_context_server.about import UPGRADE, driver_install_hint
 from shared_context_server.clock import utc_now
 from shared_context_server.errors import DatabaseBusy, InvalidInput, StorageError
 from shared_context_server.postgres_schema import (
@@ -68,8 +68,7 @@ def driver() -> Any:
         import psycopg
     except ImportError:
         raise StorageError(
-            f"a PostgreSQL --db needs the driver: pip install '{POSTGRES_EXTRA}' "
-            f"(with uvx: add --with '{POSTGRES_DRIVER}')."
+            f"a PostgreSQL --db needs the driver: {driver_install_hint()}."
         ) from None
     return psycopg
 

@@ -130,9 +130,14 @@ async def _follow(
     async with anyio.create_task_group() as tg:
 
         async def stop_on_signal() -> None:
-            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                async for _ in signals:
-                    tg.cancel_scope.cancel()
+            try:
+                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    async for _ in signals:
+                        tg.cancel_scope.cancel()
+            except NotImplementedError:
+                # Windows' event loop takes no signal handlers: Ctrl-C arrives as
+                # KeyboardInterrupt instead, which main() turns into exit 130.
+                return
 
         tg.start_soon(stop_on_signal)
         tg.start_soon(database.listen)  # PostgreSQL's commits are heard, not looked for

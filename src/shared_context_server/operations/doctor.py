@@ -12,6 +12,7 @@ import shutil
 import socket
 import sqlite3
 import stat
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +146,11 @@ def _size(path: Path) -> int:
 
 
 def _permissions(report: Report, path: Path) -> None:
+    if sys.platform == "win32":
+        # Windows has no permission bits: st_mode only mirrors the read-only attribute,
+        # so every file would look open to all. Access is the profile folder's ACL.
+        report.data["permissions"] = {}
+        return
     modes: dict[str, str] = {}
     for suffix in ("", "-wal", "-shm"):
         part = Path(f"{path}{suffix}")
