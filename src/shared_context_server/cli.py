@@ -38,11 +38,13 @@ from shared_context_server.config import (
     ENV_MAX_CONTENT,
     ENV_MAX_MEMORY,
     ENV_POLL_INTERVAL,
+    ENV_PUSH,
     ENV_STDIO,
     ENV_TOKEN_TTL,
     ENV_TOOLSETS,
     LOG_LEVELS,
     PRUNE_ARCHIVED_AFTER_DAYS,
+    PUSH_MODES,
     STDIO_TRANSPORTS,
     resolve_db_path,
     resolve_settings,
@@ -195,6 +197,13 @@ def _serve_flags() -> _Parser:
         default=s,
         choices=STDIO_TRANSPORTS,
         help=f"auto, or threads for the SDK's stdio transport ({ENV_STDIO}; default auto)",
+    )
+    flags.add_argument(
+        "--push",
+        default=s,
+        choices=PUSH_MODES,
+        help=f"push news into the session as Claude Code channel events: channels (for the "
+        f"agent) or channels-all (all in its sessions) ({ENV_PUSH}; default off)",
     )
     flags.add_argument(
         "--log-level",
