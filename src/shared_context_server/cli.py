@@ -291,6 +291,12 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_argument("--admin", action="store_true", default=argparse.SUPPRESS)
     config.add_argument("--name", default="shared-context", help="the server's name in the client")
     config.add_argument(
+        "--push",
+        default=argparse.SUPPRESS,
+        choices=PUSH_MODES[1:],
+        help="claude-code: push news into the session as channel events (see --help of serve)",
+    )
+    config.add_argument(
         "--local",
         action="store_true",
         help="run this installation's executable, not uvx (for pipx or a clone)",
@@ -452,6 +458,13 @@ def _serve(flags: dict[str, object]) -> int:
     return 0
 
 
+# Claude Code's channels reference: a channel of one's own is allowed per server, at start.
+CHANNELS_NOTE = (
+    "channels are a research preview of Claude Code (v2.1.80+): start it with "
+    "`claude --dangerously-load-development-channels server:{name}` to hear the pushes"
+)
+
+
 def _config(args: argparse.Namespace, db: Target) -> int:
     agent_id = getattr(args, "agent_id", None)
     agent_type = getattr(args, "agent_type", None)
@@ -475,6 +488,9 @@ def _config(args: argparse.Namespace, db: Target) -> int:
 
     explicit_db = db if getattr(args, "db", None) or os.environ.get(ENV_DB) else None
     admin = getattr(args, "admin", False)
+    push = getattr(args, "push", None)
+    if push and (args.hooks or args.client not in ("claude-code", "generic")):
+        return _fail("--push is for claude-code (or generic): other hosts take no channel events.")
     if args.hooks:
         if args.client != "claude-code":
             return _fail("--hooks is for claude-code: other hosts have no such hooks.")
@@ -495,10 +511,13 @@ def _config(args: argparse.Namespace, db: Target) -> int:
             db=explicit_db,
             admin=admin,
             local=args.local,
+            push=push,
         )
         where = CLIENTS[args.client]
     print(text)
     note(f"# {args.client}: {where}")
+    if push and args.client == "claude-code":
+        note(f"# {CHANNELS_NOTE.format(name=args.name)}")
     if not agent_id:
         note(
             "# no --agent-id: the agent will be named after the client, so two agents of "

@@ -102,10 +102,13 @@ def render_config(
     db: Target | None = None,
     admin: bool = False,
     local: bool = False,
+    push: str | None = None,
 ) -> str:
     """The exact text for `client`: JSON for most, a `claude mcp add` command for Claude Code."""
     command, *prefix = server_command(local, db)
     args = prefix + server_args(agent_id, agent_type, db, admin)
+    if push:
+        args += ["--push", push]
     if client == "claude-code":
         return shlex.join(["claude", "mcp", "add", name, "--", command, *args])
     entry: dict[str, Any] = {"command": command, "args": args}
