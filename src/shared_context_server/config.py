@@ -137,6 +137,7 @@ class Settings:
             "maintenance_interval_s": self.maintenance_interval_s,
             "archive_after_days": self.archive_after_days,
             "audit_retention_days": self.audit_retention_days,
+            "push": self.push,
         }
 
 
