@@ -70,9 +70,7 @@ async def test_messages_before_the_process_started_are_not_pushed(db: Store) -> 
     assert await take_pushes(db, BOB, await last_message_id(db)) == []
 
 
-async def test_a_pushed_message_is_still_in_the_inbox_but_not_mentioned_again(
-    db: Store, tmp_path: Path
-) -> None:
+async def test_a_pushed_message_is_still_in_the_inbox_but_not_mentioned_again(db: Store) -> None:
     sid = (await sessions.create_session(db, ALICE, "review"))["id"]
     floor = await last_message_id(db)
     await messages.add_message(db, ALICE, sid, "hand-off", metadata={"to": ["bob"]})
@@ -156,8 +154,11 @@ async def test_the_channel_capability_is_declared_only_when_pushing(
     )
     async with handshake_client(settings) as session:
         # initialize() again returns the result of the handshake already done
-        declared = (await session.initialize()).capabilities.experimental or {}
+        result = await session.initialize()
+        declared = result.capabilities.experimental or {}
         assert (CAPABILITY in declared) == (push != "off")
+        # The instructions (Claude Code's system prompt) say what the events are.
+        assert ("channel events" in (result.instructions or "")) == (push != "off")
 
 
 class Channel:
