@@ -108,7 +108,7 @@ async def handshake_client(
 
         async def run_server() -> None:
             try:
-                await server.run(*server_streams, init_options(server))
+                await server.run(*server_streams, init_options(server, settings))
             finally:
                 done.set()
 

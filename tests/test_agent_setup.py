@@ -76,6 +76,8 @@ async def test_config_hooks_wires_the_hook_with_the_mcp_entrys_identity_and_file
         (("config", "claude-code", "--hooks"), "--hooks needs --agent-id"),
         (("config", "cursor", "--hooks", "--agent-id", "a"), "--hooks is for claude-code"),
         (("config",), "config needs a client"),
+        (("config", "codex", "--push", "channels"), "--push is for claude-code"),
+        (("config", "claude-code", "--hooks", "--agent-id", "a", "--push", "channels"), "--push"),
     ],
 )
 def test_config_refuses_what_it_cannot_print(args: tuple[str, ...], said: str) -> None:
@@ -123,6 +125,13 @@ def test_the_tools_reference_table_of_profiles_gives_each_size() -> None:
         row = re.search(rf"^\| `{profile}` \| [^|]*\| ([\d.]+) KB \|", readme, re.M)
         assert row, f"docs/TOOLS.md: no row for the {profile} profile"
         assert float(row.group(1)) == round(size / 1000, 1), profile
+
+
+def test_config_push_adds_the_flag_to_the_entry_and_says_how_claude_code_hears_it() -> None:
+    proc = run("config", "claude-code", "--agent-id", "main", "--push", "channels", "--name", "sc")
+    add = shlex.split(proc.stdout)
+    assert add[-3:] == ["main", "--push", "channels"]
+    assert "claude --dangerously-load-development-channels server:sc" in proc.stderr
 
 
 def test_the_readme_codex_block_is_what_config_codex_prints() -> None:

@@ -38,11 +38,13 @@ from shared_context_server.config import (
     ENV_MAX_CONTENT,
     ENV_MAX_MEMORY,
     ENV_POLL_INTERVAL,
+    ENV_PUSH,
     ENV_STDIO,
     ENV_TOKEN_TTL,
     ENV_TOOLSETS,
     LOG_LEVELS,
     PRUNE_ARCHIVED_AFTER_DAYS,
+    PUSH_MODES,
     STDIO_TRANSPORTS,
     resolve_db_path,
     resolve_settings,
@@ -195,6 +197,13 @@ def _serve_flags() -> _Parser:
         default=s,
         choices=STDIO_TRANSPORTS,
         help=f"auto, or threads for the SDK's stdio transport ({ENV_STDIO}; default auto)",
+    )
+    flags.add_argument(
+        "--push",
+        default=s,
+        choices=PUSH_MODES,
+        help=f"push news into the session as Claude Code channel events: channels (for the "
+        f"agent) or channels-all (all in its sessions) ({ENV_PUSH}; default off)",
     )
     flags.add_argument(
         "--log-level",
@@ -462,6 +471,13 @@ def _other_serve_flags(args: argparse.Namespace) -> list[str]:
     return words
 
 
+# Claude Code's channels reference: a channel of one's own is allowed per server, at start.
+CHANNELS_NOTE = (
+    "channels are a research preview of Claude Code (v2.1.80+): start it with "
+    "`claude --dangerously-load-development-channels server:{name}` to hear the pushes"
+)
+
+
 def _config(args: argparse.Namespace, db: Target) -> int:
     agent_id = getattr(args, "agent_id", None)
     agent_type = getattr(args, "agent_type", None)
@@ -488,6 +504,9 @@ def _config(args: argparse.Namespace, db: Target) -> int:
 
     explicit_db = db if getattr(args, "db", None) or os.environ.get(ENV_DB) else None
     admin = getattr(args, "admin", False)
+    push = getattr(args, "push", None)
+    if push and (args.hooks or args.client not in ("claude-code", "generic")):
+        return _fail("--push is for claude-code (or generic): other hosts take no channel events.")
     if args.hooks:
         if args.client != "claude-code":
             return _fail("--hooks is for claude-code: other hosts have no such hooks.")
@@ -515,6 +534,8 @@ def _config(args: argparse.Namespace, db: Target) -> int:
         where = CLIENTS[args.client]
     print(text)
     note(f"# {args.client}: {where}")
+    if push and args.client == "claude-code":
+        note(f"# {CHANNELS_NOTE.format(name=args.name)}")
     if not agent_id:
         note(
             "# no --agent-id: the agent will be named after the client, so two agents of "

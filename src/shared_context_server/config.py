@@ -9,7 +9,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from shared_context_server.blackboard.changes import DEFAULT_POLL_INTERVAL
 from shared_context_server.blackboard.identity import check_name, check_process_id
@@ -41,6 +41,7 @@ ENV_AUDIT_RETENTION = "SHARED_CONTEXT_AUDIT_RETENTION_DAYS"
 ENV_MAINTENANCE_INTERVAL = "SHARED_CONTEXT_MAINTENANCE_INTERVAL"
 ENV_STDIO = "SHARED_CONTEXT_STDIO"
 ENV_RECORDS_URL = "SHARED_CONTEXT_RECORDS_URL"
+ENV_PUSH = "SHARED_CONTEXT_PUSH"
 
 # The groups of tools a process can offer; `core` alone by default keeps the tool list small.
 # `minimal` is the part of core a worker agent needs (server/toolsets.py says which).
@@ -73,9 +74,15 @@ ENVIRONMENT: dict[str, str] = {
     ENV_MAINTENANCE_INTERVAL: "seconds between maintenance rounds "
     f"(default {DEFAULT_INTERVAL_S:g})",
     ENV_STDIO: "threads: the SDK's threaded stdio transport (default auto)",
+    ENV_PUSH: "channels pushes messages for the agent into a Claude Code session, "
+    "channels-all every message in its sessions (default off)",
 }
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+# off: nothing pushed; channels: messages for the agent, as Claude Code channel events
+# (server/channels.py); channels-all: every message in its sessions.
+PushMode = Literal["off", "channels", "channels-all"]
+PUSH_MODES: tuple[PushMode, ...] = ("off", "channels", "channels-all")
 # auto: the event loop's own pipes when stdin and stdout are pipes; threads: the SDK's.
 STDIO_TRANSPORTS = ("auto", "threads")
 # Below 10 ms polling costs CPU for nothing; above 5 s real time stops being real.
@@ -110,6 +117,7 @@ class Settings:
     archive_after_days: int = DEFAULT_ARCHIVE_AFTER_DAYS
     audit_retention_days: int = DEFAULT_AUDIT_RETENTION_DAYS
     stdio: Literal["auto", "threads"] = "auto"
+    push: PushMode = "off"
 
     def policy(self) -> Policy:
         """What this process's maintenance rounds act on, when it holds the lease."""
@@ -129,6 +137,7 @@ class Settings:
             "maintenance_interval_s": self.maintenance_interval_s,
             "archive_after_days": self.archive_after_days,
             "audit_retention_days": self.audit_retention_days,
+            "push": self.push,
         }
 
 
@@ -222,6 +231,11 @@ def resolve_settings(flags: Mapping[str, Any], environ: Mapping[str, str] = os.e
         raise InvalidInput(
             f"{ENV_STDIO} must be one of {', '.join(STDIO_TRANSPORTS)}; got {stdio!r}."
         )
+    push = (flags.get("push") or environ.get(ENV_PUSH) or "off").lower()
+    if push not in PUSH_MODES:
+        raise InvalidInput(
+            f"--push / {ENV_PUSH} must be one of {', '.join(PUSH_MODES)}; got {push!r}."
+        )
     return Settings(
         db_path=resolve_db_path(flags.get("db"), environ),
         agent_id=agent_id,
@@ -238,6 +252,7 @@ def resolve_settings(flags: Mapping[str, Any], environ: Mapping[str, str] = os.e
         archive_after_days=DEFAULT_ARCHIVE_AFTER_DAYS if archive is None else archive,
         audit_retention_days=retention,
         stdio="threads" if stdio == "threads" else "auto",
+        push=cast(PushMode, push),
     )
 
 

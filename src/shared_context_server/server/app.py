@@ -37,7 +37,7 @@ from shared_context_server.errors import (
     TokenInvalid,
 )
 from shared_context_server.instructions import AGENT_INSTRUCTIONS
-from shared_context_server.server import render, resources
+from shared_context_server.server import channels, render, resources
 from shared_context_server.server.models import Input
 from shared_context_server.server.state import AppState
 from shared_context_server.server.stdio import stdio_streams
@@ -182,7 +182,7 @@ def build_server(
     server: Server[AppState] = Server(
         PACKAGE,
         version=package_version(),
-        instructions=INSTRUCTIONS,
+        instructions=INSTRUCTIONS + (channels.INSTRUCTIONS if settings.push != "off" else ""),
         lifespan=lifespan,
         on_list_tools=list_tools,
         on_call_tool=call_tool,
@@ -235,6 +235,8 @@ async def _running(
             tg.start_soon(indexer.run)
             holder = new_holder_id()
             tg.start_soon(run_maintenance, database, holder, settings.policy())
+            if settings.push != "off":
+                tg.start_soon(channels.push_news, state)
             try:
                 yield state
             finally:
@@ -254,9 +256,10 @@ async def _running(
         stop_indexing()
 
 
-def init_options(server: Server[AppState]) -> InitializationOptions:
+def init_options(server: Server[AppState], settings: Settings) -> InitializationOptions:
     return server.create_initialization_options(
-        notification_options=NotificationOptions(resources_changed=True)
+        notification_options=NotificationOptions(resources_changed=True),
+        experimental_capabilities=channels.experimental_capabilities(settings.push),
     )
 
 
@@ -287,7 +290,7 @@ async def serve_stdio(settings: Settings, interactive: bool = False) -> None:
             async with anyio.create_task_group() as tg:
                 if interactive:
                     tg.start_soon(_cancel_on_ctrl_c, tg.cancel_scope, ctrl_c)
-                await server.run(read_stream, write_stream, init_options(server))
+                await server.run(read_stream, write_stream, init_options(server, settings))
                 tg.cancel_scope.cancel()
             interrupted = ctrl_c.is_set()
             if interrupted:

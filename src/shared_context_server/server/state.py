@@ -59,6 +59,10 @@ class AppState:
 
     def process_agent(self, ctx: ServerRequestContext[AppState]) -> Agent:
         """This process's agent: --agent-id, else the env variable, else the client's name."""
+        return self.agent_for(ctx.session)
+
+    def agent_for(self, session: ServerSession) -> Agent:
+        """The agent of this process as the client of `session` makes it."""
         settings = self.settings
         permissions: frozenset[Permission] = (
             DEFAULT_PERMISSIONS | {"admin"} if settings.admin else DEFAULT_PERMISSIONS
@@ -67,7 +71,7 @@ class AppState:
             return Agent(
                 settings.agent_id, settings.agent_type, permissions, settings.agent_id_source
             )
-        params = ctx.session.client_params
+        params = session.client_params
         name = client_agent_id(params.client_info.name) if params is not None else ""
         if name:
             return Agent(name, settings.agent_type, permissions, "client_info")
