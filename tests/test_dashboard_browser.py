@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
-from shared_context_server.store import Target
+from shared_context_server.storage.seam import Target
 from tests.conftest import ok, spawn
 from tests.dashboard_process import HOSTILE, SECRETS, blackboard, dashboard
 

@@ -14,10 +14,11 @@ from typing import Any
 import jsonschema
 import pytest
 
-from shared_context_server import config, db, hook
+from shared_context_server import config, hook
 from shared_context_server.blackboard import messages, sessions
 from shared_context_server.blackboard.identity import Agent
-from shared_context_server.store import Target, open_store
+from shared_context_server.storage.seam import Target, open_store
+from shared_context_server.storage.sqlite import database as db
 from tests.conftest import ALICE, BOB, CAROL
 
 # The facts of Claude Code's hooks reference (https://code.claude.com/docs/en/hooks) that

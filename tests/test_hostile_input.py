@@ -16,13 +16,13 @@ import pytest
 from shared_context_server.blackboard.identity import Agent, check_name
 from shared_context_server.blackboard.limits import MAX_JSON_DEPTH, json_depth
 from shared_context_server.blackboard.records import rows
-from shared_context_server.blackboard.records.store import RecordsStore
+from shared_context_server.blackboard.records.location import RecordsStore
 from shared_context_server.blackboard.tokens import authenticate_agent
 from shared_context_server.config import Settings
-from shared_context_server.db import Database
 from shared_context_server.errors import BlackboardError, InvalidInput
 from shared_context_server.server.state import client_agent_id
-from shared_context_server.store import Target
+from shared_context_server.storage.seam import Target
+from shared_context_server.storage.sqlite.database import Database
 from tests.conftest import ALICE, ENGINES, ERAS, connect, fails, ok, run_cli
 
 

@@ -16,9 +16,9 @@ import psycopg
 import pytest
 
 from shared_context_server.errors import DatabaseBusy, StorageError
-from shared_context_server.postgres import PgDatabase, PgUnit, to_pyformat
-from shared_context_server.postgres_schema import SCHEMA_VERSION
-from shared_context_server.store import Conn
+from shared_context_server.storage.postgres.database import PgDatabase, PgUnit, to_pyformat
+from shared_context_server.storage.postgres.schema import SCHEMA_VERSION
+from shared_context_server.storage.seam import Conn
 from tests.pg_cluster import Cluster, free_port
 
 CLI = [sys.executable, "-m", "shared_context_server"]
@@ -40,7 +40,7 @@ def test_twenty_processes_starting_on_an_empty_database_migrate_once(pg_url: str
     code = textwrap.dedent(
         """
         import sys, anyio
-        from shared_context_server.postgres import PgDatabase
+        from shared_context_server.storage.postgres.database import PgDatabase
         async def main():
             db = await PgDatabase.open(sys.argv[1])
             print(await db.schema_version())

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from shared_context_server.blackboard import memory, search, sessions
-from shared_context_server.db import Database
-from shared_context_server.store import Store
+from shared_context_server.storage.seam import Store
+from shared_context_server.storage.sqlite.database import Database
 from tests.conftest import ALICE, BOB
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from shared_context_server.blackboard.records import rows
-from shared_context_server.blackboard.records.store import RecordsStore
+from shared_context_server.blackboard.records.location import RecordsStore
 from shared_context_server.config import Settings
 from shared_context_server.errors import BlackboardError
 from tests.conftest import ALICE, connect, fails, ok

@@ -144,8 +144,8 @@ class Blackboard:
 
     def _open_postgres(self, url: str) -> None:
         # Imported only for a URL: a file's hook never loads the driver.
-        from shared_context_server import postgres
         from shared_context_server.errors import StorageError
+        from shared_context_server.storage.postgres import database as postgres
 
         try:
             self._pg = postgres.connect_sync(url)

@@ -33,7 +33,7 @@ from shared_context_server.blackboard.messages import add_message
 from shared_context_server.blackboard.search import index_pending
 from shared_context_server.blackboard.sessions import create_session
 from shared_context_server.clock import iso
-from shared_context_server.db import Database
+from shared_context_server.storage.sqlite.database import Database
 
 sys.path.insert(0, str(Path(__file__).parents[2]))
 from tests.dashboard_process import dashboard

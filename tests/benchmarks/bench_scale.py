@@ -71,7 +71,7 @@ from shared_context_server.blackboard.search import (  # noqa: E402
     SET_WATERMARK,
     WATERMARK,
 )
-from shared_context_server.db import Database  # noqa: E402
+from shared_context_server.storage.sqlite.database import Database  # noqa: E402
 
 SIZES = (1_000, 100_000, 1_000_000)
 AGENTS = [f"agent-{i:02d}" for i in range(20)]

@@ -41,7 +41,7 @@ sys.path.insert(0, str(REPO_ROOT))
 from tests.corpus import COMMON, corpus, with_typo  # noqa: E402
 
 from shared_context_server.blackboard.search import index_pending  # noqa: E402
-from shared_context_server.db import Database  # noqa: E402
+from shared_context_server.storage.sqlite.database import Database  # noqa: E402
 
 KINDS = ("typo", "mixed", "common")
 

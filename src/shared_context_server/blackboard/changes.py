@@ -24,7 +24,7 @@ from shared_context_server.blackboard.identity import VISIBLE_SQL, Agent, visibl
 from shared_context_server.blackboard.limits import DEFAULT_LIMITS, DEFAULT_WAIT_S, Limits
 from shared_context_server.blackboard.messages import Page, get_context
 from shared_context_server.errors import BlackboardError, InvalidInput
-from shared_context_server.store import Change, Store
+from shared_context_server.storage.seam import Change, Store
 
 logger = logging.getLogger(__name__)
 

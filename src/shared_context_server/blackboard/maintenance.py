@@ -26,7 +26,7 @@ from shared_context_server.blackboard.sessions import archive_idle_sessions
 from shared_context_server.blackboard.tokens import sweep_expired_tokens
 from shared_context_server.clock import iso, now_utc
 from shared_context_server.errors import BlackboardError, DatabaseBusy
-from shared_context_server.store import Store
+from shared_context_server.storage.seam import Store
 
 logger = logging.getLogger(__name__)
 

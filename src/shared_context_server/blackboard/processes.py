@@ -23,7 +23,7 @@ import anyio
 
 from shared_context_server.clock import iso, utc_now
 from shared_context_server.errors import BlackboardError
-from shared_context_server.store import Conn, Row, Store
+from shared_context_server.storage.seam import Conn, Row, Store
 
 logger = logging.getLogger(__name__)
 

@@ -57,7 +57,7 @@ from shared_context_server.blackboard.limits import (
 from shared_context_server.blackboard.messages import MESSAGE_COLUMNS, message_dict
 from shared_context_server.blackboard.sessions import require_session
 from shared_context_server.errors import BlackboardError, DatabaseBusy, InvalidInput
-from shared_context_server.store import Conn, Row, Store
+from shared_context_server.storage.seam import Conn, Row, Store
 
 logger = logging.getLogger(__name__)
 

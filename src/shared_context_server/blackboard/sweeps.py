@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared_context_server.store import Engine, Store
+from shared_context_server.storage.seam import Engine, Store
 
 # Every table's row address, per engine.
 ROW_KEY: dict[Engine, str] = {"sqlite": "rowid", "postgres": "ctid"}

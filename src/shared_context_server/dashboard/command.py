@@ -20,9 +20,9 @@ from shared_context_server.dashboard.live import Changes
 from shared_context_server.dashboard.reads import Reader
 from shared_context_server.dashboard.web import build_app
 from shared_context_server.errors import InvalidInput, StorageError
-from shared_context_server.operations.store import open_existing
+from shared_context_server.operations.opening import open_existing
 from shared_context_server.operations.viewers import choose_viewer, describe
-from shared_context_server.store import Store, Target
+from shared_context_server.storage.seam import Store, Target
 from shared_context_server.terminal import note
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")

@@ -26,8 +26,8 @@ from shared_context_server.config import audit_retention
 from shared_context_server.errors import Conflict, InvalidInput
 from shared_context_server.operations.backup import backup
 from shared_context_server.operations.doctor import diagnose
+from shared_context_server.operations.opening import open_existing
 from shared_context_server.operations.prune import PruneOptions, prune
-from shared_context_server.operations.store import open_existing
 from shared_context_server.operations.transfer import (
     export_session,
     import_session,
@@ -37,7 +37,7 @@ from shared_context_server.operations.transfer import (
 )
 from shared_context_server.operations.viewers import ADMIN_VIEWER, choose_viewer, describe
 from shared_context_server.operations.watch import follow, latest_messages, session_overview
-from shared_context_server.store import Store, Target, is_postgres_url, open_store, shown
+from shared_context_server.storage.seam import Store, Target, is_postgres_url, open_store, shown
 from shared_context_server.terminal import (
     MessagePrinter,
     Progress,

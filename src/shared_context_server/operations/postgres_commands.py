@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from shared_context_server.blackboard.processes import stale_cutoff
-from shared_context_server.postgres import PgDatabase
-from shared_context_server.postgres_schema import SCHEMA_VERSION
-from shared_context_server.store import redact
+from shared_context_server.storage.postgres.database import PgDatabase
+from shared_context_server.storage.postgres.schema import SCHEMA_VERSION
+from shared_context_server.storage.seam import redact
 
 PROG = "shared-context-server"
 SERVER_FACTS = (

@@ -23,7 +23,7 @@ from shared_context_server.blackboard.sweeps import (
 )
 from shared_context_server.clock import iso
 from shared_context_server.config import PRUNE_ARCHIVED_AFTER_DAYS
-from shared_context_server.store import Conn, Store
+from shared_context_server.storage.seam import Conn, Store
 from shared_context_server.terminal import counted
 
 BATCH = 200

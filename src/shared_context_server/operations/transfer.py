@@ -35,7 +35,7 @@ from shared_context_server.clock import utc_now
 from shared_context_server.errors import BlackboardError, InvalidInput
 from shared_context_server.operations.viewers import ADMIN_VIEWER, PUBLIC_VIEWER
 from shared_context_server.operations.watch import all_messages, count_visible
-from shared_context_server.store import Conn, Store
+from shared_context_server.storage.seam import Conn, Store
 from shared_context_server.terminal import counted
 
 FORMAT = "shared-context-server/session"

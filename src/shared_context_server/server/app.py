@@ -42,10 +42,10 @@ from shared_context_server.server.models import Input
 from shared_context_server.server.state import AppState
 from shared_context_server.server.stdio import stdio_streams
 from shared_context_server.server.toolsets import tool_list_for, tools_for
-from shared_context_server.store import Store, open_store
+from shared_context_server.storage.seam import Store, open_store
 
 if TYPE_CHECKING:  # the records toolset is imported only when it is offered
-    from shared_context_server.blackboard.records.store import RecordsStore
+    from shared_context_server.blackboard.records.location import RecordsStore
 
 logger = logging.getLogger(__name__)
 
@@ -261,7 +261,7 @@ def init_options(server: Server[AppState]) -> InitializationOptions:
 async def open_records(settings: Settings, db: Store) -> RecordsStore:
     """The shared tables of the blackboard `db`: the file beside it (SQLite), or the
     records schema of its database (PostgreSQL). Raises StorageError."""
-    from shared_context_server.blackboard.records.store import RecordsStore
+    from shared_context_server.blackboard.records.location import RecordsStore
 
     return await RecordsStore.beside(db, allow_raw_writes=settings.allow_raw_writes)
 

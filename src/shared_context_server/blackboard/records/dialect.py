@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared_context_server.store import Engine
+from shared_context_server.storage.seam import Engine
 
 SCHEMA = "records"
 

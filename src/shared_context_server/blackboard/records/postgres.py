@@ -13,7 +13,7 @@ import logging
 from typing import Any
 
 from shared_context_server.blackboard.records.dialect import SCHEMA
-from shared_context_server.store import Conn, Store
+from shared_context_server.storage.seam import Conn, Store
 
 logger = logging.getLogger(__name__)
 

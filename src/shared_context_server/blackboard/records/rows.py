@@ -21,6 +21,7 @@ from shared_context_server.blackboard.records.failures import (
     is_postgres_error,
     sql_error,
 )
+from shared_context_server.blackboard.records.location import RecordsStore
 from shared_context_server.blackboard.records.raw import RawQueries
 from shared_context_server.blackboard.records.schema import (
     IDENTIFIER,
@@ -36,9 +37,8 @@ from shared_context_server.blackboard.records.schema import (
     make_table,
     quote,
 )
-from shared_context_server.blackboard.records.store import RecordsStore
 from shared_context_server.errors import BlackboardError, InvalidInput
-from shared_context_server.store import Conn
+from shared_context_server.storage.seam import Conn
 
 OPERATORS = ("=", "!=", "<", "<=", ">", ">=", "like", "in", "is_null")
 # SQLite matches a LIKE pattern in one step, in time that grows with the pattern's length

@@ -18,7 +18,7 @@ from typing import Any
 
 from shared_context_server.blackboard.records.dialect import HIDDEN_ROW_ID, SQLITE, Dialect
 from shared_context_server.errors import Conflict, InvalidInput, LimitExceeded, NotFound
-from shared_context_server.store import Conn, Row, Store
+from shared_context_server.storage.seam import Conn, Row, Store
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 # Names SQLite gives the hidden row id; a column with one of them would shadow it (and on

@@ -171,9 +171,9 @@ async def open_store(target: Target, *, migrate: bool = True) -> Store:
     imported only when used: serving a file never loads PostgreSQL's driver or engine.
     Raises StorageError."""
     if is_postgres_url(target):
-        from shared_context_server.postgres import PgDatabase
+        from shared_context_server.storage.postgres.database import PgDatabase
 
         return await PgDatabase.open(str(target).strip(), migrate=migrate)
-    from shared_context_server.db import Database
+    from shared_context_server.storage.sqlite.database import Database
 
     return await Database.open(Path(target), migrate=migrate)

@@ -25,14 +25,14 @@ import anyio
 from shared_context_server.about import POSTGRES_DRIVER, POSTGRES_EXTRA, UPGRADE
 from shared_context_server.clock import utc_now
 from shared_context_server.errors import DatabaseBusy, InvalidInput, StorageError
-from shared_context_server.postgres_schema import (
+from shared_context_server.storage.postgres.schema import (
     MIGRATIONS,
     MISSING_EXTENSION,
     SCHEMA_EXISTS,
     SCHEMA_VERSION,
     SELECT_VERSION,
 )
-from shared_context_server.store import Change, Conn, Engine, Row, redact
+from shared_context_server.storage.seam import Change, Conn, Engine, Row, redact
 
 if TYPE_CHECKING:
     import psycopg
@@ -409,7 +409,7 @@ class PgDatabase:
     async def listen(self) -> None:
         """Hear every commit's notification until cancelled, reconnecting when the server
         goes away (then everything since may be news: RESYNC)."""
-        from shared_context_server.postgres_listen import RESYNC, PgListener
+        from shared_context_server.storage.postgres.listen import RESYNC, PgListener
 
         listener = PgListener(self.url, [CHANNEL])
         try:

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
-from shared_context_server.store import Conn
+from shared_context_server.storage.seam import Conn
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from shared_context_server.blackboard.records.dialect import DIALECTS, SQLITE, D
 from shared_context_server.blackboard.records.raw import RawQueries
 from shared_context_server.blackboard.records.raw_pg import InsideLog, PgRawQueries
 from shared_context_server.blackboard.records.schema import Table
-from shared_context_server.store import Conn, Store, Target, is_postgres_url
+from shared_context_server.storage.seam import Conn, Store, Target, is_postgres_url
 
 # (agent, action = the tool's name, table(s), rows changed), called after each commit.
 WriteHook = Callable[[Agent, str, str, int], Awaitable[None]]
@@ -64,7 +64,7 @@ class RecordsStore:
         """The records file at `target` (created if needed), or the records schema of the
         PostgreSQL database at a URL (its blackboard migrated). Raises StorageError."""
         if is_postgres_url(target):
-            from shared_context_server.store import open_store
+            from shared_context_server.storage.seam import open_store
 
             return await cls._on_postgres(
                 await open_store(target),
@@ -73,7 +73,7 @@ class RecordsStore:
                 seconds=raw_query_seconds,
                 max_rows=max_raw_rows,
             )
-        from shared_context_server.db import Database
+        from shared_context_server.storage.sqlite.database import Database
 
         path = Path(target)
         db = await Database.open(path, migrate=False)

@@ -29,8 +29,8 @@ import platformdirs
 
 from shared_context_server.clock import utc_now
 from shared_context_server.errors import DatabaseBusy, StorageError, StorageFull, StorageReadOnly
-from shared_context_server.migrations import MIGRATIONS, SCHEMA_VERSION
-from shared_context_server.storage import (
+from shared_context_server.storage.seam import Change, Conn, Engine, Row
+from shared_context_server.storage.sqlite.faults import (
     APPLICATION_ID,
     FileIdentity,
     foreign_file,
@@ -38,8 +38,8 @@ from shared_context_server.storage import (
     storage_fault,
     upgrade_message,
 )
-from shared_context_server.store import Change, Conn, Engine, Row
-from shared_context_server.transactions import (
+from shared_context_server.storage.sqlite.schema import MIGRATIONS, SCHEMA_VERSION
+from shared_context_server.storage.sqlite.transactions import (
     BeginBusy,
     begin,
     fetch_at_most,
@@ -50,9 +50,9 @@ from shared_context_server.transactions import (
 )
 
 # Re-exported (`as`): the domain modules import these from here.
-from shared_context_server.transactions import Fetched as Fetched
-from shared_context_server.transactions import Params as Params
-from shared_context_server.transactions import Transaction as Transaction
+from shared_context_server.storage.sqlite.transactions import Fetched as Fetched
+from shared_context_server.storage.sqlite.transactions import Params as Params
+from shared_context_server.storage.sqlite.transactions import Transaction as Transaction
 
 logger = logging.getLogger(__name__)
 
