@@ -15,7 +15,8 @@ from shared_context_server.blackboard.changes import ChangeFeed
 from shared_context_server.blackboard.identity import Agent
 from shared_context_server.blackboard.inbox import check_inbox
 from shared_context_server.errors import InvalidInput
-from shared_context_server.storage.seam import Store, Target, open_store
+from shared_context_server.storage.opener import open_store
+from shared_context_server.storage.seam import Store, Target
 from shared_context_server.storage.sqlite.database import Database
 from tests.conftest import ALICE, BOB, CAROL, fails, ok, poll_until, spawn
 

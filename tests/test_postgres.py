@@ -16,8 +16,9 @@ import psycopg
 import pytest
 
 from shared_context_server.errors import DatabaseBusy, StorageError
-from shared_context_server.storage.postgres.database import PgDatabase, PgUnit, to_pyformat
+from shared_context_server.storage.postgres.database import PgDatabase
 from shared_context_server.storage.postgres.schema import SCHEMA_VERSION
+from shared_context_server.storage.postgres.unit import PgUnit, to_pyformat
 from shared_context_server.storage.seam import Conn
 from tests.pg_cluster import Cluster, free_port
 

@@ -25,8 +25,9 @@ from shared_context_server.blackboard.identity import Agent
 from shared_context_server.blackboard.visibility import visible_to
 from shared_context_server.errors import StorageError
 from shared_context_server.operations import watch
-from shared_context_server.storage.postgres.database import PgDatabase, to_pyformat
+from shared_context_server.storage.postgres.database import PgDatabase
 from shared_context_server.storage.postgres.schema import CHANNEL
+from shared_context_server.storage.postgres.unit import to_pyformat
 from shared_context_server.storage.sqlite.database import Database
 from tests.pg_cluster import Cluster
 

@@ -20,7 +20,8 @@ from shared_context_server.blackboard.records.location import RecordsStore
 from shared_context_server.blackboard.records.postgres import CONFINED_ROLE
 from shared_context_server.blackboard.records.raw_pg import PgRawQueries
 from shared_context_server.errors import BlackboardError
-from shared_context_server.storage.seam import Target, open_store
+from shared_context_server.storage.opener import open_store
+from shared_context_server.storage.seam import Target
 from tests.conftest import ALICE, BOB, ENGINES
 
 TASKS = {"title": "TEXT NOT NULL", "claimed_by": "TEXT", "priority": "INTEGER", "done": "BOOLEAN"}

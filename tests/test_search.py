@@ -15,7 +15,8 @@ from shared_context_server.blackboard import messages, search, sessions
 from shared_context_server.clock import utc_now
 from shared_context_server.config import Settings
 from shared_context_server.errors import InvalidInput, SessionNotFound
-from shared_context_server.storage.seam import Conn, Store, Target, open_store
+from shared_context_server.storage.opener import open_store
+from shared_context_server.storage.seam import Conn, Store, Target
 from shared_context_server.storage.sqlite.database import Database
 from shared_context_server.storage.sqlite.schema import MIGRATIONS
 from tests.conftest import ADMIN, ALICE, BOB, CAROL, ERAS, connect, fails, ok

@@ -55,8 +55,8 @@ from shared_context_server.errors import (
 from shared_context_server.hook import HOSTS as HOOK_HOSTS
 from shared_context_server.instructions import AGENT_INSTRUCTIONS
 from shared_context_server.operations.client_config import CLIENTS, render_config
+from shared_context_server.storage.opener import default_db_path
 from shared_context_server.storage.seam import Target
-from shared_context_server.storage.sqlite.database import default_db_path
 from shared_context_server.terminal import note
 
 PROG = "shared-context-server"

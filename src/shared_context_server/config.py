@@ -22,8 +22,8 @@ from shared_context_server.blackboard.maintenance import (
 )
 from shared_context_server.blackboard.tokens import DEFAULT_TTL_S, MAX_TTL_S
 from shared_context_server.errors import InvalidInput
-from shared_context_server.storage.seam import Target, is_postgres_url
-from shared_context_server.storage.sqlite.database import default_db_path
+from shared_context_server.storage.opener import default_db_path, is_postgres_url
+from shared_context_server.storage.seam import Target
 
 ENV_DB = "SHARED_CONTEXT_DB"
 ENV_AGENT_ID = "SHARED_CONTEXT_AGENT_ID"

@@ -145,14 +145,15 @@ class Blackboard:
     def _open_postgres(self, url: str) -> None:
         # Imported only for a URL: a file's hook never loads the driver.
         from shared_context_server.errors import StorageError
-        from shared_context_server.storage.postgres import database as postgres
+        from shared_context_server.storage.postgres.connect import connect_sync
+        from shared_context_server.storage.postgres.unit import PgConn
 
         try:
-            self._pg = postgres.connect_sync(url)
+            self._pg = connect_sync(url)
         except StorageError as error:
             raise Skip(str(error)) from None
         self._pg.execute(f"SET lock_timeout = {WRITE_WAIT_MS}")
-        self.conn = postgres.PgConn(self._pg)
+        self.conn = PgConn(self._pg)
 
     def record(self, work: Any) -> None:
         if self._pg is not None:

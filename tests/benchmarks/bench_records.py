@@ -80,7 +80,7 @@ async def run_domain(target: Target, calls: int) -> dict[str, list[float]]:
     from shared_context_server.blackboard.identity import Agent
     from shared_context_server.blackboard.records import rows
     from shared_context_server.blackboard.records.location import RecordsStore
-    from shared_context_server.storage.seam import open_store
+    from shared_context_server.storage.opener import open_store
 
     agent = Agent("bench", "bench")
     times: dict[str, list[float]] = {"insert_record": [], "query_records": []}

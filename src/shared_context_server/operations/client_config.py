@@ -20,7 +20,8 @@ from shared_context_server.about import (
     UVX_TEXT,
 )
 from shared_context_server.errors import InvalidInput
-from shared_context_server.storage.seam import Target, is_postgres_url
+from shared_context_server.storage.opener import is_postgres_url
+from shared_context_server.storage.seam import Target
 
 Client = Literal["claude-desktop", "claude-code", "cursor", "generic"]
 CLIENTS: dict[str, str] = {

@@ -37,7 +37,8 @@ from shared_context_server.operations.transfer import (
 )
 from shared_context_server.operations.viewers import ADMIN_VIEWER, choose_viewer, describe
 from shared_context_server.operations.watch import follow, latest_messages, session_overview
-from shared_context_server.storage.seam import Store, Target, is_postgres_url, open_store, shown
+from shared_context_server.storage.opener import is_postgres_url, open_store, shown
+from shared_context_server.storage.seam import Store, Target
 from shared_context_server.terminal import (
     MessagePrinter,
     Progress,

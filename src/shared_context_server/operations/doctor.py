@@ -25,12 +25,9 @@ from shared_context_server.blackboard.processes import (
     process_dict,
     stale_cutoff,
 )
-from shared_context_server.storage.sqlite.database import (
-    BUSY_TIMEOUT_MS,
-    WAL_SIZE_LIMIT,
-    Database,
-    network_filesystem,
-)
+from shared_context_server.storage.sqlite.database import BUSY_TIMEOUT_MS, Database
+from shared_context_server.storage.sqlite.files import network_filesystem
+from shared_context_server.storage.sqlite.migrate import WAL_SIZE_LIMIT
 from shared_context_server.storage.sqlite.schema import SCHEMA_VERSION
 
 HEADER = b"SQLite format 3\x00"

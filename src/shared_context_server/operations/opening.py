@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from shared_context_server.errors import NotFound
-from shared_context_server.storage.seam import Store, Target, is_postgres_url, open_store
+from shared_context_server.storage.opener import is_postgres_url, open_store
+from shared_context_server.storage.seam import Store, Target
 
 
 def require_file(path: Path) -> Path:

@@ -42,7 +42,8 @@ from shared_context_server.server.models import Input
 from shared_context_server.server.state import AppState
 from shared_context_server.server.stdio import stdio_streams
 from shared_context_server.server.toolsets import tool_list_for, tools_for
-from shared_context_server.storage.seam import Store, open_store
+from shared_context_server.storage.opener import open_store
+from shared_context_server.storage.seam import Store
 
 if TYPE_CHECKING:  # the records toolset is imported only when it is offered
     from shared_context_server.blackboard.records.location import RecordsStore

@@ -14,13 +14,11 @@ await) happens while it holds locks that other agents' processes wait for.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
-POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 Params = Sequence[Any]
 # Where the blackboard lives: a SQLite file's path, or a PostgreSQL URL.
 Target = Path | str
@@ -53,6 +51,19 @@ class Conn(Protocol):
 
 
 Work = Callable[[Conn], T]
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """At most `max_rows` rows of one statement, its column names and the rows it changed."""
+
+    columns: list[str]
+    rows: list[Row]
+    changes: int
+
+
+class ResultTooLarge(Exception):
+    """A statement's rows passed the byte budget a bounded read was given."""
 
 
 @dataclass(frozen=True)
@@ -139,11 +150,6 @@ class Store(Protocol):
     async def close(self) -> None: ...
 
 
-def is_postgres_url(raw: str | os.PathLike[str] | None) -> bool:
-    """Whether a --db value names a PostgreSQL database rather than a SQLite file."""
-    return isinstance(raw, str) and raw.strip().lower().startswith(POSTGRES_SCHEMES)
-
-
 def redact(url: str) -> str:
     """The URL with any password replaced, for messages and logs."""
     from urllib.parse import urlsplit, urlunsplit
@@ -159,21 +165,3 @@ def redact(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{password}@", ":***@", 1)
     return urlunsplit(parts._replace(netloc=netloc))
-
-
-def shown(target: Target) -> str:
-    """Where the blackboard is, for people: a path, or a URL without its password."""
-    return redact(str(target)) if is_postgres_url(target) else str(target)
-
-
-async def open_store(target: Target, *, migrate: bool = True) -> Store:
-    """The blackboard at `target`, migrated unless `migrate` is False. Each engine is
-    imported only when used: serving a file never loads PostgreSQL's driver or engine.
-    Raises StorageError."""
-    if is_postgres_url(target):
-        from shared_context_server.storage.postgres.database import PgDatabase
-
-        return await PgDatabase.open(str(target).strip(), migrate=migrate)
-    from shared_context_server.storage.sqlite.database import Database
-
-    return await Database.open(Path(target), migrate=migrate)

@@ -19,7 +19,7 @@ from shared_context_server.errors import (
     InvalidInput,
     NotFound,
 )
-from shared_context_server.storage.sqlite.transactions import Fetched
+from shared_context_server.storage.seam import Fetched
 
 # PostgreSQL's SQLSTATEs, by what they mean for the agent.
 PG_NOT_FOUND = frozenset({"42P01", "42703", "3F000", "42883"})  # table, column, schema, fn

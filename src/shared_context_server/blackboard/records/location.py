@@ -19,7 +19,8 @@ from shared_context_server.blackboard.records.dialect import DIALECTS, SQLITE, D
 from shared_context_server.blackboard.records.raw import RawQueries
 from shared_context_server.blackboard.records.raw_pg import InsideLog, PgRawQueries
 from shared_context_server.blackboard.records.schema import Table
-from shared_context_server.storage.seam import Conn, Store, Target, is_postgres_url
+from shared_context_server.storage.opener import is_postgres_url
+from shared_context_server.storage.seam import Conn, Store, Target
 
 # (agent, action = the tool's name, table(s), rows changed), called after each commit.
 WriteHook = Callable[[Agent, str, str, int], Awaitable[None]]
@@ -64,7 +65,7 @@ class RecordsStore:
         """The records file at `target` (created if needed), or the records schema of the
         PostgreSQL database at a URL (its blackboard migrated). Raises StorageError."""
         if is_postgres_url(target):
-            from shared_context_server.storage.seam import open_store
+            from shared_context_server.storage.opener import open_store
 
             return await cls._on_postgres(
                 await open_store(target),

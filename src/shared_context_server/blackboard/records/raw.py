@@ -21,8 +21,8 @@ import anyio
 
 from shared_context_server.blackboard.records.failures import RawOutcome, WriteRefused, sql_error
 from shared_context_server.errors import BlackboardError, InvalidInput, LimitExceeded
+from shared_context_server.storage.seam import ResultTooLarge
 from shared_context_server.storage.sqlite.database import Database
-from shared_context_server.storage.sqlite.transactions import ResultTooLarge
 
 # Introspection pragmas that only read; every other pragma (query_only, writable_schema,
 # journal_mode...) is refused, so a raw query cannot lift its own limits.

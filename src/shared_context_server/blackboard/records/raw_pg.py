@@ -46,8 +46,7 @@ from shared_context_server.errors import (
     LimitExceeded,
     PermissionDenied,
 )
-from shared_context_server.storage.seam import Conn
-from shared_context_server.storage.sqlite.transactions import Fetched
+from shared_context_server.storage.seam import Conn, Fetched
 
 MAX_RESULT_BYTES = 4 * 1024 * 1024
 FIRST_WORDS = frozenset({"select", "values", "table", "with", "insert", "update", "delete"})
@@ -223,7 +222,7 @@ class PgRawQueries:
     def _confine(self) -> None:
         """Connect and set up the confined role; `refusal` says why not, if not. Until it
         succeeds every raw query tries again, so a DBA's grant needs no restart."""
-        from shared_context_server.storage.postgres.database import connect_sync, driver
+        from shared_context_server.storage.postgres.connect import connect_sync, driver
 
         pg = driver()
         with self._lock:
@@ -281,12 +280,8 @@ class PgRawQueries:
         statement: Statement,
         log: InsideLog | None,
     ) -> Fetched:
-        from shared_context_server.storage.postgres.database import (
-            PgConn,
-            connect_sync,
-            driver,
-            to_pyformat,
-        )
+        from shared_context_server.storage.postgres.connect import connect_sync, driver
+        from shared_context_server.storage.postgres.unit import PgConn, to_pyformat
 
         pg = driver()
         with self._lock:
