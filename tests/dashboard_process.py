@@ -3,6 +3,7 @@ they read."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
+import anyio.abc
 import httpx2 as httpx
 
 from shared_context_server.blackboard import memory
@@ -31,24 +33,52 @@ class Dashboard:
     token: str
     port: int
     pid: int
+    cookie: tuple[str, str]  # what the printed URL set: name, value
+    stderr: bytearray  # what it has logged so far
+
+    @property
+    def host(self) -> str:
+        return self.base.removeprefix("http://").rsplit(":", 1)[0]
 
     def client(self, **kwargs: Any) -> httpx.AsyncClient:
-        """A client holding the token's cookie, as a browser does after the first visit."""
-        cookies = {f"scs_dashboard_{self.port}": self.token}
+        """A client holding the cookie, as a browser does after the first visit."""
+        cookies = dict([self.cookie])
         return httpx.AsyncClient(base_url=self.base, cookies=cookies, timeout=10, **kwargs)
+
+
+async def trade_token(url: str) -> tuple[str, str]:
+    """Visit the printed URL as a browser first does; the cookie it sets."""
+    async with httpx.AsyncClient(timeout=10) as browser:
+        first = await browser.get(url)
+    assert first.status_code == 303, first.text
+    name, _, value = first.headers["set-cookie"].partition(";")[0].partition("=")
+    return name, value
+
+
+async def _gather(stream: anyio.abc.ByteReceiveStream, into: bytearray) -> None:
+    with contextlib.suppress(anyio.EndOfStream, anyio.ClosedResourceError):
+        async for chunk in stream:
+            into += chunk
 
 
 @asynccontextmanager
 async def dashboard(db: Target, *flags: str) -> AsyncIterator[Dashboard]:
     """Run `dashboard --db db *flags` until the block ends, then stop it with Ctrl-C."""
     command = [sys.executable, "-m", "shared_context_server", "dashboard", "--db", str(db)]
-    async with await anyio.open_process([*command, *flags]) as process:
+    async with (
+        await anyio.open_process([*command, *flags]) as process,
+        anyio.create_task_group() as tg,
+    ):
         assert process.stdout is not None and process.stderr is not None
+        stderr = bytearray()
+        tg.start_soon(_gather, process.stderr, stderr)
         with anyio.fail_after(30):
             url = (await process.stdout.receive()).decode().strip().splitlines()[0]
+            cookie = await trade_token(url)
         base, _, token = url.partition("/?token=")
+        port = int(base.rsplit(":", 1)[1])
         try:
-            yield Dashboard(url, base, token, int(base.rsplit(":", 1)[1]), process.pid)
+            yield Dashboard(url, base, token, port, process.pid, cookie, stderr)
         finally:
             process.send_signal(signal.SIGINT)
             with anyio.fail_after(20):

@@ -116,12 +116,12 @@ async def test_a_minimal_server_lists_and_serves_only_its_tools(target: Target, 
         assert (await ok(s, "check_inbox"))["sessions"] == []
 
 
-def test_the_readme_table_of_profiles_gives_each_size() -> None:
-    readme = (ROOT / "README.md").read_text()
+def test_the_tools_reference_table_of_profiles_gives_each_size() -> None:
+    readme = (ROOT / "docs" / "TOOLS.md").read_text()
     for profile in ("core", "minimal", "core,records", "minimal,records"):
         size = tool_list_size_for(frozenset(profile.split(",")))
         row = re.search(rf"^\| `{profile}` \| [^|]*\| ([\d.]+) KB \|", readme, re.M)
-        assert row, f"README: no row for the {profile} profile"
+        assert row, f"docs/TOOLS.md: no row for the {profile} profile"
         assert float(row.group(1)) == round(size / 1000, 1), profile
 
 

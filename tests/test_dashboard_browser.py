@@ -7,10 +7,13 @@ from __future__ import annotations
 import re
 import shutil
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
+import anyio
+import anyio.abc
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, Request, async_playwright, expect
 
 from shared_context_server.storage.seam import Target
 from tests.conftest import ok, spawn
@@ -177,3 +180,48 @@ async def test_the_search_box_finds_a_message_despite_a_typo_and_opens_it(
         await expect(page.locator(".results > *").first).to_be_visible()
         shown = await page.locator(".results").inner_text()
         assert not any(secret in shown for secret in SECRETS)
+
+
+@asynccontextmanager
+async def local_service() -> AsyncIterator[tuple[int, list[str]]]:
+    """Another web service on 127.0.0.1, as a user may run beside the dashboard: its port,
+    and the head of each request it receives."""
+    heads: list[str] = []
+
+    async def answer(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += await stream.receive()
+            heads.append(head.decode("latin-1"))
+            await stream.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, answer)
+        yield listener.extra(anyio.abc.SocketAttribute.local_port), heads
+        tg.cancel_scope.cancel()
+
+
+async def test_another_local_service_never_receives_the_cookie_nor_the_token(
+    tmp_path: Path, browser: Browser
+) -> None:
+    await blackboard(tmp_path / "b.db")
+    async with dashboard(tmp_path / "b.db", "--admin") as dash, local_service() as (port, heads):
+        page = await browser.new_page()
+        requests: list[Request] = []
+        page.on("request", lambda request: requests.append(request))
+        await page.goto(dash.url)
+        await expect(page.locator(".session")).to_have_count(1)  # its scripts have run
+        assert page.url == f"{dash.base}/"  # the token left the address bar
+        (cookie,) = await page.context.cookies()
+        await page.evaluate(f"location.href = 'http://127.0.0.1:{port}/'")  # a link followed
+        await page.wait_for_url(f"http://127.0.0.1:{port}/")
+        await page.goto(f"http://127.0.0.1:{port}/again")  # and typed in
+        sent = [str(await r.all_headers()) for r in requests[1:]]  # after the printed URL
+    assert len(heads) >= 2 and len(sent) >= 4
+    for head in heads:
+        assert cookie["name"] not in head and cookie["value"] not in head, head
+    assert not any(dash.token in text for text in [*heads, *sent])  # not in a Referer
+    assert cookie["domain"] == dash.host and cookie["value"] != dash.token
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"

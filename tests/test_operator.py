@@ -256,9 +256,9 @@ async def test_tail_shows_public_messages_with_threading_unless_told_whose_eyes(
     public = run("tail", sid, "--db", str(db)).stdout
     assert "finding: overflow" in public and "docs updated" in public
     assert "note to self" not in public and "reviewers: agreed" not in public
-    assert "carol (writer) reply-to #1" in public and "<finding>" in public
+    assert "carol (writer) reply-to #1" in public and "alice (reviewer) finding" in public
     alice = run("tail", sid, "--db", str(db), "--as", "alice").stdout
-    assert "alice (reviewer) [private]" in alice and "reviewers: agreed" in alice
+    assert "alice (reviewer) private" in alice and "reviewers: agreed" in alice
     assert "admins only" not in alice
     assert "admins only" in run("tail", sid, "--db", str(db), "--admin").stdout
     last = run("tail", sid, "--db", str(db), "--admin", "-n", "1").stdout

@@ -17,11 +17,18 @@ from shared_context_server.server.toolsets import tools_for
 
 ROOT = Path(__file__).parents[1]
 README = (ROOT / "README.md").read_text()
+DOCS = sorted((ROOT / "docs").glob("*.md"))
+# The reference a reader is sent to from the README: every tool's arguments and limits,
+# every error code.
+TOOLS_DOC = (ROOT / "docs" / "TOOLS.md").read_text()
+EVERYTHING = " ".join([README, *(d.read_text() for d in DOCS)])
+README_BUDGET = 24_000
 
 
 @pytest.mark.parametrize("tool", sorted(tools_for(frozenset(TOOLSETS))))
-def test_every_tool_has_a_row_in_the_readme(tool: str) -> None:
-    assert f"| `{tool}` |" in README
+def test_every_tool_is_named_in_the_readme_and_has_a_row_in_the_docs(tool: str) -> None:
+    assert f"`{tool}`" in README
+    assert f"| `{tool}` |" in EVERYTHING.replace(README, "")
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
@@ -40,8 +47,8 @@ def _codes(error: type[BlackboardError]) -> set[str]:
 
 
 @pytest.mark.parametrize("code", sorted(_codes(BlackboardError)))
-def test_every_error_code_has_a_row_in_the_readme(code: str) -> None:
-    assert f"| `{code}` |" in README
+def test_every_error_code_has_a_row_in_the_tools_reference(code: str) -> None:
+    assert f"| `{code}` |" in TOOLS_DOC
 
 
 def test_ci_runs_the_readme_test_command_verbatim() -> None:
@@ -98,5 +105,31 @@ def _figures() -> list[str]:
 
 
 @pytest.mark.parametrize("figure", _figures())
-def test_the_readme_states_the_domains_limits(figure: str) -> None:
-    assert figure in " ".join(README.split()), figure
+def test_the_docs_state_the_domains_limits(figure: str) -> None:
+    assert figure in " ".join(EVERYTHING.split()), figure
+
+
+def test_the_readme_is_read_in_ten_minutes() -> None:
+    assert len(README.encode()) <= README_BUDGET
+
+
+def _anchor(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to dashes."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def _anchors(path: Path) -> set[str]:
+    text = re.sub(r"```.*?```", "", path.read_text(), flags=re.S)
+    return {_anchor(h) for h in re.findall(r"^#+ (.+)$", text, re.M)}
+
+
+@pytest.mark.parametrize("page", [ROOT / "README.md", *DOCS], ids=lambda p: p.name)
+def test_every_relative_link_reaches_a_file_and_heading(page: Path) -> None:
+    for link in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+        if re.match(r"[a-z]+:", link):
+            continue
+        target, _, anchor = link.partition("#")
+        path = (page.parent / target).resolve() if target else page
+        assert path.exists(), f"{page.name}: {link}"
+        if anchor:
+            assert anchor in _anchors(path), f"{page.name}: {link}"

@@ -316,8 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard = sub.add_parser("dashboard", parents=[db, viewer], help=COMMANDS["dashboard"])
     dashboard.add_argument(
         "--host",
-        default="127.0.0.1",
-        help="address to listen on (default 127.0.0.1: this machine only)",
+        help="address to listen on (default: a random 127.x.y.z of its own, where the system "
+        "has one, else 127.0.0.1; this machine only)",
     )
     dashboard.add_argument(
         "--port", type=int, default=0, metavar="N", help="port (default: a free one)"

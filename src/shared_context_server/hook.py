@@ -28,6 +28,7 @@ import sqlite3
 import sys
 
 from shared_context_server.blackboard import news
+from shared_context_server.message_text import name, quoted
 
 # What the hook imports is what every prompt waits for: no pathlib, typing or dataclasses
 # at run time (mypy takes any TYPE_CHECKING name as true).
@@ -232,7 +233,7 @@ def _stop(board: Blackboard, agent: Reader) -> dict[str, Any] | None:
     latest = waiting[0]
     reason = (
         f"{len(waiting)} message(s) addressed to you on the shared blackboard wait unread, "
-        f"the latest from {latest[2]} in {latest[1]}: {_snippet(latest[3])}. "
+        f"the latest from {name(latest[2])} in {name(latest[1])}: {_snippet(latest[3])}. "
         "Call check_inbox, act on them, then finish."
     )
     return {"decision": "block", "reason": reason[:MAX_DIGEST_CHARS]}
@@ -251,8 +252,10 @@ def _record(board: Blackboard, agent: Reader, rows: list[Any], mark: Mark) -> No
 
 
 def _snippet(content: str, most: int = SNIPPET_CHARS) -> str:
+    """One quoted line: whitespace runs (line breaks too) made one space, then every
+    control escaped, so no content starts a line of the digest."""
     text = " ".join(content.split())
-    return json.dumps(text if len(text) <= most else text[: most - 1] + "…", ensure_ascii=False)
+    return quoted(text if len(text) <= most else text[: most - 1] + "…")
 
 
 def digest(agent_id: str, rows: list[Any]) -> str:
@@ -269,7 +272,7 @@ def digest(agent_id: str, rows: list[Any]) -> str:
     shown = 0
     budget = MAX_DIGEST_CHARS - 60  # room for the closing "N more" line
     for row in for_you:
-        line = f"- for you: #{row[0]} from {row[2]} in {row[1]}: {_snippet(row[3])}"
+        line = f"- for you: #{row[0]} from {name(row[2])} in {name(row[1])}: {_snippet(row[3])}"
         if sum(len(x) + 1 for x in lines) + len(line) > budget:
             break
         lines.append(line)
@@ -279,12 +282,12 @@ def digest(agent_id: str, rows: list[Any]) -> str:
         if not row[4]:
             sessions.setdefault(row[1], []).append(row)
     for session_id, group in sessions.items():  # the session with the newest news first
-        senders = ", ".join(dict.fromkeys(row[2] for row in group))
+        senders = ", ".join(dict.fromkeys(name(row[2]) for row in group))
         purpose = _snippet(group[0][5], 60)
         latest = group[0]
         line = (
-            f"- {session_id} {purpose}: {len(group)} new from {senders}; "
-            f"latest #{latest[0]} {latest[2]}: {_snippet(latest[3], 100)}"
+            f"- {name(session_id)} {purpose}: {len(group)} new from {senders}; "
+            f"latest #{latest[0]} {name(latest[2])}: {_snippet(latest[3], 100)}"
         )
         if sum(len(x) + 1 for x in lines) + len(line) > budget:
             break

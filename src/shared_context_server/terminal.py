@@ -13,8 +13,10 @@ if TYPE_CHECKING:
     from shared_context_server.blackboard.messages import Message
 
 from shared_context_server import clock
+from shared_context_server.message_text import message_text
 
 _PALETTE = ("36", "33", "35", "32", "34", "31")
+_STYLE = {"id": "2", "visibility": "1"}  # the sender's colour comes from its name
 
 
 def note(message: str) -> None:
@@ -46,7 +48,8 @@ def short_time(stamp: str | None, form: str = MINUTE) -> str:
 
 
 class MessagePrinter:
-    """`tail`'s lines: time, id, sender, visibility, threading, then the content indented.
+    """`tail`'s lines: the models' rendering (message_text.py) with the local time and
+    colour; the content indented, so no content line passes for a header.
 
     A date line appears whenever the (local) day changes, so each line carries only the time.
     """
@@ -56,9 +59,11 @@ class MessagePrinter:
         self.colour = colour_enabled(stream)
         self.day: str | None = None
 
-    def _sender(self, sender: str) -> str:
-        code = _PALETTE[sum(sender.encode()) % len(_PALETTE)]
-        return paint(sender, "1;" + code, self.colour)
+    def _paint(self, text: str, role: str) -> str:
+        if role == "sender":
+            code = "1;" + _PALETTE[sum(text.encode()) % len(_PALETTE)]
+            return paint(text, code, self.colour)
+        return paint(text, _STYLE[role], self.colour)
 
     def header(self, line: str) -> None:
         print(paint(line, "2", self.colour), file=self.stream, flush=True)
@@ -70,19 +75,7 @@ class MessagePrinter:
         if day != self.day:
             self.day = day
             out.append(paint(f"-- {day} --", "2", self.colour))
-        head = [
-            short_time(stamp, TIME),
-            paint(f"#{message['id']}", "2", self.colour),
-            self._sender(message["sender"]) + f" ({message['sender_type']})",
-        ]
-        if message["visibility"] != "public":
-            head.append(paint(f"[{message['visibility']}]", "1", self.colour))
-        if message["parent_message_id"] is not None:
-            head.append(f"reply-to #{message['parent_message_id']}")
-        if message["message_type"] != "message":
-            head.append(f"<{message['message_type']}>")
-        out.append(" ".join(head))
-        out += ["    " + line for line in message["content"].splitlines() or [""]]
+        out.append(message_text(message, short_time(stamp, TIME), self._paint))
         print("\n".join(out), file=self.stream, flush=True)
 
 

@@ -24,6 +24,7 @@ from shared_context_server.blackboard.identity import Agent
 from shared_context_server.blackboard.sessions import fetch_session
 from shared_context_server.config import audit_retention
 from shared_context_server.errors import Conflict, InvalidInput
+from shared_context_server.message_text import one_line
 from shared_context_server.operations.backup import backup
 from shared_context_server.operations.doctor import diagnose
 from shared_context_server.operations.opening import open_existing
@@ -104,7 +105,7 @@ def _tail(args: argparse.Namespace, db: Target) -> int:
             session = await fetch_session(database, args.session_id)
             printer = MessagePrinter()
             # The header goes where the lines go: a saved or piped transcript keeps it.
-            printer.header(f"{session['id']} [{session['status']}] {session['purpose']}")
+            printer.header(f"{session['id']} [{session['status']}] {one_line(session['purpose'])}")
             printer.header(f"showing {describe(viewer)}")
             latest = await latest_messages(database, viewer, args.session_id, args.lines or 1)
             for message in latest if args.lines else []:

@@ -1,13 +1,16 @@
 """Compact text renderings of results: what a model reads, most important first.
 
 Structured content carries the same data for programs; the text is not JSON so the model
-does not pay for the keys twice.
+does not pay for the keys twice. Messages read as message_text.py renders them: nothing a
+client writes reaches column 0, where only this module's lines start.
 """
 
 from __future__ import annotations
 
 import json
 from typing import Any
+
+from shared_context_server.message_text import message_text, name, one_line
 
 
 def _meta(metadata: dict[str, Any] | None) -> str:
@@ -16,29 +19,16 @@ def _meta(metadata: dict[str, Any] | None) -> str:
     return " " + json.dumps(metadata, separators=(",", ":"))
 
 
-def message_line(message: dict[str, Any]) -> str:
-    """`#12 alice (reviewer) private reply-to #10 finding 2026-...Z {meta}` then the content."""
-    head = [f"#{message['id']}", f"{message['sender']} ({message['sender_type']})"]
-    if message["visibility"] != "public":
-        head.append(message["visibility"])
-    if message["parent_message_id"] is not None:
-        head.append(f"reply-to #{message['parent_message_id']}")
-    if message["message_type"] != "message":
-        head.append(message["message_type"])
-    head.append(message["created_at"])
-    content: str = message["content"]
-    return " ".join(head) + _meta(message["metadata"]) + "\n" + content
-
-
 def session_line(session: dict[str, Any]) -> str:
     purpose = session["purpose"]
     if len(purpose) > 100:
         purpose = purpose[:99] + "…"
-    return f"{session['id']} [{session['status']}] by {session['created_by']}: {purpose}"
+    who = name(session["created_by"])
+    return f"{session['id']} [{session['status']}] by {who}: {one_line(purpose)}"
 
 
 def created_session(data: dict[str, Any]) -> str:
-    return f"Created session {data['session_id']} (active): {data['purpose']}"
+    return f"Created session {data['session_id']} (active): {one_line(data['purpose'])}"
 
 
 def session_detail(data: dict[str, Any]) -> str:
@@ -49,12 +39,12 @@ def session_detail(data: dict[str, Any]) -> str:
         + _meta(session["metadata"]),
     ]
     if len(session["purpose"]) > 100:
-        lines.append("purpose: " + session["purpose"])
+        lines.append("purpose: " + one_line(session["purpose"]))
     count = data["message_count"]
     if count:
         lines.append(
             f"{count} message{'s' if count != 1 else ''} you can see, from "
-            f"{', '.join(data['participants'])}; last at {data['last_message_at']}"
+            f"{', '.join(map(name, data['participants']))}; last at {data['last_message_at']}"
         )
     else:
         lines.append("no messages you can see yet")
@@ -79,7 +69,7 @@ def posted_message(data: dict[str, Any]) -> str:
 
 
 def one_message(data: dict[str, Any]) -> str:
-    return message_line(data["message"])
+    return message_text(data["message"])
 
 
 def message_page(data: dict[str, Any]) -> str:
@@ -90,7 +80,7 @@ def message_page(data: dict[str, Any]) -> str:
     head = f"{len(messages)} message{'s' if len(messages) != 1 else ''} (#{first}..#{last})"
     if data["has_more"]:
         head += "; more exist beyond this page (page with before_id or after_id)"
-    return "\n\n".join([head, *(message_line(m) for m in messages)])
+    return "\n".join([head, *(message_text(m) for m in messages)])
 
 
 def waited_messages(data: dict[str, Any]) -> str:
@@ -108,11 +98,11 @@ def inbox(data: dict[str, Any]) -> str:
         head += "; more wait: call check_inbox again"
     parts = [head]
     for group in data["sessions"]:
-        parts.append(f"== {group['session_id']}: {group['purpose']}")
+        parts.append(f"== {group['session_id']}: {one_line(group['purpose'])}")
         for message in group["messages"]:
             mark = "[for you] " if message["for_you"] else ""
-            parts.append(mark + message_line(message))
-    return "\n\n".join(parts)
+            parts.append(mark + message_text(message))
+    return "\n".join(parts)
 
 
 def identity(data: dict[str, Any]) -> str:
@@ -164,8 +154,8 @@ def error(data: dict[str, Any]) -> str:
 def search_results(data: dict[str, Any]) -> str:
     results = data["results"]
     head = f"{len(results)} match{'es' if len(results) != 1 else ''} ({data['search_time_ms']} ms)"
-    lines = [f"[{r['score']}] " + message_line(r["message"]) for r in results]
-    return "\n\n".join([head, *lines])
+    lines = [f"[{r['score']}] " + message_text(r["message"]) for r in results]
+    return "\n".join([head, *lines])
 
 
 def _scope(data: dict[str, Any]) -> str:
