@@ -370,8 +370,8 @@ def test_a_role_that_cannot_create_pg_trgm_gets_one_line_saying_what_to_do(
 
 
 def test_search_asks_for_the_exact_text_the_trigram_index_holds() -> None:
-    from shared_context_server.blackboard.search import TRIGRAM_TEXT
     from shared_context_server.storage.postgres.schema import SEARCH_TEXT
+    from shared_context_server.storage.postgres.search import TRIGRAM_TEXT
 
     assert (
         f"({SEARCH_TEXT})".replace("content", "m.content")

@@ -14,7 +14,6 @@ listen stream or long poll).
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 
@@ -133,7 +132,7 @@ class ChangeFeed:
             except BlackboardError as error:  # the file, disk or server failed
                 logger.warning("change poll failed: %s", error.message)
                 continue
-            except sqlite3.Error:
+            except self.db.errors:
                 logger.exception("change poll failed; trying again next tick")
                 continue
             if change is None:

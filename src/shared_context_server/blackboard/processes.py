@@ -13,7 +13,6 @@ import logging
 import os
 import random
 import socket
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -141,11 +140,12 @@ class Heartbeat:
 
         A failed beat is logged and retried next time: presence must never stop a server.
         """
+        failures: tuple[type[Exception], ...] = (BlackboardError, *self.db.errors, OSError)
         while True:
             self._news = anyio.Event()
             try:
                 await self.beat()
-            except (BlackboardError, sqlite3.Error, OSError) as error:
+            except failures as error:
                 logger.warning("heartbeat write failed (%s); retrying", error)
             except Exception:
                 # A bug: said once; the row goes stale and `doctor` stops listing this

@@ -146,7 +146,7 @@ def run_dashboard(args: argparse.Namespace, path: Target) -> int:
                 getattr(args, "admin", False),
             )
             reader = Reader(db, viewer)
-            changes = Changes(reader.data_version)
+            changes = Changes(reader.data_version, errors=db.errors)
             app = build_app(reader, changes, token, address, port)
             url = f"http://{url_host(host)}:{port}/?token={token}"
             note(f"dashboard of {db.where}, showing {describe(viewer)}")

@@ -24,7 +24,6 @@ from shared_context_server.blackboard.limits import (
     check_text,
     encode_metadata,
 )
-from shared_context_server.blackboard.search import index_pending
 from shared_context_server.blackboard.sessions import (
     SESSION_EXISTS,
     Status,
@@ -325,7 +324,7 @@ async def import_session(db: Store, document: ExportFile) -> dict[str, Any]:
     session_id = await db.transact(write)
     # Indexed now, in short batches after the import's own transaction: no server process
     # may run on this file for a while, and search reads only a bounded unindexed tail.
-    await index_pending(db)
+    await db.index_search()
     return {
         "session_id": session_id,
         "original_session_id": session.id,

@@ -62,6 +62,38 @@ class Fetched:
     changes: int
 
 
+@dataclass(frozen=True)
+class CandidateQuery:
+    """What search asks an engine for: the messages of a session worth scoring for `query`.
+
+    The domain gives the columns and the condition (visibility, sender) on the table
+    aliased `m`, with their parameters, so a message the reader may not see is never a
+    candidate and the cap counts only visible ones; the engine finds candidates with its
+    own index."""
+
+    session_id: str
+    query: str
+    columns: str
+    condition: str
+    params: tuple[Any, ...]
+    cap: int  # the most candidates to return
+    direct_scan: int  # a session of at most this many messages: its newest, without the index
+    short_query_scan: int  # no index match (or no trigram): this many newest messages
+
+
+def newest_sql(q: CandidateQuery) -> str:
+    """The session's newest visible messages (both engines' fall-back); parameters:
+    session id, q.params, then the count."""
+    return (
+        f"SELECT {q.columns} FROM messages m WHERE m.session_id = ? AND {q.condition}"  # noqa: S608
+        " ORDER BY m.id DESC LIMIT ?"
+    )
+
+
+# Every message of the session, whoever may see it (session_activity): picks the path.
+SESSION_SIZE = "SELECT coalesce(sum(message_count), 0) FROM session_activity WHERE session_id = ?"
+
+
 class ResultTooLarge(Exception):
     """A statement's rows passed the byte budget a bounded read was given."""
 
@@ -93,6 +125,11 @@ class Store(Protocol):
     push: bool
     # The schema version this release writes, on this engine.
     release_schema: int
+    # The column that addresses any row of any table (batched deletes cut by it).
+    row_key: str
+    # The engine driver's own errors (a bug's SQL error, a fault given no code yet):
+    # background loops catch these, with BlackboardError, to log and go on.
+    errors: tuple[type[Exception], ...]
 
     @property
     def where(self) -> str:
@@ -116,6 +153,16 @@ class Store(Protocol):
 
     async def try_transact(self, work: Callable[[Conn], object]) -> bool:
         """Run `work` in a transaction only if that needs no wait; False if not done."""
+        ...
+
+    async def search_candidates(self, q: CandidateQuery) -> list[Row]:
+        """The messages worth scoring for a search, from the engine's own index."""
+        ...
+
+    async def index_search(self, *, batch: int = ..., at_least: int = 1) -> int:
+        """Bring the search index up to the latest commits where the engine indexes
+        apart from its writes, a batch per short transaction, once about `at_least` are
+        pending; returns how many it added (0 where writes index themselves)."""
         ...
 
     async def schema_version(self) -> int:

@@ -20,6 +20,7 @@ from shared_context_server.about import UPGRADE
 from shared_context_server.clock import utc_now
 from shared_context_server.errors import DatabaseBusy, InvalidInput, StorageError
 from shared_context_server.storage.locks import Lock
+from shared_context_server.storage.postgres import search
 from shared_context_server.storage.postgres.connect import check_url, connect_sync, driver
 from shared_context_server.storage.postgres.schema import (
     MIGRATIONS,
@@ -29,7 +30,15 @@ from shared_context_server.storage.postgres.schema import (
     SELECT_VERSION,
 )
 from shared_context_server.storage.postgres.unit import PgUnit, translate
-from shared_context_server.storage.seam import Change, Conn, Engine, Params, Row, redact
+from shared_context_server.storage.seam import (
+    CandidateQuery,
+    Change,
+    Conn,
+    Engine,
+    Params,
+    Row,
+    redact,
+)
 
 if TYPE_CHECKING:
     import psycopg
@@ -85,10 +94,12 @@ class PgDatabase:
     engine: Engine = "postgres"
     push = True  # every commit is heard on the LISTEN connection while listen() runs
     release_schema = SCHEMA_VERSION
+    row_key = "ctid"
 
     def __init__(self, url: str, *, busy_seconds: float = BUSY_SECONDS) -> None:
         self.url = url
         self.busy_seconds = busy_seconds
+        self.errors: tuple[type[Exception], ...] = (driver().Error,)
         self._writer: psycopg.Connection[Any] | None = None
         self._reader: psycopg.Connection[Any] | None = None
         self._write_lock = anyio.Lock()
@@ -319,6 +330,13 @@ class PgDatabase:
             "in pg_stat_activity.",
             database_path=self.where,
         )
+
+    async def search_candidates(self, q: CandidateQuery) -> list[Row]:
+        return await search.candidates(self, q)
+
+    async def index_search(self, *, batch: int = 0, at_least: int = 1) -> int:
+        """Nothing to do: the trigram index is kept inside each writing transaction."""
+        return 0
 
     async def schema_version(self) -> int:
         return await self.transact(_version)

@@ -25,7 +25,16 @@ import aiosqlite
 import anyio
 
 from shared_context_server.errors import DatabaseBusy, StorageError
-from shared_context_server.storage.seam import Change, Conn, Engine, Fetched, Params, Row
+from shared_context_server.storage.seam import (
+    CandidateQuery,
+    Change,
+    Conn,
+    Engine,
+    Fetched,
+    Params,
+    Row,
+)
+from shared_context_server.storage.sqlite import search
 from shared_context_server.storage.sqlite.faults import (
     FileIdentity,
     newer_schema,
@@ -92,6 +101,8 @@ class Database:
     engine: Engine = "sqlite"
     push = False  # other processes' commits are found by looking: changes(), data_version()
     release_schema = SCHEMA_VERSION
+    row_key = "rowid"
+    errors: tuple[type[Exception], ...] = (sqlite3.Error,)
 
     def __init__(
         self,
@@ -308,6 +319,12 @@ class Database:
             return 0
         row = await self.fetchone("PRAGMA wal_checkpoint(PASSIVE)")
         return int(row[2]) if row is not None and row[2] > 0 else 0
+
+    async def search_candidates(self, q: CandidateQuery) -> list[Row]:
+        return await search.candidates(self, q)
+
+    async def index_search(self, *, batch: int = search.INDEX_BATCH, at_least: int = 1) -> int:
+        return await search.index_pending(self, batch, at_least)
 
     async def schema_version(self) -> int:
         row = await self.fetchone("PRAGMA user_version")
