@@ -40,7 +40,7 @@ MESSAGE = (
 
 
 def pg_sql(sql: str) -> str:
-    """What the PostgreSQL engine runs for a domain statement (see postgres.py)."""
+    """What the PostgreSQL engine runs for a domain statement (see storage/postgres/unit.py)."""
     return to_pyformat(sql).replace(" CROSS JOIN ", " JOIN ")
 
 

@@ -46,7 +46,7 @@ SNIPPET_CHARS = 160
 MAX_ROWS = 200  # the newest news read per run; beyond, the digest says "200+"
 INBOX_SCHEMA = 6  # migration 6 made inbox_marks
 WRITE_WAIT_MS = 50  # the hook gives up recording what it showed rather than hold a prompt
-# The server's variables (config.py) and default file (db.py): modules too heavy to
+# The server's variables (config.py) and default file (storage/opener.py): modules too heavy to
 # import here; a test checks they agree.
 ENV_DB = "SHARED_CONTEXT_DB"
 ENV_AGENT_ID = "SHARED_CONTEXT_AGENT_ID"

@@ -1,6 +1,6 @@
 """`doctor` on a PostgreSQL URL: reachable, server version, TLS, schema, live processes.
 
-Every other command runs on either engine through the Store (store.py); this is the one
+Every other command runs on either engine through the Store (storage/seam.py); this is the one
 whose checks differ: a file has pages and a WAL to check, a server has a connection.
 """
 

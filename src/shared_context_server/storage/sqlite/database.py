@@ -358,7 +358,7 @@ class Database:
         other processes' locks together: BEGIN waits up to busy_timeout for the write lock
         (less if the bound is nearer), past that it is retried with jittered backoff, then
         DatabaseBusy is raised. Nothing inside may await other I/O. A fault of the file or
-        disk is raised as its coded error (storage.py).
+        disk is raised as its coded error (faults.py).
         """
         deadline = anyio.current_time() + self.busy_seconds
         await self._acquire(deadline)
