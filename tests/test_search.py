@@ -17,6 +17,7 @@ from shared_context_server.config import Settings
 from shared_context_server.errors import InvalidInput, SessionNotFound
 from shared_context_server.storage.opener import open_store
 from shared_context_server.storage.seam import Conn, Store, Target
+from shared_context_server.storage.sqlite import search as sqlite_search
 from shared_context_server.storage.sqlite.database import Database
 from shared_context_server.storage.sqlite.schema import MIGRATIONS
 from tests.conftest import ADMIN, ALICE, BOB, CAROL, ERAS, connect, fails, ok
@@ -161,7 +162,7 @@ async def test_a_query_of_only_common_trigrams_finds_the_newest_holding_them_all
     newer = await messages.add_message(db, ALICE, sid, "server timeout on the worker")
     await messages.add_message(db, ALICE, sid, "nothing to see")
     await db.index_search()
-    monkeypatch.setattr(search, "POSTINGS_BUDGET", 0)  # every trigram counts as common
+    monkeypatch.setattr(sqlite_search, "POSTINGS_BUDGET", 0)  # every trigram counts as common
     found = await search.search_context(db, ALICE, sid, "server timeout", fuzzy_threshold=90)
     assert ids(found) == [newer["message_id"], older["message_id"]]
 
@@ -177,17 +178,17 @@ async def test_common_trigrams_in_a_session_with_a_small_share_of_the_index_stil
     newer = await messages.add_message(db, ALICE, sid, "server timeout on the worker")
     await messages.add_message(db, ALICE, sid, "nothing to see")
     await db.index_search()
-    monkeypatch.setattr(search, "POSTINGS_BUDGET", 0)  # every trigram counts as common
-    monkeypatch.setattr(search, "MIN_WALK_SHARE", 0.5)  # 3 of 63 rows: its own newest
+    monkeypatch.setattr(sqlite_search, "POSTINGS_BUDGET", 0)  # every trigram counts as common
+    monkeypatch.setattr(sqlite_search, "MIN_WALK_SHARE", 0.5)  # 3 of 63 rows: its own newest
     found = await search.search_context(db, ALICE, sid, "server timeout", fuzzy_threshold=90)
     assert ids(found) == [newer["message_id"], older["message_id"]]
 
 
 async def test_only_the_rarest_trigrams_within_the_budget_are_used() -> None:
     counts = {"the": 900, "qzx": 3, "zxv": 5, "abs": 0, "ser": 400}
-    assert search.choose_trigrams(counts, 10) == ["qzx", "zxv"]
-    assert search.choose_trigrams(counts, 500) == ["qzx", "zxv", "ser"]
-    assert search.choose_trigrams(counts, 2) == []
+    assert sqlite_search.choose_trigrams(counts, 10) == ["qzx", "zxv"]
+    assert sqlite_search.choose_trigrams(counts, 500) == ["qzx", "zxv", "ser"]
+    assert sqlite_search.choose_trigrams(counts, 2) == []
 
 
 async def test_a_message_written_through_another_handle_is_searchable_at_once(
