@@ -40,6 +40,12 @@ def free_port() -> int:
 
 # The tests' server: nothing they check depends on surviving a power cut.
 TEST_SETTINGS = "-c fsync=off"
+# Every other role logs in by trust; raw queries' confined login, and any login that is a
+# member of it, by password (SCRAM), as on a real server.
+CONFINED_HBA = (
+    "local all shared_context_records,+shared_context_records scram-sha-256\n"
+    "host all shared_context_records,+shared_context_records 127.0.0.1/32 scram-sha-256\n"
+)
 
 
 class Cluster:
@@ -66,6 +72,8 @@ class Cluster:
             str(self.bindir / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres",
             "--no-sync",
         )  # fmt: skip
+        hba = self.data / "pg_hba.conf"
+        hba.write_text(CONFINED_HBA + hba.read_text())
         self.pg_ctl("start")
         return self
 

@@ -6,6 +6,7 @@ tested on both engines in the domain modules, PostgreSQL's own in tests/test_pos
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import stat
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from shared_context_server.errors import DatabaseBusy, StorageError
+from shared_context_server.errors import DatabaseBusy, StorageError, StorageReplaced
 from shared_context_server.storage.sqlite.database import BUSY_TIMEOUT_MS, Database
 from shared_context_server.storage.sqlite.schema import SCHEMA_VERSION
 
@@ -236,3 +237,23 @@ async def test_a_new_file_locked_briefly_while_opening_is_waited_for(tmp_path: P
     assert await database.schema_version() == SCHEMA_VERSION
     await database.close()
     holder.close()
+
+
+async def test_a_replaced_file_is_never_opened_again_nor_given_the_old_wal(
+    tmp_path: Path,
+) -> None:
+    path, other = tmp_path / "bb.db", tmp_path / "other.db"
+    await (await Database.open(other)).close()
+    db = await Database.open(path)
+    try:
+        await db.transact(lambda conn: conn.execute("CREATE TABLE t (x)"))
+        os.replace(other, path)
+        with pytest.raises(StorageReplaced):  # a connection not yet open stays unopened
+            db.read_now("SELECT 1")
+        with pytest.raises(StorageReplaced):
+            await db.transact(lambda conn: conn.execute("INSERT INTO t VALUES (1)"))
+        # Let go: this process's -wal and -shm are gone from beside the new file.
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["bb.db"]
+    finally:
+        await db.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bb.db"]

@@ -140,6 +140,48 @@ def test_doctor_fails_on_a_corrupted_file_and_leaves_it_alone(tmp_path: Path) ->
     assert db.read_bytes() == bytes(raw)
 
 
+async def test_doctor_quick_never_says_ok_of_a_file_whose_index_is_damaged(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "bb.db"
+    await blackboard(db)
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    root = conn.execute(
+        "SELECT rootpage FROM sqlite_master WHERE name = 'messages_session'"
+    ).fetchone()[0]
+    conn.close()
+    with db.open("r+b") as f:  # flip the last bytes of a key in the index: pages stay valid
+        f.seek(root * page_size - 40)
+        key = f.read(8)
+        f.seek(root * page_size - 40)
+        f.write(bytes(b ^ 0x55 for b in key))
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA quick_check").fetchone() == ("ok",)  # what --quick ran
+    assert conn.execute("PRAGMA integrity_check").fetchone() != ("ok",)
+    conn.close()
+    proc = run("doctor", "--quick", "--db", str(db))
+    assert proc.returncode == 1, proc.stdout
+    assert "PROBLEM: the integrity check failed" in proc.stdout
+    assert not proc.stdout.rstrip().endswith("ok")
+
+
+async def test_doctor_quick_on_a_large_file_says_the_full_check_was_not_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared_context_server.operations import doctor
+    from shared_context_server.terminal import doctor_report
+
+    db = tmp_path / "bb.db"
+    await blackboard(db)
+    monkeypatch.setattr(doctor, "QUICK_FULL_BELOW", 0)  # every file counts as large
+    data = await doctor.diagnose(db, quick=True)
+    assert data["integrity"] == "quick_check ok" and data["ok"]
+    assert "does not compare indexes" in data["warnings"][0]["warning"]
+    assert doctor_report(data).splitlines()[-1].startswith("no problems found by the quick")
+
+
 def test_doctor_fails_on_a_file_that_is_not_sqlite(tmp_path: Path) -> None:
     db = tmp_path / "bb.db"
     db.write_bytes(b"not a database at all" * 100)

@@ -74,6 +74,7 @@ def _figures() -> list[str]:
         DEFAULT_WAIT_S,
         MAX_JSON_DEPTH,
         MAX_MEMORY_KEY_CHARS,
+        MAX_SUBSCRIPTIONS,
     )
     from shared_context_server.blackboard.records.rows import MAX_QUERY_LIMIT
     from shared_context_server.storage.sqlite.database import BUSY_TIMEOUT_MS
@@ -98,6 +99,8 @@ def _figures() -> list[str]:
         f"{limits.max_purpose_chars:,} characters, a memory value over "
         f"{limits.max_memory_bytes // kb} KB",
         f"more than {MAX_JSON_DEPTH} levels deep",
+        f"holds at most {MAX_SUBSCRIPTIONS} subscriptions",
+        f"a subscription past a process's {MAX_SUBSCRIPTIONS}",
         f"`limit` ({page}, max {MAX_QUERY_LIMIT})",
         f"`busy_timeout={BUSY_TIMEOUT_MS}`",
         f"when the WAL passes {WAL_SIZE_LIMIT // mb} MB",

@@ -87,18 +87,13 @@ async def test_a_role_that_cannot_be_confined_refuses_raw_queries_and_says_why(
         await ok(s, "insert_record", table_name="notes", data={"text": "fine"})
         text = await fails(s, "execute_raw_query", "PERMISSION_DENIED", query="SELECT 1")
         assert "could not be confined" in text
-        assert "CREATE ROLE shared_context_records NOLOGIN" in text
-        assert f"TO {name}" in text
+        assert "CREATE ROLE shared_context_records LOGIN PASSWORD" in text
+        assert f"ALTER ROLE {name} CREATEROLE" in text
         listed = await ok(s, "list_tables")
         assert listed["tables"] == [{"table_name": "notes", "row_count": 1}]
         # What the message tells a DBA to run is enough, without restarting the server.
         with psycopg.connect(pg_cluster.url(name), autocommit=True) as conn:
-            conn.execute(
-                "DO $$ BEGIN CREATE ROLE shared_context_records NOLOGIN;"
-                " EXCEPTION WHEN duplicate_object THEN NULL; END $$"
-            )
-            conn.execute(f"GRANT shared_context_records TO {name}")
-            conn.execute("GRANT USAGE ON SCHEMA records TO shared_context_records")
+            conn.execute(f"ALTER ROLE {name} CREATEROLE")
         counted = await ok(s, "execute_raw_query", query="SELECT count(*) FROM notes")
         assert counted["rows"] == [[1]]
         await fails(s, "execute_raw_query", "INVALID_INPUT", query="TABLE public.sessions")

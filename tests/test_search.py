@@ -326,3 +326,44 @@ async def test_search_context_tool_fails_with_stable_codes(target: Target, era: 
         await fails(
             s, "search_context", "INVALID_INPUT", session_id=sid, query="q", fuzzy_threshold=150
         )
+
+
+def long_text(rng: random.Random, word: str, chars: int) -> str:
+    """`chars` characters of common words, with `word` somewhere past the middle."""
+    from tests.corpus import COMMON
+
+    filler = " ".join(rng.choice(COMMON) for _ in range(chars // 3))[: chars - len(word) - 2]
+    cut = filler.index(" ", rng.randrange(len(filler) // 2, len(filler) - 20))
+    return f"{filler[:cut]} {word} {filler[cut:]}"
+
+
+@WAYS
+async def test_a_long_message_is_scored_on_windows_yet_found_by_a_typo(
+    db: Store, way: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared_context_server.blackboard import ranking
+
+    rng = random.Random(3)
+    sid = await new_session(db)
+    words = [word for word, _ in corpus(6, seed=3)]
+    posted = [
+        (await messages.add_message(db, ALICE, sid, long_text(rng, word, 99_900)))["message_id"]
+        for word in words
+    ]
+    if way != "not-yet-indexed":
+        await search.index_pending(db)
+    read: list[int] = []
+    real = ranking.fuzz.partial_ratio
+
+    def partial_ratio(query: str, text: str) -> float:
+        read.append(len(text))
+        return real(query, text)
+
+    monkeypatch.setattr(ranking.fuzz, "partial_ratio", partial_ratio)
+    query = with_typo(rng, words[4])
+    found = await search.search_context(db, ALICE, sid, query, limit=3)
+    assert ids(found)[0] == posted[4]
+    # The scorer never read a whole 100,000-character text, only windows of it (and the
+    # sender, "alice").
+    assert read and max(read) < 10_000
+    assert max(read) <= ranking.most_scored(ranking.default_process(query)) + len(" alice ")

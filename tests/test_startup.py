@@ -32,9 +32,11 @@ def test_serving_leaves_the_operator_commands_dashboard_records_and_rapidfuzz_un
         "shared_context_server.dashboard",
         "shared_context_server.storage.postgres.database",
     )
-    # psycopg: the PostgreSQL driver is loaded only for a postgresql:// --db.
+    # psycopg and pglast (the PostgreSQL driver and parser) load only for a postgresql:// --db.
     late = [
-        m for m in loaded if m.startswith(unwanted) or m.split(".")[0] in ("rapidfuzz", "psycopg")
+        m
+        for m in loaded
+        if m.startswith(unwanted) or m.split(".")[0] in ("rapidfuzz", "psycopg", "pglast")
     ]
     assert late == ["shared_context_server.operations.client_config"]
 

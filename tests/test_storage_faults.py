@@ -239,12 +239,48 @@ def test_a_file_changed_under_running_servers_refuses_writes_and_doctor_names_th
     assert "STORAGE_REPLACED" in problems(report)
     clean_exit(first)
     clean_exit(second)
-    if "wal" in change or "shm" in change:  # nothing acknowledged was lost
-        conn = sqlite3.connect(db)
+    # No old WAL is left at the path to be read over the file there now (doctor's
+    # read-only look may have made an empty one).
+    wal = Path(f"{db}-wal")
+    assert not wal.exists() or wal.stat().st_size == 0
+    if change == "deleted":
+        return
+    conn = sqlite3.connect(db)  # as the next server opens it
+    assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    if change != "truncated":
         contents = [r[0] for r in conn.execute("SELECT content FROM messages")]
-        assert contents == ["acknowledged before"]
-        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-        conn.close()
+        # The file put in place stays what it was; a deleted -wal or -shm loses nothing.
+        assert contents == ([] if change == "replaced" else ["acknowledged before"])
+    conn.close()
+
+
+@pytest.mark.parametrize("deleted", ["-wal", "-shm"])
+def test_writes_acknowledged_before_the_wal_was_deleted_outlive_killed_servers(
+    tmp_path: Path, deleted: str
+) -> None:
+    db = tmp_path / "bb.db"
+    first, second = RawServer(db), RawServer(db)
+    sid = first.call("create_session", purpose="kill")["session_id"]
+    acknowledged = [
+        server.call("add_message", session_id=sid, content=f"acknowledged {n}")["message_id"]
+        for n in range(20)
+        for server in (first, second)
+    ]
+    Path(f"{db}{deleted}").unlink()
+    for server in (first, second):  # each notices at its next write (or heartbeat)
+        refused = server.call("add_message", session_id=sid, content="refused")
+        assert refused["code"] == "STORAGE_REPLACED", refused
+        server.proc.kill()
+        server.proc.wait(timeout=30)
+    third = RawServer(db)
+    kept = [m["id"] for m in third.call("get_context", session_id=sid, limit=100)["messages"]]
+    assert kept == acknowledged
+    added = third.call("add_message", session_id=sid, content="a fresh id")
+    assert added["message_id"] > max(acknowledged)
+    clean_exit(third)
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    conn.close()
 
 
 def test_another_programs_sqlite_file_is_refused_and_left_untouched(tmp_path: Path) -> None:

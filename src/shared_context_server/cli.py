@@ -74,6 +74,8 @@ COMMANDS: dict[str, str] = {
     "export": "write a session as JSON (lossless, re-importable) or a Markdown transcript",
     "import": "load a session from a JSON export, with fresh message ids",
     "backup": "copy the database consistently while agents keep writing",
+    "restore": "replace the database with a backup, checked first, with no server using it "
+    "(the replaced file is kept beside it)",
     "dashboard": "a live, read-only view of the blackboard in the browser (sessions, "
     "transcripts, who is connected; --admin adds the audit log and memory)",
     "prune": "remove old archived sessions, expired memory and tokens, old audit entries "
@@ -312,6 +314,14 @@ def build_parser() -> argparse.ArgumentParser:
     backup = sub.add_parser("backup", parents=[db], help=COMMANDS["backup"])
     backup.add_argument("path", metavar="PATH")
     backup.add_argument("--force", action="store_true", help="replace PATH if it exists")
+
+    restore = sub.add_parser("restore", parents=[db], help=COMMANDS["restore"])
+    restore.add_argument("backup", metavar="BACKUP", help="a file `backup` wrote")
+    restore.add_argument(
+        "--discard-old",
+        action="store_true",
+        help="do not keep the replaced file as FILE.before-restore-TIME beside it",
+    )
 
     dashboard = sub.add_parser("dashboard", parents=[db, viewer], help=COMMANDS["dashboard"])
     dashboard.add_argument(

@@ -40,6 +40,7 @@ ENV_ARCHIVE_AFTER = "SHARED_CONTEXT_ARCHIVE_AFTER_DAYS"
 ENV_AUDIT_RETENTION = "SHARED_CONTEXT_AUDIT_RETENTION_DAYS"
 ENV_MAINTENANCE_INTERVAL = "SHARED_CONTEXT_MAINTENANCE_INTERVAL"
 ENV_STDIO = "SHARED_CONTEXT_STDIO"
+ENV_RECORDS_URL = "SHARED_CONTEXT_RECORDS_URL"
 
 # The groups of tools a process can offer; `core` alone by default keeps the tool list small.
 # `minimal` is the part of core a worker agent needs (server/toolsets.py says which).
@@ -61,6 +62,8 @@ ENVIRONMENT: dict[str, str] = {
     f"(default {DEFAULT_POLL_INTERVAL:g})",
     ENV_TOOLSETS: "toolsets to offer, comma-separated: core or minimal, records (default core)",
     ENV_ALLOW_RAW_WRITES: "1 lets execute_raw_query change rows of the shared tables",
+    ENV_RECORDS_URL: "on PostgreSQL: the confined login raw queries run as, as a URL "
+    "(default: one the server makes, if its role may create roles)",
     ENV_TOKEN_TTL: "seconds a sub-agent token lives unless expires_in says "
     f"(default {DEFAULT_TTL_S})",
     ENV_ARCHIVE_AFTER: "archive sessions idle this many days "

@@ -135,7 +135,8 @@ def doctor_report(data: dict[str, Any]) -> str:
         lines.append(f"journal mode  {data.get('journal_mode') or 'unknown'}")
         if "integrity" in data:
             integrity = data["integrity"]
-            lines.append(f"integrity     {integrity if integrity == 'ok' else 'FAILED'}")
+            shown = integrity if integrity in ("ok", "quick_check ok") else "FAILED"
+            lines.append(f"integrity     {shown}")
         if "schema_version" in data:
             lines.append(
                 f"schema        version {data['schema_version']}"
@@ -165,7 +166,12 @@ def doctor_report(data: dict[str, Any]) -> str:
         lines.append(f"warning: {item['warning']}\n  what to do: {item['fix']}")
     for item in data["problems"]:
         lines.append(f"PROBLEM: {item['problem']}\n  what to do: {item['fix']}")
-    lines.append("ok" if data["ok"] else f"{counted(len(data['problems']), 'problems')} found")
+    if not data["ok"]:
+        lines.append(f"{counted(len(data['problems']), 'problems')} found")
+    elif data.get("integrity") == "quick_check ok":  # never "ok" on a check that was partial
+        lines.append("no problems found by the quick check; the full check was not run")
+    else:
+        lines.append("ok")
     return "\n".join(lines)
 
 

@@ -18,6 +18,13 @@ Then a real server process is spawned and asked, over stdio, three kinds of quer
 
 Printed per size and kind: p50/p99 of the server's own `search_time_ms` and of the full
 tool call round trip seen by the client.
+
+`--long 300x100000` (the default; `--long ""` skips it) adds a session of 300 messages of
+100,000 characters each: common words, with each message's distinctive word somewhere
+inside. The session is small enough to be scored whole, so every search scores all 300
+long texts, the worst case of the cost per candidate.
+
+    .venv/bin/python tests/benchmarks/bench_search.py --sizes 1000 --queries 30 --long 300x100000
 """
 
 from __future__ import annotations
@@ -113,13 +120,35 @@ async def call(session: ClientSession, tool: str, **arguments: Any) -> dict[str,
     return result.structured_content
 
 
-async def bench_size(size: int, per_kind: int, workdir: Path) -> dict[str, Any]:
-    db = workdir / f"search-{size}.db"
+def long_corpus(count: int, chars: int, seed: int = 7) -> list[tuple[str, str]]:
+    """`count` (distinctive word, text) pairs, each text `chars` characters of common words
+    around its distinctive word, which sits anywhere in it."""
+    rng = random.Random(seed)
+    filler = " ".join(rng.choice(COMMON) for _ in range(chars // 2))
+    out: list[tuple[str, str]] = []
+    for word, _ in corpus(count, seed=seed):
+        start = filler.index(" ", rng.randrange(len(filler) - chars)) + 1
+        text = filler[start : start + chars - len(word) - 2]
+        cut = text.index(" ", rng.randrange(len(text) - 20))
+        # The common words next to it, so a "mixed" query has two to pick from.
+        out.append((word, f"{text[:cut]} {word} {text[cut:]}"))
+    return out
+
+
+def near_words(text: str, word: str) -> str:
+    """The dozen words around `word` in `text`: what a mixed query picks its common words from."""
+    at = text.index(f" {word} ")
+    return text[max(0, at - 60) : at + len(word) + 60].split(" ", 1)[1].rsplit(" ", 1)[0]
+
+
+async def bench_size(size: int, per_kind: int, workdir: Path, chars: int = 0) -> dict[str, Any]:
+    """One session of `size` corpus messages, or of `size` texts of `chars` characters."""
+    db = workdir / f"search-{size}-{chars}.db"
     params = StdioServerParameters(
         command=sys.executable,
         args=["-m", "shared_context_server", "--db", str(db), "--agent-id", "bench"],
     )
-    words = corpus(size, seed=size)
+    words = long_corpus(size, chars) if chars else corpus(size, seed=size)
     rng = random.Random(size)
     server_ms: dict[str, list[float]] = {k: [] for k in KINDS}
     call_ms: dict[str, list[float]] = {k: [] for k in KINDS}
@@ -132,7 +161,8 @@ async def bench_size(size: int, per_kind: int, workdir: Path) -> dict[str, Any]:
         filled = time.perf_counter() - started
         for _ in range(5):  # warm the page cache and the process
             await call(session, "search_context", session_id=sid, query="warm up query")
-        for kind, query, target in queries(words, per_kind, rng):
+        picks = [(w, near_words(t, w)) for w, t in words] if chars else words
+        for kind, query, target in queries(picks, per_kind, rng):
             t0 = time.perf_counter()
             found = await call(session, "search_context", session_id=sid, query=query, limit=5)
             call_ms[kind].append((time.perf_counter() - t0) * 1000)
@@ -140,7 +170,7 @@ async def bench_size(size: int, per_kind: int, workdir: Path) -> dict[str, Any]:
             if kind == "typo":
                 hits += ids[target] in [r["message"]["id"] for r in found["results"]]
     return {
-        "size": size,
+        "size": f"{size:,} x {chars:,}-character" if chars else f"{size:,}",
         "fill_s": filled,
         "recall_at_5": hits / per_kind,
         "server_ms": server_ms,
@@ -150,7 +180,7 @@ async def bench_size(size: int, per_kind: int, workdir: Path) -> dict[str, Any]:
 
 def report(result: dict[str, Any]) -> None:
     print(
-        f"\n{result['size']:,} messages (filled in {result['fill_s']:.1f} s); "
+        f"\n{result['size']} messages (filled in {result['fill_s']:.1f} s); "
         f"typo recall@5 {result['recall_at_5']:.3f}"
     )
     print(f"  {'query':<8} {'server p50':>10} {'p99':>8} {'call p50':>9} {'p99':>8}  (ms)")
@@ -170,24 +200,36 @@ def report(result: dict[str, Any]) -> None:
     )
 
 
-async def run(sizes: list[int], per_kind: int) -> None:
+async def run(sizes: list[int], per_kind: int, long: tuple[int, int] | None) -> None:
     with tempfile.TemporaryDirectory(prefix="scs-bench-search-") as tmp:
         for size in sizes:
             print(f"[bench] search: {size:,} messages", file=sys.stderr, flush=True)
             report(await bench_size(size, per_kind, Path(tmp)))
+        if long is not None:
+            count, chars = long
+            print(f"[bench] search: {count} x {chars:,} characters", file=sys.stderr, flush=True)
+            report(await bench_size(count, min(per_kind, count * 9 // 10), Path(tmp), chars))
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--sizes", default="1000,10000,100000", help="comma-separated session sizes")
     p.add_argument("--queries", type=int, default=200, help="queries of each kind per size")
+    p.add_argument(
+        "--long",
+        default="300x100000",
+        help='a session of COUNTxCHARS long messages ("" to skip)',
+    )
     args = p.parse_args(argv)
+    long = tuple(int(n) for n in args.long.split("x")) if args.long else None
+    if long is not None and (len(long) != 2 or long[0] < 10 or long[1] < 1000):
+        p.error("--long is COUNTxCHARS, e.g. 300x100000 (COUNT >= 10, CHARS >= 1000)")
     sizes = [int(s) for s in args.sizes.split(",")]
     if any(s < 10 for s in sizes) or args.queries < 1:
         p.error("sizes must be >= 10 and --queries >= 1")
     if args.queries > min(sizes) * 9 // 10:
         p.error("--queries must not exceed the visible messages of the smallest size")
-    anyio.run(run, sizes, args.queries)
+    anyio.run(run, sizes, args.queries, long)
     return 0
 
 

@@ -38,6 +38,8 @@ figures are in docs/PERFORMANCE.md):
   in a long message down to 60 at most, under the default threshold.
 - A query with no word of three characters or more has no trigrams: the newest messages
   of the session are scored instead.
+- A long message is scored on windows around where the query's words occur (ranking.py):
+  scoring 300 messages of 100,000 characters whole took 1-4 s a search.
 """
 
 from __future__ import annotations
@@ -108,7 +110,7 @@ async def search_context(
     Raises SessionNotFound, InvalidInput.
     """
     # Imported at the first search, not at start-up, which every agent's client waits for.
-    from shared_context_server.blackboard.ranking import default_process, score, searchable
+    from shared_context_server.blackboard.ranking import default_process, score_row
 
     started = time.perf_counter()
     agent.require("read", "search_context")
@@ -131,7 +133,7 @@ async def search_context(
     await require_session(db, session_id)
     scored = []
     for row in await db.search_candidates(candidate_query(agent, session_id, query, sender)):
-        value = score(processed, searchable(row))
+        value = score_row(processed, row)
         if value >= fuzzy_threshold:
             scored.append((value, row))
     scored.sort(key=lambda pair: (-pair[0], -pair[1]["id"]))

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
         @property
         def is_admin(self) -> bool: ...
 
+
 VISIBLE_SQL = (
     "(m.visibility = 'public'"
     " OR (m.visibility = 'private' AND m.sender = ?)"

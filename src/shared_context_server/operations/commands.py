@@ -1,4 +1,5 @@
-"""The operator's subcommands (doctor, sessions, tail, export, import, backup, prune):
+"""The operator's subcommands (doctor, sessions, tail, export, import, backup, restore,
+prune):
 each takes the parsed arguments and the database path and returns the exit status.
 
 Kept apart from cli.py so that serving, which every agent's client starts, does not import
@@ -29,6 +30,7 @@ from shared_context_server.operations.backup import backup
 from shared_context_server.operations.doctor import diagnose
 from shared_context_server.operations.opening import open_existing
 from shared_context_server.operations.prune import PruneOptions, prune
+from shared_context_server.operations.restore import restore
 from shared_context_server.operations.transfer import (
     export_session,
     import_session,
@@ -40,6 +42,7 @@ from shared_context_server.operations.viewers import ADMIN_VIEWER, choose_viewer
 from shared_context_server.operations.watch import follow, latest_messages, session_overview
 from shared_context_server.storage.opener import is_postgres_url, open_store, shown
 from shared_context_server.storage.seam import Store, Target
+from shared_context_server.storage.sqlite.schema import SCHEMA_VERSION
 from shared_context_server.terminal import (
     MessagePrinter,
     Progress,
@@ -251,6 +254,29 @@ def _backup(args: argparse.Namespace, db: Target) -> int:
     return 0
 
 
+def _restore(args: argparse.Namespace, db: Target) -> int:
+    if is_postgres_url(db):
+        raise InvalidInput(
+            "restore replaces a SQLite file; restore PostgreSQL with its own tool: "
+            f"pg_restore --clean --if-exists --dbname='{shown(db)}' FILE."
+        )
+    result = restore(Path(args.backup), Path(db), keep=not args.discard_old)
+    print(
+        f"restored {result['path']} from {result['backup']}: "
+        f"{counted(result['sessions'], 'sessions')}, {counted(result['messages'], 'messages')}"
+        f", schema version {result['schema_version']}, integrity ok"
+    )
+    if result["kept"]:
+        wal = " (with its -wal, which could not be written back)" if result["kept_wal"] else ""
+        print(f"the file it replaced is kept as {result['kept']}{wal}; delete it when done")
+    else:
+        print("the file it replaced was discarded (--discard-old)")
+    if result["schema_version"] < SCHEMA_VERSION:
+        print(f"the next server to start migrates it to schema version {SCHEMA_VERSION}")
+    print("agents' servers started from now on use the restored file")
+    return 0
+
+
 def _prune(args: argparse.Namespace, db: Target) -> int:
     if not 0 <= args.archived_older_than < 1e6:
         raise InvalidInput("--archived-older-than must be a number of days from 0 to 999999.")
@@ -292,6 +318,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace, Target], int]] = {
     "export": _export,
     "import": _import,
     "backup": _backup,
+    "restore": _restore,
     "prune": _prune,
     "dashboard": _dashboard,
 }

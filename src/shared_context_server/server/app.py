@@ -41,6 +41,7 @@ from shared_context_server.server import render, resources
 from shared_context_server.server.models import Input
 from shared_context_server.server.state import AppState
 from shared_context_server.server.stdio import stdio_streams
+from shared_context_server.server.subscriptions import Subscriptions
 from shared_context_server.server.toolsets import tool_list_for, tools_for
 from shared_context_server.storage.opener import open_store
 from shared_context_server.storage.seam import Store
@@ -216,6 +217,7 @@ async def _running(
         db=database,
         feed=feed,
         bus=bus,
+        subscriptions=Subscriptions(resources.session_of),
         heartbeat=heartbeat,
         records=records,
     )

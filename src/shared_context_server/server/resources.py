@@ -26,7 +26,7 @@ from shared_context_server.blackboard import memory, messages, sessions
 from shared_context_server.blackboard.audit import record_refusal
 from shared_context_server.blackboard.changes import sessions_with_news
 from shared_context_server.blackboard.identity import Agent
-from shared_context_server.errors import BlackboardError, PermissionDenied
+from shared_context_server.errors import BlackboardError, LimitExceeded, PermissionDenied
 from shared_context_server.server.state import AppState
 from shared_context_server.storage.seam import Change
 
@@ -104,6 +104,15 @@ RESOURCES: list[ResourceSpec] = [
 
 def session_uri(session_id: str) -> str:
     return f"session://{session_id}"
+
+
+def session_of(uri: str) -> str | None:
+    """The session whose new messages change `uri`; None for any other URI."""
+    for spec in RESOURCES:
+        args = spec.match(uri)
+        if args is not None:
+            return spec.session_of(args)
+    return None
 
 
 def resolve(uri: str) -> tuple[ResourceSpec, dict[str, str]]:
@@ -205,21 +214,37 @@ async def check_subscribable(state: AppState, agent: Agent, uri: str) -> None:
 async def subscribe(
     ctx: ServerRequestContext[AppState], params: types.SubscribeRequestParams
 ) -> types.EmptyResult:
+    """Follow a resource (handshake era); past MAX_SUBSCRIPTIONS, LIMIT_EXCEEDED before
+    anything is read."""
     state = ctx.lifespan_context
     agent = state.process_agent(ctx)
+    if params.uri not in state.subscriptions.subscribed:
+        refuse_past_cap(state, params.uri, 1)
     await check_subscribable(state, agent, params.uri)
     state.peer = state.peer or ctx.session
-    if params.uri not in state.subscriptions:
+    if params.uri not in state.subscriptions.subscribed:
         await state.feed.watch_from_now()
-    state.subscriptions[params.uri] = agent
+    try:
+        state.subscriptions.subscribe(params.uri, agent)
+    except LimitExceeded as error:  # others subscribed while this one was checked
+        state.feed.unwatch()
+        raise resource_error(params.uri, error) from None
     return types.EmptyResult()
+
+
+def refuse_past_cap(state: AppState, uri: str, adding: int) -> None:
+    """Raises MCPError (LIMIT_EXCEEDED) unless `adding` more subscriptions fit."""
+    try:
+        state.subscriptions.check_room(adding)
+    except LimitExceeded as error:
+        raise resource_error(uri, error) from None
 
 
 async def unsubscribe(
     ctx: ServerRequestContext[AppState], params: types.UnsubscribeRequestParams
 ) -> types.EmptyResult:
     state = ctx.lifespan_context
-    if state.subscriptions.pop(params.uri, None) is not None:
+    if state.subscriptions.unsubscribe(params.uri):
         state.feed.unwatch()
     return types.EmptyResult()
 
@@ -234,8 +259,8 @@ async def initialized(
 
 
 def listen_handler(stream: ListenHandler) -> Callable[..., Awaitable[Any]]:
-    """`subscriptions/listen` (discover era): check the URIs, then let the SDK serve the stream
-    while the poller watches on its behalf."""
+    """`subscriptions/listen` (discover era): check the URIs and the cap, then let the SDK
+    serve the stream while the poller watches on its behalf."""
 
     async def listen(
         ctx: ServerRequestContext[AppState], params: types.SubscriptionsListenRequestParams
@@ -243,43 +268,45 @@ def listen_handler(stream: ListenHandler) -> Callable[..., Awaitable[Any]]:
         state = ctx.lifespan_context
         agent = state.process_agent(ctx)
         uris = frozenset(params.notifications.resource_subscriptions or ())
+        if uris:
+            refuse_past_cap(state, min(uris), len(uris))
         for uri in sorted(uris):
             await check_subscribable(state, agent, uri)
         key = object()
-        await state.feed.watch_from_now()
-        state.listens[key] = (agent, uris)
         try:
-            return await stream(ctx, params)
+            state.subscriptions.open_listen(key, agent, uris)
+        except LimitExceeded as error:  # others subscribed while these were checked
+            raise resource_error(min(uris), error) from None
+        try:
+            await state.feed.watch_from_now()
+            try:
+                return await stream(ctx, params)
+            finally:
+                state.feed.unwatch()
         finally:
-            del state.listens[key]
-            state.feed.unwatch()
+            state.subscriptions.close_listen(key)
 
     return listen
 
 
 async def notify_change(state: AppState, change: Change) -> None:
-    """Tell every subscriber, in both eras, what `change` means for it."""
+    """Tell every subscriber, in both eras, what `change` means for it.
+
+    One read per subscribing agent (the sessions with news it may see), then a look-up per
+    session found: the cost follows the commit, not how many subscriptions are held."""
     if change.sessions_changed:
         if state.peer is not None:
             await state.peer.send_resource_list_changed()
         await state.bus.publish(ResourcesListChanged())
     if not change.new_messages:
         return
-    watched: dict[Agent, set[str]] = {}
-    for uri, agent in state.subscriptions.items():
-        watched.setdefault(agent, set()).add(uri)
-    for agent, listened in state.listens.values():
-        watched.setdefault(agent, set()).update(listened)
     published: set[str] = set()
-    for agent, uris in watched.items():
+    for agent, followed in list(state.subscriptions.agents()):
         news = await sessions_with_news(state.db, agent, change)
-        for uri in sorted(uris):
-            spec, args = resolve(uri)
-            if spec.session_of(args) not in news:
-                continue
-            if state.peer is not None and state.subscriptions.get(uri) == agent:
-                await state.peer.send_resource_updated(uri)
-            listening = any(a == agent and uri in u for a, u in state.listens.values())
-            if listening and uri not in published:
-                published.add(uri)
-                await state.bus.publish(ResourceUpdated(uri=uri))
+        for session_id in sorted(news):
+            for uri, watch in sorted(followed.get(session_id, {}).items()):
+                if watch.subscribed and state.peer is not None:
+                    await state.peer.send_resource_updated(uri)
+                if watch.listens and uri not in published:
+                    published.add(uri)
+                    await state.bus.publish(ResourceUpdated(uri=uri))

@@ -4,7 +4,7 @@ and who is listening for changes."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from mcp.server import ServerRequestContext
@@ -20,6 +20,7 @@ from shared_context_server.blackboard.identity import (
 )
 from shared_context_server.blackboard.processes import Heartbeat
 from shared_context_server.config import Settings
+from shared_context_server.server.subscriptions import Subscriptions
 from shared_context_server.storage.seam import Store
 
 if TYPE_CHECKING:  # imported only when the records toolset is offered
@@ -45,16 +46,15 @@ class AppState:
     feed: ChangeFeed
     # Discover era: listen streams take events from here (filtered by URI per stream).
     bus: InMemorySubscriptionBus
+    # Both eras: the URIs followed, with the agent following each (whose visibility
+    # decides what counts as news), capped per process.
+    subscriptions: Subscriptions
     heartbeat: Heartbeat | None = None
     # Handshake era: the connection, captured at notifications/initialized so the poller
-    # can notify outside any request, and the URIs it subscribed to, with the agent that
-    # subscribed (whose visibility decides what counts as news).
+    # can notify outside any request.
     peer: ServerSession | None = None
-    subscriptions: dict[str, Agent] = field(default_factory=dict)
     # Handshake era: whether the client listed resources (and so hears list_changed).
     list_watched: bool = False
-    # Discover era: the agent and URIs of each open listen stream.
-    listens: dict[object, tuple[Agent, frozenset[str]]] = field(default_factory=dict)
     records: RecordsStore | None = None  # open when the records toolset is on
 
     def process_agent(self, ctx: ServerRequestContext[AppState]) -> Agent:

@@ -3,7 +3,7 @@
 On SQLite: a file of their own beside the blackboard (`records_path`), opened on separate
 connections that never attach the blackboard, so no records call can name a blackboard
 table. On PostgreSQL: the schema `records` of the blackboard's own database, reached
-through the blackboard's Store; raw queries run as a confined role (records/raw_pg.py).
+through the blackboard's Store; raw queries run as a confined login (records/raw_pg.py).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from shared_context_server.blackboard import audit
 from shared_context_server.blackboard.identity import Agent
 from shared_context_server.blackboard.records.dialect import DIALECTS, SQLITE, Dialect
 from shared_context_server.blackboard.records.raw import RawQueries
-from shared_context_server.blackboard.records.raw_pg import InsideLog, PgRawQueries
+from shared_context_server.blackboard.records.raw_pg import PgRawQueries
 from shared_context_server.blackboard.records.schema import Table
 from shared_context_server.storage.opener import is_postgres_url
 from shared_context_server.storage.seam import Conn, Store, Target
@@ -145,12 +145,13 @@ class RecordsStore:
         else:
             self.on_write = partial(audit.record_table_write, blackboard)
 
-    def inside_log(self, agent: Agent, action: str) -> InsideLog | None:
-        """What a raw write runs in its transaction to log itself, if anything."""
-        hook = self.log_inside
-        if hook is None:
-            return None
-        return lambda conn, count, table: hook(conn, agent, action, table, count)
+    async def record_raw_write(self, agent: Agent, table: str, count: int) -> None:
+        """A raw write's audit entry, after its commit on either engine: on PostgreSQL it
+        ran as the confined login, which cannot write the audit trail (README: DESIGN)."""
+        if self.log_inside is not None:
+            await audit.record_table_write(self.db, agent, "execute_raw_query", table, count)
+        else:
+            await self.record_write(agent, "execute_raw_query", table, count)
 
     async def record_write(self, agent: Agent, action: str, table: str, count: int) -> None:
         """Every committed records write passes here (or through `log_inside`, inside its

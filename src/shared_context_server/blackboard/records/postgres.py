@@ -1,18 +1,27 @@
-"""The records schema on PostgreSQL: its DDL, and the role that confines raw queries.
+"""The records schema on PostgreSQL: its DDL, and the login that confines raw queries.
 
 Shared tables live in the schema `records` of the blackboard's database, made on first
-use. `execute_raw_query` runs as the NOLOGIN role CONFINED_ROLE (records/raw_pg.py): it
-may read and change rows of tables in `records` and nothing else; the blackboard's
-tables in `public` are out of its reach because it holds no privilege on them.
+use. `execute_raw_query` runs in a session of its own whose *session user* is the LOGIN
+role CONFINED_ROLE (records/raw_pg.py), or a login the operator names by URL that belongs
+to no role but CONFINED_ROLE: it may read and change rows of tables in `records` and
+nothing else, and no SET ROLE or set_config can give it more, because PostgreSQL checks
+role changes against the session user. The blackboard's tables in `public` are out of
+its reach because it holds no privilege on them.
+
+Where the server's own login may create roles, it makes CONFINED_ROLE and sets a random
+password, kept in `public.records_login`, which only the server's login can read.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
+from dataclasses import dataclass
 from typing import Any
 
 from shared_context_server.blackboard.records.dialect import SCHEMA
+from shared_context_server.config import ENV_RECORDS_URL
 from shared_context_server.storage.seam import Conn, Store
 
 logger = logging.getLogger(__name__)
@@ -60,30 +69,47 @@ def grant_table(conn: Conn, qualified: str) -> None:
         conn.execute(f"GRANT {ROW_PRIVILEGES} ON {qualified} TO {CONFINED_ROLE}")
 
 
-def confine(conn: Any, errors: Any) -> str | None:
-    """Set up CONFINED_ROLE on an autocommit connection (psycopg); None if raw queries can
-    run as it, else why not, in words for the agent and the DBA."""
+@dataclass
+class Login:
+    """How raw queries log in: a URL (with its password) for the confined role."""
+
+    url: str
+    role: str
+
+
+def confine(conn: Any, errors: Any, url: str, *, given: str | None, rotate: bool) -> Login | str:
+    """Set up the confined login on an autocommit connection (psycopg) of the blackboard's
+    own login `url`: the login to use, or why raw queries cannot be confined, in words for
+    the agent and the DBA. `given`: the operator's URL for the login
+    (SHARED_CONTEXT_RECORDS_URL); `rotate`: the stored password failed, make a new one."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
     me = conn.execute("SELECT current_user").fetchone()[0]
     # Without CREATEROLE it may exist already, made by a DBA: checked below.
     with contextlib.suppress(errors.InsufficientPrivilege):
         conn.execute(
-            "DO $$ BEGIN CREATE ROLE " + CONFINED_ROLE + " NOLOGIN; "
+            "DO $$ BEGIN CREATE ROLE " + CONFINED_ROLE + " LOGIN; "
             "EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
         )
+    role = CONFINED_ROLE
+    if given is not None:
+        role = str(conninfo_to_dict(given).get("user") or "")
+    if not role or role == me:
+        return f"the confined login must be a role of its own, not the server's {me}"
     row = conn.execute(
-        "SELECT rolsuper OR rolbypassrls OR rolcreaterole OR rolcreatedb, "
-        "pg_has_role(current_user, oid, 'MEMBER') FROM pg_roles WHERE rolname = %s",
-        (CONFINED_ROLE,),
+        "SELECT rolsuper OR rolbypassrls OR rolcreaterole OR rolcreatedb OR rolreplication,"
+        " rolcanlogin FROM pg_roles WHERE rolname = %s",
+        (role,),
     ).fetchone()
     if row is None:
-        return f"the role {me} may not create roles, and the role {CONFINED_ROLE} is missing"
+        return f"the role {me} may not create roles, and the role {role} is missing"
     if row[0]:
-        return f"the role {CONFINED_ROLE} holds powers beyond reading rows (superuser, ...)"
-    if not row[1]:
+        return f"the role {role} holds powers beyond reading rows (superuser, ...)"
+    if not row[1] and given is None:
         try:
-            conn.execute(f'GRANT {CONFINED_ROLE} TO "{me}"')
+            conn.execute(f"ALTER ROLE {role} LOGIN")  # made NOLOGIN by an older version
         except errors.InsufficientPrivilege:
-            return f"the role {me} is not a member of {CONFINED_ROLE} and may not make itself one"
+            return f"the role {role} may not log in (NOLOGIN)"
     for grant in (
         f"GRANT USAGE ON SCHEMA {SCHEMA} TO {CONFINED_ROLE}",
         f"GRANT {ROW_PRIVILEGES} ON ALL TABLES IN SCHEMA {SCHEMA} TO {CONFINED_ROLE}",
@@ -93,12 +119,49 @@ def confine(conn: Any, errors: Any) -> str | None:
         except errors.InsufficientPrivilege as error:
             # Tables another role made carry that role's grants (grant_table).
             logger.info("records: %s: %s", grant, error)
-    ok = conn.execute(
-        "SELECT has_schema_privilege(%s, %s, 'USAGE')", (CONFINED_ROLE, SCHEMA)
-    ).fetchone()
+    ok = conn.execute("SELECT has_schema_privilege(%s, %s, 'USAGE')", (role, SCHEMA)).fetchone()
     if not ok[0]:
-        return f"the role {CONFINED_ROLE} may not use the schema {SCHEMA}"
-    return _reaches_beyond(conn)
+        return f"the role {role} may not use the schema {SCHEMA}"
+    why = _reaches_beyond(conn, role)
+    if why is not None:
+        return why
+    if given is not None:
+        return Login(given, role)
+    password = _password(conn, errors, me, rotate=rotate)
+    if password is None:
+        return f"the role {me} may not set the password of {role}"
+    return Login(make_conninfo(url, user=role, password=password), role)
+
+
+# The generated password of the confined login, readable by the blackboard's login only.
+_MAKE_LOGINS = (
+    "CREATE TABLE IF NOT EXISTS records_login (role text PRIMARY KEY, password text NOT NULL)"
+)
+_STORED = "SELECT password FROM records_login WHERE role = %s"
+_STORE = (
+    "INSERT INTO records_login (role, password) VALUES (%s, %s)"
+    " ON CONFLICT (role) DO UPDATE SET password = excluded.password"
+)
+
+
+def _password(conn: Any, errors: Any, me: str, *, rotate: bool) -> str | None:
+    """The confined login's password: the stored one, else a new one set on the role (as
+    its SCRAM verifier, so the text never reaches the server's log); None if not allowed."""
+    conn.execute(_MAKE_LOGINS)
+    conn.execute("REVOKE ALL ON records_login FROM PUBLIC")
+    stored = conn.execute(_STORED, (CONFINED_ROLE,)).fetchone()
+    if stored is not None and not rotate:
+        return str(stored[0])
+    password = secrets.token_urlsafe(32)
+    verifier = conn.pgconn.encrypt_password(
+        password.encode(), CONFINED_ROLE.encode(), b"scram-sha-256"
+    ).decode()
+    try:
+        conn.execute(f"ALTER ROLE {CONFINED_ROLE} PASSWORD '{verifier}'")
+    except errors.InsufficientPrivilege:
+        return None
+    conn.execute(_STORE, (CONFINED_ROLE, password))
+    return password
 
 
 # Tables and views outside `records` that the role could read or change (a grant to it or
@@ -116,24 +179,28 @@ _MEMBER_OF = (
 )
 
 
-def _reaches_beyond(conn: Any) -> str | None:
-    """Why the role is not confined to the shared tables, if it is not."""
-    tables = [r[0] for r in conn.execute(_BEYOND, (SCHEMA, CONFINED_ROLE)).fetchall()]
+def _reaches_beyond(conn: Any, role: str) -> str | None:
+    """Why the role is not confined to the shared tables, if it is not: a table beyond
+    them, or a role it belongs to other than CONFINED_ROLE (which holds the row grants)."""
+    tables = [r[0] for r in conn.execute(_BEYOND, (SCHEMA, role)).fetchall()]
     if tables:
         return (
-            f"the role {CONFINED_ROLE} can reach tables outside the schema {SCHEMA} "
+            f"the role {role} can reach tables outside the schema {SCHEMA} "
             f"({', '.join(tables)}); revoke those grants"
         )
-    groups = [r[0] for r in conn.execute(_MEMBER_OF, (CONFINED_ROLE,)).fetchall()]
+    groups = [r[0] for r in conn.execute(_MEMBER_OF, (role,)).fetchall() if r[0] != CONFINED_ROLE]
     if groups:
-        return f"the role {CONFINED_ROLE} is a member of {', '.join(groups)}; revoke that"
+        return f"the role {role} is a member of {', '.join(groups)}; revoke that"
     return None
 
 
 def how_to_enable(server_role: str) -> str:
     """What a DBA runs so this server can confine raw queries."""
     return (
-        f"a DBA can run: CREATE ROLE {CONFINED_ROLE} NOLOGIN; GRANT {CONFINED_ROLE} TO "
-        f"{server_role}; GRANT USAGE ON SCHEMA {SCHEMA} TO {CONFINED_ROLE} (README: "
-        "'Shared tables on PostgreSQL'), then retry"
+        f"a DBA can run: CREATE ROLE {CONFINED_ROLE} LOGIN PASSWORD '...'; GRANT USAGE ON "
+        f"SCHEMA {SCHEMA} TO {CONFINED_ROLE}; GRANT {ROW_PRIVILEGES} ON ALL TABLES IN "
+        f"SCHEMA {SCHEMA} TO {CONFINED_ROLE}; and start the servers (role {server_role}) "
+        f"with {ENV_RECORDS_URL}=postgresql://{CONFINED_ROLE}:...@host/db, or let "
+        f"{server_role} make the login itself: ALTER ROLE {server_role} CREATEROLE "
+        "(README: 'Shared tables on PostgreSQL')"
     )

@@ -1,26 +1,23 @@
-"""`execute_raw_query` on PostgreSQL: one statement, as a role that can reach only the rows
-of the shared tables.
+"""`execute_raw_query` on PostgreSQL: one statement, in a session that can reach only the
+rows of the shared tables.
 
-Each call is one transaction on a connection of its own: SET LOCAL ROLE to the confined
-role (records/postgres.py: no privilege outside the schema `records`, so the blackboard's
-tables, files, DDL and temporary tables are refused by PostgreSQL itself), the schema
-`records` as the search path, a statement timeout, READ ONLY unless this call may write,
-then the one statement through the extended protocol (which refuses a second statement).
+The session logs in as the confined login (records/postgres.py), never as the
+blackboard's own login: its *session user* holds no privilege outside the schema
+`records`, so no SET ROLE, RESET ROLE or set_config in the text can reach more. What
+PUBLIC may call anyway (advisory locks, pg_notify, lo_*, signals, SQL from text) is kept
+out by an allowlist over PostgreSQL's own parse of the statement (records/pg_allow.py).
 
-A role taken with SET ROLE can be left by the statement itself (SET/RESET ROLE, or
-set_config('role', ...), since PostgreSQL checks the *session's* user): so before it
-runs, a statement is read for what it is (`check`): it must be a SELECT, VALUES, TABLE,
-WITH, INSERT, UPDATE or DELETE, name none of the functions that change settings, run SQL
-from text or hold anything past the transaction (DENIED), and use no quoting a reader
-could misjudge (E'', U&'', $$).
+Each call is one transaction: READ ONLY unless this call may write, the schema `records`
+as the search path, a statement timeout, then the one statement exactly as parsed; after
+it, DISCARD ALL, so no lock, setting or object outlives the call.
 """
 
 from __future__ import annotations
 
-import re
+import contextlib
+import os
 import threading
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
 import anyio
@@ -33,288 +30,221 @@ from shared_context_server.blackboard.records.failures import (
     sql_error,
     sqlstate,
 )
+from shared_context_server.blackboard.records.pg_allow import Statement, read_statement, refuse
 from shared_context_server.blackboard.records.postgres import (
-    CONFINED_ROLE,
     SETUP_LOCK,
+    Login,
     confine,
     how_to_enable,
 )
+from shared_context_server.config import ENV_RECORDS_URL
 from shared_context_server.errors import (
     BlackboardError,
     DatabaseBusy,
     InvalidInput,
     LimitExceeded,
     PermissionDenied,
+    StorageError,
 )
-from shared_context_server.storage.seam import Conn, Fetched
+from shared_context_server.storage.seam import Fetched
 
 MAX_RESULT_BYTES = 4 * 1024 * 1024
-FIRST_WORDS = frozenset({"select", "values", "table", "with", "insert", "update", "delete"})
-WRITE_WORDS = frozenset({"insert", "update", "delete"})
-# Functions a confined statement must not call: set_config and pg_settings change settings
-# (the role among them); the *_to_xml family, ts_stat and ts_rewrite run SQL given as text,
-# which could call set_config out of sight; the rest hold locks or objects past the
-# transaction, signal other backends, or reach files and other servers.
-DENIED = frozenset(
-    {
-        "set_config",
-        "pg_settings",
-        "query_to_xml",
-        "query_to_xmlschema",
-        "query_to_xml_and_xmlschema",
-        "cursor_to_xml",
-        "cursor_to_xmlschema",
-        "table_to_xml",
-        "table_to_xmlschema",
-        "table_to_xml_and_xmlschema",
-        "schema_to_xml",
-        "schema_to_xmlschema",
-        "schema_to_xml_and_xmlschema",
-        "database_to_xml",
-        "database_to_xmlschema",
-        "database_to_xml_and_xmlschema",
-        "ts_stat",
-        "ts_rewrite",
-        "pg_notify",
-        "pg_cancel_backend",
-        "pg_terminate_backend",
-        "pg_logical_emit_message",
-    }
-)
-DENIED_PREFIXES = ("pg_advisory", "pg_try_advisory", "lo_", "dblink", "pg_read", "pg_ls_")
-_NOT_TABLES = frozenset({"", "set", "of", "nowait", "skip", "'", "$", "."})
-_WORD = re.compile(r"[A-Za-z_\x80-\uffff][A-Za-z0-9_$\x80-\uffff]*")
 READ_ONLY = (
     "raw queries are read-only here: change rows with insert_record, "
     "update_record or delete_record (or start the server with --allow-raw-writes)"
 )
+# What the session must be before a statement runs: the confined login itself, with no
+# power beyond rows (checked again at every connect, whatever the setup found).
+_WHO = (
+    "SELECT session_user, rolsuper OR rolbypassrls OR rolcreaterole OR rolcreatedb"
+    " OR rolreplication FROM pg_roles WHERE rolname = session_user"
+)
 
 
-@dataclass
-class Statement:
-    """What `check` read: the first word, and the tables it writes."""
-
-    first: str
-    writes: bool
-    tables: set[str] = field(default_factory=set)
-
-
-def _words(query: str) -> list[str]:
-    """The statement's words (keywords, names; quoted names unquoted), lower-cased, with
-    strings and comments left out; InvalidInput for quoting this reader does not take."""
-    words: list[str] = []
-    i, n = 0, len(query)
-    ended = False
-    while i < n:
-        char = query[i]
-        if char.isspace():
-            i += 1
-        elif query.startswith("--", i):
-            end = query.find("\n", i)
-            i = n if end < 0 else end + 1
-        elif query.startswith("/*", i):
-            depth, i = 1, i + 2
-            while i < n and depth:
-                if query.startswith("/*", i):
-                    depth, i = depth + 1, i + 2
-                elif query.startswith("*/", i):
-                    depth, i = depth - 1, i + 2
-                else:
-                    i += 1
-        elif ended:
-            raise _refuse("query holds more than one statement; send one statement per call")
-        elif char in "'\"":
-            if char == "'" and words and words[-1] in ("e", "u") and query[i - 1] != " ":
-                raise _refuse("E'' and U&'' strings are not taken; use plain '...' strings")
-            end = i + 1
-            while True:
-                end = query.find(char, end)
-                if end < 0:
-                    raise _refuse("a quote is not closed")
-                if query.startswith(char * 2, end):
-                    end += 2
-                    continue
-                break
-            if char == '"':
-                words.append(query[i + 1 : end].replace('""', '"').lower())
-            else:
-                words.append("'")
-            i = end + 1
-        elif char == "$":
-            j = i + 1
-            while j < n and query[j].isdigit():
-                j += 1
-            if j == i + 1:
-                raise _refuse("dollar quoting ($$) is not taken; use plain '...' strings")
-            words.append("$")
-            i = j
-        elif char == "&" and words and words[-1] == "u":
-            raise _refuse("U& quoting is not taken")
-        elif char == ";":
-            ended = True
-            i += 1
-        elif match := _WORD.match(query, i):
-            words.append(match.group().lower())
-            i = match.end()
-        else:
-            if char == ".":
-                words.append(".")  # schema.table: the table is the word after it
-            i += 1
-    return words
-
-
-def check(query: str) -> Statement:
-    """What the statement is, or InvalidInput (forbidden statement)."""
-    words = _words(query)
-    if not words or words[0] not in FIRST_WORDS:
-        shown = words[0].upper() if words else "nothing"
-        raise _refuse(
-            f"{shown} is not allowed: raw queries take one SELECT, VALUES, TABLE, WITH, "
-            "INSERT, UPDATE or DELETE (make tables with create_table)"
-        )
-    statement = Statement(words[0], writes=bool(WRITE_WORDS & set(words)))
-    for index, word in enumerate(words):
-        if word in DENIED or word.startswith(DENIED_PREFIXES):
-            raise _refuse(f"{word} is not allowed in raw queries")
-        before = words[index - 1] if index else ""
-        if word == "into" and before != "insert":
-            raise _refuse("SELECT ... INTO makes a table; make tables with create_table")
-        if before in ("into", "update") or (
-            before == "from" and index > 1 and words[index - 2] == "delete"
-        ):
-            at = index + 1 if word == "only" else index
-            if words[at + 1 : at + 2] == ["."]:
-                at += 2
-            name = words[at] if at < len(words) else ""
-            if name not in _NOT_TABLES:  # FOR UPDATE OF, DO UPDATE SET
-                statement.tables.add(name)
-    return statement
-
-
-def _refuse(reason: str) -> InvalidInput:
-    return InvalidInput(f"forbidden statement: {reason}.", argument="query")
-
-
-# Run inside the transaction after a writing statement: (connection, rows changed, tables).
-InsideLog = Callable[[Conn, int, str], None]
+class _AuthFailed(Exception):
+    """The confined login's password was refused."""
 
 
 class PgRawQueries:
-    """The connection raw queries run on, one confined statement at a time."""
+    """The confined session raw queries run on, one statement at a time."""
 
-    def __init__(self, url: str, *, allow_writes: bool, seconds: float, max_rows: int) -> None:
-        self.url = url
+    def __init__(
+        self,
+        url: str,
+        *,
+        allow_writes: bool,
+        seconds: float,
+        max_rows: int,
+        login_url: str | None = None,
+    ) -> None:
+        self.url = url  # the blackboard's own login: used to set up, never to run a query
+        self.login_url = login_url  # the operator's confined login, if named
         self.allow_writes = allow_writes
         self.seconds = seconds
         self.max_rows = max_rows
         self.refusal: str | None = None  # why raw queries cannot be confined here
+        self._login: Login | None = None
+        self._server_role = ""
         self._conn: Any = None
         self._lock = threading.Lock()
 
     @classmethod
     async def open(
-        cls, url: str, *, allow_writes: bool, seconds: float, max_rows: int
+        cls,
+        url: str,
+        *,
+        allow_writes: bool,
+        seconds: float,
+        max_rows: int,
+        login_url: str | None = None,
     ) -> PgRawQueries:
         """The raw-query side of the records schema; it connects at the first raw query,
-        so a server whose agents never send one holds no extra connection."""
-        return cls(url, allow_writes=allow_writes, seconds=seconds, max_rows=max_rows)
+        so a server whose agents never send one holds no extra connection. `login_url`:
+        the confined login, else SHARED_CONTEXT_RECORDS_URL, else one the server makes."""
+        login_url = login_url or os.environ.get(ENV_RECORDS_URL) or None
+        return cls(
+            url,
+            allow_writes=allow_writes,
+            seconds=seconds,
+            max_rows=max_rows,
+            login_url=login_url,
+        )
 
-    def _confine(self) -> None:
-        """Connect and set up the confined role; `refusal` says why not, if not. Until it
-        succeeds every raw query tries again, so a DBA's grant needs no restart."""
+    def _confine(self, *, rotate: bool = False) -> None:
+        """Set up the confined login with the blackboard's login; `refusal` says why not,
+        if not. Until it succeeds every raw query tries again, so a DBA's grant needs no
+        restart."""
         from shared_context_server.storage.postgres.connect import connect_sync, driver
 
         pg = driver()
-        with self._lock:
-            try:
-                if self._conn is None or self._conn.closed:
-                    self._conn = connect_sync(self.url)
-                conn = self._conn
-                role = conn.execute("SELECT current_user").fetchone()[0]
-                # Processes starting together grant one after another (a concurrent
+        try:
+            setup: Any = connect_sync(self.url)
+            with setup as conn:
+                self._server_role = conn.execute("SELECT current_user").fetchone()[0]
+                # Processes starting together set up one after another (a concurrent
                 # GRANT of the same role fails with "tuple concurrently updated").
                 conn.execute("SELECT pg_advisory_lock(%s)", (SETUP_LOCK,))
                 try:
-                    why = confine(conn, pg.errors)
+                    found = confine(conn, pg.errors, self.url, given=self.login_url, rotate=rotate)
                 finally:
                     conn.execute("SELECT pg_advisory_unlock(%s)", (SETUP_LOCK,))
-            except (pg.Error, BlackboardError) as error:
-                self._conn = None
-                raise DatabaseBusy(
-                    f"raw queries could not be set up on PostgreSQL yet ({error}); retry "
-                    "in a moment."
-                ) from None
-            self.refusal = None if why is None else f"{why}; {how_to_enable(role)}"
+        except (pg.Error, BlackboardError) as error:
+            raise DatabaseBusy(
+                f"raw queries could not be set up on PostgreSQL yet ({error}); retry in a moment."
+            ) from None
+        if isinstance(found, Login):
+            self._login, self.refusal = found, None
+        else:
+            self._login, self.refusal = None, f"{found}; {how_to_enable(self._server_role)}"
+
+    def _ensure(self) -> None:
+        with self._lock:
+            if self._login is None:
+                self._confine()
+
+    def _connect(self) -> Any:
+        """A session as the confined login, checked to be it; PermissionDenied if it is
+        the blackboard's own login or holds more than rows."""
+        from shared_context_server.storage.postgres.connect import driver
+
+        pg = driver()
+        if self._login is None:  # found wanting by another call meanwhile
+            raise self._denied()
+        conn: Any = None
+        try:
+            conn = self._log_in(self._login)
+        except _AuthFailed:
+            if self.login_url is not None:
+                raise self._unreachable("the password in " + ENV_RECORDS_URL) from None
+        # Refused: another server of this database stored a new password (read it), or a
+        # server of another database on this cluster set one (set ours again).
+        for rotate in (False, True) if conn is None else ():
+            self._confine(rotate=rotate)
+            if self._login is None:
+                raise self._denied()
+            with contextlib.suppress(_AuthFailed):
+                conn = self._log_in(self._login)
+                break
+        if conn is None:
+            raise self._unreachable("the password just set")
+        conn.prepare_threshold = None  # DISCARD ALL drops prepared statements after each call
+        try:
+            who, powerful = conn.execute(_WHO).fetchone()
+        except pg.Error:
+            conn.close()
+            raise
+        if who != self._login.role or who == self._server_role or powerful:
+            conn.close()
+            self._login = None
+            self.refusal = (
+                f"the confined login logs in as {who}, which is the server's own role or holds "
+                f"more than rows; {how_to_enable(self._server_role)}"
+            )
+            raise self._denied()
+        return conn
+
+    def _log_in(self, login: Login) -> Any:
+        """connect_sync as the confined login; messages never hold its password."""
+        from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+        from shared_context_server.storage.postgres.connect import connect_sync
+
+        try:
+            # UTF-8, as pglast read the text: in some encodings (SJIS...) a backslash
+            # byte can end a character, and the server would read the quoting otherwise.
+            return connect_sync(make_conninfo(login.url, client_encoding="UTF8"))
+        except StorageError as error:
+            password = str(conninfo_to_dict(login.url).get("password") or "")
+            text = str(error).replace(password, "***") if password else str(error)
+            if "password authentication failed" in text:
+                raise _AuthFailed(text) from None
+            raise DatabaseBusy(f"PostgreSQL is unreachable; retry ({text})") from None
+
+    def _unreachable(self, what: str) -> DatabaseBusy:
+        return DatabaseBusy(
+            f"raw queries could not log in as {self._login.role if self._login else '?'}: "
+            f"{what} was refused; check it and pg_hba.conf."
+        )
+
+    def _denied(self) -> PermissionDenied:
+        return PermissionDenied(
+            "raw queries are off on this PostgreSQL database, because they could not be "
+            f"confined to the shared tables: {self.refusal}.",
+        )
 
     async def close(self) -> None:
         if self._conn is not None:
             await anyio.to_thread.run_sync(self._conn.close)
             self._conn = None
 
-    async def run(
-        self, query: str, params: Sequence[Any], *, writes: bool, log: InsideLog | None = None
-    ) -> RawOutcome:
+    async def run(self, query: str, params: Sequence[Any], *, writes: bool) -> RawOutcome:
         """Run one statement, at most max_rows + 1 rows back. Raises WriteRefused (a row
-        write while writes are off), BlackboardError."""
-        if self._conn is None or self.refusal is not None:
-            await anyio.to_thread.run_sync(self._confine)
-        if self.refusal is not None:
-            raise PermissionDenied(
-                f"raw queries are off on this PostgreSQL database, because they could not "
-                f"be confined to the shared tables: {self.refusal}.",
-            )
-        statement = check(query)
+        write while writes are off), PermissionDenied (no confined login), BlackboardError."""
+        if self._login is None:
+            await anyio.to_thread.run_sync(self._ensure)
+        if self._login is None:
+            raise self._denied()
+        statement = read_statement(query)
         if statement.writes and not writes:
             raise WriteRefused(f"{READ_ONLY}.", argument="query")
         with anyio.CancelScope(shield=True):  # the statement runs to its timeout at most
-            fetched = await anyio.to_thread.run_sync(
-                self._run, query, tuple(params), writes, statement, log
-            )
+            fetched = await anyio.to_thread.run_sync(self._run, statement, tuple(params), writes)
         return RawOutcome(fetched, frozenset(statement.tables))
 
-    def _run(
-        self,
-        query: str,
-        params: tuple[Any, ...],
-        writes: bool,
-        statement: Statement,
-        log: InsideLog | None,
-    ) -> Fetched:
-        from shared_context_server.storage.postgres.connect import connect_sync, driver
-        from shared_context_server.storage.postgres.unit import PgConn, to_pyformat
+    def _run(self, statement: Statement, params: tuple[Any, ...], writes: bool) -> Fetched:
+        from shared_context_server.storage.postgres.connect import driver
 
         pg = driver()
         with self._lock:
             if self._conn is None or self._conn.closed:
-                try:
-                    self._conn = connect_sync(self.url)
-                except BlackboardError as error:
-                    raise DatabaseBusy(f"PostgreSQL is unreachable; retry ({error})") from None
+                self._conn = self._connect()
             conn = self._conn
             try:
-                with conn.transaction():
-                    mode = "READ WRITE" if writes else "READ ONLY"
-                    conn.execute(f"SET TRANSACTION {mode}")
-                    conn.execute(f"SET LOCAL ROLE {CONFINED_ROLE}")
-                    conn.execute(f"SET LOCAL search_path = {SCHEMA}")
-                    # Backslashes in '...' must mean themselves, as `check` read them.
-                    conn.execute("SET LOCAL standard_conforming_strings = on")
-                    conn.execute(f"SET LOCAL statement_timeout = {int(self.seconds * 1000)}")
-                    cursor = pg.Cursor(conn)
-                    sql = to_pyformat(query)
-                    if not (writes and statement.writes):
-                        # Streamed, so an endless result is cut at the row cap (the rest
-                        # is cancelled, which ends the transaction: nothing to commit).
-                        # A write here is refused by the READ ONLY transaction.
-                        fetched = self._stream(cursor, sql, params)
-                        raise pg.Rollback()
-                    cursor.execute(sql, params)
-                    fetched = self._fetched(cursor)
-                    conn.execute("RESET ROLE")
-                    conn.execute("RESET search_path")
-                    if log is not None and fetched.changes:
-                        log(PgConn(conn), fetched.changes, ",".join(sorted(statement.tables)))
-                return fetched
+                try:
+                    return self._transaction(conn, statement, params, writes, pg)
+                finally:
+                    if not conn.closed and not conn.broken:
+                        conn.execute("DISCARD ALL")  # nothing of the call outlives it
             except pg.Error as error:
                 if conn.closed or conn.broken:
                     self._conn = None
@@ -323,6 +253,28 @@ class PgRawQueries:
                         "saved; retry it in a moment."
                     ) from None
                 raise self._explain(error) from None
+
+    def _transaction(
+        self, conn: Any, statement: Statement, params: tuple[Any, ...], writes: bool, pg: Any
+    ) -> Fetched:
+        with conn.transaction():
+            mode = "READ WRITE" if writes else "READ ONLY"
+            conn.execute(f"SET TRANSACTION {mode}")
+            conn.execute(f"SET LOCAL search_path = {SCHEMA}")
+            # Backslashes in '...' must mean themselves, as pglast read them.
+            conn.execute("SET LOCAL standard_conforming_strings = on")
+            conn.execute(f"SET LOCAL statement_timeout = {int(self.seconds * 1000)}")
+            # The text as pglast read it, sent as it is: no client-side rewriting.
+            cursor = pg.RawCursor(conn)
+            if not (writes and statement.writes):
+                # Streamed, so an endless result is cut at the row cap (the rest is
+                # cancelled, which ends the transaction: nothing to commit). A write
+                # here is refused by the READ ONLY transaction.
+                fetched = self._stream(cursor, statement.sql, params)
+                raise pg.Rollback()
+            cursor.execute(statement.sql, params)
+            return self._fetched(cursor)
+        return fetched
 
     def _stream(self, cursor: Any, sql: str, params: tuple[Any, ...]) -> Fetched:
         rows: list[Any] = []
@@ -376,7 +328,7 @@ class PgRawQueries:
                 argument="query",
             )
         if "multiple commands" in text:
-            return _refuse("query holds more than one statement; send one statement per call")
+            return refuse("send exactly one statement per call")
         if state in ("08P01", "42P02") or "bind message supplies" in text:
             return InvalidInput(f"execute_raw_query: {text}.", argument="params")
         if state == "54000" or state.startswith("53"):

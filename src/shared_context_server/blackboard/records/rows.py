@@ -22,7 +22,6 @@ from shared_context_server.blackboard.records.failures import (
     sql_error,
 )
 from shared_context_server.blackboard.records.location import RecordsStore
-from shared_context_server.blackboard.records.raw import RawQueries
 from shared_context_server.blackboard.records.schema import (
     IDENTIFIER,
     INT64,
@@ -433,20 +432,14 @@ async def execute_raw_query(
     raw = store.raw
     writes = raw.allow_writes and ("write" in agent.permissions or agent.is_admin)
     try:
-        if isinstance(raw, RawQueries):
-            outcome = await raw.run(query, bound, writes=writes)
-        else:  # PostgreSQL: the audit entry is written in the statement's transaction
-            log = store.inside_log(agent, "execute_raw_query")
-            outcome = await raw.run(query, bound, writes=writes, log=log)
+        outcome = await raw.run(query, bound, writes=writes)
     except WriteRefused:
         if raw.allow_writes:  # the server allows raw writes; this agent lacks the permission
             agent.require("write", "a raw query that changes rows")
         raise
     fetched = outcome.fetched
     if writes and fetched.changes:
-        await store.record_write(
-            agent, "execute_raw_query", ",".join(sorted(outcome.written)), fetched.changes
-        )
+        await store.record_raw_write(agent, ",".join(sorted(outcome.written)), fetched.changes)
     truncated = len(fetched.rows) > raw.max_rows
     rows: list[list[Any]] = []
     chars = 0

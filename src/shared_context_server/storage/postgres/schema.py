@@ -143,7 +143,7 @@ TABLES = (
     )""",
     "CREATE INDEX messages_session ON messages (session_id, id)",
     "CREATE INDEX messages_sender ON messages (session_id, sender, id)",
-    # Search's candidates: trigrams of the very text ranking scores (ranking.searchable),
+    # Search's candidates: trigrams of the very text ranking scores (ranking.score_row),
     # as FTS5 indexes content, sender and metadata. One expression, so a search is one
     # index scan; a query must repeat SEARCH_TEXT to use it. It cost about as much per
     # insert as an index over content alone (tests/benchmarks/bench_pg_insert.py).

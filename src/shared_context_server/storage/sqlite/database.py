@@ -24,7 +24,7 @@ from typing import TypeVar
 import aiosqlite
 import anyio
 
-from shared_context_server.errors import DatabaseBusy, StorageError
+from shared_context_server.errors import DatabaseBusy, StorageError, StorageReplaced
 from shared_context_server.storage.seam import (
     CandidateQuery,
     Change,
@@ -37,7 +37,9 @@ from shared_context_server.storage.seam import (
 from shared_context_server.storage.sqlite import search
 from shared_context_server.storage.sqlite.faults import (
     FileIdentity,
+    let_go,
     newer_schema,
+    replaced,
     storage_fault,
 )
 from shared_context_server.storage.sqlite.files import (
@@ -126,6 +128,9 @@ class Database:
         self._reader_opening = anyio.Lock()
         # Set once the file is open and migrated: what every write checks first.
         self._identity: FileIdentity | None = None
+        # Set once a guard has found the files changed and this process has let go of
+        # them (storage.let_go): it never writes, checkpoints or opens the path again.
+        self._let_go = False
         self._blackboard = False
         # The change feed's marks (changes()): -1 until its first look.
         self._seen_version = -1
@@ -163,6 +168,9 @@ class Database:
                 path,
                 fs_type,
             )
+        # Compared with the file once open: one replaced meanwhile (a restore) would
+        # otherwise be taken for the file this connection holds.
+        before = await anyio.to_thread.run_sync(FileIdentity.of, path)
         try:
             conn = await aiosqlite.connect(
                 path, isolation_level=None, cached_statements=128 if statement_cache else 0
@@ -179,13 +187,29 @@ class Database:
         except BaseException:
             await conn.close()
             raise
-        db._identity = await anyio.to_thread.run_sync(FileIdentity.of, path)
+        identity = await anyio.to_thread.run_sync(FileIdentity.of, path)
+        if identity.main != before.main:
+            await db.close()
+            raise StorageError(
+                f"{path} was replaced while this server was opening it (a restore?); "
+                "start the server again."
+            )
+        db._identity = identity
         db._blackboard = migrate
         return db
 
     async def close(self) -> None:
-        """Close every connection; a file that went bad meanwhile is logged, not raised."""
+        """Close every connection; a file that went bad meanwhile is logged, not raised.
+
+        Files changed under this process and not yet noticed are let go of first: SQLite's
+        own close would leave the old -wal beside a replaced file.
+        """
         try:
+            if self._identity is not None and not self._let_go:
+                try:
+                    self._identity.check()
+                except StorageReplaced:
+                    await on_connection_thread(self._conn, self._release)
             for quick in (self._quick, self._quick_write):
                 if quick is not None:
                     quick.close()
@@ -216,12 +240,37 @@ class Database:
     def _guard(self, conn: sqlite3.Connection) -> None:
         """Run under the write lock before any write: is the file still ours, and still a
         schema this release knows?"""
-        if self._identity is not None:
-            self._identity.check()
+        self._check_files()
         if self._blackboard:
             version = int(conn.execute("PRAGMA user_version").fetchone()[0])
             if version > SCHEMA_VERSION:
                 raise newer_schema(self.path, version, SCHEMA_VERSION)
+
+    def _check_files(self) -> None:
+        """Raise StorageReplaced if the files at the path are not those this process
+        opened; also before a connection is opened, which would open whatever is there."""
+        if self._let_go:
+            raise replaced(self.path, "changed")
+        if self._identity is not None:
+            self._identity.check()
+
+    def _release(self, conn: sqlite3.Connection) -> None:
+        """Let go of files found changed (once), through `conn`, outside a transaction."""
+        if self._identity is not None and not self._let_go and not conn.in_transaction:
+            self._let_go = True
+            let_go(self._identity, conn)
+            # The last connection to close would checkpoint and delete -wal and -shm by
+            # name: another server's, by then. Only Python 3.12+ can turn that off.
+            setconfig = getattr(conn, "setconfig", None)
+            no_checkpoint = getattr(sqlite3, "SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE", None)
+            if setconfig is not None and no_checkpoint is not None:
+                setconfig(no_checkpoint, True)
+
+    async def _released(self, error: StorageReplaced) -> StorageReplaced:
+        """`error`, after letting go of the files on the main connection's thread."""
+        with anyio.CancelScope(shield=True):
+            await on_connection_thread(self._conn, self._release)
+        return error
 
     def read_now(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
         """A small bounded read run at once on the caller's thread, through a read-only
@@ -232,6 +281,7 @@ class Database:
         for writers. It sees committed data only, never an open write() of this process.
         """
         if self._quick is None:
+            self._check_files()
             quick = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             quick.execute(f"PRAGMA busy_timeout = {QUICK_BUSY_MS}")
             quick.execute("PRAGMA query_only = ON")
@@ -311,6 +361,8 @@ class Database:
         """A passive checkpoint if the WAL file has grown past `threshold_bytes`; returns
         the frames copied back. SQLite checkpoints on its own at commit, but a reader that
         was busy then can leave the WAL growing; passive never waits for anyone."""
+        if self._let_go:  # its WAL was written back, and is not the path's any more
+            return 0
         try:
             size = self.path.with_name(self.path.name + "-wal").stat().st_size
         except FileNotFoundError:
@@ -414,6 +466,8 @@ class Database:
                 pass  # another process is writing: wait for it on aiosqlite's thread
             except sqlite3.Error as error:
                 raise self._translated(error) from None
+            except StorageReplaced as error:
+                raise await self._released(error) from None
             else:
                 self._committed()
                 return result
@@ -429,6 +483,8 @@ class Database:
                         continue
                     except sqlite3.Error as error:
                         raise self._translated(error) from None
+                    except StorageReplaced as error:
+                        raise await self._released(error) from None
                     self._committed()
                     return result
         finally:
@@ -452,6 +508,8 @@ class Database:
             return False
         except sqlite3.Error as error:
             raise self._translated(error) from None
+        except StorageReplaced as error:
+            raise await self._released(error) from None
         finally:
             conn.execute(f"PRAGMA busy_timeout = {QUICK_WRITE_BUSY_MS}")
         self._committed()
@@ -459,6 +517,7 @@ class Database:
 
     def _quick_writer(self) -> sqlite3.Connection:
         if self._quick_write is None:
+            self._check_files()
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             conn.execute(f"PRAGMA busy_timeout = {QUICK_WRITE_BUSY_MS}")
             conn.execute("PRAGMA synchronous = NORMAL")
@@ -504,6 +563,8 @@ class Database:
                 continue
             except sqlite3.Error as error:
                 raise self._translated(error) from None
+            except StorageReplaced as error:
+                raise await self._released(error) from None
         raise self._busy()
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
@@ -522,6 +583,7 @@ class Database:
     async def _reading_connection(self) -> aiosqlite.Connection:
         async with self._reader_opening:
             if self._reader is None:
+                self._check_files()
                 reader = await aiosqlite.connect(self.path, isolation_level=None)
                 reader.row_factory = sqlite3.Row
                 await reader.execute(f"PRAGMA busy_timeout = {QUICK_BUSY_MS}")

@@ -11,6 +11,7 @@ few `stat` calls against what was open when the file was opened.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import sqlite3
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from shared_context_server.errors import (
     StorageReadOnly,
     StorageReplaced,
 )
+
+logger = logging.getLogger(__name__)
 
 # Written into the header of every file this release creates or migrates ("SCtx").
 APPLICATION_ID = 0x53437478
@@ -105,8 +108,9 @@ def wal_deleted(path: Path, which: str) -> StorageReplaced:
     return StorageReplaced(
         f"{path}{which} was deleted while servers were using the database, so new writes "
         "would not reach other processes; this server refuses them. The database file "
-        "itself is fine: stop every server using it (the last one to exit writes back "
-        f"what the deleted file held), then start them again. `{DOCTOR}` lists them.",
+        "itself is fine: each server writes what the deleted file held back into it when "
+        "it notices (at its next write, or heartbeat). Restart the servers using it; "
+        f"`{DOCTOR}` lists them.",
         database_path=str(path),
     )
 
@@ -164,6 +168,89 @@ class FileIdentity:
         for suffix, held in (("-wal", self.wal), ("-shm", self.shm)):
             if held is not None and _identity(Path(f"{self.path}{suffix}")) != held:
                 raise wal_deleted(self.path, suffix)
+
+    def database_changed(self) -> bool:
+        """The file at the path is not the database this process opened: deleted,
+        replaced, or truncated (the same file, emptied)."""
+        now = _identity(self.path)
+        if now is None or (self.main is not None and now != self.main):
+            return True
+        return self.had_header and os.stat(self.path).st_size < 512
+
+    def holds(self, suffix: str) -> bool:
+        """The file at `path + suffix` is the very one this process opened. False when
+        the filesystem gives no file identity (st_ino 0, some Windows filesystems)."""
+        held = self.wal if suffix == "-wal" else self.shm
+        return held is not None and held[1] != 0 and _identity(Path(f"{self.path}{suffix}")) == held
+
+    def others(self) -> list[str]:
+        """-wal or -shm files at the path that this process did not open: another
+        server's, started after ours were deleted."""
+        return [
+            suffix
+            for suffix in ("-wal", "-shm")
+            if Path(f"{self.path}{suffix}").exists() and not self.holds(suffix)
+        ]
+
+
+CHECKPOINT_WAIT_MS = 1000
+
+
+def let_go(identity: FileIdentity, conn: sqlite3.Connection) -> None:
+    """After this process found its files changed under it (StorageReplaced), leave
+    nothing that would damage the file now at the path; logs what it did.
+
+    `conn` is one of this process's connections, outside a transaction; its handles are
+    still on the files as they were opened. If the database itself changed, the WAL is
+    written back into the old database through that handle (a copy moved aside stays
+    whole; the file now at the path is never touched), and this process's -wal and -shm
+    are removed from the path: left beside the new file, SQLite would read the old pages
+    through them over it. If only the -wal or -shm went, the database is still ours: the
+    WAL is written back into it now, while no other server has started on the path, so
+    acknowledged writes outlive a kill of every server. If one has started (a -wal or -shm
+    not ours is at the path), writing back would overwrite its commits: only said.
+    """
+    path = identity.path
+    moved_away = identity.database_changed()
+    if not moved_away and identity.others():
+        logger.error(
+            "%s: its -wal or -shm was deleted and another server has since started on the "
+            "file; this server's writes not yet copied into the database cannot be without "
+            "damaging it, and stay only in the deleted -wal. Stop this server.",
+            path,
+        )
+        return
+    truncated = moved_away and identity.main is not None and _identity(path) == identity.main
+    written_back = False
+    if not truncated:  # an emptied file at the path is the one place not to write pages
+        conn.execute(f"PRAGMA busy_timeout = {CHECKPOINT_WAIT_MS}")
+        try:
+            # FULL, not TRUNCATE: it says how many frames there were.
+            busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(FULL)").fetchone()
+        except sqlite3.Error as error:
+            busy, frames, copied = 1, -1, -1
+            logger.warning("%s: writing the WAL back failed: %s", path, error)
+        where = "the old database (no longer at the path)" if moved_away else "the database"
+        if busy or copied < frames:
+            logger.error(
+                "%s: only %d of %d WAL frames were written back into %s (a reader held "
+                "the rest); they stay in the deleted -wal until this server exits.",
+                path,
+                max(copied, 0),
+                max(frames, 0),
+                where,
+            )
+        else:
+            written_back = True
+            logger.warning("%s: wrote its WAL (%d frames) back into %s", path, frames, where)
+    if not (moved_away or written_back):
+        return  # the WAL at the path still holds writes: the next server reads them
+    for suffix in ("-wal", "-shm"):
+        if identity.holds(suffix):
+            try:
+                Path(f"{path}{suffix}").unlink()
+            except OSError as error:  # Windows removes no open file: it goes at exit
+                logger.warning("%s%s is stale and could not be removed: %s", path, suffix, error)
 
 
 def foreign_file(path: Path, application_id: int, tables: set[str]) -> str | None:
