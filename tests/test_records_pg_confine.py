@@ -15,12 +15,12 @@ import pytest
 
 from shared_context_server.blackboard.records import rows
 from shared_context_server.blackboard.records.location import RecordsStore
-from shared_context_server.blackboard.records.pg_allow import read_statement
-from shared_context_server.blackboard.records.postgres import CONFINED_ROLE
 from shared_context_server.config import ENV_RECORDS_URL, Settings
 from shared_context_server.errors import BlackboardError
-from shared_context_server.storage.opener import open_store
+from shared_context_server.storage.opener import open_records, open_store
+from shared_context_server.storage.postgres.allow import read_statement
 from shared_context_server.storage.postgres.database import CHANNEL, MIGRATION_LOCK
+from shared_context_server.storage.postgres.records import CONFINED_ROLE
 from tests.conftest import ALICE, connect, create_database, drop_database, ok
 from tests.pg_cluster import Cluster
 
@@ -122,7 +122,7 @@ async def test_no_raw_query_leaves_its_confinement(planted: str) -> None:
     victim = _admin(url)
     listener = _admin(url)
     listener.execute(f"LISTEN {CHANNEL}")
-    store = await RecordsStore.open(url, allow_raw_writes=True)
+    store = RecordsStore.of(await open_records(url, allow_writes=True))
     seen: list[str] = []
     try:
         await rows.create_table(store, ALICE, "notes", {"text": "TEXT"})
@@ -169,7 +169,7 @@ async def test_no_raw_query_leaves_its_confinement(planted: str) -> None:
 async def test_a_question_mark_is_a_parameter_only_where_postgresql_reads_an_operator(
     pg_url: str, query: str, expected: list[list[Any]]
 ) -> None:
-    store = await RecordsStore.open(pg_url)
+    store = RecordsStore.of(await open_records(pg_url))
     try:
         count = query.count("?") - query.count("'?'") - query.count('"?"') - query.count("-- ?")
         count -= query.count("/* ? */")
@@ -199,7 +199,7 @@ async def test_an_operator_named_login_runs_raw_queries_by_password(
     url = pg_cluster.url(name).replace("postgres@", f"{name}@")
     try:
         monkeypatch.setenv(ENV_RECORDS_URL, url.replace(f"{name}@", f"{login}:right@"))
-        store = await RecordsStore.open(url)
+        store = RecordsStore.of(await open_records(url))
         try:
             await rows.create_table(store, ALICE, "notes", {"text": "TEXT"})
             who = await rows.execute_raw_query(
@@ -216,7 +216,7 @@ async def test_raw_queries_never_run_as_the_servers_own_login(
     pg_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(ENV_RECORDS_URL, pg_url)
-    store = await RecordsStore.open(pg_url)
+    store = RecordsStore.of(await open_records(pg_url))
     try:
         with pytest.raises(BlackboardError) as info:
             await rows.execute_raw_query(store, ALICE, "SELECT 1")
@@ -234,8 +234,8 @@ async def test_a_password_another_database_changed_is_set_again_once(
     second server of this database then reads that one, rather than setting another."""
     import psycopg
 
-    first = await RecordsStore.open(pg_url)
-    second = await RecordsStore.open(pg_url)
+    first = RecordsStore.of(await open_records(pg_url))
+    second = RecordsStore.of(await open_records(pg_url))
     try:
         for store in (first, second):
             assert (await rows.execute_raw_query(store, ALICE, "SELECT 1"))["rows"] == [[1]]
@@ -307,7 +307,7 @@ async def test_a_backslash_means_itself_whatever_the_database_default(pg_url: st
         conn.execute(
             f'ALTER DATABASE "{pg_url.rsplit("/", 1)[1]}" SET standard_conforming_strings = off'
         )
-    store = await RecordsStore.open(pg_url)
+    store = RecordsStore.of(await open_records(pg_url))
     try:
         sneaky = "SELECT '\\' , 1 --', set_config('role', 'none', true)"
         result = await rows.execute_raw_query(store, ALICE, sneaky)

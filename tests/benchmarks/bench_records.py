@@ -80,12 +80,12 @@ async def run_domain(target: Target, calls: int) -> dict[str, list[float]]:
     from shared_context_server.blackboard.identity import Agent
     from shared_context_server.blackboard.records import rows
     from shared_context_server.blackboard.records.location import RecordsStore
-    from shared_context_server.storage.opener import open_store
+    from shared_context_server.storage.opener import open_records, open_store
 
     agent = Agent("bench", "bench")
     times: dict[str, list[float]] = {"insert_record": [], "query_records": []}
     db = await open_store(target)
-    store = await RecordsStore.beside(db)
+    store = RecordsStore.of(await open_records(db))
     store.audit_into(db)
     try:
         await rows.create_table(store, agent, "tasks2", COLUMNS)

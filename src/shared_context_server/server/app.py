@@ -265,8 +265,9 @@ async def open_records(settings: Settings, db: Store) -> RecordsStore:
     """The shared tables of the blackboard `db`: the file beside it (SQLite), or the
     records schema of its database (PostgreSQL). Raises StorageError."""
     from shared_context_server.blackboard.records.location import RecordsStore
+    from shared_context_server.storage.opener import open_records as open_tables
 
-    return await RecordsStore.beside(db, allow_raw_writes=settings.allow_raw_writes)
+    return RecordsStore.of(await open_tables(db, allow_writes=settings.allow_raw_writes))
 
 
 async def serve_stdio(settings: Settings, interactive: bool = False) -> None:
