@@ -17,9 +17,9 @@ import pytest
 from shared_context_server import config, hook
 from shared_context_server.blackboard import messages, sessions
 from shared_context_server.blackboard.identity import Agent
+from shared_context_server.storage import opener
 from shared_context_server.storage.opener import open_store
 from shared_context_server.storage.seam import Target
-from shared_context_server.storage.sqlite.faults import opener
 from tests.conftest import ALICE, BOB, CAROL
 
 # The facts of Claude Code's hooks reference (https://code.claude.com/docs/en/hooks) that

@@ -17,9 +17,10 @@ from shared_context_server.blackboard.records import rows
 from shared_context_server.blackboard.records.location import RecordsStore
 from shared_context_server.config import ENV_RECORDS_URL, Settings
 from shared_context_server.errors import BlackboardError
+from shared_context_server.storage.locks import Lock
 from shared_context_server.storage.opener import open_records, open_store
 from shared_context_server.storage.postgres.allow import read_statement
-from shared_context_server.storage.postgres.database import CHANNEL, MIGRATION_LOCK
+from shared_context_server.storage.postgres.database import CHANNEL
 from shared_context_server.storage.postgres.records import CONFINED_ROLE
 from tests.conftest import ALICE, connect, create_database, drop_database, ok
 from tests.pg_cluster import Cluster
@@ -49,8 +50,8 @@ ESCAPES = [
     "TABLE public.agent_tokens",
     "SELECT * FROM public.records_login",
     "SELECT * FROM public.memory",
-    f"SELECT 1 --\r, pg_advisory_lock({MIGRATION_LOCK})\n",
-    f"SELECT pg_try_advisory_lock({MIGRATION_LOCK})",
+    f"SELECT 1 --\r, pg_advisory_lock({int(Lock.MIGRATION)})\n",
+    f"SELECT pg_try_advisory_lock({int(Lock.MIGRATION)})",
     "SELECT pg_advisory_lock(?)",
     "SELECT 1 --\r, pg_terminate_backend(?)\n",
     "SELECT pg_cancel_backend(?)",
