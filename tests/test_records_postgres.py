@@ -52,7 +52,7 @@ def settings(url: str, **more: Any) -> Settings:
 async def test_raw_query_attacks_are_refused_and_the_process_keeps_working(pg_url: str) -> None:
     import psycopg
 
-    async with connect("2026", settings(pg_url, allow_writes=True)) as s:
+    async with connect("2026", settings(pg_url, allow_raw_writes=True)) as s:
         await ok(s, "create_table", table_name="notes", columns={"text": "TEXT"})
         await ok(s, "insert_record", table_name="notes", data={"text": "keep"})
         for n, (query, code) in enumerate(ATTACKS):
