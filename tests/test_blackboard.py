@@ -290,7 +290,7 @@ def test_every_list_pages_with_the_same_cursor_form() -> None:
 
 def test_a_message_and_a_session_have_one_shape_in_every_layer() -> None:
     from shared_context_server.blackboard import news
-    from shared_context_server.operations.transfer import ImportedMessage, ImportedSession
+    from shared_context_server.operations.import_read import ImportedMessage, ImportedSession
     from shared_context_server.server import outputs
 
     message_keys = set(messages.Message.__annotations__)

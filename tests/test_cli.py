@@ -31,9 +31,8 @@ def test_demo_shows_three_agents_and_never_touches_the_real_blackboard(tmp_path:
     assert "docs  can see 3 of the 6 messages" in out
     assert "security  can see 6 of the 6 messages" in out
     assert "temporary file" in out and not real.exists()
-    # The closing hint launches this project, never the index's 1.x of the same name.
-    pinned = "uvx --from 'shared-context-server>=2,<3' shared-context-server --agent-id claude-main"
-    assert pinned in out
+    # The closing hint launches this installation (tests/test_install.py: each route).
+    assert "claude mcp add shared-context -- " in out and "--agent-id claude-main" in out
 
 
 def test_demo_with_db_keeps_the_collaboration(tmp_path: Path) -> None:

@@ -6,11 +6,10 @@ Run on a SQLite file only: what is tested here never reaches an engine's differe
 
 from __future__ import annotations
 
-import fcntl
 import json
+import os
 import subprocess
 import sys
-import termios
 import threading
 from pathlib import Path
 from typing import Any
@@ -40,12 +39,18 @@ def serve(db: Path, lines: list[str], transport: str, answers: int) -> list[dict
     proc.stdin.write("".join(line + "\n" for line in lines))
     proc.stdin.flush()
     messages: list[dict[str, Any]] = []
-    while transport == "threads" and sum("id" in m for m in messages) < answers:
-        line = proc.stdout.readline()  # bounded: the test run's timeout, and the server's
-        if not line:
-            break
-        messages.append(json.loads(line))
-    rest, stderr = proc.communicate(timeout=120)  # closes stdin: the client hangs up
+    # A server that stops answering but keeps running must fail the test, not hang it.
+    watchdog = threading.Timer(120, proc.kill)
+    watchdog.start()
+    try:
+        while transport == "threads" and sum("id" in m for m in messages) < answers:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            messages.append(json.loads(line))
+        rest, stderr = proc.communicate(timeout=120)  # closes stdin: the client hangs up
+    finally:
+        watchdog.cancel()
     assert proc.returncode == 0, stderr
     assert "Traceback" not in stderr and "unexpected" not in stderr, stderr
     return messages + [json.loads(line) for line in rest.splitlines()]
@@ -124,8 +129,81 @@ def test_requests_whose_id_is_null_a_float_or_an_object_get_invalid_request(
     assert sorted(by_id(replies)) == [1, 9]
 
 
+# A lone surrogate: json.dumps writes it as the escape "\ud800", valid JSON but no UTF-8.
+LONE = "\ud800"
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_lone_surrogates_anywhere_in_a_request_are_answered_and_the_server_carries_on(
+    tmp_path: Path, transport: str
+) -> None:
+    lines = [json.dumps(INITIALIZE), json.dumps(INITIALIZED)]
+    lines += [json.dumps({"jsonrpc": "2.0", "id": 2, "method": LONE})]
+    lines += [json.dumps({**tool_call(0, "whoami", {}), "id": "a" + LONE})]
+    lines += [json.dumps(tool_call(3, LONE, {}))]
+    metadata = {LONE: [LONE, {"k": "x" + LONE}]}
+    lines += [json.dumps(tool_call(4, "create_session", {"purpose": LONE, "metadata": metadata}))]
+    lines += [json.dumps(tool_call(5, "whoami", {}))]
+    replies = serve(tmp_path / "bb.db", lines, transport, answers=6)
+    answered = by_id(replies)
+    assert sorted(answered) == [1, 2, 3, 4, 5]
+    assert answered[2]["error"]["code"] == -32601
+    assert "Unknown tool: '\ufffd'" in answered[3]["error"]["message"]
+    assert answered[4]["result"]["structuredContent"]["purpose"] == "\ufffd"
+    assert answered[5]["result"]["isError"] is False
+    [refused] = [m["error"] for m in replies if "id" in m and m["id"] is None]
+    assert refused["code"] == -32600 and "lone surrogate" in refused["message"]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_reply_holding_the_servers_own_non_utf8_path_is_written(
+    tmp_path: Path, transport: str
+) -> None:
+    # A file name of bytes that are not UTF-8 decodes to a lone surrogate (surrogateescape),
+    # and whoami shows the database's path.
+    db = tmp_path / os.fsdecode(b"caf\xe9.db")
+    lines = [json.dumps(INITIALIZE), json.dumps(INITIALIZED)]
+    lines += [json.dumps(tool_call(2, "whoami", {}))]
+    result = by_id(serve(db, lines, transport, answers=2))[2]["result"]
+    assert result["isError"] is False and "caf\ufffd.db" in result["content"][0]["text"]
+
+
+# What a 2026-era request carries instead of a handshake.
+MODERN_META = {
+    "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+    "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
+    "io.modelcontextprotocol/clientCapabilities": {},
+}
+
+
+@pytest.mark.parametrize("era", ["handshake", "discover"])
+def test_a_session_uri_holding_a_lone_surrogate_is_invalid_params_on_the_wire(
+    tmp_path: Path, era: str
+) -> None:
+    # The mcp client cannot even send one (it puts the URI in a header); a raw client can.
+    # Read as U+FFFD, the URI names a session that cannot exist (in-process, where nothing
+    # is read as U+FFFD, test_realtime checks the surrogate itself, unsubscribe included).
+    methods = ["resources/read"]
+    lines = [json.dumps(INITIALIZE), json.dumps(INITIALIZED)] if era == "handshake" else []
+    params: dict[str, Any] = {"uri": "session://" + LONE}
+    if era == "handshake":
+        methods += ["resources/subscribe"]
+    else:
+        params["_meta"] = MODERN_META
+    for request_id, method in enumerate(methods, start=2):
+        lines.append(
+            json.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
+        )
+    answered = by_id(serve(tmp_path / "bb.db", lines, "auto", answers=0))
+    for request_id in range(2, 2 + len(methods)):
+        assert answered[request_id]["error"]["code"] == -32602, answered
+        assert "SESSION_NOT_FOUND: no session '\ufffd'" in answered[request_id]["error"]["message"]
+
+
 def unread_bytes(fd: int) -> int:
-    """Bytes written into a pipe and not yet read by the other end."""
+    """Bytes written into a pipe and not yet read by the other end (POSIX's FIONREAD)."""
+    fcntl = pytest.importorskip("fcntl")
+    termios = pytest.importorskip("termios")
     buffer = bytearray(4)
     fcntl.ioctl(fd, termios.FIONREAD, buffer)
     return int.from_bytes(buffer, sys.byteorder)

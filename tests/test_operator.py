@@ -6,10 +6,13 @@ import itertools
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+import tempfile
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -318,6 +321,47 @@ async def test_tail_and_sessions_fail_in_one_line_on_a_missing_session_or_file(
     assert not missing.exists()
 
 
+@contextmanager
+def no_database_file(kind: str, tmp_path: Path) -> Iterator[Path]:
+    """A path that exists and is no database file: one of `kind`."""
+    if kind.startswith("/"):
+        if not Path(kind).exists():
+            pytest.skip(f"no {kind} here")
+        yield Path(kind)
+    elif kind == "directory":
+        yield tmp_path
+    elif kind == "fifo":
+        os.mkfifo(tmp_path / "fifo")
+        yield tmp_path / "fifo"
+    else:  # a socket's path must be short: not under tmp_path
+        with tempfile.TemporaryDirectory(prefix="scs") as short, socket.socket(socket.AF_UNIX) as s:
+            s.bind(f"{short}/sock")
+            yield Path(short) / "sock"
+
+
+@pytest.mark.parametrize(
+    ("kind", "phrase", "doctor_says"),
+    [
+        ("fifo", "it is a FIFO (named pipe)", "it is a FIFO"),
+        ("socket", "it is a socket", "it is a socket"),
+        ("directory", "it is a directory", "it is a directory"),
+        ("/dev/zero", "it is a character device", "it is a character device"),
+        ("/proc/self/mem", "cannot be used as a shared-context-server database", "cannot be read"),
+    ],
+)
+def test_a_db_path_that_is_no_database_file_fails_each_command_in_one_line(
+    tmp_path: Path, kind: str, phrase: str, doctor_says: str
+) -> None:
+    # SQLite's own failure to open it (a FIFO, /proc/self/mem) left aiosqlite's thread to
+    # print a traceback after the error line.
+    with no_database_file(kind, tmp_path) as path:
+        for command in (["serve"], ["sessions"], ["tail", "sess_x"], ["export", "sess_x"]):
+            assert_one_line_error(run(*command, "--db", str(path)), phrase)
+        doctor = run("doctor", "--db", str(path))
+        assert doctor.returncode == 1 and doctor.stderr == "", doctor.stderr
+        assert doctor_says in doctor.stdout
+
+
 async def read_until(process: Process, text: str, seen: list[str]) -> None:
     assert process.stdout is not None
     while text not in "".join(seen):
@@ -351,6 +395,16 @@ async def test_tail_follow_prints_a_message_another_process_writes_and_stops_on_
 # --- export and import ------------------------------------------------------------------
 
 
+def read_export(text: str) -> dict[str, Any]:
+    """An export in either form as one document: JSON Lines is a header, then messages."""
+    first, _, rest = text.partition("\n")
+    header = json.loads(first) if first.startswith('{"') else None
+    if header is None or "messages" in header:
+        return dict(json.loads(text))
+    header.pop("form")
+    return {**header, "messages": [json.loads(line) for line in rest.splitlines()]}
+
+
 def normalised(document: dict[str, Any]) -> dict[str, Any]:
     """The export without its ids and export time: message ids become positions."""
     position = {m["id"]: i for i, m in enumerate(document["messages"])}
@@ -362,19 +416,21 @@ def normalised(document: dict[str, Any]) -> dict[str, Any]:
     return {"session": session, "messages": messages, "view": document["view"]}
 
 
+@pytest.mark.parametrize("name", ["s.jsonl", "s.json"])
 async def test_export_import_round_trip_is_lossless_into_another_database(
-    target: Target, other_target: Target, tmp_path: Path
+    target: Target, other_target: Target, tmp_path: Path, name: str
 ) -> None:
     source, target = target, other_target
     sid = (await blackboard(source))["session_id"]
-    exported = tmp_path / "s.json"
+    exported = tmp_path / name
     assert run("export", sid, "--admin", "--db", str(source), "-o", str(exported)).returncode == 0
     assert exported.stat().st_mode & 0o077 == 0  # it may hold private messages
     proc = run("import", str(exported), "--db", str(target))
     assert proc.returncode == 0, proc.stderr
     assert f"imported session {sid}: 5 messages" in proc.stdout
-    again = json.loads(run("export", sid, "--admin", "--db", str(target)).stdout)
-    original = json.loads(exported.read_text())
+    again = read_export(run("export", sid, "--admin", "--db", str(target)).stdout)
+    original = read_export(exported.read_text())
+    assert exported.read_text().startswith("{\n" if name.endswith(".json") else '{"format"')
     assert again["session"] == original["session"]  # the id was free, so it was kept
     assert normalised(again) == normalised(original)
     assert again["messages"][2]["metadata"] == {"severity": "high"}
@@ -393,10 +449,10 @@ async def test_importing_into_the_same_database_gets_fresh_ids_and_says_so(targe
     assert len(ids) == 2 and sid in ids
     (new_sid,) = ids - {sid}
     assert proc.stdout.rstrip().endswith(new_sid)
-    copy = json.loads(run("export", new_sid, "--admin", "--db", str(db)).stdout)
-    assert normalised(copy) == normalised(json.loads(exported))
+    copy = read_export(run("export", new_sid, "--admin", "--db", str(db)).stdout)
+    assert normalised(copy) == normalised(read_export(exported))
     assert min(m["id"] for m in copy["messages"]) > max(
-        m["id"] for m in json.loads(exported)["messages"]
+        m["id"] for m in read_export(exported)["messages"]
     )
     if isinstance(db, Path):  # PostgreSQL checks every foreign key at each commit
         assert await rows(db, "PRAGMA foreign_key_check") == []
@@ -414,7 +470,7 @@ async def test_a_public_export_holds_public_messages_and_imports_without_danglin
         await db.close()
     proc = run("export", sid, "--db", str(path))
     assert "only public messages" in proc.stderr
-    document = json.loads(proc.stdout)
+    document = read_export(proc.stdout)
     contents = [m["content"] for m in document["messages"]]
     assert contents == ["finding: overflow", "docs updated", "done, see my note"]
     imported = run("import", "-", "--db", str(other_target), stdin=proc.stdout)
@@ -447,10 +503,10 @@ def test_import_rejects_a_bad_file_in_one_line(tmp_path: Path, content: str, phr
 async def test_import_is_all_or_nothing(tmp_path: Path) -> None:
     source, target = tmp_path / "a.db", tmp_path / "b.db"
     sid = (await blackboard(source))["session_id"]
-    document = json.loads(run("export", sid, "--admin", "--db", str(source)).stdout)
+    document = read_export(run("export", sid, "--admin", "--db", str(source)).stdout)
     document["messages"][4]["visibility"] = "everyone"
     proc = run("import", "-", "--db", str(target), stdin=json.dumps(document))
-    assert_one_line_error(proc, "messages.4.visibility")
+    assert_one_line_error(proc, "messages[4] is not a message: visibility")
     document["messages"][4]["visibility"] = "public"
     document["messages"][4]["parent_message_id"] = document["messages"][4]["id"] + 1
     assert_one_line_error(run("import", "-", "--db", str(target), stdin=json.dumps(document)))
@@ -614,4 +670,4 @@ def test_doctor_on_a_file_that_is_not_a_blackboard_gives_no_permission_advice(
 def test_import_of_a_missing_file_says_what_to_name(tmp_path: Path) -> None:
     proc = run("import", str(tmp_path / "nothere.json"), "--db", str(tmp_path / "bb.db"))
     assert proc.returncode == 2
-    assert proc.stderr.count("\n") == 1 and "export --format json" in proc.stderr
+    assert proc.stderr.count("\n") == 1 and "name a file that `export` wrote" in proc.stderr

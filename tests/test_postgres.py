@@ -292,7 +292,7 @@ def test_a_url_without_the_driver_names_the_extra(pg_url: str) -> None:
     )
     done = _cli("doctor", "--db", pg_url, code=code)
     assert done.returncode == 2
-    assert "pip install 'shared-context-server[postgres]>=2,<3'" in done.stderr
+    assert "-m pip install 'psycopg[binary]>=3.2,<4'" in done.stderr
     assert done.stderr.count("\n") == 1
 
 

@@ -328,6 +328,31 @@ async def test_the_memory_resource_shows_only_the_callers_own_live_memory(
             await client.read_resource("agent://bob/memory")
 
 
+@pytest.mark.parametrize(
+    ("uri", "phrase"),
+    [
+        ("session://\ud800", "lone surrogate"),
+        ("agent://x\udc00/memory", "lone surrogate"),
+        ("session://a/b", "not a resource of this server"),
+    ],
+)
+async def test_a_malformed_resource_uri_is_invalid_params_in_every_resource_call(
+    target: Target, uri: str, phrase: str
+) -> None:
+    async with connect("handshake", settings(target)) as s:
+        for call in (s.read_resource, s.subscribe_resource, s.unsubscribe_resource):
+            with pytest.raises(MCPError) as raised:
+                await call(uri)
+            assert raised.value.error.code == types.INVALID_PARAMS, call
+            assert phrase in raised.value.error.message, call
+    async with connect("discover", settings(target)) as s:
+        with pytest.raises(MCPError) as raised:
+            async with s.client.listen(resource_subscriptions=[uri]):
+                pass
+        assert raised.value.error.code == types.INVALID_PARAMS
+        assert phrase in raised.value.error.message
+
+
 async def test_subscribing_to_a_missing_session_is_refused(target: Target) -> None:
     async with connect("handshake", settings(target)) as s:
         with pytest.raises(MCPError, match="SESSION_NOT_FOUND"):

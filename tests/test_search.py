@@ -351,7 +351,7 @@ async def test_a_long_message_is_scored_on_windows_yet_found_by_a_typo(
         for word in words
     ]
     if way != "not-yet-indexed":
-        await search.index_pending(db)
+        await db.index_search()
     read: list[int] = []
     real = ranking.fuzz.partial_ratio
 

@@ -3,18 +3,16 @@ those counts must equal a count over the messages themselves, whatever wrote the
 
 from __future__ import annotations
 
+import io
 import json
 import sqlite3
 from pathlib import Path
 
 from shared_context_server.blackboard import messages, sessions
 from shared_context_server.blackboard.identity import VISIBLE_SQL, Agent, visible_to
-from shared_context_server.operations.transfer import (
-    export_session,
-    import_session,
-    parse_export,
-    to_json,
-)
+from shared_context_server.operations.import_read import ExportReader
+from shared_context_server.operations.import_write import import_messages
+from shared_context_server.operations.transfer import export_session
 from shared_context_server.operations.watch import count_visible, session_overview
 from shared_context_server.storage.seam import Store
 from shared_context_server.storage.sqlite.database import Database
@@ -68,8 +66,10 @@ async def test_imported_sessions_are_counted_and_deleted_ones_leave_no_groups(
 ) -> None:
     sid = (await sessions.create_session(db, ALICE, "to copy"))["id"]
     await post_every_kind(db, sid)
-    exported = await export_session(db, ADMIN, sid)
-    copy = (await import_session(db, parse_export(to_json(exported), "x.json")))["session_id"]
+    lines: list[str] = []
+    await export_session(db, ADMIN, sid, lines.append)
+    reader = ExportReader(io.BytesIO("".join(lines).encode()), "x.jsonl")
+    copy = (await import_messages(db, reader.header, reader.messages()))["session_id"]
     await assert_counts_are_exact(db, copy)
     await db.transact(lambda c: c.execute("DELETE FROM sessions WHERE id = ?", (sid,)))
     left = await db.read("SELECT count(*) FROM session_activity WHERE session_id = ?", (sid,))

@@ -71,8 +71,8 @@ COMMANDS: dict[str, str] = {
     "doctor": "check the database file and list the server processes using it",
     "sessions": "list sessions with message counts and last activity",
     "tail": "print a session's messages; --follow keeps printing new ones",
-    "export": "write a session as JSON (lossless, re-importable) or a Markdown transcript",
-    "import": "load a session from a JSON export, with fresh message ids",
+    "export": "write a session as JSON Lines (lossless, re-importable) or a Markdown transcript",
+    "import": "load a session from an export, in batches; a rerun continues an interrupted one",
     "backup": "copy the database consistently while agents keep writing",
     "restore": "replace the database with a backup, checked first, with no server using it "
     "(the replaced file is kept beside it)",
@@ -265,7 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="pause between steps (default 0.5)",
     )
 
-    config = sub.add_parser("config", parents=[db], help=COMMANDS["config"])
+    # `config` takes serve's own flags (the same definitions) and writes those given into
+    # the entry it prints, so anything a served process accepts can be configured.
+    config = sub.add_parser("config", parents=[flags], help=COMMANDS["config"])
     config.add_argument("client", choices=CLIENT_NAMES, nargs="?")
     config.add_argument(
         "--hooks",
@@ -277,9 +279,6 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="a paragraph for CLAUDE.md or AGENTS.md on working with the blackboard",
     )
-    config.add_argument("--agent-id", default=argparse.SUPPRESS, help="the agent's id")
-    config.add_argument("--agent-type", default=argparse.SUPPRESS, help="the agent's type")
-    config.add_argument("--admin", action="store_true", default=argparse.SUPPRESS)
     config.add_argument("--name", default="shared-context", help="the server's name in the client")
     config.add_argument(
         "--local",
@@ -303,13 +302,16 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", parents=[db, viewer], help=COMMANDS["export"])
     export.add_argument("session_id", metavar="SESSION")
     export.add_argument(
-        "--format", choices=("json", "markdown"), default="json", help="(default json)"
+        "--format",
+        choices=("jsonl", "json", "markdown"),
+        help="jsonl (JSON Lines, any size), json (import reads it up to 32 MB) or markdown;"
+        " default: json for -o *.json, markdown for -o *.md, else jsonl",
     )
     export.add_argument("-o", "--output", metavar="FILE", help="write here (default: stdout)")
     export.add_argument("--force", action="store_true", help="replace FILE if it exists")
 
     imp = sub.add_parser("import", parents=[db], help=COMMANDS["import"])
-    imp.add_argument("file", metavar="FILE", help="a JSON export ('-' reads stdin)")
+    imp.add_argument("file", metavar="FILE", help="a JSON Lines or JSON export ('-' reads stdin)")
 
     backup = sub.add_parser("backup", parents=[db], help=COMMANDS["backup"])
     backup.add_argument("path", metavar="PATH")
@@ -443,6 +445,23 @@ def _serve(flags: dict[str, object]) -> int:
     return 0
 
 
+# serve's flags that server_args writes itself (in order, the file made absolute).
+_IDENTITY_FLAGS = frozenset({"db", "agent_id", "agent_type", "admin"})
+
+
+def _other_serve_flags(args: argparse.Namespace) -> list[str]:
+    """Every other serve flag given to `config`, written back as `serve` reads it."""
+    words: list[str] = []
+    for action in _serve_flags()._actions:
+        if action.dest in _IDENTITY_FLAGS or not hasattr(args, action.dest):
+            continue
+        flag = action.option_strings[-1]
+        value = getattr(args, action.dest)
+        text = f"{value:g}" if isinstance(value, float) else str(value)
+        words += [flag] if action.nargs == 0 else [flag, text]
+    return words
+
+
 def _config(args: argparse.Namespace, db: Target) -> int:
     agent_id = getattr(args, "agent_id", None)
     agent_type = getattr(args, "agent_type", None)
@@ -450,6 +469,9 @@ def _config(args: argparse.Namespace, db: Target) -> int:
         check_process_id(agent_id, "--agent-id")
     if agent_type:
         check_name(agent_type, "--agent-type")
+    # A value the server would refuse at start is refused here, by the same checks.
+    resolve_settings({k: v for k, v in vars(args).items() if v is not None}, {})
+    extra = _other_serve_flags(args)
     if args.instructions:
         print(textwrap.fill(AGENT_INSTRUCTIONS, width=88))
         note("# paste into CLAUDE.md or AGENTS.md; the server sends the same as instructions")
@@ -471,11 +493,13 @@ def _config(args: argparse.Namespace, db: Target) -> int:
             return _fail("--hooks is for claude-code: other hosts have no such hooks.")
         if not agent_id:
             return _fail("--hooks needs --agent-id: the hook has no client name to go by.")
+        if extra:
+            return _fail(f"--hooks takes only the identity and --db, not {extra[0]}.")
         print(render_claude_hooks(agent_id, agent_type, explicit_db, admin, args.local))
         note(f"# {HOOKS_NOTE}")
         return 0
     if args.client == "codex":
-        text = render_codex(args.name, agent_id, agent_type, explicit_db, admin, args.local)
+        text = render_codex(args.name, agent_id, agent_type, explicit_db, admin, args.local, extra)
         where = HOSTS["codex"]
     else:
         text = render_config(
@@ -486,6 +510,7 @@ def _config(args: argparse.Namespace, db: Target) -> int:
             db=explicit_db,
             admin=admin,
             local=args.local,
+            extra=extra,
         )
         where = CLIENTS[args.client]
     print(text)

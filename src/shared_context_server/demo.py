@@ -19,6 +19,7 @@ import anyio
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
+from shared_context_server.about import install_route
 from shared_context_server.operations.client_config import render_config
 from shared_context_server.storage.opener import is_postgres_url, open_store, shown
 from shared_context_server.storage.seam import Target
@@ -114,7 +115,7 @@ async def _run(db: Target, pace: float, *, temporary: bool) -> int:
     print(n.paint("\nNext", "1"))
     print(
         "  Give each of your agents its own id in its client's config, for example:\n"
-        f"    {render_config('claude-code', agent_id='claude-main')}\n"
+        f"    {next_command()}\n"
         "  and they will share this machine's blackboard (`config --help` for other clients)."
     )
     if not temporary:
@@ -217,6 +218,14 @@ async def _collaborate(
             f"can see {detail['message_count']} of the {posted} messages, "
             f"from {', '.join(detail['participants'])}",
         )
+
+
+def next_command() -> str:
+    """The demo's closing example, fit to this copy: uvx's environment is a cache entry,
+    so from uvx it names uvx; any other install (pipx, a venv, a clone) names its own
+    executable, which works before 2.0.0 is on the package index, and after."""
+    local = install_route() != "uvx"
+    return render_config("claude-code", agent_id="claude-main", local=local)
 
 
 def _ids(ids: list[int]) -> str:

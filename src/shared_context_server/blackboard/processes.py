@@ -13,6 +13,7 @@ import logging
 import os
 import random
 import socket
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -53,6 +54,8 @@ def stale_cutoff(now: datetime | None = None) -> str:
 
 
 def pid_alive(pid: int) -> bool:
+    if sys.platform == "win32":
+        return _windows_pid_alive(pid)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -60,6 +63,28 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:  # alive, owned by someone else
         return True
     return True
+
+
+def _windows_pid_alive(pid: int) -> bool:
+    """Windows has no signal 0: os.kill(pid, 0) would send CTRL_C_EVENT (which is 0) to
+    the process group, and any other signal terminates the process. Ask the kernel for
+    the process's exit code instead."""
+    if sys.platform != "win32":  # never called elsewhere; lets mypy check what follows
+        raise NotImplementedError("Windows only")
+    import ctypes
+
+    kernel32 = ctypes.windll.kernel32
+    query_limited_information, still_active, access_denied = 0x1000, 259, 5
+    handle = kernel32.OpenProcess(query_limited_information, False, pid)
+    if not handle:
+        return bool(kernel32.GetLastError() == access_denied)  # alive, someone else's
+    try:
+        code = ctypes.c_ulong()
+        if not kernel32.GetExitCodeProcess(handle, ctypes.byref(code)):
+            return True  # cannot tell: keep the row; its heartbeat ages out anyway
+        return code.value == still_active
+    finally:
+        kernel32.CloseHandle(handle)
 
 
 def is_live(row: Row | dict[str, Any], cutoff: str, host: str) -> bool:

@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import shlex
 import shutil
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 from shared_context_server.about import (
     PACKAGE,
     PIPX_INSTALL,
-    POSTGRES_EXTRA,
     UVX,
     UVX_POSTGRES,
     UVX_TEXT,
+    driver_install_hint,
+    uv_cache_of,
 )
 from shared_context_server.errors import InvalidInput
 from shared_context_server.storage.opener import is_postgres_url
@@ -41,8 +42,7 @@ def server_command(local: bool, db: Target | None = None) -> list[str]:
     if is_postgres_url(db) and importlib.util.find_spec("psycopg") is None:
         raise InvalidInput(
             f"--local with a PostgreSQL --db needs the driver in this install: "
-            f"pipx install --force '{POSTGRES_EXTRA}' (or pip install it here), then run "
-            "config again."
+            f"{driver_install_hint()}, then run config again."
         )
     script = Path(sys.executable).parent / PACKAGE
     if script.is_file():
@@ -64,23 +64,14 @@ def server_command(local: bool, db: Target | None = None) -> list[str]:
     return command
 
 
-def uv_cache_of(path: Path) -> Path | None:
-    """The uv cache directory `path` lies in (as uvx's environments do), else None."""
-    # Not resolved: a venv's python is a symlink out of the cache, and the venv is what
-    # vanishes. uv marks its cache root with CACHEDIR.TAG; UV_CACHE_DIR may move it.
-    path = path.absolute()
-    moved = os.environ.get("UV_CACHE_DIR")
-    if moved and path.is_relative_to(Path(moved).absolute()):
-        return Path(moved).absolute()
-    for parent in path.parents:
-        if parent.name.startswith("archive-v") and (parent.parent / "CACHEDIR.TAG").is_file():
-            return parent.parent
-    return None
-
-
 def server_args(
-    agent_id: str | None, agent_type: str | None, db: Target | None, admin: bool
+    agent_id: str | None,
+    agent_type: str | None,
+    db: Target | None,
+    admin: bool,
+    extra: Sequence[str] = (),
 ) -> list[str]:
+    """The served process's arguments: identity, file, then any other serve flags."""
     args: list[str] = []
     if agent_id:
         args += ["--agent-id", agent_id]
@@ -91,7 +82,7 @@ def server_args(
         args += ["--db", where]
     if admin:
         args.append("--admin")
-    return args
+    return args + list(extra)
 
 
 def render_config(
@@ -103,10 +94,11 @@ def render_config(
     db: Target | None = None,
     admin: bool = False,
     local: bool = False,
+    extra: Sequence[str] = (),
 ) -> str:
     """The exact text for `client`: JSON for most, a `claude mcp add` command for Claude Code."""
     command, *prefix = server_command(local, db)
-    args = prefix + server_args(agent_id, agent_type, db, admin)
+    args = prefix + server_args(agent_id, agent_type, db, admin, extra)
     if client == "claude-code":
         return shlex.join(["claude", "mcp", "add", name, "--", command, *args])
     entry: dict[str, Any] = {"command": command, "args": args}

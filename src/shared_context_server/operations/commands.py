@@ -24,19 +24,20 @@ import anyio
 from shared_context_server.blackboard.identity import Agent
 from shared_context_server.blackboard.sessions import fetch_session
 from shared_context_server.config import audit_retention
-from shared_context_server.errors import Conflict, InvalidInput
+from shared_context_server.errors import BlackboardError, Conflict, InvalidInput
 from shared_context_server.message_text import one_line
 from shared_context_server.operations.backup import backup
 from shared_context_server.operations.doctor import diagnose
+from shared_context_server.operations.import_read import MAX_JSON_BYTES, ExportReader, open_input
+from shared_context_server.operations.import_write import import_messages
 from shared_context_server.operations.opening import open_existing
 from shared_context_server.operations.prune import PruneOptions, prune
 from shared_context_server.operations.restore import restore
 from shared_context_server.operations.transfer import (
+    Exported,
     export_session,
-    import_session,
-    parse_export,
-    to_json,
-    to_markdown,
+    form_for,
+    partial_file,
 )
 from shared_context_server.operations.viewers import ADMIN_VIEWER, choose_viewer, describe
 from shared_context_server.operations.watch import follow, latest_messages, session_overview
@@ -130,9 +131,14 @@ async def _follow(
     async with anyio.create_task_group() as tg:
 
         async def stop_on_signal() -> None:
-            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                async for _ in signals:
-                    tg.cancel_scope.cancel()
+            try:
+                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    async for _ in signals:
+                        tg.cancel_scope.cancel()
+            except NotImplementedError:
+                # Windows' event loop takes no signal handlers: Ctrl-C arrives as
+                # KeyboardInterrupt instead, which main() turns into exit 130.
+                return
 
         tg.start_soon(stop_on_signal)
         tg.start_soon(database.listen)  # PostgreSQL's commits are heard, not looked for
@@ -150,79 +156,116 @@ def _export(args: argparse.Namespace, db: Target) -> int:
         if os.path.lexists(wanted) and not args.force:
             # A file, a FIFO, a device or a link: replaced only when asked, as `backup` does.
             raise Conflict(f"{wanted} already exists; pass --force to replace it.")
+    form = form_for(args.output, args.format)
     progress = Progress("exported messages")
 
-    async def run() -> dict[str, Any]:
+    async def run(write: Callable[[str], object]) -> Exported:
         database = await open_existing(db)
         try:
             viewer = await _viewer(database, args)
-            return await export_session(database, viewer, args.session_id, progress.update)
+            return await export_session(
+                database, viewer, args.session_id, write, form, progress.update
+            )
         finally:
             await database.close()
 
-    document = anyio.run(run)
-    progress.finish()
-    text = to_json(document) if args.format == "json" else to_markdown(document)
-    count = len(document["messages"])
-    if not document["complete"]:
+    if args.output is None:
+        exported = anyio.run(run, sys.stdout.write)
+        progress.finish()
+    else:
+        target = Path(args.output).expanduser().absolute()
+        with partial_file(target) as out:
+            exported = anyio.run(run, out.write)
+        progress.finish()
+    if not exported.complete:
         view = (
             "public messages"
-            if document["view"] == "public"
-            else "what " + document["view"].removeprefix("agent:") + " can see"
+            if exported.view == "public"
+            else "what " + exported.view.removeprefix("agent:") + " can see"
         )
         note(f"note: this export holds only {view}; --admin exports every message.")
-    if args.output is None:
-        sys.stdout.write(text)
-        return 0
-    target = Path(args.output).expanduser().absolute()
-    partial_file = target.with_name(f".{target.name}.{os.getpid()}.partial")
-    fd = os.open(partial_file, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.replace(partial_file, target)
-    finally:
-        partial_file.unlink(missing_ok=True)
-    note(f"exported {counted(count, 'messages')} of {args.session_id} to {target}")
+    if args.output is not None:
+        size = target.stat().st_size
+        note(f"exported {counted(exported.messages, 'messages')} of {args.session_id} to {target}")
+        if form == "json" and size > MAX_JSON_BYTES:
+            note(
+                f"note: at {size_text(size)} this JSON is larger than import reads whole "
+                f"({size_text(MAX_JSON_BYTES)}); export as JSON Lines (--format jsonl) to "
+                "import it."
+            )
     return 0
 
 
 def _import(args: argparse.Namespace, db: Target) -> int:
-    source = "stdin" if args.file == "-" else args.file
-    try:
-        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text("utf-8")
-    except FileNotFoundError:
-        raise InvalidInput(
-            f"no file {args.file}; name a JSON file that `export --format json` wrote "
-            "(or - for stdin)."
-        ) from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise InvalidInput(
-            f"cannot read {args.file} ({error}); name a JSON file that `export --format "
-            "json` wrote (or - for stdin)."
-        ) from None
-    progress = Progress("imported messages")
-    document = parse_export(text, source)
-    progress.update(0, len(document.messages))
-
-    async def run() -> dict[str, Any]:
-        database = await open_store(db)
+    stream, source = open_input(args.file)
+    with stream:
+        checking = Progress("checked messages")
+        total = 0
         try:
-            return await import_session(database, document)
+            reader = ExportReader(stream, source)
+            for total, _ in enumerate(reader.messages(), 1):  # every line, before any write
+                if total % 1000 == 0:
+                    checking.update(total)
+        except InvalidInput as error:
+            raise InvalidInput(error.message.rstrip(".") + "; nothing was written.") from None
         finally:
-            await database.close()
+            checking.finish()
+        reader.rewind()
+        progress = Progress("imported messages")
+        written = 0
 
-    result = anyio.run(run)
-    progress.update(result["messages"], result["messages"])
-    progress.finish()
+        def advance(done: int) -> None:
+            nonlocal written
+            written = done
+            progress.update(done, total)
+
+        async def run() -> dict[str, Any]:
+            database = await open_store(db)
+            try:
+                return await import_messages(
+                    database,
+                    reader.header,
+                    reader.messages(),
+                    advance,
+                )
+            finally:
+                await database.close()
+
+        rerun = "run the same import again to continue from there"
+        try:
+            result = anyio.run(run)
+        except BlackboardError as error:  # busy, a full disk; or the file changed meanwhile
+            progress.finish()
+            kept = f"{counted(written, 'messages')} were written and kept; " if written else ""
+            raise type(error)(
+                f"{error.message.rstrip('.')}; {kept}{rerun}.", **error.details
+            ) from None
+        except KeyboardInterrupt:
+            progress.finish()
+            note(f"interrupted after {counted(written, 'messages')}; {rerun}.")
+            raise
+        progress.finish()
+    _report_import(result, db)
+    return 0
+
+
+def _report_import(result: dict[str, Any], db: Target) -> None:
+    session_id = result["session_id"]
+    if result["already_imported"]:
+        print(
+            f"this file was imported before, as session {session_id} "
+            f"({counted(result['messages'], 'messages')}) in {shown(db)}: nothing added"
+        )
+        return
+    resumed = " (continuing an interrupted import)" if result["resumed"] else ""
     print(
-        f"imported session {result['session_id']}: {counted(result['messages'], 'messages')} "
-        f"into {shown(db)}"
+        f"imported session {session_id}: {counted(result['messages'], 'messages')} "
+        f"into {shown(db)}{resumed}"
     )
-    if result["session_id"] != result["original_session_id"]:
+    if session_id != result["original_session_id"]:
         print(
             f"session {result['original_session_id']} already exists there, so the import "
-            f"got the new id {result['session_id']}"
+            f"got the new id {session_id}"
         )
     if result["dropped_reply_links"]:
         print(
@@ -231,7 +274,6 @@ def _import(args: argparse.Namespace, db: Target) -> int:
         )
     if not result["complete"]:
         print(f"the file was exported with the '{result['view']}' view: not every message")
-    return 0
 
 
 def _backup(args: argparse.Namespace, db: Target) -> int:

@@ -12,6 +12,7 @@ import shutil
 import socket
 import sqlite3
 import stat
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from shared_context_server.blackboard.processes import (
     stale_cutoff,
 )
 from shared_context_server.storage.sqlite.database import BUSY_TIMEOUT_MS, Database
-from shared_context_server.storage.sqlite.files import network_filesystem
+from shared_context_server.storage.sqlite.files import network_filesystem, not_a_file
 from shared_context_server.storage.sqlite.migrate import WAL_SIZE_LIMIT
 from shared_context_server.storage.sqlite.schema import SCHEMA_VERSION
 
@@ -141,6 +142,11 @@ def _size(path: Path) -> int:
 
 
 def _permissions(report: Report, path: Path) -> None:
+    if sys.platform == "win32":
+        # Windows has no permission bits: st_mode only mirrors the read-only attribute,
+        # so every file would look open to all. Access is the profile folder's ACL.
+        report.data["permissions"] = {}
+        return
     modes: dict[str, str] = {}
     for suffix in ("", "-wal", "-shm"):
         part = Path(f"{path}{suffix}")
@@ -166,8 +172,16 @@ def _permissions(report: Report, path: Path) -> None:
 
 def _header(report: Report, path: Path) -> bool:
     """Journal mode from the file header (bytes 18-19: 2 = WAL); False if not SQLite."""
-    with path.open("rb") as f:
-        header = f.read(100)
+    try:
+        with path.open("rb") as f:
+            header = f.read(100)
+    except OSError as error:  # /proc/self/mem, a disk failing
+        report.data["journal_mode"] = None
+        report.problem(
+            f"the file cannot be read ({error.strerror or error}).",
+            "point --db at the database file; if it is the right one, check the disk",
+        )
+        return False
     if not header:
         report.data["journal_mode"] = None
         report.warning(
@@ -271,6 +285,12 @@ def inspect(path: Path, quick: bool = False) -> tuple[Report, list[sqlite3.Row]]
     _stale_holders(report, path)
     if path.parent.is_dir():
         _free_space(report, path)
+    if (kind := not_a_file(path)) is not None:
+        report.problem(
+            f"{path} is not a database file: {kind}.",
+            "point --db / SHARED_CONTEXT_DB at the database file",
+        )
+        return report, []
     if not data["exists"]:
         report.problem(
             f"no database at {path}.",

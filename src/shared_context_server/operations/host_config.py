@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+from collections.abc import Sequence
 from typing import Any
 
 from shared_context_server.operations.client_config import server_args, server_command
@@ -34,10 +35,11 @@ def render_codex(
     db: Target | None,
     admin: bool,
     local: bool,
+    extra: Sequence[str] = (),
 ) -> str:
     """Codex's `[mcp_servers.NAME]` table: command and args, as TOML."""
     command, *prefix = server_command(local, db)
-    args = prefix + server_args(agent_id, agent_type, db, admin)
+    args = prefix + server_args(agent_id, agent_type, db, admin, extra)
     key = name if _BARE_KEY.match(name) else _toml_string(name)
     return "\n".join(
         [

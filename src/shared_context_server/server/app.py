@@ -311,8 +311,13 @@ async def _close(db: Store, records: RecordsStore | None) -> None:
 
 
 async def _cancel_on_ctrl_c(scope: anyio.CancelScope, pressed: anyio.Event) -> None:
-    with anyio.open_signal_receiver(signal.SIGINT) as signals:
-        async for _ in signals:
-            pressed.set()
-            scope.cancel()
-            return
+    try:
+        with anyio.open_signal_receiver(signal.SIGINT) as signals:
+            async for _ in signals:
+                pressed.set()
+                scope.cancel()
+                return
+    except NotImplementedError:
+        # Windows' event loop takes no signal handlers: Ctrl-C arrives as
+        # KeyboardInterrupt instead, which the command line ends quietly on a terminal.
+        return

@@ -7,6 +7,11 @@ refuses is looked at again with the standard library, so a request whose argumen
 merely deep still reaches its tool (which refuses them with LIMIT_EXCEEDED, naming the
 argument) and keeps its id. Only a line nested past MAX_LINE_DEPTH is a parse error.
 
+A lone surrogate escape (`"\\ud800"`) is valid JSON but no UTF-8 text: nothing holding
+one could be written back to the client or into the database. It reads as U+FFFD, as an
+invalid UTF-8 byte already does; an id holding one is an invalid request (answered with a
+null id), since no reply could echo it.
+
 A request stays in flight from the moment it is read until its answer is written (or it
 settles unanswered: cancelled by the client). While MAX_IN_FLIGHT are, or their lines
 hold MAX_IN_FLIGHT_BYTES, the transport reads no more: a client that sends faster than
@@ -37,6 +42,8 @@ MAX_IN_FLIGHT = 64
 MAX_IN_FLIGHT_BYTES = 16 * 1024 * 1024
 
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_SURROGATES = re.compile("[\ud800-\udfff]")
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 _STEP = [0] * 256
 for _byte, _step in ((b"[", 1), (b"{", 1), (b"]", -1), (b"}", -1)):
@@ -58,13 +65,26 @@ def nesting_depth(line: bytes) -> int:
 
 
 def _usable_id(data: Any) -> types.RequestId | None:
-    """The id a reply can echo: a string or an integer; anything else is answered as null."""
+    """The id a reply can echo: a string (of valid Unicode) or an integer; anything else
+    is answered as null."""
     request_id = data.get("id") if isinstance(data, dict) else None
-    if isinstance(request_id, str) or (
-        isinstance(request_id, int) and not isinstance(request_id, bool)
-    ):
+    if isinstance(request_id, str) and not _SURROGATES.search(request_id):
+        return request_id
+    if isinstance(request_id, int) and not isinstance(request_id, bool):
         return request_id
     return None
+
+
+def without_surrogates(value: Any) -> Any:
+    """`value` (decoded JSON) with every lone surrogate in its strings, keys included,
+    replaced by U+FFFD."""
+    if isinstance(value, str):
+        return _SURROGATES.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {without_surrogates(k): without_surrogates(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_surrogates(item) for item in value]
+    return value
 
 
 def parse_line(line: bytes | str) -> types.JSONRPCMessage | bytes:
@@ -107,6 +127,12 @@ def _slow_parse(raw: bytes, text: str) -> types.JSONRPCMessage | bytes:
     except (ValueError, RecursionError):
         logger.warning("answered a line that is not JSON: %.200r", raw)
         return error_line(PARSE_ERROR, "Parse error: each line must be one JSON-RPC message")
+    # The fast path refuses lone surrogates, so only this path meets them.
+    if _SURROGATE_ESCAPE.search(raw):
+        request_id = data.get("id") if isinstance(data, dict) else None
+        if isinstance(request_id, str) and _SURROGATES.search(request_id):
+            return _invalid(raw, data, "the id holds a lone surrogate (\\ud800-\\udfff)")
+        data = without_surrogates(data)
     try:
         return types.jsonrpc_message_adapter.validate_python(data, by_name=False)
     except ValueError:

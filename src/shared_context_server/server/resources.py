@@ -12,6 +12,7 @@ the agent that made it: it hears of a message only if that agent may read it.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,8 @@ from shared_context_server.server.state import AppState
 from shared_context_server.storage.seam import Change
 
 Reader = Callable[[AppState, Agent, dict[str, str]], Awaitable[dict[str, Any]]]
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
 
 LIST_PAGE = 100
 SESSION_MESSAGES = 50
@@ -117,6 +120,14 @@ def session_of(uri: str) -> str | None:
 
 def resolve(uri: str) -> tuple[ResourceSpec, dict[str, str]]:
     """The registry row that `uri` names. Raises MCPError (INVALID_PARAMS)."""
+    if _SURROGATES.search(uri):
+        # Not UTF-8, so no id holds it; the database could not even be asked.
+        raise MCPError(
+            code=types.INVALID_PARAMS,
+            message=f"Invalid resource URI {uri!a}: it holds a lone surrogate "
+            "(\\ud800-\\udfff), which no session id or agent id contains.",
+            data={"uri": uri.encode("utf-8", "replace").decode()},
+        )
     for spec in RESOURCES:
         args = spec.match(uri)
         if args is not None:
@@ -244,6 +255,7 @@ async def unsubscribe(
     ctx: ServerRequestContext[AppState], params: types.UnsubscribeRequestParams
 ) -> types.EmptyResult:
     state = ctx.lifespan_context
+    resolve(params.uri)  # a URI of no resource is refused as subscribe refuses it
     if state.subscriptions.unsubscribe(params.uri):
         state.feed.unwatch()
     return types.EmptyResult()

@@ -14,7 +14,8 @@ the end. Unlike the SDK, a line that is not a JSON-RPC message gets a JSON-RPC e
 (-32700 if it is not JSON, -32600 if it is JSON of another shape) instead of silence, and
 requests already read when the input ends are answered before the server stops. Both
 transports go through intake.py: lines parsed whatever they hold, and reading stopped
-while the bound of requests in flight is reached.
+while the bound of requests in flight is reached. Writing a reply never fails on what it
+holds: a lone surrogate (which no UTF-8 can carry) goes out as U+FFFD.
 """
 
 from __future__ import annotations
@@ -33,8 +34,15 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from mcp.server.stdio import stdio_server
 from mcp.shared.message import SessionMessage
 from mcp_types import PARSE_ERROR
+from pydantic_core import PydanticSerializationError
 
-from shared_context_server.server.intake import InFlight, error_line, parse_line, recover_line
+from shared_context_server.server.intake import (
+    InFlight,
+    error_line,
+    parse_line,
+    recover_line,
+    without_surrogates,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +55,33 @@ EOF_GRACE_S = 2.0
 
 ReadStream = MemoryObjectReceiveStream[SessionMessage | Exception]
 WriteStream = MemoryObjectSendStream[SessionMessage]
+
+
+def wire_json(message: types.JSONRPCMessage) -> str:
+    """The message as one JSON text that UTF-8 can encode.
+
+    The intake turns a client's lone surrogates into U+FFFD, but the server's side has its
+    own (a path or an environment variable decoded with surrogateescape); the write, and
+    the whole server with it, must not fail on one."""
+    try:
+        return message.model_dump_json(by_alias=True, exclude_unset=True)
+    except PydanticSerializationError:
+        return _without_surrogates(message).model_dump_json(by_alias=True, exclude_unset=True)
+
+
+def _writable(item: SessionMessage) -> SessionMessage:
+    """`item` as the SDK's writer can serialise it (it would fail on a lone surrogate)."""
+    try:
+        item.message.model_dump_json(by_alias=True, exclude_unset=True)
+    except PydanticSerializationError:
+        return SessionMessage(_without_surrogates(item.message), metadata=item.metadata)
+    return item
+
+
+def _without_surrogates(message: types.JSONRPCMessage) -> types.JSONRPCMessage:
+    logger.warning("a reply held a lone surrogate (a name or path not in UTF-8?): sent as U+FFFD")
+    data = message.model_dump(by_alias=True, mode="json", exclude_unset=True)
+    return types.jsonrpc_message_adapter.validate_python(without_surrogates(data))
 
 
 def _is_pipe(fd: int) -> bool:
@@ -269,8 +304,7 @@ class _Wire:
         async with self._outgoing_receive:
             async for item in self._outgoing_receive:
                 message = item.message
-                data = message.model_dump_json(by_alias=True, exclude_unset=True)
-                if await self._send(data.encode() + b"\n"):
+                if await self._send(wire_json(message).encode() + b"\n"):
                     self._in_flight.answered(message)
                 # else the client is gone, and reading has stopped
 
@@ -288,6 +322,8 @@ async def _bounded(
     outgoing, from_server = anyio.create_memory_object_stream[SessionMessage](0)
 
     refusals = write.clone()
+    # Checked before the SDK's writer sees it, which costs a second serialisation of each
+    # reply: this transport is the portable fallback, not the fast one.
 
     async def take() -> None:
         async with to_server, read, refusals:
@@ -310,7 +346,7 @@ async def _bounded(
     async def give() -> None:
         async with from_server, write:  # the SDK's writer ends once both are closed
             async for item in from_server:
-                await write.send(item)
+                await write.send(_writable(item))
                 in_flight.answered(item.message)
 
     async with anyio.create_task_group() as tg:

@@ -13,7 +13,7 @@ import functools
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from shared_context_server.about import POSTGRES_DRIVER, POSTGRES_EXTRA
+from shared_context_server.about import driver_install_hint
 from shared_context_server.errors import StorageError
 from shared_context_server.storage.seam import redact
 
@@ -36,8 +36,7 @@ def driver() -> Any:
         import psycopg
     except ImportError:
         raise StorageError(
-            f"a PostgreSQL --db needs the driver: pip install '{POSTGRES_EXTRA}' "
-            f"(with uvx: add --with '{POSTGRES_DRIVER}')."
+            f"a PostgreSQL --db needs the driver: {driver_install_hint()}."
         ) from None
     return psycopg
 

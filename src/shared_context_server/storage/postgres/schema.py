@@ -1,6 +1,6 @@
 """The PostgreSQL schema, as numbered migrations recorded in `schema_history`.
 
-The same tables, columns, indexes and trigger behaviour as the SQLite file at its schema 8
+The same tables, columns, indexes and trigger behaviour as the SQLite file at its schema 9
 (sqlite/schema.py), numbered on their own: a database starts at the current shape.
 Append a new number for every change; never edit one that has shipped. Times stay ISO-8601 text,
 and every text column is `COLLATE "C"` (byte order, as SQLite's BINARY), so rows read,
@@ -303,6 +303,28 @@ END $$""",  # noqa: S608 (constants only)
     " EXECUTE FUNCTION session_changed()",
 )
 
-MIGRATIONS: dict[int, tuple[str, ...]] = {1: (TRIGRAM, *COMPAT, *TABLES, *TRIGGERS)}
+# What `import` has written, for a rerun to continue (SQLite's migration 9).
+IMPORTS = (
+    """CREATE TABLE imports (
+        key TEXT COLLATE "C" PRIMARY KEY,
+        session_id TEXT COLLATE "C" NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+        messages BIGINT NOT NULL DEFAULT 0,
+        dropped_links BIGINT NOT NULL DEFAULT 0,
+        started_at TEXT COLLATE "C" NOT NULL,
+        finished_at TEXT COLLATE "C"
+    )""",
+    "CREATE INDEX imports_session ON imports (session_id)",
+    """CREATE TABLE imported_messages (
+        session_id TEXT COLLATE "C" NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+        original_id BIGINT NOT NULL,
+        message_id BIGINT NOT NULL,
+        PRIMARY KEY (session_id, original_id)
+    )""",
+)
+
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (TRIGRAM, *COMPAT, *TABLES, *TRIGGERS),
+    2: IMPORTS,
+}
 
 SCHEMA_VERSION = max(MIGRATIONS)

@@ -155,6 +155,8 @@ class Database:
         """
         try:
             path, fs_type = await anyio.to_thread.run_sync(prepare, path)
+        except sqlite3.Error as error:
+            raise unusable(path.expanduser().absolute(), error) from None
         except OSError as error:
             code = "STORAGE_READ_ONLY: " if error.errno in READ_ONLY_ERRNOS else ""
             raise StorageError(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import os
 import sqlite3
+import stat
 from pathlib import Path
 
 from shared_context_server.errors import StorageError, StorageFull, StorageReadOnly
@@ -72,15 +73,38 @@ def network_filesystem(path: Path) -> str | None:
     return best_type if best_type in _NETWORK_FS else None
 
 
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def not_a_file(path: Path) -> str | None:
+    """What `path` is when it exists and is not a regular file ("a FIFO (named pipe)"),
+    else None. Never opens it: opening a FIFO to read waits for a writer."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    return next((f"it is {kind}" for test, kind in _KINDS if test(mode)), None)
+
+
 def prepare(path: Path) -> tuple[Path, str | None]:
+    """Raises OSError, or sqlite3.Error when SQLite cannot open the file."""
     path = path.expanduser().absolute()
     prepare_db_file(path)
     # Checked here because a failed aiosqlite.connect leaves its worker thread to report
-    # into an event loop that may already be closed.
-    if path.is_dir():
-        raise IsADirectoryError(errno.EISDIR, "it is a directory", str(path))
+    # into an event loop that may already be closed: a traceback after the error line.
+    if (kind := not_a_file(path)) is not None:
+        raise OSError(errno.EINVAL, kind, str(path))
     if not os.access(path, os.R_OK | os.W_OK):
         raise PermissionError(errno.EACCES, "no read and write permission", str(path))
+    # For the same reason, a regular file SQLite cannot open (/proc/self/mem) fails here,
+    # on a plain thread.
+    sqlite3.connect(path).close()
     return path, network_filesystem(path)
 
 

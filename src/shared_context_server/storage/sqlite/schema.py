@@ -245,6 +245,26 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     # list_sessions of one status pages down (status, rowid): walking every session newest
     # first for the few still active costs the whole history once most are archived.
     8: ("CREATE INDEX sessions_listing ON sessions (status)",),
+    # What `import` has written, so that a rerun of an interrupted import continues where
+    # it stopped instead of adding the same messages again: one row per file (keyed by a
+    # hash of its header), and each message's id in the file beside the id it was given.
+    9: (
+        """CREATE TABLE imports (
+            key TEXT PRIMARY KEY,
+            session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+            messages INTEGER NOT NULL DEFAULT 0,
+            dropped_links INTEGER NOT NULL DEFAULT 0,
+            started_at TEXT NOT NULL,
+            finished_at TEXT
+        )""",
+        "CREATE INDEX imports_session ON imports (session_id)",
+        """CREATE TABLE imported_messages (
+            session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+            original_id INTEGER NOT NULL,
+            message_id INTEGER NOT NULL,
+            PRIMARY KEY (session_id, original_id)
+        ) WITHOUT ROWID""",
+    ),
 }
 
 SCHEMA_VERSION = max(MIGRATIONS)
