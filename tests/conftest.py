@@ -24,9 +24,10 @@ from mcp.shared.memory import create_client_server_memory_streams
 
 from shared_context_server.blackboard.identity import Agent
 from shared_context_server.config import Settings
-from shared_context_server.db import Database
 from shared_context_server.server.app import build_server, init_options
-from shared_context_server.store import Store, Target, open_store
+from shared_context_server.storage.opener import open_store
+from shared_context_server.storage.seam import Store, Target
+from shared_context_server.storage.sqlite.database import Database
 from tests.pg_cluster import Cluster, MissingPostgres
 
 ALICE = Agent("alice", "reviewer")

@@ -18,7 +18,8 @@ import httpx2 as httpx
 from shared_context_server.blackboard import memory
 from shared_context_server.blackboard.messages import add_message
 from shared_context_server.blackboard.sessions import create_session
-from shared_context_server.store import Target, open_store
+from shared_context_server.storage.opener import open_store
+from shared_context_server.storage.seam import Target
 from tests.conftest import ADMIN, ALICE, BOB, CAROL
 
 SECRETS = ("SECRET-private", "SECRET-agent-only", "SECRET-admin-only")

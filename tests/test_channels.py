@@ -21,7 +21,7 @@ from shared_context_server.blackboard.pushes import last_message_id, take_pushes
 from shared_context_server.config import ENV_PUSH, PushMode, Settings, resolve_settings
 from shared_context_server.errors import InvalidInput
 from shared_context_server.server.channels import CAPABILITY, METHOD, ChannelParams, channel_text
-from shared_context_server.store import Store
+from shared_context_server.storage.seam import Store
 from tests.conftest import ALICE, BOB, CAROL, handshake_client, ok, server_params
 from tests.test_inbox import DAVE, contents, feed_of
 

@@ -18,7 +18,8 @@ from shared_context_server.blackboard import memory
 from shared_context_server.blackboard.activity import messages_over_time
 from shared_context_server.dashboard.live import Changes
 from shared_context_server.errors import PermissionDenied
-from shared_context_server.store import Store, Target, open_store
+from shared_context_server.storage.opener import open_store
+from shared_context_server.storage.seam import Store, Target
 from tests.conftest import ADMIN, ALICE, BOB, ok, spawn
 from tests.dashboard_process import SECRETS, blackboard, dashboard
 

@@ -15,7 +15,7 @@ import anyio.abc
 import pytest
 from playwright.async_api import Browser, Page, Request, async_playwright, expect
 
-from shared_context_server.store import Target
+from shared_context_server.storage.seam import Target
 from tests.conftest import ok, spawn
 from tests.dashboard_process import HOSTILE, SECRETS, blackboard, dashboard
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import anyio
 import pytest
 
-from shared_context_server.db import BUSY_TIMEOUT_MS, Database
 from shared_context_server.errors import DatabaseBusy, StorageError, StorageReplaced
-from shared_context_server.migrations import SCHEMA_VERSION
+from shared_context_server.storage.sqlite.database import BUSY_TIMEOUT_MS, Database
+from shared_context_server.storage.sqlite.schema import SCHEMA_VERSION
 
 
 @pytest.fixture

@@ -14,10 +14,12 @@ from typing import Any
 import jsonschema
 import pytest
 
-from shared_context_server import config, db, hook
+from shared_context_server import config, hook
 from shared_context_server.blackboard import messages, sessions
 from shared_context_server.blackboard.identity import Agent
-from shared_context_server.store import Target, open_store
+from shared_context_server.storage import opener
+from shared_context_server.storage.opener import open_store
+from shared_context_server.storage.seam import Target
 from tests.conftest import ALICE, BOB, CAROL
 
 # The facts of Claude Code's hooks reference (https://code.claude.com/docs/en/hooks) that
@@ -264,7 +266,7 @@ def test_the_hook_path_never_imports_the_mcp_sdk_pydantic_or_anyio(tmp_path: Pat
 def test_the_hook_agrees_with_the_server_on_variables_and_default_file() -> None:
     assert (hook.ENV_DB, hook.ENV_AGENT_ID) == (config.ENV_DB, config.ENV_AGENT_ID)
     assert (hook.ENV_AGENT_TYPE, hook.ENV_ADMIN) == (config.ENV_AGENT_TYPE, config.ENV_ADMIN)
-    assert hook._db_path({}, {}) == str(db.default_db_path())
+    assert hook._db_path({}, {}) == str(opener.default_db_path())
 
 
 async def test_the_digest_does_not_mark_messages_read(target: Target, tmp_path: Path) -> None:

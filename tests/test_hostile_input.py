@@ -16,13 +16,14 @@ import pytest
 from shared_context_server.blackboard.identity import Agent, check_name
 from shared_context_server.blackboard.limits import MAX_JSON_DEPTH, json_depth
 from shared_context_server.blackboard.records import rows
-from shared_context_server.blackboard.records.store import RecordsStore
+from shared_context_server.blackboard.records.location import RecordsStore
 from shared_context_server.blackboard.tokens import authenticate_agent
 from shared_context_server.config import Settings
-from shared_context_server.db import Database
 from shared_context_server.errors import BlackboardError, InvalidInput
 from shared_context_server.server.state import client_agent_id
-from shared_context_server.store import Target
+from shared_context_server.storage.opener import open_records
+from shared_context_server.storage.seam import Target
+from shared_context_server.storage.sqlite.database import Database
 from tests.conftest import ALICE, ENGINES, ERAS, connect, fails, ok, run_cli
 
 
@@ -73,7 +74,7 @@ async def test_metadata_and_values_nested_past_the_limit_are_refused_naming_the_
 async def test_records_data_and_filters_nested_past_the_limit_are_refused(
     engine: str, make_target: Callable[[str], Target]
 ) -> None:
-    store = await RecordsStore.open(_records_target(make_target(engine)))
+    store = RecordsStore.of(await open_records(_records_target(make_target(engine))))
     try:
         await rows.create_table(store, ALICE, "t", {"doc": "JSON", "title": "TEXT"})
         with pytest.raises(BlackboardError) as info:
@@ -128,7 +129,7 @@ def engine(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 async def store(engine: str, make_target: Callable[[str], Target]) -> AsyncIterator[RecordsStore]:
     target = _records_target(make_target(engine))
-    records = await RecordsStore.open(target, raw_query_seconds=2.0)
+    records = RecordsStore.of(await open_records(target, seconds=2.0))
     await rows.create_table(records, ALICE, "t", {"title": "TEXT"})
     yield records
     await records.close()

@@ -14,7 +14,7 @@ from shared_context_server.blackboard.maintenance import DEFAULT_ARCHIVE_AFTER_D
 from shared_context_server.clock import now_utc
 from shared_context_server.config import Settings, resolve_settings
 from shared_context_server.errors import Conflict, InvalidInput, PermissionDenied, TokenInvalid
-from shared_context_server.store import Store, Target
+from shared_context_server.storage.seam import Store, Target
 from tests.conftest import ADMIN, ALICE, BOB, ERAS, connect, fails, ok, rows
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import mcp_types as types
 
-from shared_context_server.store import Target
+from shared_context_server.storage.seam import Target
 from tests.conftest import Inbox, ok, spawn
 
 AGENTS = {

@@ -14,9 +14,10 @@ from shared_context_server.blackboard import messages, sessions
 from shared_context_server.blackboard.changes import ChangeFeed
 from shared_context_server.blackboard.identity import Agent
 from shared_context_server.blackboard.inbox import check_inbox
-from shared_context_server.db import Database
 from shared_context_server.errors import InvalidInput
-from shared_context_server.store import Store, Target, open_store
+from shared_context_server.storage.opener import open_store
+from shared_context_server.storage.seam import Store, Target
+from shared_context_server.storage.sqlite.database import Database
 from tests.conftest import ALICE, BOB, CAROL, fails, ok, poll_until, spawn
 
 DAVE = Agent("dave", "reviewer")
@@ -196,7 +197,7 @@ async def test_a_file_from_before_the_inbox_upgrades_with_its_history_as_old_new
 ) -> None:
     import sqlite3
 
-    from shared_context_server.migrations import MIGRATIONS
+    from shared_context_server.storage.sqlite.schema import MIGRATIONS
 
     path = tmp_path / "old.db"
     conn = sqlite3.connect(path, isolation_level=None)

@@ -28,9 +28,9 @@ from packaging.specifiers import SpecifierSet
 from shared_context_server.about import PACKAGE, REQUIREMENT, UVX, UVX_POSTGRES
 from shared_context_server.cli import CLIENT_NAMES
 from shared_context_server.errors import InvalidInput
-from shared_context_server.migrations import SCHEMA_VERSION
 from shared_context_server.operations import client_config
 from shared_context_server.operations.client_config import server_command, uv_cache_of
+from shared_context_server.storage.sqlite.schema import SCHEMA_VERSION
 from tests.conftest import poll_until, run_cli
 
 ROOT = Path(__file__).parents[1]

@@ -20,9 +20,10 @@ from shared_context_server.blackboard import audit, messages, sessions, tokens
 from shared_context_server.blackboard.maintenance import Policy, maintain_once
 from shared_context_server.clock import iso, now_utc
 from shared_context_server.config import Settings, resolve_settings
-from shared_context_server.db import Database
 from shared_context_server.errors import InvalidInput, TokenInvalid
-from shared_context_server.store import Store, Target, open_store
+from shared_context_server.storage.opener import open_store
+from shared_context_server.storage.seam import Store, Target
+from shared_context_server.storage.sqlite.database import Database
 from tests.conftest import ADMIN, ALICE, connect, execute, ok, poll_until_true, rows
 
 

@@ -23,7 +23,8 @@ from shared_context_server.errors import (
     NotFound,
     SessionNotFound,
 )
-from shared_context_server.store import Store, Target, open_store
+from shared_context_server.storage.opener import open_store
+from shared_context_server.storage.seam import Store, Target
 from tests.conftest import ALICE, BOB, ERAS, connect, fails, ok, poll_until_true
 
 YEAR = 365 * 24 * 3600

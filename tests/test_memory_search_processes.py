@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import anyio
 
-from shared_context_server.store import Target
+from shared_context_server.storage.seam import Target
 from tests.conftest import fails, ok, spawn
 
 

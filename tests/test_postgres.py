@@ -16,9 +16,11 @@ import psycopg
 import pytest
 
 from shared_context_server.errors import DatabaseBusy, StorageError
-from shared_context_server.postgres import PgDatabase, PgUnit, to_pyformat
-from shared_context_server.postgres_schema import SCHEMA_VERSION
-from shared_context_server.store import Conn
+from shared_context_server.storage.postgres.database import PgDatabase
+from shared_context_server.storage.postgres.schema import SCHEMA_VERSION
+from shared_context_server.storage.postgres.search import trigram_matching
+from shared_context_server.storage.postgres.unit import PgUnit, to_pyformat
+from shared_context_server.storage.seam import Conn
 from tests.pg_cluster import Cluster, free_port
 
 CLI = [sys.executable, "-m", "shared_context_server"]
@@ -40,7 +42,7 @@ def test_twenty_processes_starting_on_an_empty_database_migrate_once(pg_url: str
     code = textwrap.dedent(
         """
         import sys, anyio
-        from shared_context_server.postgres import PgDatabase
+        from shared_context_server.storage.postgres.database import PgDatabase
         async def main():
             db = await PgDatabase.open(sys.argv[1])
             print(await db.schema_version())
@@ -349,7 +351,6 @@ async def test_upkeep_flushes_the_trigram_index_so_a_large_sessions_search_uses_
     pg_migrated_url: str,
 ) -> None:
     from shared_context_server.blackboard import search, sessions
-    from shared_context_server.blackboard.identity import visible_to
     from tests.conftest import ALICE
     from tests.corpus import corpus
 
@@ -371,11 +372,12 @@ async def test_upkeep_flushes_the_trigram_index_so_a_large_sessions_search_uses_
 
         await db.transact(plant)
         query = words[7][0]
-        params = (sid, None, None, *visible_to(ALICE), query, query, search.CANDIDATES)
+        q = search.candidate_query(ALICE, sid, query, None)
+        params = (sid, *q.params, query, query, q.cap)
         # Before upkeep the new rows sit in GIN's pending list, which the planner counts
         # against the index: it scores every row of the session instead.
         assert await db.checkpoint_if_large() > 0
-        plan = " ".join(r[0] for r in await db.read("EXPLAIN " + search.TRIGRAM_MATCHING, params))
+        plan = " ".join(r[0] for r in await db.read("EXPLAIN " + trigram_matching(q), params))
         assert "messages_trigram" in plan
         assert await db.checkpoint_if_large() == 0  # nothing left to flush, no ANALYZE
     finally:

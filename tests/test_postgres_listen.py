@@ -10,14 +10,14 @@ import anyio
 import pytest
 
 from shared_context_server.errors import DatabaseBusy
-from shared_context_server.postgres import PgDatabase
-from shared_context_server.postgres_listen import RESYNC, PgListener
+from shared_context_server.storage.postgres.database import PgDatabase
+from shared_context_server.storage.postgres.listen import RESYNC, PgListener
 from tests.pg_cluster import Cluster
 
 NOTIFY_FROM_ANOTHER_PROCESS = textwrap.dedent(
     """
     import sys, anyio
-    from shared_context_server.postgres import PgDatabase
+    from shared_context_server.storage.postgres.database import PgDatabase
     async def main(url):
         db = await PgDatabase.open(url)
         def rolled_back(conn):

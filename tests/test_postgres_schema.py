@@ -23,11 +23,12 @@ import pytest
 from shared_context_server.blackboard import memory, messages, news, sessions
 from shared_context_server.blackboard.identity import Agent
 from shared_context_server.blackboard.visibility import visible_to
-from shared_context_server.db import Database
 from shared_context_server.errors import StorageError
 from shared_context_server.operations import watch
-from shared_context_server.postgres import PgDatabase, to_pyformat
-from shared_context_server.postgres_schema import CHANNEL
+from shared_context_server.storage.postgres.database import PgDatabase
+from shared_context_server.storage.postgres.schema import CHANNEL
+from shared_context_server.storage.postgres.unit import to_pyformat
+from shared_context_server.storage.sqlite.database import Database
 from tests.pg_cluster import Cluster
 
 ALICE, BOB = Agent("alice", "reviewer"), Agent("bob", "writer")
@@ -39,7 +40,7 @@ MESSAGE = (
 
 
 def pg_sql(sql: str) -> str:
-    """What the PostgreSQL engine runs for a domain statement (see postgres.py)."""
+    """What the PostgreSQL engine runs for a domain statement (see storage/postgres/unit.py)."""
     return to_pyformat(sql).replace(" CROSS JOIN ", " JOIN ")
 
 
@@ -369,8 +370,8 @@ def test_a_role_that_cannot_create_pg_trgm_gets_one_line_saying_what_to_do(
 
 
 def test_search_asks_for_the_exact_text_the_trigram_index_holds() -> None:
-    from shared_context_server.blackboard.search import TRIGRAM_TEXT
-    from shared_context_server.postgres_schema import SEARCH_TEXT
+    from shared_context_server.storage.postgres.schema import SEARCH_TEXT
+    from shared_context_server.storage.postgres.search import TRIGRAM_TEXT
 
     assert (
         f"({SEARCH_TEXT})".replace("content", "m.content")

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from shared_context_server.blackboard.processes import Heartbeat, live_processes
 from shared_context_server.clock import utc_now
-from shared_context_server.db import Database
 from shared_context_server.operations.doctor import diagnose
-from shared_context_server.store import Store
+from shared_context_server.storage.seam import Store
+from shared_context_server.storage.sqlite.database import Database
 from shared_context_server.terminal import Progress
 
 INSERT = (

@@ -13,8 +13,8 @@ import anyio
 import pytest
 from mcp import Client
 
-from shared_context_server.migrations import SCHEMA_VERSION
-from shared_context_server.store import Target
+from shared_context_server.storage.seam import Target
+from shared_context_server.storage.sqlite.schema import SCHEMA_VERSION
 from tests.conftest import INITIALIZE, INITIALIZED, ok, server_params, spawn, tool_call
 
 WRITERS = 20

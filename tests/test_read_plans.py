@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from shared_context_server.blackboard import memory, search, sessions
-from shared_context_server.db import Database
-from shared_context_server.store import Store
+from shared_context_server.storage.seam import Store
+from shared_context_server.storage.sqlite.database import Database
+from shared_context_server.storage.sqlite.search import best_holding
 from tests.conftest import ALICE, BOB
 
 
@@ -97,7 +98,8 @@ async def test_search_reads_only_the_sessions_matches_and_leaves_bm25_alone(
 ) -> None:
     # bm25 read every match's column sizes to rank it, and looking matches up by id read
     # every match's row, other sessions' included: at 1M messages most of a search.
-    shown = plan(sqlite_db.path, search.best_holding(trigrams))
+    sql = best_holding(search.candidate_query(ALICE, "s", "query", None), trigrams)
+    shown = plan(sqlite_db.path, sql)
     assert "INDEX messages_session (session_id=? AND id=?" in shown
     assert "PRIMARY KEY" not in shown
-    assert "rank" not in search.best_holding(trigrams)
+    assert "rank" not in sql

@@ -77,7 +77,8 @@ def _figures() -> list[str]:
         MAX_SUBSCRIPTIONS,
     )
     from shared_context_server.blackboard.records.rows import MAX_QUERY_LIMIT
-    from shared_context_server.db import BUSY_TIMEOUT_MS, WAL_SIZE_LIMIT
+    from shared_context_server.storage.sqlite.database import BUSY_TIMEOUT_MS
+    from shared_context_server.storage.sqlite.migrate import WAL_SIZE_LIMIT
 
     limits, page, wait = DEFAULT_LIMITS, DEFAULT_PAGE_LIMIT, int(changes.MAX_WAIT_S)
     kb, mb = 1024, 1024 * 1024

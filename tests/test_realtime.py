@@ -19,7 +19,8 @@ from shared_context_server.blackboard import messages, sessions
 from shared_context_server.blackboard.changes import Change, ChangeFeed, wait_for_messages
 from shared_context_server.config import ENV_POLL_INTERVAL, Settings, resolve_settings
 from shared_context_server.errors import InvalidInput, SessionNotFound
-from shared_context_server.store import Store, Target, open_store
+from shared_context_server.storage.opener import open_store
+from shared_context_server.storage.seam import Store, Target
 from tests.conftest import (
     ALICE,
     BOB,

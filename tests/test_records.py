@@ -16,11 +16,12 @@ import anyio.lowlevel
 import pytest
 
 from shared_context_server.blackboard.records import rows
-from shared_context_server.blackboard.records.postgres import CONFINED_ROLE
-from shared_context_server.blackboard.records.raw_pg import PgRawQueries
-from shared_context_server.blackboard.records.store import RecordsStore
+from shared_context_server.blackboard.records.location import RecordsStore
 from shared_context_server.errors import BlackboardError
-from shared_context_server.store import Target, open_store
+from shared_context_server.storage.opener import open_records, open_store
+from shared_context_server.storage.postgres.raw import PgRawQueries
+from shared_context_server.storage.postgres.records import CONFINED_ROLE
+from shared_context_server.storage.seam import Target
 from tests.conftest import ALICE, BOB, ENGINES
 
 TASKS = {"title": "TEXT NOT NULL", "claimed_by": "TEXT", "priority": "INTEGER", "done": "BOOLEAN"}
@@ -35,7 +36,7 @@ def engine(request: pytest.FixtureRequest) -> str:
 async def opened(target: Target, **options: Any) -> AsyncIterator[RecordsStore]:
     """The shared tables of the blackboard at `target`, as a server opens them."""
     main = await open_store(target)  # a real blackboard beside (or around) them
-    records = await RecordsStore.beside(main, raw_query_seconds=0.5, **options)
+    records = RecordsStore.of(await open_records(main, seconds=0.5, **options))
     try:
         yield records
     finally:
@@ -53,7 +54,7 @@ async def store(engine: str, make_target: Callable[[str], Target]) -> AsyncItera
 async def writable(
     engine: str, make_target: Callable[[str], Target]
 ) -> AsyncIterator[RecordsStore]:
-    async with opened(make_target(engine), allow_raw_writes=True) as records:
+    async with opened(make_target(engine), allow_writes=True) as records:
         yield records
 
 

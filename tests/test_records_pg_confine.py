@@ -14,13 +14,14 @@ import anyio
 import pytest
 
 from shared_context_server.blackboard.records import rows
-from shared_context_server.blackboard.records.pg_allow import read_statement
-from shared_context_server.blackboard.records.postgres import CONFINED_ROLE
-from shared_context_server.blackboard.records.store import RecordsStore
+from shared_context_server.blackboard.records.location import RecordsStore
 from shared_context_server.config import ENV_RECORDS_URL, Settings
 from shared_context_server.errors import BlackboardError
-from shared_context_server.postgres import CHANNEL, MIGRATION_LOCK
-from shared_context_server.store import open_store
+from shared_context_server.storage.locks import Lock
+from shared_context_server.storage.opener import open_records, open_store
+from shared_context_server.storage.postgres.allow import read_statement
+from shared_context_server.storage.postgres.database import CHANNEL
+from shared_context_server.storage.postgres.records import CONFINED_ROLE
 from tests.conftest import ALICE, connect, create_database, drop_database, ok
 from tests.pg_cluster import Cluster
 
@@ -49,8 +50,8 @@ ESCAPES = [
     "TABLE public.agent_tokens",
     "SELECT * FROM public.records_login",
     "SELECT * FROM public.memory",
-    f"SELECT 1 --\r, pg_advisory_lock({MIGRATION_LOCK})\n",
-    f"SELECT pg_try_advisory_lock({MIGRATION_LOCK})",
+    f"SELECT 1 --\r, pg_advisory_lock({int(Lock.MIGRATION)})\n",
+    f"SELECT pg_try_advisory_lock({int(Lock.MIGRATION)})",
     "SELECT pg_advisory_lock(?)",
     "SELECT 1 --\r, pg_terminate_backend(?)\n",
     "SELECT pg_cancel_backend(?)",
@@ -122,7 +123,7 @@ async def test_no_raw_query_leaves_its_confinement(planted: str) -> None:
     victim = _admin(url)
     listener = _admin(url)
     listener.execute(f"LISTEN {CHANNEL}")
-    store = await RecordsStore.open(url, allow_raw_writes=True)
+    store = RecordsStore.of(await open_records(url, allow_writes=True))
     seen: list[str] = []
     try:
         await rows.create_table(store, ALICE, "notes", {"text": "TEXT"})
@@ -169,7 +170,7 @@ async def test_no_raw_query_leaves_its_confinement(planted: str) -> None:
 async def test_a_question_mark_is_a_parameter_only_where_postgresql_reads_an_operator(
     pg_url: str, query: str, expected: list[list[Any]]
 ) -> None:
-    store = await RecordsStore.open(pg_url)
+    store = RecordsStore.of(await open_records(pg_url))
     try:
         count = query.count("?") - query.count("'?'") - query.count('"?"') - query.count("-- ?")
         count -= query.count("/* ? */")
@@ -199,7 +200,7 @@ async def test_an_operator_named_login_runs_raw_queries_by_password(
     url = pg_cluster.url(name).replace("postgres@", f"{name}@")
     try:
         monkeypatch.setenv(ENV_RECORDS_URL, url.replace(f"{name}@", f"{login}:right@"))
-        store = await RecordsStore.open(url)
+        store = RecordsStore.of(await open_records(url))
         try:
             await rows.create_table(store, ALICE, "notes", {"text": "TEXT"})
             who = await rows.execute_raw_query(
@@ -216,7 +217,7 @@ async def test_raw_queries_never_run_as_the_servers_own_login(
     pg_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(ENV_RECORDS_URL, pg_url)
-    store = await RecordsStore.open(pg_url)
+    store = RecordsStore.of(await open_records(pg_url))
     try:
         with pytest.raises(BlackboardError) as info:
             await rows.execute_raw_query(store, ALICE, "SELECT 1")
@@ -234,8 +235,8 @@ async def test_a_password_another_database_changed_is_set_again_once(
     second server of this database then reads that one, rather than setting another."""
     import psycopg
 
-    first = await RecordsStore.open(pg_url)
-    second = await RecordsStore.open(pg_url)
+    first = RecordsStore.of(await open_records(pg_url))
+    second = RecordsStore.of(await open_records(pg_url))
     try:
         for store in (first, second):
             assert (await rows.execute_raw_query(store, ALICE, "SELECT 1"))["rows"] == [[1]]
@@ -307,7 +308,7 @@ async def test_a_backslash_means_itself_whatever_the_database_default(pg_url: st
         conn.execute(
             f'ALTER DATABASE "{pg_url.rsplit("/", 1)[1]}" SET standard_conforming_strings = off'
         )
-    store = await RecordsStore.open(pg_url)
+    store = RecordsStore.of(await open_records(pg_url))
     try:
         sneaky = "SELECT '\\' , 1 --', set_config('role', 'none', true)"
         result = await rows.execute_raw_query(store, ALICE, sneaky)

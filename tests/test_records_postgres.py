@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 
 from shared_context_server.blackboard.records import rows
-from shared_context_server.blackboard.records.store import RecordsStore
+from shared_context_server.blackboard.records.location import RecordsStore
 from shared_context_server.config import Settings
 from shared_context_server.errors import BlackboardError
+from shared_context_server.storage.opener import open_records
 from tests.conftest import ALICE, connect, fails, ok
 from tests.pg_cluster import Cluster
 
@@ -104,7 +105,7 @@ async def test_a_records_write_and_its_audit_entry_commit_together(pg_url: str) 
     written, the write does not happen either (on SQLite it follows the commit)."""
     import psycopg
 
-    store = await RecordsStore.open(pg_url)
+    store = RecordsStore.of(await open_records(pg_url))
     try:
         store.audit_into(store.db)
         await rows.create_table(store, ALICE, "notes", {"text": "TEXT"})
@@ -140,7 +141,7 @@ async def test_a_records_write_and_its_audit_entry_commit_together(pg_url: str) 
     ],
 )
 async def test_big_or_endless_results_are_cut_on_postgresql(pg_url: str, query: str) -> None:
-    store = await RecordsStore.open(pg_url, raw_query_seconds=2.0)
+    store = RecordsStore.of(await open_records(pg_url, seconds=2.0))
     try:
         try:
             result = await rows.execute_raw_query(store, ALICE, query)
@@ -154,7 +155,7 @@ async def test_big_or_endless_results_are_cut_on_postgresql(pg_url: str, query: 
 
 
 async def test_an_explicit_id_moves_the_sequence_past_it(pg_url: str) -> None:
-    store = await RecordsStore.open(pg_url)
+    store = RecordsStore.of(await open_records(pg_url))
     try:
         await rows.create_table(store, ALICE, "tasks", {"title": "TEXT"})
         await rows.insert_record(store, ALICE, "tasks", {"id": 10, "title": "given"})
@@ -168,10 +169,10 @@ async def test_a_confined_role_that_can_reach_blackboard_tables_is_refused(pg_ur
     """Should a grant let the role read a blackboard table, raw queries stop, saying which."""
     import psycopg
 
-    await (await RecordsStore.open(pg_url)).close()  # makes the schema and the role
+    await (RecordsStore.of(await open_records(pg_url))).close()  # makes the schema and the role
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute("GRANT SELECT ON messages TO PUBLIC")
-    store = await RecordsStore.open(pg_url)
+    store = RecordsStore.of(await open_records(pg_url))
     try:
         with pytest.raises(BlackboardError) as info:
             await rows.execute_raw_query(store, ALICE, "SELECT count(*) FROM public.messages")

@@ -12,7 +12,7 @@ from typing import Any
 import anyio
 import pytest
 
-from shared_context_server.store import Target
+from shared_context_server.storage.seam import Target
 from tests.conftest import ENGINES, fails, ok, spawn
 
 RECORDS = ("--toolsets", "core,records")

@@ -31,11 +31,11 @@ from shared_context_server.blackboard.limits import (
 )
 from shared_context_server.blackboard.records import rows
 from shared_context_server.config import TOOLSETS
-from shared_context_server.db import Database
 from shared_context_server.errors import InvalidInput
 from shared_context_server.server import models as m
 from shared_context_server.server import records_models as r
 from shared_context_server.server.toolsets import tools_for
+from shared_context_server.storage.sqlite.database import Database
 from tests.conftest import ALICE
 
 SID = "sess_0123456789abcdef"

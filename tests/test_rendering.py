@@ -14,7 +14,8 @@ import pytest
 from shared_context_server import clock
 from shared_context_server.blackboard import messages, sessions
 from shared_context_server.config import Settings
-from shared_context_server.store import Target, open_store
+from shared_context_server.storage.opener import open_store
+from shared_context_server.storage.seam import Target
 from tests.conftest import ADMIN, ALICE, BOB, ERAS, connect, execute, run_cli
 from tests.test_hook import context_of, run_hook
 

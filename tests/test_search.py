@@ -14,10 +14,12 @@ import pytest
 from shared_context_server.blackboard import messages, search, sessions
 from shared_context_server.clock import utc_now
 from shared_context_server.config import Settings
-from shared_context_server.db import Database
 from shared_context_server.errors import InvalidInput, SessionNotFound
-from shared_context_server.migrations import MIGRATIONS
-from shared_context_server.store import Conn, Store, Target, open_store
+from shared_context_server.storage.opener import open_store
+from shared_context_server.storage.seam import Conn, Store, Target
+from shared_context_server.storage.sqlite import search as sqlite_search
+from shared_context_server.storage.sqlite.database import Database
+from shared_context_server.storage.sqlite.schema import MIGRATIONS
 from tests.conftest import ADMIN, ALICE, BOB, CAROL, ERAS, connect, fails, ok
 from tests.corpus import corpus, with_typo
 
@@ -51,7 +53,7 @@ async def test_a_typo_in_a_distinctive_word_finds_its_message_in_the_top_five(
     words = corpus(1000)
     posted = [(await messages.add_message(db, ALICE, sid, text))["message_id"] for _, text in words]
     if way != "not-yet-indexed":  # PostgreSQL's trigram index is kept at each commit
-        assert await search.index_pending(db) == (1000 if db.engine == "sqlite" else 0)
+        assert await db.index_search() == (1000 if db.engine == "sqlite" else 0)
     assert await typo_recall_at_five(db, sid, words, posted, random.Random(7), 300) >= 0.95
 
 
@@ -86,7 +88,7 @@ async def test_typo_recall_at_five_holds_at_ten_thousand_messages(db: Store) -> 
         return [int(row[0]) for row in found.fetchall()]
 
     posted = await db.transact(plant)
-    await search.index_pending(db, batch=10_000)  # SQLite's index, in batches
+    await db.index_search(batch=10_000)  # SQLite's index, in batches
     await db.checkpoint_if_large()  # maintenance's upkeep: PostgreSQL's index and statistics
     assert await typo_recall_at_five(db, sid, words, posted, random.Random(10), 100) >= 0.95
 
@@ -102,7 +104,7 @@ async def test_messages_the_caller_may_not_see_are_never_results(
     sid = await new_session(db)
     secret = await messages.add_message(db, ALICE, sid, "the zanzibarite key rotates", visibility)
     if way != "not-yet-indexed":
-        await search.index_pending(db)
+        await db.index_search()
     for reader in (ALICE, BOB, CAROL, ADMIN):
         found = await search.search_context(db, reader, sid, "zanzibarite", fuzzy_threshold=0)
         assert (secret["message_id"] in ids(found)) == (reader.agent_id in finders)
@@ -115,7 +117,7 @@ async def test_hidden_messages_do_not_crowd_out_visible_ones(db: Store, way: str
         await messages.add_message(db, ALICE, sid, f"quorvex note {i}", "private")
     visible = await messages.add_message(db, ALICE, sid, "quorvex public note")
     if way != "not-yet-indexed":
-        await search.index_pending(db)
+        await db.index_search()
     found = await search.search_context(db, BOB, sid, "quorvex")
     assert ids(found) == [visible["message_id"]]
 
@@ -159,8 +161,8 @@ async def test_a_query_of_only_common_trigrams_finds_the_newest_holding_them_all
     older = await messages.add_message(db, ALICE, sid, "the server timeout again")
     newer = await messages.add_message(db, ALICE, sid, "server timeout on the worker")
     await messages.add_message(db, ALICE, sid, "nothing to see")
-    await search.index_pending(db)
-    monkeypatch.setattr(search, "POSTINGS_BUDGET", 0)  # every trigram counts as common
+    await db.index_search()
+    monkeypatch.setattr(sqlite_search, "POSTINGS_BUDGET", 0)  # every trigram counts as common
     found = await search.search_context(db, ALICE, sid, "server timeout", fuzzy_threshold=90)
     assert ids(found) == [newer["message_id"], older["message_id"]]
 
@@ -175,18 +177,18 @@ async def test_common_trigrams_in_a_session_with_a_small_share_of_the_index_stil
     older = await messages.add_message(db, ALICE, sid, "the server timeout again")
     newer = await messages.add_message(db, ALICE, sid, "server timeout on the worker")
     await messages.add_message(db, ALICE, sid, "nothing to see")
-    await search.index_pending(db)
-    monkeypatch.setattr(search, "POSTINGS_BUDGET", 0)  # every trigram counts as common
-    monkeypatch.setattr(search, "MIN_WALK_SHARE", 0.5)  # 3 of 63 rows: its own newest
+    await db.index_search()
+    monkeypatch.setattr(sqlite_search, "POSTINGS_BUDGET", 0)  # every trigram counts as common
+    monkeypatch.setattr(sqlite_search, "MIN_WALK_SHARE", 0.5)  # 3 of 63 rows: its own newest
     found = await search.search_context(db, ALICE, sid, "server timeout", fuzzy_threshold=90)
     assert ids(found) == [newer["message_id"], older["message_id"]]
 
 
 async def test_only_the_rarest_trigrams_within_the_budget_are_used() -> None:
     counts = {"the": 900, "qzx": 3, "zxv": 5, "abs": 0, "ser": 400}
-    assert search.choose_trigrams(counts, 10) == ["qzx", "zxv"]
-    assert search.choose_trigrams(counts, 500) == ["qzx", "zxv", "ser"]
-    assert search.choose_trigrams(counts, 2) == []
+    assert sqlite_search.choose_trigrams(counts, 10) == ["qzx", "zxv"]
+    assert sqlite_search.choose_trigrams(counts, 500) == ["qzx", "zxv", "ser"]
+    assert sqlite_search.choose_trigrams(counts, 2) == []
 
 
 async def test_a_message_written_through_another_handle_is_searchable_at_once(
@@ -216,7 +218,7 @@ async def test_two_handles_indexing_at_once_index_each_message_once(tmp_path: Pa
             counts: list[int] = []
 
             async def index(db: Store) -> None:
-                counts.append(await search.index_pending(db, batch=300))
+                counts.append(await db.index_search(batch=300))
 
             tg.start_soon(index, one)
             tg.start_soon(index, two)
@@ -236,7 +238,7 @@ async def test_deleting_indexed_and_unindexed_messages_keeps_the_index_whole(db:
     sid = await new_session(db)
     for i in range(10):
         await messages.add_message(db, ALICE, sid, f"indexed {i}")
-    await search.index_pending(db)
+    await db.index_search()
     for i in range(10):
         await messages.add_message(db, ALICE, sid, f"pending {i}")
     await db.transact(lambda c: c.execute("DELETE FROM sessions WHERE id = ?", (sid,)))
@@ -246,7 +248,7 @@ async def test_deleting_indexed_and_unindexed_messages_keeps_the_index_whole(db:
                 "INSERT INTO messages_fts (messages_fts) VALUES ('integrity-check')"
             )
         )
-    assert await search.index_pending(db) == 0
+    assert await db.index_search() == 0
 
 
 async def test_messages_stored_before_the_index_existed_are_searchable(tmp_path: Path) -> None:
@@ -349,7 +351,7 @@ async def test_a_long_message_is_scored_on_windows_yet_found_by_a_typo(
         for word in words
     ]
     if way != "not-yet-indexed":
-        await search.index_pending(db)
+        await db.index_search()
     read: list[int] = []
     real = ranking.fuzz.partial_ratio
 

@@ -10,13 +10,13 @@ from pathlib import Path
 
 from shared_context_server.blackboard import messages, sessions
 from shared_context_server.blackboard.identity import VISIBLE_SQL, Agent, visible_to
-from shared_context_server.db import Database
-from shared_context_server.migrations import MIGRATIONS
 from shared_context_server.operations.import_read import ExportReader
 from shared_context_server.operations.import_write import import_messages
 from shared_context_server.operations.transfer import export_session
 from shared_context_server.operations.watch import count_visible, session_overview
-from shared_context_server.store import Store
+from shared_context_server.storage.seam import Store
+from shared_context_server.storage.sqlite.database import Database
+from shared_context_server.storage.sqlite.schema import MIGRATIONS
 from tests.conftest import ADMIN, ALICE, BOB, CAROL
 
 VIEWERS = (ALICE, BOB, CAROL, ADMIN)

@@ -30,7 +30,7 @@ def test_serving_leaves_the_operator_commands_dashboard_records_and_rapidfuzz_un
         "shared_context_server.operations.",
         "shared_context_server.server.records",
         "shared_context_server.dashboard",
-        "shared_context_server.postgres",
+        "shared_context_server.storage.postgres.database",
     )
     # psycopg and pglast (the PostgreSQL driver and parser) load only for a postgresql:// --db.
     late = [

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from shared_context_server.migrations import SCHEMA_VERSION
+from shared_context_server.storage.sqlite.schema import SCHEMA_VERSION
 from tests.conftest import INITIALIZE, INITIALIZED, tool_call
 
 SERVER = [sys.executable, "-m", "shared_context_server"]

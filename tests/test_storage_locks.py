@@ -13,8 +13,8 @@ from pathlib import Path
 
 import anyio
 
-from shared_context_server.db import Database
 from shared_context_server.errors import DatabaseBusy
+from shared_context_server.storage.sqlite.database import Database
 from tests.conftest import ok, spawn
 
 # A plain sqlite3 process that takes the write lock and sits on it.

@@ -24,7 +24,8 @@ from shared_context_server.config import Settings
 from shared_context_server.server import resources
 from shared_context_server.server.state import AppState
 from shared_context_server.server.subscriptions import Subscriptions
-from shared_context_server.store import Change, Store, Target, open_store
+from shared_context_server.storage.opener import open_store
+from shared_context_server.storage.seam import Change, Store, Target
 from tests.conftest import ALICE, BOB, connect, ok
 
 PACKAGE_DIR = str(Path(shared_context_server.__file__).parent)

@@ -11,11 +11,12 @@ from mcp.shared.exceptions import MCPError
 
 from shared_context_server.blackboard.limits import Limits
 from shared_context_server.config import Settings
-from shared_context_server.migrations import SCHEMA_VERSION
-from shared_context_server.postgres_schema import SCHEMA_VERSION as PG_SCHEMA_VERSION
 from shared_context_server.server.tools import TOOLS
 from shared_context_server.server.toolsets import tool_list_size_for
-from shared_context_server.store import Target, is_postgres_url
+from shared_context_server.storage.opener import is_postgres_url
+from shared_context_server.storage.postgres.schema import SCHEMA_VERSION as PG_SCHEMA_VERSION
+from shared_context_server.storage.seam import Target
+from shared_context_server.storage.sqlite.schema import SCHEMA_VERSION
 from tests.conftest import ERAS, connect, fails, ok
 
 pytestmark = pytest.mark.parametrize("era", ERAS)

@@ -23,11 +23,12 @@ import pytest
 from shared_context_server.blackboard.messages import add_message
 from shared_context_server.blackboard.sessions import create_session
 from shared_context_server.cli import main
-from shared_context_server.db import Database
 from shared_context_server.errors import DatabaseBusy
 from shared_context_server.operations.import_read import ExportReader, ImportedMessage
 from shared_context_server.operations.import_write import BATCH, import_messages
-from shared_context_server.store import Store, Target, open_store
+from shared_context_server.storage.opener import open_store
+from shared_context_server.storage.seam import Store, Target
+from shared_context_server.storage.sqlite.database import Database
 from tests.conftest import ALICE, BOB, rows, run_cli
 
 SID = "sess_0123456789abcdef"

@@ -49,7 +49,6 @@ from shared_context_server.config import (
     resolve_db_path,
     resolve_settings,
 )
-from shared_context_server.db import default_db_path
 from shared_context_server.errors import (
     BlackboardError,
     SessionNotFound,
@@ -58,7 +57,8 @@ from shared_context_server.errors import (
 from shared_context_server.hook import HOSTS as HOOK_HOSTS
 from shared_context_server.instructions import AGENT_INSTRUCTIONS
 from shared_context_server.operations.client_config import CLIENTS, render_config
-from shared_context_server.store import Target
+from shared_context_server.storage.opener import default_db_path
+from shared_context_server.storage.seam import Target
 from shared_context_server.terminal import note
 
 PROG = "shared-context-server"

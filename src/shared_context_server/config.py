@@ -21,9 +21,10 @@ from shared_context_server.blackboard.maintenance import (
     Policy,
 )
 from shared_context_server.blackboard.tokens import DEFAULT_TTL_S, MAX_TTL_S
-from shared_context_server.db import default_db_path
 from shared_context_server.errors import InvalidInput
-from shared_context_server.store import Target, is_postgres_url
+from shared_context_server.storage.opener import default_db_path, is_postgres_url
+from shared_context_server.storage.seam import Target
+from shared_context_server.storage.seam.records import RECORDS_URL_ENV
 
 ENV_DB = "SHARED_CONTEXT_DB"
 ENV_AGENT_ID = "SHARED_CONTEXT_AGENT_ID"
@@ -40,7 +41,7 @@ ENV_ARCHIVE_AFTER = "SHARED_CONTEXT_ARCHIVE_AFTER_DAYS"
 ENV_AUDIT_RETENTION = "SHARED_CONTEXT_AUDIT_RETENTION_DAYS"
 ENV_MAINTENANCE_INTERVAL = "SHARED_CONTEXT_MAINTENANCE_INTERVAL"
 ENV_STDIO = "SHARED_CONTEXT_STDIO"
-ENV_RECORDS_URL = "SHARED_CONTEXT_RECORDS_URL"
+ENV_RECORDS_URL = RECORDS_URL_ENV
 ENV_PUSH = "SHARED_CONTEXT_PUSH"
 
 # The groups of tools a process can offer; `core` alone by default keeps the tool list small.

@@ -21,7 +21,8 @@ from mcp.client.stdio import stdio_client
 
 from shared_context_server.about import install_route
 from shared_context_server.operations.client_config import render_config
-from shared_context_server.store import Target, is_postgres_url, open_store, shown
+from shared_context_server.storage.opener import is_postgres_url, open_store, shown
+from shared_context_server.storage.seam import Target
 from shared_context_server.terminal import colour_enabled, paint
 
 _COLOURS = {"security": "31", "performance": "33", "docs": "36"}

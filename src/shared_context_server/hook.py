@@ -46,7 +46,7 @@ SNIPPET_CHARS = 160
 MAX_ROWS = 200  # the newest news read per run; beyond, the digest says "200+"
 INBOX_SCHEMA = 6  # migration 6 made inbox_marks
 WRITE_WAIT_MS = 50  # the hook gives up recording what it showed rather than hold a prompt
-# The server's variables (config.py) and default file (db.py): modules too heavy to
+# The server's variables (config.py) and default file (storage/opener.py): modules too heavy to
 # import here; a test checks they agree.
 ENV_DB = "SHARED_CONTEXT_DB"
 ENV_AGENT_ID = "SHARED_CONTEXT_AGENT_ID"
@@ -145,15 +145,16 @@ class Blackboard:
 
     def _open_postgres(self, url: str) -> None:
         # Imported only for a URL: a file's hook never loads the driver.
-        from shared_context_server import postgres
         from shared_context_server.errors import StorageError
+        from shared_context_server.storage.postgres.connect import connect_sync
+        from shared_context_server.storage.postgres.unit import PgConn
 
         try:
-            self._pg = postgres.connect_sync(url)
+            self._pg = connect_sync(url)
         except StorageError as error:
             raise Skip(str(error)) from None
         self._pg.execute(f"SET lock_timeout = {WRITE_WAIT_MS}")
-        self.conn = postgres.PgConn(self._pg)
+        self.conn = PgConn(self._pg)
 
     def record(self, work: Any) -> None:
         if self._pg is not None:

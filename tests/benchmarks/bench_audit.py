@@ -24,7 +24,7 @@ import anyio
 
 from shared_context_server.blackboard import audit, messages, sessions
 from shared_context_server.blackboard.identity import Agent
-from shared_context_server.db import Database
+from shared_context_server.storage.sqlite.database import Database
 
 WRITER = Agent("writer", "bench")
 ADMIN = Agent("root", "bench", frozenset({"read", "admin"}))

@@ -30,10 +30,9 @@ from playwright.async_api import Page, async_playwright
 
 from shared_context_server.blackboard.identity import Agent
 from shared_context_server.blackboard.messages import add_message
-from shared_context_server.blackboard.search import index_pending
 from shared_context_server.blackboard.sessions import create_session
 from shared_context_server.clock import iso
-from shared_context_server.db import Database
+from shared_context_server.storage.sqlite.database import Database
 
 sys.path.insert(0, str(Path(__file__).parents[2]))
 from tests.dashboard_process import dashboard
@@ -83,7 +82,7 @@ async def big_session(path: Path, count: int) -> str:
             )
         async with db.write() as tx:
             await tx.executemany(INSERT, rows)
-        await index_pending(db)
+        await db.index_search()
         return sid
     finally:
         await db.close()

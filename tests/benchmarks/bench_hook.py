@@ -28,7 +28,7 @@ from pathlib import Path
 
 import anyio
 
-from shared_context_server.db import Database
+from shared_context_server.storage.sqlite.database import Database
 
 INSERT_SESSION = (
     "INSERT INTO sessions (id, purpose, status, created_by, created_at, updated_at)"

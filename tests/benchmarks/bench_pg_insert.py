@@ -36,8 +36,9 @@ import psycopg
 from shared_context_server.blackboard.identity import Agent
 from shared_context_server.blackboard.messages import INSERT_MESSAGE
 from shared_context_server.blackboard.visibility import visible_to
-from shared_context_server.postgres import PgDatabase, to_pyformat
-from shared_context_server.postgres_schema import MIGRATIONS
+from shared_context_server.storage.postgres.database import PgDatabase
+from shared_context_server.storage.postgres.schema import MIGRATIONS
+from shared_context_server.storage.postgres.unit import to_pyformat
 
 WORDS = ("the", "message", "id", "session", "agent", "review", "patch", "build", "test", "green")
 SENDER = Agent("bench", "b")

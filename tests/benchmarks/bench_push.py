@@ -39,7 +39,7 @@ from tests.conftest import server_params  # noqa: E402
 from shared_context_server.blackboard import messages, sessions  # noqa: E402
 from shared_context_server.blackboard.identity import Agent  # noqa: E402
 from shared_context_server.server.channels import METHOD, ChannelParams  # noqa: E402
-from shared_context_server.store import open_store  # noqa: E402
+from shared_context_server.storage.opener import open_store  # noqa: E402
 
 ALICE = Agent("alice", "reviewer")
 

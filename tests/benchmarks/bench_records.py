@@ -29,7 +29,7 @@ from mcp import Client
 
 from shared_context_server.config import Settings
 from shared_context_server.server.app import build_server
-from shared_context_server.store import Target
+from shared_context_server.storage.seam import Target
 
 COLUMNS = {"title": "TEXT NOT NULL", "owner": "TEXT", "priority": "INTEGER", "done": "BOOLEAN",
            "meta": "JSON"}  # fmt: skip
@@ -79,13 +79,13 @@ async def run_domain(target: Target, calls: int) -> dict[str, list[float]]:
     """The same calls straight to the domain (blackboard/records), without MCP."""
     from shared_context_server.blackboard.identity import Agent
     from shared_context_server.blackboard.records import rows
-    from shared_context_server.blackboard.records.store import RecordsStore
-    from shared_context_server.store import open_store
+    from shared_context_server.blackboard.records.location import RecordsStore
+    from shared_context_server.storage.opener import open_records, open_store
 
     agent = Agent("bench", "bench")
     times: dict[str, list[float]] = {"insert_record": [], "query_records": []}
     db = await open_store(target)
-    store = await RecordsStore.beside(db)
+    store = RecordsStore.of(await open_records(db))
     store.audit_into(db)
     try:
         await rows.create_table(store, agent, "tasks2", COLUMNS)

@@ -66,12 +66,12 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from tests.corpus import COMMON, distinctive_word, with_typo  # noqa: E402
 
-from shared_context_server.blackboard.search import (  # noqa: E402
+from shared_context_server.storage.sqlite.database import Database  # noqa: E402
+from shared_context_server.storage.sqlite.search import (  # noqa: E402
     INDEX_ROWS,
     SET_WATERMARK,
     WATERMARK,
 )
-from shared_context_server.db import Database  # noqa: E402
 
 SIZES = (1_000, 100_000, 1_000_000)
 AGENTS = [f"agent-{i:02d}" for i in range(20)]

@@ -47,8 +47,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from tests.corpus import COMMON, corpus, with_typo  # noqa: E402
 
-from shared_context_server.blackboard.search import index_pending  # noqa: E402
-from shared_context_server.db import Database  # noqa: E402
+from shared_context_server.storage.sqlite.database import Database  # noqa: E402
 
 KINDS = ("typo", "mixed", "common")
 
@@ -92,7 +91,7 @@ def fill(db: Path, session_id: str, texts: list[str]) -> list[int]:
 async def _index(path: Path) -> None:
     db = await Database.open(path)
     try:
-        await index_pending(db)
+        await db.index_search()
     finally:
         await db.close()
 

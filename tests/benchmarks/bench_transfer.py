@@ -24,7 +24,7 @@ from pathlib import Path
 
 import anyio
 
-from shared_context_server.store import open_store
+from shared_context_server.storage.opener import open_store
 
 SID = "sess_0123456789abcdef"
 TIME = "2026-11-22T05:33:12.123456Z"

@@ -9,7 +9,7 @@ from typing import Any
 from shared_context_server.blackboard.identity import VISIBLE_SQL, Agent, visible_to
 from shared_context_server.blackboard.sessions import require_session
 from shared_context_server.clock import iso
-from shared_context_server.store import Store
+from shared_context_server.storage.seam import Store
 
 BUCKETS = 48
 # Per sender and minute, so the rows are bounded by minutes of activity, not messages.

@@ -23,7 +23,7 @@ from shared_context_server.errors import (
     InvalidInput,
     PermissionDenied,
 )
-from shared_context_server.store import Conn, Row, Store
+from shared_context_server.storage.seam import Conn, Row, Store
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,6 @@ listen stream or long poll).
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 
@@ -24,7 +23,7 @@ from shared_context_server.blackboard.identity import VISIBLE_SQL, Agent, visibl
 from shared_context_server.blackboard.limits import DEFAULT_LIMITS, DEFAULT_WAIT_S, Limits
 from shared_context_server.blackboard.messages import Page, get_context
 from shared_context_server.errors import BlackboardError, InvalidInput
-from shared_context_server.store import Change, Store
+from shared_context_server.storage.seam import Change, Store
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +132,7 @@ class ChangeFeed:
             except BlackboardError as error:  # the file, disk or server failed
                 logger.warning("change poll failed: %s", error.message)
                 continue
-            except sqlite3.Error:
+            except self.db.errors:
                 logger.exception("change poll failed; trying again next tick")
                 continue
             if change is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from shared_context_server.errors import InvalidInput, PermissionDenied
 
@@ -87,6 +87,11 @@ def in_family(agent_id: str, parent: str) -> bool:
 from shared_context_server.blackboard.visibility import VISIBLE_SQL, visible_to  # noqa: E402
 
 __all__ = ["VISIBLE_SQL", "visible_to"]
+
+if TYPE_CHECKING:
+    from shared_context_server.blackboard.visibility import Reader
+
+    _check: Reader = Agent("a")  # an Agent is what the visibility rule reads
 
 
 def check_visibility(value: str) -> Visibility:

@@ -22,7 +22,7 @@ from shared_context_server.blackboard.limits import (
     decode_metadata,
 )
 from shared_context_server.errors import InvalidInput
-from shared_context_server.store import Conn, Row
+from shared_context_server.storage.seam import Conn, Row
 
 MAX_INBOX_LIMIT = 200
 _KEYS = tuple(column.strip().removeprefix("m.") for column in news.COLUMNS.split(","))

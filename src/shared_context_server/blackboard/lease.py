@@ -16,7 +16,7 @@ import socket
 from datetime import datetime, timedelta
 
 from shared_context_server.clock import iso, now_utc
-from shared_context_server.store import Store
+from shared_context_server.storage.seam import Store
 
 # The row is taken if it is free, expired, or already ours; otherwise the WHERE fails,
 # the upsert changes nothing and RETURNING yields no row.

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import random
-import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -21,12 +20,11 @@ from shared_context_server.blackboard.audit import trim_audit_log
 from shared_context_server.blackboard.identity import Agent
 from shared_context_server.blackboard.lease import acquire_lease
 from shared_context_server.blackboard.memory import sweep_expired_memory
-from shared_context_server.blackboard.search import index_pending
 from shared_context_server.blackboard.sessions import archive_idle_sessions
 from shared_context_server.blackboard.tokens import sweep_expired_tokens
 from shared_context_server.clock import iso, now_utc
 from shared_context_server.errors import BlackboardError, DatabaseBusy
-from shared_context_server.store import Store
+from shared_context_server.storage.seam import Store
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +66,7 @@ JOBS: dict[str, Job] = {
     ),
     # Normally done by the writing process within a second; this catches rows whose
     # writer exited first, and bulk imports.
-    "search_index": lambda db, policy, holder, now: index_pending(db),
+    "search_index": lambda db, policy, holder, now: db.index_search(),
     "wal_checkpointed": lambda db, policy, holder, now: db.checkpoint_if_large(),
 }
 
@@ -90,6 +88,7 @@ async def run_maintenance(db: Store, holder: str, policy: Policy = Policy()) -> 
     starting a process costs nothing and processes started together do not all ask at once.
     """
     await anyio.sleep(min(policy.interval_s, 1.0) * (0.5 + random.random()))
+    uncoded: tuple[type[Exception], ...] = (*db.errors, OSError)
     while True:
         try:
             done = await maintain_once(db, holder, policy)
@@ -100,7 +99,7 @@ async def run_maintenance(db: Store, holder: str, policy: Policy = Policy()) -> 
             logger.info("maintenance skipped a round: the database was busy")
         except BlackboardError as error:  # the file or disk failed; the next round retries
             logger.warning("maintenance round failed: %s", error.message)
-        except (sqlite3.Error, OSError) as error:  # the same, not yet given a code
+        except uncoded as error:  # the same, not yet given a code
             logger.warning("maintenance round failed: %s", error)
         except Exception:
             # A bug: said once, with its traceback, and this process stops maintaining

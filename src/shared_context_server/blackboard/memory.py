@@ -31,7 +31,7 @@ from shared_context_server.blackboard.sessions import (
 from shared_context_server.blackboard.sweeps import EXPIRED_MEMORY
 from shared_context_server.clock import iso, now_utc
 from shared_context_server.errors import Conflict, InvalidInput, NotFound, PermissionDenied
-from shared_context_server.store import Conn, Row, Store
+from shared_context_server.storage.seam import Conn, Row, Store
 
 MAX_EXPIRES_IN = 365 * 24 * 3600  # one year, in seconds
 MAX_LIST_LIMIT = 200

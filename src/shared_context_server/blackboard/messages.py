@@ -28,7 +28,7 @@ from shared_context_server.blackboard.sessions import (
 )
 from shared_context_server.clock import utc_now
 from shared_context_server.errors import Conflict, InvalidInput, NotFound, PermissionDenied
-from shared_context_server.store import Conn, Row, Store
+from shared_context_server.storage.seam import Conn, Row, Store
 
 
 class Message(TypedDict):

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from typing import Any, Literal
 
     from shared_context_server.blackboard.visibility import Reader
-    from shared_context_server.store import Conn, Row
+    from shared_context_server.storage.seam import Conn, Row
 
     Mark = Literal["seen_id", "hinted_id", "nudged_id"]
 

@@ -13,7 +13,6 @@ import logging
 import os
 import random
 import socket
-import sqlite3
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ import anyio
 
 from shared_context_server.clock import iso, utc_now
 from shared_context_server.errors import BlackboardError
-from shared_context_server.store import Conn, Row, Store
+from shared_context_server.storage.seam import Conn, Row, Store
 
 logger = logging.getLogger(__name__)
 
@@ -166,11 +165,12 @@ class Heartbeat:
 
         A failed beat is logged and retried next time: presence must never stop a server.
         """
+        failures: tuple[type[Exception], ...] = (BlackboardError, *self.db.errors, OSError)
         while True:
             self._news = anyio.Event()
             try:
                 await self.beat()
-            except (BlackboardError, sqlite3.Error, OSError) as error:
+            except failures as error:
                 logger.warning("heartbeat write failed (%s); retrying", error)
             except Exception:
                 # A bug: said once; the row goes stale and `doctor` stops listing this

@@ -16,7 +16,7 @@ from typing import Any
 from shared_context_server.blackboard import news
 from shared_context_server.blackboard.identity import Agent
 from shared_context_server.blackboard.limits import decode_metadata
-from shared_context_server.store import Conn, Row, Store
+from shared_context_server.storage.seam import Conn, Row, Store
 
 BATCH = 20
 # Past the process's floor; `for you` alone, or everything in the agent's sessions.

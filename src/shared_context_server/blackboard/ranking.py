@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from rapidfuzz import fuzz, utils
 
 if TYPE_CHECKING:
-    from shared_context_server.store import Row
+    from shared_context_server.storage.seam import Row
 
 default_process = utils.default_process
 

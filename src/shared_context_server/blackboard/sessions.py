@@ -20,7 +20,7 @@ from shared_context_server.blackboard.limits import (
 from shared_context_server.blackboard.paging import cut, decode_cursor, encode_cursor
 from shared_context_server.clock import utc_now
 from shared_context_server.errors import Conflict, InvalidInput, PermissionDenied, SessionNotFound
-from shared_context_server.store import Conn, Row, Store
+from shared_context_server.storage.seam import Conn, Row, Store
 
 Status = Literal["active", "completed", "archived"]
 StatusFilter = Literal["active", "completed", "archived", "all"]

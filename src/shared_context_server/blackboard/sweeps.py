@@ -10,10 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared_context_server.store import Engine, Store
-
-# Every table's row address, per engine.
-ROW_KEY: dict[Engine, str] = {"sqlite": "rowid", "postgres": "ctid"}
+from shared_context_server.storage.seam import Store
 
 
 @dataclass(frozen=True)
@@ -48,7 +45,7 @@ class Sweep:
 
     async def delete_batch(self, db: Store, cutoff: str, batch: int) -> int:
         """Delete up to `batch` rows in a transaction of their own; returns how many went."""
-        sql = self.delete_sql(ROW_KEY[db.engine])
+        sql = self.delete_sql(db.row_key)
         return await db.transact(lambda conn: conn.execute(sql, (cutoff, batch)).rowcount)
 
 

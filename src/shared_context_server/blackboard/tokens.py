@@ -25,7 +25,7 @@ from shared_context_server.blackboard.identity import Agent, Permission, check_n
 from shared_context_server.blackboard.sweeps import EXPIRED_TOKENS
 from shared_context_server.clock import iso, now_utc
 from shared_context_server.errors import InvalidInput, PermissionDenied, TokenInvalid
-from shared_context_server.store import Conn, Store
+from shared_context_server.storage.seam import Conn, Store
 
 PREFIX = "sct_"
 DEFAULT_TTL_S = 24 * 3600

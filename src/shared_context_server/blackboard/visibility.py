@@ -14,8 +14,6 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Protocol
 
-    from shared_context_server.blackboard.identity import Agent
-
     class Reader(Protocol):
         """Who reads: an Agent (identity.py), or the hook's own light record of one."""
 
@@ -28,7 +26,6 @@ if TYPE_CHECKING:
         @property
         def is_admin(self) -> bool: ...
 
-    _check: Reader = Agent("a")  # Agent is a Reader
 
 VISIBLE_SQL = (
     "(m.visibility = 'public'"

@@ -23,9 +23,9 @@ from shared_context_server.dashboard.live import Changes
 from shared_context_server.dashboard.reads import Reader
 from shared_context_server.dashboard.web import build_app
 from shared_context_server.errors import InvalidInput, StorageError
-from shared_context_server.operations.store import open_existing
+from shared_context_server.operations.opening import open_existing
 from shared_context_server.operations.viewers import choose_viewer, describe
-from shared_context_server.store import Store, Target
+from shared_context_server.storage.seam import Store, Target
 from shared_context_server.terminal import note
 
 SHARED_LOOPBACK = "127.0.0.1"
@@ -146,7 +146,7 @@ def run_dashboard(args: argparse.Namespace, path: Target) -> int:
                 getattr(args, "admin", False),
             )
             reader = Reader(db, viewer)
-            changes = Changes(reader.data_version)
+            changes = Changes(reader.data_version, errors=db.errors)
             app = build_app(reader, changes, token, address, port)
             url = f"http://{url_host(host)}:{port}/?token={token}"
             note(f"dashboard of {db.where}, showing {describe(viewer)}")

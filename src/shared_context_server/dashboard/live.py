@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import anyio
+
+from shared_context_server.errors import BlackboardError
 
 logger = logging.getLogger(__name__)
 
@@ -18,8 +19,15 @@ INTERVAL = 0.25  # new messages reach the page well within a second
 class Changes:
     """Counts the commits seen (`seen`); listeners wait for it to move."""
 
-    def __init__(self, version: Callable[[], Awaitable[int]], interval: float = INTERVAL) -> None:
+    def __init__(
+        self,
+        version: Callable[[], Awaitable[int]],
+        interval: float = INTERVAL,
+        errors: tuple[type[Exception], ...] = (),
+    ) -> None:
         self._version = version
+        # The storage engine's own errors (Store.errors), besides coded ones.
+        self._errors: tuple[type[Exception], ...] = (BlackboardError, *errors)
         self._interval = interval
         self._listeners = 0
         self._someone = anyio.Event()
@@ -61,7 +69,7 @@ class Changes:
                 await self._someone.wait()
             try:
                 current = await self._version()
-            except sqlite3.Error as error:  # a page going stale beats a dead dashboard
+            except self._errors as error:  # a page going stale beats a dead dashboard
                 logger.warning("could not look for changes (%s); retrying", error)
                 await anyio.sleep(self._interval)
                 continue

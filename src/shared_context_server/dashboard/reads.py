@@ -19,7 +19,7 @@ from shared_context_server.operations.watch import (
     count_visible,
     session_overview,
 )
-from shared_context_server.store import Store
+from shared_context_server.storage.seam import Store
 
 PAGE = 100  # messages per transcript page: the first screen of a 10,000-message session
 LIVE_BATCH = 500  # new messages per live event; the next event carries the rest

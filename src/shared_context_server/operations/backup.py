@@ -8,9 +8,9 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from shared_context_server.db import BUSY_TIMEOUT_MS
 from shared_context_server.errors import Conflict, InvalidInput
-from shared_context_server.operations.store import require_file
+from shared_context_server.operations.opening import require_file
+from shared_context_server.storage.sqlite.database import BUSY_TIMEOUT_MS
 
 
 def backup(source: Path, target: Path, *, force: bool = False) -> dict[str, Any]:

@@ -21,7 +21,8 @@ from shared_context_server.about import (
     uv_cache_of,
 )
 from shared_context_server.errors import InvalidInput
-from shared_context_server.store import Target, is_postgres_url
+from shared_context_server.storage.opener import is_postgres_url
+from shared_context_server.storage.seam import Target
 
 Client = Literal["claude-desktop", "claude-code", "cursor", "generic"]
 CLIENTS: dict[str, str] = {

@@ -26,14 +26,13 @@ from shared_context_server.blackboard.sessions import fetch_session
 from shared_context_server.config import audit_retention
 from shared_context_server.errors import BlackboardError, Conflict, InvalidInput
 from shared_context_server.message_text import one_line
-from shared_context_server.migrations import SCHEMA_VERSION
 from shared_context_server.operations.backup import backup
 from shared_context_server.operations.doctor import diagnose
 from shared_context_server.operations.import_read import MAX_JSON_BYTES, ExportReader, open_input
 from shared_context_server.operations.import_write import import_messages
+from shared_context_server.operations.opening import open_existing
 from shared_context_server.operations.prune import PruneOptions, prune
 from shared_context_server.operations.restore import restore
-from shared_context_server.operations.store import open_existing
 from shared_context_server.operations.transfer import (
     Exported,
     export_session,
@@ -42,7 +41,9 @@ from shared_context_server.operations.transfer import (
 )
 from shared_context_server.operations.viewers import ADMIN_VIEWER, choose_viewer, describe
 from shared_context_server.operations.watch import follow, latest_messages, session_overview
-from shared_context_server.store import Store, Target, is_postgres_url, open_store, shown
+from shared_context_server.storage.opener import is_postgres_url, open_store, shown
+from shared_context_server.storage.seam import Store, Target
+from shared_context_server.storage.sqlite.schema import SCHEMA_VERSION
 from shared_context_server.terminal import (
     MessagePrinter,
     Progress,

@@ -26,14 +26,10 @@ from shared_context_server.blackboard.processes import (
     process_dict,
     stale_cutoff,
 )
-from shared_context_server.db import (
-    BUSY_TIMEOUT_MS,
-    WAL_SIZE_LIMIT,
-    Database,
-    network_filesystem,
-    not_a_file,
-)
-from shared_context_server.migrations import SCHEMA_VERSION
+from shared_context_server.storage.sqlite.database import BUSY_TIMEOUT_MS, Database
+from shared_context_server.storage.sqlite.files import network_filesystem, not_a_file
+from shared_context_server.storage.sqlite.migrate import WAL_SIZE_LIMIT
+from shared_context_server.storage.sqlite.schema import SCHEMA_VERSION
 
 HEADER = b"SQLite format 3\x00"
 # Under this much free space SQLite cannot be relied on to commit (decimal units, as the

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from shared_context_server.operations.client_config import server_args, server_command
-from shared_context_server.store import Target
+from shared_context_server.storage.seam import Target
 
 HOSTS: dict[str, str] = {
     "codex": "~/.codex/config.toml, or .codex/config.toml in a trusted project",

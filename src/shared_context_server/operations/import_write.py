@@ -27,11 +27,10 @@ from typing import Any
 import anyio
 
 from shared_context_server.blackboard import audit
-from shared_context_server.blackboard.search import index_pending
 from shared_context_server.blackboard.sessions import SESSION_EXISTS, new_session_id
 from shared_context_server.clock import utc_now
 from shared_context_server.operations.import_read import Header, ImportedMessage
-from shared_context_server.store import Conn, Store
+from shared_context_server.storage.seam import Conn, Store
 from shared_context_server.terminal import counted
 
 # Messages per transaction: a few tens of milliseconds of SQLite's write lock.
@@ -182,5 +181,5 @@ async def import_messages(
         await db.transact(_finish(header.key, started.session_id, written))
         # Indexed now, in short batches after the import's own transactions: no server
         # process may run on this file for a while, and search reads only a bounded tail.
-        await index_pending(db)
+        await db.index_search()
     return {**result, "messages": written, "dropped_reply_links": dropped}

@@ -1,6 +1,6 @@
 """`doctor` on a PostgreSQL URL: reachable, server version, TLS, schema, live processes.
 
-Every other command runs on either engine through the Store (store.py); this is the one
+Every other command runs on either engine through the Store (storage/seam.py); this is the one
 whose checks differ: a file has pages and a WAL to check, a server has a connection.
 """
 
@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from shared_context_server.blackboard.processes import stale_cutoff
-from shared_context_server.postgres import PgDatabase
-from shared_context_server.postgres_schema import SCHEMA_VERSION
-from shared_context_server.store import redact
+from shared_context_server.storage.postgres.database import PgDatabase
+from shared_context_server.storage.postgres.schema import SCHEMA_VERSION
+from shared_context_server.storage.seam import redact
 
 PROG = "shared-context-server"
 SERVER_FACTS = (

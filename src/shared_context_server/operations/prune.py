@@ -18,12 +18,11 @@ from shared_context_server.blackboard.sweeps import (
     EXPIRED_MEMORY,
     EXPIRED_TOKENS,
     OLD_AUDIT,
-    ROW_KEY,
     Sweep,
 )
 from shared_context_server.clock import iso
 from shared_context_server.config import PRUNE_ARCHIVED_AFTER_DAYS
-from shared_context_server.store import Conn, Store
+from shared_context_server.storage.seam import Conn, Store
 from shared_context_server.terminal import counted
 
 BATCH = 200
@@ -82,7 +81,7 @@ Progress = Callable[[Counts], None]
 
 async def _count(db: Store, rule: PruneRule, cutoff: str, limit: int) -> Counts:
     counts: Counts = {}
-    for label, sql in rule.sweep.count_sql(ROW_KEY[db.engine]):
+    for label, sql in rule.sweep.count_sql(db.row_key):
         row = await db.read_one(sql, (cutoff, limit))
         counts[label] = int(row[0]) if row else 0
     return counts
@@ -98,7 +97,7 @@ async def prune(
 ) -> dict[str, Counts]:
     """What each rule removed (or, with `dry_run`, would remove): rule name -> counts."""
     report: dict[str, Counts] = {}
-    key = ROW_KEY[db.engine]
+    key = db.row_key
     for rule in rules:
         if not rule.applies(options):
             continue

@@ -31,11 +31,11 @@ from shared_context_server.blackboard.processes import (
     process_dict,
     stale_cutoff,
 )
-from shared_context_server.db import BUSY_TIMEOUT_MS
 from shared_context_server.errors import Conflict, InvalidInput, NotFound
-from shared_context_server.migrations import SCHEMA_VERSION
-from shared_context_server.storage import foreign_file, upgrade_message
-from shared_context_server.transactions import is_busy
+from shared_context_server.storage.sqlite.database import BUSY_TIMEOUT_MS
+from shared_context_server.storage.sqlite.faults import foreign_file, upgrade_message
+from shared_context_server.storage.sqlite.schema import SCHEMA_VERSION
+from shared_context_server.storage.sqlite.transactions import is_busy
 
 PROG = "shared-context-server"
 TABLES = "SELECT name FROM sqlite_master WHERE type = 'table'"

@@ -25,7 +25,7 @@ from shared_context_server.clock import utc_now
 from shared_context_server.operations.import_read import FORMAT, VERSION
 from shared_context_server.operations.viewers import ADMIN_VIEWER, PUBLIC_VIEWER
 from shared_context_server.operations.watch import all_messages, count_visible
-from shared_context_server.store import Store
+from shared_context_server.storage.seam import Store
 from shared_context_server.terminal import counted
 
 Form = Literal["jsonl", "json", "markdown"]

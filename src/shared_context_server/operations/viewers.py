@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from shared_context_server.blackboard.identity import Agent, check_name
-from shared_context_server.store import Store
+from shared_context_server.storage.seam import Store
 
 # Whitespace is forbidden in agent ids and types, so no message can be this viewer's own
 # private note or match its type: the operator's default view is public messages only.

@@ -11,7 +11,7 @@ import anyio
 from shared_context_server.blackboard.identity import VISIBLE_SQL, Agent, visible_to
 from shared_context_server.blackboard.messages import MAX_CONTEXT_LIMIT, Message, get_context
 from shared_context_server.blackboard.sessions import StatusFilter, session_dict
-from shared_context_server.store import Store
+from shared_context_server.storage.seam import Store
 
 FOLLOW_INTERVAL = 0.2
 

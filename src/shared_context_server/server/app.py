@@ -43,10 +43,11 @@ from shared_context_server.server.state import AppState
 from shared_context_server.server.stdio import stdio_streams
 from shared_context_server.server.subscriptions import Subscriptions
 from shared_context_server.server.toolsets import tool_list_for, tools_for
-from shared_context_server.store import Store, open_store
+from shared_context_server.storage.opener import open_store
+from shared_context_server.storage.seam import Store
 
 if TYPE_CHECKING:  # the records toolset is imported only when it is offered
-    from shared_context_server.blackboard.records.store import RecordsStore
+    from shared_context_server.blackboard.records.location import RecordsStore
 
 logger = logging.getLogger(__name__)
 
@@ -266,9 +267,10 @@ def init_options(server: Server[AppState], settings: Settings) -> Initialization
 async def open_records(settings: Settings, db: Store) -> RecordsStore:
     """The shared tables of the blackboard `db`: the file beside it (SQLite), or the
     records schema of its database (PostgreSQL). Raises StorageError."""
-    from shared_context_server.blackboard.records.store import RecordsStore
+    from shared_context_server.blackboard.records.location import RecordsStore
+    from shared_context_server.storage.opener import open_records as open_tables
 
-    return await RecordsStore.beside(db, allow_raw_writes=settings.allow_raw_writes)
+    return RecordsStore.of(await open_tables(db, allow_writes=settings.allow_raw_writes))
 
 
 async def serve_stdio(settings: Settings, interactive: bool = False) -> None:

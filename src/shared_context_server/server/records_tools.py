@@ -6,7 +6,7 @@ from typing import Any
 
 from shared_context_server.blackboard.identity import Agent
 from shared_context_server.blackboard.records import rows
-from shared_context_server.blackboard.records.store import RecordsStore
+from shared_context_server.blackboard.records.location import RecordsStore
 from shared_context_server.server import records_models as r
 from shared_context_server.server import render
 from shared_context_server.server.models import NoArguments

@@ -29,7 +29,7 @@ from shared_context_server.blackboard.changes import sessions_with_news
 from shared_context_server.blackboard.identity import Agent
 from shared_context_server.errors import BlackboardError, LimitExceeded, PermissionDenied
 from shared_context_server.server.state import AppState
-from shared_context_server.store import Change
+from shared_context_server.storage.seam import Change
 
 Reader = Callable[[AppState, Agent, dict[str, str]], Awaitable[dict[str, Any]]]
 

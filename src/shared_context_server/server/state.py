@@ -21,10 +21,10 @@ from shared_context_server.blackboard.identity import (
 from shared_context_server.blackboard.processes import Heartbeat
 from shared_context_server.config import Settings
 from shared_context_server.server.subscriptions import Subscriptions
-from shared_context_server.store import Store
+from shared_context_server.storage.seam import Store
 
 if TYPE_CHECKING:  # imported only when the records toolset is offered
-    from shared_context_server.blackboard.records.store import RecordsStore
+    from shared_context_server.blackboard.records.location import RecordsStore
 
 
 def client_agent_id(client_name: str) -> str:

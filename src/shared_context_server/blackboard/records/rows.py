@@ -1,6 +1,6 @@
 """Tables and rows of the shared tables: create, list, describe, insert, query, update, delete.
 
-One implementation for both engines (records/dialect.py holds what differs). Each write
+One implementation for both engines (each engine's `records.py` holds its dialect). Each write
 is one short transaction through the Store, so a conditional update (`claimed_by IS
 NULL`) claims a row for exactly one of many processes. A table's columns are read before
 its rows are touched; tables cannot be altered once made (raw queries cannot run DDL),
@@ -16,11 +16,7 @@ from typing import Any, TypeVar
 
 from shared_context_server.blackboard.identity import Agent
 from shared_context_server.blackboard.limits import DEFAULT_LIMITS, Limits, check_depth, check_text
-from shared_context_server.blackboard.records.failures import (
-    WriteRefused,
-    is_postgres_error,
-    sql_error,
-)
+from shared_context_server.blackboard.records.location import RecordsStore
 from shared_context_server.blackboard.records.schema import (
     IDENTIFIER,
     INT64,
@@ -35,9 +31,13 @@ from shared_context_server.blackboard.records.schema import (
     make_table,
     quote,
 )
-from shared_context_server.blackboard.records.store import RecordsStore
 from shared_context_server.errors import BlackboardError, InvalidInput
-from shared_context_server.store import Conn
+from shared_context_server.storage.seam import Conn
+from shared_context_server.storage.seam.records import (
+    WriteRefused,
+    is_postgres_error,
+    sql_error,
+)
 
 OPERATORS = ("=", "!=", "<", "<=", ">", ">=", "like", "in", "is_null")
 # SQLite matches a LIKE pattern in one step, in time that grows with the pattern's length
@@ -118,10 +118,8 @@ async def create_table(
         if dialect.serialize_ddl:
             conn.execute(dialect.serialize_ddl)  # "Tasks" and "tasks" are one name
         table = make_table(conn, dialect, table_name, columns, primary_key)
-        if dialect.engine == "postgres":
-            from shared_context_server.blackboard.records.postgres import grant_table
-
-            grant_table(conn, table.qualified)
+        if dialect.after_create is not None:
+            dialect.after_create(conn, table.qualified)
         unique = conn.execute(dialect.unique_columns, (table.name,)).fetchall()
         return describe_rows(table, unique), 0
 
@@ -174,11 +172,9 @@ async def insert_record(
 
     def work(conn: Conn) -> tuple[Any, int]:
         row = conn.execute(sql, values).fetchone()
-        if given_key is not None:
-            from shared_context_server.blackboard.records.postgres import BUMP_SEQUENCE
-
+        if given_key is not None and store.dialect.bump_sequence:
             name, value = given_key
-            conn.execute(BUMP_SEQUENCE, (value, table.qualified, name, value))
+            conn.execute(store.dialect.bump_sequence, (value, table.qualified, name, value))
         return row, 1
 
     row = await _write(store, agent, "insert_record", table.name, work)
@@ -189,8 +185,8 @@ async def insert_record(
 def _given_serial_key(
     table: Table, columns: list[Column], values: list[Any]
 ) -> tuple[str, int] | None:
-    """On PostgreSQL, the INTEGER key an insert gives itself, whose sequence must pass it."""
-    if table.dialect.engine != "postgres":
+    """The INTEGER key an insert gives itself, where its sequence must pass it."""
+    if not table.dialect.bump_sequence:
         return None
     for column, value in zip(columns, values, strict=True):
         if quote(column.name) == table.row_id and isinstance(value, int):

@@ -16,9 +16,9 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from shared_context_server.blackboard.records.dialect import HIDDEN_ROW_ID, SQLITE, Dialect
 from shared_context_server.errors import Conflict, InvalidInput, LimitExceeded, NotFound
-from shared_context_server.store import Conn, Row, Store
+from shared_context_server.storage.seam import Conn, Row, Store
+from shared_context_server.storage.seam.records import HIDDEN_ROW_ID, TYPES, Dialect
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 # Names SQLite gives the hidden row id; a column with one of them would shadow it (and on
@@ -26,7 +26,6 @@ IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 ROW_ID_NAMES = frozenset({"rowid", "oid", "_rowid_"})
 MAX_COLUMNS = 64
 # The logical types: the first word of a column's spec (dialect.types declares each).
-TYPES = tuple(SQLITE.types)
 INT64 = (-(2**63), 2**63 - 1)
 
 
@@ -63,7 +62,7 @@ class Column:
 class Table:
     name: str
     columns: tuple[Column, ...]
-    dialect: Dialect = SQLITE
+    dialect: Dialect
 
     @property
     def qualified(self) -> str:
@@ -74,7 +73,7 @@ class Table:
     def row_id(self) -> str:
         """The row id in SQL: SQLite's rowid; on PostgreSQL a single INTEGER key, or the
         column that stands in for rowid."""
-        if self.dialect.engine == "sqlite":
+        if not self.dialect.hidden_row_id:  # every row has one built in
             return "rowid"
         keys = [c for c in self.columns if c.primary_key]
         if len(keys) == 1 and keys[0].type == "INTEGER":
@@ -164,7 +163,7 @@ def create_table_sql(
     table_name: str,
     columns: dict[str, str],
     primary_key: str | list[str] | None,
-    dialect: Dialect = SQLITE,
+    dialect: Dialect,
 ) -> str:
     """CREATE TABLE text from checked names and whitelisted types. Raises InvalidInput."""
     check_identifier(table_name, "table_name")

@@ -1,4 +1,6 @@
-"""What an engine's error during a records call means for the agent, on either engine.
+"""What both engines share for the records toolset (shared tables): the dialect's shape,
+the raw-query runner's, what opening them gives, and what an engine's error during a
+records call means for the agent.
 
 PostgreSQL's constraint errors are told in SQLite's words ("UNIQUE constraint failed:
 files.path"), so an agent reads the same message whichever engine holds the tables. The
@@ -9,8 +11,9 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from shared_context_server.errors import (
     BlackboardError,
@@ -19,7 +22,75 @@ from shared_context_server.errors import (
     InvalidInput,
     NotFound,
 )
-from shared_context_server.transactions import Fetched
+from shared_context_server.storage.seam import Conn, Engine, Fetched, Store
+
+SCHEMA = "records"
+# The column PostgreSQL tables get when their key is not one INTEGER column, standing in
+# for SQLite's built-in rowid (a name no user column may take: schema.ROW_ID_NAMES).
+HIDDEN_ROW_ID = "rowid"
+# The logical column types an agent may declare, on either engine.
+TYPES = ("TEXT", "INTEGER", "REAL", "NUMERIC", "BOOLEAN", "JSON", "DATETIME", "BLOB")
+# A raw query's time limit and row cap, unless the server says otherwise.
+RAW_QUERY_SECONDS = 2.0
+MAX_RAW_ROWS = 500
+# On PostgreSQL: the confined login raw queries run as, named by the operator.
+RECORDS_URL_ENV = "SHARED_CONTEXT_RECORDS_URL"
+
+
+@dataclass(frozen=True)
+class Dialect:
+    engine: Engine
+    # Before a quoted table name: '' (the records file) or 'records.' (the schema).
+    prefix: str
+    # Logical type -> declared column type.
+    types: dict[str, str]
+    # Declared type (as the catalogue shows it) -> logical type, where they differ.
+    logical: dict[str, str]
+    # The added key, and a single INTEGER key, as column definitions after the type.
+    serial_key: str
+    # What a table whose key is not one INTEGER column gets as its row id ('' if built in).
+    hidden_row_id: str
+    find_table: str  # one parameter: a name, matched ignoring case
+    list_tables: str
+    table_info: str  # one parameter: the stored name; name, type, notnull, pk
+    unique_columns: str  # one parameter: the stored name
+    # A LIKE filter: SQLite's ignores ASCII case and has no escape character; so here.
+    like: str
+    # `!=` that treats NULL as a value (unclaimed rows are "not bob's").
+    distinct: str
+    # Run first in a transaction that creates a table, so two processes cannot make
+    # "Tasks" and "tasks" at once ('' where writers are serialised anyway).
+    serialize_ddl: str
+    # Booleans are bound as 0/1 in SQLite's NUMERIC affinity, as true/false on PostgreSQL.
+    native_booleans: bool
+    # Run in the transaction that made a table (its qualified name): grants, if any.
+    after_create: Callable[[Conn, str], None] | None = None
+    # After an insert that gave a serial key itself: moves the key's sequence past it
+    # (parameters: the value, the qualified table, the column, the value); '' if none.
+    bump_sequence: str = ""
+
+
+class RawRunner(Protocol):
+    """Where raw queries run, one statement at a time, confined by the engine itself."""
+
+    allow_writes: bool
+    max_rows: int
+
+    async def run(self, query: str, params: Sequence[Any], *, writes: bool) -> RawOutcome: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass
+class RecordsBackend:
+    """An engine's shared tables, opened: their Store, the raw runner, the dialect, and
+    whether closing them closes `db` too (`owns_db`)."""
+
+    db: Store
+    raw: RawRunner
+    dialect: Dialect
+    owns_db: bool
+
 
 # PostgreSQL's SQLSTATEs, by what they mean for the agent.
 PG_NOT_FOUND = frozenset({"42P01", "42703", "3F000", "42883"})  # table, column, schema, fn

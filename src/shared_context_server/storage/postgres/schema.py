@@ -1,8 +1,8 @@
 """The PostgreSQL schema, as numbered migrations recorded in `schema_history`.
 
 The same tables, columns, indexes and trigger behaviour as the SQLite file at its schema 9
-(migrations.py), numbered on their own: a database starts at the current shape. Append a
-new number for every change; never edit one that has shipped. Times stay ISO-8601 text,
+(sqlite/schema.py), numbered on their own: a database starts at the current shape.
+Append a new number for every change; never edit one that has shipped. Times stay ISO-8601 text,
 and every text column is `COLLATE "C"` (byte order, as SQLite's BINARY), so rows read,
 compare and sort the same on both engines.
 
@@ -16,6 +16,8 @@ instead of FTS5.
 """
 
 from __future__ import annotations
+
+from shared_context_server.storage.locks import Lock
 
 SCHEMA_EXISTS = "SELECT to_regclass('schema_history') IS NOT NULL"
 SELECT_VERSION = "SELECT max(version) FROM schema_history"
@@ -226,7 +228,8 @@ TABLES = (
 # An explicit id (an import) is kept and moves the sequence past it, under an advisory
 # lock so two importers cannot move it back; ids from nextval never take that lock.
 # (pg_sequence_last_value is NULL until the first nextval: last_value would say 1.)
-IMPORT_LOCK = 0x5C5_0002  # advisory lock key; postgres.py MIGRATION_LOCK is 0x5C5_0001
+# The key is a shipped migration's text: the registry keeps it where it was.
+IMPORT_LOCK = int(Lock.IMPORT_IDS)
 MESSAGE_ID = f"""CREATE FUNCTION message_id() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM 1 FROM sessions WHERE id = NEW.session_id FOR NO KEY UPDATE;

@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 import aiosqlite
 
-from shared_context_server.store import Conn
+from shared_context_server.storage.seam import Conn, Fetched, Params, ResultTooLarge, Row
 
 logger = logging.getLogger(__name__)
 
-Params = Sequence[Any]
 T = TypeVar("T")
 
 
@@ -88,15 +86,6 @@ async def on_connection_thread(conn: aiosqlite.Connection, fn: Callable[..., T],
     return await execute(fn, conn._conn, *args)
 
 
-@dataclass(frozen=True)
-class Fetched:
-    """At most `max_rows` rows of one statement, its column names and the rows it changed."""
-
-    columns: list[str]
-    rows: list[sqlite3.Row]
-    changes: int
-
-
 async def fetch_at_most(
     conn: aiosqlite.Connection,
     sql: str,
@@ -113,16 +102,12 @@ async def fetch_at_most(
     return await on_connection_thread(conn, _fetch_rows, sql, params, max_rows, max_bytes)
 
 
-class ResultTooLarge(Exception):
-    """A statement's rows passed the byte budget given to fetch_at_most."""
-
-
 def _fetch_rows(
     conn: sqlite3.Connection, sql: str, params: Params, max_rows: int, max_bytes: int | None
 ) -> Fetched:
     cursor = conn.execute(sql, params)
     try:
-        rows: list[sqlite3.Row] = []
+        rows: list[Row] = []
         size = 0
         while len(rows) < max_rows:
             row = cursor.fetchone()

@@ -19,10 +19,10 @@ from typing import Any
 
 import anyio
 
-from shared_context_server.blackboard.records.failures import RawOutcome, WriteRefused, sql_error
-from shared_context_server.db import Database
 from shared_context_server.errors import BlackboardError, InvalidInput, LimitExceeded
-from shared_context_server.transactions import ResultTooLarge
+from shared_context_server.storage.seam import ResultTooLarge
+from shared_context_server.storage.seam.records import RawOutcome, WriteRefused, sql_error
+from shared_context_server.storage.sqlite.database import Database
 
 # Introspection pragmas that only read; every other pragma (query_only, writable_schema,
 # journal_mode...) is refused, so a raw query cannot lift its own limits.

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from shared_context_server.db import not_a_file
 from shared_context_server.errors import NotFound, StorageError
-from shared_context_server.store import Store, Target, is_postgres_url, open_store
+from shared_context_server.storage.opener import is_postgres_url, open_store
+from shared_context_server.storage.seam import Store, Target
+from shared_context_server.storage.sqlite.files import not_a_file
 
 
 def require_file(path: Path) -> Path:

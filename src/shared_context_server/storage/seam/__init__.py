@@ -14,13 +14,11 @@ await) happens while it holds locks that other agents' processes wait for.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
-POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 Params = Sequence[Any]
 # Where the blackboard lives: a SQLite file's path, or a PostgreSQL URL.
 Target = Path | str
@@ -56,6 +54,51 @@ Work = Callable[[Conn], T]
 
 
 @dataclass(frozen=True)
+class Fetched:
+    """At most `max_rows` rows of one statement, its column names and the rows it changed."""
+
+    columns: list[str]
+    rows: list[Row]
+    changes: int
+
+
+@dataclass(frozen=True)
+class CandidateQuery:
+    """What search asks an engine for: the messages of a session worth scoring for `query`.
+
+    The domain gives the columns and the condition (visibility, sender) on the table
+    aliased `m`, with their parameters, so a message the reader may not see is never a
+    candidate and the cap counts only visible ones; the engine finds candidates with its
+    own index."""
+
+    session_id: str
+    query: str
+    columns: str
+    condition: str
+    params: tuple[Any, ...]
+    cap: int  # the most candidates to return
+    direct_scan: int  # a session of at most this many messages: its newest, without the index
+    short_query_scan: int  # no index match (or no trigram): this many newest messages
+
+
+def newest_sql(q: CandidateQuery) -> str:
+    """The session's newest visible messages (both engines' fall-back); parameters:
+    session id, q.params, then the count."""
+    return (
+        f"SELECT {q.columns} FROM messages m WHERE m.session_id = ? AND {q.condition}"  # noqa: S608
+        " ORDER BY m.id DESC LIMIT ?"
+    )
+
+
+# Every message of the session, whoever may see it (session_activity): picks the path.
+SESSION_SIZE = "SELECT coalesce(sum(message_count), 0) FROM session_activity WHERE session_id = ?"
+
+
+class ResultTooLarge(Exception):
+    """A statement's rows passed the byte budget a bounded read was given."""
+
+
+@dataclass(frozen=True)
 class Change:
     """What one look found: messages with first_id <= id <= last_id may be new (a range
     that holds every new one, and on PostgreSQL possibly older ones of other sessions:
@@ -82,6 +125,11 @@ class Store(Protocol):
     push: bool
     # The schema version this release writes, on this engine.
     release_schema: int
+    # The column that addresses any row of any table (batched deletes cut by it).
+    row_key: str
+    # The engine driver's own errors (a bug's SQL error, a fault given no code yet):
+    # background loops catch these, with BlackboardError, to log and go on.
+    errors: tuple[type[Exception], ...]
 
     @property
     def where(self) -> str:
@@ -105,6 +153,16 @@ class Store(Protocol):
 
     async def try_transact(self, work: Callable[[Conn], object]) -> bool:
         """Run `work` in a transaction only if that needs no wait; False if not done."""
+        ...
+
+    async def search_candidates(self, q: CandidateQuery) -> list[Row]:
+        """The messages worth scoring for a search, from the engine's own index."""
+        ...
+
+    async def index_search(self, *, batch: int = ..., at_least: int = 1) -> int:
+        """Bring the search index up to the latest commits where the engine indexes
+        apart from its writes, a batch per short transaction, once about `at_least` are
+        pending; returns how many it added (0 where writes index themselves)."""
         ...
 
     async def schema_version(self) -> int:
@@ -139,11 +197,6 @@ class Store(Protocol):
     async def close(self) -> None: ...
 
 
-def is_postgres_url(raw: str | os.PathLike[str] | None) -> bool:
-    """Whether a --db value names a PostgreSQL database rather than a SQLite file."""
-    return isinstance(raw, str) and raw.strip().lower().startswith(POSTGRES_SCHEMES)
-
-
 def redact(url: str) -> str:
     """The URL with any password replaced, for messages and logs."""
     from urllib.parse import urlsplit, urlunsplit
@@ -159,21 +212,3 @@ def redact(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{password}@", ":***@", 1)
     return urlunsplit(parts._replace(netloc=netloc))
-
-
-def shown(target: Target) -> str:
-    """Where the blackboard is, for people: a path, or a URL without its password."""
-    return redact(str(target)) if is_postgres_url(target) else str(target)
-
-
-async def open_store(target: Target, *, migrate: bool = True) -> Store:
-    """The blackboard at `target`, migrated unless `migrate` is False. Each engine is
-    imported only when used: serving a file never loads PostgreSQL's driver or engine.
-    Raises StorageError."""
-    if is_postgres_url(target):
-        from shared_context_server.postgres import PgDatabase
-
-        return await PgDatabase.open(str(target).strip(), migrate=migrate)
-    from shared_context_server.db import Database
-
-    return await Database.open(Path(target), migrate=migrate)

@@ -1,132 +1,60 @@
-"""PostgreSQL as the shared store: the URL, the optional driver, connecting, migrating.
+"""PostgreSQL as the shared store: one process's connections, units of work, reads,
+change detection and migrations.
 
-A `--db` value that starts with postgresql:// or postgres:// names a PostgreSQL database;
-anything else is a SQLite file. The driver (psycopg 3) is the optional extra
-`shared-context-server[postgres]` and is imported only here, only for such a URL, so
-serving a file never loads it (tests/test_startup.py). Statements are written with `?`
-placeholders, as for SQLite; the engine turns them into psycopg's `%s`, so the dialect
-difference stays inside this module.
+Statements are written with `?` placeholders, as for SQLite; the unit (unit.py) turns them
+into psycopg's `%s`, so the dialect difference stays inside this engine.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import logging
 import os
 import socket
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urlsplit
 
 import anyio
 
-from shared_context_server.about import UPGRADE, driver_install_hint
+from shared_context_server.about import UPGRADE
 from shared_context_server.clock import utc_now
 from shared_context_server.errors import DatabaseBusy, InvalidInput, StorageError
-from shared_context_server.postgres_schema import (
+from shared_context_server.storage.locks import Lock
+from shared_context_server.storage.postgres import search
+from shared_context_server.storage.postgres.connect import check_url, connect_sync, driver
+from shared_context_server.storage.postgres.schema import (
     MIGRATIONS,
     MISSING_EXTENSION,
     SCHEMA_EXISTS,
     SCHEMA_VERSION,
     SELECT_VERSION,
 )
-from shared_context_server.store import Change, Conn, Engine, Row, redact
+from shared_context_server.storage.postgres.unit import PgUnit, translate
+from shared_context_server.storage.seam import (
+    CandidateQuery,
+    Change,
+    Conn,
+    Engine,
+    Params,
+    Row,
+    redact,
+)
 
 if TYPE_CHECKING:
     import psycopg
 
 logger = logging.getLogger(__name__)
 
-CONNECT_TIMEOUT_S = 5
-# How often a server backend running a statement checks that its client is still there:
-# without it, a statement whose caller gave up (or was killed) runs to its end holding
-# its locks, e.g. a session's, and every writer to that session waits for it.
-CLIENT_CHECK_MS = 1000
-# One key for the whole schema: processes starting together migrate one after another.
-MIGRATION_LOCK = 0x5C5_0001
-# Calls that write wait at most this long for locks, as on SQLite (db.BUSY_TIMEOUT_MS x 4).
+# Calls that write wait at most this long for locks, as on SQLite (BUSY_TIMEOUT_MS x 4).
 BUSY_SECONDS = 20.0
-# Where the schema's triggers announce each commit (postgres_schema): `m <session> <id>`
+# Where the schema's triggers announce each commit (schema.py): `m <session> <id>`
 # for a message, `s <session>` when the list of sessions changes.
 CHANNEL = "shared_context_changes"
-# The least word similarity (0-1) for a message to be a search candidate.
-WORD_SIMILARITY = 0.3
 # Upkeep (checkpoint_if_large): GIN's pending list of the trigram index into the index.
 CLEAN_PENDING = "SELECT gin_clean_pending_list('messages_trigram'::regclass)"
 # A deadlock between two processes' transactions is retried this many times.
 DEADLOCK_RETRIES = 3
-Params = Sequence[Any]
-TupleRow = tuple[Any, ...]
 T = TypeVar("T")
-
-
-def driver() -> Any:
-    """The psycopg module, or StorageError naming the extra that provides it."""
-    try:
-        import psycopg
-    except ImportError:
-        raise StorageError(
-            f"a PostgreSQL --db needs the driver: {driver_install_hint()}."
-        ) from None
-    return psycopg
-
-
-def check_url(url: str) -> str:
-    """The URL if psycopg can parse it and it names a database; else StorageError."""
-    pg = driver()
-    try:
-        urlsplit(url).port  # noqa: B018 (psycopg accepts some URLs urllib rejects)
-        info = pg.conninfo.conninfo_to_dict(url)
-    except (pg.ProgrammingError, ValueError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else "unparsable"
-        raise StorageError(
-            f"{redact(url)} is not a valid PostgreSQL URL ({first}); the form is "
-            "postgresql://user:password@host:5432/dbname?sslmode=require."
-        ) from None
-    if not info.get("dbname"):
-        raise StorageError(
-            f"{redact(url)} names no database; add it after the host: "
-            "postgresql://user@host:5432/dbname."
-        )
-    return url
-
-
-def connect_failure(url: str, error: Exception) -> StorageError:
-    """One line saying why connecting failed and what to check."""
-    text = " ".join(str(error).split())
-    # libpq prefixes every reason with 'connection to server at ... failed:'; keep the reason.
-    reason = text.rsplit("failed: ", 1)[-1] if "failed: " in text else text
-    if "does not exist" in reason and "database" in reason:
-        fix = "create it (createdb, or CREATE DATABASE) or fix the name in the URL"
-    elif "password" in reason or "authentication" in reason or "role" in reason:
-        fix = "check the user and password in the URL and the server's pg_hba.conf"
-    elif "invalid response" in reason or "protocol" in reason:
-        fix = "something other than PostgreSQL answers at that host and port; check the port"
-    elif "refused" in reason or "timeout" in reason or "resolve" in reason or "translate" in reason:
-        fix = "check the host and port, and that PostgreSQL is running and reachable"
-    else:
-        fix = "check the URL and the server"
-    return StorageError(f"cannot connect to PostgreSQL at {redact(url)}: {reason}; {fix}.")
-
-
-@functools.lru_cache(maxsize=512)
-def to_pyformat(sql: str) -> str:
-    """`?` placeholders as psycopg's `%s`, and literal `%` doubled, outside quoted text."""
-    out: list[str] = []
-    quote = ""
-    for char in sql:
-        if quote:
-            if char == quote:
-                quote = ""
-        elif char in "'\"":
-            quote = char
-        elif char == "?":
-            out.append("%s")
-            continue
-        out.append("%%" if char == "%" else char)
-    return "".join(out)
 
 
 def _interrupted(error: Exception) -> DatabaseBusy:
@@ -152,173 +80,6 @@ def _lost(error: Exception, *, committing: bool = False) -> DatabaseBusy:
     )
 
 
-@functools.lru_cache(maxsize=256)
-def _row_class(names: tuple[str, ...]) -> type[PgRow]:
-    index = {name: i for i, name in enumerate(names)}
-    return type("Row", (PgRow,), {"_names": names, "_index": index, "__slots__": ()})
-
-
-class PgRow(tuple[Any, ...]):
-    """A row by position or by column name, like sqlite3.Row."""
-
-    __slots__ = ()
-    _names: tuple[str, ...] = ()
-    _index: dict[str, int] = {}  # noqa: RUF012 (set per result shape by _row_class)
-
-    def __getitem__(self, key: Any) -> Any:
-        if isinstance(key, str):
-            return tuple.__getitem__(self, self._index[key])
-        return tuple.__getitem__(self, key)
-
-    def keys(self) -> list[str]:
-        return list(self._names)
-
-
-def _rows(cursor: Any) -> Any:
-    """psycopg row factory: PgRow per result shape."""
-    names = tuple(column.name for column in cursor.description or ())
-    row_class = _row_class(names)
-    return lambda values: row_class(values)
-
-
-class _Cursor:
-    """One statement's result inside a unit of work, shaped like sqlite3's cursor."""
-
-    def __init__(self, cursor: Any) -> None:
-        self._cursor = cursor
-
-    @property
-    def rowcount(self) -> int:
-        return max(int(self._cursor.rowcount), 0)
-
-    def fetchone(self) -> Any:
-        return self._cursor.fetchone() if self._cursor.description else None
-
-    def fetchall(self) -> list[Any]:
-        return list(self._cursor.fetchall()) if self._cursor.description else []
-
-
-class PgConn:
-    """What a unit of work gets on PostgreSQL: `execute` with SQLite's placeholders."""
-
-    def __init__(self, conn: psycopg.Connection[Any]) -> None:
-        self._conn = conn
-
-    def execute(self, sql: str, parameters: Params = (), /) -> _Cursor:
-        cursor = self._conn.cursor()
-        cursor.execute(translate(sql), tuple(parameters))
-        return _Cursor(cursor)
-
-
-class _Result:
-    """One statement's outcome, kept after its query moved on to the next statement's."""
-
-    def __init__(self, cursor: Any) -> None:
-        self.rowcount = max(int(cursor.rowcount), 0)
-        self.rows: list[Any] | None = list(cursor.fetchall()) if cursor.description else None
-        self._next = 0
-
-    def fetchone(self) -> Any:
-        if not self.rows or self._next >= len(self.rows):
-            return None
-        self._next += 1
-        return self.rows[self._next - 1]
-
-    def fetchall(self) -> list[Any]:
-        rest = self.rows[self._next :] if self.rows else []
-        self._next += len(rest)
-        return rest
-
-
-class _HeldCursor:
-    """A statement of a unit of work, sent when any held result is first looked at, or
-    with COMMIT (`PgUnit`)."""
-
-    def __init__(self, unit: PgUnit, sql: str) -> None:
-        self.sql = sql
-        self._unit = unit
-        self.result: _Result | None = None
-
-    def _sent(self) -> _Result:
-        if self.result is None:
-            self._unit.send_held()
-        assert self.result is not None
-        return self.result
-
-    @property
-    def rowcount(self) -> int:
-        return self._sent().rowcount
-
-    def fetchone(self) -> Any:
-        return self._sent().fetchone()
-
-    def fetchall(self) -> list[Any]:
-        return self._sent().fetchall()
-
-
-class PgUnit:
-    """What a unit of work gets in `PgDatabase.transact`: `execute` as PgConn's, in fewer
-    round trips. Statements are held back until a result is looked at, then sent in one
-    query (several statements in PostgreSQL's simple protocol, the first error stopping
-    the rest); BEGIN goes with the first, COMMIT with the last.
-
-    add_message (BEGIN, INSERT ... RETURNING, the audit INSERT, COMMIT) takes two trips
-    instead of four, set_memory two instead of five; a writer holds its session's row
-    lock, which every writer to that session waits for, over one trip instead of three."""
-
-    def __init__(self, conn: psycopg.Connection[Any]) -> None:
-        self._conn = conn
-        self._held: list[_HeldCursor] = []
-        self._binder: Any = None  # a ClientCursor (connect_sync), to bind parameters
-        self.trips = 0  # queries sent so far
-        self.committing = False  # COMMIT is on its way: a lost connection may have saved it
-
-    def execute(self, sql: str, parameters: Params = (), /) -> _HeldCursor:
-        # Parameters bound here, client-side, as ClientCursor would when sending.
-        if self._binder is None:
-            self._binder = self._conn.cursor()
-        literal: str = self._binder.mogrify(translate(sql), tuple(parameters))
-        held = _HeldCursor(self, literal)
-        self._held.append(held)
-        return held
-
-    def send_held(self, tail: str = "") -> None:
-        """Send the statements held back, if any, after BEGIN if they open the unit and
-        before `tail` (COMMIT)."""
-        held, self._held = self._held, []
-        if not held and not self.trips:
-            return  # nothing ran: no transaction to open or end
-        begin = [] if self.trips else ["BEGIN"]
-        cursor = self._conn.cursor()
-        self.trips += 1
-        cursor.execute("; ".join([*begin, *(h.sql for h in held), *([tail] if tail else [])]))
-        if begin:
-            cursor.nextset()
-        for statement in held:
-            statement.result = _Result(cursor)
-            cursor.nextset()
-
-    def commit(self) -> None:
-        self.committing = True
-        self.send_held("COMMIT")
-
-    def rollback(self) -> None:
-        """End a unit that failed: ROLLBACK if the server holds its transaction open."""
-        self._held = []
-        pg = driver()
-        status = self._conn.info.transaction_status
-        if status in (pg.pq.TransactionStatus.INTRANS, pg.pq.TransactionStatus.INERROR):
-            with contextlib.suppress(pg.OperationalError):  # the connection is gone: so is it
-                self._conn.execute("ROLLBACK")
-
-
-@functools.lru_cache(maxsize=1024)
-def translate(sql: str) -> str:
-    """A statement written for both engines, in PostgreSQL's form: psycopg's placeholders,
-    and `JOIN ... ON` where SQLite's planner hint `CROSS JOIN ... ON` is used."""
-    return to_pyformat(sql).replace(" CROSS JOIN ", " JOIN ")
-
-
 class PgDatabase:
     """One process's connections to the shared PostgreSQL database: a writer and a reader.
 
@@ -333,10 +94,12 @@ class PgDatabase:
     engine: Engine = "postgres"
     push = True  # every commit is heard on the LISTEN connection while listen() runs
     release_schema = SCHEMA_VERSION
+    row_key = "ctid"
 
     def __init__(self, url: str, *, busy_seconds: float = BUSY_SECONDS) -> None:
         self.url = url
         self.busy_seconds = busy_seconds
+        self.errors: tuple[type[Exception], ...] = (driver().Error,)
         self._writer: psycopg.Connection[Any] | None = None
         self._reader: psycopg.Connection[Any] | None = None
         self._write_lock = anyio.Lock()
@@ -408,7 +171,7 @@ class PgDatabase:
     async def listen(self) -> None:
         """Hear every commit's notification until cancelled, reconnecting when the server
         goes away (then everything since may be news: RESYNC)."""
-        from shared_context_server.postgres_listen import RESYNC, PgListener
+        from shared_context_server.storage.postgres.listen import RESYNC, PgListener
 
         listener = PgListener(self.url, [CHANNEL])
         try:
@@ -568,6 +331,13 @@ class PgDatabase:
             database_path=self.where,
         )
 
+    async def search_candidates(self, q: CandidateQuery) -> list[Row]:
+        return await search.candidates(self, q)
+
+    async def index_search(self, *, batch: int = 0, at_least: int = 1) -> int:
+        """Nothing to do: the trigram index is kept inside each writing transaction."""
+        return 0
+
     async def schema_version(self) -> int:
         return await self.transact(_version)
 
@@ -576,7 +346,7 @@ class PgDatabase:
         each takes a transaction-scoped advisory lock, then reads the version again."""
 
         def migrate(conn: Conn) -> int:
-            conn.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK,))
+            conn.execute("SELECT pg_advisory_xact_lock(?)", (int(Lock.MIGRATION),))
             current = _version(conn)
             self._refuse_newer(current)
             for version in range(current + 1, SCHEMA_VERSION + 1):
@@ -641,47 +411,3 @@ def _version(conn: Conn) -> int:
         return 0
     row = conn.execute(SELECT_VERSION).fetchone()
     return int(row[0]) if row and row[0] is not None else 0
-
-
-def connect_sync(url: str) -> psycopg.Connection[Any]:
-    """An autocommit connection with client-side parameters, or StorageError saying in
-    one line why not.
-
-    Client-side binding (ClientCursor) sends each value as a literal, so a statement
-    shared with SQLite, such as `? IS NULL OR x = ?`, needs no casts for PostgreSQL to
-    infer its parameters' types."""
-    pg = driver()
-    options: dict[str, Any] = {
-        "autocommit": True,
-        "application_name": "shared-context-server",
-        "cursor_factory": pg.ClientCursor,
-        "row_factory": _rows,
-    }
-    if "connect_timeout" not in url:
-        options["connect_timeout"] = CONNECT_TIMEOUT_S
-    try:
-        conn: psycopg.Connection[Any] = pg.Connection.connect(url, **options)
-    except pg.Error as error:
-        raise connect_failure(url, error) from None
-    # PostgreSQL before 14 has no such setting: there, statements run to their end.
-    with contextlib.suppress(pg.errors.UndefinedObject):
-        conn.execute(f"SET client_connection_check_interval = {int(CLIENT_CHECK_MS)}")
-    # Search's candidates (`<%`): a typo leaves about half a word's trigrams matching.
-    conn.execute(f"SET pg_trgm.word_similarity_threshold = {WORD_SIMILARITY}")
-    return conn
-
-
-async def connect(url: str) -> psycopg.AsyncConnection[TupleRow]:
-    """An autocommit connection, or StorageError saying in one line why not."""
-    pg = driver()
-    options: dict[str, Any] = {"autocommit": True, "application_name": "shared-context-server"}
-    if "connect_timeout" not in url:
-        options["connect_timeout"] = CONNECT_TIMEOUT_S
-    try:
-        conn: psycopg.AsyncConnection[TupleRow] = await pg.AsyncConnection.connect(url, **options)
-    except pg.Error as error:
-        raise connect_failure(url, error) from None
-    # PostgreSQL before 14 has no such setting: there, statements run to their end.
-    with contextlib.suppress(pg.errors.UndefinedObject):
-        await conn.execute(f"SET client_connection_check_interval = {int(CLIENT_CHECK_MS)}")
-    return conn

@@ -1,11 +1,11 @@
 """`execute_raw_query` on PostgreSQL: one statement, in a session that can reach only the
 rows of the shared tables.
 
-The session logs in as the confined login (records/postgres.py), never as the
+The session logs in as the confined login (records.py), never as the
 blackboard's own login: its *session user* holds no privilege outside the schema
 `records`, so no SET ROLE, RESET ROLE or set_config in the text can reach more. What
 PUBLIC may call anyway (advisory locks, pg_notify, lo_*, signals, SQL from text) is kept
-out by an allowlist over PostgreSQL's own parse of the statement (records/pg_allow.py).
+out by an allowlist over PostgreSQL's own parse of the statement (allow.py).
 
 Each call is one transaction: READ ONLY unless this call may write, the schema `records`
 as the search path, a statement timeout, then the one statement exactly as parsed; after
@@ -22,22 +22,6 @@ from typing import Any
 
 import anyio
 
-from shared_context_server.blackboard.records.dialect import SCHEMA
-from shared_context_server.blackboard.records.failures import (
-    RawOutcome,
-    WriteRefused,
-    pg_text,
-    sql_error,
-    sqlstate,
-)
-from shared_context_server.blackboard.records.pg_allow import Statement, read_statement, refuse
-from shared_context_server.blackboard.records.postgres import (
-    SETUP_LOCK,
-    Login,
-    confine,
-    how_to_enable,
-)
-from shared_context_server.config import ENV_RECORDS_URL
 from shared_context_server.errors import (
     BlackboardError,
     DatabaseBusy,
@@ -46,7 +30,23 @@ from shared_context_server.errors import (
     PermissionDenied,
     StorageError,
 )
-from shared_context_server.transactions import Fetched
+from shared_context_server.storage.postgres.allow import Statement, read_statement, refuse
+from shared_context_server.storage.postgres.records import (
+    SETUP_LOCK,
+    Login,
+    confine,
+    how_to_enable,
+)
+from shared_context_server.storage.seam import Fetched
+from shared_context_server.storage.seam.records import RECORDS_URL_ENV as ENV_RECORDS_URL
+from shared_context_server.storage.seam.records import (
+    SCHEMA,
+    RawOutcome,
+    WriteRefused,
+    pg_text,
+    sql_error,
+    sqlstate,
+)
 
 MAX_RESULT_BYTES = 4 * 1024 * 1024
 READ_ONLY = (
@@ -114,7 +114,7 @@ class PgRawQueries:
         """Set up the confined login with the blackboard's login; `refusal` says why not,
         if not. Until it succeeds every raw query tries again, so a DBA's grant needs no
         restart."""
-        from shared_context_server.postgres import connect_sync, driver
+        from shared_context_server.storage.postgres.connect import connect_sync, driver
 
         pg = driver()
         try:
@@ -145,7 +145,7 @@ class PgRawQueries:
     def _connect(self) -> Any:
         """A session as the confined login, checked to be it; PermissionDenied if it is
         the blackboard's own login or holds more than rows."""
-        from shared_context_server.postgres import driver
+        from shared_context_server.storage.postgres.connect import driver
 
         pg = driver()
         if self._login is None:  # found wanting by another call meanwhile
@@ -187,7 +187,7 @@ class PgRawQueries:
         """connect_sync as the confined login; messages never hold its password."""
         from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-        from shared_context_server.postgres import connect_sync
+        from shared_context_server.storage.postgres.connect import connect_sync
 
         try:
             # UTF-8, as pglast read the text: in some encodings (SJIS...) a backslash
@@ -232,7 +232,7 @@ class PgRawQueries:
         return RawOutcome(fetched, frozenset(statement.tables))
 
     def _run(self, statement: Statement, params: tuple[Any, ...], writes: bool) -> Fetched:
-        from shared_context_server.postgres import driver
+        from shared_context_server.storage.postgres.connect import driver
 
         pg = driver()
         with self._lock:

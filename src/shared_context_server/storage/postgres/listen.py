@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from shared_context_server.errors import StorageError
-from shared_context_server.postgres import TupleRow, connect, driver
+from shared_context_server.storage.postgres.connect import TupleRow, connect, driver
 
 if TYPE_CHECKING:
     import psycopg

@@ -11,13 +11,10 @@ process's commit is visible to the next read.
 
 from __future__ import annotations
 
-import errno
 import logging
 import math
-import os
 import random
 import sqlite3
-import stat
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
@@ -26,30 +23,40 @@ from typing import TypeVar
 
 import aiosqlite
 import anyio
-import platformdirs
 
-from shared_context_server.clock import utc_now
-from shared_context_server.errors import (
-    DatabaseBusy,
-    StorageError,
-    StorageFull,
-    StorageReadOnly,
-    StorageReplaced,
+from shared_context_server.errors import DatabaseBusy, StorageError, StorageReplaced
+from shared_context_server.storage.seam import (
+    CandidateQuery,
+    Change,
+    Conn,
+    Engine,
+    Fetched,
+    Params,
+    Row,
 )
-from shared_context_server.migrations import MIGRATIONS, SCHEMA_VERSION
-from shared_context_server.storage import (
-    APPLICATION_ID,
+from shared_context_server.storage.sqlite import search
+from shared_context_server.storage.sqlite.faults import (
     FileIdentity,
-    foreign_file,
     let_go,
     newer_schema,
     replaced,
     storage_fault,
-    upgrade_message,
 )
-from shared_context_server.store import Change, Conn, Engine, Row
-from shared_context_server.transactions import (
+from shared_context_server.storage.sqlite.files import (
+    READ_ONLY_ERRNOS,
+    prepare,
+    unusable,
+)
+from shared_context_server.storage.sqlite.migrate import (
+    WAL_SIZE_LIMIT,
+    apply_migrations,
+    configure,
+    refuse_newer,
+)
+from shared_context_server.storage.sqlite.schema import SCHEMA_VERSION
+from shared_context_server.storage.sqlite.transactions import (
     BeginBusy,
+    Transaction,
     begin,
     fetch_at_most,
     in_transaction,
@@ -58,15 +65,8 @@ from shared_context_server.transactions import (
     rollback,
 )
 
-# Re-exported (`as`): the domain modules import these from here.
-from shared_context_server.transactions import Fetched as Fetched
-from shared_context_server.transactions import Params as Params
-from shared_context_server.transactions import Transaction as Transaction
-
 logger = logging.getLogger(__name__)
 
-APP_NAME = "shared-context-server"
-DB_FILENAME = "shared-context.db"
 BUSY_TIMEOUT_MS = 5000
 BUSY_RETRIES = 3
 # A quick read blocks the event loop while it waits, so it waits briefly (WAL readers
@@ -77,131 +77,15 @@ QUICK_BUSY_MS = 200
 # each a wait for a core when every core is busy, which lengthened the tail of many
 # processes writing at once (docs/PERFORMANCE.md).
 QUICK_WRITE_BUSY_MS = 50
-# The WAL is cut back to this size after a checkpoint, and maintenance checkpoints past it.
-WAL_SIZE_LIMIT = 64 * 1024 * 1024
 
 T = TypeVar("T")
 
 
-def default_db_path() -> Path:
-    """The per-user database file shared by every server process of this user."""
-    return Path(platformdirs.user_data_dir(APP_NAME)) / DB_FILENAME
-
-
-def prepare_db_file(path: Path) -> None:
-    """Create the file's missing parent directories (0700) and the file itself (0600).
-
-    Directories that already exist are left as they are: `--db ./here.db` must not
-    chmod the user's working directory. The file is created before SQLite opens it so it
-    never exists with looser permissions; SQLite gives -wal and -shm the same mode.
-    """
-    missing: list[Path] = []
-    parent = path.parent
-    while not parent.exists():
-        missing.append(parent)
-        parent = parent.parent
-    for directory in reversed(missing):
-        directory.mkdir(mode=0o700, exist_ok=True)
-        os.chmod(directory, 0o700)
-    if not path.exists():
-        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
-        os.close(fd)
-        os.chmod(path, 0o600)
-
-
-_NETWORK_FS = {
-    "nfs",
-    "nfs4",
-    "cifs",
-    "smbfs",
-    "smb3",
-    "afs",
-    "9p",
-    "fuse.sshfs",
-    "ceph",
-    "glusterfs",
-}
-
-
-def network_filesystem(path: Path) -> str | None:
-    """The filesystem type if `path` is on a network filesystem (Linux only), else None.
-
-    WAL needs shared memory between processes on one host; network filesystems break it.
-    """
-    try:
-        mounts = Path("/proc/mounts").read_text().splitlines()
-    except OSError:
-        return None
-    target = str(path.resolve())
-    best, best_type = "", ""
-    for line in mounts:
-        fields = line.split()
-        if len(fields) < 3:
-            continue
-        mount_point, fs_type = fields[1], fields[2]
-        inside = target == mount_point or target.startswith(mount_point.rstrip("/") + "/")
-        if inside and len(mount_point) > len(best):
-            best, best_type = mount_point, fs_type
-    return best_type if best_type in _NETWORK_FS else None
-
-
-_KINDS = (
-    (stat.S_ISDIR, "a directory"),
-    (stat.S_ISFIFO, "a FIFO (named pipe)"),
-    (stat.S_ISSOCK, "a socket"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-)
-
-
-def not_a_file(path: Path) -> str | None:
-    """What `path` is when it exists and is not a regular file ("a FIFO (named pipe)"),
-    else None. Never opens it: opening a FIFO to read waits for a writer."""
-    try:
-        mode = path.stat().st_mode
-    except OSError:
-        return None
-    return next((f"it is {kind}" for test, kind in _KINDS if test(mode)), None)
-
-
-def _prepare(path: Path) -> tuple[Path, str | None]:
-    """Raises OSError, or sqlite3.Error when SQLite cannot open the file."""
-    path = path.expanduser().absolute()
-    prepare_db_file(path)
-    # Checked here because a failed aiosqlite.connect leaves its worker thread to report
-    # into an event loop that may already be closed: a traceback after the error line.
-    if (kind := not_a_file(path)) is not None:
-        raise OSError(errno.EINVAL, kind, str(path))
-    if not os.access(path, os.R_OK | os.W_OK):
-        raise PermissionError(errno.EACCES, "no read and write permission", str(path))
-    # For the same reason, a regular file SQLite cannot open (/proc/self/mem) fails here,
-    # on a plain thread.
-    sqlite3.connect(path).close()
-    return path, network_filesystem(path)
-
-
-def _unusable(path: Path, error: sqlite3.Error) -> StorageError:
-    if isinstance(error, sqlite3.OperationalError) and is_busy(error):
-        return StorageError(
-            f"{path} stayed locked by another process while opening it; retry, and if it "
-            "persists look for a stuck process holding the file."
-        )
-    fault = storage_fault(path, error)
-    if isinstance(fault, StorageFull | StorageReadOnly):
-        return StorageError(f"{fault.code}: {fault.message}")
-    return StorageError(
-        f"{path} cannot be used as a shared-context-server database ({error}). "
-        "If it is another program's file or damaged, point --db at a new path."
-    )
-
-
-READ_ONLY_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS)
 # What the change feed reads once data_version has moved: the highest message id (ids
 # grow in commit order across the file) and a counter that triggers move whenever the
 # list of sessions changes (migration 3).
 LAST_MESSAGE_ID = "SELECT coalesce(max(id), 0) FROM messages"
 SESSIONS_COUNTER = "SELECT value FROM change_counters WHERE name = 'sessions'"
-TABLE_NAMES = "SELECT name FROM sqlite_master WHERE type = 'table'"
 
 # The Database whose write() transaction the current task is inside, if any.
 _WRITING: ContextVar[Database | None] = ContextVar("writing", default=None)
@@ -219,6 +103,8 @@ class Database:
     engine: Engine = "sqlite"
     push = False  # other processes' commits are found by looking: changes(), data_version()
     release_schema = SCHEMA_VERSION
+    row_key = "rowid"
+    errors: tuple[type[Exception], ...] = (sqlite3.Error,)
 
     def __init__(
         self,
@@ -268,9 +154,9 @@ class Database:
         or read as a database, WAL cannot be enabled, or the schema is newer than this code.
         """
         try:
-            path, fs_type = await anyio.to_thread.run_sync(_prepare, path)
+            path, fs_type = await anyio.to_thread.run_sync(prepare, path)
         except sqlite3.Error as error:
-            raise _unusable(path.expanduser().absolute(), error) from None
+            raise unusable(path.expanduser().absolute(), error) from None
         except OSError as error:
             code = "STORAGE_READ_ONLY: " if error.errno in READ_ONLY_ERRNOS else ""
             raise StorageError(
@@ -292,14 +178,14 @@ class Database:
                 path, isolation_level=None, cached_statements=128 if statement_cache else 0
             )
         except sqlite3.Error as error:
-            raise _unusable(path, error) from None
+            raise unusable(path, error) from None
         conn.row_factory = sqlite3.Row
         db = cls(conn, path, busy_timeout_ms=busy_timeout_ms, busy_retries=busy_retries)
         try:
             await db._prepare_schema(migrate)
         except sqlite3.DatabaseError as error:
             await conn.close()
-            raise _unusable(path, error) from None
+            raise unusable(path, error) from None
         except BaseException:
             await conn.close()
             raise
@@ -465,35 +351,13 @@ class Database:
         # No overall bound: opening is not a call, and every try is bounded on its own.
         async for attempt in self._attempts(math.inf):
             try:
-                await self._configure(refuse_foreign=migrate)
+                await configure(self._conn, self.path, self.busy_timeout_ms, refuse_foreign=migrate)
                 if migrate:
                     await self._migrate()
                 return
             except sqlite3.OperationalError as error:
                 if not is_busy(error) or attempt == self.busy_retries:
                     raise
-
-    async def _configure(self, *, refuse_foreign: bool) -> None:
-        # busy_timeout first: switching a new file to WAL takes a lock other processes
-        # may hold while they do the same.
-        await self._conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
-        if refuse_foreign:  # before WAL: another program's file is left exactly as it was
-            # Untranslated: a file that is no database at all is `_unusable`, not damaged.
-            app_id = list(await self._conn.execute_fetchall("PRAGMA application_id"))
-            tables = {str(r[0]) for r in await self._conn.execute_fetchall(TABLE_NAMES)}
-            refusal = foreign_file(self.path, int(app_id[0][0]) if app_id else 0, tables)
-            if refusal is not None:
-                raise StorageError(refusal)
-        mode = await self.fetchone("PRAGMA journal_mode = WAL")
-        if mode is None or str(mode[0]).lower() != "wal":
-            raise StorageError(
-                f"{self.path}: SQLite refused WAL mode (journal_mode={mode[0] if mode else '?'}); "
-                "put the database on a local disk (--db or SHARED_CONTEXT_DB)."
-            )
-        await self._conn.execute("PRAGMA synchronous = NORMAL")
-        await self._conn.execute("PRAGMA foreign_keys = ON")
-        # After a checkpoint resets the WAL, cut the file back to this size.
-        await self._conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
 
     async def checkpoint_if_large(self, threshold_bytes: int = WAL_SIZE_LIMIT) -> int:
         """A passive checkpoint if the WAL file has grown past `threshold_bytes`; returns
@@ -510,42 +374,28 @@ class Database:
         row = await self.fetchone("PRAGMA wal_checkpoint(PASSIVE)")
         return int(row[2]) if row is not None and row[2] > 0 else 0
 
+    async def search_candidates(self, q: CandidateQuery) -> list[Row]:
+        return await search.candidates(self, q)
+
+    async def index_search(self, *, batch: int = search.INDEX_BATCH, at_least: int = 1) -> int:
+        return await search.index_pending(self, batch, at_least)
+
     async def schema_version(self) -> int:
         row = await self.fetchone("PRAGMA user_version")
         return int(row[0]) if row else 0
 
     async def _migrate(self) -> None:
-        """Bring the schema to SCHEMA_VERSION exactly once, however many processes start.
-
-        The version is read again under the write lock: of N processes starting on a new
-        file, the first migrates and the others find nothing left to do.
-        """
+        """Bring the schema to this release's exactly once, however many processes start:
+        the version is read again under the write lock, so of N processes starting on a
+        new file the first migrates and the others find nothing left to do."""
         current = await self.schema_version()
-        self._refuse_newer(current)
+        refuse_newer(self.path, current)
         if current == SCHEMA_VERSION:
             return
         async with self.write() as tx:
-            row = await tx.fetchone("PRAGMA user_version")
-            current = int(row[0]) if row else 0
-            self._refuse_newer(current)
-            # Marks the file as a blackboard, so another program's file is never taken
-            # for one (older blackboards are known by their tables).
-            await tx.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-            for version in range(current + 1, SCHEMA_VERSION + 1):
-                for statement in MIGRATIONS[version]:
-                    await tx.execute(statement)
-                await tx.execute(
-                    "INSERT INTO schema_history (version, applied_at, pid) VALUES (?, ?, ?)",
-                    (version, utc_now(), os.getpid()),
-                )
-            # PRAGMA takes no parameters; SCHEMA_VERSION is a constant of this module.
-            await tx.execute(f"PRAGMA user_version = {int(SCHEMA_VERSION)}")
+            current = await apply_migrations(tx, self.path)
         if current < SCHEMA_VERSION:
             logger.info("migrated %s from schema %d to %d", self.path, current, SCHEMA_VERSION)
-
-    def _refuse_newer(self, version: int) -> None:
-        if version > SCHEMA_VERSION:
-            raise StorageError(upgrade_message(self.path, version, SCHEMA_VERSION))
 
     async def _acquire(self, deadline: float) -> None:
         """Take this process's write lock by `deadline`, else DatabaseBusy."""
@@ -562,7 +412,7 @@ class Database:
         other processes' locks together: BEGIN waits up to busy_timeout for the write lock
         (less if the bound is nearer), past that it is retried with jittered backoff, then
         DatabaseBusy is raised. Nothing inside may await other I/O. A fault of the file or
-        disk is raised as its coded error (storage.py).
+        disk is raised as its coded error (faults.py).
         """
         deadline = anyio.current_time() + self.busy_seconds
         await self._acquire(deadline)

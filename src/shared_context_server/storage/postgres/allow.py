@@ -5,7 +5,7 @@ here exactly where the server ends it. The tree is read as an allowlist: one SEL
 VALUES, TABLE, INSERT, UPDATE or DELETE (with WITH), made of the node types below, calling
 only the functions below, naming tables only in the schema `records`. Anything else
 (another statement, a node or function not listed, a table of pg_catalog) is refused by
-name. The confined login (records/postgres.py) holds no privilege beyond the shared
+name. The confined login (records.py) holds no privilege beyond the shared
 tables; this list keeps it from what PUBLIC may call anyway: advisory locks, pg_notify,
 the lo_* family, dblink, settings, signals, SQL run from text.
 """
@@ -16,9 +16,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared_context_server.blackboard.records.dialect import SCHEMA
-from shared_context_server.blackboard.records.failures import NOT_REACHABLE
 from shared_context_server.errors import InvalidInput, NotFound
+from shared_context_server.storage.seam.records import NOT_REACHABLE, SCHEMA
 
 STATEMENTS = frozenset({"SelectStmt", "InsertStmt", "UpdateStmt", "DeleteStmt"})
 WRITES = frozenset({"InsertStmt", "UpdateStmt", "DeleteStmt"})
