@@ -145,6 +145,8 @@ class CheckInbox(Input):
     # the minimal toolset's list, which a worker agent pays for on every turn.
     limit: int = DEFAULT_PAGE_LIMIT
     wait_s: float = 0
+    # Defaults not written (None is false): bytes the minimal toolset pays on every turn.
+    ack: bool | None = None  # acknowledge the messages addressed to you that it returns
 
 
 class SearchContext(Input):
@@ -204,6 +206,30 @@ class GetAuditLog(Input):
     action: str | None = None
     limit: int = Field(DEFAULT_PAGE_LIMIT, ge=1, le=audit.MAX_LIMIT)
     cursor: str | None = None
+
+
+class Claim(Input):
+    targets: list[str]
+    reason: str | None = None
+    ttl_s: int | None = None  # claim_rules.DEFAULT_TTL_S
+    shared: bool | None = None
+    session_id: SessionId | None = None
+    partial: bool | None = None
+
+
+class Release(Input):
+    targets: list[str] | None = None
+    ids: list[int] | None = None
+
+
+class ListClaims(Input):
+    prefix: str | None = None
+    holder: str | None = None
+
+
+class Acknowledge(Input):
+    session_id: SessionId
+    message_ids: list[MessageId]
 
 
 def compact_schema(model: type[BaseModel]) -> dict[str, Any]:

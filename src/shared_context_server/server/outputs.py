@@ -180,6 +180,25 @@ class AuditPage(Output):
     next_cursor: str | None
 
 
+class Claimed(Output):
+    granted: list[Json]
+    conflicts: list[Json]
+
+
+class Released(Output):
+    released: list[Json]
+
+
+class ClaimList(Output):
+    claims: list[Json]
+    has_more: bool
+
+
+class Acknowledged(Output):
+    session_id: str
+    acknowledged: list[int]
+
+
 def output_schema(model: type[BaseModel]) -> dict[str, Any]:
     """A result's schema: top-level fields exact, nested objects as plain objects, lists
     as plain arrays.

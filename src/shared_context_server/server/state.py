@@ -12,6 +12,7 @@ from mcp.server.session import ServerSession
 from mcp.server.subscriptions import InMemorySubscriptionBus
 
 from shared_context_server.blackboard.changes import ChangeFeed
+from shared_context_server.blackboard.claims import Presence
 from shared_context_server.blackboard.identity import (
     DEFAULT_PERMISSIONS,
     RESERVED_IDS,
@@ -46,6 +47,7 @@ class AppState:
     # Discover era: listen streams take events from here (filtered by URI per stream).
     bus: InMemorySubscriptionBus
     heartbeat: Heartbeat | None = None
+    presence: Presence | None = None  # this run, which the claims made through it live with
     # Handshake era: the connection, captured at notifications/initialized so the poller
     # can notify outside any request, and the URIs it subscribed to, with the agent that
     # subscribed (whose visibility decides what counts as news).
