@@ -66,8 +66,9 @@ COMMANDS: dict[str, str] = {
     "serve": "serve MCP over stdio (the default when no subcommand is given)",
     "demo": "watch three agents, three real server processes, share one blackboard",
     "config": "print the configuration to paste into an MCP client",
-    "hook": "the Claude Code hook: the agent's inbox as context on SessionStart and "
-    "UserPromptSubmit, a nudge on Stop (config claude-code --hooks prints the wiring)",
+    "hook": "the Claude Code and Codex hooks: the agent's inbox as context on SessionStart "
+    "and UserPromptSubmit, a nudge on Stop, edits of files others claim refused on "
+    "PreToolUse (config CLIENT --hooks prints the wiring)",
     "doctor": "check the database file and list the server processes using it",
     "sessions": "list sessions with message counts and last activity",
     "tail": "print a session's messages; --follow keeps printing new ones",
@@ -268,7 +269,13 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_argument(
         "--hooks",
         action="store_true",
-        help="claude-code: the settings.json hooks that show the agent its inbox",
+        help="claude-code: the settings.json hooks (inbox, claims at edit time); "
+        "codex: the config.toml hook that refuses edits of files others claim",
+    )
+    config.add_argument(
+        "--auto-claim",
+        action="store_true",
+        help="with --hooks: an edit also claims its file for the agent",
     )
     config.add_argument(
         "--instructions",
@@ -348,6 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
     hook.add_argument("--admin", action="store_true", help="it reads admin_only messages")
     hook.add_argument(
         "--db", metavar="PATH|URL", help=f"database file or postgresql:// URL ({ENV_DB})"
+    )
+    hook.add_argument(
+        "--auto-claim", action="store_true", help="an allowed edit claims its file (PreToolUse)"
     )
     return parser
 
@@ -448,22 +458,27 @@ def _config(args: argparse.Namespace, db: Target) -> int:
         return _fail(f"config needs a client ({', '.join(CLIENT_NAMES)}) or --instructions.")
     # Imported here: serving never pays for it.
     from shared_context_server.operations.host_config import (
+        CODEX_HOOKS_NOTE,
         HOOKS_NOTE,
         HOSTS,
         render_claude_hooks,
         render_codex,
+        render_codex_hooks,
     )
 
     explicit_db = db if getattr(args, "db", None) or os.environ.get(ENV_DB) else None
     admin = getattr(args, "admin", False)
     if args.hooks:
-        if args.client != "claude-code":
-            return _fail("--hooks is for claude-code: other hosts have no such hooks.")
+        if args.client not in ("claude-code", "codex"):
+            return _fail("--hooks is for claude-code and codex: other hosts have no such hooks.")
         if not agent_id:
             return _fail("--hooks needs --agent-id: the hook has no client name to go by.")
-        print(render_claude_hooks(agent_id, agent_type, explicit_db, admin, args.local))
-        note(f"# {HOOKS_NOTE}")
+        render = render_claude_hooks if args.client == "claude-code" else render_codex_hooks
+        print(render(agent_id, agent_type, explicit_db, admin, args.local, args.auto_claim))
+        note(f"# {HOOKS_NOTE if args.client == 'claude-code' else CODEX_HOOKS_NOTE}")
         return 0
+    if args.auto_claim:
+        return _fail("--auto-claim goes with --hooks.")
     if args.client == "codex":
         text = render_codex(args.name, agent_id, agent_type, explicit_db, admin, args.local)
         where = HOSTS["codex"]

@@ -27,7 +27,10 @@ import os
 import sqlite3
 import sys
 
+from shared_context_server import hook_edits as edits
 from shared_context_server.blackboard import news
+from shared_context_server.blackboard.claim_rules import CLAIMS_SCHEMA
+from shared_context_server.hook_edits import edited_files
 
 # What the hook imports is what every prompt waits for: no pathlib, typing or dataclasses
 # at run time (mypy takes any TYPE_CHECKING name as true).
@@ -39,7 +42,7 @@ if TYPE_CHECKING:
     from shared_context_server.blackboard.news import Mark
 
 PROG = "shared-context-server hook"
-HOSTS = ("claude-code",)
+HOSTS = ("claude-code", "codex")
 MAX_DIGEST_CHARS = 1500
 SNIPPET_CHARS = 160
 MAX_ROWS = 200  # the newest news read per run; beyond, the digest says "200+"
@@ -62,12 +65,14 @@ class Skip(Exception):
 class Reader:
     """The agent whose inbox the hook reads (a blackboard.visibility.Reader)."""
 
-    __slots__ = ("agent_id", "agent_type", "is_admin")
+    __slots__ = ("agent_id", "agent_type", "auto_claim", "host", "is_admin")
 
     def __init__(self, agent_id: str, agent_type: str, is_admin: bool) -> None:
         self.agent_id = agent_id
         self.agent_type = agent_type
         self.is_admin = is_admin
+        self.host = "claude-code"  # which host's events and output (HOSTS)
+        self.auto_claim = False  # an allowed edit also claims its file
 
 
 def main(argv: Sequence[str]) -> int:
@@ -89,21 +94,26 @@ def main(argv: Sequence[str]) -> int:
 
 
 def parse_args(argv: list[str], environ: Mapping[str, str]) -> tuple[Reader, str]:
-    """`claude-code [--agent-id ID] [--agent-type T] [--admin] [--db PATH]`, over the
-    environment like the server. Raises Skip."""
+    """`claude-code|codex [--agent-id ID] [--agent-type T] [--admin] [--db PATH]
+    [--auto-claim]`, over the environment like the server. Raises Skip."""
     if not argv or argv[0] not in HOSTS:
         raise Skip(f"usage: {PROG} {'|'.join(HOSTS)} --agent-id ID [--db PATH]")
-    flags: dict[str, str] = {}
+    flags: dict[str, str] = {"host": argv[0]}
     admin = False
     rest = argv[1:]
     while rest:
         flag = rest.pop(0)
         if flag == "--admin":
             admin = True
+        elif flag == "--auto-claim":
+            flags[flag] = "1"
         elif flag in ("--agent-id", "--agent-type", "--db") and rest:
             flags[flag] = rest.pop(0)
         else:
-            raise Skip(f"unknown argument {flag!r}; takes --agent-id, --agent-type, --admin, --db")
+            raise Skip(
+                f"unknown argument {flag!r}; takes --agent-id, --agent-type, --admin, --db,"
+                " --auto-claim"
+            )
     agent_id = flags.get("--agent-id") or environ.get(ENV_AGENT_ID)
     if not agent_id:
         raise Skip(f"no agent id: give --agent-id or {ENV_AGENT_ID}, as the MCP entry does")
@@ -112,7 +122,9 @@ def parse_args(argv: list[str], environ: Mapping[str, str]) -> tuple[Reader, str
         raise Skip(f"agent id {agent_id!r} is not 1-128 printable characters without spaces")
     agent_type = flags.get("--agent-type") or environ.get(ENV_AGENT_TYPE) or "generic"
     admin = admin or environ.get(ENV_ADMIN, "").strip().lower() in ("1", "true", "yes", "on")
-    return Reader(agent_id, agent_type, admin), _db_path(flags, environ)
+    reader = Reader(agent_id, agent_type, admin)
+    reader.host, reader.auto_claim = flags["host"], "--auto-claim" in flags
+    return reader, _db_path(flags, environ)
 
 
 def _db_path(flags: dict[str, str], environ: Mapping[str, str]) -> str:
@@ -137,10 +149,13 @@ class Blackboard:
 
     def __init__(self, path: str) -> None:
         self._pg: Any = None
+        self.version = CLAIMS_SCHEMA  # PostgreSQL: migrated by the first server
         if _is_url(path):
             self._open_postgres(path)
         else:
             self.conn: Any = connect(path)
+            self.conn.row_factory = sqlite3.Row  # by position too, as news reads them
+            self.version = self.conn.execute("PRAGMA user_version").fetchone()[0]
 
     def _open_postgres(self, url: str) -> None:
         # Imported only for a URL: a file's hook never loads the driver.
@@ -154,27 +169,29 @@ class Blackboard:
         self._pg.execute(f"SET lock_timeout = {WRITE_WAIT_MS}")
         self.conn = postgres.PgConn(self._pg)
 
-    def record(self, work: Any) -> None:
+    def record(self, work: Any, busy: str = "this digest may be repeated") -> Any:
+        """work(conn)'s result, or None when the database is too busy to wait for."""
         if self._pg is not None:
             import psycopg
 
             try:
                 with self._pg.transaction():
-                    work(self.conn)
+                    return work(self.conn)
             except psycopg.errors.LockNotAvailable:
-                print(f"{PROG}: the database is busy; this digest may be repeated", file=sys.stderr)
-            return
+                print(f"{PROG}: the database is busy; {busy}", file=sys.stderr)
+            return None
         try:
             self.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError:
-            print(f"{PROG}: the file is busy; this digest may be repeated", file=sys.stderr)
-            return
+            print(f"{PROG}: the file is busy; {busy}", file=sys.stderr)
+            return None
         try:
-            work(self.conn)
+            result = work(self.conn)
         except BaseException:
             self.conn.execute("ROLLBACK")
             raise
         self.conn.execute("COMMIT")
+        return result
 
     def close(self) -> None:
         (self._pg or self.conn).close()
@@ -204,6 +221,15 @@ def run(argv: list[str], stdin: str, environ: Mapping[str, str]) -> dict[str, An
         raise Skip("stdin is not the JSON of a hook event")
     event = payload.get("hook_event_name")
     agent, path = parse_args(argv, environ)
+    if event == "PreToolUse":
+        files = edited_files(agent.host, payload)
+        if not files:
+            return None  # not an edit: nothing to decide
+        board = Blackboard(path)
+        try:
+            return edits.decide(board, agent, files)
+        finally:
+            board.close()
     if event not in ("SessionStart", "UserPromptSubmit", "Stop"):
         return None  # another event wired to this command: nothing to add
     if event == "Stop" and payload.get("stop_hook_active"):
@@ -214,10 +240,12 @@ def run(argv: list[str], stdin: str, environ: Mapping[str, str]) -> dict[str, An
             return _stop(board, agent)
         mark: Mark = "seen_id" if event == "SessionStart" else "hinted_id"
         rows = news.brief_news(board.conn, agent, MAX_ROWS, mark)
-        if not rows:
+        pending = edits.unacknowledged(board, agent, 5, fresh=False)
+        if not rows and not pending:
             return None
-        _record(board, agent, rows, "hinted_id")
-        context = digest(agent.agent_id, rows)
+        if rows:
+            _record(board, agent, rows, "hinted_id")
+        context = digest(agent.agent_id, rows, {p[0] for p in pending})
         return {"hookSpecificOutput": {"hookEventName": event, "additionalContext": context}}
     finally:
         board.close()
@@ -225,15 +253,27 @@ def run(argv: list[str], stdin: str, environ: Mapping[str, str]) -> dict[str, An
 
 def _stop(board: Blackboard, agent: Reader) -> dict[str, Any] | None:
     waiting = news.addressed_news(board.conn, agent, MAX_ROWS)
-    if not waiting:
+    pending = edits.unacknowledged(board, agent, MAX_ROWS, fresh=True)
+    if not waiting and not pending:
         return None
-    _record(board, agent, waiting, "nudged_id")
-    latest = waiting[0]
-    reason = (
-        f"{len(waiting)} message(s) addressed to you on the shared blackboard wait unread, "
-        f"the latest from {latest[2]} in {latest[1]}: {_snippet(latest[3])}. "
-        "Call check_inbox, act on them, then finish."
-    )
+    if waiting:
+        _record(board, agent, waiting, "nudged_id")
+    if pending:
+        edits.mark_nudged(board, agent, pending)
+        latest = pending[0]
+        reason = (
+            f"{len(pending)} message(s) addressed to you on the shared blackboard wait for "
+            f"your acknowledgement, the latest #{latest[0]} from {latest[2]} in {latest[1]}: "
+            f"{_snippet(latest[3])}. Read them (check_inbox), act on them, acknowledge them "
+            "(acknowledge, or check_inbox with ack), then finish."
+        )
+    else:
+        latest = waiting[0]
+        reason = (
+            f"{len(waiting)} message(s) addressed to you on the shared blackboard wait "
+            f"unread, the latest from {latest[2]} in {latest[1]}: {_snippet(latest[3])}. "
+            "Call check_inbox, act on them, then finish."
+        )
     return {"decision": "block", "reason": reason[:MAX_DIGEST_CHARS]}
 
 
@@ -254,9 +294,11 @@ def _snippet(content: str, most: int = SNIPPET_CHARS) -> str:
     return json.dumps(text if len(text) <= most else text[: most - 1] + "…", ensure_ascii=False)
 
 
-def digest(agent_id: str, rows: list[Any]) -> str:
-    """At most MAX_DIGEST_CHARS: messages for the agent newest first, then the rest
-    counted per session, then how many did not fit."""
+def digest(agent_id: str, rows: list[Any], awaiting: set[int] | None = None) -> str:
+    """At most MAX_DIGEST_CHARS: hand-offs awaiting the agent's acknowledgement that it
+    has already read, then messages for the agent newest first (marked when they await
+    it), then the rest counted per session, then how many did not fit."""
+    awaiting = awaiting or set()
     total = f"{len(rows)}+" if len(rows) >= MAX_ROWS else str(len(rows))
     for_you = [row for row in rows if row[4]]
     head = (
@@ -264,11 +306,20 @@ def digest(agent_id: str, rows: list[Any]) -> str:
         + (f", {len(for_you)} addressed to you" if for_you else "")
         + ". Call check_inbox to read them."
     )
+    if not rows:
+        head = "Shared blackboard: nothing new."
     lines = [head]
+    earlier = sorted(awaiting - {row[0] for row in rows}, reverse=True)
+    if earlier:
+        lines.append(
+            "Awaiting your acknowledgement (acknowledge, or check_inbox with ack): "
+            + ", ".join(f"#{i}" for i in earlier)
+        )
     shown = 0
     budget = MAX_DIGEST_CHARS - 60  # room for the closing "N more" line
     for row in for_you:
-        line = f"- for you: #{row[0]} from {row[2]} in {row[1]}: {_snippet(row[3])}"
+        mark = "for you, acknowledge it" if row[0] in awaiting else "for you"
+        line = f"- {mark}: #{row[0]} from {row[2]} in {row[1]}: {_snippet(row[3])}"
         if sum(len(x) + 1 for x in lines) + len(line) > budget:
             break
         lines.append(line)

@@ -29,6 +29,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+CLAIMS_SCHEMA = 9  # the SQLite migration that made claims and addressed
 DEFAULT_TTL_S = 900
 MAX_TTL_S = 86400
 STALE_AFTER = 15.0  # processes.STALE_AFTER (that module is too heavy for the hook)
