@@ -7,13 +7,18 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
+import sys
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 
-from shared_context_server.blackboard import audit, claims
+from shared_context_server import clock, hook_edits, migrations
+from shared_context_server.blackboard import audit, claim_rules, claims, news, processes
 from shared_context_server.blackboard.changes import ChangeFeed
 from shared_context_server.blackboard.identity import Agent
 from shared_context_server.blackboard.inbox import check_inbox
@@ -241,3 +246,30 @@ async def test_stop_blocks_once_per_unacknowledged_hand_off(target: Target, tmp_
         assert hook("claude-code", "alice", target, stop).stdout == ""  # acknowledged
     finally:
         await database.close()
+
+
+def test_the_edit_path_imports_nothing_heavy(tmp_path: Path) -> None:
+    # It runs before every edit: the same budget as a prompt (test_hook.py).
+    board = tmp_path / "bb.db"
+    event = json.dumps(edit_event(tmp_path, "Edit", "a.py"))
+    code = (
+        "import sys; from shared_context_server import entry; "
+        "sys.argv = ['shared-context-server', 'hook', 'claude-code', '--agent-id', 'a', "
+        f"'--db', {str(board)!r}]; entry.main(); "
+        "print(' '.join(sorted(sys.modules)), file=sys.stderr)"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], input=event, capture_output=True, text=True, timeout=60
+    ).stderr.split()
+    assert "shared_context_server.hook_edits" in loaded
+    heavy = {"mcp", "mcp_types", "pydantic", "anyio", "typing", "pathlib", "socket"}
+    assert heavy.isdisjoint(m.split(".")[0] for m in loaded)
+
+
+def test_the_edit_hook_agrees_with_the_server() -> None:
+    assert claim_rules.INSERT_AUDIT == audit.INSERT
+    assert claim_rules.STALE_AFTER == processes.STALE_AFTER
+    assert claim_rules.CLAIMS_SCHEMA == news.ACK_SCHEMA == max(migrations.MIGRATIONS)
+    assert os.uname().nodename == socket.gethostname()
+    moment = time.time()
+    assert hook_edits._iso(moment) == clock.iso(datetime.fromtimestamp(moment, UTC))

@@ -27,10 +27,7 @@ import os
 import sqlite3
 import sys
 
-from shared_context_server import hook_edits as edits
 from shared_context_server.blackboard import news
-from shared_context_server.blackboard.claim_rules import CLAIMS_SCHEMA
-from shared_context_server.hook_edits import edited_files
 
 # What the hook imports is what every prompt waits for: no pathlib, typing or dataclasses
 # at run time (mypy takes any TYPE_CHECKING name as true).
@@ -149,7 +146,7 @@ class Blackboard:
 
     def __init__(self, path: str) -> None:
         self._pg: Any = None
-        self.version = CLAIMS_SCHEMA  # PostgreSQL: migrated by the first server
+        self.version = news.ACK_SCHEMA  # PostgreSQL: migrated by the first server
         if _is_url(path):
             self._open_postgres(path)
         else:
@@ -222,7 +219,9 @@ def run(argv: list[str], stdin: str, environ: Mapping[str, str]) -> dict[str, An
     event = payload.get("hook_event_name")
     agent, path = parse_args(argv, environ)
     if event == "PreToolUse":
-        files = edited_files(agent.host, payload)
+        from shared_context_server import hook_edits as edits  # edits only
+
+        files = edits.edited_files(agent.host, payload)
         if not files:
             return None  # not an edit: nothing to decide
         board = Blackboard(path)
@@ -240,7 +239,7 @@ def run(argv: list[str], stdin: str, environ: Mapping[str, str]) -> dict[str, An
             return _stop(board, agent)
         mark: Mark = "seen_id" if event == "SessionStart" else "hinted_id"
         rows = news.brief_news(board.conn, agent, MAX_ROWS, mark)
-        pending = edits.unacknowledged(board, agent, 5, fresh=False)
+        pending = _unacknowledged(board, agent, 5, fresh=False)
         if not rows and not pending:
             return None
         if rows:
@@ -253,13 +252,16 @@ def run(argv: list[str], stdin: str, environ: Mapping[str, str]) -> dict[str, An
 
 def _stop(board: Blackboard, agent: Reader) -> dict[str, Any] | None:
     waiting = news.addressed_news(board.conn, agent, MAX_ROWS)
-    pending = edits.unacknowledged(board, agent, MAX_ROWS, fresh=True)
+    pending = _unacknowledged(board, agent, MAX_ROWS, fresh=True)
     if not waiting and not pending:
         return None
     if waiting:
         _record(board, agent, waiting, "nudged_id")
     if pending:
-        edits.mark_nudged(board, agent, pending)
+        board.record(
+            lambda conn: news.mark_nudged(conn, agent.agent_id, [p[0] for p in pending]),
+            busy="this nudge may be repeated",
+        )
         latest = pending[0]
         reason = (
             f"{len(pending)} message(s) addressed to you on the shared blackboard wait for "
@@ -275,6 +277,12 @@ def _stop(board: Blackboard, agent: Reader) -> dict[str, Any] | None:
             "Call check_inbox, act on them, then finish."
         )
     return {"decision": "block", "reason": reason[:MAX_DIGEST_CHARS]}
+
+
+def _unacknowledged(board: Blackboard, agent: Reader, limit: int, *, fresh: bool) -> list[Any]:
+    if board.version < news.ACK_SCHEMA:
+        return []  # a file from before acknowledgements
+    return news.unacknowledged(board.conn, agent, limit, fresh=fresh)
 
 
 def _record(board: Blackboard, agent: Reader, rows: list[Any], mark: Mark) -> None:

@@ -1,5 +1,5 @@
-"""The hook at edit time: refuse an edit of a file another agent claims, and the
-hand-offs awaiting the agent's acknowledgement (hook.py runs these).
+"""The hook at edit time: refuse an edit of a file another agent claims (hook.py runs it
+on PreToolUse).
 
 PreToolUse, with the host's documented shapes:
 
@@ -18,10 +18,9 @@ standard library and claim_rules only: this runs before every edit.
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime, timedelta
+import time
 
 from shared_context_server.blackboard import claim_rules as rules
-from shared_context_server.blackboard.visibility import VISIBLE_SQL, visible_to
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -30,17 +29,10 @@ if TYPE_CHECKING:
 CLAUDE_EDITS = {"Edit": "file_path", "Write": "file_path", "MultiEdit": "file_path"}
 CLAUDE_NOTEBOOK = ("NotebookEdit", "notebook_path")
 PATCH_HEADERS = ("*** Add File:", "*** Update File:", "*** Delete File:", "*** Move to:")
-_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"  # clock.py's one format
+_FORMAT = "%Y-%m-%dT%H:%M:%S"  # clock.py's one format, to the second; then microseconds
 
 SELECT_OWN = "SELECT id FROM claims WHERE holder = ? AND target = ?"
 RENEW = "UPDATE claims SET renewed_at = ?, expires_at = max(expires_at, ?) WHERE id = ?"
-PENDING = (
-    "SELECT a.message_id, a.session_id, m.sender, substr(m.content, 1, 400)"  # noqa: S608
-    " FROM addressed a JOIN messages m ON m.id = a.message_id"
-    " WHERE a.agent_id = ? AND a.acknowledged_at IS NULL AND (? OR a.nudged = 0)"
-    f" AND {VISIBLE_SQL} ORDER BY a.message_id DESC LIMIT ?"
-)
-NUDGED = "UPDATE addressed SET nudged = 1 WHERE agent_id = ? AND message_id = ?"
 
 
 def edited_files(host: str, payload: dict[str, Any]) -> list[str]:
@@ -66,8 +58,10 @@ def edited_files(host: str, payload: dict[str, Any]) -> list[str]:
     return [os.path.join(cwd, os.path.expanduser(p)) for p in found]
 
 
-def _iso(moment: datetime) -> str:
-    return moment.strftime(_FORMAT)
+def _iso(moment: float) -> str:
+    """clock.iso of a Unix time, without importing datetime (milliseconds per edit)."""
+    seconds, micros = divmod(int(moment * 1_000_000), 1_000_000)
+    return time.strftime(_FORMAT, time.gmtime(seconds)) + f".{micros:06d}Z"
 
 
 def _family(holder: str, agent_id: str) -> bool:
@@ -82,9 +76,9 @@ def decide(board: Any, agent: Any, files: list[str]) -> dict[str, Any] | None:
     else None, having claimed (or renewed) them for the agent with `--auto-claim`."""
     if board.version < rules.CLAIMS_SCHEMA:
         return None  # a file from before claims: nothing can be claimed in it
-    moment = datetime.now(UTC)
-    now, until = _iso(moment), _iso(moment + timedelta(seconds=rules.DEFAULT_TTL_S))
-    cutoff = _iso(moment - timedelta(seconds=rules.STALE_AFTER))
+    moment = time.time()
+    now, until = _iso(moment), _iso(moment + rules.DEFAULT_TTL_S)
+    cutoff = _iso(moment - rules.STALE_AFTER)
     here = os.uname().nodename  # socket.gethostname(), without importing socket
     targets = [rules.normalise(path, "/") for path in files]
 
@@ -142,23 +136,3 @@ def refusal(found: list[tuple[str, Any]]) -> str:
         f'{holder} to release it: add_message with metadata {{"to": ["{holder}"]}}. '
         "list_claims shows every claim."
     )
-
-
-def unacknowledged(board: Any, agent: Any, limit: int, *, fresh: bool) -> list[Any]:
-    """The newest messages addressed to `agent` it has not acknowledged, as (id,
-    session_id, sender, snippet); `fresh`: only those the Stop hook has not nudged about."""
-    if board.version < rules.CLAIMS_SCHEMA:
-        return []
-    params = (agent.agent_id, not fresh, *visible_to(agent), limit)
-    rows: list[Any] = board.conn.execute(PENDING, params).fetchall()
-    return rows
-
-
-def mark_nudged(board: Any, agent: Any, rows: list[Any]) -> None:
-    """Remember the Stop hook told of these, so it never blocks twice for one."""
-
-    def work(conn: Any) -> None:
-        for row in rows:
-            conn.execute(NUDGED, (agent.agent_id, row[0]))
-
-    board.record(work, busy="this nudge may be repeated")
