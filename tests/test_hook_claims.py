@@ -10,7 +10,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -271,5 +270,5 @@ def test_the_edit_hook_agrees_with_the_server() -> None:
     assert claim_rules.STALE_AFTER == processes.STALE_AFTER
     assert claim_rules.CLAIMS_SCHEMA == news.ACK_SCHEMA == max(migrations.MIGRATIONS)
     assert os.uname().nodename == socket.gethostname()
-    moment = time.time()
-    assert hook_edits._iso(moment) == clock.iso(datetime.fromtimestamp(moment, UTC))
+    for moment in (1_764_892_331.25, 1_764_892_331.000_001, 0.5):
+        assert hook_edits._iso(moment) == clock.iso(datetime.fromtimestamp(moment, UTC))

@@ -60,7 +60,7 @@ def edited_files(host: str, payload: dict[str, Any]) -> list[str]:
 
 def _iso(moment: float) -> str:
     """clock.iso of a Unix time, without importing datetime (milliseconds per edit)."""
-    seconds, micros = divmod(int(moment * 1_000_000), 1_000_000)
+    seconds, micros = divmod(round(moment * 1_000_000), 1_000_000)
     return time.strftime(_FORMAT, time.gmtime(seconds)) + f".{micros:06d}Z"
 
 
