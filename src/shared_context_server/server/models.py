@@ -145,8 +145,7 @@ class CheckInbox(Input):
     # the minimal toolset's list, which a worker agent pays for on every turn.
     limit: int = DEFAULT_PAGE_LIMIT
     wait_s: float = 0
-    # Defaults not written (None is false): bytes the minimal toolset pays on every turn.
-    ack: bool | None = None  # acknowledge the messages addressed to you that it returns
+    ack: bool = False  # acknowledge the messages addressed to you that it returns
 
 
 class SearchContext(Input):
@@ -211,7 +210,8 @@ class GetAuditLog(Input):
 class Claim(Input):
     targets: list[str]
     reason: str | None = None
-    ttl_s: int | None = None  # claim_rules.DEFAULT_TTL_S
+    # Defaults not written (None: the domain's): bytes the minimal toolset pays every turn.
+    ttl_s: int | None = None
     shared: bool | None = None
     session_id: SessionId | None = None
     partial: bool | None = None

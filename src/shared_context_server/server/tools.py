@@ -136,7 +136,7 @@ async def check_inbox(state: AppState, agent: Agent, a: m.CheckInbox) -> dict[st
         limit=a.limit,
         wait_s=a.wait_s,
         limits=state.settings.limits,
-        ack=bool(a.ack),
+        ack=a.ack,
     )
 
 
