@@ -55,7 +55,7 @@ def test_config_codex_hooks_prints_a_pre_tool_use_hook_on_apply_patch(tmp_path: 
     (handler,) = group["hooks"]
     assert handler["type"] == "command" and isinstance(handler["timeout"], int)
     command = shlex.split(handler["command"])
-    assert command[: len(UVX)] == UVX and command[-1] == "--auto-claim"
+    assert command[: len(UVX)] == list(UVX) and command[-1] == "--auto-claim"
     rest = command[len(UVX) : -1]
     assert rest == ["hook", "codex", "--agent-id", "codex-1", "--db", str(db)]
 
