@@ -71,6 +71,8 @@ COMMANDS: dict[str, str] = {
     "PreToolUse (config CLIENT --hooks prints the wiring)",
     "doctor": "check the database file and list the server processes using it",
     "sessions": "list sessions with message counts and last activity",
+    "claims": "list the claims agents hold (who, what, why, since, until); --release ID "
+    "breaks one, audited as operator",
     "tail": "print a session's messages; --follow keeps printing new ones",
     "export": "write a session as JSON (lossless, re-importable) or a Markdown transcript",
     "import": "load a session from a JSON export, with fresh message ids",
@@ -300,6 +302,10 @@ def build_parser() -> argparse.ArgumentParser:
     sessions.add_argument("--status", choices=STATUSES, default="all", help="(default all)")
     sessions.add_argument("--json", action="store_true", help="machine-readable output")
 
+    claims = sub.add_parser("claims", parents=[db], help=COMMANDS["claims"])
+    claims.add_argument("--holder", help="only this agent's claims")
+    claims.add_argument("--release", type=int, metavar="ID", help="break claim ID (admin)")
+    claims.add_argument("--json", action="store_true", help="machine-readable output")
     tail = sub.add_parser("tail", parents=[db, viewer], help=COMMANDS["tail"])
     tail.add_argument("session_id", metavar="SESSION")
     tail.add_argument("-n", "--lines", type=int, default=20, metavar="N", help="latest N (20)")
