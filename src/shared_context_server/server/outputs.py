@@ -39,6 +39,9 @@ class Message(Output):
     metadata: Json | None
     parent_message_id: int | None
     created_at: str
+    # A message addressed with metadata.to: who acknowledged it, when; who has not yet.
+    acknowledged: dict[str, str] | None = None
+    unacknowledged: list[str] | None = None
 
 
 class CreatedSession(Output):
