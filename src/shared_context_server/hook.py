@@ -27,6 +27,7 @@ import os
 import sqlite3
 import sys
 
+from shared_context_server import hook_hosts as hosts
 from shared_context_server.blackboard import news
 
 # What the hook imports is what every prompt waits for: no pathlib, typing or dataclasses
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
     from shared_context_server.blackboard.news import Mark
 
 PROG = "shared-context-server hook"
-HOSTS = ("claude-code", "codex")
+HOSTS = hosts.HOSTS  # each host's events and answers: hook_hosts.py
 MAX_DIGEST_CHARS = 1500
 SNIPPET_CHARS = 160
 MAX_ROWS = 200  # the newest news read per run; beyond, the digest says "200+"
@@ -74,24 +75,29 @@ class Reader:
 
 def main(argv: Sequence[str]) -> int:
     """Run one hook event; always exit 0, since a hook must never block the user."""
-    try:
-        output = run(list(argv), sys.stdin.read(), os.environ)
-    except Skip as reason:
-        print(f"{PROG}: {reason}", file=sys.stderr)
-        return 0
-    except sqlite3.Error as error:
-        print(f"{PROG}: the database cannot be read ({error}); run doctor", file=sys.stderr)
-        return 0
-    except Exception as error:  # the hook's boundary: a prompt must go through regardless
-        print(f"{PROG}: unexpected {type(error).__name__}: {error}", file=sys.stderr)
-        return 0
+    output = answer(list(argv))
+    if output is None and argv and argv[0] in HOSTS:
+        output = hosts.nothing(argv[0])
     if output is not None:
         print(json.dumps(output))
     return 0
 
 
+def answer(argv: list[str]) -> dict[str, Any] | None:
+    """run()'s answer, or None with one line on stderr when anything fails."""
+    try:
+        return run(argv, sys.stdin.read(), os.environ)
+    except Skip as reason:
+        print(f"{PROG}: {reason}", file=sys.stderr)
+    except sqlite3.Error as error:
+        print(f"{PROG}: the database cannot be read ({error}); run doctor", file=sys.stderr)
+    except Exception as error:  # the hook's boundary: a prompt must go through regardless
+        print(f"{PROG}: unexpected {type(error).__name__}: {error}", file=sys.stderr)
+    return None
+
+
 def parse_args(argv: list[str], environ: Mapping[str, str]) -> tuple[Reader, str]:
-    """`claude-code|codex [--agent-id ID] [--agent-type T] [--admin] [--db PATH]
+    """`claude-code|codex|gemini|cursor [--agent-id ID] [--agent-type T] [--admin] [--db PATH]
     [--auto-claim]`, over the environment like the server. Raises Skip."""
     if not argv or argv[0] not in HOSTS:
         raise Skip(f"usage: {PROG} {'|'.join(HOSTS)} --agent-id ID [--db PATH]")
@@ -218,26 +224,28 @@ def run(argv: list[str], stdin: str, environ: Mapping[str, str]) -> dict[str, An
         raise Skip("stdin is not the JSON of a hook event")
     event = payload.get("hook_event_name")
     agent, path = parse_args(argv, environ)
-    if event == "PreToolUse":
+    kind = hosts.kind(agent.host, event)
+    if kind == hosts.EDIT:
         from shared_context_server import hook_edits as edits  # edits only
 
-        files = edits.edited_files(agent.host, payload)
+        files = hosts.edited_files(agent.host, payload)
         if not files:
             return None  # not an edit: nothing to decide
         board = Blackboard(path)
         try:
-            return edits.decide(board, agent, files)
+            return hosts.deny(agent.host, edits.decide(board, agent, files))
         finally:
             board.close()
-    if event not in ("SessionStart", "UserPromptSubmit", "Stop"):
+    if kind is None:
         return None  # another event wired to this command: nothing to add
-    if event == "Stop" and payload.get("stop_hook_active"):
-        return None  # already continuing because of a Stop hook: let the agent stop
+    if kind == hosts.STOP and hosts.continuing(agent.host, payload):
+        return None  # already continuing because of a stop hook: let the agent stop
     board = Blackboard(path)
     try:
-        if event == "Stop":
-            return _stop(board, agent)
-        mark: Mark = "seen_id" if event == "SessionStart" else "hinted_id"
+        if kind == hosts.STOP:
+            stop = _stop(board, agent)
+            return stop and hosts.stop(agent.host, stop["reason"])
+        mark: Mark = "seen_id" if kind == hosts.START else "hinted_id"
         rows = news.brief_news(board.conn, agent, MAX_ROWS, mark)
         pending = _unacknowledged(board, agent, 5, fresh=False)
         if not rows and not pending:
@@ -245,7 +253,7 @@ def run(argv: list[str], stdin: str, environ: Mapping[str, str]) -> dict[str, An
         if rows:
             _record(board, agent, rows, "hinted_id")
         context = digest(agent.agent_id, rows, {p[0] for p in pending})
-        return {"hookSpecificOutput": {"hookEventName": event, "additionalContext": context}}
+        return hosts.context(agent.host, str(event), context)
     finally:
         board.close()
 
