@@ -66,9 +66,9 @@ COMMANDS: dict[str, str] = {
     "serve": "serve MCP over stdio (the default when no subcommand is given)",
     "demo": "watch three agents, three real server processes, share one blackboard",
     "config": "print the configuration to paste into an MCP client",
-    "hook": "the Claude Code and Codex hooks: the agent's inbox as context on SessionStart "
-    "and UserPromptSubmit, a nudge on Stop, edits of files others claim refused on "
-    "PreToolUse (config CLIENT --hooks prints the wiring)",
+    "hook": "the Claude Code, Codex, Gemini CLI and Cursor hooks: the agent's inbox as "
+    "context at session start and on a prompt, a nudge when it stops, edits of files others "
+    "claim refused (config CLIENT --hooks prints the wiring)",
     "doctor": "check the database file and list the server processes using it",
     "sessions": "list sessions with message counts and last activity",
     "claims": "list the claims agents hold (who, what, why, since, until); --release ID "
@@ -82,7 +82,7 @@ COMMANDS: dict[str, str] = {
     "prune": "remove old archived sessions, expired memory and tokens, old audit entries "
     "(--dry-run shows what would go)",
 }
-CLIENT_NAMES = ("claude-desktop", "claude-code", "cursor", "codex", "generic")
+CLIENT_NAMES = ("claude-desktop", "claude-code", "cursor", "codex", "gemini", "generic")
 STATUSES = ("active", "completed", "archived", "all")
 
 
@@ -271,8 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_argument(
         "--hooks",
         action="store_true",
-        help="claude-code: the settings.json hooks (inbox, claims at edit time); "
-        "codex: the config.toml hook that refuses edits of files others claim",
+        help="the host's own hooks file: claude-code and gemini settings.json, codex "
+        "config.toml, cursor hooks.json (inbox; claims at edit time but in Cursor)",
     )
     config.add_argument(
         "--auto-claim",
@@ -463,25 +463,20 @@ def _config(args: argparse.Namespace, db: Target) -> int:
     if args.client is None:
         return _fail(f"config needs a client ({', '.join(CLIENT_NAMES)}) or --instructions.")
     # Imported here: serving never pays for it.
-    from shared_context_server.operations.host_config import (
-        CODEX_HOOKS_NOTE,
-        HOOKS_NOTE,
-        HOSTS,
-        render_claude_hooks,
-        render_codex,
-        render_codex_hooks,
-    )
+    from shared_context_server.operations.host_config import HOOKS, HOSTS, render_codex
 
     explicit_db = db if getattr(args, "db", None) or os.environ.get(ENV_DB) else None
     admin = getattr(args, "admin", False)
     if args.hooks:
-        if args.client not in ("claude-code", "codex"):
-            return _fail("--hooks is for claude-code and codex: other hosts have no such hooks.")
+        if args.client not in HOOKS:
+            return _fail(f"--hooks is for {', '.join(HOOKS)}: other hosts have no such hooks.")
         if not agent_id:
             return _fail("--hooks needs --agent-id: the hook has no client name to go by.")
-        render = render_claude_hooks if args.client == "claude-code" else render_codex_hooks
+        if args.auto_claim and args.client == "cursor":
+            return _fail("--auto-claim: the Cursor hooks cannot see its edits, so cannot claim.")
+        render, where = HOOKS[args.client]
         print(render(agent_id, agent_type, explicit_db, admin, args.local, args.auto_claim))
-        note(f"# {HOOKS_NOTE if args.client == 'claude-code' else CODEX_HOOKS_NOTE}")
+        note(f"# {where}")
         return 0
     if args.auto_claim:
         return _fail("--auto-claim goes with --hooks.")
