@@ -92,7 +92,8 @@ async def test_config_hooks_wires_the_hook_with_the_mcp_entrys_identity_and_file
     ("args", "said"),
     [
         (("config", "claude-code", "--hooks"), "--hooks needs --agent-id"),
-        (("config", "cursor", "--hooks", "--agent-id", "a"), "--hooks is for claude-code"),
+        (("config", "claude-desktop", "--hooks", "--agent-id", "a"), "--hooks is for claude-code"),
+        (("config", "cursor", "--hooks", "--auto-claim", "--agent-id", "a"), "--auto-claim"),
         (("config",), "config needs a client"),
     ],
 )
