@@ -1,4 +1,4 @@
-"""What the Claude Code hook costs on every prompt and every edit (a report, not a test).
+"""What the host hooks cost on every prompt and every edit (a report, not a test).
 
 Run from the repository root:
 
@@ -11,7 +11,9 @@ the event's JSON on stdin) and prints the wall time of the whole process, p50 an
 SessionStart (a digest every time: the worst case), UserPromptSubmit with nothing new
 (the common case), Stop, PreToolUse of an Edit (with `--claims` live claims of 20 agents
 on the board: a free file, and one another agent claims, denied), and a bare
-`python -c pass` for the interpreter's own start. p50, p95 and p99.
+`python -c pass` for the interpreter's own start; then the same for `hook codex`,
+`hook gemini` (SessionStart, BeforeAgent, AfterAgent, BeforeTool of write_file) and
+`hook cursor` (sessionStart, stop), each fed its own host's event. p50, p95 and p99.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ INSERT_CLAIM = (
     " '2099-01-01T00:00:00.000000Z', '2099-01-01T00:00:00.000000Z')"
 )
 REPO = "/srv/repo"
+HOSTS = ("codex", "gemini", "cursor")  # beside claude-code, each fed its own events
 
 
 def add_claims(path: Path, count: int) -> None:
@@ -103,8 +106,8 @@ async def _migrate(path: Path) -> None:
     await db.close()
 
 
-def hook_command() -> list[str]:
-    return [str(Path(sys.executable).parent / "shared-context-server"), "hook", "claude-code"]
+def hook_command(host: str = "claude-code") -> list[str]:
+    return [str(Path(sys.executable).parent / "shared-context-server"), "hook", host]
 
 
 def timed(commands: dict[str, tuple[list[str], str]], runs: int) -> dict[str, list[float]]:
@@ -171,6 +174,14 @@ def main() -> int:
             hook, input=edit(f"{REPO}/src/api/v1.py"), capture_output=True, text=True
         )
         assert '"deny"' in denied.stdout, denied.stderr
+        codex, gemini, cursor = (hook_command(host) + flags for host in HOSTS)
+
+        def write(path: str) -> str:
+            tool_input = {"file_path": path, "content": "x"}
+            event = {"hook_event_name": "BeforeTool", "session_id": "s", "cwd": REPO}
+            return json.dumps(event | {"tool_name": "write_file", "tool_input": tool_input})
+
+        cursor_stop = {"hook_event_name": "stop", "status": "completed", "loop_count": 0}
         commands = {
             "python -c pass": ([sys.executable, "-c", "pass"], ""),
             "SessionStart (digest each run)": (hook, event("SessionStart")),
@@ -178,6 +189,15 @@ def main() -> int:
             "Stop": (hook, event("Stop")),
             "PreToolUse Edit (free file)": (hook, edit(f"{REPO}/pkg7/mod3/new.py")),
             "PreToolUse Edit (claimed: deny)": (hook, edit(f"{REPO}/src/api/v1.py")),
+            "codex SessionStart": (codex, event("SessionStart")),
+            "codex UserPromptSubmit": (codex, event("UserPromptSubmit")),
+            "codex Stop": (codex, event("Stop")),
+            "gemini SessionStart": (gemini, event("SessionStart")),
+            "gemini BeforeAgent": (gemini, event("BeforeAgent")),
+            "gemini AfterAgent": (gemini, event("AfterAgent")),
+            "gemini BeforeTool (claimed: deny)": (gemini, write(f"{REPO}/src/api/v1.py")),
+            "cursor sessionStart": (cursor, event("sessionStart")),
+            "cursor stop": (cursor, json.dumps(cursor_stop)),
         }
         for name, times in timed(commands, args.runs).items():
             report(name, times)
