@@ -1,5 +1,7 @@
 """`shared-context-server hook claude-code`: the inbox in front of the model, from Claude
-Code's hooks (https://code.claude.com/docs/en/hooks).
+Code's hooks (https://code.claude.com/docs/en/hooks). `hook codex|gemini|cursor` do the
+same from those hosts' events, in their answers (hook_hosts.py); described here in
+Claude Code's terms.
 
 Claude Code runs the command with the event as JSON on stdin (`hook_event_name`, and
 `stop_hook_active` on Stop) and reads JSON from stdout on exit 0:
