@@ -44,13 +44,31 @@ def test_config_codex_prints_a_toml_mcp_servers_table_codex_can_read(tmp_path: P
     assert "config.toml" in proc.stderr
 
 
+def test_config_codex_hooks_prints_a_pre_tool_use_hook_on_apply_patch(tmp_path: Path) -> None:
+    db = tmp_path / "bb.db"
+    flags = ("--agent-id", "codex-1", "--db", str(db), "--auto-claim")
+    proc = run("config", "codex", "--hooks", *flags)
+    assert proc.returncode == 0, proc.stderr
+    # Codex's config.toml: [[hooks.PreToolUse]] with a matcher, its [[...hooks]] commands.
+    (group,) = tomllib.loads(proc.stdout)["hooks"]["PreToolUse"]
+    assert group["matcher"] == "apply_patch"
+    (handler,) = group["hooks"]
+    assert handler["type"] == "command" and isinstance(handler["timeout"], int)
+    command = shlex.split(handler["command"])
+    assert command[: len(UVX)] == list(UVX) and command[-1] == "--auto-claim"
+    rest = command[len(UVX) : -1]
+    assert rest == ["hook", "codex", "--agent-id", "codex-1", "--db", str(db)]
+
+
 async def test_config_hooks_wires_the_hook_with_the_mcp_entrys_identity_and_file(
     target: Target,
 ) -> None:
     db = target
     flags = ("--agent-id", "alice", "--agent-type", "reviewer", "--db", str(db), "--local")
     hooks = json.loads(run("config", "claude-code", "--hooks", *flags).stdout)["hooks"]
-    assert set(hooks) == {"SessionStart", "UserPromptSubmit", "Stop"}
+    assert set(hooks) == {"SessionStart", "UserPromptSubmit", "Stop", "PreToolUse"}
+    # PreToolUse only on the edit tools (Claude Code's matcher: tool names, | between).
+    assert hooks["PreToolUse"][0]["matcher"] == "Edit|Write|MultiEdit|NotebookEdit"
     add = shlex.split(run("config", "claude-code", *flags).stdout)
     server = add[add.index("--") + 1 :]
     for groups in hooks.values():
@@ -74,7 +92,8 @@ async def test_config_hooks_wires_the_hook_with_the_mcp_entrys_identity_and_file
     ("args", "said"),
     [
         (("config", "claude-code", "--hooks"), "--hooks needs --agent-id"),
-        (("config", "cursor", "--hooks", "--agent-id", "a"), "--hooks is for claude-code"),
+        (("config", "claude-desktop", "--hooks", "--agent-id", "a"), "--hooks is for claude-code"),
+        (("config", "cursor", "--hooks", "--auto-claim", "--agent-id", "a"), "--auto-claim"),
         (("config",), "config needs a client"),
         (("config", "codex", "--push", "channels"), "--push is for claude-code"),
         (("config", "claude-code", "--hooks", "--agent-id", "a", "--push", "channels"), "--push"),
@@ -97,10 +116,12 @@ async def test_instructions_are_the_initialize_result_and_config_prints_them(
     assert result.instructions == AGENT_INSTRUCTIONS
 
 
-def test_the_minimal_profile_is_a_worker_s_tools_under_4_kb() -> None:
+def test_the_minimal_profile_is_a_worker_s_tools_under_4_5_kb() -> None:
     assert set(tools_for(frozenset({"minimal"}))) == set(MINIMAL)
-    assert "check_inbox" in MINIMAL and set(MINIMAL) < set(tools_for(frozenset({"core"})))
-    assert tool_list_size_for(frozenset({"minimal"})) <= 4096
+    assert {"check_inbox", "claim", "release"} <= set(MINIMAL)
+    assert set(MINIMAL) < set(tools_for(frozenset({"core"})))
+    assert tool_list_size_for(frozenset({"minimal"})) < 4500
+    assert tool_list_size_for(frozenset({"core"})) < 12000
     # core and minimal together are core; records adds to either.
     assert tools_for(frozenset({"core", "minimal"})) == tools_for(frozenset({"core"}))
     both = tools_for(frozenset({"minimal", "records"}))

@@ -105,8 +105,20 @@ async def test_every_tool_result_declares_exactly_its_fields(target: Target, era
         token = (await c.call("authenticate_agent", agent_id="alice/helper"))["token"]
         await c.call("whoami", agent_token=token)  # acting through alice's process: `via`
         # News for alice, from her sub-agent, so the inbox's groups and messages are checked.
-        await c.call("add_message", session_id=sid, content="from the helper", agent_token=token)
+        handed = await c.call(
+            "add_message",
+            session_id=sid,
+            content="from the helper",
+            metadata={"to": ["alice"]},
+            agent_token=token,
+        )
         assert (await c.call("check_inbox"))["sessions"]
+        await c.call("acknowledge", session_id=sid, message_ids=[handed["message_id"]])
+        acked = await c.call("get_message", session_id=sid, message_id=handed["message_id"])
+        assert list(acked["message"]["acknowledged"]) == ["alice"]
+        await c.call("claim", targets=["src/**", "task:schemas"], reason="checking")
+        assert (await c.call("list_claims"))["claims"]
+        assert (await c.call("release"))["released"]
         assert (await c.call("get_audit_log"))["entries"]
         await c.call("revoke_token", token=token)
         await c.call("create_table", table_name="tasks", columns={"title": "TEXT"})

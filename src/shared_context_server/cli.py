@@ -68,10 +68,13 @@ COMMANDS: dict[str, str] = {
     "serve": "serve MCP over stdio (the default when no subcommand is given)",
     "demo": "watch three agents, three real server processes, share one blackboard",
     "config": "print the configuration to paste into an MCP client",
-    "hook": "the Claude Code hook: the agent's inbox as context on SessionStart and "
-    "UserPromptSubmit, a nudge on Stop (config claude-code --hooks prints the wiring)",
+    "hook": "the Claude Code, Codex, Gemini CLI and Cursor hooks: the agent's inbox as "
+    "context at session start and on a prompt, a nudge when it stops, edits of files others "
+    "claim refused (config CLIENT --hooks prints the wiring)",
     "doctor": "check the database file and list the server processes using it",
     "sessions": "list sessions with message counts and last activity",
+    "claims": "list the claims agents hold (who, what, why, since, until); --release ID "
+    "breaks one, audited as operator",
     "tail": "print a session's messages; --follow keeps printing new ones",
     "export": "write a session as JSON Lines (lossless, re-importable) or a Markdown transcript",
     "import": "load a session from an export, in batches; a rerun continues an interrupted one",
@@ -83,7 +86,7 @@ COMMANDS: dict[str, str] = {
     "prune": "remove old archived sessions, expired memory and tokens, old audit entries "
     "(--dry-run shows what would go)",
 }
-CLIENT_NAMES = ("claude-desktop", "claude-code", "cursor", "codex", "generic")
+CLIENT_NAMES = ("claude-desktop", "claude-code", "cursor", "codex", "gemini", "generic")
 STATUSES = ("active", "completed", "archived", "all")
 
 
@@ -281,7 +284,13 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_argument(
         "--hooks",
         action="store_true",
-        help="claude-code: the settings.json hooks that show the agent its inbox",
+        help="the host's own hooks file: claude-code and gemini settings.json, codex "
+        "config.toml, cursor hooks.json (inbox; claims at edit time but in Cursor)",
+    )
+    config.add_argument(
+        "--auto-claim",
+        action="store_true",
+        help="with --hooks: an edit also claims its file for the agent",
     )
     config.add_argument(
         "--instructions",
@@ -303,6 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
     sessions.add_argument("--status", choices=STATUSES, default="all", help="(default all)")
     sessions.add_argument("--json", action="store_true", help="machine-readable output")
 
+    claims = sub.add_parser("claims", parents=[db], help=COMMANDS["claims"])
+    claims.add_argument("--holder", help="only this agent's claims")
+    claims.add_argument("--release", type=int, metavar="ID", help="break claim ID (admin)")
+    claims.add_argument("--json", action="store_true", help="machine-readable output")
     tail = sub.add_parser("tail", parents=[db, viewer], help=COMMANDS["tail"])
     tail.add_argument("session_id", metavar="SESSION")
     tail.add_argument("-n", "--lines", type=int, default=20, metavar="N", help="latest N (20)")
@@ -369,6 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
     hook.add_argument("--admin", action="store_true", help="it reads admin_only messages")
     hook.add_argument(
         "--db", metavar="PATH|URL", help=f"database file or postgresql:// URL ({ENV_DB})"
+    )
+    hook.add_argument(
+        "--auto-claim", action="store_true", help="an allowed edit claims its file (PreToolUse)"
     )
     return parser
 
@@ -495,12 +511,7 @@ def _config(args: argparse.Namespace, db: Target) -> int:
     if args.client is None:
         return _fail(f"config needs a client ({', '.join(CLIENT_NAMES)}) or --instructions.")
     # Imported here: serving never pays for it.
-    from shared_context_server.operations.host_config import (
-        HOOKS_NOTE,
-        HOSTS,
-        render_claude_hooks,
-        render_codex,
-    )
+    from shared_context_server.operations.host_config import HOOKS, HOSTS, render_codex
 
     explicit_db = db if getattr(args, "db", None) or os.environ.get(ENV_DB) else None
     admin = getattr(args, "admin", False)
@@ -508,15 +519,20 @@ def _config(args: argparse.Namespace, db: Target) -> int:
     if push and (args.hooks or args.client not in ("claude-code", "generic")):
         return _fail("--push is for claude-code (or generic): other hosts take no channel events.")
     if args.hooks:
-        if args.client != "claude-code":
-            return _fail("--hooks is for claude-code: other hosts have no such hooks.")
+        if args.client not in HOOKS:
+            return _fail(f"--hooks is for {', '.join(HOOKS)}: other hosts have no such hooks.")
         if not agent_id:
             return _fail("--hooks needs --agent-id: the hook has no client name to go by.")
         if extra:
             return _fail(f"--hooks takes only the identity and --db, not {extra[0]}.")
-        print(render_claude_hooks(agent_id, agent_type, explicit_db, admin, args.local))
-        note(f"# {HOOKS_NOTE}")
+        if args.auto_claim and args.client == "cursor":
+            return _fail("--auto-claim: the Cursor hooks cannot see its edits, so cannot claim.")
+        render, where = HOOKS[args.client]
+        print(render(agent_id, agent_type, explicit_db, admin, args.local, args.auto_claim))
+        note(f"# {where}")
         return 0
+    if args.auto_claim:
+        return _fail("--auto-claim goes with --hooks.")
     if args.client == "codex":
         text = render_codex(args.name, agent_id, agent_type, explicit_db, admin, args.local, extra)
         where = HOSTS["codex"]

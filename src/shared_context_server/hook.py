@@ -1,5 +1,7 @@
 """`shared-context-server hook claude-code`: the inbox in front of the model, from Claude
-Code's hooks (https://code.claude.com/docs/en/hooks).
+Code's hooks (https://code.claude.com/docs/en/hooks). `hook codex|gemini|cursor` do the
+same from those hosts' events, in their answers (hook_hosts.py); described here in
+Claude Code's terms.
 
 Claude Code runs the command with the event as JSON on stdin (`hook_event_name`, and
 `stop_hook_active` on Stop) and reads JSON from stdout on exit 0:
@@ -27,6 +29,7 @@ import os
 import sqlite3
 import sys
 
+from shared_context_server import hook_hosts as hosts
 from shared_context_server.blackboard import news
 from shared_context_server.message_text import name, quoted
 
@@ -40,7 +43,7 @@ if TYPE_CHECKING:
     from shared_context_server.blackboard.news import Mark
 
 PROG = "shared-context-server hook"
-HOSTS = ("claude-code",)
+HOSTS = hosts.HOSTS  # each host's events and answers: hook_hosts.py
 MAX_DIGEST_CHARS = 1500
 SNIPPET_CHARS = 160
 MAX_ROWS = 200  # the newest news read per run; beyond, the digest says "200+"
@@ -63,48 +66,60 @@ class Skip(Exception):
 class Reader:
     """The agent whose inbox the hook reads (a blackboard.visibility.Reader)."""
 
-    __slots__ = ("agent_id", "agent_type", "is_admin")
+    __slots__ = ("agent_id", "agent_type", "auto_claim", "host", "is_admin")
 
     def __init__(self, agent_id: str, agent_type: str, is_admin: bool) -> None:
         self.agent_id = agent_id
         self.agent_type = agent_type
         self.is_admin = is_admin
+        self.host = "claude-code"  # which host's events and output (HOSTS)
+        self.auto_claim = False  # an allowed edit also claims its file
 
 
 def main(argv: Sequence[str]) -> int:
     """Run one hook event; always exit 0, since a hook must never block the user."""
-    try:
-        output = run(list(argv), sys.stdin.read(), os.environ)
-    except Skip as reason:
-        print(f"{PROG}: {reason}", file=sys.stderr)
-        return 0
-    except sqlite3.Error as error:
-        print(f"{PROG}: the database cannot be read ({error}); run doctor", file=sys.stderr)
-        return 0
-    except Exception as error:  # the hook's boundary: a prompt must go through regardless
-        print(f"{PROG}: unexpected {type(error).__name__}: {error}", file=sys.stderr)
-        return 0
+    output = answer(list(argv))
+    if output is None and argv and argv[0] in HOSTS:
+        output = hosts.nothing(argv[0])
     if output is not None:
         print(json.dumps(output))
     return 0
 
 
+def answer(argv: list[str]) -> dict[str, Any] | None:
+    """run()'s answer, or None with one line on stderr when anything fails."""
+    try:
+        return run(argv, sys.stdin.read(), os.environ)
+    except Skip as reason:
+        print(f"{PROG}: {reason}", file=sys.stderr)
+    except sqlite3.Error as error:
+        print(f"{PROG}: the database cannot be read ({error}); run doctor", file=sys.stderr)
+    except Exception as error:  # the hook's boundary: a prompt must go through regardless
+        print(f"{PROG}: unexpected {type(error).__name__}: {error}", file=sys.stderr)
+    return None
+
+
 def parse_args(argv: list[str], environ: Mapping[str, str]) -> tuple[Reader, str]:
-    """`claude-code [--agent-id ID] [--agent-type T] [--admin] [--db PATH]`, over the
-    environment like the server. Raises Skip."""
+    """`claude-code|codex|gemini|cursor [--agent-id ID] [--agent-type T] [--admin] [--db PATH]
+    [--auto-claim]`, over the environment like the server. Raises Skip."""
     if not argv or argv[0] not in HOSTS:
         raise Skip(f"usage: {PROG} {'|'.join(HOSTS)} --agent-id ID [--db PATH]")
-    flags: dict[str, str] = {}
+    flags: dict[str, str] = {"host": argv[0]}
     admin = False
     rest = argv[1:]
     while rest:
         flag = rest.pop(0)
         if flag == "--admin":
             admin = True
+        elif flag == "--auto-claim":
+            flags[flag] = "1"
         elif flag in ("--agent-id", "--agent-type", "--db") and rest:
             flags[flag] = rest.pop(0)
         else:
-            raise Skip(f"unknown argument {flag!r}; takes --agent-id, --agent-type, --admin, --db")
+            raise Skip(
+                f"unknown argument {flag!r}; takes --agent-id, --agent-type, --admin, --db,"
+                " --auto-claim"
+            )
     agent_id = flags.get("--agent-id") or environ.get(ENV_AGENT_ID)
     if not agent_id:
         raise Skip(f"no agent id: give --agent-id or {ENV_AGENT_ID}, as the MCP entry does")
@@ -113,7 +128,9 @@ def parse_args(argv: list[str], environ: Mapping[str, str]) -> tuple[Reader, str
         raise Skip(f"agent id {agent_id!r} is not 1-128 printable characters without spaces")
     agent_type = flags.get("--agent-type") or environ.get(ENV_AGENT_TYPE) or "generic"
     admin = admin or environ.get(ENV_ADMIN, "").strip().lower() in ("1", "true", "yes", "on")
-    return Reader(agent_id, agent_type, admin), _db_path(flags, environ)
+    reader = Reader(agent_id, agent_type, admin)
+    reader.host, reader.auto_claim = flags["host"], "--auto-claim" in flags
+    return reader, _db_path(flags, environ)
 
 
 def _db_path(flags: dict[str, str], environ: Mapping[str, str]) -> str:
@@ -138,10 +155,13 @@ class Blackboard:
 
     def __init__(self, path: str) -> None:
         self._pg: Any = None
+        self.version = news.ACK_SCHEMA  # PostgreSQL: migrated by the first server
         if _is_url(path):
             self._open_postgres(path)
         else:
             self.conn: Any = connect(path)
+            self.conn.row_factory = sqlite3.Row  # by position too, as news reads them
+            self.version = self.conn.execute("PRAGMA user_version").fetchone()[0]
 
     def _open_postgres(self, url: str) -> None:
         # Imported only for a URL: a file's hook never loads the driver.
@@ -156,27 +176,29 @@ class Blackboard:
         self._pg.execute(f"SET lock_timeout = {WRITE_WAIT_MS}")
         self.conn = PgConn(self._pg)
 
-    def record(self, work: Any) -> None:
+    def record(self, work: Any, busy: str = "this digest may be repeated") -> Any:
+        """work(conn)'s result, or None when the database is too busy to wait for."""
         if self._pg is not None:
             import psycopg
 
             try:
                 with self._pg.transaction():
-                    work(self.conn)
+                    return work(self.conn)
             except psycopg.errors.LockNotAvailable:
-                print(f"{PROG}: the database is busy; this digest may be repeated", file=sys.stderr)
-            return
+                print(f"{PROG}: the database is busy; {busy}", file=sys.stderr)
+            return None
         try:
             self.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError:
-            print(f"{PROG}: the file is busy; this digest may be repeated", file=sys.stderr)
-            return
+            print(f"{PROG}: the file is busy; {busy}", file=sys.stderr)
+            return None
         try:
-            work(self.conn)
+            result = work(self.conn)
         except BaseException:
             self.conn.execute("ROLLBACK")
             raise
         self.conn.execute("COMMIT")
+        return result
 
     def close(self) -> None:
         (self._pg or self.conn).close()
@@ -206,37 +228,74 @@ def run(argv: list[str], stdin: str, environ: Mapping[str, str]) -> dict[str, An
         raise Skip("stdin is not the JSON of a hook event")
     event = payload.get("hook_event_name")
     agent, path = parse_args(argv, environ)
-    if event not in ("SessionStart", "UserPromptSubmit", "Stop"):
+    kind = hosts.kind(agent.host, event)
+    if kind == hosts.EDIT:
+        from shared_context_server import hook_edits as edits  # edits only
+
+        files = hosts.edited_files(agent.host, payload)
+        if not files:
+            return None  # not an edit: nothing to decide
+        board = Blackboard(path)
+        try:
+            return hosts.deny(agent.host, edits.decide(board, agent, files))
+        finally:
+            board.close()
+    if kind is None:
         return None  # another event wired to this command: nothing to add
-    if event == "Stop" and payload.get("stop_hook_active"):
-        return None  # already continuing because of a Stop hook: let the agent stop
+    if kind == hosts.STOP and hosts.continuing(agent.host, payload):
+        return None  # already continuing because of a stop hook: let the agent stop
     board = Blackboard(path)
     try:
-        if event == "Stop":
-            return _stop(board, agent)
-        mark: Mark = "seen_id" if event == "SessionStart" else "hinted_id"
+        if kind == hosts.STOP:
+            stop = _stop(board, agent)
+            return stop and hosts.stop(agent.host, stop["reason"])
+        mark: Mark = "seen_id" if kind == hosts.START else "hinted_id"
         rows = news.brief_news(board.conn, agent, MAX_ROWS, mark)
-        if not rows:
+        pending = _unacknowledged(board, agent, 5, fresh=False)
+        if not rows and not pending:
             return None
-        _record(board, agent, rows, "hinted_id")
-        context = digest(agent.agent_id, rows)
-        return {"hookSpecificOutput": {"hookEventName": event, "additionalContext": context}}
+        if rows:
+            _record(board, agent, rows, "hinted_id")
+        context = digest(agent.agent_id, rows, {p[0] for p in pending})
+        return hosts.context(agent.host, str(event), context)
     finally:
         board.close()
 
 
 def _stop(board: Blackboard, agent: Reader) -> dict[str, Any] | None:
     waiting = news.addressed_news(board.conn, agent, MAX_ROWS)
-    if not waiting:
+    pending = _unacknowledged(board, agent, MAX_ROWS, fresh=True)
+    if not waiting and not pending:
         return None
-    _record(board, agent, waiting, "nudged_id")
-    latest = waiting[0]
-    reason = (
-        f"{len(waiting)} message(s) addressed to you on the shared blackboard wait unread, "
-        f"the latest from {name(latest[2])} in {name(latest[1])}: {_snippet(latest[3])}. "
-        "Call check_inbox, act on them, then finish."
-    )
+    if waiting:
+        _record(board, agent, waiting, "nudged_id")
+    if pending:
+        board.record(
+            lambda conn: news.mark_nudged(conn, agent.agent_id, [p[0] for p in pending]),
+            busy="this nudge may be repeated",
+        )
+        latest = pending[0]
+        reason = (
+            f"{len(pending)} message(s) addressed to you on the shared blackboard wait for "
+            f"your acknowledgement, the latest #{latest[0]} from {name(latest[2])} in "
+            f"{name(latest[1])}: {_snippet(latest[3])}. Read them (check_inbox), act on them, "
+            "acknowledge them (acknowledge, or check_inbox with ack), then finish."
+        )
+    else:
+        latest = waiting[0]
+        reason = (
+            f"{len(waiting)} message(s) addressed to you on the shared blackboard wait "
+            f"unread, the latest from {name(latest[2])} in {name(latest[1])}: "
+            f"{_snippet(latest[3])}. "
+            "Call check_inbox, act on them, then finish."
+        )
     return {"decision": "block", "reason": reason[:MAX_DIGEST_CHARS]}
+
+
+def _unacknowledged(board: Blackboard, agent: Reader, limit: int, *, fresh: bool) -> list[Any]:
+    if board.version < news.ACK_SCHEMA:
+        return []  # a file from before acknowledgements
+    return news.unacknowledged(board.conn, agent, limit, fresh=fresh)
 
 
 def _record(board: Blackboard, agent: Reader, rows: list[Any], mark: Mark) -> None:
@@ -258,9 +317,11 @@ def _snippet(content: str, most: int = SNIPPET_CHARS) -> str:
     return quoted(text if len(text) <= most else text[: most - 1] + "…")
 
 
-def digest(agent_id: str, rows: list[Any]) -> str:
-    """At most MAX_DIGEST_CHARS: messages for the agent newest first, then the rest
-    counted per session, then how many did not fit."""
+def digest(agent_id: str, rows: list[Any], awaiting: set[int] | None = None) -> str:
+    """At most MAX_DIGEST_CHARS: hand-offs awaiting the agent's acknowledgement that it
+    has already read, then messages for the agent newest first (marked when they await
+    it), then the rest counted per session, then how many did not fit."""
+    awaiting = awaiting or set()
     total = f"{len(rows)}+" if len(rows) >= MAX_ROWS else str(len(rows))
     for_you = [row for row in rows if row[4]]
     head = (
@@ -268,11 +329,20 @@ def digest(agent_id: str, rows: list[Any]) -> str:
         + (f", {len(for_you)} addressed to you" if for_you else "")
         + ". Call check_inbox to read them."
     )
+    if not rows:
+        head = "Shared blackboard: nothing new."
     lines = [head]
+    earlier = sorted(awaiting - {row[0] for row in rows}, reverse=True)
+    if earlier:
+        lines.append(
+            "Awaiting your acknowledgement (acknowledge, or check_inbox with ack): "
+            + ", ".join(f"#{i}" for i in earlier)
+        )
     shown = 0
     budget = MAX_DIGEST_CHARS - 60  # room for the closing "N more" line
     for row in for_you:
-        line = f"- for you: #{row[0]} from {name(row[2])} in {name(row[1])}: {_snippet(row[3])}"
+        mark = "for you, acknowledge it" if row[0] in awaiting else "for you"
+        line = f"- {mark}: #{row[0]} from {name(row[2])} in {name(row[1])}: {_snippet(row[3])}"
         if sum(len(x) + 1 for x in lines) + len(line) > budget:
             break
         lines.append(line)

@@ -96,6 +96,10 @@ def header(
     if message["message_type"] != "message":
         head.append(name(message["message_type"]))
     head.append(name(when or message["created_at"]))
+    if "unacknowledged" in message:  # a hand-off: who has acknowledged it, who not yet
+        acked = ", ".join(name(a) for a in message["acknowledged"]) or "nobody"
+        waiting = ", ".join(name(a) for a in message["unacknowledged"])
+        head.append(f"acked by {acked}" + (f"; awaiting {waiting}" if waiting else ""))
     if message.get("metadata"):
         # ASCII-only JSON: every control and separator escaped, on one line.
         head.append(json.dumps(message["metadata"], separators=(",", ":")))

@@ -107,6 +107,29 @@ def sessions_table(sessions: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def claims_table(claims: list[dict[str, Any]]) -> str:
+    """One row per claim: id, holder, since, until, target (shared marked), reason."""
+    header = ("ID", "HOLDER", "SINCE", "UNTIL", "TARGET", "REASON")
+    rows = [
+        (
+            str(c["id"]),
+            c["holder"],
+            short_time(c["since"]),
+            short_time(c["until"]),
+            c["target"] + (" (shared)" if c["shared"] else ""),
+            c["reason"] or "",
+        )
+        for c in claims
+    ]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(5)]
+    room = max(shutil.get_terminal_size((120, 24)).columns - sum(widths) - 10, 20)
+    lines = []
+    for row in [header, *rows]:
+        cells = [row[i].rjust(widths[i]) if i == 0 else row[i].ljust(widths[i]) for i in range(5)]
+        lines.append("  ".join([*cells, _fit(row[5], room)]).rstrip())
+    return "\n".join(lines)
+
+
 def size_text(n: float) -> str:
     """Bytes in decimal units (1 MB = 1,000,000 bytes), as doctor and backup print them."""
     for unit in ("B", "kB", "MB", "GB"):

@@ -1,15 +1,19 @@
-"""What the Claude Code hook costs on every prompt (a report, not a test).
+"""What the host hooks cost on every prompt and every edit (a report, not a test).
 
 Run from the repository root:
 
-    .venv/bin/python tests/benchmarks/bench_hook.py --messages 100000
+    .venv/bin/python tests/benchmarks/bench_hook.py --messages 100000 --claims 10000
 
 Builds a file of `--messages` messages from 20 agents in 200 sessions, where the measured
 agent takes part in 20 sessions and has 60 unread messages (6 addressed to it), then runs
 the installed `shared-context-server hook claude-code` as Claude Code does (a new process,
 the event's JSON on stdin) and prints the wall time of the whole process, p50 and p95:
 SessionStart (a digest every time: the worst case), UserPromptSubmit with nothing new
-(the common case), Stop, and a bare `python -c pass` for the interpreter's own start.
+(the common case), Stop, PreToolUse of an Edit (with `--claims` live claims of 20 agents
+on the board: a free file, and one another agent claims, denied), and a bare
+`python -c pass` for the interpreter's own start; then the same for `hook codex`,
+`hook gemini` (SessionStart, BeforeAgent, AfterAgent, BeforeTool of write_file) and
+`hook cursor` (sessionStart, stop), each fed its own host's event. p50, p95 and p99.
 """
 
 from __future__ import annotations
@@ -41,6 +45,31 @@ INSERT_MESSAGE = (
 )
 AGENTS = [f"agent{n}" for n in range(20)]
 ME = "agent0"
+INSERT_CLAIM = (
+    "INSERT INTO claims (target, kind, base, holder, shared, reason, created_at, renewed_at,"
+    " expires_at) VALUES (?, ?, ?, ?, 0, 'bench', '2026-01-01T00:00:00.000000Z',"
+    " '2099-01-01T00:00:00.000000Z', '2099-01-01T00:00:00.000000Z')"
+)
+REPO = "/srv/repo"
+HOSTS = ("codex", "gemini", "cursor")  # beside claude-code, each fed its own events
+
+
+def add_claims(path: Path, count: int) -> None:
+    """`count` live claims of 20 agents: files and globs across 200 directories of a
+    repository, one of them (agent1's) over src/api, where the denied edit lands."""
+    rng = random.Random(11)
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("BEGIN")
+    rows = [(f"{REPO}/src/api/**", "glob", f"{REPO}/src/api", "agent1")]
+    for n in range(count - 1):
+        folder = f"{REPO}/pkg{n % 200}/mod{rng.randint(0, 9)}"
+        if n % 5 == 0:
+            rows.append((f"{folder}/**", "glob", folder, rng.choice(AGENTS[1:])))
+        else:
+            rows.append((f"{folder}/file{n}.py", "path", f"{folder}/file{n}.py", AGENTS[n % 20]))
+    conn.executemany(INSERT_CLAIM, rows)
+    conn.execute("COMMIT")
+    conn.close()
 
 
 def build(path: Path, count: int) -> None:
@@ -77,8 +106,8 @@ async def _migrate(path: Path) -> None:
     await db.close()
 
 
-def hook_command() -> list[str]:
-    return [str(Path(sys.executable).parent / "shared-context-server"), "hook", "claude-code"]
+def hook_command(host: str = "claude-code") -> list[str]:
+    return [str(Path(sys.executable).parent / "shared-context-server"), "hook", host]
 
 
 def timed(commands: dict[str, tuple[list[str], str]], runs: int) -> dict[str, list[float]]:
@@ -99,24 +128,32 @@ def timed(commands: dict[str, tuple[list[str], str]], runs: int) -> dict[str, li
 
 def report(name: str, times: list[float]) -> None:
     p95 = statistics.quantiles(times, n=20)[-1]
-    print(f"{name:<32} p50 {statistics.median(times):6.1f} ms   p95 {p95:6.1f} ms")
+    p99 = statistics.quantiles(times, n=100)[-1]
+    print(
+        f"{name:<34} p50 {statistics.median(times):6.1f} ms   p95 {p95:6.1f} ms   p99 {p99:6.1f} ms"
+    )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--claims", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=40)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "bb.db"
         build(path, args.messages)
+        add_claims(path, args.claims)
         # As in use, where the agents' servers hold the file open: otherwise each hook
         # process is the last connection to close and checkpoints the WAL on its way out.
         held = sqlite3.connect(path)
         held.execute("SELECT count(*) FROM sessions").fetchone()
         os.sync()  # the build's writes reach the disk before anything is timed
         flags = ["--agent-id", ME, "--agent-type", "bench", "--db", str(path)]
-        print(f"{args.messages:,} messages; {args.runs} runs each, whole process wall time")
+        print(
+            f"{args.messages:,} messages, {args.claims:,} claims; {args.runs} runs each,"
+            " whole process wall time"
+        )
 
         def event(name: str) -> str:
             return json.dumps({"hook_event_name": name, "session_id": "s", "cwd": folder})
@@ -127,11 +164,40 @@ def main() -> int:
         digest = json.loads(start.stdout)["hookSpecificOutput"]["additionalContext"]
         print(f"SessionStart digest: {len(digest)} characters")
         hook = hook_command() + flags
+
+        def edit(path: str) -> str:
+            tool_input = {"file_path": path, "old_string": "a", "new_string": "b"}
+            event = {"hook_event_name": "PreToolUse", "session_id": "s", "cwd": REPO}
+            return json.dumps(event | {"tool_name": "Edit", "tool_input": tool_input})
+
+        denied = subprocess.run(
+            hook, input=edit(f"{REPO}/src/api/v1.py"), capture_output=True, text=True
+        )
+        assert '"deny"' in denied.stdout, denied.stderr
+        codex, gemini, cursor = (hook_command(host) + flags for host in HOSTS)
+
+        def write(path: str) -> str:
+            tool_input = {"file_path": path, "content": "x"}
+            event = {"hook_event_name": "BeforeTool", "session_id": "s", "cwd": REPO}
+            return json.dumps(event | {"tool_name": "write_file", "tool_input": tool_input})
+
+        cursor_stop = {"hook_event_name": "stop", "status": "completed", "loop_count": 0}
         commands = {
             "python -c pass": ([sys.executable, "-c", "pass"], ""),
             "SessionStart (digest each run)": (hook, event("SessionStart")),
             "UserPromptSubmit (nothing new)": (hook, event("UserPromptSubmit")),
             "Stop": (hook, event("Stop")),
+            "PreToolUse Edit (free file)": (hook, edit(f"{REPO}/pkg7/mod3/new.py")),
+            "PreToolUse Edit (claimed: deny)": (hook, edit(f"{REPO}/src/api/v1.py")),
+            "codex SessionStart": (codex, event("SessionStart")),
+            "codex UserPromptSubmit": (codex, event("UserPromptSubmit")),
+            "codex Stop": (codex, event("Stop")),
+            "gemini SessionStart": (gemini, event("SessionStart")),
+            "gemini BeforeAgent": (gemini, event("BeforeAgent")),
+            "gemini AfterAgent": (gemini, event("AfterAgent")),
+            "gemini BeforeTool (claimed: deny)": (gemini, write(f"{REPO}/src/api/v1.py")),
+            "cursor sessionStart": (cursor, event("sessionStart")),
+            "cursor stop": (cursor, json.dumps(cursor_stop)),
         }
         for name, times in timed(commands, args.runs).items():
             report(name, times)

@@ -12,7 +12,7 @@ from typing import Any
 
 import anyio
 
-from shared_context_server.blackboard import news
+from shared_context_server.blackboard import acks, news
 from shared_context_server.blackboard.changes import MAX_WAIT_S, ChangeFeed
 from shared_context_server.blackboard.identity import Agent
 from shared_context_server.blackboard.limits import (
@@ -22,13 +22,13 @@ from shared_context_server.blackboard.limits import (
     decode_metadata,
 )
 from shared_context_server.errors import InvalidInput
-from shared_context_server.storage.seam import Conn, Row
+from shared_context_server.storage.seam import Conn, Row, Store
 
 MAX_INBOX_LIMIT = 200
 _KEYS = tuple(column.strip().removeprefix("m.") for column in news.COLUMNS.split(","))
 
 
-def _take(agent: Agent, limit: int, limits: Limits) -> Any:
+def _take(agent: Agent, limit: int, limits: Limits, ack: bool = False) -> Any:
     def work(conn: Conn) -> tuple[list[Row], bool]:
         rows = news.news(conn, agent, limit + 1)
         has_more = len(rows) > limit
@@ -43,28 +43,53 @@ def _take(agent: Agent, limit: int, limits: Limits) -> Any:
         news.move_marks(
             conn, agent.agent_id, ((r["session_id"], r["id"]) for r in taken), "seen_id"
         )
+        if ack:
+            mine = [
+                int(r["id"])
+                for r in taken
+                if acks.names(decode_metadata(r["metadata"]), agent.agent_id)
+            ]
+            acks.stamp_in(conn, agent, None, mine)
         return taken, has_more
 
     return work
 
 
-def _grouped(rows: list[Row], has_more: bool) -> dict[str, Any]:
-    """Sessions with messages for the caller first; in each, those messages first."""
+async def _grouped(
+    db: Store, agent: Agent, rows: list[Row], has_more: bool, ack: bool
+) -> dict[str, Any]:
+    """Sessions with messages for the caller first; in each, those messages first: those
+    addressed to it and not yet acknowledged, then the rest for it."""
     groups: dict[str, dict[str, Any]] = {}
+    flat: list[dict[str, Any]] = []
+    purposes = {row["id"]: row["purpose"] for row in rows}
     for row in rows:
         message = dict(zip(_KEYS, row, strict=False))
         message["metadata"] = decode_metadata(message["metadata"])
         message["for_you"] = bool(row["for_you"])
+        flat.append(message)
+    await acks.attach(db, flat)
+    for message in flat:
         group = groups.setdefault(
-            row["session_id"],
-            {"session_id": row["session_id"], "purpose": row["purpose"], "messages": []},
+            message["session_id"],
+            {
+                "session_id": message["session_id"],
+                "purpose": purposes[message["id"]],
+                "messages": [],
+            },
         )
         group["messages"].append(message)
+
+    def rank(m: dict[str, Any]) -> tuple[bool, bool, int]:
+        # Acknowledged by this very call (`ack`) still counts as awaiting: it was news.
+        awaiting = agent.agent_id in m.get("unacknowledged", ()) or (
+            ack and acks.names(m["metadata"], agent.agent_id)
+        )
+        return (not awaiting, not m["for_you"], m["id"])
+
     for group in groups.values():
-        group["messages"].sort(key=lambda m: (not m["for_you"], m["id"]))
-    ordered = sorted(
-        groups.values(), key=lambda g: (not g["messages"][0]["for_you"], g["messages"][0]["id"])
-    )
+        group["messages"].sort(key=rank)
+    ordered = sorted(groups.values(), key=lambda g: rank(g["messages"][0]))
     return {
         "sessions": ordered,
         "for_you": sum(1 for row in rows if row["for_you"]),
@@ -78,6 +103,7 @@ async def check_inbox(
     limit: int = DEFAULT_PAGE_LIMIT,
     wait_s: float = 0.0,
     limits: Limits = DEFAULT_LIMITS,
+    ack: bool = False,
 ) -> dict[str, Any]:
     """News for `agent` since it last checked, once each, and move its marks past them.
 
@@ -97,7 +123,7 @@ async def check_inbox(
     async def take() -> tuple[list[Row], bool]:
         if not await db.read(peek, (*params, 1), small=True):
             return [], False
-        taken: tuple[list[Row], bool] = await db.transact(_take(agent, limit, limits))
+        taken: tuple[list[Row], bool] = await db.transact(_take(agent, limit, limits, ack))
         return taken
 
     with feed.watching():
@@ -108,4 +134,4 @@ async def check_inbox(
                 await changed.wait()
                 changed = feed.next_change()
                 rows, has_more = await take()
-    return _grouped(rows, has_more)
+    return await _grouped(db, agent, rows, has_more, ack)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, TypedDict
 
-from shared_context_server.blackboard import audit
+from shared_context_server.blackboard import acks, audit
 from shared_context_server.blackboard.identity import (
     VISIBLE_SQL,
     Agent,
@@ -189,7 +189,9 @@ async def get_message(db: Store, agent: Agent, session_id: str, message_id: int)
             f"no message {message_id} that you can see in session {session_id}.",
             argument="message_id",
         )
-    return message_dict(row)
+    message = message_dict(row)
+    await acks.attach(db, [message])
+    return message
 
 
 async def get_context(
@@ -243,4 +245,5 @@ async def get_context(
         page.append(message_dict(row))
     if after_id is None:
         page.reverse()
+    await acks.attach(db, page)
     return {"messages": page, "has_more": has_more}

@@ -63,6 +63,16 @@ BRIEF = {
 }
 # Stop's question: only messages for the agent, so older chatter never hides one.
 ADDRESSED = BRIEF["nudged_id"].replace(" ORDER BY", f" AND {FOR_YOU_SQL} ORDER BY")
+# Hand-offs awaiting the agent's acknowledgement (acks.py; migration 10 made `addressed`):
+# the newest first, and (Stop) only those it was not yet nudged about.
+ACK_SCHEMA = 10
+PENDING = (
+    "SELECT a.message_id, a.session_id, m.sender, substr(m.content, 1, 400)"  # noqa: S608
+    " FROM addressed a JOIN messages m ON m.id = a.message_id"
+    " WHERE a.agent_id = ? AND a.acknowledged_at IS NULL AND (? OR a.nudged = 0)"
+    f" AND {VISIBLE_SQL} ORDER BY a.message_id DESC LIMIT ?"
+)
+NUDGED = "UPDATE addressed SET nudged = 1 WHERE agent_id = ? AND message_id = ?"
 MOVE_MARK = {
     mark: f"UPDATE inbox_marks SET {mark} = max({mark}, ?)"  # noqa: S608 (constants)
     " WHERE agent_id = ? AND session_id = ?"
@@ -103,3 +113,17 @@ def move_marks(conn: Conn, agent_id: str, rows: Iterable[tuple[str, int]], mark:
         last[session_id] = max(message_id, last.get(session_id, 0))
     for session_id, message_id in last.items():
         conn.execute(MOVE_MARK[mark], (message_id, agent_id, session_id))
+
+
+def unacknowledged(conn: Conn, agent: Reader, limit: int, *, fresh: bool) -> list[Any]:
+    """The newest messages addressed to `agent` that it has not acknowledged, as (id,
+    session_id, sender, content snippet); `fresh`: only those not yet nudged about."""
+    params = (agent.agent_id, not fresh, *visible_to(agent), limit)
+    rows: list[Any] = conn.execute(PENDING, params).fetchall()
+    return rows
+
+
+def mark_nudged(conn: Conn, agent_id: str, message_ids: Iterable[int]) -> None:
+    """The Stop hook told of these: it never blocks twice for one."""
+    for message_id in message_ids:
+        conn.execute(NUDGED, (agent_id, message_id))

@@ -24,11 +24,12 @@ from shared_context_server.errors import InvalidInput
 from shared_context_server.storage.opener import is_postgres_url
 from shared_context_server.storage.seam import Target
 
-Client = Literal["claude-desktop", "claude-code", "cursor", "generic"]
+Client = Literal["claude-desktop", "claude-code", "cursor", "gemini", "generic"]
 CLIENTS: dict[str, str] = {
     "claude-desktop": "claude_desktop_config.json (Settings > Developer > Edit Config)",
     "claude-code": "run in a terminal, in the project directory",
     "cursor": ".cursor/mcp.json in the project, or ~/.cursor/mcp.json for every project",
+    "gemini": ".gemini/settings.json in the project, or ~/.gemini/settings.json",
     "generic": "the server entry any MCP client's stdio configuration takes",
 }
 

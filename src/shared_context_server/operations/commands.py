@@ -21,6 +21,7 @@ from typing import Any
 
 import anyio
 
+from shared_context_server.blackboard.audit import OPERATOR
 from shared_context_server.blackboard.identity import Agent
 from shared_context_server.blackboard.sessions import fetch_session
 from shared_context_server.config import audit_retention
@@ -47,6 +48,7 @@ from shared_context_server.storage.sqlite.schema import SCHEMA_VERSION
 from shared_context_server.terminal import (
     MessagePrinter,
     Progress,
+    claims_table,
     counted,
     doctor_report,
     note,
@@ -95,6 +97,31 @@ def _sessions(args: argparse.Namespace, db: Target) -> int:
             note(f"MSGS counts {describe(viewer)}")
     else:
         note(f"no {'' if args.status == 'all' else args.status + ' '}sessions in {shown(db)}")
+    return 0
+
+
+def _claims(args: argparse.Namespace, db: Target) -> int:
+    from shared_context_server.blackboard import claims
+
+    async def run() -> dict[str, Any]:
+        database = await open_existing(db)
+        try:
+            if args.release is not None:
+                return await claims.break_claim(database, args.release)
+            return await claims.list_claims(database, OPERATOR, cwd=os.getcwd(), holder=args.holder)
+        finally:
+            await database.close()
+
+    data = anyio.run(run)
+    if args.json:
+        print(json.dumps(data, indent=2, ensure_ascii=False))
+    elif args.release is not None:
+        (gone,) = data["released"]
+        print(f"released claim {gone['id']} on {gone['target']}, held by {gone['holder']}")
+    elif data["claims"]:
+        print(claims_table(data["claims"]))
+    else:
+        note(f"no claims in {shown(db)}")
     return 0
 
 
@@ -356,6 +383,7 @@ def _dashboard(args: argparse.Namespace, db: Target) -> int:
 HANDLERS: dict[str, Callable[[argparse.Namespace, Target], int]] = {
     "doctor": _doctor,
     "sessions": _sessions,
+    "claims": _claims,
     "tail": _tail,
     "export": _export,
     "import": _import,

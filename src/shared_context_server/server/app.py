@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,6 +24,7 @@ from pydantic import ValidationError
 from shared_context_server.about import PACKAGE, package_version
 from shared_context_server.blackboard.audit import record_refusal
 from shared_context_server.blackboard.changes import ChangeFeed
+from shared_context_server.blackboard.claims import Presence, release_process
 from shared_context_server.blackboard.identity import Agent
 from shared_context_server.blackboard.lease import new_holder_id, release_lease
 from shared_context_server.blackboard.limits import check_depth, check_no_nul
@@ -212,6 +215,7 @@ async def _running(
     time)."""
     feed = ChangeFeed(database, settings.poll_interval)
     heartbeat = Heartbeat(database, settings.agent_type, settings.agent_id)
+    presence = Presence(socket.gethostname(), os.getpid(), secrets.token_hex(8))
     state = AppState(
         settings=settings,
         db=database,
@@ -219,6 +223,7 @@ async def _running(
         bus=bus,
         subscriptions=Subscriptions(resources.session_of),
         heartbeat=heartbeat,
+        presence=presence,
         records=records,
     )
     indexer = Indexer(database)
@@ -244,6 +249,8 @@ async def _running(
                 tg.cancel_scope.cancel()
                 with anyio.move_on_after(2, shield=True):
                     try:
+                        # Claims first: once the row is gone they are dead anyway.
+                        await release_process(database, presence)
                         await heartbeat.remove()
                         # A clean exit hands maintenance on at once, not after the lease
                         # runs out.

@@ -145,6 +145,7 @@ class CheckInbox(Input):
     # the minimal toolset's list, which a worker agent pays for on every turn.
     limit: int = DEFAULT_PAGE_LIMIT
     wait_s: float = 0
+    ack: bool = False  # acknowledge the messages addressed to you that it returns
 
 
 class SearchContext(Input):
@@ -204,6 +205,31 @@ class GetAuditLog(Input):
     action: str | None = None
     limit: int = Field(DEFAULT_PAGE_LIMIT, ge=1, le=audit.MAX_LIMIT)
     cursor: str | None = None
+
+
+class Claim(Input):
+    targets: list[str]
+    reason: str | None = None
+    # Defaults not written (None: the domain's): bytes the minimal toolset pays every turn.
+    ttl_s: int | None = None
+    shared: bool | None = None
+    session_id: SessionId | None = None
+    partial: bool | None = None
+
+
+class Release(Input):
+    targets: list[str] | None = None
+    ids: list[int] | None = None
+
+
+class ListClaims(Input):
+    prefix: str | None = None
+    holder: str | None = None
+
+
+class Acknowledge(Input):
+    session_id: SessionId
+    message_ids: list[MessageId]
 
 
 def compact_schema(model: type[BaseModel]) -> dict[str, Any]:

@@ -39,6 +39,9 @@ class Message(Output):
     metadata: Json | None
     parent_message_id: int | None
     created_at: str
+    # A message addressed with metadata.to: who acknowledged it, when; who has not yet.
+    acknowledged: dict[str, str] | None = None
+    unacknowledged: list[str] | None = None
 
 
 class CreatedSession(Output):
@@ -178,6 +181,25 @@ class AuditEntry(Output):
 class AuditPage(Output):
     entries: list[AuditEntry]
     next_cursor: str | None
+
+
+class Claimed(Output):
+    granted: list[Json]
+    conflicts: list[Json]
+
+
+class Released(Output):
+    released: list[Json]
+
+
+class ClaimList(Output):
+    claims: list[Json]
+    has_more: bool
+
+
+class Acknowledged(Output):
+    session_id: str
+    acknowledged: list[int]
 
 
 def output_schema(model: type[BaseModel]) -> dict[str, Any]:

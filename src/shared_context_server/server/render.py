@@ -105,6 +105,46 @@ def inbox(data: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
+def claimed(data: dict[str, Any]) -> str:
+    lines = [
+        f"Claimed #{c['id']} {c['target']}{' (shared)' if c['shared'] else ''} until {c['until']}"
+        for c in data["granted"]
+    ]
+    if data["conflicts"] and not data["granted"]:
+        lines.append("Nothing claimed: every target stays free (all or nothing).")
+    for c in data["conflicts"]:
+        why = f" ({c['reason']})" if c["reason"] else ""
+        lines.append(
+            f"Held: {c['target']} by {c['held_by']} as {c['claim']}{why} until {c['until']}; "
+            "message them (add_message to) or wait."
+        )
+    return "\n".join(lines)
+
+
+def released(data: dict[str, Any]) -> str:
+    if not data["released"]:
+        return "Nothing to release."
+    return "\n".join(f"Released #{c['id']} {c['target']} ({c['holder']})" for c in data["released"])
+
+
+def claim_list(data: dict[str, Any]) -> str:
+    if not data["claims"]:
+        return "No claims."
+    lines = []
+    for c in data["claims"]:
+        why = f": {c['reason']}" if c["reason"] else ""
+        shared = " shared" if c["shared"] else ""
+        lines.append(f"#{c['id']} {c['target']} by {c['holder']}{shared} until {c['until']}{why}")
+    if data["has_more"]:
+        lines.append("More: narrow with prefix or holder.")
+    return "\n".join(lines)
+
+
+def acknowledged(data: dict[str, Any]) -> str:
+    ids = ", ".join(f"#{i}" for i in data["acknowledged"])
+    return f"Acknowledged {ids} in {data['session_id']}."
+
+
 def identity(data: dict[str, Any]) -> str:
     return (
         f"You are {data['agent_id']} (type {data['agent_type']}, "

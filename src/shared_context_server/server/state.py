@@ -12,6 +12,7 @@ from mcp.server.session import ServerSession
 from mcp.server.subscriptions import InMemorySubscriptionBus
 
 from shared_context_server.blackboard.changes import ChangeFeed
+from shared_context_server.blackboard.claims import Presence
 from shared_context_server.blackboard.identity import (
     DEFAULT_PERMISSIONS,
     RESERVED_IDS,
@@ -50,6 +51,7 @@ class AppState:
     # decides what counts as news), capped per process.
     subscriptions: Subscriptions
     heartbeat: Heartbeat | None = None
+    presence: Presence | None = None  # this run, which the claims made through it live with
     # Handshake era: the connection, captured at notifications/initialized so the poller
     # can notify outside any request.
     peer: ServerSession | None = None

@@ -6,12 +6,16 @@ result. Rules live in the domain.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from shared_context_server.about import package_version
 from shared_context_server.blackboard import (
+    acks,
     audit,
     changes,
+    claim_rules,
+    claims,
     inbox,
     memory,
     messages,
@@ -127,7 +131,12 @@ async def wait_for_messages(state: AppState, agent: Agent, a: m.WaitForMessages)
 
 async def check_inbox(state: AppState, agent: Agent, a: m.CheckInbox) -> dict[str, Any]:
     return await inbox.check_inbox(
-        state.feed, agent, limit=a.limit, wait_s=a.wait_s, limits=state.settings.limits
+        state.feed,
+        agent,
+        limit=a.limit,
+        wait_s=a.wait_s,
+        limits=state.settings.limits,
+        ack=a.ack,
     )
 
 
@@ -224,6 +233,36 @@ async def get_audit_log(state: AppState, agent: Agent, a: m.GetAuditLog) -> dict
         limit=a.limit,
         cursor=a.cursor,
     )
+
+
+async def claim(state: AppState, agent: Agent, a: m.Claim) -> dict[str, Any]:
+    return await claims.claim(
+        state.db,
+        agent,
+        a.targets,
+        cwd=os.getcwd(),
+        presence=state.presence,
+        reason=a.reason,
+        ttl_s=claim_rules.DEFAULT_TTL_S if a.ttl_s is None else a.ttl_s,
+        shared=bool(a.shared),
+        session_id=a.session_id,
+        partial=bool(a.partial),
+        token_hash=tokens.token_hash(a.agent_token) if a.agent_token else None,
+    )
+
+
+async def release(state: AppState, agent: Agent, a: m.Release) -> dict[str, Any]:
+    return await claims.release(state.db, agent, cwd=os.getcwd(), targets=a.targets, ids=a.ids)
+
+
+async def list_claims(state: AppState, agent: Agent, a: m.ListClaims) -> dict[str, Any]:
+    return await claims.list_claims(
+        state.db, agent, cwd=os.getcwd(), prefix=a.prefix, holder=a.holder
+    )
+
+
+async def acknowledge(state: AppState, agent: Agent, a: m.Acknowledge) -> dict[str, Any]:
+    return await acks.acknowledge(state.db, agent, a.session_id, a.message_ids)
 
 
 # A tuple, not a list[ToolSpec[Any]]: each row keeps its own type, so mypy checks that its
@@ -333,6 +372,43 @@ _ROWS = (
         handler=check_inbox,
         render=render.inbox,
         annotations=APPEND,
+    ),
+    ToolSpec(
+        name="acknowledge",
+        description="Acknowledge messages addressed to you (metadata.to).",
+        input_model=m.Acknowledge,
+        output_model=o.Acknowledged,
+        handler=acknowledge,
+        render=render.acknowledged,
+        annotations=UPDATE,
+    ),
+    ToolSpec(
+        name="claim",
+        description="Claim paths, globs (src/**), task:keys; others' edits get refused. "
+        "All or nothing unless partial.",
+        input_model=m.Claim,
+        output_model=o.Claimed,
+        handler=claim,
+        render=render.claimed,
+        annotations=UPDATE,
+    ),
+    ToolSpec(
+        name="release",
+        description="Release your claims: targets, ids, else all.",
+        input_model=m.Release,
+        output_model=o.Released,
+        handler=release,
+        render=render.released,
+        annotations=DELETE,
+    ),
+    ToolSpec(
+        name="list_claims",
+        description="Claims held now: who, what, why, until.",
+        input_model=m.ListClaims,
+        output_model=o.ClaimList,
+        handler=list_claims,
+        render=render.claim_list,
+        annotations=READ,
     ),
     ToolSpec(
         name="search_context",

@@ -31,8 +31,9 @@ TOOL_LIST_FILE = Path(__file__).with_name("tool_list.json")
 # sessions (check_inbox, which stands in for wait_for_messages), reading a session
 # (get_context pages it; a missing session is SESSION_NOT_FOUND, so get_session is not
 # needed), posting (add_message: replies, `to`, private), starting a session for a
-# hand-off, finding earlier findings (search_context), and whoami when identities
-# confuse. Sessions' lifecycle, memory, tokens and the audit log stay with `core`.
+# hand-off, finding earlier findings (search_context), whoami when identities confuse,
+# and claiming what it works on (claim, release) so other agents' edits keep off it.
+# Sessions' lifecycle, memory, tokens and the audit log stay with `core`.
 MINIMAL = (
     "create_session",
     "add_message",
@@ -40,6 +41,8 @@ MINIMAL = (
     "check_inbox",
     "search_context",
     "whoami",
+    "claim",
+    "release",
 )
 
 

@@ -322,9 +322,61 @@ IMPORTS = (
     )""",
 )
 
+# Claims and acknowledged hand-offs: SQLite's migration 10.
+CLAIMS = (
+    """CREATE TABLE claims (
+        id BIGSERIAL PRIMARY KEY,
+        target TEXT COLLATE "C" NOT NULL,
+        kind TEXT COLLATE "C" NOT NULL CHECK (kind IN ('path', 'glob', 'task')),
+        base TEXT COLLATE "C" NOT NULL,
+        holder TEXT COLLATE "C" NOT NULL,
+        shared INTEGER NOT NULL DEFAULT 0,
+        reason TEXT COLLATE "C",
+        session_id TEXT COLLATE "C",
+        host TEXT COLLATE "C",
+        pid INTEGER,
+        process TEXT COLLATE "C",
+        token_hash TEXT COLLATE "C",
+        created_at TEXT COLLATE "C" NOT NULL,
+        renewed_at TEXT COLLATE "C" NOT NULL,
+        expires_at TEXT COLLATE "C" NOT NULL
+    )""",
+    "CREATE INDEX claims_base ON claims (base)",
+    "CREATE INDEX claims_holder ON claims (holder, target)",
+    # Claim writers update this row first: its row lock serialises them (claims.py).
+    "INSERT INTO change_counters (name, value) VALUES ('claims', 0)",
+    """CREATE TABLE addressed (
+        message_id BIGINT NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+        agent_id TEXT COLLATE "C" NOT NULL,
+        session_id TEXT COLLATE "C" NOT NULL,
+        acknowledged_at TEXT COLLATE "C",
+        nudged INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (message_id, agent_id)
+    )""",
+    "CREATE INDEX addressed_waiting ON addressed (agent_id) WHERE acknowledged_at IS NULL",
+    # A trigger of its own, so migration 1's message_inserted stays as shipped.
+    """CREATE FUNCTION message_addressed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO addressed (message_id, agent_id, session_id)
+    SELECT NEW.id, t.value, NEW.session_id
+    FROM json_each(NEW.metadata, '$.to') AS t
+    WHERE t.type = 'text' AND t.value != NEW.sender
+    ON CONFLICT DO NOTHING;
+    RETURN NULL;
+END $$""",
+    "CREATE TRIGGER message_addressed AFTER INSERT ON messages FOR EACH ROW"
+    " WHEN (NEW.metadata IS NOT NULL AND NEW.metadata LIKE '%\"to\"%')"
+    " EXECUTE FUNCTION message_addressed()",
+    """INSERT INTO addressed (message_id, agent_id, session_id, nudged)
+    SELECT m.id, t.value, m.session_id, 1 FROM messages m,
+        json_each(coalesce(m.metadata, '{}'), '$.to') AS t
+    WHERE t.type = 'text' AND t.value != m.sender ON CONFLICT DO NOTHING""",
+)
+
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: (TRIGRAM, *COMPAT, *TABLES, *TRIGGERS),
     2: IMPORTS,
+    3: CLAIMS,
 }
 
 SCHEMA_VERSION = max(MIGRATIONS)

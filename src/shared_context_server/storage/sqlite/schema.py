@@ -265,6 +265,60 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             PRIMARY KEY (session_id, original_id)
         ) WITHOUT ROWID""",
     ),
+    # Claims and acknowledged hand-offs (blackboard/claims.py, blackboard/acks.py).
+    10: (
+        # One row per target an agent holds. `base`: the target's literal directory part
+        # (the path itself; a glob's segments before its first wildcard; a task key), the
+        # index a conflict check walks. `host`/`pid`: the server process it lives with
+        # (NULL: any live process of the holder, for the hook's auto-claims); `process`:
+        # that process's run, whose clean exit releases it; `token_hash`: a sub-agent's
+        # token, whose revocation ends it.
+        """CREATE TABLE claims (
+            id INTEGER PRIMARY KEY,
+            target TEXT NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('path', 'glob', 'task')),
+            base TEXT NOT NULL,
+            holder TEXT NOT NULL,
+            shared INTEGER NOT NULL DEFAULT 0,
+            reason TEXT,
+            session_id TEXT,
+            host TEXT,
+            pid INTEGER,
+            process TEXT,
+            token_hash TEXT,
+            created_at TEXT NOT NULL,
+            renewed_at TEXT NOT NULL,
+            expires_at TEXT NOT NULL
+        )""",
+        "CREATE INDEX claims_base ON claims (base)",
+        "CREATE INDEX claims_holder ON claims (holder, target)",
+        # Claim writers update this row first: on PostgreSQL its row lock serialises them
+        # (SQLite's BEGIN IMMEDIATE already does), and its value tells watchers of a change.
+        "INSERT INTO change_counters (name, value) VALUES ('claims', 0)",
+        # Each agent a message's metadata `to` names, with when it acknowledged it (NULL:
+        # not yet) and whether the Stop hook has nudged it about it.
+        """CREATE TABLE addressed (
+            message_id INTEGER NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+            agent_id TEXT NOT NULL,
+            session_id TEXT NOT NULL,
+            acknowledged_at TEXT,
+            nudged INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (message_id, agent_id)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX addressed_waiting ON addressed (agent_id) WHERE acknowledged_at IS NULL",
+        """CREATE TRIGGER addressed_insert AFTER INSERT ON messages
+        WHEN json_valid(new.metadata) AND json_type(new.metadata, '$.to') IS NOT NULL BEGIN
+            INSERT OR IGNORE INTO addressed (message_id, agent_id, session_id)
+            SELECT new.id, t.value, new.session_id
+            FROM json_each(new.metadata, '$.to') AS t
+            WHERE t.type = 'text' AND t.value != new.sender;
+        END""",
+        # Older hand-offs: listed as unacknowledged, never nudged about.
+        """INSERT OR IGNORE INTO addressed (message_id, agent_id, session_id, nudged)
+        SELECT m.id, t.value, m.session_id, 1 FROM messages m,
+            json_each(coalesce(m.metadata, '{}'), '$.to') AS t
+        WHERE t.type = 'text' AND t.value != m.sender""",
+    ),
 }
 
 SCHEMA_VERSION = max(MIGRATIONS)
