@@ -41,6 +41,7 @@ SAMPLES: dict[str, str | None] = {
     "--maintenance-interval": "30",
     "--stdio": "threads",
     "--log-level": "INFO",
+    "--push": "channels",
 }
 SERVE_FLAGS = [a.option_strings[-1] for a in _serve_flags()._actions if a.dest != "help"]
 
