@@ -1,5 +1,7 @@
-"""`shared-context-server hook claude-code`: the inbox in front of the model, from Claude
-Code's hooks (https://code.claude.com/docs/en/hooks).
+"""`shared-context-server hook claude-code|codex`: the inbox in front of the model, from
+Claude Code's hooks (https://code.claude.com/docs/en/hooks), and claims enforced at edit
+time for both hosts (PreToolUse: hook_edits.py). Codex gets PreToolUse only: the shape
+of its other events' answers is not relied on here.
 
 Claude Code runs the command with the event as JSON on stdin (`hook_event_name`, and
 `stop_hook_active` on Stop) and reads JSON from stdout on exit 0:
@@ -9,8 +11,9 @@ Claude Code runs the command with the event as JSON on stdin (`hook_event_name`,
   "N more: call check_inbox". SessionStart shows all the agent has not read; a prompt
   shows only what no digest has mentioned yet, so the model is not told twice.
 - Stop: `{"decision": "block", "reason": ...}` once per message for the agent that it has
-  not read, so the agent reads a hand-off before it stops; never when `stop_hook_active`
-  (Claude Code is already continuing because of a Stop hook), so it cannot loop.
+  not read or not acknowledged, so the agent takes up a hand-off before it stops; never
+  when `stop_hook_active` (Claude Code is already continuing because of a Stop hook), so
+  it cannot loop.
 
 The digest does not mark messages read: it shows snippets, and check_inbox hands out the
 messages themselves; it records what it mentioned (`hinted_id`, `nudged_id`), which
@@ -229,7 +232,7 @@ def run(argv: list[str], stdin: str, environ: Mapping[str, str]) -> dict[str, An
             return edits.decide(board, agent, files)
         finally:
             board.close()
-    if event not in ("SessionStart", "UserPromptSubmit", "Stop"):
+    if event not in ("SessionStart", "UserPromptSubmit", "Stop") or agent.host != "claude-code":
         return None  # another event wired to this command: nothing to add
     if event == "Stop" and payload.get("stop_hook_active"):
         return None  # already continuing because of a Stop hook: let the agent stop

@@ -1,7 +1,8 @@
 """The PostgreSQL schema, as numbered migrations recorded in `schema_history`.
 
 The same tables, columns, indexes and trigger behaviour as the SQLite file at its schema 7
-(migrations.py), numbered on their own: a database starts at the current shape. Append a
+(migrations.py; migration 2 adds SQLite's 9, claims and acknowledgements), numbered on
+their own: a database starts at the current shape. Append a
 new number for every change; never edit one that has shipped. Times stay ISO-8601 text,
 and every text column is `COLLATE "C"` (byte order, as SQLite's BINARY), so rows read,
 compare and sort the same on both engines.
