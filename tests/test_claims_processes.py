@@ -182,3 +182,16 @@ async def test_the_claims_command_lists_and_breaks_a_claim_as_operator(
         assert [(e["agent_id"], e["detail"]) for e in log] == [("operator", "held by alice")]
     finally:
         await database.close()
+
+
+async def test_a_sub_agents_claim_ends_with_its_token(target: Target, tmp_path: Path) -> None:
+    edit = edit_event(tmp_path, "Edit", "src/a.py")
+    async with spawn(target, "--agent-id", "alice") as alice:
+        token = (await ok(alice, "authenticate_agent", agent_id="alice/helper"))["token"]
+        await ok(alice, "claim", targets=[f"{tmp_path}/src/**"], agent_token=token)
+        assert "alice/helper" in denial(
+            hook("claude-code", "bob", target, edit), CLAUDE_PRE_TOOL_USE
+        )
+        assert allowed(hook("claude-code", "alice", target, edit))  # its parent may edit
+        await ok(alice, "revoke_token", token=token)
+        assert allowed(hook("claude-code", "bob", target, edit))
