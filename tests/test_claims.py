@@ -197,3 +197,15 @@ async def test_check_inbox_puts_unacknowledged_hand_offs_first_and_acks_them(db:
     assert first["id"] == message_id
     message: dict[str, Any] = dict(await messages.get_message(db, ALICE, session_id, message_id))
     assert "carol" in message["acknowledged"] and message["unacknowledged"] == ["bob"]
+
+
+async def test_maintenance_deletes_the_rows_of_ended_claims_only(db: Store) -> None:
+    await take(db, ALICE, "src/a.py", ttl_s=1)
+    await take(db, BOB, "src/b.py")
+
+    def expire(conn: Any) -> None:
+        conn.execute("UPDATE claims SET expires_at = ? WHERE holder = 'alice'", (iso(now_utc()),))
+
+    await db.transact(expire)
+    assert await claims.sweep_ended_claims(db) == 1
+    assert [r[0] for r in await db.read("SELECT holder FROM claims")] == ["bob"]

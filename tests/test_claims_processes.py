@@ -15,7 +15,7 @@ import anyio
 from shared_context_server.blackboard import audit, claim_rules
 from shared_context_server.storage.opener import open_store
 from shared_context_server.storage.seam import Target
-from tests.conftest import ADMIN, INITIALIZE, INITIALIZED, ok, spawn, tool_call
+from tests.conftest import ADMIN, INITIALIZE, INITIALIZED, ok, run_cli, spawn, tool_call
 from tests.test_hook_claims import CLAUDE_PRE_TOOL_USE, allowed, denial, edit_event, hook
 
 CLAIMERS = 20
@@ -160,3 +160,39 @@ async def test_a_killed_holder_blocks_nobody_and_a_clean_exit_releases(
         assert (log[0]["agent_id"], log[0]["detail"]) == ("carol", "its server process ended")
     finally:
         await database.close()
+
+
+async def test_the_claims_command_lists_and_breaks_a_claim_as_operator(
+    target: Target, tmp_path: Path
+) -> None:
+    async with spawn(target, "--agent-id", "alice") as alice:
+        held = await ok(alice, "claim", targets=[f"{tmp_path}/src/**"], reason="stuck agent")
+        claim_id = held["granted"][0]["id"]
+        listed = run_cli("claims", "--db", str(target))
+        assert listed.returncode == 0, listed.stderr
+        assert "alice" in listed.stdout and "stuck agent" in listed.stdout
+        broken = run_cli("claims", "--db", str(target), "--release", str(claim_id))
+        assert broken.returncode == 0, broken.stderr
+        assert f"released claim {claim_id}" in broken.stdout and "alice" in broken.stdout
+        assert (await ok(alice, "list_claims"))["claims"] == []
+        again = run_cli("claims", "--db", str(target), "--release", str(claim_id))
+        assert again.returncode == 2 and "no claim" in again.stderr
+    database = await open_store(target)
+    try:
+        log = (await audit.get_audit_log(database, ADMIN, action="break_claim"))["entries"]
+        assert [(e["agent_id"], e["detail"]) for e in log] == [("operator", "held by alice")]
+    finally:
+        await database.close()
+
+
+async def test_a_sub_agents_claim_ends_with_its_token(target: Target, tmp_path: Path) -> None:
+    edit = edit_event(tmp_path, "Edit", "src/a.py")
+    async with spawn(target, "--agent-id", "alice") as alice:
+        token = (await ok(alice, "authenticate_agent", agent_id="alice/helper"))["token"]
+        await ok(alice, "claim", targets=[f"{tmp_path}/src/**"], agent_token=token)
+        assert "alice/helper" in denial(
+            hook("claude-code", "bob", target, edit), CLAUDE_PRE_TOOL_USE
+        )
+        assert allowed(hook("claude-code", "alice", target, edit))  # its parent may edit
+        await ok(alice, "revoke_token", token=token)
+        assert allowed(hook("claude-code", "bob", target, edit))

@@ -277,3 +277,36 @@ async def test_only_an_admin_lists_every_agents_memory_keys_page_by_page(db: Sto
     assert pairs == [("alice", "a1"), ("alice", "a2"), ("bob", "b1")]
     assert rest["next_cursor"] is None
     assert (await memory.any_memory(db, ADMIN, "bob", "b1"))["value"] == 1
+
+
+async def test_the_page_shows_claims_and_who_acknowledged_a_hand_off_live(target: Target) -> None:
+    from shared_context_server.blackboard import acks, claims, messages, sessions
+
+    database = await open_store(target)
+    try:
+        sid = (await sessions.create_session(database, ALICE, "hand-offs"))["id"]
+        posted = await messages.add_message(
+            database, ALICE, sid, "bob: take the parser", metadata={"to": ["bob"]}
+        )
+        await claims.claim(
+            database, ALICE, ["/repo/src/**"], cwd="/", presence=None, reason="parser rewrite"
+        )
+    finally:
+        await database.close()
+    async with dashboard(target) as dash, dash.client() as client:
+        (claim,) = (await client.get("/api/claims")).json()
+        assert (claim["holder"], claim["target"], claim["reason"]) == (
+            "alice",
+            "/repo/src/**",
+            "parser rewrite",
+        )
+        assert {"since", "until"} <= set(claim)
+        (message,) = (await client.get(f"/api/sessions/{sid}/messages")).json()["messages"]
+        assert message["unacknowledged"] == ["bob"] and message["acknowledged"] == {}
+        database = await open_store(target)
+        try:
+            await acks.acknowledge(database, BOB, sid, [posted["message_id"]])
+        finally:
+            await database.close()
+        (message,) = (await client.get(f"/api/sessions/{sid}/messages")).json()["messages"]
+        assert list(message["acknowledged"]) == ["bob"] and message["unacknowledged"] == []

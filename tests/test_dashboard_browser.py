@@ -225,3 +225,29 @@ async def test_another_local_service_never_receives_the_cookie_nor_the_token(
     assert not any(dash.token in text for text in [*heads, *sent])  # not in a Referer
     assert cookie["domain"] == dash.host and cookie["value"] != dash.token
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+
+
+async def test_claims_and_acknowledgements_show_live(target: Target, browser: Browser) -> None:
+    sid = await blackboard(target)
+    async with (
+        dashboard(target) as dash,
+        spawn(target, "--agent-id", "bob", "--agent-type", "reviewer") as bob,
+        spawn(target, "--agent-id", "carol", "--agent-type", "writer") as carol,
+    ):
+        page = await open_page(browser, dash.url)
+        await expect(page.locator("#live")).to_have_class(re.compile("on"))  # sessions loaded
+        await page.goto(f"{dash.base}/#/claims")
+        await expect(page.locator("main")).to_contain_text("Nobody holds a claim")
+        await ok(bob, "claim", targets=["/repo/src/**"], reason="parser rewrite")
+        row = page.locator("tr[data-claim]")
+        await expect(row).to_contain_text("/repo/src/**", timeout=LIVE_WITHIN_MS + 4000)
+        await expect(row).to_contain_text("parser rewrite")
+        handed = await ok(
+            bob, "add_message", session_id=sid, content="carol: docs", metadata={"to": ["carol"]}
+        )
+        await page.goto(f"{dash.base}/#/s/{sid}")
+        acks = page.locator(f'[data-acks="{handed["message_id"]}"]')
+        await expect(acks).to_contain_text("awaiting carol")
+        await ok(carol, "acknowledge", session_id=sid, message_ids=[handed["message_id"]])
+        await expect(acks).to_contain_text("acknowledged by carol", timeout=LIVE_WITHIN_MS + 4000)
+        assert page.errors == []  # type: ignore[attr-defined]

@@ -71,14 +71,16 @@ async def test_replies_and_messages_addressed_by_to_come_first_and_are_flagged(
     async with feed_of(db) as feed:
         inbox = await check_inbox(feed, ALICE)
     assert inbox["for_you"] == 2
+    # A hand-off awaiting alice's acknowledgement first, then replies, then the rest.
     first, second = inbox["sessions"]
-    assert [m["content"] for m in first["messages"]] == [
+    assert first["session_id"] == other and first["messages"][0]["for_you"]
+    assert first["messages"][0]["unacknowledged"] == ["alice"]
+    assert [m["content"] for m in second["messages"]] == [
         "re: finding",
         "chatter",
         "@alice in content is not an address",
     ]
-    assert [m["for_you"] for m in first["messages"]] == [True, False, False]
-    assert second["session_id"] == other and second["messages"][0]["for_you"]
+    assert [m["for_you"] for m in second["messages"]] == [True, False, False]
 
 
 async def test_a_private_message_of_another_agent_never_reaches_the_inbox(db: Store) -> None:

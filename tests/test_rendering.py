@@ -152,7 +152,7 @@ async def test_tail_parses_back_into_exactly_the_real_messages(target: Target) -
     assert_reads_back(tail.stdout, real)
 
 
-DIGEST_LINE = re.compile(r'- for you: #(\d+) from (\S+) in (\S+): (".*")')
+DIGEST_LINE = re.compile(r'- for you(?:, acknowledge it)?: #(\d+) from (\S+) in (\S+): (".*")')
 OTHER_LINES = re.compile(r'Shared blackboard: .*|- sess_\w+ ".*|\d+\+? more: call check_inbox\.')
 
 

@@ -11,8 +11,9 @@ Claude Code runs the command with the event as JSON on stdin (`hook_event_name`,
   "N more: call check_inbox". SessionStart shows all the agent has not read; a prompt
   shows only what no digest has mentioned yet, so the model is not told twice.
 - Stop: `{"decision": "block", "reason": ...}` once per message for the agent that it has
-  not read, so the agent reads a hand-off before it stops; never when `stop_hook_active`
-  (Claude Code is already continuing because of a Stop hook), so it cannot loop.
+  not read or not acknowledged, so the agent takes up a hand-off before it stops; never
+  when `stop_hook_active` (Claude Code is already continuing because of a Stop hook), so
+  it cannot loop.
 
 The digest does not mark messages read: it shows snippets, and check_inbox hands out the
 messages themselves; it records what it mentioned (`hinted_id`, `nudged_id`), which

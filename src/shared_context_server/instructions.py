@@ -9,5 +9,7 @@ AGENT_INSTRUCTIONS = (
     "addressed to you (metadata.to) first; pass wait_s to wait for news instead of "
     "sleeping. Work in a session (create_session, or a session_id you were given): post "
     'findings and hand-offs with add_message (metadata {"to": ["agent-id"]} addresses '
-    "one, parent_message_id replies), and read a session with get_context."
+    "one, parent_message_id replies), and read a session with get_context. Before editing "
+    "files other agents may touch, claim them (claim with a reason; release when done); "
+    "acknowledge hand-offs addressed to you."
 )

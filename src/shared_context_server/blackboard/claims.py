@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from shared_context_server.blackboard import claim_rules as rules
@@ -34,6 +34,13 @@ SELECT_ONE = "SELECT id, target, holder FROM claims WHERE id = ?"
 SELECT_HELD = "SELECT id, target FROM claims WHERE holder = ? ORDER BY id"
 SELECT_OF_PROCESS = "SELECT id, target, holder FROM claims WHERE process = ?"
 DELETE_EXPIRED = "DELETE FROM claims WHERE expires_at <= ?"
+SWEEP_BATCH = 1000
+# Rows of claims that have ended (expired, token gone, holder gone): reads already skip
+# them; maintenance deletes them in batches.
+DELETE_ENDED = (
+    "DELETE FROM claims WHERE id IN (SELECT c.id FROM claims c"  # noqa: S608 (constants)
+    f" WHERE NOT ({rules.LIVE_SQL}) LIMIT ?)"
+)
 LIST = (
     f"SELECT {rules.CLAIM_COLUMNS} FROM claims c"  # noqa: S608 (constants)
     " WHERE (? IS NULL OR c.holder = ?) AND (? IS NULL OR substr(c.target, 1, ?) = ?)"
@@ -255,3 +262,15 @@ async def list_claims(
     host = socket.gethostname()
     claims = [claim_dict(r) for r in rows[:limit] if not rules.gone_here(r, host)]
     return {"claims": claims, "has_more": len(rows) > limit}
+
+
+async def sweep_ended_claims(db: Store, *, now: datetime | None = None) -> int:
+    """Delete a batch of claims that have ended (maintenance); returns how many."""
+    moment = now or now_utc()
+    params = (*rules.live_params(iso(moment), stale_cutoff(moment)), SWEEP_BATCH)
+
+    def work(conn: Conn) -> int:
+        return int(conn.execute(DELETE_ENDED, params).rowcount)
+
+    count: int = await db.transact(work)
+    return count

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 import anyio
 
 from shared_context_server.blackboard.audit import trim_audit_log
+from shared_context_server.blackboard.claims import sweep_ended_claims
 from shared_context_server.blackboard.identity import Agent
 from shared_context_server.blackboard.lease import acquire_lease
 from shared_context_server.blackboard.memory import sweep_expired_memory
@@ -60,6 +61,8 @@ async def _archive(db: Store, policy: Policy, holder: str, now: datetime) -> int
 JOBS: dict[str, Job] = {
     "expired_memory": lambda db, policy, holder, now: sweep_expired_memory(db, now=now),
     "expired_tokens": lambda db, policy, holder, now: sweep_expired_tokens(db, now=now),
+    # Claims whose holder, token or time is gone: already ignored; their rows go here.
+    "ended_claims": lambda db, policy, holder, now: sweep_ended_claims(db, now=now),
     "idle_sessions_archived": _archive,
     "audit_trimmed": lambda db, policy, holder, now: trim_audit_log(
         db, policy.audit_retention_days, now=now

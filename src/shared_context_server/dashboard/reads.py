@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from shared_context_server.blackboard import audit, memory
+from shared_context_server.blackboard import audit, claims, memory
 from shared_context_server.blackboard.activity import messages_over_time, session_senders
 from shared_context_server.blackboard.identity import Agent
 from shared_context_server.blackboard.messages import Message, get_context, get_message
@@ -107,6 +107,11 @@ class Reader:
     async def processes(self) -> list[dict[str, Any]]:
         """The live heartbeat rows `doctor` reads; a read-only look deletes nothing."""
         return await live_processes(self.db, forget_stale=False)
+
+    async def claims(self) -> list[dict[str, Any]]:
+        """The live claims, by target: who holds what, why, since and until (everyone's
+        to see, as list_claims shows them)."""
+        return list((await claims.list_claims(self.db, self.viewer, cwd="/"))["claims"])
 
     def _admin(self, what: str) -> None:
         if not self.viewer.is_admin:

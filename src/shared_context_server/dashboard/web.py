@@ -120,6 +120,9 @@ def build_app(reader: Reader, changes: Changes, token: str, host: str, port: int
     async def processes(request: Request) -> Response:
         return _json(await reader.processes())
 
+    async def claims(request: Request) -> Response:
+        return _json(await reader.claims())
+
     async def audit_log(request: Request) -> Response:
         names = ("session_id", "agent_id", "action", "cursor")
         return _json(await reader.audit(*(_text(request, n) for n in names)))
@@ -173,6 +176,7 @@ def build_app(reader: Reader, changes: Changes, token: str, host: str, port: int
         ("/api/sessions/{sid}/activity", activity),
         ("/api/search", search),
         ("/api/processes", processes),
+        ("/api/claims", claims),
         ("/api/audit", audit_log),
         ("/api/memory", memory_keys),
         ("/api/memory/value", memory_value),

@@ -143,7 +143,17 @@ function messageCard(m, parents) {
       h("span", { class: "mid mono" }, `#${m.id}`)),
     reply,
     h("div", { class: "content" }, m.content),
+    acks(m),
     meta);
+}
+
+// A hand-off (metadata.to): who has acknowledged it, and who has not yet.
+function acks(m) {
+  if (!m.unacknowledged) return null;
+  const done = Object.keys(m.acknowledged || {});
+  return h("div", { class: "acks", "data-acks": m.id },
+    done.length ? `✓ acknowledged by ${done.join(", ")}` : "not acknowledged yet",
+    m.unacknowledged.length ? h("span", { class: "awaiting" }, ` · awaiting ${m.unacknowledged.join(", ")}`) : "");
 }
 
 function chart(data, width) {
@@ -219,6 +229,15 @@ async function viewSession(main, sid, focus) {
     const found = await api(`/api/search?session=${enc}&q=${encodeURIComponent(q)}`);
     results.replaceChildren(...(found.length ? found.map(resultCard) : [h("div", { class: "empty" }, "No match.")]));
   }, 300));
+  // An acknowledgement changes no message: re-read the latest page's and redraw them.
+  const refreshAcks = async () => {
+    const latest = await api(`/api/sessions/${enc}/messages`);
+    latest.messages.forEach((m) => {
+      const old = document.querySelector(`[data-acks="${m.id}"]`);
+      const fresh = acks(m);
+      if (old && fresh) old.replaceWith(fresh);
+    });
+  };
   await Promise.all([header(), drawChart()]);  // the layout settles before scrolling
   const target = focus && $(`m-${focus}`);
   if (target) { target.classList.add("target"); target.scrollIntoView({ block: "center" }); } else window.scrollTo(0, document.documentElement.scrollHeight);
@@ -233,7 +252,7 @@ async function viewSession(main, sid, focus) {
       if (atBottom) window.scrollTo(0, document.documentElement.scrollHeight);
       else if (cards.length) $("new-below").hidden = false;
     }
-    debounce("session-header", async () => { await header(); await drawChart(); }, 1000);
+    debounce("session-header", async () => { await header(); await drawChart(); await refreshAcks(); }, 1000);
   });
 }
 
@@ -253,6 +272,25 @@ async function viewProcesses(main) {
   await load();
   listen("/api/events", () => debounce("processes", load, 500));
   // A killed process commits nothing: its row ages out (15 s) without a change to follow.
+  state.poll = setInterval(() => load().catch(showError), 10000);
+}
+
+// ---- claims ----
+async function viewClaims(main) {
+  const body = h("tbody");
+  main.append(h("h1", {}, "Claims"),
+    h("p", { class: "sub" }, "What agents are working on now: edits of a claimed file by another agent are refused by the hooks."),
+    h("table", {}, h("thead", {}, h("tr", {}, ...["holder", "target", "reason", "since", "until"].map((c) => h("th", {}, c)))), body));
+  const load = async () => {
+    const rows = await api("/api/claims");
+    body.replaceChildren(...(rows.length ? rows.map((c) => h("tr", { "data-claim": c.id },
+      h("td", {}, c.holder), h("td", { class: "mono" }, c.target + (c.shared ? " (shared)" : "")),
+      h("td", {}, c.reason || ""), h("td", {}, when(c.since)), h("td", {}, when(c.until))))
+      : [h("tr", {}, h("td", { class: "empty", colspan: 5 }, "Nobody holds a claim."))]));
+  };
+  await load();
+  listen("/api/events", () => debounce("claims", load, 500));
+  // A claim also ends with its holder's process or its expiry, which commit nothing.
   state.poll = setInterval(() => load().catch(showError), 10000);
 }
 
@@ -326,6 +364,7 @@ async function route() {
   try {
     if (view === "session") await viewSession(main, parts[1], parts[2]);
     else if (view === "processes") await viewProcesses(main);
+    else if (view === "claims") await viewClaims(main);
     else if (view === "audit") await viewAudit(main);
     else if (view === "memory") await viewMemory(main);
     else await viewSessions(main);

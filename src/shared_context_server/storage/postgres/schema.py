@@ -1,8 +1,9 @@
 """The PostgreSQL schema, as numbered migrations recorded in `schema_history`.
 
-The same tables, columns, indexes and trigger behaviour as the SQLite file at its schema 9
-(sqlite/schema.py), numbered on their own: a database starts at the current shape.
-Append a new number for every change; never edit one that has shipped. Times stay ISO-8601 text,
+The same tables, columns, indexes and trigger behaviour as the SQLite file at its schema 10
+(sqlite/schema.py; migrations 2 and 3 here add SQLite's 9 and 10), numbered on their own:
+a database starts at the current shape. Append a new number for every change; never edit
+one that has shipped. Times stay ISO-8601 text,
 and every text column is `COLLATE "C"` (byte order, as SQLite's BINARY), so rows read,
 compare and sort the same on both engines.
 
