@@ -17,7 +17,7 @@ from shared_context_server.config import Settings
 from shared_context_server.instructions import AGENT_INSTRUCTIONS
 from shared_context_server.server.toolsets import MINIMAL, tool_list_size_for, tools_for
 from shared_context_server.store import Target
-from tests.conftest import connect, ok, run_cli, spawn
+from tests.support import connect, ok, run_cli, spawn
 
 ROOT = Path(__file__).parents[1]
 

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from shared_context_server.cli import COMMANDS
-from tests.conftest import run_cli
+from tests.support import run_cli
 
 run = run_cli
 

@@ -19,8 +19,8 @@ from shared_context_server.blackboard.activity import messages_over_time
 from shared_context_server.dashboard.live import Changes
 from shared_context_server.errors import PermissionDenied
 from shared_context_server.store import Store, Target, open_store
-from tests.conftest import ADMIN, ALICE, BOB, ok, spawn
 from tests.dashboard_process import SECRETS, blackboard, dashboard
+from tests.support import ADMIN, ALICE, BOB, ok, spawn
 
 VIEWS = {  # dashboard flags -> the secrets that viewer may read
     (): set(),

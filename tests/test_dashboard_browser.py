@@ -13,8 +13,8 @@ import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
 from shared_context_server.store import Target
-from tests.conftest import ok, spawn
 from tests.dashboard_process import HOSTILE, SECRETS, blackboard, dashboard
+from tests.support import ok, spawn
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [

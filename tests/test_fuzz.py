@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from shared_context_server.server.toolsets import tool_list_for
 from shared_context_server.store import Target
-from tests.conftest import ENGINES, INITIALIZE, INITIALIZED, create_database, tool_call
+from tests.support import ENGINES, INITIALIZE, INITIALIZED, create_database, tool_call
 
 # The codes the README documents for tool errors (INTERNAL_ERROR is a bug, not a code).
 DOCUMENTED_CODES = {

@@ -18,7 +18,7 @@ from shared_context_server import config, db, hook
 from shared_context_server.blackboard import messages, sessions
 from shared_context_server.blackboard.identity import Agent
 from shared_context_server.store import Target, open_store
-from tests.conftest import ALICE, BOB, CAROL
+from tests.support import ALICE, BOB, CAROL
 
 # The facts of Claude Code's hooks reference (https://code.claude.com/docs/en/hooks) that
 # this hook relies on, written down so a change on either side fails here.

@@ -23,7 +23,7 @@ from shared_context_server.db import Database
 from shared_context_server.errors import BlackboardError, InvalidInput
 from shared_context_server.server.state import client_agent_id
 from shared_context_server.store import Target
-from tests.conftest import ALICE, ENGINES, ERAS, connect, fails, ok, run_cli
+from tests.support import ALICE, ENGINES, ERAS, connect, fails, ok, run_cli
 
 
 def nested(depth: int, leaf: Any = 1) -> Any:

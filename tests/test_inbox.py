@@ -17,7 +17,7 @@ from shared_context_server.blackboard.inbox import check_inbox
 from shared_context_server.db import Database
 from shared_context_server.errors import InvalidInput
 from shared_context_server.store import Store, Target, open_store
-from tests.conftest import ALICE, BOB, CAROL, fails, ok, poll_until, spawn
+from tests.support import ALICE, BOB, CAROL, fails, ok, poll_until, spawn
 
 DAVE = Agent("dave", "reviewer")
 

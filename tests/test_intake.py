@@ -19,7 +19,7 @@ import anyio
 import pytest
 
 from shared_context_server.server.intake import MAX_IN_FLIGHT, MAX_LINE_DEPTH
-from tests.conftest import INITIALIZE, INITIALIZED, poll_until, tool_call
+from tests.support import INITIALIZE, INITIALIZED, poll_until, tool_call
 
 TRANSPORTS = ["auto", "threads"]
 

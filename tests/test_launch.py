@@ -32,7 +32,7 @@ from shared_context_server.errors import InvalidInput
 from shared_context_server.migrations import SCHEMA_VERSION
 from shared_context_server.operations import client_config
 from shared_context_server.operations.client_config import server_command, uv_cache_of
-from tests.conftest import poll_until, run_cli
+from tests.support import poll_until, run_cli
 
 ROOT = Path(__file__).parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())

@@ -23,7 +23,7 @@ from shared_context_server.config import Settings, resolve_settings
 from shared_context_server.db import Database
 from shared_context_server.errors import InvalidInput, TokenInvalid
 from shared_context_server.store import Store, Target, open_store
-from tests.conftest import ADMIN, ALICE, connect, execute, ok, poll_until_true, rows
+from tests.support import ADMIN, ALICE, connect, execute, ok, poll_until_true, rows
 
 
 async def test_a_round_sweeps_expired_tokens_and_keeps_live_ones(db: Store) -> None:

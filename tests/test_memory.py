@@ -24,7 +24,7 @@ from shared_context_server.errors import (
     SessionNotFound,
 )
 from shared_context_server.store import Store, Target, open_store
-from tests.conftest import ALICE, BOB, ERAS, connect, fails, ok, poll_until_true
+from tests.support import ALICE, BOB, ERAS, connect, fails, ok, poll_until_true
 
 YEAR = 365 * 24 * 3600
 PAST = datetime.now(UTC) - timedelta(hours=1)  # a clock an hour behind: entries expire "now"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio
 
 from shared_context_server.store import Target
-from tests.conftest import fails, ok, spawn
+from tests.support import fails, ok, spawn
 
 
 async def test_one_agents_memory_is_invisible_to_another_agents_process(target: Target) -> None:

@@ -23,7 +23,7 @@ from shared_context_server.blackboard.sessions import create_session, update_ses
 from shared_context_server.blackboard.tokens import authenticate_agent
 from shared_context_server.config import ENV_AUDIT_RETENTION
 from shared_context_server.store import Target, open_store
-from tests.conftest import ADMIN, ALICE, BOB, CAROL, execute, ok, rows, run_cli, spawn
+from tests.support import ADMIN, ALICE, BOB, CAROL, execute, ok, rows, run_cli, spawn
 
 run = run_cli
 

@@ -350,8 +350,8 @@ async def test_upkeep_flushes_the_trigram_index_so_a_large_sessions_search_uses_
 ) -> None:
     from shared_context_server.blackboard import search, sessions
     from shared_context_server.blackboard.identity import visible_to
-    from tests.conftest import ALICE
     from tests.corpus import corpus
+    from tests.support import ALICE
 
     db = await PgDatabase.open(pg_migrated_url)
     try:

@@ -14,8 +14,8 @@ from typing import Any
 import anyio
 import psycopg
 
-from tests.conftest import INITIALIZE, INITIALIZED, ok, spawn, tool_call
 from tests.pg_cluster import Cluster
+from tests.support import INITIALIZE, INITIALIZED, ok, spawn, tool_call
 
 WRITERS = 20
 PER_WRITER = 30

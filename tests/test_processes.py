@@ -15,7 +15,7 @@ from mcp import Client
 
 from shared_context_server.migrations import SCHEMA_VERSION
 from shared_context_server.store import Target
-from tests.conftest import INITIALIZE, INITIALIZED, ok, server_params, spawn, tool_call
+from tests.support import INITIALIZE, INITIALIZED, ok, server_params, spawn, tool_call
 
 WRITERS = 20
 PER_WRITER = 100

@@ -13,7 +13,7 @@ import pytest
 from shared_context_server.blackboard import memory, search, sessions
 from shared_context_server.db import Database
 from shared_context_server.store import Store
-from tests.conftest import ALICE, BOB
+from tests.support import ALICE, BOB
 
 
 def plan(path: Path, sql: str) -> str:

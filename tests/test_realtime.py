@@ -20,7 +20,7 @@ from shared_context_server.blackboard.changes import Change, ChangeFeed, wait_fo
 from shared_context_server.config import ENV_POLL_INTERVAL, Settings, resolve_settings
 from shared_context_server.errors import InvalidInput, SessionNotFound
 from shared_context_server.store import Store, Target, open_store
-from tests.conftest import (
+from tests.support import (
     ALICE,
     BOB,
     ERAS,

@@ -21,7 +21,7 @@ from shared_context_server.blackboard.records.raw_pg import PgRawQueries
 from shared_context_server.blackboard.records.store import RecordsStore
 from shared_context_server.errors import BlackboardError
 from shared_context_server.store import Target, open_store
-from tests.conftest import ALICE, BOB, ENGINES
+from tests.support import ALICE, BOB, ENGINES
 
 TASKS = {"title": "TEXT NOT NULL", "claimed_by": "TEXT", "priority": "INTEGER", "done": "BOOLEAN"}
 

@@ -18,8 +18,8 @@ from shared_context_server.db import Database
 from shared_context_server.errors import InvalidInput, SessionNotFound
 from shared_context_server.migrations import MIGRATIONS
 from shared_context_server.store import Conn, Store, Target, open_store
-from tests.conftest import ADMIN, ALICE, BOB, CAROL, ERAS, connect, fails, ok
 from tests.corpus import corpus, with_typo
+from tests.support import ADMIN, ALICE, BOB, CAROL, ERAS, connect, fails, ok
 
 
 async def new_session(db: Store) -> str:

@@ -19,7 +19,7 @@ from shared_context_server.operations.transfer import (
 )
 from shared_context_server.operations.watch import count_visible, session_overview
 from shared_context_server.store import Store
-from tests.conftest import ADMIN, ALICE, BOB, CAROL
+from tests.support import ADMIN, ALICE, BOB, CAROL
 
 VIEWERS = (ALICE, BOB, CAROL, ADMIN)
 DIRECT = (

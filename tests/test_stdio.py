@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from shared_context_server.server.stdio import MAX_LINE_BYTES
-from tests.conftest import INITIALIZE, INITIALIZED, ok, spawn, tool_call
+from tests.support import INITIALIZE, INITIALIZED, ok, spawn, tool_call
 
 
 def popen(db: Path, **env: str) -> subprocess.Popen[str]:

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from shared_context_server.migrations import SCHEMA_VERSION
-from tests.conftest import INITIALIZE, INITIALIZED, tool_call
+from tests.support import INITIALIZE, INITIALIZED, tool_call
 
 SERVER = [sys.executable, "-m", "shared_context_server"]
 MESSAGE_ROOT_PAGES = (

@@ -16,7 +16,7 @@ from shared_context_server.postgres_schema import SCHEMA_VERSION as PG_SCHEMA_VE
 from shared_context_server.server.tools import TOOLS
 from shared_context_server.server.toolsets import tool_list_size_for
 from shared_context_server.store import Target, is_postgres_url
-from tests.conftest import ERAS, connect, fails, ok
+from tests.support import ERAS, connect, fails, ok
 
 pytestmark = pytest.mark.parametrize("era", ERAS)
 
