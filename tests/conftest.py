@@ -116,3 +116,15 @@ def make_target(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[str
         return url
 
     return make
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark `quick` (README "Development": `pytest -m quick`) every test that runs in this
+    process on SQLite: not a test marked `processes` (it starts servers, dashboards or a
+    browser), not a run on PostgreSQL, not a test of the PostgreSQL cluster itself."""
+    for item in items:
+        params = getattr(item, "callspec", None)
+        on_postgres = params is not None and "postgres" in params.params.values()
+        uses_cluster = "pg_cluster" in getattr(item, "fixturenames", ())
+        if not (on_postgres or uses_cluster or item.get_closest_marker("processes")):
+            item.add_marker(pytest.mark.quick)

@@ -33,6 +33,7 @@ def as_claude_code_runs(command: str, event: dict[str, str]) -> str:
     ).stdout
 
 
+@pytest.mark.processes
 def test_config_codex_prints_a_toml_mcp_servers_table_codex_can_read(tmp_path: Path) -> None:
     db = tmp_path / 'a "quoted" dir' / "bb.db"
     proc = run("config", "codex", "--agent-id", "codex-1", "--db", str(db), "--name", "shared ctx")
@@ -44,6 +45,7 @@ def test_config_codex_prints_a_toml_mcp_servers_table_codex_can_read(tmp_path: P
     assert "config.toml" in proc.stderr
 
 
+@pytest.mark.processes
 async def test_config_hooks_wires_the_hook_with_the_mcp_entrys_identity_and_file(
     target: Target,
 ) -> None:
@@ -70,6 +72,7 @@ async def test_config_hooks_wires_the_hook_with_the_mcp_entrys_identity_and_file
     assert '"hi"' in json.loads(out)["hookSpecificOutput"]["additionalContext"]
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize(
     ("args", "said"),
     [
@@ -83,6 +86,7 @@ def test_config_refuses_what_it_cannot_print(args: tuple[str, ...], said: str) -
     assert proc.returncode == 2 and said in proc.stderr and proc.stdout == ""
 
 
+@pytest.mark.processes
 async def test_instructions_are_the_initialize_result_and_config_prints_them(
     target: Target,
 ) -> None:
@@ -125,6 +129,7 @@ def test_the_readme_table_of_profiles_gives_each_size() -> None:
         assert float(row.group(1)) == round(size / 1000, 1), profile
 
 
+@pytest.mark.processes
 def test_the_readme_codex_block_is_what_config_codex_prints() -> None:
     readme = (ROOT / "README.md").read_text()
     (block,) = re.findall(r"```toml\n(.*?)\n```", readme, re.S)

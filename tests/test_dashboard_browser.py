@@ -34,10 +34,13 @@ FIRST_VISIBLE = """() => {
   return [m.id, Math.round(m.getBoundingClientRect().top)];
 }"""
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("chromium") is None,
-    reason="needs Debian's chromium (apt-get install chromium; .ci/run installs it)",
-)
+pytestmark = [
+    pytest.mark.processes,  # a browser and real dashboard and server processes: never quick
+    pytest.mark.skipif(
+        shutil.which("chromium") is None,
+        reason="needs Debian's chromium (apt-get install chromium; .ci/run installs it)",
+    ),
+]
 
 
 @pytest.fixture

@@ -257,6 +257,7 @@ WEIRD_TEXT = st.sampled_from(
 ) | st.text(max_size=40)
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("tool", TOOLS, ids=lambda tool: tool.name)
 def test_every_tool_answers_any_arguments_with_a_documented_code(
     wire: Wire, known: dict[str, Any], tool: Any

@@ -277,6 +277,7 @@ def _set(path: str, value: Any) -> Any:
     return change
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize(
     ("change", "phrase"),
     [
@@ -304,6 +305,7 @@ def test_import_refuses_what_a_tool_would_refuse_in_one_line(
     assert_one_line_error(proc, phrase)
 
 
+@pytest.mark.processes
 def test_export_does_not_replace_an_existing_file_or_fifo_without_force(tmp_path: Path) -> None:
     db = tmp_path / "bb.db"
     assert (

@@ -147,6 +147,7 @@ async def test_check_inbox_refuses_arguments_out_of_range(
 # --------------------------------------------------------------------- real processes
 
 
+@pytest.mark.processes
 async def test_news_is_handed_out_once_across_restarts_and_second_processes(
     tmp_path: Path,
 ) -> None:
@@ -167,6 +168,7 @@ async def test_news_is_handed_out_once_across_restarts_and_second_processes(
         await fails(alice, "check_inbox", "INVALID_INPUT", limit=500)
 
 
+@pytest.mark.processes
 async def test_the_inbox_long_poll_returns_soon_after_another_process_commits(
     tmp_path: Path,
 ) -> None:
@@ -225,6 +227,7 @@ async def test_a_file_from_before_the_inbox_upgrades_with_its_history_as_old_new
         await db.close()
 
 
+@pytest.mark.processes
 async def test_a_sub_agent_acting_by_token_reads_its_own_inbox_in_any_process(
     tmp_path: Path,
 ) -> None:

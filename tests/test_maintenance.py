@@ -184,6 +184,7 @@ async def wait_until_archived(db: Target, count: int) -> list[tuple[str, str]]:
     return await archivers(db)
 
 
+@pytest.mark.processes
 async def test_two_processes_share_maintenance_and_a_killed_holder_is_replaced(
     target: Target,
 ) -> None:

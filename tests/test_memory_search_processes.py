@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import anyio
+import pytest
 
 from shared_context_server.store import Target
 from tests.support import fails, ok, spawn
+
+pytestmark = pytest.mark.processes  # real server processes: never quick
 
 
 async def test_one_agents_memory_is_invisible_to_another_agents_process(target: Target) -> None:

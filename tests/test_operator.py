@@ -25,6 +25,8 @@ from shared_context_server.config import ENV_AUDIT_RETENTION
 from shared_context_server.store import Target, open_store
 from tests.support import ADMIN, ALICE, BOB, CAROL, execute, ok, rows, run_cli, spawn
 
+pytestmark = pytest.mark.processes  # real server processes: never quick
+
 run = run_cli
 
 

@@ -13,9 +13,12 @@ from typing import Any
 
 import anyio
 import psycopg
+import pytest
 
 from tests.pg_cluster import Cluster
 from tests.support import INITIALIZE, INITIALIZED, ok, spawn, tool_call
+
+pytestmark = pytest.mark.processes  # real server processes: never quick
 
 WRITERS = 20
 PER_WRITER = 30

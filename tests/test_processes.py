@@ -17,6 +17,8 @@ from shared_context_server.migrations import SCHEMA_VERSION
 from shared_context_server.store import Target
 from tests.support import INITIALIZE, INITIALIZED, ok, server_params, spawn, tool_call
 
+pytestmark = pytest.mark.processes  # real server processes: never quick
+
 WRITERS = 20
 PER_WRITER = 100
 

@@ -370,6 +370,7 @@ def is_list_changed(m: Any) -> bool:
     return isinstance(m, types.ResourceListChangedNotification)
 
 
+@pytest.mark.processes
 async def test_a_subscribed_process_hears_of_another_process_message(target: Target) -> None:
     db, inbox = target, Inbox()
     async with (
@@ -384,6 +385,7 @@ async def test_a_subscribed_process_hears_of_another_process_message(target: Tar
         assert [m["content"] for m in body["messages"]] == ["news"]
 
 
+@pytest.mark.processes
 async def test_a_subscription_never_hears_of_a_message_its_agent_cannot_see(
     target: Target,
 ) -> None:
@@ -407,6 +409,7 @@ async def test_a_subscription_never_hears_of_a_message_its_agent_cannot_see(
         assert not any(map(is_updated(f"session://{secret}"), inbox.items))
 
 
+@pytest.mark.processes
 async def test_session_creation_and_status_change_elsewhere_send_list_changed(
     target: Target,
 ) -> None:
@@ -423,6 +426,7 @@ async def test_session_creation_and_status_change_elsewhere_send_list_changed(
         await inbox.wait_for(is_list_changed)
 
 
+@pytest.mark.processes
 async def test_a_discover_era_listen_hears_messages_and_list_changes_from_another_process(
     target: Target,
 ) -> None:
@@ -444,6 +448,7 @@ async def test_a_discover_era_listen_hears_messages_and_list_changes_from_anothe
                 assert await sub.__anext__() == ResourcesListChanged()
 
 
+@pytest.mark.processes
 async def test_a_long_poll_is_released_by_another_process_with_only_what_it_may_see(
     target: Target,
 ) -> None:

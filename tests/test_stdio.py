@@ -19,6 +19,8 @@ import pytest
 from shared_context_server.server.stdio import MAX_LINE_BYTES
 from tests.support import INITIALIZE, INITIALIZED, ok, spawn, tool_call
 
+pytestmark = pytest.mark.processes  # real server processes: never quick
+
 
 def popen(db: Path, **env: str) -> subprocess.Popen[str]:
     """A server with its stdin, stdout and stderr piped to this test."""
