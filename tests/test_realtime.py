@@ -436,7 +436,9 @@ async def test_a_discover_era_listen_hears_messages_and_list_changes_from_anothe
         Client(server_params(db, "--agent-id", "alice")) as alice,
     ):
         assert alice.protocol_version == "2026-07-28"
-        sid = (await ok(bob, "create_session", purpose="listen"))["session_id"]
+        made = await alice.call_tool("create_session", {"purpose": "listen"})  # tools work too
+        assert made.structured_content["created_by"] == "alice"
+        sid = made.structured_content["session_id"]
         uri = f"session://{sid}"
         async with alice.listen(resource_subscriptions=[uri], resources_list_changed=True) as sub:
             await ok(bob, "add_private_note", session_id=sid, content="not for alice")
