@@ -20,7 +20,7 @@ from shared_context_server.blackboard.messages import add_message
 from shared_context_server.blackboard.sessions import create_session
 from shared_context_server.storage.opener import open_store
 from shared_context_server.storage.seam import Target
-from tests.conftest import ADMIN, ALICE, BOB, CAROL
+from tests.support import ADMIN, ALICE, BOB, CAROL
 
 SECRETS = ("SECRET-private", "SECRET-agent-only", "SECRET-admin-only")
 HOSTILE = '<script>window.pwned = 1</script><img src=x onerror="window.pwned = 2"> hostile'

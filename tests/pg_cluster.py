@@ -74,8 +74,18 @@ class Cluster:
         )  # fmt: skip
         hba = self.data / "pg_hba.conf"
         hba.write_text(CONFINED_HBA + hba.read_text())
-        self.pg_ctl("start")
-        return self
+        tries = 3
+        while True:
+            try:
+                self.pg_ctl("start")
+                return self
+            except subprocess.CalledProcessError:
+                tries -= 1
+                if not tries:
+                    raise
+                # The free port was taken before the server bound it: under pytest-xdist
+                # each worker starts its own cluster at the same moment.
+                self.port = free_port()
 
     def pg_ctl(self, action: str, *extra: str) -> None:
         """start, stop (-m immediate for a crash) or restart the server."""

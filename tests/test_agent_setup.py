@@ -17,7 +17,7 @@ from shared_context_server.config import Settings
 from shared_context_server.instructions import AGENT_INSTRUCTIONS
 from shared_context_server.server.toolsets import MINIMAL, tool_list_size_for, tools_for
 from shared_context_server.storage.seam import Target
-from tests.conftest import connect, ok, run_cli, spawn
+from tests.support import connect, ok, run_cli, spawn
 
 ROOT = Path(__file__).parents[1]
 
@@ -33,6 +33,7 @@ def as_claude_code_runs(command: str, event: dict[str, str]) -> str:
     ).stdout
 
 
+@pytest.mark.processes
 def test_config_codex_prints_a_toml_mcp_servers_table_codex_can_read(tmp_path: Path) -> None:
     db = tmp_path / 'a "quoted" dir' / "bb.db"
     proc = run("config", "codex", "--agent-id", "codex-1", "--db", str(db), "--name", "shared ctx")
@@ -60,6 +61,7 @@ def test_config_codex_hooks_prints_a_pre_tool_use_hook_on_apply_patch(tmp_path: 
     assert rest == ["hook", "codex", "--agent-id", "codex-1", "--db", str(db)]
 
 
+@pytest.mark.processes
 async def test_config_hooks_wires_the_hook_with_the_mcp_entrys_identity_and_file(
     target: Target,
 ) -> None:
@@ -88,6 +90,7 @@ async def test_config_hooks_wires_the_hook_with_the_mcp_entrys_identity_and_file
     assert '"hi"' in json.loads(out)["hookSpecificOutput"]["additionalContext"]
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize(
     ("args", "said"),
     [
@@ -104,6 +107,7 @@ def test_config_refuses_what_it_cannot_print(args: tuple[str, ...], said: str) -
     assert proc.returncode == 2 and said in proc.stderr and proc.stdout == ""
 
 
+@pytest.mark.processes
 async def test_instructions_are_the_initialize_result_and_config_prints_them(
     target: Target,
 ) -> None:
@@ -155,6 +159,7 @@ def test_config_push_adds_the_flag_to_the_entry_and_says_how_claude_code_hears_i
     assert "claude --dangerously-load-development-channels server:sc" in proc.stderr
 
 
+@pytest.mark.processes
 def test_the_readme_codex_block_is_what_config_codex_prints() -> None:
     readme = (ROOT / "README.md").read_text()
     (block,) = re.findall(r"```toml\n(.*?)\n```", readme, re.S)

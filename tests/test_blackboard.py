@@ -19,7 +19,7 @@ from shared_context_server.errors import (
     SessionNotFound,
 )
 from shared_context_server.storage.seam import Store
-from tests.conftest import ADMIN, ALICE, BOB, CAROL
+from tests.support import ADMIN, ALICE, BOB, CAROL
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 

@@ -22,7 +22,7 @@ from shared_context_server.config import ENV_PUSH, PushMode, Settings, resolve_s
 from shared_context_server.errors import InvalidInput
 from shared_context_server.server.channels import CAPABILITY, METHOD, ChannelParams, channel_text
 from shared_context_server.storage.seam import Store
-from tests.conftest import ALICE, BOB, CAROL, handshake_client, ok, server_params
+from tests.support import ALICE, BOB, CAROL, handshake_client, ok, server_params
 from tests.test_inbox import DAVE, contents, feed_of
 
 # --------------------------------------------------------------------------- domain

@@ -15,7 +15,7 @@ from shared_context_server.blackboard.sessions import create_session
 from shared_context_server.clock import iso, now_utc
 from shared_context_server.errors import InvalidInput, PermissionDenied
 from shared_context_server.storage.seam import Store
-from tests.conftest import ADMIN, ALICE, BOB, CAROL
+from tests.support import ADMIN, ALICE, BOB, CAROL
 
 CWD = "/repo"
 

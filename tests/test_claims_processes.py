@@ -15,7 +15,7 @@ import anyio
 from shared_context_server.blackboard import audit, claim_rules
 from shared_context_server.storage.opener import open_store
 from shared_context_server.storage.seam import Target
-from tests.conftest import ADMIN, INITIALIZE, INITIALIZED, ok, run_cli, spawn, tool_call
+from tests.support import ADMIN, INITIALIZE, INITIALIZED, ok, run_cli, spawn, tool_call
 from tests.test_hook_claims import CLAUDE_PRE_TOOL_USE, allowed, denial, edit_event, hook
 
 CLAIMERS = 20

@@ -14,8 +14,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from shared_context_server.cli import COMMANDS
-from tests.conftest import run_cli
+from tests.support import run_cli
+
+pytestmark = pytest.mark.processes  # real server processes: never quick
 
 run = run_cli
 

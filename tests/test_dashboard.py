@@ -20,8 +20,8 @@ from shared_context_server.dashboard.live import Changes
 from shared_context_server.errors import PermissionDenied
 from shared_context_server.storage.opener import open_store
 from shared_context_server.storage.seam import Store, Target
-from tests.conftest import ADMIN, ALICE, BOB, ok, spawn
 from tests.dashboard_process import SECRETS, blackboard, dashboard
+from tests.support import ADMIN, ALICE, BOB, ok, spawn
 
 VIEWS = {  # dashboard flags -> the secrets that viewer may read
     (): set(),
@@ -43,6 +43,7 @@ async def first_event(client: httpx.AsyncClient, path: str) -> dict[str, Any]:
     raise AssertionError("the stream ended without an event")
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize(("flags", "readable"), list(VIEWS.items()))
 async def test_every_response_holds_only_what_the_viewer_may_read(
     target: Target, flags: tuple[str, ...], readable: set[str]
@@ -69,6 +70,7 @@ async def test_every_response_holds_only_what_the_viewer_may_read(
     assert counts == 2 + len(readable)  # the finding and carol's reply, for everyone
 
 
+@pytest.mark.processes
 async def test_a_message_from_another_process_streams_to_the_page_but_a_private_one_never(
     target: Target,
 ) -> None:
@@ -98,6 +100,7 @@ async def test_a_message_from_another_process_streams_to_the_page_but_a_private_
     assert [m["content"] for m in seen] == ["from bob, public"]
 
 
+@pytest.mark.processes
 async def test_without_the_token_or_under_another_host_nothing_is_served(target: Target) -> None:
     sid = await blackboard(target)
     async with dashboard(target, "--admin") as dash:
@@ -125,6 +128,7 @@ async def test_without_the_token_or_under_another_host_nothing_is_served(target:
             assert (await client.post("/api/sessions")).status_code == 405
 
 
+@pytest.mark.processes
 async def test_responses_carry_a_strict_csp_and_no_cors(tmp_path: Path) -> None:
     sid = await blackboard(tmp_path / "b.db")
     async with dashboard(tmp_path / "b.db") as dash, dash.client() as client:
@@ -139,6 +143,7 @@ async def test_responses_carry_a_strict_csp_and_no_cors(tmp_path: Path) -> None:
         assert "<script>" not in page and " on" not in page.split("<body>")[1].split(">")[0]
 
 
+@pytest.mark.processes
 async def test_audit_log_and_memory_are_for_admin_only_and_values_only_on_request(
     target: Target,
 ) -> None:
@@ -157,6 +162,7 @@ async def test_audit_log_and_memory_are_for_admin_only_and_values_only_on_reques
         assert value.json()["value"] == {"step": "SECRET-memory-value"}
 
 
+@pytest.mark.processes
 async def test_mistakes_are_coded_json_errors(target: Target) -> None:
     await blackboard(target)
     async with dashboard(target) as dash, dash.client() as client:
@@ -175,6 +181,7 @@ def _files(path: Path) -> str:
     return digest.hexdigest()
 
 
+@pytest.mark.processes
 async def test_the_dashboard_writes_nothing_to_the_blackboard(tmp_path: Path) -> None:
     path = tmp_path / "b.db"
     sid = await blackboard(path)
@@ -187,6 +194,7 @@ async def test_the_dashboard_writes_nothing_to_the_blackboard(tmp_path: Path) ->
     assert _files(path) == before
 
 
+@pytest.mark.processes
 def test_a_missing_file_or_a_taken_port_is_one_line(tmp_path: Path) -> None:
     command = [sys.executable, "-m", "shared_context_server", "dashboard"]
     missing = subprocess.run(
@@ -208,6 +216,7 @@ def test_a_missing_file_or_a_taken_port_is_one_line(tmp_path: Path) -> None:
     assert busy.stderr.count("\n") == 1
 
 
+@pytest.mark.processes
 async def test_listening_beyond_this_machine_warns(tmp_path: Path) -> None:
     await blackboard(tmp_path / "b.db")
     command = [sys.executable, "-m", "shared_context_server", "dashboard"]

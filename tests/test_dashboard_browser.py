@@ -16,8 +16,8 @@ import pytest
 from playwright.async_api import Browser, Page, Request, async_playwright, expect
 
 from shared_context_server.storage.seam import Target
-from tests.conftest import ok, spawn
 from tests.dashboard_process import HOSTILE, SECRETS, blackboard, dashboard
+from tests.support import ok, spawn
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
@@ -37,10 +37,13 @@ FIRST_VISIBLE = """() => {
   return [m.id, Math.round(m.getBoundingClientRect().top)];
 }"""
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("chromium") is None,
-    reason="needs Debian's chromium (apt-get install chromium; .ci/run installs it)",
-)
+pytestmark = [
+    pytest.mark.processes,  # a browser and real dashboard and server processes: never quick
+    pytest.mark.skipif(
+        shutil.which("chromium") is None,
+        reason="needs Debian's chromium (apt-get install chromium; .ci/run installs it)",
+    ),
+]
 
 
 @pytest.fixture

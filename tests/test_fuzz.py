@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from shared_context_server.server.toolsets import tool_list_for
 from shared_context_server.storage.seam import Target
-from tests.conftest import ENGINES, INITIALIZE, INITIALIZED, create_database, tool_call
+from tests.support import ENGINES, INITIALIZE, INITIALIZED, create_database, tool_call
 
 # The codes the README documents for tool errors (INTERNAL_ERROR is a bug, not a code).
 DOCUMENTED_CODES = {
@@ -257,6 +257,7 @@ WEIRD_TEXT = st.sampled_from(
 ) | st.text(max_size=40)
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("tool", TOOLS, ids=lambda tool: tool.name)
 def test_every_tool_answers_any_arguments_with_a_documented_code(
     wire: Wire, known: dict[str, Any], tool: Any

@@ -20,7 +20,7 @@ from shared_context_server.blackboard.identity import Agent
 from shared_context_server.storage import opener
 from shared_context_server.storage.opener import open_store
 from shared_context_server.storage.seam import Target
-from tests.conftest import ALICE, BOB, CAROL
+from tests.support import ALICE, BOB, CAROL
 
 # The facts of Claude Code's hooks reference (https://code.claude.com/docs/en/hooks) that
 # this hook relies on, written down so a change on either side fails here.
@@ -152,6 +152,7 @@ async def post(path: Target, sid: str, agent: Agent, content: str, **kw: Any) ->
         await database.close()
 
 
+@pytest.mark.processes
 async def test_each_event_answers_in_the_documented_schema(target: Target, tmp_path: Path) -> None:
     sid = await seed(
         target,
@@ -170,6 +171,7 @@ async def test_each_event_answers_in_the_documented_schema(target: Target, tmp_p
     jsonschema.validate(json.loads(stop.stdout), STOP_SCHEMA)
 
 
+@pytest.mark.processes
 async def test_a_prompt_with_nothing_new_adds_nothing(target: Target, tmp_path: Path) -> None:
     await seed(target, (BOB, "hello", None))
     first = run_hook(tmp_path, "UserPromptSubmit", *as_alice(target))
@@ -178,6 +180,7 @@ async def test_a_prompt_with_nothing_new_adds_nothing(target: Target, tmp_path: 
     assert (again.returncode, again.stdout, again.stderr) == (0, "", "")
 
 
+@pytest.mark.processes
 async def test_stop_blocks_once_for_a_hand_off_then_lets_the_agent_stop(
     target: Target, tmp_path: Path
 ) -> None:
@@ -196,6 +199,7 @@ async def test_stop_blocks_once_for_a_hand_off_then_lets_the_agent_stop(
     assert run_hook(tmp_path, "Stop", *as_alice(target)).stdout == ""
 
 
+@pytest.mark.processes
 async def test_the_digest_is_bounded_newest_hand_off_first(target: Target, tmp_path: Path) -> None:
     long = "x" * 5000
     posts = [(BOB, f"hand-off {n} {long}", {"to": ["alice"]}) for n in range(300)]
@@ -207,6 +211,7 @@ async def test_the_digest_is_bounded_newest_hand_off_first(target: Target, tmp_p
     assert lines[-1].endswith("more: call check_inbox.")
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize(
     ("prepare", "args", "said"),
     [
@@ -231,12 +236,14 @@ async def test_a_broken_setup_tells_the_model_nothing_and_stderr_one_line(
         assert len(result.stderr.splitlines()) == 1 and said in result.stderr, result.stderr
 
 
+@pytest.mark.processes
 def test_stdin_that_is_not_an_event_is_ignored_with_one_line(tmp_path: Path) -> None:
     result = run_hook(tmp_path, "", *as_alice(tmp_path), stdin="not json")
     assert (result.returncode, result.stdout) == (0, "")
     assert result.stderr.count("\n") == 1
 
 
+@pytest.mark.processes
 async def test_the_hook_reads_the_identity_and_file_from_the_environment(
     target: Target, tmp_path: Path
 ) -> None:
@@ -246,6 +253,7 @@ async def test_the_hook_reads_the_identity_and_file_from_the_environment(
     assert "via env" in context_of(result, "SessionStart")
 
 
+@pytest.mark.processes
 def test_the_hook_path_never_imports_the_mcp_sdk_pydantic_or_anyio(tmp_path: Path) -> None:
     # It runs on every prompt: what it imports is what it costs (tests/benchmarks/bench_hook.py).
     code = (
@@ -269,6 +277,7 @@ def test_the_hook_agrees_with_the_server_on_variables_and_default_file() -> None
     assert hook._db_path({}, {}) == str(opener.default_db_path())
 
 
+@pytest.mark.processes
 async def test_the_digest_does_not_mark_messages_read(target: Target, tmp_path: Path) -> None:
     from shared_context_server.blackboard.inbox import check_inbox
     from tests.test_inbox import contents, feed_of

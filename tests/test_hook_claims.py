@@ -24,7 +24,7 @@ from shared_context_server.blackboard.inbox import check_inbox
 from shared_context_server.storage.opener import open_store
 from shared_context_server.storage.seam import Target
 from shared_context_server.storage.sqlite import schema as migrations
-from tests.conftest import ADMIN, ALICE, BOB
+from tests.support import ADMIN, ALICE, BOB
 from tests.test_hook import STOP_SCHEMA, UNIVERSAL, executable, post, seed
 
 # Claude Code's hooks reference (https://code.claude.com/docs/en/hooks), PreToolUse:

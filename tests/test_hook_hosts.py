@@ -15,7 +15,7 @@ import jsonschema
 import pytest
 
 from shared_context_server.storage.seam import Target
-from tests.conftest import ALICE, BOB, run_cli
+from tests.support import ALICE, BOB, run_cli
 from tests.test_hook import executable, payload, post, seed
 from tests.test_hook_claims import hold, hook
 

@@ -24,7 +24,7 @@ from shared_context_server.server.state import client_agent_id
 from shared_context_server.storage.opener import open_records
 from shared_context_server.storage.seam import Target
 from shared_context_server.storage.sqlite.database import Database
-from tests.conftest import ALICE, ENGINES, ERAS, connect, fails, ok, run_cli
+from tests.support import ALICE, ENGINES, ERAS, connect, fails, ok, run_cli
 
 
 def nested(depth: int, leaf: Any = 1) -> Any:
@@ -278,6 +278,7 @@ def _set(path: str, value: Any) -> Any:
     return change
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize(
     ("change", "phrase"),
     [
@@ -305,6 +306,7 @@ def test_import_refuses_what_a_tool_would_refuse_in_one_line(
     assert_one_line_error(proc, phrase)
 
 
+@pytest.mark.processes
 def test_export_does_not_replace_an_existing_file_or_fifo_without_force(tmp_path: Path) -> None:
     db = tmp_path / "bb.db"
     assert (

@@ -15,7 +15,7 @@ from shared_context_server.clock import now_utc
 from shared_context_server.config import Settings, resolve_settings
 from shared_context_server.errors import Conflict, InvalidInput, PermissionDenied, TokenInvalid
 from shared_context_server.storage.seam import Store, Target
-from tests.conftest import ADMIN, ALICE, BOB, ERAS, connect, fails, ok, rows
+from tests.support import ADMIN, ALICE, BOB, ERAS, connect, fails, ok, rows
 
 
 def settings(target: Target, agent_id: str | None = "alice", **overrides: Any) -> Settings:

@@ -13,7 +13,7 @@ from typing import Any
 import mcp_types as types
 
 from shared_context_server.storage.seam import Target
-from tests.conftest import Inbox, ok, spawn
+from tests.support import Inbox, ok, spawn
 
 AGENTS = {
     "alice": ["--agent-id", "alice", "--agent-type", "reviewer"],

@@ -18,7 +18,7 @@ from shared_context_server.errors import InvalidInput
 from shared_context_server.storage.opener import open_store
 from shared_context_server.storage.seam import Store, Target
 from shared_context_server.storage.sqlite.database import Database
-from tests.conftest import ALICE, BOB, CAROL, fails, ok, poll_until, spawn
+from tests.support import ALICE, BOB, CAROL, fails, ok, poll_until, spawn
 
 DAVE = Agent("dave", "reviewer")
 
@@ -150,6 +150,7 @@ async def test_check_inbox_refuses_arguments_out_of_range(
 # --------------------------------------------------------------------- real processes
 
 
+@pytest.mark.processes
 async def test_news_is_handed_out_once_across_restarts_and_second_processes(
     tmp_path: Path,
 ) -> None:
@@ -170,6 +171,7 @@ async def test_news_is_handed_out_once_across_restarts_and_second_processes(
         await fails(alice, "check_inbox", "INVALID_INPUT", limit=500)
 
 
+@pytest.mark.processes
 async def test_the_inbox_long_poll_returns_soon_after_another_process_commits(
     tmp_path: Path,
 ) -> None:
@@ -228,6 +230,7 @@ async def test_a_file_from_before_the_inbox_upgrades_with_its_history_as_old_new
         await db.close()
 
 
+@pytest.mark.processes
 async def test_a_sub_agent_acting_by_token_reads_its_own_inbox_in_any_process(
     tmp_path: Path,
 ) -> None:

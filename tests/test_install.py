@@ -22,7 +22,7 @@ from shared_context_server.about import (
 from shared_context_server.cli import _serve_flags, build_parser, main
 from shared_context_server.demo import next_command
 from shared_context_server.operations.client_config import server_command
-from tests.conftest import run_cli
+from tests.support import run_cli
 
 # A valid value for every serve flag (None: a switch). A serve flag missing here fails
 # test_every_serve_flag_has_a_sample, so a new flag cannot skip the check below.

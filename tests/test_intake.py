@@ -18,7 +18,9 @@ import anyio
 import pytest
 
 from shared_context_server.server.intake import MAX_IN_FLIGHT, MAX_LINE_DEPTH
-from tests.conftest import INITIALIZE, INITIALIZED, poll_until, tool_call
+from tests.support import INITIALIZE, INITIALIZED, poll_until, tool_call
+
+pytestmark = pytest.mark.processes  # real server processes: never quick
 
 TRANSPORTS = ["auto", "threads"]
 

@@ -31,7 +31,7 @@ from shared_context_server.errors import InvalidInput
 from shared_context_server.operations import client_config
 from shared_context_server.operations.client_config import server_command, uv_cache_of
 from shared_context_server.storage.sqlite.schema import SCHEMA_VERSION
-from tests.conftest import poll_until, run_cli
+from tests.support import poll_until, run_cli
 
 ROOT = Path(__file__).parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -54,6 +54,7 @@ def test_the_release_is_2_x_and_the_pin_admits_it_but_never_the_other_projects_1
     assert not any(v in pin for v in ("1.1.0", "1.1.9", "1.99"))
 
 
+@pytest.mark.processes
 def test_version_flag_prints_the_installed_version() -> None:
     proc = run("--version")
     assert proc.returncode == 0, proc.stderr
@@ -75,11 +76,13 @@ def configured_command(client: str, *args: str) -> list[str]:
     return [entry["command"], *entry["args"]]
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("client", CLIENT_NAMES)
 def test_every_clients_config_launches_the_pinned_package(client: str) -> None:
     assert configured_command(client, "--agent-id", "a") == [*UVX, "--agent-id", "a"]
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("client", CLIENT_NAMES)
 def test_a_postgresql_url_config_brings_the_driver_and_keeps_the_url_whole(client: str) -> None:
     url = "postgresql://scs@db.example:5432/scs?sslmode=verify-full&connect_timeout=3"
@@ -137,6 +140,7 @@ def test_every_launch_command_written_down_is_pinned(path: Path) -> None:
     assert unpinned_launches(path.read_text()) == []
 
 
+@pytest.mark.processes
 def test_doctor_shows_the_package_version_beside_the_schema_version(tmp_path: Path) -> None:
     db = tmp_path / "bb.db"
     assert run("serve", "--db", str(db)).returncode == 0  # creates and migrates the file
@@ -200,6 +204,7 @@ def heartbeat_of(db: Path, pid: int) -> bool:
             return False
 
 
+@pytest.mark.processes
 async def test_started_from_a_terminal_it_says_what_it_is_and_ctrl_c_ends_it_at_once(
     tmp_path: Path,
 ) -> None:
@@ -235,6 +240,7 @@ async def test_started_from_a_terminal_it_says_what_it_is_and_ctrl_c_ends_it_at_
     assert version(PACKAGE) in said
 
 
+@pytest.mark.processes
 def test_the_examples_readme_commands_run_as_written_from_the_clone(tmp_path: Path) -> None:
     if not (ROOT / ".venv" / "bin" / "python").exists():
         pytest.skip("the commands name the clone's .venv, which this checkout does not have")
@@ -253,6 +259,7 @@ def test_the_examples_readme_commands_run_as_written_from_the_clone(tmp_path: Pa
     assert "Review PR #7" in outputs[2]  # `sessions` lists the pipeline's session
 
 
+@pytest.mark.processes
 def test_an_example_run_without_the_projects_python_says_which_to_use() -> None:
     # -S: no site-packages, as a system python without the project installed.
     proc = subprocess.run(

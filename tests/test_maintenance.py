@@ -24,7 +24,7 @@ from shared_context_server.errors import InvalidInput, TokenInvalid
 from shared_context_server.storage.opener import open_store
 from shared_context_server.storage.seam import Store, Target
 from shared_context_server.storage.sqlite.database import Database
-from tests.conftest import ADMIN, ALICE, connect, execute, ok, poll_until_true, rows
+from tests.support import ADMIN, ALICE, connect, execute, ok, poll_until_true, rows
 
 
 async def test_a_round_sweeps_expired_tokens_and_keeps_live_ones(db: Store) -> None:
@@ -185,6 +185,7 @@ async def wait_until_archived(db: Target, count: int) -> list[tuple[str, str]]:
     return await archivers(db)
 
 
+@pytest.mark.processes
 async def test_two_processes_share_maintenance_and_a_killed_holder_is_replaced(
     target: Target,
 ) -> None:

@@ -25,7 +25,7 @@ from shared_context_server.errors import (
 )
 from shared_context_server.storage.opener import open_store
 from shared_context_server.storage.seam import Store, Target
-from tests.conftest import ALICE, BOB, ERAS, connect, fails, ok, poll_until_true
+from tests.support import ALICE, BOB, ERAS, connect, fails, ok, poll_until_true
 
 YEAR = 365 * 24 * 3600
 PAST = datetime.now(UTC) - timedelta(hours=1)  # a clock an hour behind: entries expire "now"

@@ -5,12 +5,16 @@ from __future__ import annotations
 import anyio
 
 from shared_context_server.storage.seam import Target
-from tests.conftest import fails, ok, spawn
+from tests.support import fails, ok, spawn
 
 
-async def test_one_agents_memory_is_invisible_to_another_agents_process(target: Target) -> None:
-    db = target
-    async with spawn(db, "--agent-id", "alice") as alice, spawn(db, "--agent-id", "bob") as bob:
+async def test_another_agents_process_sees_none_of_alices_memory_and_finds_her_message_at_once(
+    target: Target,
+) -> None:
+    async with (
+        spawn(target, "--agent-id", "alice") as alice,
+        spawn(target, "--agent-id", "bob") as bob,
+    ):
         sid = (await ok(alice, "create_session", purpose="p"))["session_id"]
         await ok(alice, "set_memory", key="plan", value={"step": 1})
         await ok(alice, "set_memory", key="plan", value="local", session_id=sid)
@@ -21,6 +25,14 @@ async def test_one_agents_memory_is_invisible_to_another_agents_process(target: 
         await ok(bob, "set_memory", key="plan", value="bob's", overwrite=False)
         assert (await ok(alice, "get_memory", key="plan"))["value"] == {"step": 1}
         assert (await ok(bob, "get_memory", key="plan"))["value"] == "bob's"
+        found = await ok(bob, "search_context", session_id=sid, query="trellomix")
+        assert found["results"] == []
+        posted = await ok(alice, "add_message", session_id=sid, content="the trellomix rollout")
+        hidden = await ok(alice, "add_private_note", session_id=sid, content="trellomix secret")
+        found = await ok(bob, "search_context", session_id=sid, query="trelomix")
+        assert [r["message"]["id"] for r in found["results"]] == [posted["message_id"]]
+        mine = await ok(alice, "search_context", session_id=sid, query="trelomix")
+        assert hidden["message_id"] in [r["message"]["id"] for r in mine["results"]]
 
 
 async def test_memory_expires_for_every_process_of_the_agent(target: Target) -> None:
@@ -35,17 +47,3 @@ async def test_memory_expires_for_every_process_of_the_agent(target: Target) -> 
                 await anyio.sleep(0.05)
         await fails(two, "get_memory", "NOT_FOUND", key="lock")
         await ok(two, "set_memory", key="lock", value="theirs", overwrite=False)
-
-
-async def test_a_message_committed_by_another_process_is_found_at_once(target: Target) -> None:
-    db = target
-    async with spawn(db, "--agent-id", "alice") as alice, spawn(db, "--agent-id", "bob") as bob:
-        sid = (await ok(alice, "create_session", purpose="p"))["session_id"]
-        found = await ok(bob, "search_context", session_id=sid, query="trellomix")
-        assert found["results"] == []
-        posted = await ok(alice, "add_message", session_id=sid, content="the trellomix rollout")
-        hidden = await ok(alice, "add_private_note", session_id=sid, content="trellomix secret")
-        found = await ok(bob, "search_context", session_id=sid, query="trelomix")
-        assert [r["message"]["id"] for r in found["results"]] == [posted["message_id"]]
-        mine = await ok(alice, "search_context", session_id=sid, query="trelomix")
-        assert hidden["message_id"] in [r["message"]["id"] for r in mine["results"]]

@@ -27,7 +27,7 @@ from shared_context_server.blackboard.tokens import authenticate_agent
 from shared_context_server.config import ENV_AUDIT_RETENTION
 from shared_context_server.storage.opener import open_store
 from shared_context_server.storage.seam import Target
-from tests.conftest import ADMIN, ALICE, BOB, CAROL, execute, ok, rows, run_cli, spawn
+from tests.support import ADMIN, ALICE, BOB, CAROL, execute, ok, rows, run_cli, spawn
 
 run = run_cli
 

@@ -14,7 +14,7 @@ from shared_context_server.config import Settings
 from shared_context_server.server.records_tools import RECORDS_TOOLS
 from shared_context_server.server.tools import TOOLS
 from shared_context_server.storage.seam import Target
-from tests.conftest import ERAS, connect, ok
+from tests.support import ERAS, connect, ok
 
 pytestmark = pytest.mark.parametrize("era", ERAS)
 

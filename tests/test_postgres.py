@@ -351,8 +351,8 @@ async def test_upkeep_flushes_the_trigram_index_so_a_large_sessions_search_uses_
     pg_migrated_url: str,
 ) -> None:
     from shared_context_server.blackboard import search, sessions
-    from tests.conftest import ALICE
     from tests.corpus import corpus
+    from tests.support import ALICE
 
     db = await PgDatabase.open(pg_migrated_url)
     try:

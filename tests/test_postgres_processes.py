@@ -13,9 +13,12 @@ from typing import Any
 
 import anyio
 import psycopg
+import pytest
 
-from tests.conftest import INITIALIZE, INITIALIZED, ok, spawn, tool_call
 from tests.pg_cluster import Cluster
+from tests.support import INITIALIZE, INITIALIZED, ok, spawn, tool_call
+
+pytestmark = pytest.mark.processes  # real server processes: never quick
 
 WRITERS = 20
 PER_WRITER = 30
@@ -38,7 +41,9 @@ class Writer:
         )
         self.acked: list[tuple[int, str]] = []  # (message id, content), as answered
         self.errors: list[str] = []
-        self._send(INITIALIZE)
+        self._send(INITIALIZE)  # answered in `ready`, so that twenty start at once
+
+    def ready(self) -> None:
         self._answer(1)
         self._send(INITIALIZED)
 
@@ -89,18 +94,19 @@ async def test_twenty_agents_lose_nothing_and_a_long_poll_misses_nothing(pg_url:
                 )
                 seen.extend(m["id"] for m in page["messages"])
 
-        def write_all() -> list[Writer]:
+        def start_all() -> list[Writer]:
             writers = [Writer(pg_url, f"w{n:02d}") for n in range(WRITERS)]
-            for i in range(PER_WRITER):
-                for n, writer in enumerate(writers):
-                    if n in KILLED and i == ACKED_BEFORE_KILL:
-                        writer.kill()  # mid-stream, after acknowledged writes
-                    elif not (n in KILLED and i > ACKED_BEFORE_KILL):
-                        writer.post(session_id, i)
-            for n, writer in enumerate(writers):
-                if n not in KILLED:
-                    writer.close()
+            for writer in writers:
+                writer.ready()
             return writers
+
+        def write(n: int, writer: Writer) -> None:
+            for i in range(PER_WRITER):
+                if n in KILLED and i == ACKED_BEFORE_KILL:
+                    writer.kill()  # mid-stream, after acknowledged writes
+                    return
+                writer.post(session_id, i)
+            writer.close()
 
         def expected_rows() -> list[tuple[int, str]]:
             with psycopg.connect(pg_url) as conn:
@@ -113,7 +119,10 @@ async def test_twenty_agents_lose_nothing_and_a_long_poll_misses_nothing(pg_url:
         with anyio.fail_after(600):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(follow)
-                writers = await anyio.to_thread.run_sync(write_all)
+                writers = await anyio.to_thread.run_sync(start_all)
+                async with anyio.create_task_group() as posting:  # all twenty at once
+                    for n, writer in enumerate(writers):
+                        posting.start_soon(anyio.to_thread.run_sync, write, n, writer)
                 writing = False
 
     rows = expected_rows()

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from shared_context_server.blackboard.processes import Heartbeat, live_processes
 from shared_context_server.clock import utc_now
 from shared_context_server.operations.doctor import diagnose
@@ -28,6 +30,7 @@ def dead_pid() -> int:
     return child.pid
 
 
+@pytest.mark.processes
 async def test_rows_not_refreshed_lately_or_of_dead_pids_are_hidden_and_deleted(
     db: Store,
 ) -> None:

@@ -11,11 +11,10 @@ from typing import Any
 
 import anyio
 import pytest
-from mcp import Client
 
 from shared_context_server.storage.seam import Target
 from shared_context_server.storage.sqlite.schema import SCHEMA_VERSION
-from tests.conftest import INITIALIZE, INITIALIZED, ok, server_params, spawn, tool_call
+from tests.support import INITIALIZE, INITIALIZED, ok, spawn, tool_call
 
 WRITERS = 20
 PER_WRITER = 100
@@ -84,13 +83,6 @@ async def test_flags_beat_environment_and_serve_is_the_default(target: Target) -
         assert (me["agent_id"], me["identity_source"]) == ("from-flag", "flag")
     async with spawn(db, "--agent-id", "flag-before-serve", env=env) as s:
         assert (await ok(s, "whoami"))["agent_id"] == "flag-before-serve"
-
-
-async def test_the_2026_era_client_works_over_stdio(target: Target) -> None:
-    async with Client(server_params(target, "--agent-id", "modern")) as client:
-        assert client.protocol_version == "2026-07-28"
-        r = await client.call_tool("create_session", {"purpose": "now"})
-        assert r.structured_content["created_by"] == "modern"
 
 
 def test_stdout_carries_only_protocol_even_with_debug_logging(tmp_path: Path) -> None:

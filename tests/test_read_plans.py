@@ -14,7 +14,7 @@ from shared_context_server.blackboard import memory, search, sessions
 from shared_context_server.storage.seam import Store
 from shared_context_server.storage.sqlite.database import Database
 from shared_context_server.storage.sqlite.search import best_holding
-from tests.conftest import ALICE, BOB
+from tests.support import ALICE, BOB
 
 
 def plan(path: Path, sql: str) -> str:

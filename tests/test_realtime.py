@@ -21,7 +21,7 @@ from shared_context_server.config import ENV_POLL_INTERVAL, Settings, resolve_se
 from shared_context_server.errors import InvalidInput, SessionNotFound
 from shared_context_server.storage.opener import open_store
 from shared_context_server.storage.seam import Store, Target
-from tests.conftest import (
+from tests.support import (
     ALICE,
     BOB,
     ERAS,
@@ -396,6 +396,7 @@ def is_list_changed(m: Any) -> bool:
     return isinstance(m, types.ResourceListChangedNotification)
 
 
+@pytest.mark.processes
 async def test_a_subscribed_process_hears_of_another_process_message(target: Target) -> None:
     db, inbox = target, Inbox()
     async with (
@@ -410,6 +411,7 @@ async def test_a_subscribed_process_hears_of_another_process_message(target: Tar
         assert [m["content"] for m in body["messages"]] == ["news"]
 
 
+@pytest.mark.processes
 async def test_a_subscription_never_hears_of_a_message_its_agent_cannot_see(
     target: Target,
 ) -> None:
@@ -433,6 +435,7 @@ async def test_a_subscription_never_hears_of_a_message_its_agent_cannot_see(
         assert not any(map(is_updated(f"session://{secret}"), inbox.items))
 
 
+@pytest.mark.processes
 async def test_session_creation_and_status_change_elsewhere_send_list_changed(
     target: Target,
 ) -> None:
@@ -449,6 +452,7 @@ async def test_session_creation_and_status_change_elsewhere_send_list_changed(
         await inbox.wait_for(is_list_changed)
 
 
+@pytest.mark.processes
 async def test_a_discover_era_listen_hears_messages_and_list_changes_from_another_process(
     target: Target,
 ) -> None:
@@ -458,7 +462,9 @@ async def test_a_discover_era_listen_hears_messages_and_list_changes_from_anothe
         Client(server_params(db, "--agent-id", "alice")) as alice,
     ):
         assert alice.protocol_version == "2026-07-28"
-        sid = (await ok(bob, "create_session", purpose="listen"))["session_id"]
+        made = await alice.call_tool("create_session", {"purpose": "listen"})  # tools work too
+        assert made.structured_content["created_by"] == "alice"
+        sid = made.structured_content["session_id"]
         uri = f"session://{sid}"
         async with alice.listen(resource_subscriptions=[uri], resources_list_changed=True) as sub:
             await ok(bob, "add_private_note", session_id=sid, content="not for alice")
@@ -470,6 +476,7 @@ async def test_a_discover_era_listen_hears_messages_and_list_changes_from_anothe
                 assert await sub.__anext__() == ResourcesListChanged()
 
 
+@pytest.mark.processes
 async def test_a_long_poll_is_released_by_another_process_with_only_what_it_may_see(
     target: Target,
 ) -> None:

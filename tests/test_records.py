@@ -22,7 +22,7 @@ from shared_context_server.storage.opener import open_records, open_store
 from shared_context_server.storage.postgres.raw import PgRawQueries
 from shared_context_server.storage.postgres.records import CONFINED_ROLE
 from shared_context_server.storage.seam import Target
-from tests.conftest import ALICE, BOB, ENGINES
+from tests.support import ALICE, BOB, ENGINES
 
 TASKS = {"title": "TEXT NOT NULL", "claimed_by": "TEXT", "priority": "INTEGER", "done": "BOOLEAN"}
 

@@ -22,8 +22,8 @@ from shared_context_server.storage.opener import open_records, open_store
 from shared_context_server.storage.postgres.allow import read_statement
 from shared_context_server.storage.postgres.database import CHANNEL
 from shared_context_server.storage.postgres.records import CONFINED_ROLE
-from tests.conftest import ALICE, connect, create_database, drop_database, ok
 from tests.pg_cluster import Cluster
+from tests.support import ALICE, connect, create_database, drop_database, ok
 
 SECRET_MESSAGE = "SECRET-MESSAGE-7f3a"
 SECRET_MEMORY = "SECRET-MEMORY-7f3a"

@@ -15,8 +15,8 @@ from shared_context_server.blackboard.records.location import RecordsStore
 from shared_context_server.config import Settings
 from shared_context_server.errors import BlackboardError
 from shared_context_server.storage.opener import open_records
-from tests.conftest import ALICE, connect, fails, ok
 from tests.pg_cluster import Cluster
+from tests.support import ALICE, connect, fails, ok
 
 RECORDS = frozenset({"core", "records"})
 # Each is refused, and afterwards the same process still writes the blackboard, and raw

@@ -13,7 +13,7 @@ import anyio
 import pytest
 
 from shared_context_server.storage.seam import Target
-from tests.conftest import ENGINES, fails, ok, spawn
+from tests.support import ENGINES, fails, ok, spawn
 
 RECORDS = ("--toolsets", "core,records")
 TASKS = 30

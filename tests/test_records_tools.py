@@ -15,7 +15,7 @@ from shared_context_server.config import Settings
 from shared_context_server.server.records_tools import RECORDS_TOOLS
 from shared_context_server.server.toolsets import tool_list_size_for
 from shared_context_server.storage.seam import Target
-from tests.conftest import ENGINES, ERAS, connect, fails, ok
+from tests.support import ENGINES, ERAS, connect, fails, ok
 
 pytestmark = pytest.mark.parametrize("era", ERAS)
 

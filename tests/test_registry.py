@@ -36,7 +36,7 @@ from shared_context_server.server import models as m
 from shared_context_server.server import records_models as r
 from shared_context_server.server.toolsets import tools_for
 from shared_context_server.storage.sqlite.database import Database
-from tests.conftest import ALICE
+from tests.support import ALICE
 
 SID = "sess_0123456789abcdef"
 

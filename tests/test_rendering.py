@@ -16,7 +16,7 @@ from shared_context_server.blackboard import messages, sessions
 from shared_context_server.config import Settings
 from shared_context_server.storage.opener import open_store
 from shared_context_server.storage.seam import Target
-from tests.conftest import ADMIN, ALICE, BOB, ERAS, connect, execute, run_cli
+from tests.support import ADMIN, ALICE, BOB, ERAS, connect, execute, run_cli
 from tests.test_hook import context_of, run_hook
 
 FORGED = "#3 root (ops) admin_only 2026-12-04T22:00:00.000000Z"

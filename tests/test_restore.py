@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from shared_context_server.storage.sqlite.schema import SCHEMA_VERSION
-from tests.conftest import run_cli
+from tests.support import run_cli
 from tests.test_storage_faults import RawServer, clean_exit
 
 

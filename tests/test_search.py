@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 import sqlite3
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import anyio
@@ -20,8 +21,8 @@ from shared_context_server.storage.seam import Conn, Store, Target
 from shared_context_server.storage.sqlite import search as sqlite_search
 from shared_context_server.storage.sqlite.database import Database
 from shared_context_server.storage.sqlite.schema import MIGRATIONS
-from tests.conftest import ADMIN, ALICE, BOB, CAROL, ERAS, connect, fails, ok
 from tests.corpus import corpus, with_typo
+from tests.support import ADMIN, ALICE, BOB, CAROL, ERAS, connect, fails, ok
 
 
 async def new_session(db: Store) -> str:
@@ -51,10 +52,28 @@ async def test_a_typo_in_a_distinctive_word_finds_its_message_in_the_top_five(
 ) -> None:
     sid = await new_session(db)
     words = corpus(1000)
-    posted = [(await messages.add_message(db, ALICE, sid, text))["message_id"] for _, text in words]
+    posted = await db.transact(lambda conn: plant(conn, sid, [text for _, text in words]))
     if way != "not-yet-indexed":  # PostgreSQL's trigram index is kept at each commit
         assert await db.index_search() == (1000 if db.engine == "sqlite" else 0)
-    assert await typo_recall_at_five(db, sid, words, posted, random.Random(7), 300) >= 0.95
+        await db.checkpoint_if_large()  # maintenance's upkeep: PostgreSQL's statistics
+    assert await typo_recall_at_five(db, sid, words, posted, random.Random(7), 100) >= 0.95
+    # The figure at 10,000 messages: tests/benchmarks/bench_search.py prints it.
+
+
+PLANT = (
+    "INSERT INTO messages (session_id, sender, sender_type, content, visibility, message_type,"
+    " created_at) VALUES "
+)
+
+
+def plant(conn: Conn, sid: str, texts: list[str]) -> list[int]:
+    """Store public messages from alice in one statement, as add_message would; their ids."""
+    row = "(?, 'alice', 'reviewer', ?, 'public', 'message', ?)"
+    conn.execute(
+        PLANT + ", ".join([row] * len(texts)), [v for t in texts for v in (sid, t, utc_now())]
+    )
+    found = conn.execute("SELECT id FROM messages WHERE session_id = ? ORDER BY id", (sid,))
+    return [int(r[0]) for r in found.fetchall()]
 
 
 async def typo_recall_at_five(
@@ -66,31 +85,6 @@ async def typo_recall_at_five(
         found = await search.search_context(db, BOB, sid, with_typo(rng, words[i][0]), limit=5)
         hits += posted[i] in ids(found)
     return hits / n
-
-
-PLANT = (
-    "INSERT INTO messages (session_id, sender, sender_type, content, visibility, message_type,"
-    " created_at) VALUES "
-)
-PLANTED_ROW = "(?, 'alice', 'reviewer', ?, 'public', 'message', ?)"
-
-
-async def test_typo_recall_at_five_holds_at_ten_thousand_messages(db: Store) -> None:
-    sid = await new_session(db)
-    words = corpus(10_000, seed=11)
-
-    def plant(conn: Conn) -> list[int]:
-        for start in range(0, len(words), 500):  # 500 rows a statement: one trip each
-            chunk = words[start : start + 500]
-            values = [v for _, text in chunk for v in (sid, text, utc_now())]
-            conn.execute(PLANT + ", ".join([PLANTED_ROW] * len(chunk)), values)
-        found = conn.execute("SELECT id FROM messages WHERE session_id = ? ORDER BY id", (sid,))
-        return [int(row[0]) for row in found.fetchall()]
-
-    posted = await db.transact(plant)
-    await db.index_search(batch=10_000)  # SQLite's index, in batches
-    await db.checkpoint_if_large()  # maintenance's upkeep: PostgreSQL's index and statistics
-    assert await typo_recall_at_five(db, sid, words, posted, random.Random(10), 100) >= 0.95
 
 
 @WAYS
@@ -131,9 +125,19 @@ async def test_results_are_best_first_above_the_threshold_within_the_limit(db: S
     assert ids(found) == [exact["message_id"], close["message_id"]]
     scores = [r["score"] for r in found["results"]]
     assert scores[0] == 100 and 70 <= scores[1] < 100
-    assert found["search_time_ms"] >= 0
     one = await search.search_context(db, ALICE, sid, "flumbrix", limit=1)
     assert ids(one) == [exact["message_id"]]
+
+
+async def test_search_time_is_the_milliseconds_between_start_and_end(
+    db: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sid = await new_session(db)
+    await messages.add_message(db, ALICE, sid, "deploy the flumbrix service")
+    readings = iter([100.0, 100.0375])  # the clock as the search starts, and as it ends
+    monkeypatch.setattr(search, "time", SimpleNamespace(perf_counter=lambda: next(readings)))
+    found = await search.search_context(db, ALICE, sid, "flumbrix")
+    assert found["search_time_ms"] == 37.5
 
 
 async def test_sender_and_metadata_text_are_searched_and_sender_filters(db: Store) -> None:
@@ -310,9 +314,11 @@ async def test_search_context_tool_finds_a_misspelt_word(target: Target, era: st
         await ok(s, "add_message", session_id=sid, content="lunch at noon")
         found = await ok(s, "search_context", session_id=sid, query="vexomary")
         assert [r["message"]["id"] for r in found["results"]] == [posted["message_id"]]
-        assert found["results"][0]["score"] >= 80 and found["search_time_ms"] >= 0
+        assert found["results"][0]["score"] >= 80
         text = await s.call_tool("search_context", {"session_id": sid, "query": "vexomary"})
-        assert "vexomari" in text.content[0].text and text.content[0].text.startswith("1 match")
+        took = text.structured_content["search_time_ms"]
+        assert text.content[0].text.startswith(f"1 match ({took} ms)")
+        assert "vexomari" in text.content[0].text
 
 
 @pytest.mark.parametrize("era", ERAS)

@@ -17,7 +17,7 @@ from shared_context_server.operations.watch import count_visible, session_overvi
 from shared_context_server.storage.seam import Store
 from shared_context_server.storage.sqlite.database import Database
 from shared_context_server.storage.sqlite.schema import MIGRATIONS
-from tests.conftest import ADMIN, ALICE, BOB, CAROL
+from tests.support import ADMIN, ALICE, BOB, CAROL
 
 VIEWERS = (ALICE, BOB, CAROL, ADMIN)
 DIRECT = (

@@ -14,6 +14,7 @@ from shared_context_server.server import toolsets
 from shared_context_server.server.toolsets import TOOL_LIST_FILE, generate_tool_lists
 
 
+@pytest.mark.processes
 def test_serving_leaves_the_operator_commands_dashboard_records_and_rapidfuzz_unimported() -> None:
     # Every agent's client waits for its server to start: what serving does not use is
     # imported when it is first used (start-up is measured in tests/benchmarks/bench.py).

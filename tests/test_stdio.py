@@ -17,7 +17,9 @@ from typing import Any
 import pytest
 
 from shared_context_server.server.stdio import MAX_LINE_BYTES
-from tests.conftest import INITIALIZE, INITIALIZED, ok, spawn, tool_call
+from tests.support import INITIALIZE, INITIALIZED, ok, spawn, tool_call
+
+pytestmark = pytest.mark.processes  # real server processes: never quick
 
 
 def popen(db: Path, **env: str) -> subprocess.Popen[str]:

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from shared_context_server.storage.sqlite.schema import SCHEMA_VERSION
-from tests.conftest import INITIALIZE, INITIALIZED, tool_call
+from tests.support import INITIALIZE, INITIALIZED, tool_call
 
 SERVER = [sys.executable, "-m", "shared_context_server"]
 MESSAGE_ROOT_PAGES = (
@@ -40,9 +40,15 @@ class RawServer:
         )
         self.buffer = b""
         self.next_id = 2
-        self._send(INITIALIZE)
-        self._reply(1)
-        self._send(INITIALIZED)
+        self._send(INITIALIZE)  # answered in `ready`: servers made together start together
+        self.handshaken = False
+
+    def ready(self) -> None:
+        """Wait for the answer to initialize: the server has opened the file."""
+        if not self.handshaken:
+            self._reply(1)
+            self._send(INITIALIZED)
+            self.handshaken = True
 
     def _send(self, message: dict[str, Any]) -> None:
         assert self.proc.stdin is not None
@@ -68,6 +74,7 @@ class RawServer:
 
     def call(self, tool: str, **arguments: Any) -> dict[str, Any]:
         """The tool's structured result; an error's has `code` and `message`."""
+        self.ready()
         request_id, self.next_id = self.next_id, self.next_id + 1
         self._send(tool_call(request_id, tool, arguments))
         result = self._reply(request_id)["result"]
@@ -222,6 +229,7 @@ def test_a_file_changed_under_running_servers_refuses_writes_and_doctor_names_th
 ) -> None:
     db = tmp_path / "bb.db"
     first, second = RawServer(db), RawServer(db)
+    second.ready()  # both hold the file before it changes
     sid = first.call("create_session", purpose="files")["session_id"]
     first.call("add_message", session_id=sid, content="acknowledged before")
     FILE_CHANGES[change](db, tmp_path)

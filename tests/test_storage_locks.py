@@ -15,7 +15,7 @@ import anyio
 
 from shared_context_server.errors import DatabaseBusy
 from shared_context_server.storage.sqlite.database import Database
-from tests.conftest import ok, spawn
+from tests.support import ok, spawn
 
 # A plain sqlite3 process that takes the write lock and sits on it.
 HOLD_LOCK = (

@@ -26,7 +26,7 @@ from shared_context_server.server.state import AppState
 from shared_context_server.server.subscriptions import Subscriptions
 from shared_context_server.storage.opener import open_store
 from shared_context_server.storage.seam import Change, Store, Target
-from tests.conftest import ALICE, BOB, connect, ok
+from tests.support import ALICE, BOB, connect, ok
 
 PACKAGE_DIR = str(Path(shared_context_server.__file__).parent)
 

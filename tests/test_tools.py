@@ -17,7 +17,7 @@ from shared_context_server.storage.opener import is_postgres_url
 from shared_context_server.storage.postgres.schema import SCHEMA_VERSION as PG_SCHEMA_VERSION
 from shared_context_server.storage.seam import Target
 from shared_context_server.storage.sqlite.schema import SCHEMA_VERSION
-from tests.conftest import ERAS, connect, fails, ok
+from tests.support import ERAS, connect, fails, ok
 
 pytestmark = pytest.mark.parametrize("era", ERAS)
 

@@ -29,7 +29,7 @@ from shared_context_server.operations.import_write import BATCH, import_messages
 from shared_context_server.storage.opener import open_store
 from shared_context_server.storage.seam import Store, Target
 from shared_context_server.storage.sqlite.database import Database
-from tests.conftest import ALICE, BOB, rows, run_cli
+from tests.support import ALICE, BOB, rows, run_cli
 
 SID = "sess_0123456789abcdef"
 TIME = "2026-11-22T05:33:12.123456Z"

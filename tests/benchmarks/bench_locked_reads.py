@@ -22,7 +22,7 @@ import anyio
 ROOT = Path(__file__).parents[2]
 sys.path.insert(0, str(ROOT))
 
-from tests.conftest import ok, spawn  # noqa: E402
+from tests.support import ok, spawn  # noqa: E402
 from tests.test_storage_locks import write_lock_held  # noqa: E402
 
 

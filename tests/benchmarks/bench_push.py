@@ -34,7 +34,7 @@ from mcp.client.stdio import stdio_client
 REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT))
 
-from tests.conftest import server_params  # noqa: E402
+from tests.support import server_params  # noqa: E402
 
 from shared_context_server.blackboard import messages, sessions  # noqa: E402
 from shared_context_server.blackboard.identity import Agent  # noqa: E402

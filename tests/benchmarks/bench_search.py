@@ -25,6 +25,15 @@ inside. The session is small enough to be scored whole, so every search scores a
 long texts, the worst case of the cost per candidate.
 
     .venv/bin/python tests/benchmarks/bench_search.py --sizes 1000 --queries 30 --long 300x100000
+
+Then typo recall@5 of `search_context` itself, with no process, at --recall-size messages
+(10,000 by default; 0 skips it) on each engine: SQLite, and PostgreSQL with --db URL (a new
+database is made there and dropped) or --pg-cluster (a throwaway cluster, tests/pg_cluster.py).
+The rows go in 500 a statement and are indexed the way the product does it (SQLite's
+`Store.index_search`, PostgreSQL's upkeep). The test suite checks recall at 1,000 messages;
+this is the figure at the scale a long session reaches.
+
+    .venv/bin/python tests/benchmarks/bench_search.py --sizes 1000 --pg-cluster
 """
 
 from __future__ import annotations
@@ -39,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import bench_pg  # beside this file
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
@@ -47,6 +57,12 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from tests.corpus import COMMON, corpus, with_typo  # noqa: E402
 
+from shared_context_server.blackboard.identity import Agent  # noqa: E402
+from shared_context_server.blackboard.search import search_context  # noqa: E402
+from shared_context_server.blackboard.sessions import create_session  # noqa: E402
+from shared_context_server.clock import utc_now  # noqa: E402
+from shared_context_server.storage.opener import open_store  # noqa: E402
+from shared_context_server.storage.seam import Conn, Target  # noqa: E402
 from shared_context_server.storage.sqlite.database import Database  # noqa: E402
 
 KINDS = ("typo", "mixed", "common")
@@ -200,7 +216,63 @@ def report(result: dict[str, Any]) -> None:
     )
 
 
-async def run(sizes: list[int], per_kind: int, long: tuple[int, int] | None) -> None:
+PLANT = (
+    "INSERT INTO messages (session_id, sender, sender_type, content, visibility, message_type,"
+    " created_at) VALUES "
+)
+PLANTED_ROW = "(?, 'alice', 'reviewer', ?, 'public', 'message', ?)"
+READER = Agent("bob", "reviewer")
+
+
+async def domain_recall(target: Target, size: int, queries: int) -> float:
+    """recall@5 of search_context on `target`'s engine: `queries` distinctive words, each
+    with one typo, among `size` messages of one session."""
+    store = await open_store(target)
+    try:
+        sid = str((await create_session(store, Agent("alice", "reviewer"), "recall"))["id"])
+        words = corpus(size, seed=11)
+
+        def plant(conn: Conn) -> list[int]:
+            for start in range(0, len(words), 500):  # 500 rows a statement: one trip each
+                chunk = words[start : start + 500]
+                values = [v for _, text in chunk for v in (sid, text, utc_now())]
+                conn.execute(PLANT + ", ".join([PLANTED_ROW] * len(chunk)), values)
+            found = conn.execute("SELECT id FROM messages WHERE session_id = ? ORDER BY id", (sid,))
+            return [int(row[0]) for row in found.fetchall()]
+
+        posted = await store.transact(plant)
+        await store.index_search(batch=size)  # SQLite's index
+        await store.checkpoint_if_large()  # maintenance's upkeep: PostgreSQL's statistics
+        rng = random.Random(10)
+        hits = 0
+        for i in rng.sample(range(size), queries):
+            found = await search_context(store, READER, sid, with_typo(rng, words[i][0]), limit=5)
+            hits += posted[i] in [r["message"]["id"] for r in found["results"]]
+        return hits / queries
+    finally:
+        await store.close()
+
+
+async def recall(size: int, queries: int, tmp: Path, pg_url: str | None) -> None:
+    engines: list[tuple[str, Target]] = [("sqlite", tmp / "recall.db")]
+    if pg_url is not None:
+        engines.append(("postgres", pg_url))
+    print(f"\ntypo recall@5 of search_context at {size:,} messages ({queries} queries)")
+    for engine, target in engines:
+        print(f"[bench] search: recall on {engine}", file=sys.stderr, flush=True)
+        started = time.perf_counter()
+        share = await domain_recall(target, size, queries)
+        print(f"  {engine:<8} {share:.3f}  ({time.perf_counter() - started:.1f} s)")
+
+
+async def run(
+    sizes: list[int],
+    per_kind: int,
+    long: tuple[int, int] | None,
+    recall_size: int,
+    recall_queries: int,
+    pg_url: str | None,
+) -> None:
     with tempfile.TemporaryDirectory(prefix="scs-bench-search-") as tmp:
         for size in sizes:
             print(f"[bench] search: {size:,} messages", file=sys.stderr, flush=True)
@@ -209,6 +281,8 @@ async def run(sizes: list[int], per_kind: int, long: tuple[int, int] | None) -> 
             count, chars = long
             print(f"[bench] search: {count} x {chars:,} characters", file=sys.stderr, flush=True)
             report(await bench_size(count, min(per_kind, count * 9 // 10), Path(tmp), chars))
+        if recall_size:
+            await recall(recall_size, recall_queries, Path(tmp), pg_url)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -220,6 +294,14 @@ def main(argv: list[str] | None = None) -> int:
         default="300x100000",
         help='a session of COUNTxCHARS long messages ("" to skip)',
     )
+    p.add_argument(
+        "--recall-size", type=int, default=10_000, help="messages for the recall figure (0: none)"
+    )
+    p.add_argument("--recall-queries", type=int, default=200, help="queries for the recall figure")
+    p.add_argument("--db", metavar="URL", help="a PostgreSQL server for the recall figure too")
+    p.add_argument(
+        "--pg-cluster", action="store_true", help="the same on a throwaway PostgreSQL cluster"
+    )
     args = p.parse_args(argv)
     long = tuple(int(n) for n in args.long.split("x")) if args.long else None
     if long is not None and (len(long) != 2 or long[0] < 10 or long[1] < 1000):
@@ -229,7 +311,24 @@ def main(argv: list[str] | None = None) -> int:
         p.error("sizes must be >= 10 and --queries >= 1")
     if args.queries > min(sizes) * 9 // 10:
         p.error("--queries must not exceed the visible messages of the smallest size")
-    anyio.run(run, sizes, args.queries, long)
+    if args.recall_size and not 1 <= args.recall_queries <= args.recall_size:
+        p.error("--recall-queries must be between 1 and --recall-size")
+    cluster: Any = None
+    pg: Any = None
+    try:
+        if args.pg_cluster:
+            print("[bench] starting a throwaway PostgreSQL cluster", file=sys.stderr, flush=True)
+            cluster = bench_pg.start_cluster()
+            args.db = cluster.url()
+        if args.db and args.recall_size:
+            pg = bench_pg.PgServer(args.db)
+        pg_url = pg.fresh("search recall") if pg is not None else None
+        anyio.run(run, sizes, args.queries, long, args.recall_size, args.recall_queries, pg_url)
+    finally:
+        if pg is not None:
+            pg.drop_all()
+        if cluster is not None:
+            cluster.stop()
     return 0
 
 

@@ -152,8 +152,9 @@ class PgDatabase:
         """PostgreSQL checkpoints on its own; what upkeep does here is flush the trigram
         index's pending list (GIN queues new rows there) and, if it held any, refresh the
         planner's statistics of messages: until then a search of a large session takes
-        the session's index and scores every row (0.6 s at 10,000 messages, 0.7 ms after,
-        tests/test_search.py). Autovacuum does the same, later. Returns the pages moved."""
+        the session's index and scores every row (0.6 s at 10,000 messages, 0.7 ms after;
+        tests/benchmarks/bench_search.py --pg-cluster measures recall there). Autovacuum
+        does the same, later. Returns the pages moved."""
         pg = driver()
         try:
             row = await self.read_one(CLEAN_PENDING)
