@@ -25,6 +25,8 @@ from shared_context_server.storage.seam import Store
 from tests.support import ALICE, BOB, CAROL, handshake_client, ok, server_params
 from tests.test_inbox import DAVE, contents, feed_of
 
+pytestmark = pytest.mark.processes  # real server processes: never quick
+
 # --------------------------------------------------------------------------- domain
 
 

@@ -11,12 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import pytest
 
 from shared_context_server.blackboard import audit, claim_rules
 from shared_context_server.storage.opener import open_store
 from shared_context_server.storage.seam import Target
 from tests.support import ADMIN, INITIALIZE, INITIALIZED, ok, run_cli, spawn, tool_call
 from tests.test_hook_claims import CLAUDE_PRE_TOOL_USE, allowed, denial, edit_event, hook
+
+pytestmark = pytest.mark.processes  # real server processes: never quick
 
 CLAIMERS = 20
 GROUPS = 50  # each a file and a glob over its directory: 100 targets, overlapping in pairs

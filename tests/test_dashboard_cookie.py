@@ -18,6 +18,8 @@ from shared_context_server.dashboard import command
 from shared_context_server.dashboard.guard import Guard
 from tests.dashboard_process import blackboard, dashboard
 
+pytestmark = pytest.mark.processes  # real server processes: never quick
+
 TOKEN = "the-printed-token"
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import pytest
 
 from shared_context_server import clock, hook_edits
 from shared_context_server.blackboard import audit, claim_rules, claims, news, processes
@@ -26,6 +27,8 @@ from shared_context_server.storage.seam import Target
 from shared_context_server.storage.sqlite import schema as migrations
 from tests.support import ADMIN, ALICE, BOB
 from tests.test_hook import STOP_SCHEMA, UNIVERSAL, executable, post, seed
+
+pytestmark = pytest.mark.processes  # real server processes: never quick
 
 # Claude Code's hooks reference (https://code.claude.com/docs/en/hooks), PreToolUse:
 # stdin adds `tool_name`, `tool_input` (Edit, Write, MultiEdit: `file_path`; NotebookEdit:

@@ -19,6 +19,8 @@ from tests.support import ALICE, BOB, run_cli
 from tests.test_hook import executable, payload, post, seed
 from tests.test_hook_claims import hold, hook
 
+pytestmark = pytest.mark.processes  # real server processes: never quick
+
 SCHEMAS = Path(__file__).parent / "schemas"
 
 

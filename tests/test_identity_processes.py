@@ -11,9 +11,12 @@ import json
 from typing import Any
 
 import mcp_types as types
+import pytest
 
 from shared_context_server.storage.seam import Target
 from tests.support import Inbox, ok, spawn
+
+pytestmark = pytest.mark.processes  # real server processes: never quick
 
 AGENTS = {
     "alice": ["--agent-id", "alice", "--agent-type", "reviewer"],

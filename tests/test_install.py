@@ -24,6 +24,8 @@ from shared_context_server.demo import next_command
 from shared_context_server.operations.client_config import server_command
 from tests.support import run_cli
 
+pytestmark = pytest.mark.processes  # real server processes: never quick
+
 # A valid value for every serve flag (None: a switch). A serve flag missing here fails
 # test_every_serve_flag_has_a_sample, so a new flag cannot skip the check below.
 SAMPLES: dict[str, str | None] = {

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import anyio
+import pytest
 
 from shared_context_server.storage.seam import Target
 from tests.support import fails, ok, spawn
+
+pytestmark = pytest.mark.processes  # real server processes: never quick
 
 
 async def test_another_agents_process_sees_none_of_alices_memory_and_finds_her_message_at_once(

@@ -29,6 +29,8 @@ from shared_context_server.storage.opener import open_store
 from shared_context_server.storage.seam import Target
 from tests.support import ADMIN, ALICE, BOB, CAROL, execute, ok, rows, run_cli, spawn
 
+pytestmark = pytest.mark.processes  # real server processes: never quick
+
 run = run_cli
 
 

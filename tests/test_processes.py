@@ -16,6 +16,8 @@ from shared_context_server.storage.seam import Target
 from shared_context_server.storage.sqlite.schema import SCHEMA_VERSION
 from tests.support import INITIALIZE, INITIALIZED, ok, spawn, tool_call
 
+pytestmark = pytest.mark.processes  # real server processes: never quick
+
 WRITERS = 20
 PER_WRITER = 100
 

@@ -15,6 +15,8 @@ import pytest
 from shared_context_server.storage.seam import Target
 from tests.support import ENGINES, fails, ok, spawn
 
+pytestmark = pytest.mark.processes  # real server processes: never quick
+
 RECORDS = ("--toolsets", "core,records")
 TASKS = 30
 

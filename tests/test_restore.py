@@ -12,6 +12,8 @@ from shared_context_server.storage.sqlite.schema import SCHEMA_VERSION
 from tests.support import run_cli
 from tests.test_storage_faults import RawServer, clean_exit
 
+pytestmark = pytest.mark.processes  # real server processes: never quick
+
 
 def contents(db: Path) -> list[str]:
     """The messages at `db`, read as a fresh process would, after an integrity check."""

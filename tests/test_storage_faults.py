@@ -22,6 +22,8 @@ import pytest
 from shared_context_server.storage.sqlite.schema import SCHEMA_VERSION
 from tests.support import INITIALIZE, INITIALIZED, tool_call
 
+pytestmark = pytest.mark.processes  # real server processes: never quick
+
 SERVER = [sys.executable, "-m", "shared_context_server"]
 MESSAGE_ROOT_PAGES = (
     "SELECT rootpage FROM sqlite_master WHERE tbl_name = 'messages' AND rootpage > 0"

@@ -12,10 +12,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import anyio
+import pytest
 
 from shared_context_server.errors import DatabaseBusy
 from shared_context_server.storage.sqlite.database import Database
 from tests.support import ok, spawn
+
+pytestmark = pytest.mark.processes  # real server processes: never quick
 
 # A plain sqlite3 process that takes the write lock and sits on it.
 HOLD_LOCK = (
