@@ -8,7 +8,9 @@ import contextlib
 import functools
 from typing import TYPE_CHECKING, Any
 
+from shared_context_server.errors import Conflict
 from shared_context_server.storage.postgres.connect import driver
+from shared_context_server.storage.postgres.schema import SESSION_CLOSED
 from shared_context_server.storage.seam import Params
 
 if TYPE_CHECKING:
@@ -150,7 +152,14 @@ class PgUnit:
         begin = [] if self.trips else ["BEGIN"]
         cursor = self._conn.cursor()
         self.trips += 1
-        cursor.execute("; ".join([*begin, *(h.sql for h in held), *([tail] if tail else [])]))
+        try:
+            cursor.execute("; ".join([*begin, *(h.sql for h in held), *([tail] if tail else [])]))
+        except driver().Error as error:
+            if error.sqlstate == SESSION_CLOSED:  # a post met a session closed under it
+                raise Conflict(
+                    error.diag.message_primary or str(error), status=error.diag.message_detail
+                ) from None
+            raise
         if begin:
             cursor.nextset()
         for statement in held:
