@@ -24,6 +24,7 @@ from shared_context_server.storage.seam import Conn, Store, Target
 from tests.conftest import ALICE, rows
 
 TRIES = 200
+DELAYS = (0.0, 0.0005, 0.001)
 COUNT = "SELECT count(*) FROM messages WHERE session_id = ?"
 
 
@@ -60,15 +61,15 @@ async def test_a_post_racing_the_close_of_its_session_never_lands_after_it(
             at_close: list[int] = []
 
             async def close(session_id: str = session_id, at_close: list[int] = at_close) -> None:
+                await anyio.sleep(random.choice(DELAYS))
                 at_close.append(await _close(closer, session_id))
 
             async def post(session_id: str = session_id) -> None:
-                delay = random.choice((0.0, 0.0005, 0.001))
-                outcomes.append(await _post(poster, session_id, delay))
+                outcomes.append(await _post(poster, session_id, random.choice(DELAYS)))
 
             async with anyio.create_task_group() as tg:
-                tg.start_soon(close)
-                tg.start_soon(post)
+                for task in random.sample((close, post), 2):  # either may start first
+                    tg.start_soon(task)
             after = await rows(target, COUNT, (session_id,))
             assert after[0][0] == at_close[0], f"try {attempt}: a message landed after the close"
     finally:
