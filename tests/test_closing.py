@@ -16,7 +16,7 @@ from shared_context_server.blackboard.sessions import (
     update_session,
 )
 from shared_context_server.clock import utc_now
-from shared_context_server.errors import Conflict
+from shared_context_server.errors import Conflict, NotFound
 from shared_context_server.operations.transfer import export_session, import_session, parse_export
 from shared_context_server.operations.viewers import ADMIN_VIEWER
 from shared_context_server.storage.opener import open_store
@@ -77,6 +77,21 @@ async def test_a_post_racing_the_close_of_its_session_never_lands_after_it(
         await closer.close()
     assert len(outcomes) == TRIES
     assert {"landed", "refused"} <= set(outcomes)  # both orders happened: a real race
+
+
+async def test_a_refused_post_writes_neither_message_nor_audit_entry(db: Store) -> None:
+    session_id = (await create_session(db, ALICE, "done"))["id"]
+    first = await add_message(db, ALICE, session_id, "the finding")
+    with pytest.raises(NotFound, match="parent_message_id"):
+        await add_message(
+            db, ALICE, session_id, "a reply", parent_message_id=first["message_id"] + 9
+        )
+    await update_session(db, ALICE, session_id, status="completed")
+    with pytest.raises(Conflict, match="is completed; reopen it"):
+        await add_message(db, ALICE, session_id, "too late")
+    logged = await db.read("SELECT target FROM audit_log WHERE action = 'add_message'")
+    assert [tuple(row) for row in logged] == [(f"message:{first['message_id']}",)]
+    assert len(await db.read("SELECT id FROM messages")) == 1
 
 
 async def test_an_import_still_writes_the_messages_of_a_completed_session(

@@ -280,6 +280,12 @@ class PgDatabase:
             listener()
         return result
 
+    async def transact_then_read(self, work: Callable[[Conn], Callable[[], T]]) -> T:
+        """`transact`, the results read after COMMIT: a unit that looks at nothing sends
+        BEGIN, its statements and COMMIT in one query (PgUnit) and keeps their results."""
+        read = await self.transact(work)
+        return read()
+
     async def try_transact(self, work: Callable[[Conn], object]) -> bool:
         """Run `work` unless this process is already writing (the heartbeat)."""
         if self._write_lock.locked():

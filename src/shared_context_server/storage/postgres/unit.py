@@ -123,9 +123,10 @@ class PgUnit:
     query (several statements in PostgreSQL's simple protocol, the first error stopping
     the rest); BEGIN goes with the first, COMMIT with the last.
 
-    add_message (BEGIN, INSERT ... RETURNING, the audit INSERT, COMMIT) takes two trips
-    instead of four, set_memory two instead of five; a writer holds its session's row
-    lock, which every writer to that session waits for, over one trip instead of three."""
+    A unit that looks at nothing before it ends (add_message: BEGIN, INSERT ... RETURNING,
+    the audit INSERT, COMMIT, through `transact_then_read`) is one trip, and holds its
+    session's row lock, which every writer to that session waits for, over no round trip
+    to this process; set_memory takes two trips instead of five."""
 
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self._conn = conn
