@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 from typing import TYPE_CHECKING, Any
 
 from shared_context_server.errors import Conflict
@@ -35,11 +36,20 @@ def to_pyformat(sql: str) -> str:
     return "".join(out)
 
 
+# SQLite's `CROSS JOIN t a ON cond`: `t` is walked once per row of the tables before it.
+_CROSS_JOIN = re.compile(r" CROSS JOIN (\w+) (\w+) ON (.+?)(?= JOIN | WHERE )")
+
+
 @functools.lru_cache(maxsize=1024)
 def translate(sql: str) -> str:
     """A statement written for both engines, in PostgreSQL's form: psycopg's placeholders,
-    and `JOIN ... ON` where SQLite's planner hint `CROSS JOIN ... ON` is used."""
-    return to_pyformat(sql).replace(" CROSS JOIN ", " JOIN ")
+    and SQLite's planner hint `CROSS JOIN t a ON cond` (walk `t` inside, once per outer
+    row: the inbox's marks, each a short range of messages) as the LATERAL subquery that
+    means the same to PostgreSQL's planner. A plain join let it walk every message in id
+    order, or hash them all, for the inbox's news: 120 ms at 20,000 messages."""
+    return _CROSS_JOIN.sub(
+        r" JOIN LATERAL (SELECT * FROM \1 \2 WHERE \3 OFFSET 0) \2 ON TRUE", to_pyformat(sql)
+    )
 
 
 class _Cursor:
