@@ -103,6 +103,8 @@ async def _interleave(pg_url: str, sql: str) -> list[int]:
     in the order their transactions committed."""
     first, second = await PgDatabase.open(pg_url), await PgDatabase.open(pg_url)
     await first.transact(lambda conn: conn.execute(SESSION, ("s",)))
+    # A's unit blocks, as no real one does: on a worker thread, not the event loop's.
+    first._transact_here = lambda work: []  # type: ignore[method-assign]
     committed: list[int] = []
     b_waits_or_done = threading.Event()
 
@@ -172,6 +174,7 @@ async def test_writers_to_other_sessions_do_not_wait_and_no_session_means_no_mes
             conn.execute(SESSION, (session,))
 
     await first.transact(sessions)
+    first._transact_here = lambda work: []  # type: ignore[method-assign] (hold_s blocks)
     release = threading.Event()
     held_id: list[int] = []
 
@@ -216,6 +219,13 @@ async def test_a_connection_lost_mid_call_is_database_busy_and_the_next_call_rec
     with anyio.fail_after(30):
         assert await db.read_one("SELECT count(*) FROM messages") == (0,)
         assert await db.transact(lambda conn: _post(conn)) >= 1
+    # And a unit sent whole with its COMMIT (add_message's): not "maybe saved".
+    (pid,) = await db.transact(lambda conn: conn.execute("SELECT pg_backend_pid()").fetchone())
+    with psycopg.connect(pg_url, autocommit=True) as admin:  # and wait until it is gone
+        admin.execute("SELECT pg_terminate_backend(%s, 10000)", (pid,))
+    with anyio.fail_after(30):
+        session_id = (await create_session(db, ALICE, "after the cut"))["id"]
+        await add_message(db, ALICE, session_id, "posted once")
     await db.close()
 
 

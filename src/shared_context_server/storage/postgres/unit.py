@@ -138,8 +138,11 @@ class PgUnit:
     session's row lock, which every writer to that session waits for, over no round trip
     to this process; set_memory takes two trips instead of five."""
 
-    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+    def __init__(
+        self, conn: psycopg.Connection[Any], opening: tuple[str, ...] = ("BEGIN",)
+    ) -> None:
         self._conn = conn
+        self._opening = opening  # sent before the first statement: BEGIN, maybe a SET LOCAL
         self._held: list[_HeldCursor] = []
         self._binder: Any = None  # a ClientCursor (connect_sync), to bind parameters
         self.trips = 0  # queries sent so far
@@ -160,7 +163,7 @@ class PgUnit:
         held, self._held = self._held, []
         if not held and not self.trips:
             return  # nothing ran: no transaction to open or end
-        begin = [] if self.trips else ["BEGIN"]
+        begin = [] if self.trips else list(self._opening)
         cursor = self._conn.cursor()
         self.trips += 1
         try:
@@ -171,7 +174,7 @@ class PgUnit:
                     error.diag.message_primary or str(error), status=error.diag.message_detail
                 ) from None
             raise
-        if begin:
+        for _ in begin:
             cursor.nextset()
         for statement in held:
             statement.result = _Result(cursor)
