@@ -7,10 +7,8 @@ into psycopg's `%s`, so the dialect difference stays inside this engine.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import select
 import socket
 import threading
 from collections.abc import Callable
@@ -31,7 +29,7 @@ from shared_context_server.storage.postgres.schema import (
     SCHEMA_VERSION,
     SELECT_VERSION,
 )
-from shared_context_server.storage.postgres.unit import PgUnit, translate
+from shared_context_server.storage.postgres.unit import PgUnit, closed_by_server, translate
 from shared_context_server.storage.seam import (
     CandidateQuery,
     Change,
@@ -309,7 +307,7 @@ class PgDatabase:
         QUICK_LOCK_MS: [its result], or [] when nothing was saved and it is for a worker."""
         pg = driver()
         conn = self._writer
-        if conn is None or conn.closed or _closed_by_server(conn):
+        if conn is None or conn.closed or closed_by_server(conn):
             return []
         unit = PgUnit(conn, QUICK_OPENING)
         try:
@@ -342,7 +340,7 @@ class PgDatabase:
         deadlocks = 0
         stale_ok = True  # one connection found dead at BEGIN is replaced, not reported
         while True:
-            if self._writer is None or self._writer.closed or _closed_by_server(self._writer):
+            if self._writer is None or self._writer.closed or closed_by_server(self._writer):
                 self._writer = self._reconnect()
             conn = self._writer
             unit = PgUnit(conn)
@@ -424,26 +422,6 @@ class PgDatabase:
                 f"shared-context-server understands ({SCHEMA_VERSION}). Upgrade it "
                 f"({UPGRADE}) or point --db at another database."
             )
-
-
-def _closed_by_server(conn: psycopg.Connection[Any]) -> bool:
-    """Whether PostgreSQL has closed this idle connection (a restart, a terminated backend):
-    then something waits on its socket, and reading it finds the end. Found before a unit
-    is sent, so a unit that goes whole with its COMMIT is not reported as maybe saved."""
-    pg = driver()
-    # Its last words (FATAL), then the end of the stream, which fails a read: at most two.
-    for _ in range(2):
-        readable, _, _ = select.select([conn.fileno()], [], [], 0)
-        if not readable:
-            return False
-        with contextlib.suppress(pg.OperationalError):  # the status says what it found
-            conn.pgconn.consume_input()
-        if conn.pgconn.status != pg.pq.ConnStatus.OK:
-            break
-    else:
-        return False
-    conn.close()
-    return True
 
 
 def _bad_value(error: Exception) -> Exception:

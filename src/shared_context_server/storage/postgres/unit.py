@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import re
+import select
 from typing import TYPE_CHECKING, Any
 
 from shared_context_server.errors import Conflict
@@ -192,3 +193,23 @@ class PgUnit:
         if status in (pg.pq.TransactionStatus.INTRANS, pg.pq.TransactionStatus.INERROR):
             with contextlib.suppress(pg.OperationalError):  # the connection is gone: so is it
                 self._conn.execute("ROLLBACK")
+
+
+def closed_by_server(conn: psycopg.Connection[Any]) -> bool:
+    """Whether PostgreSQL has closed this idle connection (a restart, a terminated backend):
+    then something waits on its socket, and reading it finds the end. Found before a unit
+    is sent, so a unit that goes whole with its COMMIT is not reported as maybe saved."""
+    pg = driver()
+    # Its last words (FATAL), then the end of the stream, which fails a read: at most two.
+    for _ in range(2):
+        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+        if not readable:
+            return False
+        with contextlib.suppress(pg.OperationalError):  # the status says what it found
+            conn.pgconn.consume_input()
+        if conn.pgconn.status != pg.pq.ConnStatus.OK:
+            break
+    else:
+        return False
+    conn.close()
+    return True
