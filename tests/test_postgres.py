@@ -15,12 +15,15 @@ import anyio
 import psycopg
 import pytest
 
+from shared_context_server.blackboard.messages import add_message
+from shared_context_server.blackboard.sessions import create_session
 from shared_context_server.errors import DatabaseBusy, StorageError
 from shared_context_server.storage.postgres.database import PgDatabase
 from shared_context_server.storage.postgres.schema import SCHEMA_VERSION
 from shared_context_server.storage.postgres.search import trigram_matching
 from shared_context_server.storage.postgres.unit import PgUnit, to_pyformat
 from shared_context_server.storage.seam import Conn
+from tests.conftest import ALICE
 from tests.pg_cluster import Cluster, free_port
 
 CLI = [sys.executable, "-m", "shared_context_server"]
@@ -100,6 +103,8 @@ async def _interleave(pg_url: str, sql: str) -> list[int]:
     in the order their transactions committed."""
     first, second = await PgDatabase.open(pg_url), await PgDatabase.open(pg_url)
     await first.transact(lambda conn: conn.execute(SESSION, ("s",)))
+    # A's unit blocks, as no real one does: on a worker thread, not the event loop's.
+    first._transact_here = lambda work: []  # type: ignore[method-assign]
     committed: list[int] = []
     b_waits_or_done = threading.Event()
 
@@ -169,6 +174,7 @@ async def test_writers_to_other_sessions_do_not_wait_and_no_session_means_no_mes
             conn.execute(SESSION, (session,))
 
     await first.transact(sessions)
+    first._transact_here = lambda work: []  # type: ignore[method-assign] (hold_s blocks)
     release = threading.Event()
     held_id: list[int] = []
 
@@ -213,6 +219,13 @@ async def test_a_connection_lost_mid_call_is_database_busy_and_the_next_call_rec
     with anyio.fail_after(30):
         assert await db.read_one("SELECT count(*) FROM messages") == (0,)
         assert await db.transact(lambda conn: _post(conn)) >= 1
+    # And a unit sent whole with its COMMIT (add_message's): not "maybe saved".
+    (pid,) = await db.transact(lambda conn: conn.execute("SELECT pg_backend_pid()").fetchone())
+    with psycopg.connect(pg_url, autocommit=True) as admin:  # and wait until it is gone
+        admin.execute("SELECT pg_terminate_backend(%s, 10000)", (pid,))
+    with anyio.fail_after(30):
+        session_id = (await create_session(db, ALICE, "after the cut"))["id"]
+        await add_message(db, ALICE, session_id, "posted once")
     await db.close()
 
 
@@ -297,8 +310,8 @@ def test_a_url_without_the_driver_names_the_extra(pg_url: str) -> None:
 
 
 async def test_a_unit_of_work_sends_what_it_does_not_read_with_commit(pg_url: str) -> None:
-    """add_message's shape: BEGIN with the INSERT whose id it reads, the audit row with
-    COMMIT: two queries, not four."""
+    """A unit that reads an id midway: BEGIN with the INSERT whose id it reads, the next
+    statement with COMMIT: two queries, not four."""
     db = await PgDatabase.open(pg_url)
     await db.transact(lambda conn: conn.execute(SESSION, ("s",)))
     trips: list[int] = []
@@ -313,6 +326,28 @@ async def test_a_unit_of_work_sends_what_it_does_not_read_with_commit(pg_url: st
     assert await db.transact(post_and_log) == 1
     assert trips == [1]  # the UPDATE went with COMMIT
     assert await db.read_one("SELECT purpose FROM sessions") == ("m1",)
+    await db.close()
+
+
+async def test_add_message_sends_begin_message_audit_entry_and_commit_in_one_query(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The session's row lock, which every writer to it waits for, is held over no round
+    trip to the poster's process."""
+    db = await PgDatabase.open(pg_url)
+    session_id = (await create_session(db, ALICE, "one trip"))["id"]
+    sent: list[str] = []
+    send_held = PgUnit.send_held
+
+    def counted(unit: PgUnit, tail: str = "") -> None:
+        sent.append(tail)
+        send_held(unit, tail)
+
+    monkeypatch.setattr(PgUnit, "send_held", counted)
+    posted = await add_message(db, ALICE, session_id, "hello")
+    assert sent == ["COMMIT"]
+    logged = await db.read("SELECT target FROM audit_log WHERE action = 'add_message'")
+    assert [tuple(row) for row in logged] == [(f"message:{posted['message_id']}",)]
     await db.close()
 
 

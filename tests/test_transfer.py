@@ -190,6 +190,27 @@ async def test_a_rerun_of_an_interrupted_import_continues_without_duplicates(
     assert audited == [("import", f"{total} messages")]
 
 
+@pytest.mark.parametrize("status", ["completed", "archived"])
+async def test_a_closed_session_imports_whole_and_keeps_its_status(
+    target: Target, status: str
+) -> None:
+    # Every batch posts into the session, which PostgreSQL refuses for a closed one as a
+    # tool would: the import writes it active and closes it in its last transaction.
+    total = BATCH + 5
+    source = ExportReader(
+        io.BytesIO("".join(lines(total, header(session={"status": status}))).encode()),
+        "in.jsonl",
+    )
+    db = await open_store(target)
+    try:
+        result = await import_messages(db, source.header, source.messages())
+    finally:
+        await db.close()
+    assert result["messages"] == total
+    assert await rows(target, "SELECT status, updated_at FROM sessions") == [(status, TIME)]
+    assert await rows(target, "SELECT count(*) FROM messages") == [(total,)]
+
+
 def test_importing_a_file_twice_adds_nothing_the_second_time(tmp_path: Path) -> None:
     path, db = write_lines(tmp_path / "in.jsonl", 5), str(tmp_path / "bb.db")
     assert "imported session" in run_cli("import", str(path), "--db", db).stdout

@@ -37,6 +37,17 @@ INSERT = (
     "INSERT INTO audit_log (ts, agent_id, via, action, session_id, target, result, detail)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
+# A posted message's entry, in the same trip as the message (transact_then_read): its target
+# is the session's newest message if that is the one just posted (the poster's, at this
+# time), so nothing is logged when the post inserted nothing. The newest: no other writer
+# to the session commits between the two statements (BEGIN IMMEDIATE; the session's row
+# lock, taken for the message's id, on PostgreSQL).
+INSERT_FOR_POSTED = (
+    "INSERT INTO audit_log (ts, agent_id, via, action, session_id, target, result, detail)"
+    " SELECT ?, ?, ?, ?, ?, 'message:' || m.id, ?, ? FROM messages m"
+    " WHERE m.session_id = ? AND m.sender = ? AND m.created_at = ?"
+    " AND m.id = (SELECT max(id) FROM messages WHERE session_id = ?)"
+)
 _COLUMNS = "id, ts, agent_id, via, action, session_id, target, result, detail"
 # Newest first down the ids (the table has no other index: see migration 5), stopping at
 # `limit` matches; retention keeps the walk bounded.
@@ -72,6 +83,14 @@ def entry(
 def write_entry(conn: Conn, row: tuple[Any, ...]) -> None:
     """Log `row` (from `entry`) inside the unit of work of the change it describes."""
     conn.execute(INSERT, row)
+
+
+def write_posted_entry(conn: Conn, row: tuple[Any, ...]) -> None:
+    """Log `row` (from `entry`, with no target) for the message its agent has just posted
+    into its session at its time, if one was: the target is that message."""
+    ts, agent_id, via, action, session_id, _target, result, detail = row
+    entry_values = (ts, agent_id, via, action, session_id, result, detail)
+    conn.execute(INSERT_FOR_POSTED, (*entry_values, session_id, agent_id, ts, session_id))
 
 
 async def record_refusal(

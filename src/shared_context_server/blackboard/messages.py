@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, TypedDict
 
 from shared_context_server.blackboard import acks, audit
@@ -128,10 +129,10 @@ async def add_message(
     meta = encode_metadata(metadata, limits)
     reader = visible_to(agent)
 
-    def insert(conn: Conn) -> tuple[int, str]:
+    def insert(conn: Conn) -> Callable[[], tuple[int, str] | None]:
         # Taken under the write lock, so timestamps follow commit order like the ids.
         now = utc_now()
-        row = conn.execute(
+        inserted = conn.execute(
             INSERT_MESSAGE,
             (
                 session_id,
@@ -148,27 +149,39 @@ async def add_message(
                 parent_message_id,
                 *reader,
             ),
-        ).fetchone()
-        if row is None:
-            raise _why_not_inserted(conn, session_id, parent_message_id)
-        audit.write_entry(
-            conn,
-            audit.entry(agent, action, session_id=session_id, target=f"message:{row[0]}", ts=now),
         )
-        return int(row[0]), now
+        # Not looked at before the entry: both go with COMMIT in one trip on PostgreSQL,
+        # so the session's row lock is held over no round trip to this process.
+        audit.write_posted_entry(conn, audit.entry(agent, action, session_id=session_id, ts=now))
 
-    message_id, created_at = await db.transact(insert)
+        def posted() -> tuple[int, str] | None:
+            row = inserted.fetchone()
+            return None if row is None else (int(row[0]), now)
+
+        return posted
+
+    posted = await db.transact_then_read(insert)
+    if posted is None:  # nothing was written: say why
+        raise await _why_not_posted(db, session_id, parent_message_id)
+    message_id, created_at = posted
     return {"message_id": message_id, "session_id": session_id, "created_at": created_at}
 
 
-def _why_not_inserted(conn: Conn, session_id: str, parent_message_id: int | None) -> Exception:
-    session = conn.execute(SELECT_SESSION, (session_id,)).fetchone()
-    if session is None:
+async def _why_not_posted(db: Store, session_id: str, parent_message_id: int | None) -> Exception:
+    found = await db.read(SELECT_SESSION, (session_id,), small=True)
+    if not found:
         return session_not_found(session_id)
+    session = found[0]
     if session["status"] != "active":
         return Conflict(
             f"session {session_id} is {session['status']}; reopen it with "
             "update_session(status='active') before posting.",
+            status=session["status"],
+        )
+    if parent_message_id is None:  # closed as the message came, and reopened since
+        return Conflict(
+            f"session {session_id} was closed as the message arrived and has been reopened "
+            "since; nothing was posted: post it again.",
             status=session["status"],
         )
     return NotFound(

@@ -32,8 +32,10 @@ COLUMNS = (
     "m.id, m.session_id, m.sender, m.sender_type, m.content, m.visibility,"
     " m.message_type, m.metadata, m.parent_message_id, m.created_at"
 )
+# The parent's sender as a scalar subquery, not EXISTS: PostgreSQL may run an EXISTS as
+# one hash of every message the agent sent, which grows with the table.
 FOR_YOU_SQL = (
-    "(EXISTS (SELECT 1 FROM messages p WHERE p.id = m.parent_message_id AND p.sender = ?)"
+    "(coalesce((SELECT p.sender FROM messages p WHERE p.id = m.parent_message_id) = ?, FALSE)"
     " OR EXISTS (SELECT 1 FROM json_each(coalesce(m.metadata, '{}'), '$.to') t"
     "  WHERE t.type = 'text' AND t.value = ?))"
 )

@@ -57,6 +57,9 @@ COUNT_BATCH = (
     "UPDATE imports SET messages = messages + ?, dropped_links = dropped_links + ? WHERE key = ?"
 )
 FINISH = "UPDATE imports SET finished_at = ? WHERE key = ?"
+# The session is written active, so that every batch may post into it (PostgreSQL refuses
+# a post to a closed session, as a tool would), and takes its exported status at the end.
+SET_STATUS = "UPDATE sessions SET status = ?, updated_at = ? WHERE id = ?"
 
 Progress = Callable[[int], None]
 
@@ -91,7 +94,7 @@ def _start(header: Header) -> Callable[[Conn], _Started]:
         conn.execute(
             INSERT_SESSION,
             (
-                *(session_id, session.purpose, session.status, session.created_by),
+                *(session_id, session.purpose, "active", session.created_by),
                 *(session.created_at, session.updated_at, _encode(session.metadata)),
             ),
         )
@@ -122,9 +125,12 @@ def _write_batch(key: str, session_id: str, batch: list[ImportedMessage]) -> Cal
     return write
 
 
-def _finish(key: str, session_id: str, messages: int) -> Callable[[Conn], None]:
+def _finish(
+    key: str, session_id: str, messages: int, status: str, updated_at: str
+) -> Callable[[Conn], None]:
     def finish(conn: Conn) -> None:
         conn.execute(FINISH, (utc_now(), key))
+        conn.execute(SET_STATUS, (status, updated_at, session_id))
         audit.write_entry(
             conn,
             audit.entry(
@@ -178,7 +184,15 @@ async def import_messages(
                 progress(written)
             if db.engine == "sqlite":
                 await anyio.sleep(time.monotonic() - began)
-        await db.transact(_finish(header.key, started.session_id, written))
+        await db.transact(
+            _finish(
+                header.key,
+                started.session_id,
+                written,
+                header.session.status,
+                header.session.updated_at,
+            )
+        )
         # Indexed now, in short batches after the import's own transactions: no server
         # process may run on this file for a while, and search reads only a bounded tail.
         await db.index_search()

@@ -29,7 +29,7 @@ from shared_context_server.storage.postgres.schema import (
     SCHEMA_VERSION,
     SELECT_VERSION,
 )
-from shared_context_server.storage.postgres.unit import PgUnit, translate
+from shared_context_server.storage.postgres.unit import PgUnit, closed_by_server, translate
 from shared_context_server.storage.seam import (
     CandidateQuery,
     Change,
@@ -54,6 +54,13 @@ CHANNEL = "shared_context_changes"
 CLEAN_PENDING = "SELECT gin_clean_pending_list('messages_trigram'::regclass)"
 # A deadlock between two processes' transactions is retried this many times.
 DEADLOCK_RETRIES = 3
+# A unit of work runs on the event loop's thread when the writer is connected, waiting
+# for another process's row lock at most this long; past it (or on a deadlock, or a
+# connection to open again) it runs again on a worker thread, which waits up to
+# busy_seconds. The hand-off to a worker thread and back is two thread wake-ups, each a
+# wait for a core when every core is busy (as SQLite's QUICK_WRITE_BUSY_MS).
+QUICK_LOCK_MS = 50
+QUICK_OPENING = ("BEGIN", f"SET LOCAL lock_timeout = {QUICK_LOCK_MS}")
 T = TypeVar("T")
 
 
@@ -265,8 +272,9 @@ class PgDatabase:
             raise DatabaseBusy(f"PostgreSQL is unreachable; retry in a moment ({error})") from None
 
     async def transact(self, work: Callable[[Conn], T]) -> T:
-        """Run `work` in one transaction on a worker thread; DatabaseBusy past the deadline
-        (this process's queue and other processes' locks together)."""
+        """Run `work` in one transaction, on this thread unless it waits for a row lock
+        (QUICK_LOCK_MS); DatabaseBusy past the deadline (this process's queue and other
+        processes' locks together)."""
         deadline = anyio.current_time() + self.busy_seconds
         with anyio.move_on_after(self.busy_seconds):
             await self._write_lock.acquire()
@@ -274,12 +282,19 @@ class PgDatabase:
             raise self._busy()
         try:
             # Not cancellable: the unit of work runs to COMMIT or ROLLBACK once started.
-            result = await anyio.to_thread.run_sync(self._transact, work)
+            done = self._transact_here(work)
+            result = done[0] if done else await anyio.to_thread.run_sync(self._transact, work)
         finally:
             self._write_lock.release()
         for listener in list(self._commit_listeners):
             listener()
         return result
+
+    async def transact_then_read(self, work: Callable[[Conn], Callable[[], T]]) -> T:
+        """`transact`, the results read after COMMIT: a unit that looks at nothing sends
+        BEGIN, its statements and COMMIT in one query (PgUnit) and keeps their results."""
+        read = await self.transact(work)
+        return read()
 
     async def try_transact(self, work: Callable[[Conn], object]) -> bool:
         """Run `work` unless this process is already writing (the heartbeat)."""
@@ -288,12 +303,45 @@ class PgDatabase:
         await self.transact(work)
         return True
 
+    def _transact_here(self, work: Callable[[Conn], T]) -> list[T]:
+        """`work` on this thread, if the writer is connected and no row lock holds it past
+        QUICK_LOCK_MS: [its result], or [] when nothing was saved and it is for a worker."""
+        pg = driver()
+        conn = self._writer
+        if conn is None or conn.closed or closed_by_server(conn):
+            return []
+        unit = PgUnit(conn, QUICK_OPENING)
+        try:
+            try:
+                result = work(unit)
+                unit.commit()
+            except BaseException:
+                unit.rollback()
+                raise
+        except (
+            pg.errors.LockNotAvailable,
+            pg.errors.DeadlockDetected,
+            pg.errors.SerializationFailure,
+        ):
+            return []
+        except pg.DataError as error:
+            raise _bad_value(error) from None
+        except pg.OperationalError as error:
+            if not (conn.closed or conn.broken):
+                raise _interrupted(error) from None
+            self._writer = None
+            conn.close()
+            if unit.trips > 1 or unit.committing:
+                raise _lost(error, committing=unit.committing) from None
+            return []  # closed by PostgreSQL since the last call: connect again on a worker
+        return [result]
+
     def _transact(self, work: Callable[[Conn], T]) -> T:
         pg = driver()
         deadlocks = 0
         stale_ok = True  # one connection found dead at BEGIN is replaced, not reported
         while True:
-            if self._writer is None or self._writer.closed:
+            if self._writer is None or self._writer.closed or closed_by_server(self._writer):
                 self._writer = self._reconnect()
             conn = self._writer
             unit = PgUnit(conn)

@@ -31,6 +31,9 @@ CHANNEL = "shared_context_changes"
 SEARCH_TEXT = "content || ' ' || sender || ' ' || coalesce(metadata, '')"
 # The error a migration raises when pg_trgm cannot be created (see TRIGRAM).
 MISSING_EXTENSION = "SC001"
+# The error message_id() raises for a post into a session closed while it was on its way
+# (migration 4); the unit of work turns it into the domain's CONFLICT.
+SESSION_CLOSED = "SC002"
 
 # SQLite's functions that the shared statements call. SQLite's two-argument max() is NULL
 # if either argument is (GREATEST is not); a CASE keeps the functions inlinable.
@@ -374,10 +377,41 @@ END $$""",
     WHERE t.type = 'text' AND t.value != m.sender ON CONFLICT DO NOTHING""",
 )
 
+# A post is INSERT ... SELECT ... WHERE s.status = 'active' (messages.py), and the statement
+# reads the session in its own snapshot, taken before message_id() waits for the row lock:
+# a post racing update_session(status='completed') could read 'active', wait while the
+# close commits, then land in the closed session. Under the lock the row is the newest
+# committed version (READ COMMITTED), so the status is checked again there. An import
+# writes messages into a session of any status that it created in the same transaction
+# (the row's xmin is this transaction), or with explicit ids: those are let through.
+CHECKED_MESSAGE_ID = f"""CREATE OR REPLACE FUNCTION message_id() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    session_status text;
+    created_here boolean;
+BEGIN
+    SELECT status, xmin = pg_current_xact_id()::xid INTO session_status, created_here
+    FROM sessions WHERE id = NEW.session_id FOR NO KEY UPDATE;
+    IF session_status != 'active' AND NOT created_here AND NEW.id IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '{SESSION_CLOSED}', DETAIL = session_status,
+            MESSAGE = format('session %s is %s; reopen it with update_session(status=''active'')'
+                || ' before posting.', NEW.session_id, session_status);
+    END IF;
+    IF NEW.id IS NULL THEN
+        NEW.id := nextval('message_ids');
+    ELSIF NEW.id > coalesce(pg_sequence_last_value('message_ids'), 0) THEN
+        PERFORM pg_advisory_xact_lock({IMPORT_LOCK});
+        PERFORM setval('message_ids', NEW.id)
+        WHERE NEW.id > coalesce(pg_sequence_last_value('message_ids'), 0);
+    END IF;
+    RETURN NEW;
+END $$"""  # noqa: S608 (constants only)
+
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: (TRIGRAM, *COMPAT, *TABLES, *TRIGGERS),
     2: IMPORTS,
     3: CLAIMS,
+    4: (CHECKED_MESSAGE_ID,),
 }
 
 SCHEMA_VERSION = max(MIGRATIONS)

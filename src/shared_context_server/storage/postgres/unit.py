@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
+import select
 from typing import TYPE_CHECKING, Any
 
+from shared_context_server.errors import Conflict
 from shared_context_server.storage.postgres.connect import driver
+from shared_context_server.storage.postgres.schema import SESSION_CLOSED
 from shared_context_server.storage.seam import Params
 
 if TYPE_CHECKING:
@@ -33,11 +37,20 @@ def to_pyformat(sql: str) -> str:
     return "".join(out)
 
 
+# SQLite's `CROSS JOIN t a ON cond`: `t` is walked once per row of the tables before it.
+_CROSS_JOIN = re.compile(r" CROSS JOIN (\w+) (\w+) ON (.+?)(?= JOIN | WHERE )")
+
+
 @functools.lru_cache(maxsize=1024)
 def translate(sql: str) -> str:
     """A statement written for both engines, in PostgreSQL's form: psycopg's placeholders,
-    and `JOIN ... ON` where SQLite's planner hint `CROSS JOIN ... ON` is used."""
-    return to_pyformat(sql).replace(" CROSS JOIN ", " JOIN ")
+    and SQLite's planner hint `CROSS JOIN t a ON cond` (walk `t` inside, once per outer
+    row: the inbox's marks, each a short range of messages) as the LATERAL subquery that
+    means the same to PostgreSQL's planner. A plain join let it walk every message in id
+    order, or hash them all, for the inbox's news: 120 ms at 20,000 messages."""
+    return _CROSS_JOIN.sub(
+        r" JOIN LATERAL (SELECT * FROM \1 \2 WHERE \3 OFFSET 0) \2 ON TRUE", to_pyformat(sql)
+    )
 
 
 class _Cursor:
@@ -121,12 +134,16 @@ class PgUnit:
     query (several statements in PostgreSQL's simple protocol, the first error stopping
     the rest); BEGIN goes with the first, COMMIT with the last.
 
-    add_message (BEGIN, INSERT ... RETURNING, the audit INSERT, COMMIT) takes two trips
-    instead of four, set_memory two instead of five; a writer holds its session's row
-    lock, which every writer to that session waits for, over one trip instead of three."""
+    A unit that looks at nothing before it ends (add_message: BEGIN, INSERT ... RETURNING,
+    the audit INSERT, COMMIT, through `transact_then_read`) is one trip, and holds its
+    session's row lock, which every writer to that session waits for, over no round trip
+    to this process; set_memory takes two trips instead of five."""
 
-    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+    def __init__(
+        self, conn: psycopg.Connection[Any], opening: tuple[str, ...] = ("BEGIN",)
+    ) -> None:
         self._conn = conn
+        self._opening = opening  # sent before the first statement: BEGIN, maybe a SET LOCAL
         self._held: list[_HeldCursor] = []
         self._binder: Any = None  # a ClientCursor (connect_sync), to bind parameters
         self.trips = 0  # queries sent so far
@@ -147,11 +164,18 @@ class PgUnit:
         held, self._held = self._held, []
         if not held and not self.trips:
             return  # nothing ran: no transaction to open or end
-        begin = [] if self.trips else ["BEGIN"]
+        begin = [] if self.trips else list(self._opening)
         cursor = self._conn.cursor()
         self.trips += 1
-        cursor.execute("; ".join([*begin, *(h.sql for h in held), *([tail] if tail else [])]))
-        if begin:
+        try:
+            cursor.execute("; ".join([*begin, *(h.sql for h in held), *([tail] if tail else [])]))
+        except driver().Error as error:
+            if error.sqlstate == SESSION_CLOSED:  # a post met a session closed under it
+                raise Conflict(
+                    error.diag.message_primary or str(error), status=error.diag.message_detail
+                ) from None
+            raise
+        for _ in begin:
             cursor.nextset()
         for statement in held:
             statement.result = _Result(cursor)
@@ -169,3 +193,23 @@ class PgUnit:
         if status in (pg.pq.TransactionStatus.INTRANS, pg.pq.TransactionStatus.INERROR):
             with contextlib.suppress(pg.OperationalError):  # the connection is gone: so is it
                 self._conn.execute("ROLLBACK")
+
+
+def closed_by_server(conn: psycopg.Connection[Any]) -> bool:
+    """Whether PostgreSQL has closed this idle connection (a restart, a terminated backend):
+    then something waits on its socket, and reading it finds the end. Found before a unit
+    is sent, so a unit that goes whole with its COMMIT is not reported as maybe saved."""
+    pg = driver()
+    # Its last words (FATAL), then the end of the stream, which fails a read: at most two.
+    for _ in range(2):
+        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+        if not readable:
+            return False
+        with contextlib.suppress(pg.OperationalError):  # the status says what it found
+            conn.pgconn.consume_input()
+        if conn.pgconn.status != pg.pq.ConnStatus.OK:
+            break
+    else:
+        return False
+    conn.close()
+    return True

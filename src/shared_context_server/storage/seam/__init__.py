@@ -151,6 +151,15 @@ class Store(Protocol):
         `busy_seconds`."""
         ...
 
+    async def transact_then_read(self, work: Callable[[Conn], Callable[[], T]]) -> T:
+        """As `transact`, for a unit that need not look at a result before its last
+        statement: `work` runs the statements and returns a function that reads their
+        results, called once all have run (on PostgreSQL after COMMIT went with them in
+        one trip, so the row locks they take are held over no round trip to this process).
+        Each statement must be right to commit whatever the ones before it found (a later
+        one writes only if an earlier one did, in its own SQL)."""
+        ...
+
     async def try_transact(self, work: Callable[[Conn], object]) -> bool:
         """Run `work` in a transaction only if that needs no wait; False if not done."""
         ...

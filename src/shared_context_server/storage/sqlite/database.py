@@ -493,6 +493,10 @@ class Database:
             self._write_lock.release()
         raise self._busy()
 
+    async def transact_then_read(self, work: Callable[[Conn], Callable[[], T]]) -> T:
+        """`transact`, the results read before COMMIT (a sqlite3 cursor cannot be after)."""
+        return await self.transact(lambda conn: work(conn)())
+
     async def try_transact(self, work: Callable[[Conn], object]) -> bool:
         """Run `work` in a transaction only if the write lock is free at this instant;
         False (nothing done) if this process or another is writing. Never waits.
