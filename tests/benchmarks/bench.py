@@ -25,22 +25,29 @@ errors, news from another process in p50 <= 50 ms. ``--only product`` runs both 
 without the floor.
 
 Both systems are driven by the same client code (``ClientSession`` over ``stdio_client``,
-handshake era), each on its own fresh temporary databases, and samples are pooled over
---rounds, because run-to-run noise on a small machine is of the same order as the 1.2x
-targets:
+handshake era), each on its own fresh temporary databases. Run-to-run noise on a small
+shared machine is of the same order as the 1.2x targets, and the load moves between
+phases, so every phase runs --rounds times, alternating which system goes first: round 1
+floor then product, round 2 product then floor, and so on (with PostgreSQL, the three in
+turn and reversed). Each round's figures and ratios are printed, and the headline figure
+and ratio is the median of the rounds' (a ratio's median is taken over the rounds'
+ratios, each from one round's paired measurements). In each round:
 
-1. start-up: spawn to ``tools/list`` answered, median over --spawns (after a warm-up spawn),
-   systems alternating ABBA;
-2. latency: both servers up at once and called in turn, in a fresh random order at each
-   step, so drift and neighbours' load land on both alike: p50/p99 of --messages
+1. start-up: spawn to ``tools/list`` answered, median over --spawns (after one warm-up
+   spawn per system before round 1), the round's first system first, then ABBA;
+2. latency: both servers up at once and called in turn, the round's first system first at
+   even steps and last at odd ones, so drift and neighbours' load land on both alike:
+   p50/p99 of --messages
    sequential ``add_message`` calls into one session, then p50/p99 of 200 reads of the
    latest 50 messages (``get_context`` / floor ``get_messages``), and p50/p99 of --memory
    sequential ``set_memory`` calls cycling over 50 keys (most replace an entry);
 3. concurrency: --procs server processes, --per-proc ``add_message`` calls each, all into one
-   shared session: msgs/s, p99, errors, lost rows (counted with stdlib sqlite3 afterwards);
-   one system at a time (each saturates the machine), ABBA round by round (rows counted
-   with psycopg on PostgreSQL);
+   shared session: msgs/s, p99, errors, lost rows (counted with stdlib sqlite3 afterwards;
+   with psycopg on PostgreSQL); one system at a time (each saturates the machine), the
+   round's first system first;
 4. RSS of the server process after the latency phase (VmRSS from /proc).
+
+Counts (errors, lost rows, failed spawns) are summed over the rounds.
 
 Then, for the product alone, on each engine (``--only realtime`` runs just this):
 
@@ -447,27 +454,32 @@ class LaneFailed(Exception):
         self.run = run
 
 
+def turns(lanes: list[Lane], step: int) -> list[Lane]:
+    """The lanes in the order of this step: the round's first system first at even steps,
+    last at odd ones, so neither always follows the other."""
+    return lanes if step % 2 == 0 else lanes[::-1]
+
+
 async def phase_latency(runs: list[Run], messages: int, memory_writes: int, rnd: int) -> None:
-    """Every system's server up at once, called in turn, in a fresh random order each
-    step: whatever the machine does meanwhile lands on all of them alike."""
+    """Every system's server up at once, called in turn (`runs` gives the round's order,
+    alternated step by step): whatever the machine does meanwhile lands on all alike."""
     current = runs[0]
     try:
         async with AsyncExitStack() as stack:
             lanes = []
             for current in runs:
                 lanes.append(await open_lane(current, stack, rnd))
-            shuffler = random.Random(rnd)
             with anyio.fail_after(SHUTDOWN_TIMEOUT_S + (messages + memory_writes) * 2.0):
                 for i in range(messages):
-                    for lane in shuffler.sample(lanes, len(lanes)):
+                    for lane in turns(lanes, i):
                         current = lane.run
                         await add_once(lane, i)
                 for i in range(memory_writes):
-                    for lane in shuffler.sample(lanes, len(lanes)):
+                    for lane in turns(lanes, i):
                         current = lane.run
                         await memory_once(lane, i)
                 for i in range(WARMUP_READS + READ_CALLS):
-                    for lane in shuffler.sample(lanes, len(lanes)):
+                    for lane in turns(lanes, i):
                         current = lane.run
                         await read_once(lane, timed=i >= WARMUP_READS)
             for lane in lanes:
@@ -769,12 +781,18 @@ def ratio(prod: Figures, floor: Figures, attr: str) -> float:
     return a / b if b and not math.isnan(a) and not math.isnan(b) else math.nan
 
 
-def targets(floor: Figures | None, prod: Figures | None) -> list[Target]:
+def targets(rounds: Rounds) -> list[Target]:
+    """The product against the floor: each ratio is the median of the rounds' ratios."""
     out: list[Target] = []
+    floor, prod = rounds.median.get("floor"), rounds.median.get("product")
     if prod is None:
         return out
     if prod.crashed:
         return [Target("product ran to completion", math.nan, "no crash", False)]
+
+    def r_of(attr: str) -> float:
+        return rounds.median_ratio("product", "floor", attr)
+
     if floor is not None:
         for attr, label in [
             ("add_p50_ms", "add_message p50"),
@@ -784,17 +802,19 @@ def targets(floor: Figures | None, prod: Figures | None) -> list[Target]:
             ("mem_p50_ms", "set_memory p50"),
             ("mem_p99_ms", "set_memory p99"),
         ]:
-            r = ratio(prod, floor, attr)
+            r = r_of(attr)
             out.append(Target(f"{label} <= 1.2x floor", r, "<= 1.20x", r <= 1.2))
-        r = ratio(prod, floor, "conc_msgs_per_s")
+        r = r_of("conc_msgs_per_s")
         out.append(Target("throughput >= 0.9x floor", r, ">= 0.90x", r >= 0.9))
+        r = r_of("conc_p99_ms")
+        out.append(Target("concurrent p99 <= 1.2x floor", r, "<= 1.20x", r <= 1.2))
     errors = error_count(prod)
     out.append(Target("0 errors", errors, "== 0", errors == 0))
     out.append(Target("0 lost", prod.conc_lost, "== 0", prod.conc_lost == 0))
     if floor is not None:
         d = prod.rss_mb - floor.rss_mb
         out.append(Target("RSS <= floor + 20 MB", d, "<= +20 MB", d <= 20.0))
-        r = ratio(prod, floor, "startup_ms")
+        r = r_of("startup_ms")
         out.append(Target("start-up <= 1.15x floor", r, "<= 1.15x", r <= 1.15))
     return out
 
@@ -807,23 +827,23 @@ def error_count(fig: Figures) -> int:
 PG_NEWS_P50_MS = 50.0
 
 
-def pg_targets(
-    sqlite: Figures | None, pg: Figures | None, realtime: list[Realtime]
-) -> list[Target]:
+def pg_targets(rounds: Rounds | None, realtime: list[Realtime]) -> list[Target]:
     out: list[Target] = []
-    if pg is None:
+    sqlite = rounds.median.get("product") if rounds is not None else None
+    pg = rounds.median.get("postgres") if rounds is not None else None
+    if rounds is None or pg is None:
         return out
     if pg.crashed:
         return [Target("postgres ran to completion", math.nan, "no crash", False)]
     if sqlite is not None and not sqlite.crashed:
-        r = ratio(pg, sqlite, "conc_msgs_per_s")
+        r = rounds.median_ratio("postgres", "product", "conc_msgs_per_s")
         out.append(Target("pg throughput >= 0.7x sqlite", r, ">= 0.70x", r >= 0.7))
         for attr, label in [
             ("add_p50_ms", "add_message"),
             ("read_p50_ms", "get_context"),
             ("mem_p50_ms", "set_memory"),
         ]:
-            r = ratio(pg, sqlite, attr)
+            r = rounds.median_ratio("postgres", "product", attr)
             out.append(Target(f"pg {label} p50 <= 2x sqlite", r, "<= 2.00x", r <= 2.0))
     errors = error_count(pg)
     out.append(Target("pg 0 errors", errors, "== 0", errors == 0))
@@ -872,14 +892,15 @@ def fmt(value: object, spec: str) -> str:
         return str(value)
 
 
-def print_table(
-    runs: dict[str, Run], args: argparse.Namespace, pg: bench_pg.PgServer | None
-) -> None:
-    floor = runs["floor"].figures if "floor" in runs else None
-    prod = runs["product"].figures if "product" in runs else None
-    pgfig = runs["postgres"].figures if "postgres" in runs else None
-    both = floor is not None and prod is not None
-    engines = prod is not None and pgfig is not None
+# The ratio columns: (label, numerator system, denominator system).
+RATIO_COLUMNS = [("prod/floor", "product", "floor"), ("pg/sqlite", "postgres", "product")]
+
+
+def print_table(rounds: Rounds, args: argparse.Namespace, pg: bench_pg.PgServer | None) -> None:
+    """The median of the rounds for every figure and every ratio (a ratio's median is
+    taken over the rounds' ratios), then each round's figures and ratios."""
+    names = list(rounds.median)
+    columns = [c for c in RATIO_COLUMNS if c[1] in names and c[2] in names]
     print(
         f"shared-context-server bench: messages={args.messages} memory={args.memory} "
         f"reads={READ_CALLS} "
@@ -890,46 +911,69 @@ def print_table(
     )
     if pg is not None:
         print(f"postgres: {pg.describe()}, over TCP to {urlsplit(pg.url).hostname}")
-    header = f"{'metric':<27}" + "".join(f"{name:>12}" for name in runs)
-    if both:
-        header += f"{'prod/floor':>12}"
-    if engines:
-        header += f"{'pg/sqlite':>12}"
+    print(f"median of {len(rounds.per_round)} rounds (a ratio: the median of the rounds' ratios)")
+    header = f"{'metric':<27}" + "".join(f"{name:>12}" for name in names)
+    header += "".join(f"{label:>12}" for label, _, _ in columns)
     print(header)
     print("-" * len(header))
     for label, attr, spec in METRICS:
         line = f"{label:<27}"
-        for run in runs.values():
-            line += f"{fmt(getattr(run.figures, attr), spec):>12}"
-        if both and floor is not None and prod is not None:
-            if attr in RATIO_METRICS:
-                line += f"{fmt(ratio(prod, floor, attr), '{:.2f}x'):>12}"
-            else:
-                line += f"{'':>12}"
-        if engines and prod is not None and pgfig is not None and attr in RATIO_METRICS:
-            line += f"{fmt(ratio(pgfig, prod, attr), '{:.2f}x'):>12}"
-        print(line)
-    for name, run in runs.items():
-        if run.figures.startup_all_ms:
-            print(f"{name} start-ups (ms): {run.figures.startup_all_ms}")
-        if run.figures.rss_all_mb:
-            print(f"{name} RSS per round (MB): {run.figures.rss_all_mb}")
-        if run.figures.first_error:
-            print(f"{name} first error: {run.figures.first_error}")
-        if run.figures.crashed:
-            print(f"{name} CRASHED: {run.figures.crashed}")
-    print_targets(targets(floor, prod))
+        for name in names:
+            line += f"{fmt(getattr(rounds.median[name], attr), spec):>12}"
+        for _, num, den in columns:
+            r = rounds.median_ratio(num, den, attr) if attr in RATIO_METRICS else math.nan
+            line += f"{fmt(r, '{:.2f}x'):>12}"
+        print(line.rstrip())
+    for name, fig in rounds.median.items():
+        if fig.startup_all_ms:
+            print(f"{name} start-ups (ms): {fig.startup_all_ms}")
+        if fig.rss_all_mb:
+            print(f"{name} RSS per round (MB): {fig.rss_all_mb}")
+        if fig.first_error:
+            print(f"{name} first error: {fig.first_error}")
+        if fig.crashed:
+            print(f"{name} CRASHED: {fig.crashed}")
+    if len(rounds.per_round) > 1:
+        print_rounds(rounds, columns)
+    print_targets(targets(rounds))
 
 
-def as_json(
-    runs: dict[str, Run], args: argparse.Namespace, realtime: list[Realtime]
-) -> dict[str, Any]:
+def print_rounds(rounds: Rounds, columns: list[tuple[str, str, str]]) -> None:
+    """Round by round: each system's figure, then each ratio, with its median."""
+    print()
+    firsts = ", ".join(next(iter(runs)) for runs in rounds.per_round)
+    print(f"round by round (first in each phase: {firsts})")
+    n = len(rounds.per_round)
+    header = f"{'metric':<38}" + "".join(f"{f'r{i + 1}':>10}" for i in range(n))
+    header += f"{'median':>10}"
+    print(header)
+    print("-" * len(header))
+    for label, attr, spec in METRICS:
+        if attr not in RATIO_METRICS:
+            continue
+        for name in rounds.median:
+            values = [
+                getattr(runs[name].figures, attr) if name in runs else math.nan
+                for runs in rounds.per_round
+            ]
+            line = f"{f'{label}, {name}':<38}"
+            line += "".join(f"{fmt(v, spec):>10}" for v in values)
+            print(line + f"{fmt(getattr(rounds.median[name], attr), spec):>10}")
+        for ratio_label, num, den in columns:
+            values = rounds.ratios(num, den, attr)
+            line = f"{f'{label}, {ratio_label}':<38}"
+            line += "".join(f"{fmt(v, '{:.2f}x'):>10}" for v in values)
+            print(line + f"{fmt(median_of(values), '{:.2f}x'):>10}")
+
+
+def as_json(rounds: Rounds, args: argparse.Namespace, realtime: list[Realtime]) -> dict[str, Any]:
     def clean(v: object) -> object:
         return None if isinstance(v, float) and math.isnan(v) else v
 
-    floor = runs["floor"].figures if "floor" in runs else None
-    prod = runs["product"].figures if "product" in runs else None
-    pgfig = runs["postgres"].figures if "postgres" in runs else None
+    def figures(fig: Figures) -> dict[str, object]:
+        return {k: clean(v) for k, v in vars(fig).items()}
+
+    names = list(rounds.median)
     out: dict[str, Any] = {
         "config": {
             "messages": args.messages,
@@ -946,19 +990,28 @@ def as_json(
             "load": os.getloadavg(),
         },
     }
-    for name, run in runs.items():
-        out[name] = {k: clean(v) for k, v in vars(run.figures).items()}
-    if floor is not None and prod is not None:
-        out["ratios"] = {a: clean(ratio(prod, floor, a)) for a in sorted(RATIO_METRICS)}
+    # Each system's figures and each ratio: the median of the rounds'.
+    for name in names:
+        out[name] = figures(rounds.median[name])
+    for key, num, den in [
+        ("ratios", "product", "floor"),
+        ("ratios_pg_sqlite", "postgres", "product"),
+    ]:
+        if num in names and den in names:
+            out[key] = {a: clean(rounds.median_ratio(num, den, a)) for a in sorted(RATIO_METRICS)}
+    out["rounds"] = []
+    for runs in rounds.per_round:
+        one: dict[str, Any] = {"order": list(runs)}  # who went first in each phase
+        for name, run in runs.items():
+            one[name] = figures(run.figures)
+        out["rounds"].append(one)
     out["targets"] = [
         {"name": t.name, "value": clean(float(t.value)), "limit": t.limit, "pass": t.ok}
-        for t in targets(floor, prod)
+        for t in targets(rounds)
     ]
-    if prod is not None and pgfig is not None:
-        out["ratios_pg_sqlite"] = {a: clean(ratio(pgfig, prod, a)) for a in sorted(RATIO_METRICS)}
     out["pg_targets"] = [
         {"name": t.name, "value": clean(float(t.value)), "limit": t.limit, "pass": t.ok}
-        for t in pg_targets(prod, pgfig, realtime)
+        for t in pg_targets(rounds, realtime)
     ]
     out["realtime"] = [{k: clean(v) for k, v in vars(rt).items()} for rt in realtime]
     return out
@@ -985,10 +1038,69 @@ def tail(path: Path, lines: int = 15) -> str:
         return ""
 
 
+@dataclass
+class Rounds:
+    """Every round's runs (one Run per system per round, in the order the systems were
+    listed), and each system's figures as the median of its rounds."""
+
+    per_round: list[dict[str, Run]]
+    median: dict[str, Figures]
+
+    def ratios(self, num: str, den: str, attr: str) -> list[float]:
+        """num's figure over den's, round by round (nan where either is missing)."""
+        out = []
+        for runs in self.per_round:
+            if num in runs and den in runs:
+                out.append(ratio(runs[num].figures, runs[den].figures, attr))
+        return out
+
+    def median_ratio(self, num: str, den: str, attr: str) -> float:
+        return median_of(self.ratios(num, den, attr))
+
+
+def median_of(values: list[float]) -> float:
+    """The median of the values that are numbers; nan if none is."""
+    real = [v for v in values if not math.isnan(v)]
+    return statistics.median(real) if real else math.nan
+
+
+# Counts add up over the rounds; every other figure is the median of the rounds'.
+SUMMED = {
+    "add_errors",
+    "read_errors",
+    "mem_errors",
+    "conc_errors",
+    "conc_lost",
+    "conc_rows",
+    "spawn_failures",
+}
+
+
+def median_figures(rounds: list[Figures]) -> Figures:
+    out = Figures()
+    for name, value in vars(out).items():
+        values = [getattr(f, name) for f in rounds]
+        if name in SUMMED:
+            setattr(out, name, sum(values))
+        elif isinstance(value, float):
+            setattr(out, name, median_of(values))
+        elif isinstance(value, list):
+            setattr(out, name, [x for v in values for x in v])
+        elif isinstance(value, str):
+            setattr(out, name, next((v for v in values if v), ""))
+        else:  # read_returned: the last round that read
+            setattr(out, name, next((v for v in reversed(values) if v), 0))
+    return out
+
+
 async def run_all(
     args: argparse.Namespace, systems: list[System], tmp: Path, pg: bench_pg.PgServer | None
-) -> tuple[dict[str, Run], bool]:
-    runs: dict[str, Run] = {}
+) -> tuple[Rounds, bool]:
+    """--rounds rounds of every phase. Round 1 runs the systems in the order given, round 2
+    in the reverse order, and so on (floor, product; product, floor; ...), in each phase:
+    on a shared machine the load moves between phases, and whichever system goes first
+    meets a different machine from the one that follows it."""
+    base: dict[str, Run] = {}
     for system in systems:
         workdir = tmp / system.name
         workdir.mkdir()
@@ -997,15 +1109,14 @@ async def run_all(
             target: Callable[[str], str] = pg.fresh
         else:
             target = partial(file_target, workdir)
-        runs[system.name] = Run(system, workdir, errlog, target)
+        base[system.name] = Run(system, workdir, errlog, target)
 
-    crashed = False
+    crashed: dict[str, str] = {}  # a system that crashed sits out the rounds after
 
     def record_crash(run: Run, phase_name: str, exc: BaseException) -> None:
-        nonlocal crashed
-        crashed = True
         inner = leaf(exc)
         run.figures.crashed = f"{phase_name}: {type(inner).__name__}: {inner}"
+        crashed[run.system.name] = run.figures.crashed
         traceback.print_exception(exc, file=sys.stderr)
         run.errlog.flush()
         log_tail = tail(run.workdir / "server-stderr.log")
@@ -1023,10 +1134,10 @@ async def run_all(
             record_crash(run, phase_name, exc)
 
     async def attempt_together(
-        phase_name: str, job: Callable[[list[Run]], Awaitable[object]]
+        ordered: list[Run], phase_name: str, job: Callable[[list[Run]], Awaitable[object]]
     ) -> None:
         """attempt() for a phase that drives every system still standing at once."""
-        live = [run for run in runs.values() if not run.figures.crashed]
+        live = [run for run in ordered if not run.figures.crashed]
         if not live:
             return
         names = ", ".join(run.system.name for run in live)
@@ -1036,36 +1147,52 @@ async def run_all(
         except LaneFailed as failed:
             record_crash(failed.run, phase_name, failed.__cause__ or failed)
 
-    def order(rnd: int) -> list[Run]:
-        """ABBA: alternate which system goes first, so drift hits both alike."""
-        ordered = list(runs.values())
-        return ordered if rnd % 2 == 0 else ordered[::-1]
-
-    # Start-up and concurrency: one system at a time, ABBA; latency: every system at once.
-    for run in runs.values():  # warm-up spawn: creates the database, warms the page cache
+    for run in base.values():  # warm-up spawn: creates the database, warms the page cache
         db = run.target("startup")
         await attempt(run, "start-up warm-up", partial(spawn_once, run, db, "bench-warm"))
-    for i in range(args.spawns):
-        for run in order(i):
-            db = run.target("startup")
-            spawn = partial(spawn_once, run, db, f"bench-startup-{i}")
-
-            async def timed(r: Run = run, job: Callable[[], Awaitable[float]] = spawn) -> None:
-                r.startup_s.append(await job())
-
-            await attempt(run, f"start-up {i + 1}/{args.spawns}", timed)
+    per_round: list[dict[str, Run]] = []
     for rnd in range(args.rounds):
+        runs = {
+            name: Run(b.system, b.workdir, b.errlog, b.target)
+            for name, b in base.items()
+            if name not in crashed and not b.figures.crashed
+        }
+        if not runs:
+            break
+        ordered = list(runs.values())
+        if rnd % 2:
+            ordered.reverse()
+        per_round.append({run.system.name: run for run in ordered})  # first goes first
+        where = f"round {rnd + 1}/{args.rounds}"
+        # Start-up: the round's first system spawns first, then the spawns alternate ABBA.
+        for i in range(args.spawns):
+            for run in ordered if i % 2 == 0 else ordered[::-1]:
+                db = run.target("startup")
+                spawn = partial(spawn_once, run, db, f"bench-startup-{rnd}-{i}")
+
+                async def timed(r: Run = run, job: Callable[[], Awaitable[float]] = spawn) -> None:
+                    r.startup_s.append(await job())
+
+                await attempt(run, f"start-up {i + 1}/{args.spawns}, {where}", timed)
         job = partial(phase_latency, messages=args.messages, memory_writes=args.memory, rnd=rnd)
-        await attempt_together(f"latency round {rnd + 1}/{args.rounds}", job)
-    for rnd in range(args.rounds):
-        for run in order(rnd):
-            job = partial(phase_concurrency, run, args.procs, args.per_proc, rnd)
-            await attempt(run, f"concurrency round {rnd + 1}/{args.rounds}", job)
-    for run in runs.values():
-        run.summarise()
-    for run in runs.values():
+        await attempt_together(ordered, f"latency, {where}", job)
+        for run in ordered:
+            conc = partial(phase_concurrency, run, args.procs, args.per_proc, rnd)
+            await attempt(run, f"concurrency, {where}", conc)
+        for run in runs.values():
+            run.summarise()
+    for run in base.values():
         run.errlog.close()
-    return runs, crashed
+        if run.figures.crashed:  # the warm-up spawn
+            crashed.setdefault(run.system.name, run.figures.crashed)
+    median = {
+        name: median_figures([runs[name].figures for runs in per_round if name in runs])
+        for name in base
+    }
+    for name, fig in median.items():
+        if name in crashed:
+            fig.crashed = crashed[name]
+    return Rounds(per_round, median), bool(crashed)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -1085,7 +1212,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--procs", type=int, default=20)
     p.add_argument("--per-proc", type=int, default=200)
     p.add_argument("--spawns", type=int, default=5)
-    p.add_argument("--rounds", type=int, default=2, help="latency/concurrency repeats, pooled")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="rounds of every phase, alternating which system goes first; figures and\n"
+        "ratios are the median of the rounds'",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object instead")
     pg = p.add_mutually_exclusive_group()
     pg.add_argument(
@@ -1148,24 +1281,22 @@ def main(argv: list[str] | None = None) -> int:
 def report(args: argparse.Namespace, systems: list[System], pg: bench_pg.PgServer | None) -> int:
     """Run every phase, then print the figures; 1 if a system crashed."""
     realtime: list[Realtime] = []
-    runs: dict[str, Run] = {}
+    rounds: Rounds | None = None
     crashed = False
     with tempfile.TemporaryDirectory(prefix="scs-bench-") as tmp:
         if systems:
-            runs, crashed = anyio.run(run_all, args, systems, Path(tmp), pg, backend="asyncio")
+            rounds, crashed = anyio.run(run_all, args, systems, Path(tmp), pg, backend="asyncio")
         if args.only in (None, "product", "realtime"):
             realtime = anyio.run(run_realtime, args, Path(tmp), pg, backend="asyncio")
             crashed = crashed or any(rt.crashed for rt in realtime)
-    prod = runs["product"].figures if "product" in runs else None
-    pgfig = runs["postgres"].figures if "postgres" in runs else None
     if args.json:
-        print(json.dumps(as_json(runs, args, realtime), indent=2))
+        print(json.dumps(as_json(rounds or Rounds([], {}), args, realtime), indent=2))
     else:
-        if runs:
-            print_table(runs, args, pg)
+        if rounds is not None:
+            print_table(rounds, args, pg)
         for rt in realtime:
             print_realtime(rt)
-        print_targets(pg_targets(prod, pgfig, realtime))
+        print_targets(pg_targets(rounds, realtime))
     return 1 if crashed else 0
 
 

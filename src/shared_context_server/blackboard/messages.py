@@ -56,6 +56,7 @@ class Page(TypedDict):
 
 
 MESSAGE_KEYS = tuple(Message.__annotations__)
+_METADATA = MESSAGE_KEYS.index("metadata")
 MESSAGE_COLUMNS = ", ".join(f"m.{key}" for key in MESSAGE_KEYS)
 
 # One statement checks the session is active and the parent is a message of the same
@@ -90,7 +91,8 @@ MAX_CONTEXT_LIMIT = 500
 def message_dict(row: Row) -> Message:
     """A message row (selected with MESSAGE_COLUMNS) as the message object of the API."""
     message: Message = dict(zip(MESSAGE_KEYS, row, strict=True))  # type: ignore[assignment]
-    message["metadata"] = decode_metadata(row[MESSAGE_KEYS.index("metadata")])
+    if message["metadata"] is not None:  # most messages carry none: no call for them
+        message["metadata"] = decode_metadata(row[_METADATA])
     return message
 
 

@@ -163,6 +163,11 @@ async def index_pending(db: Store, batch: int = INDEX_BATCH, at_least: int = 1) 
             return total  # the common case: one quick read, no write lock
 
         def index(conn: Conn) -> int | None:
+            if int(conn.execute(PENDING).fetchone()[0]) < at_least:
+                # Another process indexed them while this one queued for the lock: with
+                # many writers, every indexer that saw the same backlog used to follow
+                # with a transaction of its own for the few rows committed since.
+                return None
             start = int(conn.execute(WATERMARK).fetchone()[0])
             end = conn.execute(BATCH_END, (start, batch)).fetchone()[0]
             if end is None:
