@@ -254,3 +254,20 @@ def test_write_refuses_what_has_no_file(
 ) -> None:
     code, _, err = config(capsys, *args)
     assert code == 2 and said in err
+
+
+def test_write_through_a_symlink_replaces_its_target_and_keeps_the_link(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dotfiles = tmp_path / "dotfiles" / "config.toml"
+    dotfiles.parent.mkdir()
+    dotfiles.write_text("# mine\n")
+    link = tmp_path / CODEX_FILE
+    link.parent.mkdir(parents=True)
+    link.symlink_to(dotfiles)
+    assert config(capsys, "codex", "--write", "--name", "shared ctx", "--agent-id", "c1")[0] == 0
+    assert link.is_symlink()
+    assert config(capsys, "codex", "--write", "--name", "shared ctx", "--agent-id", "c1")[0] == 0
+    text = dotfiles.read_text()
+    assert text.startswith("# mine\n") and text.count("[mcp_servers.") == 1
+    assert set(tomllib.loads(text)["mcp_servers"]) == {"shared ctx"}

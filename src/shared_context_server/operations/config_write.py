@@ -310,7 +310,9 @@ def _parse_merged(path: Path, merged: str) -> dict[str, Any]:
 
 def _replace(path: Path, text: str) -> None:
     """Write `text` whole or not at all: a temporary file beside it, then os.replace,
-    keeping an existing file's mode."""
+    keeping an existing file's mode. A symlink (dotfiles kept elsewhere) stays one: its
+    target is replaced."""
+    path = path.resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     mode = path.stat().st_mode & 0o7777 if path.exists() else None
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
