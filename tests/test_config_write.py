@@ -271,3 +271,14 @@ def test_write_through_a_symlink_replaces_its_target_and_keeps_the_link(
     text = dotfiles.read_text()
     assert text.startswith("# mine\n") and text.count("[mcp_servers.") == 1
     assert set(tomllib.loads(text)["mcp_servers"]) == {"shared ctx"}
+
+
+def test_write_codex_hooks_leaves_hooks_turned_off_off_and_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / CODEX_FILE
+    path.parent.mkdir(parents=True)
+    path.write_text("[features]\ncodex_hooks = false\n")
+    code, out, _ = config(capsys, "codex", "--hooks", "--agent-id", "c1", "--write")
+    assert code == 0 and out.endswith("but its [features] codex_hooks is off\n")
+    assert tomllib.loads(path.read_text())["features"] == {"codex_hooks": False}

@@ -90,6 +90,8 @@ def write_hooks(client: str, text: str, given: Path | None) -> str:
     path = target_file(client, True, given)
     if client == "codex":
         status = write_toml_hooks(path, text, client)
+        if tomllib.loads(path.read_text(encoding="utf-8"))["features"]["codex_hooks"] is not True:
+            return f"{status} the codex hooks in {path}, but its [features] codex_hooks is off"
     else:
         status = write_json_hooks(path, json.loads(text), client)
     return f"{status} the {client} hooks in {path}"
