@@ -56,7 +56,7 @@ from shared_context_server.errors import (
 )
 from shared_context_server.hook import HOSTS as HOOK_HOSTS
 from shared_context_server.instructions import AGENT_INSTRUCTIONS
-from shared_context_server.operations.client_config import CLIENTS, render_config
+from shared_context_server.operations.client_config import CLIENTS, render_config, server_entry
 from shared_context_server.storage.opener import default_db_path
 from shared_context_server.storage.seam import Target
 from shared_context_server.terminal import note
@@ -299,6 +299,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     config.add_argument("--name", default="shared-context", help="the server's name in the client")
     config.add_argument(
+        "--write",
+        action="store_true",
+        help="merge it into the client's own file instead of printing it (its other "
+        "servers, hooks and settings stay)",
+    )
+    config.add_argument(
+        "--file", type=Path, metavar="PATH", help="with --write: this file, not the client's usual"
+    )
+    config.add_argument(
         "--local",
         action="store_true",
         help="run this installation's executable, not uvx (for pipx or a clone)",
@@ -510,6 +519,8 @@ def _config(args: argparse.Namespace, db: Target) -> int:
         return 0
     if args.client is None:
         return _fail(f"config needs a client ({', '.join(CLIENT_NAMES)}) or --instructions.")
+    if args.file and not args.write:
+        return _fail("--file goes with --write.")
     # Imported here: serving never pays for it.
     from shared_context_server.operations.host_config import HOOKS, HOSTS, render_codex
 
@@ -528,7 +539,13 @@ def _config(args: argparse.Namespace, db: Target) -> int:
         if args.auto_claim and args.client == "cursor":
             return _fail("--auto-claim: the Cursor hooks cannot see its edits, so cannot claim.")
         render, where = HOOKS[args.client]
-        print(render(agent_id, agent_type, explicit_db, admin, args.local, args.auto_claim))
+        text = render(agent_id, agent_type, explicit_db, admin, args.local, args.auto_claim)
+        if args.write:
+            from shared_context_server.operations.config_write import write_hooks
+
+            print(write_hooks(args.client, text, args.file))
+            return 0
+        print(text)
         note(f"# {where}")
         return 0
     if args.auto_claim:
@@ -548,8 +565,14 @@ def _config(args: argparse.Namespace, db: Target) -> int:
             extra=extra,
         )
         where = CLIENTS[args.client]
-    print(text)
-    note(f"# {args.client}: {where}")
+    if args.write:
+        from shared_context_server.operations.config_write import write_entry
+
+        entry = server_entry(agent_id, agent_type, explicit_db, admin, args.local, extra)
+        print(write_entry(args.client, args.name, entry, text, args.file))
+    else:
+        print(text)
+        note(f"# {args.client}: {where}")
     if push and args.client == "claude-code":
         note(f"# {CHANNELS_NOTE.format(name=args.name)}")
     if not agent_id:

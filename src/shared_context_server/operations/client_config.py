@@ -86,6 +86,22 @@ def server_args(
     return args + list(extra)
 
 
+def server_entry(
+    agent_id: str | None,
+    agent_type: str | None,
+    db: Target | None,
+    admin: bool,
+    local: bool,
+    extra: Sequence[str] = (),
+) -> dict[str, Any]:
+    """The stdio server entry every client takes: `command` and `args`."""
+    command, *prefix = server_command(local, db)
+    return {
+        "command": command,
+        "args": prefix + server_args(agent_id, agent_type, db, admin, extra),
+    }
+
+
 def render_config(
     client: Client,
     *,
@@ -98,10 +114,8 @@ def render_config(
     extra: Sequence[str] = (),
 ) -> str:
     """The exact text for `client`: JSON for most, a `claude mcp add` command for Claude Code."""
-    command, *prefix = server_command(local, db)
-    args = prefix + server_args(agent_id, agent_type, db, admin, extra)
+    entry = server_entry(agent_id, agent_type, db, admin, local, extra)
     if client == "claude-code":
-        return shlex.join(["claude", "mcp", "add", name, "--", command, *args])
-    entry: dict[str, Any] = {"command": command, "args": args}
+        return shlex.join(["claude", "mcp", "add", name, "--", entry["command"], *entry["args"]])
     document = entry if client == "generic" else {"mcpServers": {name: entry}}
     return json.dumps(document, indent=2)
