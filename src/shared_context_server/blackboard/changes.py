@@ -5,7 +5,9 @@ the engine's business (`Store.changes`, `Store.push`). On a SQLite file the feed
 every `interval` seconds: a look is one `PRAGMA data_version` while nothing changed (a
 few microseconds on the event loop thread), and a commit of this process wakes it at once
 when a long poll of this process waits. On PostgreSQL the engine hears every commit on
-its LISTEN connection and wakes the feed; nobody polls.
+its LISTEN connection and wakes the feed; nobody polls. The engine listens only while
+someone here watches (`Store.want_news`): a commit between a waiter's look and LISTEN
+being in place is reported when it is (a resync), so the waiter looks again.
 
 The feed sleeps outright, with no timer, while nobody is watching (no subscription,
 listen stream or long poll).
@@ -76,17 +78,29 @@ class ChangeFeed:
     def watch(self) -> None:
         """Someone wants to hear of changes: keep looking until the matching `unwatch`."""
         self.watchers += 1
+        if self.watchers == 1:
+            self.db.want_news(True)
         self._wake()
 
     async def watch_from_now(self) -> None:
         """`watch`, for a subscriber: it hears of commits after this call, never of older
-        ones. While nobody watched, the feed did not look, so look first."""
+        ones. While nobody watched, the feed did not look, so look first (once the engine
+        hears every commit)."""
+        if not self.watchers:
+            self.db.want_news(True)
+            try:
+                await self.db.news_ready()
+            finally:
+                if not self.watchers:  # cancelled, or done: watch() says so again
+                    self.db.want_news(False)
         if not self.watchers and await self.poll() is not None:
             self._tick()  # only long polls could be waiting: they look again
         self.watch()
 
     def unwatch(self) -> None:
         self.watchers -= 1
+        if not self.watchers:
+            self.db.want_news(False)
 
     @contextmanager
     def watching(self) -> Iterator[None]:
