@@ -108,11 +108,14 @@ class PgDatabase:
     release_schema = SCHEMA_VERSION
     row_key = "ctid"
 
-    def __init__(self, url: str, *, busy_seconds: float = BUSY_SECONDS) -> None:
+    def __init__(
+        self, url: str, *, busy_seconds: float = BUSY_SECONDS, idle_s: float = IDLE_S
+    ) -> None:
         self.url = url
         self.busy_seconds = busy_seconds
+        self.idle_s = idle_s
         self.errors: tuple[type[Exception], ...] = (driver().Error,)
-        self._shared = SharedConnection(self._reconnect)
+        self._shared = SharedConnection(self._reconnect, idle_s=idle_s)
         self._write_lock = anyio.Lock()
         # LISTEN while news is wanted (want_news), until IDLE_S after it no longer is.
         self._news_wanted = False
@@ -136,11 +139,16 @@ class PgDatabase:
 
     @classmethod
     async def open(
-        cls, url: str, *, migrate: bool = True, busy_seconds: float = BUSY_SECONDS
+        cls,
+        url: str,
+        *,
+        migrate: bool = True,
+        busy_seconds: float = BUSY_SECONDS,
+        idle_s: float = IDLE_S,
     ) -> PgDatabase:
         """Connect, then migrate under an advisory lock; StorageError if that cannot be done
-        or the schema is newer than this code."""
-        db = cls(check_url(url), busy_seconds=busy_seconds)
+        or the schema is newer than this code. `idle_s`: connections unused this long close."""
+        db = cls(check_url(url), busy_seconds=busy_seconds, idle_s=idle_s)
         try:
             db._shared.adopt(await db._first_connection())
             if migrate:
@@ -220,11 +228,11 @@ class PgDatabase:
 
     async def _close_when_idle(self) -> None:
         while True:
-            await anyio.sleep(1.0)
+            await anyio.sleep(min(1.0, self.idle_s))
             if self._shared.is_open:
                 await anyio.to_thread.run_sync(self._shared.close_if_idle)
             unwanted_for = anyio.current_time() - self._unwanted_at
-            if not self._news_wanted and unwanted_for > IDLE_S:
+            if not self._news_wanted and unwanted_for > self.idle_s:
                 self._hearing.cancel()
 
     async def _hear_notes(self) -> None:
