@@ -25,7 +25,7 @@ from shared_context_server.blackboard.identity import VISIBLE_SQL, Agent, visibl
 from shared_context_server.blackboard.limits import DEFAULT_LIMITS, DEFAULT_WAIT_S, Limits
 from shared_context_server.blackboard.messages import Page, get_context
 from shared_context_server.errors import BlackboardError, InvalidInput
-from shared_context_server.storage.seam import Change, Store
+from shared_context_server.storage.seam import Change, Store, background, run_in_background
 
 logger = logging.getLogger(__name__)
 
@@ -104,11 +104,14 @@ class ChangeFeed:
 
     @contextmanager
     def watching(self) -> Iterator[None]:
-        """`watch` while inside (a long poll): this process's own commits wake it at once."""
+        """`watch` while inside (a long poll): this process's own commits wake it at once.
+        Its looks are background work: while it waits, the process holds only the
+        engine's LISTEN connection, not one for reads too."""
         self._long_polls += 1
         self.watch()
         try:
-            yield
+            with background():
+                yield
         finally:
             self.unwatch()
             self._long_polls -= 1
@@ -129,6 +132,7 @@ class ChangeFeed:
 
     async def run(self, on_change: OnChange) -> None:
         """Look until cancelled, calling `on_change` for each change and waking waiters."""
+        run_in_background()  # what it reads for waiters keeps no connection open
         while True:
             if not self._woken:
                 with anyio.CancelScope() as self._nap:

@@ -15,6 +15,7 @@ await) happens while it holds locks that other agents' processes wait for.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,16 @@ _BACKGROUND: ContextVar[bool] = ContextVar("background", default=False)
 def run_in_background() -> None:
     """Mark the calling task, and what it runs on worker threads, as background work."""
     _BACKGROUND.set(True)
+
+
+@contextmanager
+def background() -> Iterator[None]:
+    """Inside, the calling task's work is background work (a long poll between looks)."""
+    token = _BACKGROUND.set(True)
+    try:
+        yield
+    finally:
+        _BACKGROUND.reset(token)
 
 
 def in_background() -> bool:
