@@ -50,10 +50,12 @@ CONFINED_HBA = (
 
 class Cluster:
     """initdb + pg_ctl start; `url(db)` for a database on it; `stop()` removes it all.
-    `settings`: extra server options (`-c name=value ...`)."""
+    `settings`: extra server options (`-c name=value ...`); `max_connections`: the tests'
+    200 by default, PostgreSQL's own default is 100."""
 
-    def __init__(self, settings: str = TEST_SETTINGS) -> None:
+    def __init__(self, settings: str = TEST_SETTINGS, max_connections: int = 200) -> None:
         self.settings = settings
+        self.max_connections = max_connections
         self.bindir = _bindir()
         self.root = Path(tempfile.mkdtemp(prefix="scs-pg-"))
         self.data = self.root / "data"
@@ -91,7 +93,7 @@ class Cluster:
         """start, stop (-m immediate for a crash) or restart the server."""
         options = (
             f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
-            f"-c max_connections=200 {self.settings}"
+            f"-c max_connections={self.max_connections} {self.settings}"
         )
         self._run(
             str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "log"),

@@ -3,7 +3,7 @@ is refused with CONFLICT, never after."""
 
 from __future__ import annotations
 
-import json
+import io
 import random
 
 import anyio
@@ -17,11 +17,13 @@ from shared_context_server.blackboard.sessions import (
 )
 from shared_context_server.clock import utc_now
 from shared_context_server.errors import Conflict, NotFound
-from shared_context_server.operations.transfer import export_session, import_session, parse_export
+from shared_context_server.operations.import_read import ExportReader
+from shared_context_server.operations.import_write import import_messages
+from shared_context_server.operations.transfer import export_session
 from shared_context_server.operations.viewers import ADMIN_VIEWER
 from shared_context_server.storage.opener import open_store
 from shared_context_server.storage.seam import Conn, Store, Target
-from tests.conftest import ALICE, rows
+from tests.support import ALICE, rows
 
 TRIES = 200
 DELAYS = (0.0, 0.0005, 0.001)
@@ -102,10 +104,12 @@ async def test_an_import_still_writes_the_messages_of_a_completed_session(
     await update_session(db, ALICE, session_id, status="completed")
     with pytest.raises(Conflict, match="is completed; reopen it"):
         await add_message(db, ALICE, session_id, "too late")
-    document = await export_session(db, ADMIN_VIEWER, session_id)
+    written: list[str] = []
+    await export_session(db, ADMIN_VIEWER, session_id, written.append)
+    exported = ExportReader(io.BytesIO("".join(written).encode()), "test.jsonl")
     other = await open_store(other_target)
     try:
-        await import_session(other, parse_export(json.dumps(document), "test"))
+        await import_messages(other, exported.header, exported.messages())
     finally:
         await other.close()
     assert await rows(other_target, "SELECT status FROM sessions") == [("completed",)]

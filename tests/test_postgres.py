@@ -23,8 +23,8 @@ from shared_context_server.storage.postgres.schema import SCHEMA_VERSION
 from shared_context_server.storage.postgres.search import trigram_matching
 from shared_context_server.storage.postgres.unit import PgUnit, to_pyformat
 from shared_context_server.storage.seam import Conn
-from tests.conftest import ALICE
 from tests.pg_cluster import Cluster, free_port
+from tests.support import ALICE
 
 CLI = [sys.executable, "-m", "shared_context_server"]
 

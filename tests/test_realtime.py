@@ -183,6 +183,7 @@ async def test_a_cancelled_long_poll_ends_at_once_and_stops_watching(db: Store) 
 async def test_poll_tells_messages_from_session_list_changes(db: Store) -> None:
     feed = ChangeFeed(db)
     async with anyio.create_task_group() as tg, other_process(db) as other:
+        db.want_news(True)  # PostgreSQL listens only while someone here waits
         tg.start_soon(db.listen)  # PostgreSQL: what the feed reads is what this hears
 
         async def listening() -> bool:  # RESYNC heard: LISTEN is in place

@@ -5,7 +5,9 @@ the engine's business (`Store.changes`, `Store.push`). On a SQLite file the feed
 every `interval` seconds: a look is one `PRAGMA data_version` while nothing changed (a
 few microseconds on the event loop thread), and a commit of this process wakes it at once
 when a long poll of this process waits. On PostgreSQL the engine hears every commit on
-its LISTEN connection and wakes the feed; nobody polls.
+its LISTEN connection and wakes the feed; nobody polls. The engine listens only while
+someone here watches (`Store.want_news`): a commit between a waiter's look and LISTEN
+being in place is reported when it is (a resync), so the waiter looks again.
 
 The feed sleeps outright, with no timer, while nobody is watching (no subscription,
 listen stream or long poll).
@@ -23,7 +25,7 @@ from shared_context_server.blackboard.identity import VISIBLE_SQL, Agent, visibl
 from shared_context_server.blackboard.limits import DEFAULT_LIMITS, DEFAULT_WAIT_S, Limits
 from shared_context_server.blackboard.messages import Page, get_context
 from shared_context_server.errors import BlackboardError, InvalidInput
-from shared_context_server.storage.seam import Change, Store
+from shared_context_server.storage.seam import Change, Store, background, run_in_background
 
 logger = logging.getLogger(__name__)
 
@@ -76,25 +78,40 @@ class ChangeFeed:
     def watch(self) -> None:
         """Someone wants to hear of changes: keep looking until the matching `unwatch`."""
         self.watchers += 1
+        if self.watchers == 1:
+            self.db.want_news(True)
         self._wake()
 
     async def watch_from_now(self) -> None:
         """`watch`, for a subscriber: it hears of commits after this call, never of older
-        ones. While nobody watched, the feed did not look, so look first."""
+        ones. While nobody watched, the feed did not look, so look first (once the engine
+        hears every commit)."""
+        if not self.watchers:
+            self.db.want_news(True)
+            try:
+                await self.db.news_ready()
+            finally:
+                if not self.watchers:  # cancelled, or done: watch() says so again
+                    self.db.want_news(False)
         if not self.watchers and await self.poll() is not None:
             self._tick()  # only long polls could be waiting: they look again
         self.watch()
 
     def unwatch(self) -> None:
         self.watchers -= 1
+        if not self.watchers:
+            self.db.want_news(False)
 
     @contextmanager
     def watching(self) -> Iterator[None]:
-        """`watch` while inside (a long poll): this process's own commits wake it at once."""
+        """`watch` while inside (a long poll): this process's own commits wake it at once.
+        Its looks are background work: while it waits, the process holds only the
+        engine's LISTEN connection, not one for reads too."""
         self._long_polls += 1
         self.watch()
         try:
-            yield
+            with background():
+                yield
         finally:
             self.unwatch()
             self._long_polls -= 1
@@ -115,6 +132,7 @@ class ChangeFeed:
 
     async def run(self, on_change: OnChange) -> None:
         """Look until cancelled, calling `on_change` for each change and waking waiters."""
+        run_in_background()  # what it reads for waiters keeps no connection open
         while True:
             if not self._woken:
                 with anyio.CancelScope() as self._nap:

@@ -25,7 +25,7 @@ from shared_context_server.blackboard.sessions import archive_idle_sessions
 from shared_context_server.blackboard.tokens import sweep_expired_tokens
 from shared_context_server.clock import iso, now_utc
 from shared_context_server.errors import BlackboardError, DatabaseBusy
-from shared_context_server.storage.seam import Store
+from shared_context_server.storage.seam import Store, run_in_background
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +90,7 @@ async def run_maintenance(db: Store, holder: str, policy: Policy = Policy()) -> 
     The first round waits a jittered fraction of a round (at most a second or two), so
     starting a process costs nothing and processes started together do not all ask at once.
     """
+    run_in_background()  # no agent waits for it: it keeps no connection open
     await anyio.sleep(min(policy.interval_s, 1.0) * (0.5 + random.random()))
     uncoded: tuple[type[Exception], ...] = (*db.errors, OSError)
     while True:

@@ -23,7 +23,7 @@ import anyio
 
 from shared_context_server.clock import iso, utc_now
 from shared_context_server.errors import BlackboardError
-from shared_context_server.storage.seam import Conn, Row, Store
+from shared_context_server.storage.seam import Conn, Row, Store, run_in_background
 
 logger = logging.getLogger(__name__)
 
@@ -164,7 +164,9 @@ class Heartbeat:
         """Beat every `interval` seconds (sooner when news arrives) until cancelled.
 
         A failed beat is logged and retried next time: presence must never stop a server.
+        No agent waits for it, so it keeps no connection open on PostgreSQL.
         """
+        run_in_background()
         failures: tuple[type[Exception], ...] = (BlackboardError, *self.db.errors, OSError)
         while True:
             self._news = anyio.Event()

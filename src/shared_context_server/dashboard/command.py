@@ -168,7 +168,8 @@ def run_dashboard(args: argparse.Namespace, path: Target) -> int:
                 timeout_graceful_shutdown=2,
             )
             async with anyio.create_task_group() as tg:
-                tg.start_soon(db.listen)  # PostgreSQL's commits are heard, not looked for
+                db.want_news(True)  # PostgreSQL's commits are heard, not looked for
+                tg.start_soon(db.listen)
                 await _Server(config, changes).serve(sockets=[sock])
                 tg.cancel_scope.cancel()
         finally:

@@ -168,7 +168,8 @@ async def _follow(
                 return
 
         tg.start_soon(stop_on_signal)
-        tg.start_soon(database.listen)  # PostgreSQL's commits are heard, not looked for
+        database.want_news(True)  # PostgreSQL's commits are heard, not looked for
+        tg.start_soon(database.listen)
         async for message in follow(database, viewer, session_id, after):
             printer.print(message)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from shared_context_server.blackboard.processes import stale_cutoff
+from shared_context_server.storage.postgres.connect import APPLICATION_NAME
 from shared_context_server.storage.postgres.database import PgDatabase
 from shared_context_server.storage.postgres.schema import SCHEMA_VERSION
 from shared_context_server.storage.seam import redact
@@ -23,6 +24,18 @@ LIVE_PROCESSES = (
     "SELECT pid, host, agent_id, agent_type, client_name, started_at, last_seen"
     " FROM server_processes WHERE last_seen >= ? ORDER BY started_at, id"
 )
+# Connections of this product's servers (every database on the server; not doctor's own)
+# and of anyone, against the server's limit. application_name and backend_type are
+# visible to every role.
+CONNECTIONS = (
+    "SELECT count(*) FILTER (WHERE application_name = ? AND pid <> pg_backend_pid()),"
+    " count(*) FILTER (WHERE backend_type = 'client backend'),"
+    " current_setting('max_connections')::int,"
+    " current_setting('superuser_reserved_connections')::int"
+    " FROM pg_stat_activity"
+)
+# Past this share of the slots others can use, doctor warns.
+CROWDED = 0.8
 PROCESS_KEYS = ("pid", "host", "agent_id", "agent_type", "client_name", "started_at", "last_seen")
 
 
@@ -35,9 +48,21 @@ async def diagnose(url: str) -> dict[str, Any]:
         assert row is not None
         version = await db.schema_version()
         live = await db.read(LIVE_PROCESSES, (stale_cutoff(),))
+        slots = await db.read_one(CONNECTIONS, (APPLICATION_NAME,))
+        assert slots is not None
     finally:
         await db.close()
+    ours, in_use, limit, reserved = (int(v) for v in slots)
     warnings = []
+    if in_use > CROWDED * (limit - reserved):
+        warnings.append(
+            {
+                "warning": f"{in_use} of PostgreSQL's {limit} connections are in use "
+                f"({reserved} kept for superusers).",
+                "fix": "raise max_connections, or put PgBouncer (session mode) in front "
+                "(docs/POSTGRES.md, Connections and poolers)",
+            }
+        )
     if not row[3]:
         warnings.append(
             {
@@ -56,6 +81,12 @@ async def diagnose(url: str) -> dict[str, Any]:
         "schema_version": version,
         "expected_schema_version": SCHEMA_VERSION,
         "processes": [dict(zip(PROCESS_KEYS, p, strict=True)) for p in live],
+        "connections": {
+            "ours": ours,
+            "in_use": in_use,
+            "max_connections": limit,
+            "superuser_reserved": reserved,
+        },
         "warnings": warnings,
         "problems": [],
         "ok": True,
@@ -63,6 +94,7 @@ async def diagnose(url: str) -> dict[str, Any]:
 
 
 def report(data: dict[str, Any]) -> str:
+    slots = data["connections"]
     lines = [
         f"database      {data['path']} (PostgreSQL {data['server_version']})",
         f"connected as  {data['user']} to {data['database']}",
@@ -70,6 +102,8 @@ def report(data: dict[str, Any]) -> str:
         f"schema        version {data['schema_version']} "
         f"(this release: {data['expected_schema_version']})",
         f"processes     {len(data['processes'])} live server process(es) on this database",
+        f"connections   {slots['ours']} by {APPLICATION_NAME} servers, "
+        f"{slots['in_use']} in all, of max_connections {slots['max_connections']}",
     ]
     for item in data["warnings"]:
         lines.append(f"warning: {item['warning']}\n  what to do: {item['fix']}")

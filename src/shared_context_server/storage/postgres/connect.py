@@ -28,6 +28,21 @@ CLIENT_CHECK_MS = 1000
 # The least word similarity (0-1) for a message to be a search candidate.
 WORD_SIMILARITY = 0.3
 TupleRow = tuple[Any, ...]
+APPLICATION_NAME = "shared-context-server"
+# What PostgreSQL (53300 too_many_connections, including the slots kept for superusers)
+# and PgBouncer (max_client_conn) say when every connection slot is taken.
+NO_SLOT = (
+    "too many clients",
+    "remaining connection slots are reserved",
+    "no more connections allowed",
+    "too many connections for role",
+    "too many connections for database",
+)
+NO_SLOT_FIX = (
+    "every connection slot is taken: raise the server's max_connections (or the role's "
+    "or database's CONNECTION LIMIT), or put a pooler (PgBouncer in session mode) in "
+    "front; docs/POSTGRES.md, Connections and poolers"
+)
 
 
 def driver() -> Any:
@@ -61,11 +76,19 @@ def check_url(url: str) -> str:
     return url
 
 
+class NoConnectionSlot(StorageError):
+    """The server (or the pooler in front of it) refused a connection: no slot is free."""
+
+
 def connect_failure(url: str, error: Exception) -> StorageError:
     """One line saying why connecting failed and what to check."""
     text = " ".join(str(error).split())
     # libpq prefixes every reason with 'connection to server at ... failed:'; keep the reason.
     reason = text.rsplit("failed: ", 1)[-1] if "failed: " in text else text
+    if getattr(error, "sqlstate", None) == "53300" or any(s in reason for s in NO_SLOT):
+        return NoConnectionSlot(
+            f"PostgreSQL at {redact(url)} refused a connection ({reason}); {NO_SLOT_FIX}."
+        )
     if "does not exist" in reason and "database" in reason:
         fix = "create it (createdb, or CREATE DATABASE) or fix the name in the URL"
     elif "password" in reason or "authentication" in reason or "role" in reason:
@@ -118,7 +141,7 @@ def connect_sync(url: str) -> psycopg.Connection[Any]:
     pg = driver()
     options: dict[str, Any] = {
         "autocommit": True,
-        "application_name": "shared-context-server",
+        "application_name": APPLICATION_NAME,
         "cursor_factory": pg.ClientCursor,
         "row_factory": _rows,
     }
@@ -139,7 +162,7 @@ def connect_sync(url: str) -> psycopg.Connection[Any]:
 async def connect(url: str) -> psycopg.AsyncConnection[TupleRow]:
     """An autocommit connection, or StorageError saying in one line why not."""
     pg = driver()
-    options: dict[str, Any] = {"autocommit": True, "application_name": "shared-context-server"}
+    options: dict[str, Any] = {"autocommit": True, "application_name": APPLICATION_NAME}
     if "connect_timeout" not in url:
         options["connect_timeout"] = CONNECT_TIMEOUT_S
     try:

@@ -8,9 +8,9 @@ into psycopg's `%s`, so the dialect difference stays inside this engine.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
-import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -21,7 +21,13 @@ from shared_context_server.clock import utc_now
 from shared_context_server.errors import DatabaseBusy, InvalidInput, StorageError
 from shared_context_server.storage.locks import Lock
 from shared_context_server.storage.postgres import search
-from shared_context_server.storage.postgres.connect import check_url, connect_sync, driver
+from shared_context_server.storage.postgres.connect import (
+    NoConnectionSlot,
+    check_url,
+    connect_sync,
+    driver,
+)
+from shared_context_server.storage.postgres.connections import IDLE_S, SharedConnection
 from shared_context_server.storage.postgres.schema import (
     MIGRATIONS,
     MISSING_EXTENSION,
@@ -29,7 +35,7 @@ from shared_context_server.storage.postgres.schema import (
     SCHEMA_VERSION,
     SELECT_VERSION,
 )
-from shared_context_server.storage.postgres.unit import PgUnit, closed_by_server, translate
+from shared_context_server.storage.postgres.unit import PgUnit, translate
 from shared_context_server.storage.seam import (
     CandidateQuery,
     Change,
@@ -54,13 +60,11 @@ CHANNEL = "shared_context_changes"
 CLEAN_PENDING = "SELECT gin_clean_pending_list('messages_trigram'::regclass)"
 # A deadlock between two processes' transactions is retried this many times.
 DEADLOCK_RETRIES = 3
-# A unit of work runs on the event loop's thread when the writer is connected, waiting
-# for another process's row lock at most this long; past it (or on a deadlock, or a
-# connection to open again) it runs again on a worker thread, which waits up to
-# busy_seconds. The hand-off to a worker thread and back is two thread wake-ups, each a
-# wait for a core when every core is busy (as SQLite's QUICK_WRITE_BUSY_MS).
-QUICK_LOCK_MS = 50
-QUICK_OPENING = ("BEGIN", f"SET LOCAL lock_timeout = {QUICK_LOCK_MS}")
+# At start-up, a server refused for want of a connection slot tries again this long
+# (others' idle connections close within connections.IDLE_S) before it gives up.
+STARTUP_WAIT_S = 5.0
+# How long news_ready() waits for LISTEN to be in place before the caller goes on.
+READY_WAIT_S = 5.0
 T = TypeVar("T")
 
 
@@ -88,7 +92,8 @@ def _lost(error: Exception, *, committing: bool = False) -> DatabaseBusy:
 
 
 class PgDatabase:
-    """One process's connections to the shared PostgreSQL database: a writer and a reader.
+    """One process's connections to the shared PostgreSQL database: one for reads and
+    writes, closed when idle, and one for LISTEN while someone waits (connections.py).
 
     psycopg's synchronous connections run on worker threads, one trip per unit of work, so
     a transaction's statements follow each other without returning to the event loop, as
@@ -103,14 +108,21 @@ class PgDatabase:
     release_schema = SCHEMA_VERSION
     row_key = "ctid"
 
-    def __init__(self, url: str, *, busy_seconds: float = BUSY_SECONDS) -> None:
+    def __init__(
+        self, url: str, *, busy_seconds: float = BUSY_SECONDS, idle_s: float = IDLE_S
+    ) -> None:
         self.url = url
         self.busy_seconds = busy_seconds
+        self.idle_s = idle_s
         self.errors: tuple[type[Exception], ...] = (driver().Error,)
-        self._writer: psycopg.Connection[Any] | None = None
-        self._reader: psycopg.Connection[Any] | None = None
+        self._shared = SharedConnection(self._reconnect, idle_s=idle_s)
         self._write_lock = anyio.Lock()
-        self._read_lock = threading.Lock()
+        # LISTEN while news is wanted (want_news), until IDLE_S after it no longer is.
+        self._news_wanted = False
+        self._unwanted_at = -math.inf
+        self._wanted = anyio.Event()
+        self._ready = anyio.Event()
+        self._hearing = anyio.CancelScope()
         self._commit_listeners: list[Callable[[], None]] = []
         # What listen() heard since the change feed last looked (changes()).
         self._heard = 0
@@ -127,13 +139,18 @@ class PgDatabase:
 
     @classmethod
     async def open(
-        cls, url: str, *, migrate: bool = True, busy_seconds: float = BUSY_SECONDS
+        cls,
+        url: str,
+        *,
+        migrate: bool = True,
+        busy_seconds: float = BUSY_SECONDS,
+        idle_s: float = IDLE_S,
     ) -> PgDatabase:
         """Connect, then migrate under an advisory lock; StorageError if that cannot be done
-        or the schema is newer than this code."""
-        db = cls(check_url(url), busy_seconds=busy_seconds)
+        or the schema is newer than this code. `idle_s`: connections unused this long close."""
+        db = cls(check_url(url), busy_seconds=busy_seconds, idle_s=idle_s)
         try:
-            db._writer = await anyio.to_thread.run_sync(db._connect)
+            db._shared.adopt(await db._first_connection())
             if migrate:
                 await db._migrate()
             else:
@@ -143,6 +160,18 @@ class PgDatabase:
             raise
         return db
 
+    async def _first_connection(self) -> psycopg.Connection[Any]:
+        """Connect for start-up; refused for want of a slot, try again for STARTUP_WAIT_S
+        (others' idle connections close meanwhile), then StorageError saying so."""
+        deadline = anyio.current_time() + STARTUP_WAIT_S
+        while True:
+            try:
+                return await anyio.to_thread.run_sync(self._connect)
+            except NoConnectionSlot:
+                if anyio.current_time() >= deadline:
+                    raise
+                await anyio.sleep(0.5)
+
     def _connect(self) -> psycopg.Connection[Any]:
         conn = connect_sync(self.url)
         # A writer waits for another's row lock no longer than a call may wait in all.
@@ -150,10 +179,7 @@ class PgDatabase:
         return conn
 
     async def close(self) -> None:
-        for conn in (self._writer, self._reader):
-            if conn is not None:
-                await anyio.to_thread.run_sync(conn.close)
-        self._writer = self._reader = None
+        await anyio.to_thread.run_sync(self._shared.close)
 
     async def checkpoint_if_large(self) -> int:
         """PostgreSQL checkpoints on its own; what upkeep does here is flush the trigram
@@ -176,9 +202,43 @@ class PgDatabase:
         self._commit_listeners.append(listener)
         return lambda: self._commit_listeners.remove(listener)
 
+    def want_news(self, wanted: bool) -> None:
+        self._news_wanted = wanted
+        if wanted:
+            self._wanted.set()
+        else:
+            self._unwanted_at = anyio.current_time()
+
+    async def news_ready(self) -> None:
+        with anyio.move_on_after(READY_WAIT_S):
+            await self._ready.wait()
+
     async def listen(self) -> None:
-        """Hear every commit's notification until cancelled, reconnecting when the server
-        goes away (then everything since may be news: RESYNC)."""
+        """Until cancelled: LISTEN while news is wanted (want_news) and for IDLE_S after,
+        and close the shared connection once no call used it for IDLE_S."""
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._close_when_idle)
+            while True:
+                await self._wanted.wait()
+                with anyio.CancelScope() as self._hearing:
+                    await self._hear_notes()
+                self._ready = anyio.Event()
+                self._wanted = anyio.Event()
+                if self._news_wanted:  # wanted again while it stopped
+                    self._wanted.set()
+
+    async def _close_when_idle(self) -> None:
+        while True:
+            await anyio.sleep(min(1.0, self.idle_s))
+            if self._shared.is_open:
+                await anyio.to_thread.run_sync(self._shared.close_if_idle)
+            unwanted_for = anyio.current_time() - self._unwanted_at
+            if not self._news_wanted and unwanted_for > self.idle_s:
+                self._hearing.cancel()
+
+    async def _hear_notes(self) -> None:
+        """Hear every commit's notification, reconnecting when the server goes away (then
+        everything since may be news: RESYNC, as after LISTEN starts)."""
         from shared_context_server.storage.postgres.listen import RESYNC, PgListener
 
         listener = PgListener(self.url, [CHANNEL])
@@ -191,6 +251,7 @@ class PgDatabase:
                 self._heard += 1
                 for wake in list(self._commit_listeners):
                     wake()
+                self._ready.set()
         finally:
             await listener.close()
 
@@ -244,13 +305,11 @@ class PgDatabase:
 
     def _read(self, sql: str, params: tuple[Any, ...]) -> list[Row]:
         pg = driver()
-        with self._read_lock:
+        with self._shared.held():
             # A read changes nothing, so a connection found dead (PostgreSQL restarted
             # since the last call) is replaced and the read asked again, once.
             for retry in (True, False):
-                if self._reader is None or self._reader.closed:
-                    self._reader = self._reconnect()
-                conn = self._reader
+                conn = self._shared.conn()
                 try:
                     cursor = conn.execute(sql, params)
                     return list(cursor.fetchall()) if cursor.description else []
@@ -259,7 +318,6 @@ class PgDatabase:
                 except pg.OperationalError as error:
                     if not (conn.closed or conn.broken):
                         raise _interrupted(error) from None
-                    self._reader = None
                     conn.close()
                     if not retry:
                         raise _lost(error) from None
@@ -268,12 +326,19 @@ class PgDatabase:
     def _reconnect(self) -> psycopg.Connection[Any]:
         try:
             return self._connect()
+        except NoConnectionSlot as error:
+            raise DatabaseBusy(f"{error} Nothing of this call was saved; retry it.") from None
         except StorageError as error:
             raise DatabaseBusy(f"PostgreSQL is unreachable; retry in a moment ({error})") from None
 
+    def _held(self, run: Callable[[Callable[[Conn], T]], T], work: Callable[[Conn], T]) -> T:
+        """`run(work)` with the shared connection this thread's alone."""
+        with self._shared.held():
+            return run(work)
+
     async def transact(self, work: Callable[[Conn], T]) -> T:
-        """Run `work` in one transaction, on this thread unless it waits for a row lock
-        (QUICK_LOCK_MS); DatabaseBusy past the deadline (this process's queue and other
+        """Run `work` in one transaction on a worker thread, with the process's shared
+        connection; DatabaseBusy past the deadline (this process's queue and other
         processes' locks together)."""
         deadline = anyio.current_time() + self.busy_seconds
         with anyio.move_on_after(self.busy_seconds):
@@ -282,8 +347,7 @@ class PgDatabase:
             raise self._busy()
         try:
             # Not cancellable: the unit of work runs to COMMIT or ROLLBACK once started.
-            done = self._transact_here(work)
-            result = done[0] if done else await anyio.to_thread.run_sync(self._transact, work)
+            result = await anyio.to_thread.run_sync(self._held, self._transact, work)
         finally:
             self._write_lock.release()
         for listener in list(self._commit_listeners):
@@ -303,47 +367,12 @@ class PgDatabase:
         await self.transact(work)
         return True
 
-    def _transact_here(self, work: Callable[[Conn], T]) -> list[T]:
-        """`work` on this thread, if the writer is connected and no row lock holds it past
-        QUICK_LOCK_MS: [its result], or [] when nothing was saved and it is for a worker."""
-        pg = driver()
-        conn = self._writer
-        if conn is None or conn.closed or closed_by_server(conn):
-            return []
-        unit = PgUnit(conn, QUICK_OPENING)
-        try:
-            try:
-                result = work(unit)
-                unit.commit()
-            except BaseException:
-                unit.rollback()
-                raise
-        except (
-            pg.errors.LockNotAvailable,
-            pg.errors.DeadlockDetected,
-            pg.errors.SerializationFailure,
-        ):
-            return []
-        except pg.DataError as error:
-            raise _bad_value(error) from None
-        except pg.OperationalError as error:
-            if not (conn.closed or conn.broken):
-                raise _interrupted(error) from None
-            self._writer = None
-            conn.close()
-            if unit.trips > 1 or unit.committing:
-                raise _lost(error, committing=unit.committing) from None
-            return []  # closed by PostgreSQL since the last call: connect again on a worker
-        return [result]
-
     def _transact(self, work: Callable[[Conn], T]) -> T:
         pg = driver()
         deadlocks = 0
         stale_ok = True  # one connection found dead at BEGIN is replaced, not reported
         while True:
-            if self._writer is None or self._writer.closed or closed_by_server(self._writer):
-                self._writer = self._reconnect()
-            conn = self._writer
+            conn = self._shared.conn()
             unit = PgUnit(conn)
             try:
                 try:
@@ -364,7 +393,6 @@ class PgDatabase:
             except pg.OperationalError as error:
                 if not (conn.closed or conn.broken):
                     raise _interrupted(error) from None
-                self._writer = None
                 conn.close()
                 if unit.trips > 1 or unit.committing or not stale_ok:
                     raise _lost(error, committing=unit.committing) from None

@@ -15,6 +15,8 @@ await) happens while it holds locks that other agents' processes wait for.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
@@ -24,6 +26,29 @@ Params = Sequence[Any]
 Target = Path | str
 Engine = Literal["sqlite", "postgres"]
 T = TypeVar("T")
+
+# Work no agent waits for (the heartbeat, maintenance). An engine that closes idle
+# connections need not keep one open after it (postgres/connections.py).
+_BACKGROUND: ContextVar[bool] = ContextVar("background", default=False)
+
+
+def run_in_background() -> None:
+    """Mark the calling task, and what it runs on worker threads, as background work."""
+    _BACKGROUND.set(True)
+
+
+@contextmanager
+def background() -> Iterator[None]:
+    """Inside, the calling task's work is background work (a long poll between looks)."""
+    token = _BACKGROUND.set(True)
+    try:
+        yield
+    finally:
+        _BACKGROUND.reset(token)
+
+
+def in_background() -> bool:
+    return _BACKGROUND.get()
 
 
 class Row(Protocol):
@@ -199,8 +224,18 @@ class Store(Protocol):
         ...
 
     async def listen(self) -> None:
-        """Hear other processes' commits until cancelled, where the engine can (`push`);
-        returns at once where it cannot."""
+        """Hear other processes' commits until cancelled, where the engine can (`push`),
+        while someone wants news (`want_news`); returns at once where it cannot."""
+        ...
+
+    def want_news(self, wanted: bool) -> None:
+        """Someone in this process waits for other processes' commits (True), or nobody
+        does any more (False): PostgreSQL holds a LISTEN connection only in between."""
+        ...
+
+    async def news_ready(self) -> None:
+        """Return once every later commit will be heard (PostgreSQL: LISTEN is in place),
+        or after a few seconds if it cannot be yet; at once on a file."""
         ...
 
     async def close(self) -> None: ...

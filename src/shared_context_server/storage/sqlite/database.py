@@ -319,6 +319,12 @@ class Database:
     async def listen(self) -> None:
         """Nothing to hear on a file: its readers look."""
 
+    def want_news(self, wanted: bool) -> None:
+        """Nothing to start: a file's readers look."""
+
+    async def news_ready(self) -> None:
+        """A look sees every commit before it."""
+
     def on_commit(self, listener: Callable[[], None]) -> Callable[[], None]:
         """Call `listener` after each commit of `write()` or `transact()`; returns a function
         that stops it.

@@ -1,0 +1,123 @@
+"""Agents through PgBouncer in session mode, the pooler route docs/POSTGRES.md describes:
+calls, LISTEN and a long poll woken by another agent's post all pass through a real
+PgBouncer (Debian's package) that this test starts on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import psycopg
+import pytest
+
+from tests.pg_cluster import Cluster, free_port
+from tests.support import ok, poll_until, spawn
+
+POOL_SIZE = 4
+
+
+class PgBouncer:
+    """pgbouncer -d with its config, auth file, pid and log in a temp dir (as the
+    `postgres` user under root: PgBouncer refuses to run as root)."""
+
+    def __init__(self, cluster: Cluster, dbname: str) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="scs-pgbouncer-"))
+        self.port = free_port()
+        (self.root / "users.txt").write_text('"postgres" ""\n')
+        (self.root / "pgbouncer.ini").write_text(
+            f"[databases]\n{dbname} = host=127.0.0.1 port={cluster.port} dbname={dbname}\n"
+            "[pgbouncer]\n"
+            f"listen_addr = 127.0.0.1\nlisten_port = {self.port}\nunix_socket_dir =\n"
+            f"auth_type = trust\nauth_file = {self.root / 'users.txt'}\n"
+            f"pool_mode = session\ndefault_pool_size = {POOL_SIZE}\nmax_client_conn = 200\n"
+            f"pidfile = {self.root / 'pgbouncer.pid'}\nlogfile = {self.root / 'log'}\n"
+        )
+        self._as: list[str] = []
+        if os.geteuid() == 0:
+            shutil.chown(self.root, "postgres")
+            for path in self.root.iterdir():
+                shutil.chown(path, "postgres")
+            self._as = ["runuser", "-u", "postgres", "--"]
+
+    def start(self) -> PgBouncer:
+        binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+        subprocess.run(
+            [*self._as, binary, "-d", str(self.root / "pgbouncer.ini")],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+        return self
+
+    def url(self, dbname: str) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
+
+    def stop(self) -> None:
+        pid = self.root / "pgbouncer.pid"
+        if pid.exists():
+            subprocess.run(["kill", pid.read_text().strip()], check=False)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@pytest.fixture
+def bouncer(pg_cluster: Cluster, pg_migrated_url: str) -> Iterator[str]:
+    """A URL through PgBouncer (session pooling) to a migrated database."""
+    if not (shutil.which("pgbouncer") or Path("/usr/sbin/pgbouncer").exists()):
+        if os.environ.get("CI"):
+            raise RuntimeError("no pgbouncer: apt-get install pgbouncer (.ci/run does)")
+        pytest.skip("no pgbouncer: apt-get install pgbouncer")
+    dbname = pg_migrated_url.rsplit("/", 1)[-1]
+    pooler = PgBouncer(pg_cluster, dbname).start()
+    try:
+        yield pooler.url(dbname)
+    finally:
+        pooler.stop()
+
+
+def server_connections(direct_url: str, where: str = "true") -> int:
+    """This product's connections PostgreSQL itself sees on the database."""
+    dbname = direct_url.rsplit("/", 1)[-1]
+    with psycopg.connect(direct_url, autocommit=True, application_name="test") as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s"  # noqa: S608
+            f" AND application_name = 'shared-context-server' AND {where}",
+            (dbname,),
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def listening(direct_url: str) -> int:
+    return server_connections(direct_url, "left(query, 6) = 'LISTEN'")
+
+
+async def test_agents_through_pgbouncer_in_session_mode_call_and_are_woken_by_news(
+    bouncer: str, pg_migrated_url: str
+) -> None:
+    async with (
+        spawn(bouncer, "--agent-id", "poster") as poster,
+        spawn(bouncer, "--agent-id", "waiter") as waiter,
+        spawn(bouncer, "--agent-id", "reader") as reader,
+    ):
+        session_id = (await ok(poster, "create_session", purpose="pooled"))["session_id"]
+        await ok(reader, "get_session", session_id=session_id)
+        woken: list[str] = []
+
+        async def wait() -> None:
+            page = await ok(waiter, "wait_for_messages", session_id=session_id, after_id=0,
+                            timeout_s=60)  # fmt: skip
+            woken.extend(m["content"] for m in page["messages"])
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(wait)
+            with anyio.fail_after(30):  # the waiter's LISTEN, through PgBouncer
+                await poll_until(lambda: listening(pg_migrated_url) == 1)
+            await ok(poster, "add_message", session_id=session_id, content="via the pooler")
+        assert woken == ["via the pooler"]
+        # PgBouncer holds the server connections: never more than its pool.
+        assert 0 < server_connections(pg_migrated_url) <= POOL_SIZE
