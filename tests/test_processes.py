@@ -95,11 +95,14 @@ def test_stdout_carries_only_protocol_even_with_debug_logging(tmp_path: Path) ->
         tool_call(2, "create_session", {"purpose": "raw"}),
         tool_call(3, "get_session", {"session_id": 7}),
     ]
+    # stderr to a file: DEBUG logs of a new file's migrations pass a pipe's 64 KB, and a
+    # pipe nobody reads yet would stop the server mid-log, before it answers.
+    log = (tmp_path / "stderr.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "shared_context_server", "--db", str(db), "--log-level", "DEBUG"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=log,
         text=True,
     )
     assert proc.stdin and proc.stdout
@@ -109,7 +112,9 @@ def test_stdout_carries_only_protocol_even_with_debug_logging(tmp_path: Path) ->
     lines: list[dict[str, Any]] = []
     while len([line for line in lines if "id" in line]) < 3:
         lines.append(json.loads(proc.stdout.readline()))  # each line is JSON-RPC
-    rest, stderr = proc.communicate(timeout=60)  # closes stdin: the client hangs up
+    rest, _ = proc.communicate(timeout=60)  # closes stdin: the client hangs up
+    log.close()
+    stderr = (tmp_path / "stderr.log").read_text()
     # Nothing else reached stdout, even at exit, but notifications (the session created
     # changes the resource list).
     notes = [json.loads(line) for line in rest.splitlines()] + lines
