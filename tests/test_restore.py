@@ -29,6 +29,7 @@ def backed_up(tmp_path: Path) -> tuple[Path, Path, str]:
     """A blackboard with one message backed up and one written after; no server running."""
     db, copy = tmp_path / "bb.db", tmp_path / "copy.db"
     server = RawServer(db)
+    server.ready()  # the server has opened the file
     sid = server.call("create_session", purpose="restore")["session_id"]
     server.call("add_message", session_id=sid, content="in the backup")
     assert run_cli("backup", str(copy), "--db", str(db)).returncode == 0
@@ -49,6 +50,7 @@ def test_restore_puts_the_backup_in_place_keeps_the_old_file_and_servers_carry_o
     assert contents(side) == ["in the backup", "after the backup"]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["bb.db", "copy.db", side.name])
     server = RawServer(db)  # a server on the restored file: its contents, fresh ids
+    server.ready()  # the server has opened the file
     added = server.call("add_message", session_id=sid, content="after the restore")
     assert not added["is_error"], added
     clean_exit(server)
@@ -59,6 +61,7 @@ def test_restore_puts_the_backup_in_place_keeps_the_old_file_and_servers_carry_o
 def test_restore_refuses_while_a_server_uses_the_file_and_names_it(tmp_path: Path) -> None:
     db, copy, _ = backed_up(tmp_path)
     server = RawServer(db)
+    server.ready()  # the server has opened the file
     done = run_cli("restore", str(copy), "--db", str(db))
     assert done.returncode == 2
     assert f"pid {server.proc.pid}" in done.stderr and "faults" in done.stderr
@@ -71,6 +74,7 @@ def test_restore_refuses_while_a_server_uses_the_file_and_names_it(tmp_path: Pat
 def test_restore_after_a_killed_server_keeps_what_only_its_wal_held(tmp_path: Path) -> None:
     db, copy, sid = backed_up(tmp_path)
     server = RawServer(db)
+    server.ready()  # the server has opened the file
     server.call("add_message", session_id=sid, content="only in the WAL")
     server.proc.kill()  # no clean exit: the commit is in the -wal alone
     server.proc.wait(timeout=30)
