@@ -14,6 +14,7 @@ from shared_context_server.blackboard.inbox import check_inbox
 from shared_context_server.blackboard.sessions import create_session
 from shared_context_server.clock import iso, now_utc
 from shared_context_server.errors import InvalidInput, PermissionDenied
+from shared_context_server.message_text import header
 from shared_context_server.storage.seam import Store
 from tests.support import ADMIN, ALICE, BOB, CAROL
 
@@ -186,6 +187,16 @@ async def test_the_sender_sees_who_acknowledged_and_who_has_not(db: Store) -> No
     assert message["unacknowledged"] == ["carol"]
     with pytest.raises(InvalidInput, match="not addressed to you"):
         await acks.acknowledge(db, ALICE, session_id, [message_id])
+
+
+async def test_the_text_a_model_reads_says_who_acknowledged_a_hand_off(db: Store) -> None:
+    session_id, message_id = await handoff(db)
+    await acks.acknowledge(db, BOB, session_id, [message_id])
+    message = await messages.get_message(db, ALICE, session_id, message_id)
+    assert "acked by bob; awaiting carol" in header(message)
+    plain = await messages.add_message(db, ALICE, session_id, "no one addressed")
+    read = await messages.get_message(db, ALICE, session_id, plain["message_id"])
+    assert "acked" not in header(read)
 
 
 async def test_check_inbox_puts_unacknowledged_hand_offs_first_and_acks_them(db: Store) -> None:
