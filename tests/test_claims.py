@@ -148,7 +148,7 @@ async def test_a_claim_on_another_host_ends_once_its_heartbeat_is_stale(db: Stor
     elsewhere = Presence("another-host", 4242, "run")
     await take(db, ALICE, "src/a.py", presence=elsewhere)
     assert (await take(db, BOB, "src/a.py"))["conflicts"]  # young: presumed present
-    stale = iso(now_utc() - timedelta(seconds=claim_rules.STALE_AFTER + 1))
+    stale = iso(now_utc() - timedelta(seconds=claim_rules.STALE_AFTER[db.engine] + 1))
 
     def age(conn: Any) -> None:
         conn.execute("UPDATE claims SET renewed_at = ?", (stale,))

@@ -272,7 +272,7 @@ def test_the_edit_path_imports_nothing_heavy(tmp_path: Path) -> None:
 
 def test_the_edit_hook_agrees_with_the_server() -> None:
     assert claim_rules.INSERT_AUDIT == audit.INSERT
-    assert claim_rules.STALE_AFTER == processes.STALE_AFTER
+    assert {e: processes.stale_after(e) for e in processes.HEARTBEAT_S} == claim_rules.STALE_AFTER
     assert claim_rules.CLAIMS_SCHEMA == news.ACK_SCHEMA
     made = " ".join(migrations.MIGRATIONS[claim_rules.CLAIMS_SCHEMA])
     assert "CREATE TABLE claims" in made and "CREATE TABLE addressed" in made

@@ -16,7 +16,7 @@ import pytest
 
 from shared_context_server.errors import DatabaseBusy, StorageError
 from shared_context_server.storage.postgres.database import PgDatabase
-from shared_context_server.storage.seam import Change, run_in_background
+from shared_context_server.storage.seam import Change, background, run_in_background
 from tests.pg_cluster import TEST_SETTINGS, Cluster, MissingPostgres
 from tests.support import poll_until, poll_until_true, run_cli
 
@@ -43,9 +43,9 @@ async def settles(url: str, expected: tuple[int, int]) -> None:
 
 
 @contextlib.asynccontextmanager
-async def opened(url: str, idle_s: float) -> AsyncIterator[PgDatabase]:
+async def opened(url: str, idle_s: float, slot_wait_s: float = 5.0) -> AsyncIterator[PgDatabase]:
     """A PgDatabase with its housekeeping (`listen`) running, as a server runs it."""
-    db = await PgDatabase.open(url, idle_s=idle_s)
+    db = await PgDatabase.open(url, idle_s=idle_s, slot_wait_s=slot_wait_s)
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(db.listen)
@@ -147,17 +147,48 @@ def every_slot_taken(cluster: Cluster, leave: int = 0) -> Iterator[list[psycopg.
 async def test_a_call_refused_a_connection_is_database_busy_naming_the_limit_and_the_fix(
     tiny_cluster: Cluster,
 ) -> None:
-    async with opened(tiny_cluster.url("scs"), idle_s=0.3) as db:
+    async with opened(tiny_cluster.url("scs"), idle_s=0.3, slot_wait_s=1.0) as db:
         await settles(tiny_cluster.url("scs"), (0, 0))
         with every_slot_taken(tiny_cluster):
+            began = anyio.current_time()
             with pytest.raises(DatabaseBusy) as refused:
                 await db.read("SELECT count(*) FROM sessions")
+            assert anyio.current_time() - began >= 1.0  # it waited for a slot first
             text = refused.value.message
             assert "too many clients" in text
             assert "max_connections" in text
             assert "pooler" in text
         # Still serving: the next call, with a slot free, succeeds.
         assert await db.read_one("SELECT count(*) FROM sessions") is not None
+
+
+async def test_a_call_refused_a_slot_waits_for_one_another_process_frees(
+    tiny_cluster: Cluster,
+) -> None:
+    """A crowd holds slots for moments (heartbeats, start-ups): a call waits them out."""
+    async with opened(tiny_cluster.url("scs"), idle_s=0.3, slot_wait_s=10.0) as db:
+        await settles(tiny_cluster.url("scs"), (0, 0))
+        with every_slot_taken(tiny_cluster) as taken:
+
+            async def free_one() -> None:
+                await anyio.sleep(1.0)
+                taken.pop().close()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(free_one)
+                began = anyio.current_time()
+                assert await db.read_one("SELECT count(*) FROM sessions") is not None
+                assert anyio.current_time() - began >= 0.9
+
+
+async def test_background_work_refused_a_slot_does_not_wait(tiny_cluster: Cluster) -> None:
+    async with opened(tiny_cluster.url("scs"), idle_s=0.3, slot_wait_s=10.0) as db:
+        await settles(tiny_cluster.url("scs"), (0, 0))
+        with every_slot_taken(tiny_cluster):
+            began = anyio.current_time()
+            with background(), pytest.raises(DatabaseBusy):
+                await db.try_transact(lambda conn: conn.execute("SELECT 1"))
+            assert anyio.current_time() - began < 2.0
 
 
 async def test_start_up_refused_every_slot_waits_then_says_why_in_one_line(

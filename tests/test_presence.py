@@ -7,12 +7,13 @@ import os
 import socket
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from shared_context_server.blackboard.processes import Heartbeat, live_processes
-from shared_context_server.clock import utc_now
+from shared_context_server.clock import iso, now_utc, utc_now
 from shared_context_server.operations.doctor import diagnose
 from shared_context_server.storage.seam import Store
 from shared_context_server.storage.sqlite.database import Database
@@ -46,6 +47,19 @@ async def test_rows_not_refreshed_lately_or_of_dead_pids_are_hidden_and_deleted(
     live = await live_processes(db)
     assert [p["agent_id"] for p in live] == ["me", "remote"]
     assert len(await db.read("SELECT * FROM server_processes")) == 2
+
+
+async def test_a_row_is_stale_after_three_of_its_engines_beats(db: Store) -> None:
+    """An idle PostgreSQL process opens a connection for each beat, so it beats every 15 s
+    (a crowd's beats then fit the connection limit); its row is live for 45 s, a file's
+    for 15."""
+    now = utc_now()
+    ago = [(f"{s}s", iso(now_utc() - timedelta(seconds=s))) for s in (12, 20, 40, 50)]
+    await db.transact(
+        lambda conn: [conn.execute(INSERT, ("elsewhere", 1, name, now, t)) for name, t in ago]
+    )
+    live = [p["agent_id"] for p in await live_processes(db)]
+    assert live == (["12s"] if db.engine == "sqlite" else ["12s", "20s", "40s"])
 
 
 async def test_a_heartbeat_writes_who_it_serves_and_comes_back_after_being_judged_stale(

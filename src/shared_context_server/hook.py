@@ -157,6 +157,7 @@ class Blackboard:
     def __init__(self, path: str) -> None:
         self._pg: Any = None
         self.version = news.ACK_SCHEMA  # PostgreSQL: migrated by the first server
+        self.engine = "postgres" if _is_url(path) else "sqlite"
         if _is_url(path):
             self._open_postgres(path)
         else:

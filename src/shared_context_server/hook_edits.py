@@ -78,7 +78,7 @@ def decide(board: Any, agent: Any, files: list[str]) -> dict[str, Any] | None:
         return None  # a file from before claims: nothing can be claimed in it
     moment = time.time()
     now, until = _iso(moment), _iso(moment + rules.DEFAULT_TTL_S)
-    cutoff = _iso(moment - rules.STALE_AFTER)
+    cutoff = _iso(moment - rules.STALE_AFTER[board.engine])
     here = os.uname().nodename  # socket.gethostname(), without importing socket
     targets = [rules.normalise(path, "/") for path in files]
 

@@ -15,7 +15,7 @@ unless their literal prefixes or suffixes rule it out. When unsure, they overlap
 A claim is alive until `expires_at`, while its sub-agent token (if any) is neither
 revoked nor expired, and while its holder is present: the server process it was made
 through still refreshes its heartbeat row (blackboard/processes.py: a killed process's
-row is stale after STALE_AFTER seconds; on its own host a dead pid counts at once), or,
+row is stale after STALE_AFTER[engine] seconds; on its own host a dead pid counts at once), or,
 for the hook's auto-claims, any process of the holder does. A claim younger than
 STALE_AFTER counts as present, since a process's first heartbeat may not be written yet.
 """
@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 CLAIMS_SCHEMA = 10  # the SQLite migration that made claims and addressed
 DEFAULT_TTL_S = 900
 MAX_TTL_S = 86400
-STALE_AFTER = 15.0  # processes.STALE_AFTER (that module is too heavy for the hook)
+# processes.stale_after(engine), per engine (that module is too heavy for the hook).
+STALE_AFTER = {"sqlite": 15.0, "postgres": 45.0}
 MAX_TARGET_CHARS = 1024
 MAX_SEGMENTS = 64
 TASK = "task:"

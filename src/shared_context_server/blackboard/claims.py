@@ -121,7 +121,7 @@ async def claim(
     def work(conn: Conn) -> dict[str, Any]:
         conn.execute(rules.LOCK_CLAIMS)
         moment = now_utc()
-        now, cutoff = iso(moment), stale_cutoff(moment)
+        now, cutoff = iso(moment), stale_cutoff(db.engine, moment)
         until = iso(moment + timedelta(seconds=ttl_s))
         conflicts: list[dict[str, Any]] = []
         free: list[tuple[str, str, str]] = []
@@ -255,7 +255,7 @@ async def list_claims(
     if prefix and not prefix.startswith(rules.TASK) and not prefix.startswith(("/", "~")):
         prefix = cwd.rstrip("/") + "/" + prefix
     moment = now_utc()
-    live = rules.live_params(iso(moment), stale_cutoff(moment))
+    live = rules.live_params(iso(moment), stale_cutoff(db.engine, moment))
     size = len(prefix) if prefix else None
     params = (holder, holder, prefix, size, prefix, *live, limit + 1)
     rows = await db.read(LIST, params)
@@ -267,7 +267,7 @@ async def list_claims(
 async def sweep_ended_claims(db: Store, *, now: datetime | None = None) -> int:
     """Delete a batch of claims that have ended (maintenance); returns how many."""
     moment = now or now_utc()
-    params = (*rules.live_params(iso(moment), stale_cutoff(moment)), SWEEP_BATCH)
+    params = (*rules.live_params(iso(moment), stale_cutoff(db.engine, moment)), SWEEP_BATCH)
 
     def work(conn: Conn) -> int:
         return int(conn.execute(DELETE_ENDED, params).rowcount)

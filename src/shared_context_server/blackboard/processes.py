@@ -1,10 +1,16 @@
 """Which server processes are using the file right now: one heartbeat row per process.
 
 Every server process inserts a row when it starts, refreshes `last_seen` every
-HEARTBEAT_INTERVAL seconds with one short write, and deletes the row on a clean exit. A
+`HEARTBEAT_S[engine]` seconds with one short write, and deletes the row on a clean exit. A
 process that was killed leaves its row behind; a row is stale once it has not been
-refreshed for STALE_AFTER seconds, or its pid is gone on this host. Stale rows are never
-shown and are deleted by whoever notices them.
+refreshed for three intervals (`stale_after`), or its pid is gone on this host. Stale rows
+are never shown and are deleted by whoever notices them.
+
+On PostgreSQL a process nobody calls holds no connection, so each beat of an idle process
+opens one for a moment: a team of 150 beating every 5 s would open 30 a second, and under
+load those moments overlap into the server's connection limit. There the interval is 15 s
+(a process killed on another host is noticed within 45 s; on its own host at once, by
+its pid).
 """
 
 from __future__ import annotations
@@ -27,8 +33,7 @@ from shared_context_server.storage.seam import Conn, Row, Store, run_in_backgrou
 
 logger = logging.getLogger(__name__)
 
-HEARTBEAT_INTERVAL = 5.0
-STALE_AFTER = 3 * HEARTBEAT_INTERVAL
+HEARTBEAT_S: dict[str, float] = {"sqlite": 5.0, "postgres": 15.0}
 # Pauses between tries of a write that never waits for the lock (about a second in all).
 SKIPPABLE_PAUSES = (0.0, 0.05, 0.15, 0.3, 0.5)
 
@@ -48,9 +53,14 @@ SELECT_PROCESSES = (
 )
 
 
-def stale_cutoff(now: datetime | None = None) -> str:
+def stale_after(engine: str) -> float:
+    """Seconds without a beat after which a process's row is stale: three missed beats."""
+    return 3 * HEARTBEAT_S[engine]
+
+
+def stale_cutoff(engine: str, now: datetime | None = None) -> str:
     """Rows last seen before this time are stale."""
-    return iso((now or datetime.now(UTC)) - timedelta(seconds=STALE_AFTER))
+    return iso((now or datetime.now(UTC)) - timedelta(seconds=stale_after(engine)))
 
 
 def pid_alive(pid: int) -> bool:
@@ -115,7 +125,7 @@ class Heartbeat:
     agent_id: str | None = None
     client_name: str | None = None
     row_id: int | None = None
-    interval: float = HEARTBEAT_INTERVAL
+    interval: float | None = None  # HEARTBEAT_S of the store's engine
 
     def __post_init__(self) -> None:
         self._news = anyio.Event()
@@ -148,7 +158,7 @@ class Heartbeat:
                 ),
             ).fetchone()
             self.row_id = int(row[0])
-        conn.execute(DELETE_SILENT, (stale_cutoff(),))
+        conn.execute(DELETE_SILENT, (stale_cutoff(self.db.engine),))
 
     async def beat(self) -> bool:
         """One short write: refresh our row (re-inserting it if someone judged it stale),
@@ -168,6 +178,7 @@ class Heartbeat:
         """
         run_in_background()
         failures: tuple[type[Exception], ...] = (BlackboardError, *self.db.errors, OSError)
+        interval = self.interval if self.interval is not None else HEARTBEAT_S[self.db.engine]
         while True:
             self._news = anyio.Event()
             try:
@@ -179,7 +190,8 @@ class Heartbeat:
                 # process, which goes on serving.
                 logger.exception("heartbeat stopped after an unexpected error")
                 return
-            with anyio.move_on_after(self.interval):
+            # Spread: processes started together do not keep beating together.
+            with anyio.move_on_after(interval * (0.9 + 0.2 * random.random())):
                 await self._news.wait()
 
     async def remove(self) -> None:
@@ -204,7 +216,7 @@ async def live_processes(db: Store, *, forget_stale: bool = True) -> list[dict[s
     """Server processes using the file now, oldest first; stale rows are deleted unless
     `forget_stale` is False (a file opened only for inspection)."""
     rows = await db.read(SELECT_PROCESSES)
-    cutoff, host = stale_cutoff(), socket.gethostname()
+    cutoff, host = stale_cutoff(db.engine), socket.gethostname()
     live = [row for row in rows if is_live(row, cutoff, host)]
     stale = [row["id"] for row in rows if not is_live(row, cutoff, host)]
     if stale and forget_stale:

@@ -329,7 +329,7 @@ async def diagnose(path: Path, *, quick: bool = False) -> dict[str, Any]:
     problem."""
     report, rows = await anyio.to_thread.run_sync(inspect, path, quick)
     data = report.data
-    host, cutoff = socket.gethostname(), stale_cutoff()
+    host, cutoff = socket.gethostname(), stale_cutoff("sqlite")
     data["processes"] = [process_dict(r) for r in rows if is_live(r, cutoff, host)]
     if rows and report.healthy and data.get("schema_version") == SCHEMA_VERSION:
         db = await Database.open(path, migrate=False)

@@ -47,7 +47,7 @@ async def diagnose(url: str) -> dict[str, Any]:
         row = await db.read_one(SERVER_FACTS)
         assert row is not None
         version = await db.schema_version()
-        live = await db.read(LIVE_PROCESSES, (stale_cutoff(),))
+        live = await db.read(LIVE_PROCESSES, (stale_cutoff("postgres"),))
         slots = await db.read_one(CONNECTIONS, (APPLICATION_NAME,))
         assert slots is not None
     finally:

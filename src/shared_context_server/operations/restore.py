@@ -109,7 +109,7 @@ def _live_servers(path: Path) -> list[dict[str, Any]]:
             rows = list(conn.execute(SELECT_PROCESSES))
     except sqlite3.Error:
         return []
-    cutoff, host = stale_cutoff(), socket.gethostname()
+    cutoff, host = stale_cutoff("sqlite"), socket.gethostname()
     return [process_dict(row) for row in rows if is_live(row, cutoff, host)]
 
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 import logging
 import math
 import os
+import random
 import socket
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -43,6 +45,7 @@ from shared_context_server.storage.seam import (
     Engine,
     Params,
     Row,
+    in_background,
     redact,
 )
 
@@ -62,7 +65,12 @@ CLEAN_PENDING = "SELECT gin_clean_pending_list('messages_trigram'::regclass)"
 DEADLOCK_RETRIES = 3
 # At start-up, a server refused for want of a connection slot tries again this long
 # (others' idle connections close within connections.IDLE_S) before it gives up.
-STARTUP_WAIT_S = 5.0
+STARTUP_WAIT_S = 10.0
+# A call refused for want of a slot tries again this long (a crowd's heartbeats and
+# start-ups hold slots for moments) before it answers DATABASE_BUSY; background work
+# (the heartbeat, upkeep) does not wait: it tries again at its next turn.
+SLOT_WAIT_S = 5.0
+SLOT_PAUSES_S = (0.05, 0.4)  # a random pause in this range between tries
 # How long news_ready() waits for LISTEN to be in place before the caller goes on.
 READY_WAIT_S = 5.0
 T = TypeVar("T")
@@ -109,11 +117,17 @@ class PgDatabase:
     row_key = "ctid"
 
     def __init__(
-        self, url: str, *, busy_seconds: float = BUSY_SECONDS, idle_s: float = IDLE_S
+        self,
+        url: str,
+        *,
+        busy_seconds: float = BUSY_SECONDS,
+        idle_s: float = IDLE_S,
+        slot_wait_s: float = SLOT_WAIT_S,
     ) -> None:
         self.url = url
         self.busy_seconds = busy_seconds
         self.idle_s = idle_s
+        self.slot_wait_s = slot_wait_s
         self.errors: tuple[type[Exception], ...] = (driver().Error,)
         self._shared = SharedConnection(self._reconnect, idle_s=idle_s)
         self._write_lock = anyio.Lock()
@@ -145,10 +159,12 @@ class PgDatabase:
         migrate: bool = True,
         busy_seconds: float = BUSY_SECONDS,
         idle_s: float = IDLE_S,
+        slot_wait_s: float = SLOT_WAIT_S,
     ) -> PgDatabase:
         """Connect, then migrate under an advisory lock; StorageError if that cannot be done
-        or the schema is newer than this code. `idle_s`: connections unused this long close."""
-        db = cls(check_url(url), busy_seconds=busy_seconds, idle_s=idle_s)
+        or the schema is newer than this code. `idle_s`: connections unused this long close;
+        `slot_wait_s`: how long a call waits for a connection slot."""
+        db = cls(check_url(url), busy_seconds=busy_seconds, idle_s=idle_s, slot_wait_s=slot_wait_s)
         try:
             db._shared.adopt(await db._first_connection())
             if migrate:
@@ -324,12 +340,22 @@ class PgDatabase:
         raise AssertionError("unreachable")
 
     def _reconnect(self) -> psycopg.Connection[Any]:
-        try:
-            return self._connect()
-        except NoConnectionSlot as error:
-            raise DatabaseBusy(f"{error} Nothing of this call was saved; retry it.") from None
-        except StorageError as error:
-            raise DatabaseBusy(f"PostgreSQL is unreachable; retry in a moment ({error})") from None
+        """Connect for a call (on its worker thread): refused a slot, try again for
+        `slot_wait_s` (background work does not wait), then DATABASE_BUSY saying why."""
+        deadline = time.monotonic() + (0.0 if in_background() else self.slot_wait_s)
+        while True:
+            try:
+                return self._connect()
+            except NoConnectionSlot as error:
+                if time.monotonic() >= deadline:
+                    raise DatabaseBusy(
+                        f"{error} Nothing of this call was saved; retry it."
+                    ) from None
+                time.sleep(random.uniform(*SLOT_PAUSES_S))
+            except StorageError as error:
+                raise DatabaseBusy(
+                    f"PostgreSQL is unreachable; retry in a moment ({error})"
+                ) from None
 
     def _held(self, run: Callable[[Callable[[Conn], T]], T], work: Callable[[Conn], T]) -> T:
         """`run(work)` with the shared connection this thread's alone."""
