@@ -104,7 +104,7 @@ async def _interleave(pg_url: str, sql: str) -> list[int]:
     first, second = await PgDatabase.open(pg_url), await PgDatabase.open(pg_url)
     await first.transact(lambda conn: conn.execute(SESSION, ("s",)))
     # A's unit blocks, as no real one does: on a worker thread, not the event loop's.
-    first._transact_here = lambda work: []  # type: ignore[method-assign]
+    first.inline = False
     committed: list[int] = []
     b_waits_or_done = threading.Event()
 
@@ -174,7 +174,7 @@ async def test_writers_to_other_sessions_do_not_wait_and_no_session_means_no_mes
             conn.execute(SESSION, (session,))
 
     await first.transact(sessions)
-    first._transact_here = lambda work: []  # type: ignore[method-assign] (hold_s blocks)
+    first.inline = False  # hold_s blocks
     release = threading.Event()
     held_id: list[int] = []
 
@@ -417,3 +417,74 @@ async def test_upkeep_flushes_the_trigram_index_so_a_large_sessions_search_uses_
         assert await db.checkpoint_if_large() == 0  # nothing left to flush, no ANALYZE
     finally:
         await db.close()
+
+
+async def test_a_statement_units_send_again_and_again_is_prepared_once(pg_url: str) -> None:
+    """The third time a process sends a statement it is PREPAREd on the connection, and
+    sent as EXECUTE from then on: PostgreSQL parses and plans a post once."""
+    db = await PgDatabase.open(pg_url)
+    session_id = (await create_session(db, ALICE, "prepared"))["id"]
+    for n in range(5):
+        await add_message(db, ALICE, session_id, f"message {n}")
+    prepared = [s for (s,) in await db.read("SELECT statement FROM pg_prepared_statements")]
+    assert any(s.startswith("PREPARE scs_") and "INSERT INTO messages" in s for s in prepared)
+    assert any("INSERT INTO audit_log" in s for s in prepared)
+    # Lost from the session (a pooler's DISCARD ALL): the post runs again, once.
+    await db.read("DISCARD ALL")
+    await add_message(db, ALICE, session_id, "after the discard")
+    contents = await db.read("SELECT content FROM messages ORDER BY id")
+    assert [c for (c,) in contents] == [*(f"message {n}" for n in range(5)), "after the discard"]
+    await db.close()
+
+
+async def test_a_statement_postgresql_cannot_type_runs_unprepared(pg_url: str) -> None:
+    db = await PgDatabase.open(pg_url)
+    await db.transact(lambda conn: conn.execute(SESSION, ("s",)))
+    untypable = "SELECT count(*) FROM sessions WHERE ? IS NULL OR id = ?"
+    for _ in range(5):
+        found = await db.transact(lambda conn: conn.execute(untypable, (None, None)).fetchone())
+        assert found == (1,)
+    statements = await db.read("SELECT statement FROM pg_prepared_statements")
+    assert not any("? IS NULL" in s or "$1 IS NULL" in s for (s,) in statements)
+    await db.close()
+
+
+async def test_a_unit_runs_on_the_event_loops_thread_unless_it_waits_for_a_lock(
+    pg_url: str,
+) -> None:
+    """No hand-off to a worker thread and back for a unit that finds its rows free; one
+    that waits past QUICK_LOCK_MS for another process's row lock goes to a worker thread
+    and waits there, the event loop free meanwhile."""
+    db = await PgDatabase.open(pg_url)
+    await db.transact(lambda conn: conn.execute(SESSION, ("s",)))
+    here = threading.get_ident()
+    threads: list[int] = []
+
+    def post(conn: Conn) -> int:
+        threads.append(threading.get_ident())
+        return _post(conn)
+
+    await db.transact(post)
+    assert threads == [here]
+    threads.clear()
+    with psycopg.connect(pg_url) as other:  # holds the session's row lock
+        other.execute("SELECT 1 FROM sessions WHERE id = 's' FOR UPDATE")
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                await anyio.sleep(0.01)
+                ticks += 1
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(tick)
+            tg.start_soon(db.transact, post)
+            await anyio.sleep(0.5)
+            assert ticks >= 10  # the loop kept running while the post waited
+            other.commit()
+            await anyio.sleep(0.2)
+            tg.cancel_scope.cancel()
+    assert threads[0] == here and threads[-1] != here  # tried here, then on a worker
+    assert len(await db.read("SELECT id FROM messages")) == 2
+    await db.close()

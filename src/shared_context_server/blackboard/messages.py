@@ -62,11 +62,13 @@ MESSAGE_COLUMNS = ", ".join(f"m.{key}" for key in MESSAGE_KEYS)
 # One statement checks the session is active and the parent is a message of the same
 # session that the poster may see, and inserts; no row back means one of those failed,
 # and only then do we spend queries finding out which.
+# The casts say the parent id's type to PostgreSQL, which prepares the statement once
+# (storage/postgres/unit.py: a bare `? IS NULL` has no type it can infer).
 INSERT_MESSAGE = (
     "INSERT INTO messages (session_id, sender, sender_type, content, visibility,"  # noqa: S608
     " message_type, metadata, parent_message_id, created_at)"
-    " SELECT ?, ?, ?, ?, ?, ?, ?, ?, ? FROM sessions s"
-    " WHERE s.id = ? AND s.status = 'active' AND (? IS NULL OR EXISTS ("
+    " SELECT ?, ?, ?, ?, ?, ?, ?, CAST(? AS INTEGER), ? FROM sessions s"
+    " WHERE s.id = ? AND s.status = 'active' AND (CAST(? AS INTEGER) IS NULL OR EXISTS ("
     f"  SELECT 1 FROM messages m WHERE m.id = ? AND m.session_id = s.id AND {VISIBLE_SQL}))"
     " RETURNING id"
 )

@@ -60,14 +60,37 @@ class SharedConnection:
             try:
                 yield
             finally:
-                now = time.monotonic()
-                if not background:
-                    self._last_call = now
-                conn = self._conn
-                if conn is not None and (
-                    conn.closed or conn.broken or now - self._last_call > self.idle_s
-                ):
-                    self._drop(conn)
+                self._given_back(background)
+
+    @contextmanager
+    def held_if_open(self) -> Iterator[psycopg.Connection[Any] | None]:
+        """The open connection, this thread's alone until the block ends, if nobody holds
+        it and PostgreSQL has not closed it; else None (and nothing is held)."""
+        if not self._lock.acquire(blocking=False):
+            yield None
+            return
+        background = in_background()
+        try:
+            conn = self._conn
+            if conn is not None and not conn.closed and closed_by_server(conn):
+                self._drop(conn)
+            if self._conn is None or self._conn.closed:
+                yield None
+                return
+            try:
+                yield self._conn
+            finally:
+                self._given_back(background)
+        finally:
+            self._lock.release()
+
+    def _given_back(self, background: bool) -> None:
+        now = time.monotonic()
+        if not background:
+            self._last_call = now
+        conn = self._conn
+        if conn is not None and (conn.closed or conn.broken or now - self._last_call > self.idle_s):
+            self._drop(conn)
 
     def conn(self) -> psycopg.Connection[Any]:
         """The open connection, connecting if there is none or PostgreSQL closed it while
