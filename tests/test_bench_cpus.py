@@ -10,7 +10,41 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from tests.benchmarks.bench_pg import split_cpus
 from tests.pg_cluster import TEST_SETTINGS, Cluster, MissingPostgres
+
+
+@pytest.mark.parametrize(
+    ("spec", "available", "expected"),
+    [
+        ("1", {0, 1}, ({1}, {0})),
+        ("0", {0, 1, 2, 3}, ({0}, {1, 2, 3})),
+        ("2-3", {0, 1, 2, 3}, ({2, 3}, {0, 1})),
+        ("0,2", {0, 1, 2, 3}, ({0, 2}, {1, 3})),
+    ],
+)
+def test_pg_cpus_gives_postgres_the_list_and_the_bench_the_rest(
+    spec: str, available: set[int], expected: tuple[set[int], set[int]]
+) -> None:
+    assert split_cpus(spec, available) == expected
+
+
+@pytest.mark.parametrize(
+    ("spec", "available", "says"),
+    [
+        ("0-1", {0, 1}, "leaving none for the bench"),
+        ("1", {1}, "leaving none for the bench"),
+        ("4", {0, 1}, "CPU 4 is not among"),
+        ("", {0, 1}, "not a CPU list"),
+        ("one", {0, 1}, "not a CPU list"),
+        ("3-1", {0, 1, 2, 3}, "runs backwards"),
+    ],
+)
+def test_pg_cpus_refuses_a_list_that_leaves_the_bench_no_cpu_or_is_not_one(
+    spec: str, available: set[int], says: str
+) -> None:
+    with pytest.raises(ValueError, match=says):
+        split_cpus(spec, available)
 
 
 def allowed_cpus(pid: int) -> str:
