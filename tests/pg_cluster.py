@@ -51,11 +51,15 @@ CONFINED_HBA = (
 class Cluster:
     """initdb + pg_ctl start; `url(db)` for a database on it; `stop()` removes it all.
     `settings`: extra server options (`-c name=value ...`); `max_connections`: the tests'
-    200 by default, PostgreSQL's own default is 100."""
+    200 by default, PostgreSQL's own default is 100; `cpus`: a CPU list (`taskset -c`, Linux)
+    that the postmaster, and so every backend it forks, may run on (default: any)."""
 
-    def __init__(self, settings: str = TEST_SETTINGS, max_connections: int = 200) -> None:
+    def __init__(
+        self, settings: str = TEST_SETTINGS, max_connections: int = 200, cpus: str | None = None
+    ) -> None:
         self.settings = settings
         self.max_connections = max_connections
+        self.cpus = cpus
         self.bindir = _bindir()
         self.root = Path(tempfile.mkdtemp(prefix="scs-pg-"))
         self.data = self.root / "data"
@@ -95,8 +99,9 @@ class Cluster:
             f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
             f"-c max_connections={self.max_connections} {self.settings}"
         )
+        pin = ["taskset", "-c", self.cpus] if self.cpus else []
         self._run(
-            str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "log"),
+            *pin, str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "log"),
             "-w", "-o", options, action, *extra,
         )  # fmt: skip
 

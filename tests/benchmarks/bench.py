@@ -11,7 +11,7 @@ Options: --only floor|product|realtime, --messages N (1000), --memory N (500), -
 --per-proc N (200), --spawns N (5), --rounds N (2), --floor PATH (default
 ../shared/bench/floor_server.py), --json, --posts N (50), --idle-seconds S (10), --stdio
 auto|threads (the product's transport; threads is the SDK's, as the floor uses),
---db URL or --pg-cluster (below).
+--db URL or --pg-cluster, --pg-cpus LIST (below).
 
 With ``--db postgresql://user@host:port/db`` (a role that may CREATE DATABASE) the product
 on PostgreSQL runs as a third system, "postgres", in the same run and the same phases as
@@ -23,6 +23,15 @@ like the file's ``synchronous = NORMAL``). The table then gains a pg/sqlite colu
 targets of issue 15 are checked: throughput >= 0.7x the file's, each tool's p50 <= 2x, 0
 errors, news from another process in p50 <= 50 ms. ``--only product`` runs both engines
 without the floor.
+
+``--pg-cpus LIST`` (with ``--pg-cluster``, Linux only) gives PostgreSQL cores of its own,
+as a team's server on another host would have: the cluster's postmaster, and so every
+backend it forks, runs only on LIST (``taskset -c``, e.g. ``1`` or ``2-3``), and the bench
+with every process it spawns (the servers on the file and on PostgreSQL, the clients'
+connections) only on the CPUs it may use that are not in LIST (``sched_setaffinity`` at
+start, inherited). The header says which CPUs each side had. A LIST that is not a list of
+CPUs this process may use, or that takes them all, is refused. Without it every process
+shares every core, as on one developer's machine.
 
 Both systems are driven by the same client code (``ClientSession`` over ``stdio_client``,
 handshake era), each on its own fresh temporary databases. Run-to-run noise on a small
@@ -911,6 +920,8 @@ def print_table(rounds: Rounds, args: argparse.Namespace, pg: bench_pg.PgServer 
     )
     if pg is not None:
         print(f"postgres: {pg.describe()}, over TCP to {urlsplit(pg.url).hostname}")
+    if args.pg_cpu_set:
+        print(pinning(args))
     print(f"median of {len(rounds.per_round)} rounds (a ratio: the median of the rounds' ratios)")
     header = f"{'metric':<27}" + "".join(f"{name:>12}" for name in names)
     header += "".join(f"{label:>12}" for label, _, _ in columns)
@@ -936,6 +947,15 @@ def print_table(rounds: Rounds, args: argparse.Namespace, pg: bench_pg.PgServer 
     if len(rounds.per_round) > 1:
         print_rounds(rounds, columns)
     print_targets(targets(rounds))
+
+
+def pinning(args: argparse.Namespace) -> str:
+    """Which CPUs each side had under --pg-cpus."""
+    return (
+        f"cpus: the PostgreSQL cluster on {bench_pg.cpu_list(args.pg_cpu_set)} only; "
+        f"the bench and every server it spawns (file and PostgreSQL) on "
+        f"{bench_pg.cpu_list(args.bench_cpu_set)}"
+    )
 
 
 def print_rounds(rounds: Rounds, columns: list[tuple[str, str, str]]) -> None:
@@ -987,6 +1007,8 @@ def as_json(rounds: Rounds, args: argparse.Namespace, realtime: list[Realtime]) 
             "product_stdio": args.stdio,
             "python": sys.version.split()[0],
             "cpus": os.cpu_count(),
+            "pg_cpus": sorted(args.pg_cpu_set) if args.pg_cpu_set else None,
+            "bench_cpus": sorted(args.bench_cpu_set) if args.bench_cpu_set else None,
             "load": os.getloadavg(),
         },
     }
@@ -1234,7 +1256,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="as --db, on a throwaway cluster started here over TCP 127.0.0.1\n"
         f"(tests/pg_cluster.py; {bench_pg.CLUSTER_SETTINGS}), removed at the end",
     )
+    p.add_argument(
+        "--pg-cpus",
+        metavar="LIST",
+        help="with --pg-cluster (Linux): the cluster runs only on these CPUs (taskset -c,\n"
+        "e.g. 1 or 2-3), the bench and every server it spawns on the others",
+    )
     args = p.parse_args(argv)
+    args.pg_cpu_set = args.bench_cpu_set = None
+    if args.pg_cpus is not None:
+        if not args.pg_cluster:
+            p.error("--pg-cpus needs --pg-cluster (the cluster it starts is the one it pins)")
+        if not hasattr(os, "sched_setaffinity"):
+            p.error("--pg-cpus needs Linux (sched_setaffinity, taskset)")
+        try:
+            args.pg_cpu_set, args.bench_cpu_set = bench_pg.split_cpus(
+                args.pg_cpus, os.sched_getaffinity(0)
+            )
+        except ValueError as exc:
+            p.error(str(exc))
     if args.db and not args.db.startswith(("postgresql://", "postgres://")):
         p.error("--db takes a postgresql:// URL (the SQLite figures use files of their own)")
     for name in ("messages", "memory", "procs", "per_proc", "spawns", "rounds"):
@@ -1250,6 +1290,10 @@ def main(argv: list[str] | None = None) -> int:
 
         return bench_search.main(argv[1:])
     args = parse_args(argv)
+    if args.bench_cpu_set:
+        # Before any thread or child exists: every server process, client and psycopg
+        # connection of the run inherits it (the cluster is pinned apart by taskset).
+        os.sched_setaffinity(0, args.bench_cpu_set)
     systems: list[System] = []
     if args.only in (None, "floor"):
         floor_path = Path(args.floor).resolve()
@@ -1262,7 +1306,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.pg_cluster:
             print("[bench] starting a throwaway PostgreSQL cluster", file=sys.stderr, flush=True)
-            cluster = bench_pg.start_cluster()
+            cluster = bench_pg.start_cluster(args.pg_cpu_set)
             args.db = cluster.url()
         if args.db:
             pg = bench_pg.PgServer(args.db)
@@ -1294,6 +1338,8 @@ def report(args: argparse.Namespace, systems: list[System], pg: bench_pg.PgServe
     else:
         if rounds is not None:
             print_table(rounds, args, pg)
+        elif args.pg_cpu_set:
+            print(pinning(args))
         for rt in realtime:
             print_realtime(rt)
         print_targets(pg_targets(rounds, realtime))

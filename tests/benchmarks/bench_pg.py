@@ -105,12 +105,57 @@ def count_rows(url: str, session_id: str) -> int:
         return int(found[0]) if found else 0
 
 
-def start_cluster() -> Any:
-    """A throwaway cluster on 127.0.0.1 (tests/pg_cluster.py) with CLUSTER_SETTINGS."""
+def start_cluster(cpus: set[int] | None = None) -> Any:
+    """A throwaway cluster on 127.0.0.1 (tests/pg_cluster.py) with CLUSTER_SETTINGS, its
+    postmaster and every backend on `cpus` if given."""
     sys.path.insert(0, str(REPO_ROOT))
     from tests.pg_cluster import Cluster
 
-    return Cluster(settings=CLUSTER_SETTINGS).start()
+    pin = cpu_list(cpus) if cpus else None
+    return Cluster(settings=CLUSTER_SETTINGS, cpus=pin).start()
+
+
+def parse_cpu_list(spec: str) -> set[int]:
+    """The CPUs of a list like taskset's: `1`, `0,2`, `2-3`. Raises ValueError."""
+    cpus: set[int] = set()
+    for part in spec.split(","):
+        match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if not match:
+            raise ValueError(f"not a CPU list: {spec!r} (e.g. 1, 0,2 or 2-3)")
+        first, last = int(match[1]), int(match[2] or match[1])
+        if last < first:
+            raise ValueError(f"not a CPU list: {spec!r} ({part.strip()} runs backwards)")
+        cpus.update(range(first, last + 1))
+    return cpus
+
+
+def cpu_list(cpus: set[int]) -> str:
+    """A compact CPU list: {0, 1, 2, 5} -> `0-2,5`."""
+    runs: list[list[int]] = []
+    for cpu in sorted(cpus):
+        if runs and cpu == runs[-1][1] + 1:
+            runs[-1][1] = cpu
+        else:
+            runs.append([cpu, cpu])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+
+
+def split_cpus(spec: str, available: set[int]) -> tuple[set[int], set[int]]:
+    """(PostgreSQL's CPUs, the bench's) for --pg-cpus `spec`, out of the CPUs this process
+    may run on. Raises ValueError if spec is not a list of those, or takes them all."""
+    pg = parse_cpu_list(spec)
+    if not pg <= available:
+        raise ValueError(
+            f"--pg-cpus {spec}: CPU {cpu_list(pg - available)} is not among the CPUs this "
+            f"process may use ({cpu_list(available)})"
+        )
+    rest = available - pg
+    if not rest:
+        raise ValueError(
+            f"--pg-cpus {spec} takes every CPU this process may use ({cpu_list(available)}), "
+            "leaving none for the bench and its servers"
+        )
+    return pg, rest
 
 
 def push_latency(url: str, notes: int) -> tuple[float, float]:
