@@ -21,6 +21,7 @@ holds: a lone surrogate (which no UTF-8 can carry) goes out as U+FFFD.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import stat
@@ -334,7 +335,10 @@ async def _bounded(
                     if parsed is None or isinstance(parsed, bytes):
                         reply = parsed or error_line(PARSE_ERROR, "Parse error: not JSON-RPC")
                         message = types.jsonrpc_message_adapter.validate_json(reply)
-                        await refusals.send(SessionMessage(message))
+                        with contextlib.suppress(
+                            anyio.BrokenResourceError, anyio.ClosedResourceError
+                        ):  # the client left (as in give)
+                            await refusals.send(SessionMessage(message))
                         continue
                     size = len(line or b"")
                     item = SessionMessage(parsed)
@@ -346,7 +350,11 @@ async def _bounded(
     async def give() -> None:
         async with from_server, write:  # the SDK's writer ends once both are closed
             async for item in from_server:
-                await write.send(_writable(item))
+                # The SDK's writer stopped: the client left (its BrokenPipeError ends the
+                # server). Replies have nowhere to go; the server must not fail for that
+                # while it winds down.
+                with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    await write.send(_writable(item))
                 in_flight.answered(item.message)
 
     async with anyio.create_task_group() as tg:
