@@ -46,6 +46,8 @@ MAX_LIKE_PATTERN = 100
 _ORDER = {"<": "<", "<=": "<=", ">": ">", ">=": ">="}
 MAX_QUERY_LIMIT = 500
 MAX_IN_VALUES = 500
+# list_tables counts this many tables per statement (SQLite's compound SELECT holds 500).
+COUNTED_PER_READ = 200
 T = TypeVar("T")
 
 
@@ -128,15 +130,31 @@ async def create_table(
 
 
 async def list_tables(store: RecordsStore, agent: Agent) -> dict[str, Any]:
+    """Every shared table with its row count: the names in one read, the counts in one
+    more (a UNION ALL of counts, COUNTED_PER_READ tables at a time), not a read per table:
+    on PostgreSQL each read is a round trip."""
     agent.require("read", "list_tables")
-    tables = []
-    for row in await _read(store, "list_tables", store.dialect.list_tables, ()):
-        name = str(row["name"])
-        if IDENTIFIER.match(name):  # a table made by another tool with an odd name is skipped
-            qualified = store.dialect.prefix + quote(name)
-            count = await store.db.read_one(f"SELECT count(*) FROM {qualified}")  # noqa: S608
-            tables.append({"table_name": name, "row_count": int(count[0]) if count else 0})
-    return {"tables": tables}
+    found = await _read(store, "list_tables", store.dialect.list_tables, ())
+    # A table made by another tool with an odd name is skipped.
+    names = [str(row["name"]) for row in found if IDENTIFIER.match(str(row["name"]))]
+    counts: dict[int, int] = {}
+    for start in range(0, len(names), COUNTED_PER_READ):
+        counts.update(await _count_rows(store, names[start : start + COUNTED_PER_READ], start))
+    return {
+        "tables": [
+            {"table_name": name, "row_count": counts.get(i, 0)} for i, name in enumerate(names)
+        ]
+    }
+
+
+async def _count_rows(store: RecordsStore, names: list[str], first: int) -> dict[int, int]:
+    """Row counts of `names`, by position (from `first`), in one statement."""
+    parts = [
+        f"SELECT {first + i} AS i, count(*) AS n FROM {store.dialect.prefix}{quote(name)}"  # noqa: S608
+        for i, name in enumerate(names)
+    ]
+    rows = await _read(store, "list_tables", " UNION ALL ".join(parts), ())
+    return {int(row["i"]): int(row["n"]) for row in rows}
 
 
 async def describe_table(store: RecordsStore, agent: Agent, table_name: str) -> dict[str, Any]:
