@@ -16,7 +16,7 @@ from shared_context_server.config import Settings
 from shared_context_server.errors import BlackboardError
 from shared_context_server.storage.opener import open_records
 from tests.pg_cluster import Cluster
-from tests.support import ALICE, connect, fails, ok
+from tests.support import ALICE, BOB, connect, fails, ok
 
 RECORDS = frozenset({"core", "records"})
 # Each is refused, and afterwards the same process still writes the blackboard, and raw
@@ -128,6 +128,44 @@ async def test_a_records_write_and_its_audit_entry_commit_together(pg_url: str) 
         assert [tuple(r) for r in logged] == [
             ("create_table", "table:notes", "0 rows"),
             ("insert_record", "table:notes", "1 row"),
+        ]
+    finally:
+        await store.close()
+
+
+async def test_each_records_write_with_its_audit_entry_is_one_round_trip(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """insert_record, update_record and delete_record send the change, its audit entry and
+    COMMIT in one query: a claimed row's lock is held over no trip to this process. The
+    entry still counts the rows each changed."""
+    from shared_context_server.storage.postgres.unit import PgUnit
+
+    store = RecordsStore.of(await open_records(pg_url))
+    try:
+        store.audit_into(store.db)
+        await rows.create_table(store, ALICE, "tasks", {"title": "TEXT", "owner": "TEXT"})
+        trips: list[str] = []
+        send_held = PgUnit.send_held
+
+        def counted(unit: PgUnit, tail: str = "") -> None:
+            trips.append(tail)
+            send_held(unit, tail)
+
+        monkeypatch.setattr(PgUnit, "send_held", counted)
+        for title in ("a", "b", "c"):
+            await rows.insert_record(store, ALICE, "tasks", {"title": title})
+        claim = await rows.update_record(store, ALICE, "tasks", {"owner": None}, {"owner": "al"})
+        again = await rows.update_record(store, BOB, "tasks", {"owner": None}, {"owner": "bob"})
+        gone = await rows.delete_record(store, ALICE, "tasks", {"title": "a"})
+        assert (claim, again, gone) == ({"count": 3}, {"count": 0}, {"count": 1})
+        assert trips == ["COMMIT"] * 6
+        logged = await store.db.read("SELECT action, agent_id, detail FROM audit_log ORDER BY id")
+        assert [tuple(r) for r in logged][1:] == [
+            *[("insert_record", "alice", "1 row")] * 3,
+            ("update_record", "alice", "3 rows"),
+            ("update_record", "bob", "0 rows"),
+            ("delete_record", "alice", "1 row"),
         ]
     finally:
         await store.close()

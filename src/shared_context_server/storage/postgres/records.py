@@ -272,4 +272,5 @@ POSTGRES = Dialect(
     native_booleans=True,
     after_create=grant_table,
     bump_sequence=BUMP_SEQUENCE,
+    writes_in_with=True,
 )
