@@ -171,6 +171,48 @@ async def test_each_records_write_with_its_audit_entry_is_one_round_trip(
         await store.close()
 
 
+@pytest.mark.parametrize("allow_writes", [False, True])
+async def test_a_raw_query_is_four_queries_and_leaves_its_session_as_it_found_it(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch, allow_writes: bool
+) -> None:
+    """BEGIN with the transaction's settings in one query, the statement, its end, then
+    DISCARD ALL (eight queries before); none of the settings outlives the call."""
+    import psycopg
+
+    store = RecordsStore.of(await open_records(pg_url, allow_writes=allow_writes))
+    try:
+        await rows.create_table(store, ALICE, "notes", {"text": "TEXT"})
+        await rows.execute_raw_query(store, ALICE, "SELECT 1")  # connects
+        sent: list[str] = []
+        execute, stream = psycopg.Cursor.execute, psycopg.Cursor.stream
+
+        def counted_execute(cursor: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+            sent.append(str(query).split(";")[0].split()[0])
+            return execute(cursor, query, *args, **kwargs)
+
+        def counted_stream(cursor: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+            sent.append(str(query).split()[0])
+            return stream(cursor, query, *args, **kwargs)
+
+        monkeypatch.setattr(psycopg.Cursor, "execute", counted_execute)
+        monkeypatch.setattr(psycopg.Cursor, "stream", counted_stream)
+        found = await rows.execute_raw_query(store, ALICE, "SELECT count(*) FROM notes")
+        assert found["rows"] == [[0]]
+        assert sent == ["BEGIN", "SELECT", "ROLLBACK", "DISCARD"]
+        if allow_writes:
+            sent.clear()
+            await rows.execute_raw_query(store, ALICE, "INSERT INTO notes (text) VALUES (?)", ["a"])
+            assert sent == ["BEGIN", "INSERT", "COMMIT", "DISCARD"]
+        monkeypatch.undo()
+        session: Any = store.raw._conn  # type: ignore[attr-defined]
+        assert session.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        assert session.execute("SHOW statement_timeout").fetchone()[0] == "0"
+        assert "records" not in session.execute("SHOW search_path").fetchone()[0]
+        assert session.execute("SHOW transaction_read_only").fetchone()[0] == "off"
+    finally:
+        await store.close()
+
+
 @pytest.mark.parametrize(
     "query",
     [
