@@ -171,6 +171,47 @@ async def test_each_records_write_with_its_audit_entry_is_one_round_trip(
         await store.close()
 
 
+async def test_create_table_is_two_round_trips_and_grants_the_confined_role(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The name's check, then the table, its grant, its description, its audit entry
+    and COMMIT in one query (six before); raw queries reach the new table."""
+    from shared_context_server.storage.postgres.unit import PgUnit
+
+    store = RecordsStore.of(await open_records(pg_url))
+    try:
+        store.audit_into(store.db)
+        await rows.execute_raw_query(store, ALICE, "SELECT 1")  # makes the confined login
+        trips: list[str] = []
+        send_held = PgUnit.send_held
+
+        def counted(unit: PgUnit, tail: str = "") -> None:
+            trips.append(tail)
+            send_held(unit, tail)
+
+        monkeypatch.setattr(PgUnit, "send_held", counted)
+        made = await rows.create_table(
+            store, ALICE, "Files", {"path": "TEXT NOT NULL UNIQUE", "at": "DATETIME"}
+        )
+        assert trips == ["", "COMMIT"]
+        assert made == {
+            "table_name": "Files",
+            "columns": [
+                {"name": "id", "type": "INTEGER", "not_null": True, "primary_key": True,
+                 "unique": False},
+                {"name": "path", "type": "TEXT", "not_null": True, "primary_key": False,
+                 "unique": True},
+                {"name": "at", "type": "DATETIME", "not_null": False, "primary_key": False,
+                 "unique": False},
+            ],
+        }  # fmt: skip
+        await rows.insert_record(store, ALICE, "files", {"path": "a.py"})
+        found = await rows.execute_raw_query(store, ALICE, 'SELECT path FROM "Files"')
+        assert found["rows"] == [["a.py"]]
+    finally:
+        await store.close()
+
+
 @pytest.mark.parametrize("allow_writes", [False, True])
 async def test_a_raw_query_is_four_queries_and_leaves_its_session_as_it_found_it(
     pg_url: str, monkeypatch: pytest.MonkeyPatch, allow_writes: bool

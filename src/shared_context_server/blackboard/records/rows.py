@@ -128,11 +128,11 @@ async def create_table(
     def work(conn: Conn) -> Callable[[], dict[str, Any]]:
         if dialect.serialize_ddl:
             conn.execute(dialect.serialize_ddl)  # "Tasks" and "tasks" are one name
-        table = make_table(conn, dialect, table_name, columns, primary_key)
+        read_table = make_table(conn, dialect, table_name, columns, primary_key)
         if dialect.after_create is not None:
-            dialect.after_create(conn, table.qualified)
-        unique = conn.execute(dialect.unique_columns, (table.name,))
-        return lambda: describe_rows(table, unique.fetchall())
+            dialect.after_create(conn, dialect.prefix + quote(table_name))
+        unique = conn.execute(dialect.unique_columns, (table_name,))
+        return lambda: describe_rows(read_table(), unique.fetchall())
 
     return await _write(store, agent, "create_table", table_name, work, 0)
 
