@@ -316,9 +316,10 @@ async def _change_rows(
     transaction is one round trip; else the count is looked at before COMMIT."""
     counted = store.log_counted
     if counted is not None:
-        with_entry, all_params = counted(sql, params, agent, action, table)
 
         def logged(conn: Conn) -> Callable[[], int]:
+            # Made inside the transaction: the entry's time, as every entry's (audit.entry).
+            with_entry, all_params = counted(sql, params, agent, action, table)
             cursor = conn.execute(with_entry, all_params)
             return lambda: int(cursor.fetchone()[0])
 
