@@ -261,14 +261,14 @@ class PgRawQueries:
     ) -> Fetched:
         """BEGIN and the settings in one trip, the statement, then COMMIT or ROLLBACK."""
         mode = "READ WRITE" if writes else "READ ONLY"
-        conn.execute(
-            f"BEGIN {mode}; SET LOCAL search_path = {SCHEMA};"
-            # Backslashes in '...' must mean themselves, as pglast read them.
-            " SET LOCAL standard_conforming_strings = on;"
-            f" SET LOCAL statement_timeout = {int(self.seconds * 1000)}"
-        )
         commit = False
-        try:
+        try:  # whatever fails, from BEGIN on, the transaction is ended below
+            conn.execute(
+                f"BEGIN {mode}; SET LOCAL search_path = {SCHEMA};"
+                # Backslashes in '...' must mean themselves, as pglast read them.
+                " SET LOCAL standard_conforming_strings = on;"
+                f" SET LOCAL statement_timeout = {int(self.seconds * 1000)}"
+            )
             # The text as pglast read it, sent as it is: no client-side rewriting.
             cursor = pg.RawCursor(conn)
             if not (writes and statement.writes):
