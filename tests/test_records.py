@@ -523,3 +523,25 @@ async def test_a_raw_query_cannot_outlast_its_timeout_on_either_engine(
         text = await refused("LIMIT_EXCEEDED", rows.execute_raw_query(store, ALICE, sleep))
     assert "0.5 s" in text
     assert (await rows.execute_raw_query(store, ALICE, "SELECT 1"))["rows"] == [[1]]
+
+
+async def test_list_tables_counts_every_table_in_one_read_after_the_names(
+    store: RecordsStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two reads whatever the number of tables (on PostgreSQL each read is a round trip),
+    and each count stays with its own table."""
+    for n in range(5):
+        await rows.create_table(store, ALICE, f"t{n}", {"text": "TEXT"})
+        for i in range(n):
+            await rows.insert_record(store, ALICE, f"t{n}", {"text": f"{i}"})
+    reads: list[str] = []
+    read = store.db.read
+
+    async def counted(sql: str, params: Any = (), **options: Any) -> Any:
+        reads.append(sql)
+        return await read(sql, params, **options)
+
+    monkeypatch.setattr(store.db, "read", counted)
+    listed = await rows.list_tables(store, ALICE)
+    assert listed["tables"] == [{"table_name": f"t{n}", "row_count": n} for n in range(5)]
+    assert len(reads) == 2

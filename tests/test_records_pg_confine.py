@@ -4,6 +4,7 @@ harmless, no other agent's row is read, and nothing (a lock, a setting) outlives
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -315,3 +316,32 @@ async def test_a_backslash_means_itself_whatever_the_database_default(pg_url: st
         assert result["rows"] == [["\\", 1]]
     finally:
         await store.close()
+
+
+def test_an_allowed_statement_is_parsed_once_and_a_refused_one_every_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The verdict depends on the text alone: an allowed text is kept (immutable), a
+    refused one is read again, and so refused again, at every call."""
+    from pglast import parser
+
+    parses: list[str] = []
+    parse = parser.parse_sql_json
+
+    def counted(sql: str) -> str:
+        parses.append(sql)
+        return str(parse(sql))
+
+    monkeypatch.setattr(parser, "parse_sql_json", counted)
+    allowed = "SELECT owner, count(*) FROM tasks WHERE priority > ? GROUP BY owner -- cached"
+    first = read_statement(allowed)
+    assert read_statement(allowed) is first and len(parses) == 1
+    assert (first.writes, first.tables) == (False, frozenset())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        first.writes = True  # type: ignore[misc]
+    for _ in range(2):
+        with pytest.raises(BlackboardError):
+            read_statement("SELECT pg_advisory_lock(1) -- cached")
+    assert len(parses) == 3
+    written = read_statement("UPDATE tasks SET done = true -- cached")
+    assert (written.writes, written.tables) == (True, frozenset({"tasks"}))

@@ -16,7 +16,7 @@ from shared_context_server.config import Settings
 from shared_context_server.errors import BlackboardError
 from shared_context_server.storage.opener import open_records
 from tests.pg_cluster import Cluster
-from tests.support import ALICE, connect, fails, ok
+from tests.support import ALICE, BOB, connect, fails, ok
 
 RECORDS = frozenset({"core", "records"})
 # Each is refused, and afterwards the same process still writes the blackboard, and raw
@@ -129,6 +129,127 @@ async def test_a_records_write_and_its_audit_entry_commit_together(pg_url: str) 
             ("create_table", "table:notes", "0 rows"),
             ("insert_record", "table:notes", "1 row"),
         ]
+    finally:
+        await store.close()
+
+
+async def test_each_records_write_with_its_audit_entry_is_one_round_trip(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """insert_record, update_record and delete_record send the change, its audit entry and
+    COMMIT in one query: a claimed row's lock is held over no trip to this process. The
+    entry still counts the rows each changed."""
+    from shared_context_server.storage.postgres.unit import PgUnit
+
+    store = RecordsStore.of(await open_records(pg_url))
+    try:
+        store.audit_into(store.db)
+        await rows.create_table(store, ALICE, "tasks", {"title": "TEXT", "owner": "TEXT"})
+        trips: list[str] = []
+        send_held = PgUnit.send_held
+
+        def counted(unit: PgUnit, tail: str = "") -> None:
+            trips.append(tail)
+            send_held(unit, tail)
+
+        monkeypatch.setattr(PgUnit, "send_held", counted)
+        for title in ("a", "b", "c"):
+            await rows.insert_record(store, ALICE, "tasks", {"title": title})
+        claim = await rows.update_record(store, ALICE, "tasks", {"owner": None}, {"owner": "al"})
+        again = await rows.update_record(store, BOB, "tasks", {"owner": None}, {"owner": "bob"})
+        gone = await rows.delete_record(store, ALICE, "tasks", {"title": "a"})
+        assert (claim, again, gone) == ({"count": 3}, {"count": 0}, {"count": 1})
+        assert trips == ["COMMIT"] * 6
+        logged = await store.db.read("SELECT action, agent_id, detail FROM audit_log ORDER BY id")
+        assert [tuple(r) for r in logged][1:] == [
+            *[("insert_record", "alice", "1 row")] * 3,
+            ("update_record", "alice", "3 rows"),
+            ("update_record", "bob", "0 rows"),
+            ("delete_record", "alice", "1 row"),
+        ]
+    finally:
+        await store.close()
+
+
+async def test_create_table_is_two_round_trips_and_grants_the_confined_role(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The name's check, then the table, its grant, its description, its audit entry
+    and COMMIT in one query (six before); raw queries reach the new table."""
+    from shared_context_server.storage.postgres.unit import PgUnit
+
+    store = RecordsStore.of(await open_records(pg_url))
+    try:
+        store.audit_into(store.db)
+        await rows.execute_raw_query(store, ALICE, "SELECT 1")  # makes the confined login
+        trips: list[str] = []
+        send_held = PgUnit.send_held
+
+        def counted(unit: PgUnit, tail: str = "") -> None:
+            trips.append(tail)
+            send_held(unit, tail)
+
+        monkeypatch.setattr(PgUnit, "send_held", counted)
+        made = await rows.create_table(
+            store, ALICE, "Files", {"path": "TEXT NOT NULL UNIQUE", "at": "DATETIME"}
+        )
+        assert trips == ["", "COMMIT"]
+        assert made == {
+            "table_name": "Files",
+            "columns": [
+                {"name": "id", "type": "INTEGER", "not_null": True, "primary_key": True,
+                 "unique": False},
+                {"name": "path", "type": "TEXT", "not_null": True, "primary_key": False,
+                 "unique": True},
+                {"name": "at", "type": "DATETIME", "not_null": False, "primary_key": False,
+                 "unique": False},
+            ],
+        }  # fmt: skip
+        await rows.insert_record(store, ALICE, "files", {"path": "a.py"})
+        found = await rows.execute_raw_query(store, ALICE, 'SELECT path FROM "Files"')
+        assert found["rows"] == [["a.py"]]
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("allow_writes", [False, True])
+async def test_a_raw_query_is_four_queries_and_leaves_its_session_as_it_found_it(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch, allow_writes: bool
+) -> None:
+    """BEGIN with the transaction's settings in one query, the statement, its end, then
+    DISCARD ALL (eight queries before); none of the settings outlives the call."""
+    import psycopg
+
+    store = RecordsStore.of(await open_records(pg_url, allow_writes=allow_writes))
+    try:
+        await rows.create_table(store, ALICE, "notes", {"text": "TEXT"})
+        await rows.execute_raw_query(store, ALICE, "SELECT 1")  # connects
+        sent: list[str] = []
+        execute, stream = psycopg.Cursor.execute, psycopg.Cursor.stream
+
+        def counted_execute(cursor: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+            sent.append(str(query).split(";")[0].split()[0])
+            return execute(cursor, query, *args, **kwargs)
+
+        def counted_stream(cursor: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+            sent.append(str(query).split()[0])
+            return stream(cursor, query, *args, **kwargs)
+
+        monkeypatch.setattr(psycopg.Cursor, "execute", counted_execute)
+        monkeypatch.setattr(psycopg.Cursor, "stream", counted_stream)
+        found = await rows.execute_raw_query(store, ALICE, "SELECT count(*) FROM notes")
+        assert found["rows"] == [[0]]
+        assert sent == ["BEGIN", "SELECT", "ROLLBACK", "DISCARD"]
+        if allow_writes:
+            sent.clear()
+            await rows.execute_raw_query(store, ALICE, "INSERT INTO notes (text) VALUES (?)", ["a"])
+            assert sent == ["BEGIN", "INSERT", "COMMIT", "DISCARD"]
+        monkeypatch.undo()
+        session: Any = store.raw._conn  # type: ignore[attr-defined]
+        assert session.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        assert session.execute("SHOW statement_timeout").fetchone()[0] == "0"
+        assert "records" not in session.execute("SHOW search_path").fetchone()[0]
+        assert session.execute("SHOW transaction_read_only").fetchone()[0] == "off"
     finally:
         await store.close()
 

@@ -9,6 +9,7 @@ own (`record_refusal`). Reads are not logged.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -194,6 +195,28 @@ def log_table_write(conn: Conn, agent: Agent, action: str, table: str, count: in
     """Log a records-toolset write inside its own transaction: on PostgreSQL the shared
     tables and the audit trail are one database."""
     write_entry(conn, table_write_entry(agent, action, table, count))
+
+
+# A records UPDATE or DELETE and its audit entry as one statement (PostgreSQL's
+# data-modifying WITH): the entry's detail counts the rows the change returned, so the
+# change, its entry and COMMIT go in one round trip, and the rows it locks (a claim) are
+# held over no trip to the server process.
+WITH_COUNTED_ENTRY = (
+    "WITH changed AS ({change} RETURNING 1), counted AS (SELECT count(*) AS n FROM changed),"
+    " logged AS (INSERT INTO audit_log"
+    " (ts, agent_id, via, action, session_id, target, result, detail)"
+    " SELECT ?, ?, ?, ?, ?, ?, ?, n || CASE WHEN n = 1 THEN ' row' ELSE ' rows' END"
+    " FROM counted) SELECT n FROM counted"
+)
+
+
+def with_counted_entry(
+    change: str, params: Sequence[Any], agent: Agent, action: str, table: str
+) -> tuple[str, tuple[Any, ...]]:
+    """`change` (an UPDATE or DELETE without RETURNING) as one statement that also logs
+    it, with the detail `table_write_entry` gives; it returns the rows changed."""
+    *fields, _detail = table_write_entry(agent, action, table, 0)
+    return WITH_COUNTED_ENTRY.format(change=change), (*params, *fields)
 
 
 async def record_table_write(db: Store, agent: Agent, action: str, table: str, count: int) -> None:

@@ -9,9 +9,10 @@ docs/RECORDS.md.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 from shared_context_server.blackboard import audit
 from shared_context_server.blackboard.identity import Agent
@@ -23,6 +24,9 @@ from shared_context_server.storage.seam.records import Dialect, RawRunner, Recor
 WriteHook = Callable[[Agent, str, str, int], Awaitable[None]]
 # The same, called inside the write's own transaction, on its connection.
 InsideHook = Callable[[Conn, Agent, str, str, int], None]
+# An UPDATE or DELETE (sql, params) as one statement that also writes its audit entry
+# (agent, action, table) with the rows it changed, and returns that count.
+CountedHook = Callable[[str, Sequence[Any], Agent, str, str], tuple[str, tuple[Any, ...]]]
 
 
 @dataclass
@@ -36,6 +40,7 @@ class RecordsStore:
     owns_db: bool = True
     on_write: WriteHook | None = None
     log_inside: InsideHook | None = None
+    log_counted: CountedHook | None = None
     # Tables by lower-cased name, as read (rows._load).
     tables: dict[str, Table] = field(default_factory=dict)
 
@@ -53,6 +58,8 @@ class RecordsStore:
         transaction where both share a database (PostgreSQL), else after its commit."""
         if self.db is blackboard:
             self.log_inside = audit.log_table_write
+            if self.dialect.writes_in_with:
+                self.log_counted = audit.with_counted_entry
         else:
             self.on_write = partial(audit.record_table_write, blackboard)
 

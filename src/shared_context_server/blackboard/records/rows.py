@@ -46,28 +46,17 @@ MAX_LIKE_PATTERN = 100
 _ORDER = {"<": "<", "<=": "<=", ">": ">", ">=": ">="}
 MAX_QUERY_LIMIT = 500
 MAX_IN_VALUES = 500
+# list_tables counts this many tables per statement (SQLite's compound SELECT holds 500).
+COUNTED_PER_READ = 200
 T = TypeVar("T")
 
 
-async def _write(
-    store: RecordsStore,
-    agent: Agent,
-    action: str,
-    table: str,
-    work: Callable[[Conn], tuple[T, int]],
-) -> T:
-    """Run `work` (its result, and the rows it changed) in one transaction, with its audit
-    entry inside it where the engine allows (PostgreSQL) or after its commit (SQLite)."""
-    hook = store.log_inside
-
-    def unit(conn: Conn) -> tuple[T, int]:
-        result, count = work(conn)
-        if hook is not None:
-            hook(conn, agent, action, table, count)
-        return result, count
-
+async def _transact(store: RecordsStore, action: str, unit: Callable[[Conn], Callable[[], T]]) -> T:
+    """`unit` in one transaction, what it returns read after COMMIT: on PostgreSQL a unit
+    that looks at no result before it ends goes in one round trip (PgUnit), and holds the
+    rows it locks over no trip to this process. An engine error is the agent's error."""
     try:
-        result, count = await store.db.transact(unit)
+        return await store.db.transact_then_read(unit)
     except BlackboardError:
         raise
     except Exception as error:
@@ -75,6 +64,28 @@ async def _write(
             store.tables.clear()
             raise sql_error(error, action) from None
         raise
+
+
+async def _write(
+    store: RecordsStore,
+    agent: Agent,
+    action: str,
+    table: str,
+    work: Callable[[Conn], Callable[[], T]],
+    count: int,
+) -> T:
+    """Run `work` (which returns how to read its result) in one transaction that changes
+    `count` rows, with its audit entry inside it where the engine allows (PostgreSQL) or
+    after its commit (SQLite)."""
+    hook = store.log_inside
+
+    def unit(conn: Conn) -> Callable[[], T]:
+        read = work(conn)
+        if hook is not None:
+            hook(conn, agent, action, table, count)
+        return read
+
+    result = await _transact(store, action, unit)
     await store.record_write(agent, action, table, count)
     return result
 
@@ -114,29 +125,44 @@ async def create_table(
     agent.require("write", "create_table")
     dialect = store.dialect
 
-    def work(conn: Conn) -> tuple[dict[str, Any], int]:
+    def work(conn: Conn) -> Callable[[], dict[str, Any]]:
         if dialect.serialize_ddl:
             conn.execute(dialect.serialize_ddl)  # "Tasks" and "tasks" are one name
-        table = make_table(conn, dialect, table_name, columns, primary_key)
+        read_table = make_table(conn, dialect, table_name, columns, primary_key)
         if dialect.after_create is not None:
-            dialect.after_create(conn, table.qualified)
-        unique = conn.execute(dialect.unique_columns, (table.name,)).fetchall()
-        return describe_rows(table, unique), 0
+            dialect.after_create(conn, dialect.prefix + quote(table_name))
+        unique = conn.execute(dialect.unique_columns, (table_name,))
+        return lambda: describe_rows(read_table(), unique.fetchall())
 
-    described = await _write(store, agent, "create_table", table_name, work)
-    return described
+    return await _write(store, agent, "create_table", table_name, work, 0)
 
 
 async def list_tables(store: RecordsStore, agent: Agent) -> dict[str, Any]:
+    """Every shared table with its row count: the names in one read, the counts in one
+    more (a UNION ALL of counts, COUNTED_PER_READ tables at a time), not a read per table:
+    on PostgreSQL each read is a round trip."""
     agent.require("read", "list_tables")
-    tables = []
-    for row in await _read(store, "list_tables", store.dialect.list_tables, ()):
-        name = str(row["name"])
-        if IDENTIFIER.match(name):  # a table made by another tool with an odd name is skipped
-            qualified = store.dialect.prefix + quote(name)
-            count = await store.db.read_one(f"SELECT count(*) FROM {qualified}")  # noqa: S608
-            tables.append({"table_name": name, "row_count": int(count[0]) if count else 0})
-    return {"tables": tables}
+    found = await _read(store, "list_tables", store.dialect.list_tables, ())
+    # A table made by another tool with an odd name is skipped.
+    names = [str(row["name"]) for row in found if IDENTIFIER.match(str(row["name"]))]
+    counts: dict[int, int] = {}
+    for start in range(0, len(names), COUNTED_PER_READ):
+        counts.update(await _count_rows(store, names[start : start + COUNTED_PER_READ], start))
+    return {
+        "tables": [
+            {"table_name": name, "row_count": counts.get(i, 0)} for i, name in enumerate(names)
+        ]
+    }
+
+
+async def _count_rows(store: RecordsStore, names: list[str], first: int) -> dict[int, int]:
+    """Row counts of `names`, by position (from `first`), in one statement."""
+    parts = [
+        f"SELECT {first + i} AS i, count(*) AS n FROM {store.dialect.prefix}{quote(name)}"  # noqa: S608
+        for i, name in enumerate(names)
+    ]
+    rows = await _read(store, "list_tables", " UNION ALL ".join(parts), ())
+    return {int(row["i"]): int(row["n"]) for row in rows}
 
 
 async def describe_table(store: RecordsStore, agent: Agent, table_name: str) -> dict[str, Any]:
@@ -170,14 +196,14 @@ async def insert_record(
         sql = f"INSERT INTO {table.qualified} DEFAULT VALUES{returning}"
     given_key = _given_serial_key(table, columns, values)
 
-    def work(conn: Conn) -> tuple[Any, int]:
-        row = conn.execute(sql, values).fetchone()
+    def work(conn: Conn) -> Callable[[], Any]:
+        inserted = conn.execute(sql, values)
         if given_key is not None and store.dialect.bump_sequence:
             name, value = given_key
             conn.execute(store.dialect.bump_sequence, (value, table.qualified, name, value))
-        return row, 1
+        return inserted.fetchone
 
-    row = await _write(store, agent, "insert_record", table.name, work)
+    row = await _write(store, agent, "insert_record", table.name, work, 1)
     assert row is not None  # RETURNING of a successful insert
     return {"id": row[0], "record": _record(table, tuple(row)[1:])}
 
@@ -285,13 +311,30 @@ async def delete_record(
 async def _change_rows(
     store: RecordsStore, agent: Agent, action: str, table: str, sql: str, params: Sequence[Any]
 ) -> dict[str, Any]:
-    """One UPDATE or DELETE in its own write transaction; `count` is the rows it changed."""
+    """One UPDATE or DELETE in its own write transaction; `count` is the rows it changed.
+    Where the audit entry can ride in the same statement (`log_counted`, PostgreSQL), the
+    transaction is one round trip; else the count is looked at before COMMIT."""
+    counted = store.log_counted
+    if counted is not None:
 
-    def work(conn: Conn) -> tuple[int, int]:
+        def logged(conn: Conn) -> Callable[[], int]:
+            # Made inside the transaction: the entry's time, as every entry's (audit.entry).
+            with_entry, all_params = counted(sql, params, agent, action, table)
+            cursor = conn.execute(with_entry, all_params)
+            return lambda: int(cursor.fetchone()[0])
+
+        return {"count": await _transact(store, action, logged)}
+    hook = store.log_inside
+
+    def work(conn: Conn) -> Callable[[], int]:
         count = conn.execute(sql, params).rowcount
-        return count, count
+        if hook is not None:
+            hook(conn, agent, action, table, count)
+        return lambda: count
 
-    return {"count": await _write(store, agent, action, table, work)}
+    count = await _transact(store, action, work)
+    await store.record_write(agent, action, table, count)
+    return {"count": count}
 
 
 def _record(table: Table, values: tuple[Any, ...]) -> dict[str, Any]:

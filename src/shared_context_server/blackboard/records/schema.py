@@ -11,6 +11,7 @@ import binascii
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -102,13 +103,6 @@ async def load_table(db: Store, dialect: Dialect, name: str) -> Table:
     check_identifier(name, "table_name")
     stored = _stored_name(await db.read(dialect.find_table, (name,)), name)
     return _table(dialect, stored, await db.read(dialect.table_info, (stored,)))
-
-
-def load_table_in(conn: Conn, dialect: Dialect, name: str) -> Table:
-    """`load_table` inside a unit of work."""
-    check_identifier(name, "table_name")
-    stored = _stored_name(conn.execute(dialect.find_table, (name,)).fetchall(), name)
-    return _table(dialect, stored, conn.execute(dialect.table_info, (stored,)).fetchall())
 
 
 def _stored_name(found: list[Row], name: str) -> str:
@@ -337,8 +331,10 @@ def make_table(
     table_name: str,
     columns: dict[str, str],
     primary_key: str | list[str] | None,
-) -> Table:
-    """Create a user table inside a unit of work. Raises InvalidInput, Conflict."""
+) -> Callable[[], Table]:
+    """Create a user table inside a unit of work; what it returns reads the new table's
+    columns, which on PostgreSQL go with COMMIT (PgUnit: one trip for the rest of the
+    unit). Raises InvalidInput, Conflict."""
     sql = create_table_sql(table_name, columns, primary_key, dialect)
     if conn.execute(dialect.find_table, (table_name,)).fetchall():
         raise Conflict(
@@ -347,7 +343,9 @@ def make_table(
             argument="table_name",
         )
     conn.execute(sql)
-    return load_table_in(conn, dialect, table_name)
+    # Stored as given: the name is quoted, and no name differing only in case exists.
+    info = conn.execute(dialect.table_info, (table_name,))
+    return lambda: _table(dialect, table_name, info.fetchall())
 
 
 def describe_rows(table: Table, unique_rows: list[Row]) -> dict[str, Any]:

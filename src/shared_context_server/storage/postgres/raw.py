@@ -9,7 +9,9 @@ out by an allowlist over PostgreSQL's own parse of the statement (allow.py).
 
 Each call is one transaction: READ ONLY unless this call may write, the schema `records`
 as the search path, a statement timeout, then the one statement exactly as parsed; after
-it, DISCARD ALL, so no lock, setting or object outlives the call.
+it, DISCARD ALL, so no lock, setting or object outlives the call. Four queries: BEGIN with
+its SET LOCALs, the statement, COMMIT or ROLLBACK, DISCARD ALL (which PostgreSQL runs
+only as a query of its own).
 """
 
 from __future__ import annotations
@@ -257,24 +259,31 @@ class PgRawQueries:
     def _transaction(
         self, conn: Any, statement: Statement, params: tuple[Any, ...], writes: bool, pg: Any
     ) -> Fetched:
-        with conn.transaction():
-            mode = "READ WRITE" if writes else "READ ONLY"
-            conn.execute(f"SET TRANSACTION {mode}")
-            conn.execute(f"SET LOCAL search_path = {SCHEMA}")
-            # Backslashes in '...' must mean themselves, as pglast read them.
-            conn.execute("SET LOCAL standard_conforming_strings = on")
-            conn.execute(f"SET LOCAL statement_timeout = {int(self.seconds * 1000)}")
+        """BEGIN and the settings in one trip, the statement, then COMMIT or ROLLBACK."""
+        mode = "READ WRITE" if writes else "READ ONLY"
+        commit = False
+        try:  # whatever fails, from BEGIN on, the transaction is ended below
+            conn.execute(
+                f"BEGIN {mode}; SET LOCAL search_path = {SCHEMA};"
+                # Backslashes in '...' must mean themselves, as pglast read them.
+                " SET LOCAL standard_conforming_strings = on;"
+                f" SET LOCAL statement_timeout = {int(self.seconds * 1000)}"
+            )
             # The text as pglast read it, sent as it is: no client-side rewriting.
             cursor = pg.RawCursor(conn)
             if not (writes and statement.writes):
                 # Streamed, so an endless result is cut at the row cap (the rest is
                 # cancelled, which ends the transaction: nothing to commit). A write
                 # here is refused by the READ ONLY transaction.
-                fetched = self._stream(cursor, statement.sql, params)
-                raise pg.Rollback()
+                return self._stream(cursor, statement.sql, params)
             cursor.execute(statement.sql, params)
-            return self._fetched(cursor)
-        return fetched
+            fetched = self._fetched(cursor)
+            commit = True
+            return fetched
+        finally:
+            idle = pg.pq.TransactionStatus.IDLE
+            if not (conn.closed or conn.broken) and conn.info.transaction_status != idle:
+                conn.execute("COMMIT" if commit else "ROLLBACK")
 
     def _stream(self, cursor: Any, sql: str, params: tuple[Any, ...]) -> Fetched:
         rows: list[Any] = []

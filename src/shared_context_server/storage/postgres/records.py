@@ -68,10 +68,12 @@ async def prepare_schema(db: Store) -> None:
 def grant_table(conn: Conn, qualified: str) -> None:
     """Let the confined role reach a new table's rows, if the role exists (identity
     columns need no grant on their sequence); a server that cannot confine raw queries
-    refuses them anyway."""
-    exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = ?", (CONFINED_ROLE,))
-    if exists.fetchall():
-        conn.execute(f"GRANT {ROW_PRIVILEGES} ON {qualified} TO {CONFINED_ROLE}")
+    refuses them anyway. One statement that looks at nothing, so it goes with COMMIT.
+    `qualified`: a checked, quoted name (schema.quote)."""
+    conn.execute(
+        f"DO $$ BEGIN IF EXISTS (SELECT FROM pg_roles WHERE rolname = '{CONFINED_ROLE}')"
+        f" THEN GRANT {ROW_PRIVILEGES} ON {qualified} TO {CONFINED_ROLE}; END IF; END $$"
+    )
 
 
 @dataclass
@@ -272,4 +274,5 @@ POSTGRES = Dialect(
     native_booleans=True,
     after_create=grant_table,
     bump_sequence=BUMP_SEQUENCE,
+    writes_in_with=True,
 )

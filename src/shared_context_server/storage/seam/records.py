@@ -68,6 +68,9 @@ class Dialect:
     # After an insert that gave a serial key itself: moves the key's sequence past it
     # (parameters: the value, the qualified table, the column, the value); '' if none.
     bump_sequence: str = ""
+    # An UPDATE or DELETE may sit in a WITH (PostgreSQL): a write and its audit entry
+    # then go in one statement (audit.with_counted_entry).
+    writes_in_with: bool = False
 
 
 class RawRunner(Protocol):
