@@ -115,6 +115,8 @@ class Posts:
 
     seconds: list[float] = field(default_factory=list)
     errors: int = 0
+    worst: float = 0.0
+    worst_at: float = 0.0  # seconds into the import when the slowest post began
 
     def figures(self) -> str:
         if len(self.seconds) < 2:
@@ -168,7 +170,10 @@ async def import_while_posting(file: str, target: str) -> tuple[float, float, Po
                     began = time.monotonic()
                     try:
                         await add_message(db, agent, session, f"post {n} during the import")
-                        posts.seconds.append(time.monotonic() - began)
+                        took = time.monotonic() - began
+                        if took > posts.worst:
+                            posts.worst, posts.worst_at = took, began - started
+                        posts.seconds.append(took)
                     except Exception as error:  # counted, and the first one shown
                         posts.errors += 1
                         if posts.errors == 1:
@@ -191,6 +196,12 @@ def measure(engine: str, count: int, source: str, target: str, tmp: str) -> None
     size = Path(file).stat().st_size / 2**20
     import_s, import_mb, posts = anyio.run(import_while_posting, file, target)
     Path(file).unlink()
+    if posts.seconds:
+        print(
+            f"# {engine} {count:,}: the slowest post began {posts.worst_at:.1f} s into the import",
+            file=sys.stderr,
+            flush=True,
+        )
     print(
         f"{engine:>8} {count:>10,} {size:>8.0f} {export_s:>9.1f} {export_mb:>10.0f} "
         f"{import_s:>9.1f} {import_mb:>10.0f} {posts.figures()}",
