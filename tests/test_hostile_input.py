@@ -17,6 +17,7 @@ from shared_context_server.blackboard.identity import Agent, check_name
 from shared_context_server.blackboard.limits import MAX_JSON_DEPTH, json_depth
 from shared_context_server.blackboard.records import rows
 from shared_context_server.blackboard.records.location import RecordsStore
+from shared_context_server.blackboard.records.raw_query import execute_raw_query
 from shared_context_server.blackboard.tokens import authenticate_agent
 from shared_context_server.config import Settings
 from shared_context_server.errors import BlackboardError, InvalidInput
@@ -152,7 +153,7 @@ async def test_raw_queries_cannot_allocate_past_the_value_limit(
     store: RecordsStore, query: str
 ) -> None:
     with pytest.raises(BlackboardError) as info:
-        await rows.execute_raw_query(store, ALICE, query)
+        await execute_raw_query(store, ALICE, query)
     assert info.value.code == "LIMIT_EXCEEDED", info.value.message
 
 
@@ -176,7 +177,7 @@ async def test_raw_queries_cannot_fill_memory_or_time_through_many_values_or_lon
 ) -> None:
     with anyio.fail_after(10):
         with pytest.raises(BlackboardError) as info:
-            await rows.execute_raw_query(store, ALICE, query)
+            await execute_raw_query(store, ALICE, query)
     assert info.value.code == "LIMIT_EXCEEDED", info.value.message
 
 
@@ -204,7 +205,7 @@ async def test_dangerous_functions_are_refused_by_the_authorizer(
     store: RecordsStore, query: str
 ) -> None:
     with pytest.raises(BlackboardError) as info:
-        await rows.execute_raw_query(store, ALICE, query)
+        await execute_raw_query(store, ALICE, query)
     assert info.value.code in ("INVALID_INPUT", "NOT_FOUND"), info.value.message
     if "load_extension" not in query and "readfile" not in query:
         assert "() is not allowed" in info.value.message
@@ -217,13 +218,13 @@ async def test_an_offset_past_64_bits_is_invalid_input_not_an_internal_error(
         await rows.query_records(store, ALICE, "t", offset=2**64)
     assert info.value.code == "INVALID_INPUT" and "offset" in info.value.message
     with pytest.raises(BlackboardError) as info:
-        await rows.execute_raw_query(store, ALICE, "SELECT 1 LIMIT 1 OFFSET 99999999999999999999")
+        await execute_raw_query(store, ALICE, "SELECT 1 LIMIT 1 OFFSET 99999999999999999999")
     assert info.value.code == "INVALID_INPUT"
 
 
 async def test_an_ordinary_raw_query_still_reads_its_rows(store: RecordsStore) -> None:
     await rows.insert_record(store, Agent("alice"), "t", {"title": "x" * 100_000})
-    result = await rows.execute_raw_query(store, ALICE, "SELECT length(title), title FROM t")
+    result = await execute_raw_query(store, ALICE, "SELECT length(title), title FROM t")
     assert result["rows"][0][0] == 100_000
 
 

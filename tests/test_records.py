@@ -17,6 +17,7 @@ import pytest
 
 from shared_context_server.blackboard.records import rows
 from shared_context_server.blackboard.records.location import RecordsStore
+from shared_context_server.blackboard.records.raw_query import execute_raw_query
 from shared_context_server.errors import BlackboardError
 from shared_context_server.storage.opener import open_records, open_store
 from shared_context_server.storage.postgres.raw import PgRawQueries
@@ -331,7 +332,7 @@ async def test_concurrent_raw_writes_each_report_their_own_table(
     async def write(table: str, agent: Any) -> None:
         for n in range(10):
             insert = f"INSERT INTO {table} (v) VALUES (?)"  # noqa: S608 (the test's own names)
-            await rows.execute_raw_query(writable, agent, insert, [n])
+            await execute_raw_query(writable, agent, insert, [n])
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(write, "red", ALICE)
@@ -349,8 +350,8 @@ async def test_every_write_passes_the_one_write_hook(writable: RecordsStore) -> 
     await board(writable, "a", "b")
     await rows.update_record(writable, BOB, "tasks", {"title": "a"}, {"done": True})
     await rows.delete_record(writable, BOB, "tasks", {"title": "b"})
-    await rows.execute_raw_query(writable, BOB, "INSERT INTO tasks (title) VALUES ('c')")
-    await rows.execute_raw_query(writable, BOB, "SELECT * FROM tasks")  # not a write
+    await execute_raw_query(writable, BOB, "INSERT INTO tasks (title) VALUES ('c')")
+    await execute_raw_query(writable, BOB, "SELECT * FROM tasks")  # not a write
     assert seen == [
         ("alice", "create_table", "tasks", 0),
         ("alice", "insert_record", "tasks", 1),
@@ -363,13 +364,13 @@ async def test_every_write_passes_the_one_write_hook(writable: RecordsStore) -> 
 
 async def test_raw_queries_read_with_bound_parameters(store: RecordsStore) -> None:
     await board(store, "a", "b", "c")
-    result = await rows.execute_raw_query(
+    result = await execute_raw_query(
         store, ALICE, "SELECT title, done FROM tasks WHERE priority >= ? ORDER BY id", [1]
     )
     assert result["columns"] == ["title", "done"]
     assert result["rows"] == [["b", None], ["c", None]]
     assert result["row_count"] == 2 and result["truncated"] is False
-    bad = rows.execute_raw_query(store, ALICE, "SELECT ?", [])
+    bad = execute_raw_query(store, ALICE, "SELECT ?", [])
     await refused("INVALID_INPUT", bad)
 
 
@@ -444,7 +445,7 @@ FORBIDDEN = [("sqlite", q) for q in FORBIDDEN_ALWAYS] + [("postgres", q) for q i
 @pytest.mark.parametrize(("engine", "query"), FORBIDDEN + [(e, q) for e in ENGINES for q in WRITES])
 async def test_raw_queries_are_read_only_without_the_flag(store: RecordsStore, query: str) -> None:
     await board(store, "a")
-    await refused("INVALID_INPUT", rows.execute_raw_query(store, ALICE, query))
+    await refused("INVALID_INPUT", execute_raw_query(store, ALICE, query))
     page = await rows.query_records(store, ALICE, "tasks")
     assert [(r["title"], r["done"]) for r in page["records"]] == [("a", None)]
 
@@ -454,26 +455,26 @@ async def test_raw_writes_still_refuse_schema_attach_pragma_and_transactions(
     writable: RecordsStore, query: str
 ) -> None:
     await board(writable, "a")
-    await refused("INVALID_INPUT", rows.execute_raw_query(writable, ALICE, query))
+    await refused("INVALID_INPUT", execute_raw_query(writable, ALICE, query))
     assert [t["table_name"] for t in (await rows.list_tables(writable, ALICE))["tables"]] == [
         "tasks"
     ]
     # Still confined: the next statement runs as the raw-query role, within its limits.
     if isinstance(writable.raw, PgRawQueries):
-        who = await rows.execute_raw_query(writable, ALICE, "SELECT current_user")
+        who = await execute_raw_query(writable, ALICE, "SELECT current_user")
         assert who["rows"] == [[CONFINED_ROLE]]
 
 
 async def test_raw_writes_change_rows_when_allowed(writable: RecordsStore) -> None:
     await board(writable, "a")
-    inserted = await rows.execute_raw_query(writable, ALICE, WRITES[3])
+    inserted = await execute_raw_query(writable, ALICE, WRITES[3])
     assert inserted["rows"] == [[2]] and inserted["changes"] == 1
-    updated = await rows.execute_raw_query(writable, ALICE, "UPDATE tasks SET done = ?", [True])
+    updated = await execute_raw_query(writable, ALICE, "UPDATE tasks SET done = ?", [True])
     assert updated["changes"] == 2 and updated["columns"] == []
     # A second statement is refused before the first runs.
     two = "INSERT INTO tasks (title) VALUES ('y'); DELETE FROM tasks"
     assert "one statement" in await refused(
-        "INVALID_INPUT", rows.execute_raw_query(writable, ALICE, two)
+        "INVALID_INPUT", execute_raw_query(writable, ALICE, two)
     )
     assert len((await rows.query_records(writable, ALICE, "tasks"))["records"]) == 2
 
@@ -484,15 +485,15 @@ RUNAWAY = "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n) SELEC
 async def test_a_runaway_recursive_query_is_stopped_by_the_time_limit(
     store: RecordsStore,
 ) -> None:
-    text = await refused("LIMIT_EXCEEDED", rows.execute_raw_query(store, ALICE, RUNAWAY))
+    text = await refused("LIMIT_EXCEEDED", execute_raw_query(store, ALICE, RUNAWAY))
     assert "0.5 s" in text
     # The connection is usable afterwards.
-    assert (await rows.execute_raw_query(store, ALICE, "SELECT 1"))["rows"] == [[1]]
+    assert (await execute_raw_query(store, ALICE, "SELECT 1"))["rows"] == [[1]]
 
 
 async def test_an_endless_row_stream_is_cut_at_the_row_cap(store: RecordsStore) -> None:
     endless = "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n) SELECT x FROM n"
-    result = await rows.execute_raw_query(store, ALICE, endless)
+    result = await execute_raw_query(store, ALICE, endless)
     assert result["row_count"] == store.raw.max_rows and result["truncated"] is True
 
 
@@ -508,10 +509,10 @@ async def test_an_endless_row_stream_is_cut_at_the_row_cap(store: RecordsStore) 
 async def test_blackboard_tables_do_not_exist_for_raw_queries(
     store: RecordsStore, query: str, engine: str
 ) -> None:
-    text = await refused("NOT_FOUND", rows.execute_raw_query(store, ALICE, query))
+    text = await refused("NOT_FOUND", execute_raw_query(store, ALICE, query))
     assert "not reachable" in text
     if engine == "sqlite":
-        listed = await rows.execute_raw_query(store, ALICE, "SELECT name FROM sqlite_master")
+        listed = await execute_raw_query(store, ALICE, "SELECT name FROM sqlite_master")
         assert listed["rows"] == []
 
 
@@ -520,9 +521,9 @@ async def test_a_raw_query_cannot_outlast_its_timeout_on_either_engine(
 ) -> None:
     sleep = "SELECT pg_sleep(10)" if engine == "postgres" else RUNAWAY
     with anyio.fail_after(8):
-        text = await refused("LIMIT_EXCEEDED", rows.execute_raw_query(store, ALICE, sleep))
+        text = await refused("LIMIT_EXCEEDED", execute_raw_query(store, ALICE, sleep))
     assert "0.5 s" in text
-    assert (await rows.execute_raw_query(store, ALICE, "SELECT 1"))["rows"] == [[1]]
+    assert (await execute_raw_query(store, ALICE, "SELECT 1"))["rows"] == [[1]]
 
 
 async def test_list_tables_counts_every_table_in_one_read_after_the_names(

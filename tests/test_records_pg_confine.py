@@ -16,6 +16,7 @@ import pytest
 
 from shared_context_server.blackboard.records import rows
 from shared_context_server.blackboard.records.location import RecordsStore
+from shared_context_server.blackboard.records.raw_query import execute_raw_query
 from shared_context_server.config import ENV_RECORDS_URL, Settings
 from shared_context_server.errors import BlackboardError
 from shared_context_server.storage.locks import Lock
@@ -132,12 +133,12 @@ async def test_no_raw_query_leaves_its_confinement(planted: str) -> None:
         for query in ESCAPES:
             params = [pid] if "?" in query else None
             try:
-                seen.append(repr(await rows.execute_raw_query(store, ALICE, query, params)))
+                seen.append(repr(await execute_raw_query(store, ALICE, query, params)))
             except BlackboardError as error:
                 seen.append(error.message)
         leaked = [t for t in seen for s in (SECRET_MESSAGE, SECRET_MEMORY, SECRET_AGENT) if s in t]
         assert leaked == []
-        who = await rows.execute_raw_query(store, ALICE, "SELECT current_user, session_user")
+        who = await execute_raw_query(store, ALICE, "SELECT current_user, session_user")
         assert who["rows"] == [[CONFINED_ROLE, CONFINED_ROLE]]
         # The raw session is still open: a lock it took would still be held now.
         with _admin(url) as look:
@@ -175,7 +176,7 @@ async def test_a_question_mark_is_a_parameter_only_where_postgresql_reads_an_ope
     try:
         count = query.count("?") - query.count("'?'") - query.count('"?"') - query.count("-- ?")
         count -= query.count("/* ? */")
-        result = await rows.execute_raw_query(store, ALICE, query, [1] * count)
+        result = await execute_raw_query(store, ALICE, query, [1] * count)
         assert result["rows"] == expected
     finally:
         await store.close()
@@ -204,9 +205,7 @@ async def test_an_operator_named_login_runs_raw_queries_by_password(
         store = RecordsStore.of(await open_records(url))
         try:
             await rows.create_table(store, ALICE, "notes", {"text": "TEXT"})
-            who = await rows.execute_raw_query(
-                store, ALICE, "SELECT session_user, count(*) FROM notes"
-            )
+            who = await execute_raw_query(store, ALICE, "SELECT session_user, count(*) FROM notes")
             assert who["rows"] == [[login, 0]]
         finally:
             await store.close()
@@ -221,7 +220,7 @@ async def test_raw_queries_never_run_as_the_servers_own_login(
     store = RecordsStore.of(await open_records(pg_url))
     try:
         with pytest.raises(BlackboardError) as info:
-            await rows.execute_raw_query(store, ALICE, "SELECT 1")
+            await execute_raw_query(store, ALICE, "SELECT 1")
         assert info.value.code == "PERMISSION_DENIED"
         assert "not the server's postgres" in info.value.message
     finally:
@@ -240,19 +239,19 @@ async def test_a_password_another_database_changed_is_set_again_once(
     second = RecordsStore.of(await open_records(pg_url))
     try:
         for store in (first, second):
-            assert (await rows.execute_raw_query(store, ALICE, "SELECT 1"))["rows"] == [[1]]
+            assert (await execute_raw_query(store, ALICE, "SELECT 1"))["rows"] == [[1]]
         with psycopg.connect(pg_cluster.url(), autocommit=True) as conn:
             conn.execute("ALTER ROLE shared_context_records PASSWORD 'elsewhere'")
         for store in (first, second):
             await store.raw.close()  # the next call logs in again
-        assert (await rows.execute_raw_query(first, ALICE, "SELECT 2"))["rows"] == [[2]]
+        assert (await execute_raw_query(first, ALICE, "SELECT 2"))["rows"] == [[2]]
         with _admin(pg_url) as look:
             stored = look.execute("SELECT password FROM records_login").fetchall()
-        assert (await rows.execute_raw_query(second, ALICE, "SELECT 3"))["rows"] == [[3]]
+        assert (await execute_raw_query(second, ALICE, "SELECT 3"))["rows"] == [[3]]
         with _admin(pg_url) as look:
             assert look.execute("SELECT password FROM records_login").fetchall() == stored
         await first.raw.close()
-        assert (await rows.execute_raw_query(first, ALICE, "SELECT 4"))["rows"] == [[4]]
+        assert (await execute_raw_query(first, ALICE, "SELECT 4"))["rows"] == [[4]]
     finally:
         await first.close()
         await second.close()
@@ -312,7 +311,7 @@ async def test_a_backslash_means_itself_whatever_the_database_default(pg_url: st
     store = RecordsStore.of(await open_records(pg_url))
     try:
         sneaky = "SELECT '\\' , 1 --', set_config('role', 'none', true)"
-        result = await rows.execute_raw_query(store, ALICE, sneaky)
+        result = await execute_raw_query(store, ALICE, sneaky)
         assert result["rows"] == [["\\", 1]]
     finally:
         await store.close()

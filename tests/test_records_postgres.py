@@ -12,6 +12,7 @@ import pytest
 
 from shared_context_server.blackboard.records import rows
 from shared_context_server.blackboard.records.location import RecordsStore
+from shared_context_server.blackboard.records.raw_query import execute_raw_query
 from shared_context_server.config import Settings
 from shared_context_server.errors import BlackboardError
 from shared_context_server.storage.opener import open_records
@@ -181,7 +182,7 @@ async def test_create_table_is_two_round_trips_and_grants_the_confined_role(
     store = RecordsStore.of(await open_records(pg_url))
     try:
         store.audit_into(store.db)
-        await rows.execute_raw_query(store, ALICE, "SELECT 1")  # makes the confined login
+        await execute_raw_query(store, ALICE, "SELECT 1")  # makes the confined login
         trips: list[str] = []
         send_held = PgUnit.send_held
 
@@ -206,7 +207,7 @@ async def test_create_table_is_two_round_trips_and_grants_the_confined_role(
             ],
         }  # fmt: skip
         await rows.insert_record(store, ALICE, "files", {"path": "a.py"})
-        found = await rows.execute_raw_query(store, ALICE, 'SELECT path FROM "Files"')
+        found = await execute_raw_query(store, ALICE, 'SELECT path FROM "Files"')
         assert found["rows"] == [["a.py"]]
     finally:
         await store.close()
@@ -223,7 +224,7 @@ async def test_a_raw_query_is_four_queries_and_leaves_its_session_as_it_found_it
     store = RecordsStore.of(await open_records(pg_url, allow_writes=allow_writes))
     try:
         await rows.create_table(store, ALICE, "notes", {"text": "TEXT"})
-        await rows.execute_raw_query(store, ALICE, "SELECT 1")  # connects
+        await execute_raw_query(store, ALICE, "SELECT 1")  # connects
         sent: list[str] = []
         execute, stream = psycopg.Cursor.execute, psycopg.Cursor.stream
 
@@ -237,12 +238,12 @@ async def test_a_raw_query_is_four_queries_and_leaves_its_session_as_it_found_it
 
         monkeypatch.setattr(psycopg.Cursor, "execute", counted_execute)
         monkeypatch.setattr(psycopg.Cursor, "stream", counted_stream)
-        found = await rows.execute_raw_query(store, ALICE, "SELECT count(*) FROM notes")
+        found = await execute_raw_query(store, ALICE, "SELECT count(*) FROM notes")
         assert found["rows"] == [[0]]
         assert sent == ["BEGIN", "SELECT", "ROLLBACK", "DISCARD"]
         if allow_writes:
             sent.clear()
-            await rows.execute_raw_query(store, ALICE, "INSERT INTO notes (text) VALUES (?)", ["a"])
+            await execute_raw_query(store, ALICE, "INSERT INTO notes (text) VALUES (?)", ["a"])
             assert sent == ["BEGIN", "INSERT", "COMMIT", "DISCARD"]
         monkeypatch.undo()
         session: Any = store.raw._conn  # type: ignore[attr-defined]
@@ -265,12 +266,12 @@ async def test_big_or_endless_results_are_cut_on_postgresql(pg_url: str, query: 
     store = RecordsStore.of(await open_records(pg_url, seconds=2.0))
     try:
         try:
-            result = await rows.execute_raw_query(store, ALICE, query)
+            result = await execute_raw_query(store, ALICE, query)
         except BlackboardError as error:
             assert error.code == "LIMIT_EXCEEDED", error.message
         else:
             assert result["truncated"] is True and result["row_count"] == store.raw.max_rows
-        assert (await rows.execute_raw_query(store, ALICE, "SELECT 1"))["rows"] == [[1]]
+        assert (await execute_raw_query(store, ALICE, "SELECT 1"))["rows"] == [[1]]
     finally:
         await store.close()
 
@@ -296,7 +297,7 @@ async def test_a_confined_role_that_can_reach_blackboard_tables_is_refused(pg_ur
     store = RecordsStore.of(await open_records(pg_url))
     try:
         with pytest.raises(BlackboardError) as info:
-            await rows.execute_raw_query(store, ALICE, "SELECT count(*) FROM public.messages")
+            await execute_raw_query(store, ALICE, "SELECT count(*) FROM public.messages")
         assert info.value.code == "PERMISSION_DENIED"
         assert "messages" in info.value.message and "revoke" in info.value.message
     finally:

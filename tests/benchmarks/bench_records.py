@@ -115,7 +115,7 @@ async def run_mcp(target: Target, calls: int, tables: int) -> Times:
 async def run_domain(target: Target, calls: int, tables: int) -> Times:
     """The same calls straight to the domain (blackboard/records), without MCP."""
     from shared_context_server.blackboard.identity import Agent
-    from shared_context_server.blackboard.records import rows
+    from shared_context_server.blackboard.records import raw_query, rows
     from shared_context_server.blackboard.records.location import RecordsStore
     from shared_context_server.storage.opener import open_records, open_store
 
@@ -125,7 +125,8 @@ async def run_domain(target: Target, calls: int, tables: int) -> Times:
     store.audit_into(db)
 
     async def call(tool: str, arguments: dict[str, Any]) -> None:
-        await getattr(rows, tool)(store, agent, **arguments)
+        domain = raw_query if tool == "execute_raw_query" else rows
+        await getattr(domain, tool)(store, agent, **arguments)
 
     try:
         return await workload(call, "dtasks", calls, tables)

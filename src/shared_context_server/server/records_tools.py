@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from shared_context_server.blackboard.identity import Agent
-from shared_context_server.blackboard.records import rows
+from shared_context_server.blackboard.records import raw_query, rows
 from shared_context_server.blackboard.records.location import RecordsStore
 from shared_context_server.server import records_models as r
 from shared_context_server.server import render
@@ -85,7 +85,7 @@ async def describe_table(state: AppState, agent: Agent, a: r.TableName) -> dict[
 
 
 async def execute_raw_query(state: AppState, agent: Agent, a: r.RawQuery) -> dict[str, Any]:
-    return await rows.execute_raw_query(
+    return await raw_query.execute_raw_query(
         _store(state), agent, query=a.query, params=a.params, limits=state.settings.limits
     )
 

@@ -1,10 +1,11 @@
 """Tables and rows of the shared tables: create, list, describe, insert, query, update, delete.
 
-One implementation for both engines (each engine's `records.py` holds its dialect). Each write
-is one short transaction through the Store, so a conditional update (`claimed_by IS
-NULL`) claims a row for exactly one of many processes. A table's columns are read before
-its rows are touched; tables cannot be altered once made (raw queries cannot run DDL),
-so that read cannot go stale.
+One implementation for both engines (each engine's `records.py` holds its dialect); the
+filters and assignments these tools turn into SQL are in filters.py, raw queries in
+raw_query.py. Each write is one short transaction through the Store, so a conditional
+update (`claimed_by IS NULL`) claims a row for exactly one of many processes. A table's
+columns are read before its rows are touched; tables cannot be altered once made (raw
+queries cannot run DDL), so that read cannot go stale.
 """
 
 from __future__ import annotations
@@ -15,37 +16,30 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from shared_context_server.blackboard.identity import Agent
-from shared_context_server.blackboard.limits import DEFAULT_LIMITS, Limits, check_depth, check_text
+from shared_context_server.blackboard.limits import DEFAULT_LIMITS, Limits
+from shared_context_server.blackboard.records.filters import (
+    assignments,
+    require_filters,
+    where_clause,
+)
 from shared_context_server.blackboard.records.location import RecordsStore
 from shared_context_server.blackboard.records.schema import (
     IDENTIFIER,
     INT64,
     Column,
     Table,
-    bind,
     check_identifier,
     decode,
     describe_rows,
-    encode,
     load_table,
     make_table,
     quote,
 )
 from shared_context_server.errors import BlackboardError, InvalidInput
 from shared_context_server.storage.seam import Conn
-from shared_context_server.storage.seam.records import (
-    WriteRefused,
-    is_postgres_error,
-    sql_error,
-)
+from shared_context_server.storage.seam.records import is_postgres_error, sql_error
 
-OPERATORS = ("=", "!=", "<", "<=", ">", ">=", "like", "in", "is_null")
-# SQLite matches a LIKE pattern in one step, in time that grows with the pattern's length
-# times the value's: a long pattern over long values would hold the connection for minutes.
-MAX_LIKE_PATTERN = 100
-_ORDER = {"<": "<", "<=": "<=", ">": ">", ">=": ">="}
 MAX_QUERY_LIMIT = 500
-MAX_IN_VALUES = 500
 # list_tables counts this many tables per statement (SQLite's compound SELECT holds 500).
 COUNTED_PER_READ = 200
 T = TypeVar("T")
@@ -186,7 +180,7 @@ async def insert_record(
     """
     agent.require("write", "insert_record")
     table = await _load(store, table_name)
-    columns, values = _assignments(table, data, "data", limits)
+    columns, values = assignments(table, data, "data", limits)
     returning = f" RETURNING {table.row_id}, {table.select_list}"
     if columns:
         names = ", ".join(quote(c.name) for c in columns)
@@ -244,7 +238,7 @@ async def query_records(
             argument="offset",
         )
     table = await _load(store, table_name)
-    where, params = _where(table, filters, limits)
+    where, params = where_clause(table, filters, limits)
     order = f" ORDER BY {table.row_id}"  # a stable order: offset pages neither skip nor repeat
     if order_by:
         descending = order_by.startswith("-")
@@ -280,8 +274,8 @@ async def update_record(
     """
     agent.require("write", "update_record")
     table = await _load(store, table_name)
-    where, params = _where(table, _require_filters(filters, all_rows, "update_record"), limits)
-    columns, values = _assignments(table, data, "data", limits)
+    where, params = where_clause(table, require_filters(filters, all_rows, "update_record"), limits)
+    columns, values = assignments(table, data, "data", limits)
     if not columns:
         raise InvalidInput("data is empty; give {column: new value}.", argument="data")
     sets = ", ".join(f"{quote(c.name)} = ?" for c in columns)
@@ -303,7 +297,7 @@ async def delete_record(
     """
     agent.require("write", "delete_record")
     table = await _load(store, table_name)
-    where, params = _where(table, _require_filters(filters, all_rows, "delete_record"), limits)
+    where, params = where_clause(table, require_filters(filters, all_rows, "delete_record"), limits)
     sql = f"DELETE FROM {table.qualified}{where}"  # noqa: S608
     return await _change_rows(store, agent, "delete_record", table.name, sql, params)
 
@@ -339,160 +333,3 @@ async def _change_rows(
 
 def _record(table: Table, values: tuple[Any, ...]) -> dict[str, Any]:
     return {c.name: decode(c.type, v) for c, v in zip(table.columns, values, strict=True)}
-
-
-def _assignments(
-    table: Table, data: dict[str, Any], argument: str, limits: Limits
-) -> tuple[list[Column], list[Any]]:
-    if not isinstance(data, dict):
-        raise InvalidInput(f"{argument} must be an object {{column: value}}.", argument=argument)
-    check_depth(data, argument)
-    columns, values = [], []
-    for name, value in data.items():
-        column = table.column(name, argument)
-        if column in columns:
-            raise InvalidInput(f"{argument} sets column {column.name} twice.", argument=argument)
-        columns.append(column)
-        encoded = encode(column, value, argument, limits.max_content_chars)
-        values.append(bind(table.dialect, column, encoded))
-    return columns, values
-
-
-def _require_filters(
-    filters: dict[str, Any] | None, all_rows: bool, action: str
-) -> dict[str, Any] | None:
-    if filters and all_rows:
-        raise InvalidInput(
-            f"{action}: give filters or all_rows=true, not both.", argument="all_rows"
-        )
-    if not filters and not all_rows:
-        raise InvalidInput(
-            f'{action} needs filters (e.g. {{"id": 3}}); to change every row, pass all_rows=true.',
-            argument="filters",
-        )
-    return filters
-
-
-def _where(table: Table, filters: dict[str, Any] | None, limits: Limits) -> tuple[str, list[Any]]:
-    """` WHERE ...` from {column: value} or {column: {op: value}}, AND-ed; values bound."""
-    if not filters:
-        return "", []
-    if not isinstance(filters, dict):
-        raise InvalidInput("filters must be an object {column: value}.", argument="filters")
-    check_depth(filters, "filters")
-    clauses: list[str] = []
-    params: list[Any] = []
-    for name, condition in filters.items():
-        column = table.column(name, "filters")
-        conditions = condition if isinstance(condition, dict) else {"=": condition}
-        if not conditions:
-            raise _bad_filter(column, "is an empty object; give {op: value}")
-        for op, value in conditions.items():
-            clause, values = _condition(table, column, op, value, limits)
-            clauses.append(clause)
-            params.extend(values)
-    return " WHERE " + " AND ".join(clauses), params
-
-
-def _condition(
-    table: Table, column: Column, op: str, value: Any, limits: Limits
-) -> tuple[str, list[Any]]:
-    name = quote(column.name)
-    dialect = table.dialect
-    if op == "is_null":
-        if not isinstance(value, bool):
-            raise _bad_filter(column, "is_null takes true or false")
-        return f"{name} IS {'' if value else 'NOT '}NULL", []
-    if op == "in":
-        if not isinstance(value, list) or not 1 <= len(value) <= MAX_IN_VALUES:
-            raise _bad_filter(column, f"in takes a list of 1-{MAX_IN_VALUES} values")
-        encoded = [
-            bind(dialect, column, encode(column, v, "filters", limits.max_content_chars))
-            for v in value
-        ]
-        return f"{name} IN ({', '.join(['?'] * len(value))})", encoded
-    if op == "like":
-        if not isinstance(value, str):
-            raise _bad_filter(column, "like takes a text pattern (% any run, _ one character)")
-        if len(value) > MAX_LIKE_PATTERN:
-            raise _bad_filter(
-                column, f"like takes a pattern of at most {MAX_LIKE_PATTERN} characters"
-            )
-        return f"{name} {dialect.like}", [value]
-    if op not in OPERATORS:
-        raise _bad_filter(column, f"has unknown operator {op!r}; use one of {', '.join(OPERATORS)}")
-    if value is None:
-        # Null-safe: {"claimed_by": null} finds unclaimed rows.
-        if op not in ("=", "!="):
-            raise _bad_filter(column, f"{op} cannot compare with null; use is_null")
-        return f"{name} IS {'' if op == '=' else 'NOT '}NULL", []
-    bound = bind(dialect, column, encode(column, value, "filters", limits.max_content_chars))
-    # {"owner": {"!=": "bob"}} includes rows with no owner.
-    compare = {"=": "=", "!=": dialect.distinct, **_ORDER}[op]
-    return f"{name} {compare} ?", [bound]
-
-
-def _bad_filter(column: Column, problem: str) -> BlackboardError:
-    return InvalidInput(f"filters.{column.name} {problem}.", argument="filters")
-
-
-def _raw_param(value: Any, index: int, native_booleans: bool) -> Any:
-    if isinstance(value, bool):
-        return value if native_booleans else int(value)
-    if isinstance(value, int) and not INT64[0] <= value <= INT64[1]:
-        raise InvalidInput(f"params[{index}] is outside 64-bit integers.", argument="params")
-    if value is None or isinstance(value, str | int | float):
-        return value
-    raise InvalidInput(
-        f"params[{index}] must be text, a number, true/false or null; "
-        "pass JSON as text (json('...') in SQL).",
-        argument="params",
-    )
-
-
-async def execute_raw_query(
-    store: RecordsStore,
-    agent: Agent,
-    query: str,
-    params: Sequence[Any] | None = None,
-    limits: Limits = DEFAULT_LIMITS,
-) -> dict[str, Any]:
-    """Run one statement over the shared tables; columns, rows (capped), changes.
-
-    Writes only with --allow-raw-writes and the write permission. Raises InvalidInput
-    (forbidden or malformed statement), NotFound, Conflict, LimitExceeded, DatabaseBusy.
-    """
-    agent.require("read", "execute_raw_query")
-    if not query.strip():
-        raise InvalidInput("query is empty; send one SQL statement.", argument="query")
-    check_text(query, "query", limits.max_content_chars, "Send a shorter statement.")
-    native = store.dialect.native_booleans
-    bound = [_raw_param(value, i, native) for i, value in enumerate(params or ())]
-    raw = store.raw
-    writes = raw.allow_writes and ("write" in agent.permissions or agent.is_admin)
-    try:
-        outcome = await raw.run(query, bound, writes=writes)
-    except WriteRefused:
-        if raw.allow_writes:  # the server allows raw writes; this agent lacks the permission
-            agent.require("write", "a raw query that changes rows")
-        raise
-    fetched = outcome.fetched
-    if writes and fetched.changes:
-        await store.record_raw_write(agent, ",".join(sorted(outcome.written)), fetched.changes)
-    truncated = len(fetched.rows) > raw.max_rows
-    rows: list[list[Any]] = []
-    chars = 0
-    for row in fetched.rows[: raw.max_rows]:
-        values = [decode(None, value) for value in row]
-        chars += len(json.dumps(values, ensure_ascii=False, default=str))
-        if rows and chars > limits.max_page_chars:
-            truncated = True
-            break
-        rows.append(values)
-    return {
-        "columns": fetched.columns,
-        "rows": rows,
-        "row_count": len(rows),
-        "changes": fetched.changes,
-        "truncated": truncated,
-    }
