@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from shared_context_server.blackboard.identity import Agent
@@ -49,15 +50,8 @@ async def _transact(store: RecordsStore, action: str, unit: Callable[[Conn], Cal
     """`unit` in one transaction, what it returns read after COMMIT: on PostgreSQL a unit
     that looks at no result before it ends goes in one round trip (PgUnit), and holds the
     rows it locks over no trip to this process. An engine error is the agent's error."""
-    try:
+    with _agent_errors(store, action):
         return await store.db.transact_then_read(unit)
-    except BlackboardError:
-        raise
-    except Exception as error:
-        if isinstance(error, sqlite3.Error) or is_postgres_error(error):
-            store.tables.clear()
-            raise sql_error(error, action) from None
-        raise
 
 
 async def _write(
@@ -97,8 +91,16 @@ async def _load(store: RecordsStore, name: str) -> Table:
 
 
 async def _read(store: RecordsStore, action: str, sql: str, params: Sequence[Any]) -> list[Any]:
-    try:
+    with _agent_errors(store, action):
         return await store.db.read(sql, params)
+
+
+@contextmanager
+def _agent_errors(store: RecordsStore, action: str) -> Iterator[None]:
+    """An engine's error inside is the agent's (sql_error); the columns kept per process
+    are forgotten, in case someone outside the tools changed a table."""
+    try:
+        yield
     except BlackboardError:
         raise
     except Exception as error:

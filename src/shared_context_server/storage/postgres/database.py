@@ -410,70 +410,33 @@ class PgDatabase:
         """`work` on this thread, if the connection is open and free and no row lock holds
         it past QUICK_LOCK_MS: [its result], or [] when nothing was saved and it is for a
         worker thread."""
-        pg = driver()
         with self._shared.held_if_open() as conn:
             if conn is None:
                 return []
-            unit = PgUnit(conn, QUICK_OPENING)
             try:
-                try:
-                    prepared(conn).prepare_wanted(conn)
-                    result = work(unit)
-                    unit.commit()
-                except BaseException:
-                    unit.rollback()
-                    raise
-            except (
-                pg.errors.LockNotAvailable,
-                pg.errors.DeadlockDetected,
-                pg.errors.SerializationFailure,
-                StalePrepared,
-            ):
+                return [_attempt(conn, work, QUICK_OPENING)]
+            except _Again:
                 return []
-            except pg.DataError as error:
-                raise _bad_value(error) from None
-            except pg.OperationalError as error:
-                if not (conn.closed or conn.broken):
-                    raise _interrupted(error) from None
-                conn.close()
-                if unit.trips > 1 or unit.committing:
-                    raise _lost(error, committing=unit.committing) from None
-                return []  # closed by PostgreSQL since the check: a worker connects again
-            return [result]
 
     def _transact(self, work: Callable[[Conn], T]) -> T:
-        pg = driver()
-        deadlocks = 0
+        conflicts = 0
         stale_ok = True  # one connection found dead at BEGIN is replaced, not reported
         while True:
-            conn = self._shared.conn()
-            unit = PgUnit(conn)
             try:
-                try:
-                    prepared(conn).prepare_wanted(conn)
-                    result = work(unit)
-                    unit.commit()
-                except BaseException:
-                    unit.rollback()
-                    raise
-                return result
-            except (pg.errors.DeadlockDetected, pg.errors.SerializationFailure, StalePrepared):
-                deadlocks += 1
-                if deadlocks > DEADLOCK_RETRIES:
+                return _attempt(self._shared.conn(), work)
+            except _Again as again:
+                if again.why == "lock":
                     raise self._busy() from None
-            except pg.errors.LockNotAvailable:
-                raise self._busy() from None
-            except pg.DataError as error:
-                raise _bad_value(error) from None
-            except pg.OperationalError as error:
-                if not (conn.closed or conn.broken):
-                    raise _interrupted(error) from None
-                conn.close()
-                if unit.trips > 1 or unit.committing or not stale_ok:
-                    raise _lost(error, committing=unit.committing) from None
-                # Nothing was saved (no COMMIT was sent): most likely the first query met a
-                # connection PostgreSQL had closed since the last call.
-                stale_ok = False
+                if again.why == "conflict":
+                    conflicts += 1
+                    if conflicts > DEADLOCK_RETRIES:
+                        raise self._busy() from None
+                elif not stale_ok:
+                    raise _lost(again.error) from None
+                else:
+                    # Nothing was saved (no COMMIT was sent): most likely the first query
+                    # met a connection PostgreSQL had closed since the last call.
+                    stale_ok = False
 
     def _busy(self) -> DatabaseBusy:
         return DatabaseBusy(
@@ -526,6 +489,48 @@ class PgDatabase:
                 f"shared-context-server understands ({SCHEMA_VERSION}). Upgrade it "
                 f"({UPGRADE}) or point --db at another database."
             )
+
+
+class _Again(Exception):
+    """Nothing of the unit was saved, and it may run again: `why` is "lock" (another
+    process's row lock past lock_timeout), "conflict" (a deadlock, a serialization
+    failure, prepared statements PostgreSQL no longer has) or "closed" (the connection
+    was found closed before anything was sent)."""
+
+    def __init__(self, why: str, error: Exception) -> None:
+        super().__init__(why)
+        self.why = why
+        self.error = error
+
+
+def _attempt(
+    conn: psycopg.Connection[Any], work: Callable[[Conn], T], opening: tuple[str, ...] = ("BEGIN",)
+) -> T:
+    """One try of `work` as a unit of work on `conn`: its result, _Again, or a coded error."""
+    pg = driver()
+    unit = PgUnit(conn, opening)
+    try:
+        try:
+            prepared(conn).prepare_wanted(conn)
+            result = work(unit)
+            unit.commit()
+        except BaseException:
+            unit.rollback()
+            raise
+        return result
+    except pg.errors.LockNotAvailable as error:
+        raise _Again("lock", error) from None
+    except (pg.errors.DeadlockDetected, pg.errors.SerializationFailure, StalePrepared) as error:
+        raise _Again("conflict", error) from None
+    except pg.DataError as error:
+        raise _bad_value(error) from None
+    except pg.OperationalError as error:
+        if not (conn.closed or conn.broken):
+            raise _interrupted(error) from None
+        conn.close()
+        if unit.trips > 1 or unit.committing:
+            raise _lost(error, committing=unit.committing) from None
+        raise _Again("closed", error) from None
 
 
 def _bad_value(error: Exception) -> Exception:
