@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from typing import Any
 
 import anyio
@@ -21,7 +22,7 @@ from shared_context_server.errors import DatabaseBusy, StorageError
 from shared_context_server.storage.postgres.database import PgDatabase
 from shared_context_server.storage.postgres.schema import SCHEMA_VERSION
 from shared_context_server.storage.postgres.search import trigram_matching
-from shared_context_server.storage.postgres.unit import PgUnit, to_pyformat
+from shared_context_server.storage.postgres.unit import HOT, PgUnit, prepared, to_pyformat
 from shared_context_server.storage.seam import Conn
 from tests.pg_cluster import Cluster, free_port
 from tests.support import ALICE
@@ -427,7 +428,7 @@ async def test_a_statement_units_send_again_and_again_is_prepared_once(pg_url: s
     for n in range(5):
         await add_message(db, ALICE, session_id, f"message {n}")
     prepared = [s for (s,) in await db.read("SELECT statement FROM pg_prepared_statements")]
-    assert any(s.startswith("PREPARE scs_") and "INSERT INTO messages" in s for s in prepared)
+    assert any("PREPARE scs_" in s and "INSERT INTO messages" in s for s in prepared)
     assert any("INSERT INTO audit_log" in s for s in prepared)
     # Lost from the session (a pooler's DISCARD ALL): the post runs again, once.
     await db.read("DISCARD ALL")
@@ -488,3 +489,27 @@ async def test_a_unit_runs_on_the_event_loops_thread_unless_it_waits_for_a_lock(
     assert threads[0] == here and threads[-1] != here  # tried here, then on a worker
     assert len(await db.read("SELECT id FROM messages")) == 2
     await db.close()
+
+
+def test_a_prepare_a_lock_holds_up_waits_briefly_and_is_tried_again(pg_url: str) -> None:
+    """A statement that became hot while a migration holds its table is not prepared
+    then (PREPARE waits at most PREPARE_LOCK_MS, on the event loop's thread too), the
+    connection is left outside any transaction, and the next unit's turn prepares it."""
+    sql = "SELECT count(*) FROM plans WHERE id = ?"
+    with (
+        psycopg.connect(pg_url, autocommit=True, cursor_factory=psycopg.ClientCursor) as conn,
+        psycopg.connect(pg_url) as migration,
+    ):
+        conn.execute("CREATE TABLE plans (id text)")
+        ours = prepared(conn)
+        for _ in range(HOT):
+            ours.note(sql)
+        migration.execute("LOCK TABLE plans IN ACCESS EXCLUSIVE MODE")
+        began = time.monotonic()
+        ours.prepare_wanted(conn)
+        assert time.monotonic() - began < 2.0
+        assert sql in ours.wanted and sql not in ours.names
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        migration.commit()
+        ours.prepare_wanted(conn)
+        assert sql in ours.names and not ours.wanted

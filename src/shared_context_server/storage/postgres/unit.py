@@ -69,6 +69,9 @@ def _lateral(sql: str) -> str:
 # in PostgreSQL). A statement becomes worth it the HOT-th time this process sends it. One
 # PostgreSQL cannot type (`? IS NULL` says nothing of `?`) stays as it is, everywhere.
 HOT = 3
+MAX_PREPARED = 200  # a connection's at most (each holds a plan in its backend)
+MAX_COUNTED = 10_000  # statements counted before the count starts again
+PREPARE_LOCK_MS = 50
 _sent: collections.Counter[str] = collections.Counter()
 _untypable: set[str] = set()
 
@@ -81,23 +84,48 @@ class Prepared:
         self.wanted: dict[str, None] = {}  # hot, to PREPARE before the next unit
 
     def note(self, sql: str) -> None:
+        if len(_sent) >= MAX_COUNTED:  # statements built per table or filter: forget them
+            _sent.clear()
         _sent[sql] += 1
-        if _sent[sql] >= HOT and sql not in _untypable and sql not in self.names:
+        if (
+            _sent[sql] >= HOT
+            and sql not in _untypable
+            and sql not in self.names
+            and len(self.names) < MAX_PREPARED
+        ):
             self.wanted[sql] = None
 
     def prepare_wanted(self, conn: psycopg.Connection[Any]) -> None:
-        """PREPARE what became hot, outside any transaction (an autocommit connection)."""
+        """PREPARE what became hot, before a unit (an autocommit connection), each in a
+        transaction of its own that waits for a table's lock (a migration's) at most
+        PREPARE_LOCK_MS: then it is tried again before the next unit. PREPARE is not
+        transactional: a statement made is kept, one refused is not made."""
         pg = driver()
         while self.wanted:
             sql = next(iter(self.wanted))
-            del self.wanted[sql]
             name = f"scs_{next(_names)}"
+            text = _lateral(_placeholders(sql, numbered=True))
             try:
-                conn.execute(f"PREPARE {name} AS {_lateral(_placeholders(sql, numbered=True))}")
+                conn.execute(
+                    f"BEGIN; SET LOCAL lock_timeout = {PREPARE_LOCK_MS};"
+                    f" PREPARE {name} AS {text}; COMMIT"
+                )
+            except pg.errors.LockNotAvailable:
+                _end(conn)
+                return
             except (pg.ProgrammingError, pg.DataError, pg.NotSupportedError):
+                _end(conn)
                 _untypable.add(sql)  # e.g. IndeterminateDatatype: left as it is
             else:
                 self.names[sql] = name
+            del self.wanted[sql]
+
+
+def _end(conn: psycopg.Connection[Any]) -> None:
+    """ROLLBACK the transaction a failed query left open."""
+    pg = driver()
+    if conn.info.transaction_status == pg.pq.TransactionStatus.INERROR:
+        conn.execute("ROLLBACK")
 
 
 _prepared: weakref.WeakKeyDictionary[Any, Prepared] = weakref.WeakKeyDictionary()
