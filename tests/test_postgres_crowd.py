@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,9 @@ class Agent:
 
     @classmethod
     async def start(cls, url: str, name: str, log: Path) -> Agent:
-        command = ["nice", "-n", "10", sys.executable, "-m", "shared_context_server", "--db", url]
+        command = [sys.executable, "-m", "shared_context_server", "--db", url]
+        if shutil.which("nice"):  # not on Windows
+            command = ["nice", "-n", "10", *command]
         with log.open("wb") as stderr:
             proc = await anyio.open_process(
                 [*command, "--agent-id", name], stderr=stderr, env=dict(os.environ)
