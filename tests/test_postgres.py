@@ -23,7 +23,7 @@ from shared_context_server.storage.postgres.database import PgDatabase
 from shared_context_server.storage.postgres.schema import SCHEMA_VERSION
 from shared_context_server.storage.postgres.search import trigram_matching
 from shared_context_server.storage.postgres.unit import HOT, PgUnit, prepared, to_pyformat
-from shared_context_server.storage.seam import Conn
+from shared_context_server.storage.seam import Conn, redact
 from tests.pg_cluster import Cluster, free_port
 from tests.support import ALICE
 
@@ -513,3 +513,27 @@ def test_a_prepare_a_lock_holds_up_waits_briefly_and_is_tried_again(pg_url: str)
         migration.commit()
         ours.prepare_wanted(conn)
         assert sql in ours.names and not ours.wanted
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://scs:pw@db:5432/scs", "postgresql://scs:***@db:5432/scs"),
+        ("postgresql://db/scs?user=scs&password=pw", "postgresql://db/scs?user=scs&password=***"),
+        (
+            "postgresql://db/scs?sslpassword=k&Password=p&sslmode=require",
+            "postgresql://db/scs?sslpassword=***&Password=***&sslmode=require",
+        ),
+        ("postgresql://scs@db/scs?sslmode=require", "postgresql://scs@db/scs?sslmode=require"),
+    ],
+)
+def test_a_password_in_the_url_or_among_its_parameters_is_never_shown(url: str, shown: str) -> None:
+    assert redact(url) == shown
+
+
+def test_a_command_that_cannot_connect_hides_a_password_given_as_a_parameter() -> None:
+    url = f"postgresql://127.0.0.1:{free_port()}/scs?user=scs&password=secretpw"
+    done = _cli("doctor", "--db", url)
+    assert done.returncode != 0
+    assert "secretpw" not in done.stdout + done.stderr
+    assert "password=***" in done.stdout + done.stderr

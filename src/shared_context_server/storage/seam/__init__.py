@@ -242,17 +242,22 @@ class Store(Protocol):
 
 
 def redact(url: str) -> str:
-    """The URL with any password replaced, for messages and logs."""
+    """The URL with any password replaced, for messages and logs: the one after the user
+    name, and any `password=` (or `sslpassword=`) among the query's parameters, which
+    libpq reads too."""
+    import re
     from urllib.parse import urlsplit, urlunsplit
 
+    in_query = re.compile(r"((?:^|[&;?])[^=&;?]*password=)[^&;]*", re.IGNORECASE)
     try:
         parts = urlsplit(url)
         password = parts.password
     except ValueError:  # unparsable (a stray bracket): hide whatever sits before an @
-        import re
-
-        return re.sub(r"//[^/@]*@", "//***@", url, count=1)
-    if password is None:
+        return in_query.sub(r"\1***", re.sub(r"//[^/@]*@", "//***@", url, count=1))
+    netloc = parts.netloc
+    if password is not None:
+        netloc = netloc.replace(f":{password}@", ":***@", 1)
+    query = in_query.sub(r"\1***", parts.query)
+    if (netloc, query) == (parts.netloc, parts.query):
         return url
-    netloc = parts.netloc.replace(f":{password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
