@@ -435,6 +435,11 @@ async def test_a_statement_units_send_again_and_again_is_prepared_once(pg_url: s
     await add_message(db, ALICE, session_id, "after the discard")
     contents = await db.read("SELECT content FROM messages ORDER BY id")
     assert [c for (c,) in contents] == [*(f"message {n}" for n in range(5)), "after the discard"]
+    # A connection that lost them once (a pooler in transaction mode loses them at every
+    # turn) prepares nothing more.
+    for n in range(5):
+        await add_message(db, ALICE, session_id, f"unprepared {n}")
+    assert await db.read("SELECT statement FROM pg_prepared_statements") == []
     await db.close()
 
 

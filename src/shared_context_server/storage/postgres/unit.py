@@ -79,16 +79,18 @@ _untypable: set[str] = set()
 class Prepared:
     """One connection's prepared statements (they live as long as its session)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, off: bool = False) -> None:
         self.names: dict[str, str] = {}  # the statement (SQLite's form) -> its name
         self.wanted: dict[str, None] = {}  # hot, to PREPARE before the next unit
+        self.off = off  # this connection lost prepared statements once: none again
 
     def note(self, sql: str) -> None:
         if len(_sent) >= MAX_COUNTED:  # statements built per table or filter: forget them
             _sent.clear()
         _sent[sql] += 1
         if (
-            _sent[sql] >= HOT
+            not self.off
+            and _sent[sql] >= HOT
             and sql not in _untypable
             and sql not in self.names
             and len(self.names) < MAX_PREPARED
@@ -142,7 +144,8 @@ def prepared(conn: psycopg.Connection[Any]) -> Prepared:
 class StalePrepared(Exception):
     """A prepared statement PostgreSQL no longer has (something ran DISCARD ALL on the
     session) or can no longer run (a table it returns changed shape): the connection's
-    are forgotten, nothing of the unit was saved, and it runs again."""
+    are forgotten and it prepares no more, nothing of the unit was saved, and it runs
+    again."""
 
 
 # invalid_sql_statement_name; feature_not_supported ("cached plan must not change result
@@ -284,7 +287,10 @@ class PgUnit:
             cursor.execute("; ".join([*begin, *(h.sql for h in held), *([tail] if tail else [])]))
         except driver().Error as error:
             if error.sqlstate in STALE_PREPARED and "EXECUTE scs_" in cursor_text(held):
-                _prepared.pop(self._conn, None)
+                # Lost once (DISCARD ALL, or a pooler in transaction mode, which hands the
+                # next transaction another server connection): this connection prepares
+                # nothing more; the next one the process opens starts afresh.
+                _prepared[self._conn] = Prepared(off=True)
                 raise StalePrepared(str(error)) from error
             if error.sqlstate == SESSION_CLOSED:  # a post met a session closed under it
                 raise Conflict(
