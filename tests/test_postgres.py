@@ -5,6 +5,8 @@ connection, and the command line's one-line errors on a URL."""
 from __future__ import annotations
 
 import contextlib
+import json
+import socket
 import subprocess
 import sys
 import textwrap
@@ -18,6 +20,7 @@ import pytest
 
 from shared_context_server.blackboard.messages import add_message
 from shared_context_server.blackboard.sessions import create_session
+from shared_context_server.clock import utc_now
 from shared_context_server.errors import DatabaseBusy, StorageError
 from shared_context_server.storage.postgres.database import PgDatabase
 from shared_context_server.storage.postgres.schema import SCHEMA_VERSION
@@ -542,3 +545,27 @@ def test_a_command_that_cannot_connect_hides_a_password_given_as_a_parameter() -
     assert done.returncode != 0
     assert "secretpw" not in done.stdout + done.stderr
     assert "password=***" in done.stdout + done.stderr
+
+
+def test_doctor_on_a_url_forgets_a_dead_process_and_a_socket_needs_no_tls(
+    pg_cluster: Cluster, pg_url: str
+) -> None:
+    """A server killed on this host leaves its row; doctor on a URL checks the pid, as on
+    a file. Over a Unix socket there is no network to encrypt: no TLS warning."""
+    assert _cli("doctor", "--db", pg_url).returncode == 0  # migrated
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO server_processes (host, pid, agent_id, agent_type, client_name,"
+            " started_at, last_seen) VALUES (%s, %s, 'ghost', 'generic', NULL, %s, %s)",
+            (socket.gethostname(), dead.pid, utc_now(), utc_now()),
+        )
+    done = _cli("doctor", "--db", pg_url, "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["processes"] == []
+    dbname = pg_url.rsplit("/", 1)[-1]
+    over_socket = f"postgresql://postgres@/{dbname}?host={pg_cluster.root}&port={pg_cluster.port}"
+    done = _cli("doctor", "--db", over_socket)
+    assert done.returncode == 0, done.stderr
+    assert "not encrypted" not in done.stdout

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared_context_server.blackboard.processes import stale_cutoff
-from shared_context_server.storage.postgres.connect import APPLICATION_NAME
+from shared_context_server.blackboard.processes import live_processes
+from shared_context_server.storage.postgres.connect import APPLICATION_NAME, driver
 from shared_context_server.storage.postgres.database import PgDatabase
 from shared_context_server.storage.postgres.schema import SCHEMA_VERSION
 from shared_context_server.storage.seam import redact
@@ -19,10 +19,6 @@ SERVER_FACTS = (
     "SELECT current_setting('server_version'), current_database(), current_user,"
     " coalesce((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), false),"
     " (SELECT version FROM pg_stat_ssl WHERE pid = pg_backend_pid())"
-)
-LIVE_PROCESSES = (
-    "SELECT pid, host, agent_id, agent_type, client_name, started_at, last_seen"
-    " FROM server_processes WHERE last_seen >= ? ORDER BY started_at, id"
 )
 # Connections of this product's servers (every database on the server; not doctor's own)
 # and of anyone, against the server's limit. application_name and backend_type are
@@ -36,7 +32,6 @@ CONNECTIONS = (
 )
 # Past this share of the slots others can use, doctor warns.
 CROWDED = 0.8
-PROCESS_KEYS = ("pid", "host", "agent_id", "agent_type", "client_name", "started_at", "last_seen")
 
 
 async def diagnose(url: str) -> dict[str, Any]:
@@ -47,7 +42,9 @@ async def diagnose(url: str) -> dict[str, Any]:
         row = await db.read_one(SERVER_FACTS)
         assert row is not None
         version = await db.schema_version()
-        live = await db.read(LIVE_PROCESSES, (stale_cutoff("postgres"),))
+        # As on a file: rows past the stale cutoff, or of a dead pid on this host, are not
+        # live (and are deleted).
+        live = await live_processes(db)
         slots = await db.read_one(CONNECTIONS, (APPLICATION_NAME,))
         assert slots is not None
     finally:
@@ -63,7 +60,7 @@ async def diagnose(url: str) -> dict[str, Any]:
                 "(docs/POSTGRES.md, Connections and poolers)",
             }
         )
-    if not row[3]:
+    if not row[3] and not _over_a_socket(url):
         warnings.append(
             {
                 "warning": "the connection is not encrypted (no TLS).",
@@ -80,7 +77,7 @@ async def diagnose(url: str) -> dict[str, Any]:
         "tls": row[4] if row[3] else None,
         "schema_version": version,
         "expected_schema_version": SCHEMA_VERSION,
-        "processes": [dict(zip(PROCESS_KEYS, p, strict=True)) for p in live],
+        "processes": live,
         "connections": {
             "ours": ours,
             "in_use": in_use,
@@ -91,6 +88,13 @@ async def diagnose(url: str) -> dict[str, Any]:
         "problems": [],
         "ok": True,
     }
+
+
+def _over_a_socket(url: str) -> bool:
+    """Whether libpq reaches the server over a Unix socket (no host, or a directory): no
+    network to encrypt, so no TLS warning."""
+    host = driver().conninfo.conninfo_to_dict(url).get("host")
+    return not host or str(host).startswith("/")
 
 
 def report(data: dict[str, Any]) -> str:
