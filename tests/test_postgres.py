@@ -300,6 +300,12 @@ def test_backup_on_a_url_says_to_use_pg_dump(pg_url: str) -> None:
     assert done.returncode == 2
     assert "pg_dump --format=custom" in done.stderr
     assert done.stderr.count("\n") == 1
+    # A command to paste: no password, not even hidden (libpq takes it from ~/.pgpass).
+    with_password = pg_url.replace("postgres@", "postgres:sekrit@") + "?password=p2&sslmode=prefer"
+    done = _cli("restore", "--db", with_password, "copy.db")
+    assert done.returncode == 2
+    assert f"--dbname='{pg_url}?sslmode=prefer'" in done.stderr
+    assert "sekrit" not in done.stderr and "p2" not in done.stderr and "***" not in done.stderr
 
 
 def test_a_url_without_the_driver_names_the_extra(pg_url: str) -> None:

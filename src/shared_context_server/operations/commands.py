@@ -43,7 +43,7 @@ from shared_context_server.operations.transfer import (
 from shared_context_server.operations.viewers import ADMIN_VIEWER, choose_viewer, describe
 from shared_context_server.operations.watch import follow, latest_messages, session_overview
 from shared_context_server.storage.opener import is_postgres_url, open_store, shown
-from shared_context_server.storage.seam import Store, Target
+from shared_context_server.storage.seam import Store, Target, passwordless
 from shared_context_server.storage.sqlite.schema import SCHEMA_VERSION
 from shared_context_server.terminal import (
     MessagePrinter,
@@ -308,7 +308,8 @@ def _backup(args: argparse.Namespace, db: Target) -> int:
     if is_postgres_url(db):
         raise InvalidInput(
             "backup copies a SQLite file; back up PostgreSQL with its own tool: "
-            f"pg_dump --format=custom --file=FILE '{shown(db)}'."
+            f"pg_dump --format=custom --file=FILE '{passwordless(str(db))}' (the password "
+            "from ~/.pgpass or PGPASSWORD)."
         )
     db = Path(db)
     started = time.monotonic()
@@ -328,7 +329,8 @@ def _restore(args: argparse.Namespace, db: Target) -> int:
     if is_postgres_url(db):
         raise InvalidInput(
             "restore replaces a SQLite file; restore PostgreSQL with its own tool: "
-            f"pg_restore --clean --if-exists --dbname='{shown(db)}' FILE."
+            f"pg_restore --clean --if-exists --dbname='{passwordless(str(db))}' FILE (the "
+            "password from ~/.pgpass or PGPASSWORD)."
         )
     result = restore(Path(args.backup), Path(db), keep=not args.discard_old)
     print(

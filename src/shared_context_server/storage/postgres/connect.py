@@ -82,7 +82,8 @@ class NoConnectionSlot(StorageError):
 
 def connect_failure(url: str, error: Exception) -> StorageError:
     """One line saying why connecting failed and what to check."""
-    text = " ".join(str(error).split())
+    # libpq's lines (a reason, then a hint on its own line) as one: "reason; hint".
+    text = "; ".join(" ".join(line.split()) for line in str(error).splitlines() if line.strip())
     # libpq prefixes every reason with 'connection to server at ... failed:'; keep the reason.
     reason = text.rsplit("failed: ", 1)[-1] if "failed: " in text else text
     if getattr(error, "sqlstate", None) == "53300" or any(s in reason for s in NO_SLOT):
@@ -92,7 +93,10 @@ def connect_failure(url: str, error: Exception) -> StorageError:
     if "does not exist" in reason and "database" in reason:
         fix = "create it (createdb, or CREATE DATABASE) or fix the name in the URL"
     elif "password" in reason or "authentication" in reason or "role" in reason:
-        fix = "check the user and password in the URL and the server's pg_hba.conf"
+        fix = (
+            "check the user and password in the URL (or ~/.pgpass) and the server's "
+            "pg_hba.conf, or a pooler's own (PgBouncer's auth_file)"
+        )
     elif "invalid response" in reason or "protocol" in reason:
         fix = "something other than PostgreSQL answers at that host and port; check the port"
     elif "refused" in reason or "timeout" in reason or "resolve" in reason or "translate" in reason:

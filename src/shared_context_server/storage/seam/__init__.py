@@ -241,6 +241,24 @@ class Store(Protocol):
     async def close(self) -> None: ...
 
 
+def passwordless(url: str) -> str:
+    """The URL with its password left out (a command to paste: libpq then takes it from
+    ~/.pgpass or PGPASSWORD); `redact`'s `***` where it cannot be parsed."""
+    import re
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return redact(url)
+    netloc = parts.netloc
+    if password is not None:
+        netloc = netloc.replace(f":{password}@", "@", 1)
+    kept = [p for p in re.split(r"[&;]", parts.query) if p and "password=" not in p.lower()]
+    return urlunsplit(parts._replace(netloc=netloc, query="&".join(kept)))
+
+
 def redact(url: str) -> str:
     """The URL with any password replaced, for messages and logs: the one after the user
     name, and any `password=` (or `sslpassword=`) among the query's parameters, which
