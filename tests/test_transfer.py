@@ -20,16 +20,19 @@ from typing import Any
 import anyio
 import pytest
 
-from shared_context_server.blackboard.messages import add_message
+from shared_context_server.blackboard.acks import acknowledge
+from shared_context_server.blackboard.messages import add_message, get_message
 from shared_context_server.blackboard.sessions import create_session
 from shared_context_server.cli import main
 from shared_context_server.errors import DatabaseBusy
 from shared_context_server.operations.import_read import ExportReader, ImportedMessage
 from shared_context_server.operations.import_write import BATCH, import_messages
+from shared_context_server.operations.transfer import Form, export_session
+from shared_context_server.operations.viewers import ADMIN_VIEWER
 from shared_context_server.storage.opener import open_store
 from shared_context_server.storage.seam import Store, Target
 from shared_context_server.storage.sqlite.database import Database
-from tests.support import ALICE, BOB, rows, run_cli
+from tests.support import ALICE, BOB, CAROL, rows, run_cli
 
 SID = "sess_0123456789abcdef"
 TIME = "2026-11-22T05:33:12.123456Z"
@@ -123,6 +126,56 @@ def test_import_refuses_bad_dates_versions_and_session_ids_writing_nothing(
     path = tmp_path / "in.jsonl"
     text = list(lines(3, header(**head)))
     text[2] = json.dumps(message(2, **bad)) + "\n"  # line 3
+    path.write_text("".join(text))
+    db = tmp_path / "bb.db"
+    assert_refused(run_cli("import", str(path), "--db", str(db)), phrase, "nothing was written")
+    assert not db.exists() or anyio.run(rows, db, "SELECT count(*) FROM sessions") == [(0,)]
+
+
+@pytest.mark.parametrize("form", ["jsonl", "json"])
+async def test_a_hand_off_keeps_who_acknowledged_it_through_export_and_import(
+    target: Target, other_target: Target, form: Form
+) -> None:
+    source = await open_store(target)
+    try:
+        sid = (await create_session(source, ALICE, "hand-offs"))["id"]
+        sent = await add_message(source, ALICE, sid, "yours", metadata={"to": ["bob", "carol"]})
+        await acknowledge(source, BOB, sid, [sent["message_id"]])
+        before = await get_message(source, ALICE, sid, sent["message_id"])
+        out = io.StringIO()
+        await export_session(source, ADMIN_VIEWER, sid, out.write, form)
+    finally:
+        await source.close()
+    file = ExportReader(io.BytesIO(out.getvalue().encode()), "out")
+    copy = await open_store(other_target)
+    try:
+        await import_messages(copy, file.header, file.messages())
+        (row,) = await copy.read("SELECT message_id FROM imported_messages")
+        after = await get_message(copy, CAROL, sid, row[0])
+    finally:
+        await copy.close()
+    assert list(before["acknowledged"]) == ["bob"]
+    assert after["acknowledged"] == before["acknowledged"]  # the same agent, the same time
+    assert after["unacknowledged"] == before["unacknowledged"] == ["carol"]
+
+
+@pytest.mark.parametrize(
+    ("acks", "phrase"),
+    [
+        ({"acknowledged": {"dave": TIME}}, "line 3: acknowledged names 'dave'"),
+        ({"unacknowledged": ["alice"]}, "line 3: unacknowledged names 'alice'"),
+        ({"acknowledged": {"bob": TIME}, "unacknowledged": ["bob"]}, "line 3: 'bob' is both"),
+        ({"acknowledged": {"bob": "yesterday"}}, "line 3 is not a message: acknowledged.bob"),
+        ({"acknowledged": {"bad name!": TIME}}, "line 3 is not a message: acknowledged.bad"),
+    ],
+)
+def test_import_refuses_acknowledgements_by_agents_the_hand_off_does_not_address(
+    tmp_path: Path, acks: dict[str, Any], phrase: str
+) -> None:
+    path = tmp_path / "in.jsonl"
+    text = list(lines(3))
+    hand_off = message(2, sender="alice", metadata={"to": ["bob", "carol"]}, **acks)
+    text[2] = json.dumps(hand_off) + "\n"
     path.write_text("".join(text))
     db = tmp_path / "bb.db"
     assert_refused(run_cli("import", str(path), "--db", str(db)), phrase, "nothing was written")

@@ -52,6 +52,15 @@ def names(metadata: Any, agent_id: str) -> bool:
     return to == agent_id or (isinstance(to, list) and agent_id in to)
 
 
+def recipients(metadata: Any, sender: str) -> set[str]:
+    """The agents the trigger gives `addressed` rows for: each text in metadata `to` (the
+    one value, an array's elements, an object's members, as json_each reads it) other
+    than the sender."""
+    to = metadata.get("to") if isinstance(metadata, dict) else None
+    listed = to.values() if isinstance(to, dict) else to if isinstance(to, list) else [to]
+    return {name for name in listed if isinstance(name, str) and name != sender}
+
+
 def addressed_ids(messages: list[Any]) -> list[int]:
     return [
         int(m["id"])

@@ -20,10 +20,11 @@ import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, field_validator
 
+from shared_context_server.blackboard.acks import recipients
 from shared_context_server.blackboard.identity import RESERVED_IDS, Visibility, check_name
 from shared_context_server.blackboard.limits import (
     DEFAULT_LIMITS,
@@ -71,6 +72,10 @@ def _name(value: str) -> str:
         raise ValueError(error.message) from None
 
 
+Name = Annotated[str, AfterValidator(_name)]
+Time = Annotated[str, AfterValidator(_timestamp)]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
@@ -106,6 +111,11 @@ class ImportedMessage(_Strict):
     metadata: dict[str, Any] | None
     parent_message_id: int | None
     created_at: str
+    # A hand-off (metadata.to), as export writes it: who acknowledged it and when, and who
+    # has not yet. Absent from exports of messages addressed to no one, and older files.
+    # Only an agent can acknowledge, so those are names; `to` may hold any text.
+    acknowledged: dict[Name, Time] | None = None
+    unacknowledged: list[str] | None = None
 
     _times = field_validator("created_at")(_timestamp)
     _names = field_validator("sender", "sender_type")(_name)
@@ -240,7 +250,26 @@ def _message(raw: Any, where: str, header: Header, previous: int) -> ImportedMes
         )
     if message.parent_message_id is not None and message.parent_message_id >= message.id:
         raise InvalidInput(f"{where}: replies to #{message.parent_message_id}, not earlier.")
+    _check_acknowledgements(message, where)
     return message
+
+
+def _check_acknowledgements(message: ImportedMessage, where: str) -> None:
+    """Who acknowledged a hand-off, and who not, only among the agents its metadata `to`
+    addresses (as the database records them), each once. Raises InvalidInput."""
+    addressed = recipients(message.metadata, message.sender)
+    done, waiting = list(message.acknowledged or {}), message.unacknowledged or []
+    for field, names in (("acknowledged", done), ("unacknowledged", waiting)):
+        for name in names:
+            if name not in addressed:
+                listed = ", ".join(repr(n) for n in sorted(addressed)) or "no one but its sender"
+                raise InvalidInput(
+                    f"{where}: {field} names {name!r}, whom the message is not addressed to "
+                    f"(its metadata.to addresses {listed})."
+                )
+    both = sorted(set(done) & set(waiting))
+    if both:
+        raise InvalidInput(f"{where}: {both[0]!r} is both acknowledged and unacknowledged.")
 
 
 class ExportReader:

@@ -12,7 +12,8 @@ order, so nothing is skipped that was not written, and nothing is written twice.
 
 Messages get fresh ids in their original order; the session keeps its id unless the
 target already has one by that name. A reply to a message the file does not hold (a
-narrower export) loses its link, and is counted.
+narrower export) loses its link, and is counted. A hand-off's acknowledgements take the
+times the file records, in the transaction that writes the message.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ INSERT_IMPORTED = (
 COUNT_BATCH = (
     "UPDATE imports SET messages = messages + ?, dropped_links = dropped_links + ? WHERE key = ?"
 )
+# The trigger that inserted the message made its `addressed` rows, none acknowledged.
+ACKNOWLEDGED = "UPDATE addressed SET acknowledged_at = ? WHERE message_id = ? AND agent_id = ?"
 FINISH = "UPDATE imports SET finished_at = ? WHERE key = ?"
 # The session is written active, so that every batch may post into it (PostgreSQL refuses
 # a post to a closed session, as a tool would), and takes its exported status at the end.
@@ -119,6 +122,8 @@ def _write_batch(key: str, session_id: str, batch: list[ImportedMessage]) -> Cal
             )
             new_id = conn.execute(INSERT_MESSAGE, values).fetchone()[0]
             conn.execute(INSERT_IMPORTED, (session_id, m.id, new_id))
+            for agent_id, when in (m.acknowledged or {}).items():
+                conn.execute(ACKNOWLEDGED, (when, new_id, agent_id))
         conn.execute(COUNT_BATCH, (len(batch), dropped, key))
         return dropped
 

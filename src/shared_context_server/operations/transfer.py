@@ -3,9 +3,9 @@ or a Markdown transcript for people; written as read, a message at a time, in co
 memory, and to a file only through a partial file created exclusively beside it.
 
 JSON Lines keeps every field of the session and its messages (threading, metadata,
-visibility, timestamps): a header line (format, version, view, the session), then one
-message a line in id order. Reading it back: import_read.py; writing it into a database:
-import_write.py.
+visibility, timestamps, who acknowledged a hand-off): a header line (format, version,
+view, the session), then one message a line in id order. Reading it back: import_read.py;
+writing it into a database: import_write.py.
 """
 
 from __future__ import annotations
