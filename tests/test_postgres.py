@@ -269,6 +269,7 @@ def test_doctor_on_a_url_reports_the_server_the_schema_and_tls(pg_url: str) -> N
     assert done.returncode == 0, done.stderr
     assert "PostgreSQL 1" in done.stdout
     assert f"schema        version {SCHEMA_VERSION}" in done.stdout
+    assert "release       shared-context-server " in done.stdout
     assert "not encrypted" in done.stdout
 
 
@@ -570,6 +571,16 @@ def test_doctor_on_a_url_forgets_a_dead_process_and_a_socket_needs_no_tls(
     done = _cli("doctor", "--db", pg_url, "--json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["processes"] == []
+    with psycopg.connect(pg_url, autocommit=True) as conn:  # one alive, elsewhere
+        conn.execute(
+            "INSERT INTO server_processes (host, pid, agent_id, agent_type, client_name,"
+            " started_at, last_seen) VALUES ('laptop-2', 7, 'reviewer', 'generic', 'codex',"
+            " %s, %s)",
+            (utc_now(), utc_now()),
+        )
+    text = _cli("doctor", "--db", pg_url).stdout
+    assert "1 live server process on this database" in text
+    assert "reviewer/generic via codex on laptop-2" in text
     dbname = pg_url.rsplit("/", 1)[-1]
     over_socket = f"postgresql://postgres@/{dbname}?host={pg_cluster.root}&port={pg_cluster.port}"
     done = _cli("doctor", "--db", over_socket)

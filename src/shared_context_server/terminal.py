@@ -139,6 +139,21 @@ def size_text(n: float) -> str:
     return f"{n:.0f} B"
 
 
+def process_lines(processes: list[dict[str, Any]], where: str, hosts: bool = False) -> list[str]:
+    """doctor's count of live server processes, then one line each (with its host where
+    several machines share the database)."""
+    lines = [f"processes     {counted(len(processes), 'live server processes')} {where}"]
+    for p in processes:
+        who = p["agent_id"] or "(agent not known yet)"
+        client = f" via {p['client_name']}" if p["client_name"] else ""
+        host = f" on {p['host']}" if hosts else ""
+        lines.append(
+            f"  pid {p['pid']:<8} {who}/{p['agent_type']}{client}{host}, started "
+            f"{short_time(p['started_at'])}, seen {short_time(p['last_seen'], TIME)}"
+        )
+    return lines
+
+
 def doctor_report(data: dict[str, Any]) -> str:
     lines = [
         f"database      {data['path']}",
@@ -174,17 +189,7 @@ def doctor_report(data: dict[str, Any]) -> str:
                 f"contents      {counted(data['sessions'], 'sessions')}, "
                 f"{counted(data.get('messages', 0), 'messages')}"
             )
-        processes = data.get("processes", [])
-        lines.append(
-            f"processes     {counted(len(processes), 'live server processes')} on this file"
-        )
-        for p in processes:
-            who = p["agent_id"] or "(agent not known yet)"
-            client = f" via {p['client_name']}" if p["client_name"] else ""
-            lines.append(
-                f"  pid {p['pid']:<8} {who}/{p['agent_type']}{client}, started "
-                f"{short_time(p['started_at'])}, seen {short_time(p['last_seen'], TIME)}"
-            )
+        lines += process_lines(data.get("processes", []), "on this file")
     for item in data["warnings"]:
         lines.append(f"warning: {item['warning']}\n  what to do: {item['fix']}")
     for item in data["problems"]:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from shared_context_server.about import package_version
 from shared_context_server.blackboard.processes import live_processes
 from shared_context_server.storage.postgres.connect import APPLICATION_NAME, driver
 from shared_context_server.storage.postgres.database import PgDatabase
 from shared_context_server.storage.postgres.schema import SCHEMA_VERSION
 from shared_context_server.storage.seam import redact
+from shared_context_server.terminal import process_lines
 
 PROG = "shared-context-server"
 SERVER_FACTS = (
@@ -71,6 +73,7 @@ async def diagnose(url: str) -> dict[str, Any]:
     return {
         "path": redact(url),
         "engine": "postgresql",
+        "package_version": package_version(),
         "server_version": row[0],
         "database": row[1],
         "user": row[2],
@@ -101,11 +104,12 @@ def report(data: dict[str, Any]) -> str:
     slots = data["connections"]
     lines = [
         f"database      {data['path']} (PostgreSQL {data['server_version']})",
+        f"release       {APPLICATION_NAME} {data['package_version']} "
+        f"(schema version {data['expected_schema_version']})",
         f"connected as  {data['user']} to {data['database']}",
         f"TLS           {data['tls'] or 'no'}",
-        f"schema        version {data['schema_version']} "
-        f"(this release: {data['expected_schema_version']})",
-        f"processes     {len(data['processes'])} live server process(es) on this database",
+        f"schema        version {data['schema_version']}",
+        *process_lines(data["processes"], "on this database", hosts=True),
         f"connections   {slots['ours']} by {APPLICATION_NAME} servers, "
         f"{slots['in_use']} in all, of max_connections {slots['max_connections']}",
     ]
