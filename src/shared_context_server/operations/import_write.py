@@ -42,23 +42,34 @@ INSERT_SESSION = (
     " VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 # Each engine gives the id, as for a posted message: ids keep growing in commit order.
+# A batch looks at no result until its end, so on PostgreSQL it is one round trip, not
+# one per message: a reply's parent is found in SQL (NULL when the file had no such
+# message), and the message just written is the session's newest, because the batch
+# holds the session (its row lock on PostgreSQL, the write lock on SQLite).
 INSERT_MESSAGE = (
     "INSERT INTO messages (session_id, sender, sender_type, content, visibility,"
     " message_type, metadata, parent_message_id, created_at)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, (SELECT message_id FROM imported_messages"
+    "  WHERE session_id = ? AND original_id = ?), ?)"
 )
+NEWEST = "(SELECT max(id) FROM messages WHERE session_id = ?)"
 SELECT_IMPORT = "SELECT session_id, messages, dropped_links, finished_at FROM imports WHERE key = ?"
 INSERT_IMPORT = "INSERT INTO imports (key, session_id, started_at) VALUES (?, ?, ?)"
 LAST_IMPORTED = "SELECT max(original_id) FROM imported_messages WHERE session_id = ?"
-NEW_ID = "SELECT message_id FROM imported_messages WHERE session_id = ? AND original_id = ?"
 INSERT_IMPORTED = (
-    "INSERT INTO imported_messages (session_id, original_id, message_id) VALUES (?, ?, ?)"
+    f"INSERT INTO imported_messages (session_id, original_id, message_id) VALUES (?, ?, {NEWEST})"  # noqa: S608 (constants)
 )
-COUNT_BATCH = (
-    "UPDATE imports SET messages = messages + ?, dropped_links = dropped_links + ? WHERE key = ?"
+# The batch's replies whose parent was not found: their link is dropped.
+_DROPPED = (
+    "(SELECT count(*) FROM imported_messages i JOIN messages m ON m.id = i.message_id"
+    " WHERE i.session_id = ? AND i.original_id IN ({}) AND m.parent_message_id IS NULL)"
 )
+COUNT_BATCH = "UPDATE imports SET messages = messages + ?, dropped_links = dropped_links + {}"
+COUNTED = "SELECT dropped_links FROM imports WHERE key = ?"
 # The trigger that inserted the message made its `addressed` rows, none acknowledged.
-ACKNOWLEDGED = "UPDATE addressed SET acknowledged_at = ? WHERE message_id = ? AND agent_id = ?"
+ACKNOWLEDGED = (
+    f"UPDATE addressed SET acknowledged_at = ? WHERE agent_id = ? AND message_id = {NEWEST}"  # noqa: S608 (constants)
+)
 FINISH = "UPDATE imports SET finished_at = ? WHERE key = ?"
 # The session is written active, so that every batch may post into it (PostgreSQL refuses
 # a post to a closed session, as a tool would), and takes its exported status at the end.
@@ -107,25 +118,38 @@ def _start(header: Header) -> Callable[[Conn], _Started]:
     return start
 
 
-def _write_batch(key: str, session_id: str, batch: list[ImportedMessage]) -> Callable[[Conn], int]:
-    def write(conn: Conn) -> int:
-        dropped = 0
+def _write_batch(
+    key: str, session_id: str, batch: list[ImportedMessage]
+) -> Callable[[Conn], Callable[[], int]]:
+    """A batch's unit: how to read, after COMMIT, the import's dropped links so far."""
+
+    def write(conn: Conn) -> Callable[[], int]:
         for m in batch:
-            parent = None
-            if m.parent_message_id is not None:
-                found = conn.execute(NEW_ID, (session_id, m.parent_message_id)).fetchone()
-                parent = found[0] if found else None
-                dropped += found is None
             values = (
                 *(session_id, m.sender, m.sender_type, m.content, m.visibility),
-                *(m.message_type, _encode(m.metadata), parent, m.created_at),
+                *(m.message_type, _encode(m.metadata), session_id, m.parent_message_id),
+                m.created_at,
             )
-            new_id = conn.execute(INSERT_MESSAGE, values).fetchone()[0]
-            conn.execute(INSERT_IMPORTED, (session_id, m.id, new_id))
+            conn.execute(INSERT_MESSAGE, values)
+            conn.execute(INSERT_IMPORTED, (session_id, m.id, session_id))
             for agent_id, when in (m.acknowledged or {}).items():
-                conn.execute(ACKNOWLEDGED, (when, new_id, agent_id))
-        conn.execute(COUNT_BATCH, (len(batch), dropped, key))
-        return dropped
+                conn.execute(ACKNOWLEDGED, (when, agent_id, session_id))
+        replies = [m.id for m in batch if m.parent_message_id is not None]
+        if replies:
+            dropped = _DROPPED.format(", ".join("?" * len(replies)))
+            conn.execute(
+                COUNT_BATCH.format(dropped) + " WHERE key = ?",
+                (len(batch), session_id, *replies, key),
+            )
+        else:
+            conn.execute(COUNT_BATCH.format("0") + " WHERE key = ?", (len(batch), key))
+        counted = conn.execute(COUNTED, (key,))
+
+        def read() -> int:
+            row = counted.fetchone()
+            return int(row[0]) if row else 0
+
+        return read
 
     return write
 
@@ -183,7 +207,9 @@ async def import_messages(
     if not started.finished:
         for batch in _batches(messages, started.after):
             began = time.monotonic()
-            dropped += await db.transact(_write_batch(header.key, started.session_id, batch))
+            dropped = await db.transact_then_read(
+                _write_batch(header.key, started.session_id, batch)
+            )
             written += len(batch)
             if progress:
                 progress(written)
