@@ -513,3 +513,10 @@ def test_a_prepare_a_lock_holds_up_waits_briefly_and_is_tried_again(pg_url: str)
         migration.commit()
         ours.prepare_wanted(conn)
         assert sql in ours.names and not ours.wanted
+
+
+def test_an_upper_case_scheme_is_the_same_url(pg_url: str) -> None:
+    # libpq reads POSTGRESQL:// as a key=value string ("missing '='"): the scheme is lowered.
+    done = _cli("doctor", "--db", "POSTGRESQL" + pg_url.removeprefix("postgresql"))
+    assert done.returncode == 0, done.stderr
+    assert "PostgreSQL 1" in done.stdout
