@@ -47,6 +47,8 @@ def test_demo_with_db_keeps_the_collaboration(tmp_path: Path) -> None:
     rows = conn.execute("SELECT sender, visibility FROM messages ORDER BY id").fetchall()
     assert len(rows) == 6 and ("security", "private") in rows
     assert f"kept in {kept}" in proc.stdout
+    # The hint's agents share this file, not the default one (demo.next_steps).
+    assert f"--agent-id claude-main --db {kept}" in proc.stdout
 
 
 def test_help_lists_every_subcommand() -> None:
