@@ -7,6 +7,9 @@ stdio by the official MCP client. Each waits for the agent before it, reads what
 found, and adds its own part: performance builds on the security finding, docs summarises
 both, and security reads the summary back. Watch it live from another terminal with
 `shared-context-server tail SESSION --follow --db DB`.
+
+DB is a file (default: a temporary one) or a PostgreSQL URL, postgresql://user@host:5432/db
+(the password in ~/.pgpass; needs the driver: uv sync --extra postgres).
 """
 
 from __future__ import annotations
@@ -21,6 +24,11 @@ try:
     import anyio
     from mcp import ClientSession, StdioServerParameters
     from mcp.client.stdio import stdio_client
+
+    from shared_context_server.config import resolve_db_path
+    from shared_context_server.errors import InvalidInput
+    from shared_context_server.storage.opener import shown
+    from shared_context_server.storage.seam import Target
 except ImportError:  # a python without the project installed: say which one to use
     raise SystemExit(
         "this example needs the project's virtualenv: from the clone, after the README's "
@@ -30,7 +38,17 @@ except ImportError:  # a python without the project installed: say which one to 
 WAIT_SECONDS = 60
 
 
-def server(db: Path, agent_id: str) -> StdioServerParameters:
+def target(arg: str) -> Target:
+    """DB as the server reads --db: a postgresql:// URL stays a URL, anything else is a
+    file; a mistyped scheme is refused rather than made a file named after the URL."""
+    try:
+        db = resolve_db_path(arg)
+    except InvalidInput as error:
+        raise SystemExit(error.message) from None
+    return db.absolute() if isinstance(db, Path) else db
+
+
+def server(db: Target, agent_id: str) -> StdioServerParameters:
     return StdioServerParameters(
         command=sys.executable,
         args=["-m", "shared_context_server", "--db", str(db), "--agent-id", agent_id],
@@ -109,7 +127,7 @@ async def docs(s: ClientSession, sid: str) -> None:
     print(f"docs         posted summary #{posted['message_id']}")
 
 
-async def main(db: Path, keep: bool = False) -> None:
+async def main(db: Target, keep: bool = False) -> None:
     async with (
         stdio_client(server(db, "security")) as (sr, sw),
         ClientSession(sr, sw) as sec,
@@ -123,7 +141,7 @@ async def main(db: Path, keep: bool = False) -> None:
         sid = (await call(sec, "create_session", purpose="Review PR #7: search endpoint"))[
             "session_id"
         ]
-        print(f"session {sid} on {db}")
+        print(f"session {sid} on {shown(db)}")
         async with anyio.create_task_group() as tg:  # all three work at the same time
             tg.start_soon(docs, doc, sid)
             tg.start_soon(performance, perf, sid)
@@ -132,12 +150,12 @@ async def main(db: Path, keep: bool = False) -> None:
         print(f"done: {final['message_count']} messages from {', '.join(final['participants'])}")
     if keep:
         here = Path(sys.executable).parent / "shared-context-server"
-        print(f"the transcript: {shlex.join([str(here), 'tail', sid, '--db', str(db)])}")
+        print(f"the transcript: {shlex.join([str(here), 'tail', sid, '--db', shown(db)])}")
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1:
-        anyio.run(main, Path(sys.argv[1]).absolute(), True)
+        anyio.run(main, target(sys.argv[1]), True)
     else:
         with tempfile.TemporaryDirectory() as tmp:
             anyio.run(main, Path(tmp) / "pipeline.db")

@@ -5,6 +5,9 @@
 A planner posts a task and a private note; a coder, in its own process, reads what it is
 allowed to see and answers in a thread. Both talk to `shared-context-server` over stdio
 through the official MCP client, as any host would.
+
+DB is a file (default: a temporary one) or a PostgreSQL URL, postgresql://user@host:5432/db
+(the password in ~/.pgpass; needs the driver: uv sync --extra postgres).
 """
 
 from __future__ import annotations
@@ -18,6 +21,10 @@ try:
     import anyio
     from mcp import ClientSession, StdioServerParameters
     from mcp.client.stdio import stdio_client
+
+    from shared_context_server.config import resolve_db_path
+    from shared_context_server.errors import InvalidInput
+    from shared_context_server.storage.seam import Target
 except ImportError:  # a python without the project installed: say which one to use
     raise SystemExit(
         "this example needs the project's virtualenv: from the clone, after the README's "
@@ -25,7 +32,17 @@ except ImportError:  # a python without the project installed: say which one to 
     ) from None
 
 
-def server(db: Path, agent_id: str) -> StdioServerParameters:
+def target(arg: str) -> Target:
+    """DB as the server reads --db: a postgresql:// URL stays a URL, anything else is a
+    file; a mistyped scheme is refused rather than made a file named after the URL."""
+    try:
+        db = resolve_db_path(arg)
+    except InvalidInput as error:
+        raise SystemExit(error.message) from None
+    return db.absolute() if isinstance(db, Path) else db
+
+
+def server(db: Target, agent_id: str) -> StdioServerParameters:
     return StdioServerParameters(
         command=sys.executable,
         args=["-m", "shared_context_server", "--db", str(db), "--agent-id", agent_id],
@@ -39,7 +56,7 @@ async def call(session: ClientSession, tool: str, **arguments: Any) -> dict[str,
     return result.structured_content or {}
 
 
-async def main(db: Path) -> None:
+async def main(db: Target) -> None:
     async with (
         stdio_client(server(db, "planner")) as (pr, pw),
         ClientSession(pr, pw) as planner,
@@ -71,7 +88,7 @@ async def main(db: Path) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1:
-        anyio.run(main, Path(sys.argv[1]))
+        anyio.run(main, target(sys.argv[1]))
     else:
         with tempfile.TemporaryDirectory() as tmp:
             anyio.run(main, Path(tmp) / "example.db")

@@ -47,6 +47,8 @@ def test_demo_with_db_keeps_the_collaboration(tmp_path: Path) -> None:
     rows = conn.execute("SELECT sender, visibility FROM messages ORDER BY id").fetchall()
     assert len(rows) == 6 and ("security", "private") in rows
     assert f"kept in {kept}" in proc.stdout
+    # The hint's agents share this file, not the default one (demo.next_steps).
+    assert f"--agent-id claude-main --db {kept}" in proc.stdout
 
 
 def test_help_lists_every_subcommand() -> None:
@@ -68,6 +70,24 @@ def test_the_two_agents_example_runs(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "coder sees 1 message:" in proc.stdout  # the planner's private note stayed private
     assert "planner reads the reply: Done" in proc.stdout
+
+
+@pytest.mark.parametrize("example", ["two_agents.py", "multi_agent_pipeline.py"])
+def test_an_example_refuses_a_mistyped_url_rather_than_make_a_file_of_it(
+    tmp_path: Path, example: str
+) -> None:
+    script = Path(__file__).parents[1] / "examples" / example
+    proc = subprocess.run(
+        [sys.executable, str(script), "postgresql:/scs:secret@db.example:5432/scs"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert proc.returncode != 0 and "postgresql://user@host:5432/dbname" in proc.stderr
+    assert "secret" not in proc.stderr + proc.stdout
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_the_multi_agent_pipeline_example_hands_off_security_performance_docs(

@@ -17,6 +17,7 @@ import pytest
 from shared_context_server import config, hook
 from shared_context_server.blackboard import messages, sessions
 from shared_context_server.blackboard.identity import Agent
+from shared_context_server.errors import InvalidInput
 from shared_context_server.storage import opener
 from shared_context_server.storage.opener import open_store
 from shared_context_server.storage.seam import Target
@@ -275,6 +276,61 @@ def test_the_hook_agrees_with_the_server_on_variables_and_default_file() -> None
     assert (hook.ENV_DB, hook.ENV_AGENT_ID) == (config.ENV_DB, config.ENV_AGENT_ID)
     assert (hook.ENV_AGENT_TYPE, hook.ENV_ADMIN) == (config.ENV_AGENT_TYPE, config.ENV_ADMIN)
     assert hook._db_path({}, {}) == str(opener.default_db_path())
+
+
+MISTYPED = [
+    "postgresql:/scs:secret@db.example:5432/scs",  # one slash
+    "postgresql+psycopg://scs:secret@db.example/scs",  # SQLAlchemy's spelling
+    "postgresq://scs:secret@db.example/scs",
+    "postgres:/scs:sec/ret@db.example/scs",  # a slash in the password too
+    "pg://db.example/scs?password=secret",
+]
+
+
+@pytest.mark.parametrize(
+    ("value", "looks"),
+    [
+        *((value, True) for value in MISTYPED),
+        ("postgresql://scs@db.example/scs", True),
+        ("C:/work/team.db", False),  # a Windows drive is a file path
+        ("C:\\work\\team.db", False),
+        ("team.db", False),
+        ("./ab:/team.db", False),
+        ("~/team.db", False),
+    ],
+)
+def test_the_hook_and_the_server_agree_on_what_looks_like_a_url(value: str, looks: bool) -> None:
+    assert opener.looks_like_url(value) is looks
+    assert hook._looks_like_url(value) is looks
+
+
+@pytest.mark.parametrize("value", MISTYPED)
+def test_a_mistyped_url_is_refused_naming_the_accepted_forms_without_its_password(
+    value: str,
+) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        config.resolve_db_path(value, {})
+    message = refused.value.message
+    assert "postgresql://user@host:5432/dbname" in message and "needs no scheme" in message
+    assert "secret" not in message and "sec/ret" not in message and "***" in message
+    with pytest.raises(InvalidInput, match=config.ENV_DB):
+        config.resolve_db_path(None, {config.ENV_DB: value})
+    with pytest.raises(hook.Skip) as skipped:
+        hook.parse_args(["claude-code", "--agent-id", "a", "--db", value], {})
+    assert str(skipped.value) == message
+
+
+@pytest.mark.parametrize("scheme", ["POSTGRESQL", "Postgres"])
+def test_an_upper_case_scheme_is_a_postgresql_url_in_lower_case(scheme: str) -> None:
+    # libpq knows only the lower-case scheme; the others are the same URL (RFC 3986).
+    value = f" {scheme}://scs@db.example:5432/scs "
+    expected = f"{scheme.lower()}://scs@db.example:5432/scs"
+    assert config.resolve_db_path(value, {}) == expected
+    assert hook._db_path({"--db": value}, {}) == expected
+
+
+def test_a_windows_drive_path_stays_a_file() -> None:
+    assert config.resolve_db_path("C:/work/team.db", {}) == Path("C:/work/team.db")
 
 
 @pytest.mark.processes

@@ -20,8 +20,9 @@ from shared_context_server.about import (
     install_route,
 )
 from shared_context_server.cli import _serve_flags, build_parser, main
-from shared_context_server.demo import next_command
+from shared_context_server.demo import next_command, next_steps
 from shared_context_server.operations.client_config import server_command
+from shared_context_server.storage.opener import default_db_path
 from tests.support import run_cli
 
 pytestmark = pytest.mark.processes  # real server processes: never quick
@@ -161,3 +162,19 @@ def test_the_demo_hint_from_uvx_is_the_pinned_uvx_command(
     assert next_command() == shlex.join(
         ["claude", "mcp", "add", "shared-context", "--", *UVX, "--agent-id", "claude-main"]
     )
+
+
+def test_the_demo_hint_names_the_team_database_it_ran_on_with_the_password_hidden() -> None:
+    hint = next_steps("postgresql://scs:secret@db.example:5432/scs", temporary=False)
+    assert "--agent-id claude-main --db 'postgresql://scs:***@db.example:5432/scs'" in hint
+    assert "~/.pgpass" in hint and "secret" not in hint
+
+
+def test_the_demo_hint_names_a_kept_file_but_not_the_default_or_a_temporary_one(
+    tmp_path: Path,
+) -> None:
+    kept = tmp_path / "team.db"
+    assert f"--agent-id claude-main --db {kept}" in next_steps(kept, temporary=False)
+    assert "--db" not in next_steps(kept, temporary=True)
+    assert "--db" not in next_steps(default_db_path(), temporary=False)
+    assert "pgpass" not in next_steps(kept, temporary=False)

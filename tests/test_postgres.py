@@ -12,6 +12,7 @@ import sys
 import textwrap
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -586,3 +587,26 @@ def test_doctor_on_a_url_forgets_a_dead_process_and_a_socket_needs_no_tls(
     done = _cli("doctor", "--db", over_socket)
     assert done.returncode == 0, done.stderr
     assert "not encrypted" not in done.stdout
+
+
+def test_an_upper_case_scheme_is_the_same_url(pg_url: str) -> None:
+    # libpq reads POSTGRESQL:// as a key=value string ("missing '='"): the scheme is lowered.
+    done = _cli("doctor", "--db", "POSTGRESQL" + pg_url.removeprefix("postgresql"))
+    assert done.returncode == 0, done.stderr
+    assert "PostgreSQL 1" in done.stdout
+
+
+@pytest.mark.parametrize("example", ["two_agents.py", "multi_agent_pipeline.py"])
+def test_the_python_examples_take_a_url_as_a_url(pg_url: str, example: str, tmp_path: Path) -> None:
+    script = Path(__file__).parents[1] / "examples" / example
+    done = subprocess.run(
+        [sys.executable, str(script), pg_url],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert list(tmp_path.iterdir()) == []  # no file named after the URL
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT count(*) FROM messages").fetchone()[0] >= 3  # type: ignore[index]

@@ -163,6 +163,34 @@ def test_bad_configuration_exits_2_saying_what_to_fix_without_a_traceback(
     assert (tmp_path / "notes.txt").read_text().startswith("not a database")
 
 
+@pytest.mark.parametrize(
+    ("args", "env"),
+    [
+        (["--db", "postgresql:/scs:secret@db.example:5432/scs"], {}),
+        (["sessions", "--db", "postgresql+psycopg://scs:secret@db.example/scs"], {}),
+        (["demo", "--pace", "0", "--db", "postgresq://scs:secret@db.example/scs"], {}),
+        (["doctor"], {"SHARED_CONTEXT_DB": "postgresql:/scs:secret@db.example/scs"}),
+    ],
+)
+def test_a_mistyped_postgresql_url_is_refused_in_one_line_not_made_a_file(
+    tmp_path: Path, args: list[str], env: dict[str, str]
+) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "shared_context_server", *args],
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+        env={**_base_env(), **env},
+    )
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert "postgresql://user@host:5432/dbname" in proc.stderr
+    assert proc.stderr.count("\n") == 1 and "secret" not in proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_newer_database_is_refused_at_start(tmp_path: Path) -> None:
     db = tmp_path / "new.db"
     sqlite3.connect(db).execute(f"PRAGMA user_version = {SCHEMA_VERSION + 5}").connection.close()

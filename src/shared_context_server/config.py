@@ -22,7 +22,12 @@ from shared_context_server.blackboard.maintenance import (
 )
 from shared_context_server.blackboard.tokens import DEFAULT_TTL_S, MAX_TTL_S
 from shared_context_server.errors import InvalidInput
-from shared_context_server.storage.opener import default_db_path, is_postgres_url
+from shared_context_server.storage.opener import (
+    check_db_value,
+    default_db_path,
+    is_postgres_url,
+    postgres_url,
+)
 from shared_context_server.storage.seam import Target
 from shared_context_server.storage.seam.records import RECORDS_URL_ENV
 
@@ -144,16 +149,19 @@ class Settings:
 
 def resolve_db_path(flag: str | None, environ: Mapping[str, str] = os.environ) -> Target:
     """--db, else SHARED_CONTEXT_DB, else the per-user default file; a PostgreSQL URL
-    stays a string. Raises InvalidInput for an empty --db (an unset shell variable), which
-    must not mean the real blackboard."""
+    stays a string, its scheme in lower case. Raises InvalidInput for an empty --db (an
+    unset shell variable), which must not mean the real blackboard, and for a value that
+    looks like a URL of another scheme (a typo must not become a file)."""
     if flag is not None and not flag.strip():
         raise InvalidInput(
             "--db is empty (an unset variable?); give a file path, or leave --db out for "
             "the default blackboard."
         )
     raw = flag or environ.get(ENV_DB)
+    if raw:
+        check_db_value(raw, "--db" if flag else ENV_DB)
     if is_postgres_url(raw):
-        return str(raw).strip()
+        return postgres_url(str(raw))
     return Path(raw).expanduser() if raw else default_db_path()
 
 

@@ -21,7 +21,12 @@ from mcp.client.stdio import stdio_client
 
 from shared_context_server.about import install_route
 from shared_context_server.operations.client_config import render_config
-from shared_context_server.storage.opener import is_postgres_url, open_store, shown
+from shared_context_server.storage.opener import (
+    default_db_path,
+    is_postgres_url,
+    open_store,
+    shown,
+)
 from shared_context_server.storage.seam import Target
 from shared_context_server.terminal import colour_enabled, paint
 
@@ -113,13 +118,7 @@ async def _run(db: Target, pace: float, *, temporary: bool) -> int:
         "  the reviewers-only sign-off never reached docs."
     )
     print(n.paint("\nNext", "1"))
-    print(
-        "  Give each of your agents its own id in its client's config, for example:\n"
-        f"    {next_command()}\n"
-        "  and they will share this machine's blackboard (`config --help` for other clients)."
-    )
-    if not temporary:
-        print(f"  This demo's blackboard is kept in {shown(db)}.")
+    print(next_steps(db, temporary=temporary))
     return 0
 
 
@@ -220,12 +219,31 @@ async def _collaborate(
         )
 
 
-def next_command() -> str:
+def next_steps(db: Target, *, temporary: bool) -> str:
+    """The closing hint. Agents told nothing of --db share the default file, so the
+    example names the demo's --db unless that is the default (or was temporary)."""
+    team = None if temporary or db == default_db_path() else db
+    which = "this machine's blackboard" if team is None else "this demo's blackboard"
+    lines = [
+        "  Give each of your agents its own id in its client's config, for example:",
+        f"    {next_command(team)}",
+        f"  and they will share {which} (`config --help` for other clients).",
+    ]
+    if team is not None and shown(team) != str(team):
+        lines.append("  Put the password (shown as ***) in ~/.pgpass, not in the config.")
+    if not temporary:
+        lines.append(f"  This demo's blackboard is kept in {shown(db)}.")
+    return "\n".join(lines)
+
+
+def next_command(db: Target | None = None) -> str:
     """The demo's closing example, fit to this copy: uvx's environment is a cache entry,
     so from uvx it names uvx; any other install (pipx, a venv, a clone) names its own
-    executable, which works before 2.0.0 is on the package index, and after."""
+    executable, which works before 2.0.0 is on the package index, and after. With `db`,
+    its --db, a URL's password hidden."""
     local = install_route() != "uvx"
-    return render_config("claude-code", agent_id="claude-main", local=local)
+    where = shown(db) if db is not None and is_postgres_url(db) else db
+    return render_config("claude-code", agent_id="claude-main", db=where, local=local)
 
 
 def _ids(ids: list[int]) -> str:

@@ -135,9 +135,21 @@ def parse_args(argv: list[str], environ: Mapping[str, str]) -> tuple[Reader, str
 
 
 def _db_path(flags: dict[str, str], environ: Mapping[str, str]) -> str:
+    """The server's resolve_db_path, on the standard library. Raises Skip for a value that
+    looks like a URL of another scheme, as the server refuses it."""
     raw = flags.get("--db") or environ.get(ENV_DB)
     if raw and _is_url(raw):
-        return raw.strip()
+        scheme, sep, rest = raw.strip().partition("://")
+        return scheme.lower() + sep + rest  # libpq knows only the lower-case scheme
+    if raw and _looks_like_url(raw):
+        # Only on this failure: the opener and its imports cost every prompt otherwise.
+        from shared_context_server.errors import InvalidInput
+        from shared_context_server.storage.opener import check_db_value
+
+        try:
+            check_db_value(raw, "--db" if flags.get("--db") else ENV_DB)
+        except InvalidInput as error:
+            raise Skip(error.message) from None
     if raw:
         return os.path.expanduser(raw)
     import platformdirs  # only when no --db: the default file's directory
@@ -147,6 +159,14 @@ def _db_path(flags: dict[str, str], environ: Mapping[str, str]) -> str:
 
 def _is_url(raw: str) -> bool:
     return raw.strip().lower().startswith(("postgresql://", "postgres://"))
+
+
+def _looks_like_url(raw: str) -> bool:
+    # storage/opener.looks_like_url, copied: a test checks they agree.
+    scheme, colon, _ = raw.strip().partition(":/")
+    if not colon or len(scheme) < 2 or not (scheme[0].isascii() and scheme[0].isalpha()):
+        return False
+    return all(c.isascii() and (c.isalnum() or c in "+.-") for c in scheme)
 
 
 class Blackboard:

@@ -1,7 +1,8 @@
 """The opener: which engine a target names, and opening it. The only module that chooses.
 
-A `--db` value that starts with postgresql:// or postgres:// names a PostgreSQL database;
-anything else is a SQLite file. Each engine is imported only when opened, so serving a
+A `--db` value that starts with postgresql:// or postgres:// (any case) names a PostgreSQL
+database; another value that looks like a URL (a mistyped scheme) is refused; anything else
+is a SQLite file. Each engine is imported only when opened, so serving a
 file never loads PostgreSQL's driver or engine (tests/test_startup.py).
 """
 
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import platformdirs
 
+from shared_context_server.errors import InvalidInput
 from shared_context_server.storage.seam import Store, Target, redact
 from shared_context_server.storage.seam.records import (
     MAX_RAW_ROWS,
@@ -34,6 +36,47 @@ def is_postgres_url(raw: str | os.PathLike[str] | None) -> bool:
     return isinstance(raw, str) and raw.strip().lower().startswith(POSTGRES_SCHEMES)
 
 
+def looks_like_url(raw: str) -> bool:
+    """Whether `raw` starts like a URL: a scheme of two or more characters, then ":/".
+    One letter is a Windows drive (C:/, C:\\), a file path. hook.py keeps a copy."""
+    scheme, colon, _ = raw.strip().partition(":/")
+    if not colon or len(scheme) < 2 or not (scheme[0].isascii() and scheme[0].isalpha()):
+        return False
+    return all(c.isascii() and (c.isalnum() or c in "+.-") for c in scheme)
+
+
+def postgres_url(raw: str) -> str:
+    """A PostgreSQL URL with its scheme in lower case: schemes are case-insensitive, but
+    libpq takes POSTGRESQL:// for a key=value string and fails on it."""
+    scheme, sep, rest = raw.strip().partition("://")
+    return scheme.lower() + sep + rest
+
+
+def check_db_value(raw: str, source: str = "--db") -> None:
+    """Refuse a --db value that looks like a URL but is not a PostgreSQL one: a mistyped
+    scheme (postgresql:/ with one slash, postgresql+psycopg://) must not quietly become
+    a file named after the URL, password and all. Raises InvalidInput."""
+    if looks_like_url(raw) and not is_postgres_url(raw):
+        raise InvalidInput(
+            f"{source} {hidden(raw)!r} is neither a PostgreSQL URL nor a file path: a database "
+            "URL is postgresql://user@host:5432/dbname (or postgres://), and a file path "
+            "needs no scheme."
+        )
+
+
+def hidden(raw: str) -> str:
+    """A URL-like value with any password replaced as ***, even where the URL is malformed
+    (one slash after the scheme, a slash in the password), where urlsplit finds none."""
+    import re
+
+    text = raw.strip()
+    scheme, _, rest = text.partition(":")
+    userinfo, at, place = rest.rpartition("@")
+    if at and ":" in userinfo:
+        text = f"{scheme}:{userinfo.partition(':')[0]}:***@{place}"
+    return re.sub(r"(password=)[^&]*", r"\1***", text)
+
+
 def shown(target: Target) -> str:
     """Where the blackboard is, for people: a path, or a URL without its password."""
     return redact(str(target)) if is_postgres_url(target) else str(target)
@@ -46,7 +89,7 @@ async def open_store(target: Target, *, migrate: bool = True) -> Store:
     if is_postgres_url(target):
         from shared_context_server.storage.postgres.database import PgDatabase
 
-        return await PgDatabase.open(str(target).strip(), migrate=migrate)
+        return await PgDatabase.open(postgres_url(str(target)), migrate=migrate)
     from shared_context_server.storage.sqlite.database import Database
 
     return await Database.open(Path(target), migrate=migrate)
