@@ -70,9 +70,10 @@ def test_a_cluster_started_on_a_cpu_runs_its_postmaster_and_backends_only_there(
     try:
         with psycopg.connect(cluster.url(), autocommit=True) as conn:
             row = conn.execute("SELECT pg_backend_pid()").fetchone()
-        assert row is not None
+            assert row is not None
+            # Read while connected: the backend exits with its connection.
+            assert allowed_cpus(int(row[0])) == cpu
         postmaster = int((cluster.data / "postmaster.pid").read_text().split()[0])
-        assert allowed_cpus(int(row[0])) == cpu
         assert allowed_cpus(postmaster) == cpu
     finally:
         cluster.stop()
