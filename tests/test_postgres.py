@@ -108,8 +108,11 @@ async def _interleave(pg_url: str, sql: str) -> list[int]:
     in the order their transactions committed."""
     first, second = await PgDatabase.open(pg_url), await PgDatabase.open(pg_url)
     await first.transact(lambda conn: conn.execute(SESSION, ("s",)))
-    # A's unit blocks, as no real one does: on a worker thread, not the event loop's.
-    first.inline = False
+    # A's unit blocks, as no real one does: on a worker thread, not the event loop's. B's
+    # too: `committed` is the order in which this one event loop hears of the commits, and
+    # B's unit on the loop's thread could take the lock and return before the loop hears
+    # of A's commit (the ids are in commit order either way).
+    first.inline = second.inline = False
     committed: list[int] = []
     b_waits_or_done = threading.Event()
 
