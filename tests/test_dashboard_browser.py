@@ -123,6 +123,11 @@ async def test_the_page_keeps_its_place_while_messages_arrive(
         await page.goto(f"{dash.base}/#/s/{sid}")
         await expect(page.locator(".msg")).to_have_count(42)
         await expect(page.locator("#live")).to_have_class("live on")  # settled, following
+        # The page scrolls to the newest once its header and chart are drawn: only then
+        # does the reader scroll up (else the page's own scroll lands after the reader's).
+        await page.wait_for_function(
+            "window.innerHeight + window.scrollY >= document.documentElement.scrollHeight - 80"
+        )
         await page.evaluate("window.scrollTo(0, 400)")
         before = await page.evaluate(FIRST_VISIBLE)
         await ok(bob, "add_message", session_id=sid, content="arrives while reading")
