@@ -6,7 +6,6 @@ import by name (agents, clients, `ok`/`fails`, ...) are in tests/support.py."""
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ import pytest
 from shared_context_server.storage.opener import open_store
 from shared_context_server.storage.seam import Store, Target
 from shared_context_server.storage.sqlite.database import Database
-from tests.pg_cluster import Cluster, MissingPostgres
+from tests.pg_cluster import Cluster, started
 from tests.support import ENGINES, create_database, drop_database
 
 
@@ -80,12 +79,7 @@ def pg_cluster() -> Iterator[Cluster]:
     Without PostgreSQL's binaries the PostgreSQL tests are skipped with the reason, so the
     README's test command passes on a machine with only Python; in CI (`CI` set, as
     .ci/run runs, after installing them) a missing server fails instead."""
-    try:
-        cluster = Cluster().start()
-    except MissingPostgres as missing:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(str(missing))
+    cluster = started(Cluster())
     yield cluster
     cluster.stop()
 

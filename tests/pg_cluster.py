@@ -113,3 +113,16 @@ class Cluster:
             self.pg_ctl("stop", "-m", "fast")
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
+
+
+def started(cluster: Cluster) -> Cluster:
+    """`cluster`, started; where PostgreSQL's binaries are missing the test is skipped,
+    except in CI (`CI` set: .ci/run installs them), where a missing server fails."""
+    import pytest  # only the tests need it; the benchmarks import this module too
+
+    try:
+        return cluster.start()
+    except MissingPostgres as missing:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(str(missing))

@@ -461,11 +461,18 @@ async def test_a_statement_postgresql_cannot_type_runs_unprepared(pg_url: str) -
     db = await PgDatabase.open(pg_url)
     await db.transact(lambda conn: conn.execute(SESSION, ("s",)))
     untypable = "SELECT count(*) FROM sessions WHERE ? IS NULL OR id = ?"
+    typable = "SELECT count(*) FROM sessions WHERE id = ?"
+
+    def both(conn: Conn) -> Any:
+        assert conn.execute(typable, ("s",)).fetchone() == (1,)
+        return conn.execute(untypable, (None, None)).fetchone()
+
     for _ in range(5):
-        found = await db.transact(lambda conn: conn.execute(untypable, (None, None)).fetchone())
-        assert found == (1,)
+        assert await db.transact(both) == (1,)
     statements = await db.read("SELECT statement FROM pg_prepared_statements")
     assert not any("? IS NULL" in s or "$1 IS NULL" in s for (s,) in statements)
+    # ... while its neighbour in the same units is prepared: the refusal costs no others.
+    assert any("WHERE id = $1" in s for (s,) in statements)
     await db.close()
 
 

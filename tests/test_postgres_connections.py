@@ -4,7 +4,6 @@ PostgreSQL has no slot left (storage/postgres/connections.py)."""
 from __future__ import annotations
 
 import contextlib
-import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -17,7 +16,7 @@ import pytest
 from shared_context_server.errors import DatabaseBusy, StorageError
 from shared_context_server.storage.postgres.database import PgDatabase
 from shared_context_server.storage.seam import Change, background, run_in_background
-from tests.pg_cluster import TEST_SETTINGS, Cluster, MissingPostgres
+from tests.pg_cluster import TEST_SETTINGS, Cluster, started
 from tests.support import poll_until, poll_until_true, run_cli
 
 OURS = (
@@ -116,12 +115,7 @@ async def test_listen_holds_a_connection_only_while_news_is_wanted(pg_migrated_u
 def tiny_cluster() -> Iterator[Cluster]:
     """A server with four connection slots, none kept for superusers."""
     cluster = Cluster(TEST_SETTINGS + " -c superuser_reserved_connections=0", max_connections=4)
-    try:
-        cluster.start()
-    except MissingPostgres as missing:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(str(missing))
+    started(cluster)
     with psycopg.connect(cluster.url(), autocommit=True) as conn:
         conn.execute("CREATE DATABASE scs")
     yield cluster

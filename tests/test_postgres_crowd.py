@@ -20,7 +20,7 @@ import pytest
 from anyio.abc import Process
 from anyio.streams.buffered import BufferedByteReceiveStream
 
-from tests.pg_cluster import TEST_SETTINGS, Cluster, MissingPostgres
+from tests.pg_cluster import TEST_SETTINGS, Cluster, started
 from tests.support import INITIALIZE, INITIALIZED, tool_call
 
 pytestmark = [pytest.mark.crowd, pytest.mark.processes]
@@ -97,12 +97,7 @@ def default_cluster() -> Any:
     """A cluster at PostgreSQL's default max_connections (100, 3 kept for superusers),
     and a database owned by an ordinary role, as a team's would be."""
     cluster = Cluster(TEST_SETTINGS, max_connections=100)
-    try:
-        cluster.start()
-    except MissingPostgres as missing:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(str(missing))
+    started(cluster)
     with psycopg.connect(cluster.url(), autocommit=True) as conn:
         conn.execute("CREATE ROLE team LOGIN")
         conn.execute("CREATE DATABASE scs OWNER team")
