@@ -968,9 +968,25 @@ def print_table(rounds: Rounds, args: argparse.Namespace, pg: bench_pg.PgServer 
             print(f"{name} first error: {fig.first_error}")
         if fig.crashed:
             print(f"{name} CRASHED: {fig.crashed}")
+    print_tails(rounds)
     if len(rounds.per_round) > 1:
         print_rounds(rounds, columns)
     print_targets(targets(rounds))
+
+
+TAIL_PERCENTILES = (50, 90, 95, 98, 99, 99.5, 99.9)
+
+
+def print_tails(rounds: Rounds) -> None:
+    """The concurrency phase's latencies of every round pooled, at percentiles from the
+    middle to the far tail: where two systems' distributions part."""
+    for name in rounds.median:
+        pooled = [t for runs in rounds.per_round if name in runs for t in runs[name].conc_s]
+        if pooled:
+            cells = " ".join(
+                f"p{q:g} {percentile(pooled, q) * 1000.0:.1f}" for q in TAIL_PERCENTILES
+            )
+            print(f"{name} concurrent, all rounds (ms): {cells}, max {max(pooled) * 1000.0:.0f}")
 
 
 def pinning(args: argparse.Namespace) -> str:
