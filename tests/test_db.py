@@ -190,6 +190,41 @@ async def test_a_cancelled_one_trip_writer_finishes_its_transaction_and_frees_th
     await database.close()
 
 
+async def test_a_writer_locked_out_past_the_short_wait_waits_once_off_the_loop(
+    tmp_path: Path,
+) -> None:
+    """Past QUICK_WRITE_BUSY_MS the transaction waits in one trip to aiosqlite's thread:
+    short waits on the loop, each restarting SQLite's busy handler at 1 ms, made fifty
+    waiting processes poll the lock so often that they slowed the writer holding it."""
+    path = tmp_path / "bb.db"
+    database = await Database.open(path, busy_timeout_ms=2000, busy_retries=0)
+    await database.transact(lambda conn: conn.execute(INSERT_S, ("s0",)))  # opens the writer
+    begins: list[str] = []
+    quick = database._quick_writer()
+    quick.set_trace_callback(lambda sql: begins.append(sql) if sql.startswith("BEGIN") else None)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    ticks = 0
+
+    async def release_later() -> None:
+        nonlocal ticks
+        for _ in range(30):  # the loop stays free while the writer waits
+            await anyio.sleep(0.01)
+            ticks += 1
+        holder.execute("ROLLBACK")
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(release_later)
+        await anyio.sleep(0)
+        await database.transact(lambda conn: conn.execute(INSERT_S, ("s1",)))
+    quick.set_trace_callback(None)
+    holder.close()
+    assert ticks == 30
+    assert len(begins) == 1, begins  # one short try here, then the long wait elsewhere
+    assert len(await database.fetchall("SELECT id FROM sessions")) == 2
+    await database.close()
+
+
 async def test_a_read_never_sees_another_requests_uncommitted_write(db: Database) -> None:
     seen: list[int] = []
     inserted = anyio.Event()

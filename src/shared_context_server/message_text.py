@@ -96,7 +96,7 @@ def header(
     ]
     if message["visibility"] != "public":
         head.append(paint(name(message["visibility"]), "visibility"))
-    if message["parent_message_id"] is not None:
+    if message.get("parent_message_id") is not None:  # a tool's result leaves out a null
         head.append(f"reply-to #{message['parent_message_id']}")
     if message["message_type"] != "message":
         head.append(name(message["message_type"]))

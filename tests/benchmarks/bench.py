@@ -51,7 +51,8 @@ ratios, each from one round's paired measurements). In each round:
    latest 50 messages (``get_context`` / floor ``get_messages``), and p50/p99 of --memory
    sequential ``set_memory`` calls cycling over 50 keys (most replace an entry);
 3. concurrency: --procs server processes, --per-proc ``add_message`` calls each, all into one
-   shared session: msgs/s, p99, errors, lost rows (counted with stdlib sqlite3 afterwards;
+   shared session, after one untimed warm-up post each, all at once (its p50 is reported
+   as "first call"): msgs/s, p99, errors, lost rows (counted with stdlib sqlite3 afterwards;
    with psycopg on PostgreSQL); one system at a time (each saturates the machine), the
    round's first system first;
 4. RSS of the server process after the latency phase (VmRSS from /proc).
@@ -307,6 +308,7 @@ class Figures:
     conc_rows: int = 0
     conc_server_cpu_ms: float = math.nan
     conc_client_cpu_ms: float = math.nan
+    conc_first_p50_ms: float = math.nan
     spawn_failures: int = 0
     first_error: str = ""
     crashed: str = ""
@@ -328,6 +330,7 @@ class Run:
     mem_s: list[float] = field(default_factory=list)
     validate_s: list[float] = field(default_factory=list)
     conc_s: list[float] = field(default_factory=list)
+    conc_first_s: list[float] = field(default_factory=list)
     conc_wall: float = 0.0
     conc_ok: int = 0
     conc_server_cpu: float = 0.0
@@ -379,6 +382,8 @@ class Run:
             fig.conc_p99_ms = percentile(self.conc_s, 99) * 1000.0
             fig.conc_server_cpu_ms = self.conc_server_cpu / self.conc_ok * 1000.0
             fig.conc_client_cpu_ms = self.conc_client_cpu / self.conc_ok * 1000.0
+        if self.conc_first_s:
+            fig.conc_first_p50_ms = statistics.median(self.conc_first_s) * 1000.0
 
 
 async def spawn_once(run: Run, db: str, agent: str) -> float:
@@ -519,13 +524,16 @@ async def phase_concurrency(run: Run, procs: int, per_proc: int, rnd: int) -> No
     errors = 0
     ready = 0
     all_ready = anyio.Event()
+    warmed = 0
+    all_warm = anyio.Event()
+    first: list[float] = []
     go = anyio.Event()
     done = 0
     all_done = anyio.Event()
     sid_holder: list[str] = []
 
     async def worker(i: int) -> None:
-        nonlocal ready, done, errors
+        nonlocal ready, warmed, done, errors
         async with AsyncExitStack() as stack:
             session = await run.open_session(stack, db, f"bench-agent-{i:02d}")
             if i == 0:
@@ -533,8 +541,21 @@ async def phase_concurrency(run: Run, procs: int, per_proc: int, rnd: int) -> No
             ready += 1
             if ready == procs:
                 all_ready.set()
+            await all_ready.wait()
+            # Each session's first call, all at once and untimed by the phase, as the
+            # latency phase warms up: an SDK client compiles a tool's output schema at its
+            # first result (about 1 ms of the one bench process's CPU each, 50 at once).
+            args = {"session_id": sid_holder[0], "content": f"agent {i} warm-up"}
+            t0 = time.perf_counter()
+            with anyio.fail_after(CALL_TIMEOUT_S):
+                warm = await session.call_tool(system.add_tool, args)
+            first.append(time.perf_counter() - t0)
+            if warm.is_error:
+                raise BenchError(f"{system.name}: warm-up add_message: {error_text(warm)}")
+            warmed += 1
+            if warmed == procs:
+                all_warm.set()
             await go.wait()
-            args = {"session_id": sid_holder[0], "content": ""}
             for n in range(per_proc):
                 args["content"] = f"agent {i} message {n}"
                 t0 = time.perf_counter()
@@ -561,7 +582,7 @@ async def phase_concurrency(run: Run, procs: int, per_proc: int, rnd: int) -> No
             for i in range(procs):
                 tg.start_soon(worker, i)
             with anyio.fail_after(spawn_budget):
-                await all_ready.wait()
+                await all_warm.wait()
             # CPU spent while writing, by the servers and by this client process: with
             # every process busy, latency is mostly a wait for a core, so this is the cost.
             pids = child_pids(system.marker)
@@ -575,7 +596,7 @@ async def phase_concurrency(run: Run, procs: int, per_proc: int, rnd: int) -> No
             server_cpu += sum(cpu_seconds(pid) for pid in pids)
             client_cpu += time.process_time()
 
-    expected = procs * per_proc
+    expected = procs * (per_proc + 1)  # with the warm-up posts
     rows = count_rows(system, db, sid_holder[0])
     fig.conc_rows += rows
     fig.conc_errors += errors
@@ -585,6 +606,7 @@ async def phase_concurrency(run: Run, procs: int, per_proc: int, rnd: int) -> No
     run.conc_server_cpu += server_cpu
     run.conc_client_cpu += client_cpu
     run.conc_s.extend(latencies)
+    run.conc_first_s.extend(first)
 
 
 # --------------------------------------------------------------------------- real time
@@ -756,6 +778,7 @@ METRICS: list[tuple[str, str, str]] = [
     ("concurrent wall (s)", "conc_wall_s", "{:.2f}"),
     ("conc. server CPU/msg (ms)", "conc_server_cpu_ms", "{:.3f}"),
     ("conc. client CPU/msg (ms)", "conc_client_cpu_ms", "{:.3f}"),
+    ("conc. first call p50 (ms)", "conc_first_p50_ms", "{:.2f}"),
     ("concurrent errors", "conc_errors", "{:d}"),
     ("concurrent lost", "conc_lost", "{:d}"),
     ("failed spawns (retried)", "spawn_failures", "{:d}"),
@@ -774,6 +797,7 @@ RATIO_METRICS = {
     "conc_p99_ms",
     "conc_server_cpu_ms",
     "conc_client_cpu_ms",
+    "conc_first_p50_ms",
 }
 
 
@@ -944,9 +968,25 @@ def print_table(rounds: Rounds, args: argparse.Namespace, pg: bench_pg.PgServer 
             print(f"{name} first error: {fig.first_error}")
         if fig.crashed:
             print(f"{name} CRASHED: {fig.crashed}")
+    print_tails(rounds)
     if len(rounds.per_round) > 1:
         print_rounds(rounds, columns)
     print_targets(targets(rounds))
+
+
+TAIL_PERCENTILES = (50, 90, 95, 98, 99, 99.5, 99.9)
+
+
+def print_tails(rounds: Rounds) -> None:
+    """The concurrency phase's latencies of every round pooled, at percentiles from the
+    middle to the far tail: where two systems' distributions part."""
+    for name in rounds.median:
+        pooled = [t for runs in rounds.per_round if name in runs for t in runs[name].conc_s]
+        if pooled:
+            cells = " ".join(
+                f"p{q:g} {percentile(pooled, q) * 1000.0:.1f}" for q in TAIL_PERCENTILES
+            )
+            print(f"{name} concurrent, all rounds (ms): {cells}, max {max(pooled) * 1000.0:.0f}")
 
 
 def pinning(args: argparse.Namespace) -> str:

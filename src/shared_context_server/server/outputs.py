@@ -6,7 +6,8 @@ tests/test_output_schemas.py checks every real result against its model, field f
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, cast
 
 from pydantic import BaseModel, ConfigDict
 
@@ -30,14 +31,15 @@ class Session(Output):
 
 class Message(Output):
     id: int
-    session_id: str
+    # Left out where the result names the session once (lean() below).
+    session_id: str | None = None
     sender: str
     sender_type: str
     content: str
     visibility: Visibility
     message_type: str
-    metadata: Json | None
-    parent_message_id: int | None
+    metadata: Json | None = None  # left out when there is none
+    parent_message_id: int | None = None  # left out when it is not a reply
     created_at: str
     # A message addressed with metadata.to: who acknowledged it, when; who has not yet.
     acknowledged: dict[str, str] | None = None
@@ -200,6 +202,21 @@ class ClaimList(Output):
 class Acknowledged(Output):
     session_id: str
     acknowledged: list[int]
+
+
+def lean(messages: Iterable[Any], *, in_session: bool = True) -> None:
+    """Leave out of each message (in place) what the result already says: no `metadata`,
+    no `parent_message_id` when they are null, and no `session_id` when the result is of
+    one session (`in_session`). A page of 50 is a third smaller, and a client parses it in
+    about half the time (docs/PERFORMANCE.md)."""
+    for message in messages:
+        fields = cast(dict[str, Any], message)
+        if in_session:
+            fields.pop("session_id", None)
+        if fields.get("metadata", 0) is None:
+            del fields["metadata"]
+        if fields.get("parent_message_id", 0) is None:
+            del fields["parent_message_id"]
 
 
 def output_schema(model: type[BaseModel]) -> dict[str, Any]:

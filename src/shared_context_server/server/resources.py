@@ -28,6 +28,7 @@ from shared_context_server.blackboard.audit import record_refusal
 from shared_context_server.blackboard.changes import sessions_with_news
 from shared_context_server.blackboard.identity import Agent
 from shared_context_server.errors import BlackboardError, LimitExceeded, PermissionDenied
+from shared_context_server.server.outputs import lean
 from shared_context_server.server.state import AppState
 from shared_context_server.storage.seam import Change
 
@@ -74,6 +75,7 @@ async def read_session(state: AppState, agent: Agent, args: dict[str, str]) -> d
         limit=SESSION_MESSAGES,
         limits=state.settings.limits,
     )
+    lean(page["messages"])
     return {**detail, "messages": page["messages"], "has_more": page["has_more"]}
 
 

@@ -99,6 +99,7 @@ async def get_message(state: AppState, agent: Agent, a: m.GetMessage) -> dict[st
     message = await messages.get_message(
         state.db, agent, session_id=a.session_id, message_id=a.message_id
     )
+    o.lean([message], in_session=False)
     return {"message": message}
 
 
@@ -114,6 +115,7 @@ async def get_context(state: AppState, agent: Agent, a: m.GetContext) -> dict[st
         visibility=a.visibility,
         limits=state.settings.limits,
     )
+    o.lean(page["messages"])
     return dict(page)
 
 
@@ -126,11 +128,12 @@ async def wait_for_messages(state: AppState, agent: Agent, a: m.WaitForMessages)
         timeout_s=a.timeout_s,
         limits=state.settings.limits,
     )
+    o.lean(page["messages"])
     return dict(page)
 
 
 async def check_inbox(state: AppState, agent: Agent, a: m.CheckInbox) -> dict[str, Any]:
-    return await inbox.check_inbox(
+    news = await inbox.check_inbox(
         state.feed,
         agent,
         limit=a.limit,
@@ -138,10 +141,13 @@ async def check_inbox(state: AppState, agent: Agent, a: m.CheckInbox) -> dict[st
         limits=state.settings.limits,
         ack=a.ack,
     )
+    for group in news["sessions"]:
+        o.lean(group["messages"])
+    return news
 
 
 async def search_context(state: AppState, agent: Agent, a: m.SearchContext) -> dict[str, Any]:
-    return await search.search_context(
+    found = await search.search_context(
         state.db,
         agent,
         session_id=a.session_id,
@@ -150,6 +156,8 @@ async def search_context(state: AppState, agent: Agent, a: m.SearchContext) -> d
         limit=a.limit,
         sender=a.sender,
     )
+    o.lean(hit["message"] for hit in found["results"])
+    return found
 
 
 async def set_memory(state: AppState, agent: Agent, a: m.SetMemory) -> dict[str, Any]:

@@ -72,11 +72,10 @@ BUSY_RETRIES = 3
 # A quick read blocks the event loop while it waits, so it waits briefly (WAL readers
 # only wait during rare recovery of the shared-memory index).
 QUICK_BUSY_MS = 200
-# How long `transact` waits for another process's write lock on the event loop at a time
-# before it lets the loop serve this process's other requests and waits again. It waited
-# once and then handed the transaction to aiosqlite's thread: the hand-off costs two
-# thread wake-ups, each a wait for a core when every core is busy, which lengthened the
-# tail of many processes writing at once (docs/PERFORMANCE.md).
+# How long `transact` waits for another process's write lock on the event loop before it
+# hands the transaction to aiosqlite's thread: the hand-off costs two thread wake-ups,
+# each a wait for a core when every core is busy, which lengthened the tail of many
+# processes writing at once (docs/PERFORMANCE.md).
 QUICK_WRITE_BUSY_MS = 50
 
 T = TypeVar("T")
@@ -456,35 +455,49 @@ class Database:
 
         The hot path (add_message, create_session, search indexing). `write()` costs a
         trip to aiosqlite's thread per statement, which costs more than a short statement.
-        Here the whole transaction runs on this thread, as a plain sqlite3 server would
-        run it: BEGIN waits for another process's write lock QUICK_WRITE_BUSY_MS at a
-        time, and between waits the event loop serves this process's other requests,
-        until the lock is taken or `busy_seconds` have passed (then DatabaseBusy). `work`
-        is plain synchronous code over a sqlite3 connection, so by construction nothing
-        else happens inside the transaction.
+        Here, if the write lock is free (or frees within QUICK_WRITE_BUSY_MS), the whole
+        transaction runs at once on this thread, as a plain sqlite3 server would run it;
+        if another process holds it longer, it runs in one trip to aiosqlite's thread,
+        which waits for the lock like `write()` (within `busy_seconds` in all, then
+        DatabaseBusy) while the event loop serves this process's other requests. `work` is
+        plain synchronous code over a sqlite3 connection, so by construction nothing else
+        happens inside the transaction.
         """
         deadline = anyio.current_time() + self.busy_seconds
         await self._acquire(deadline)
-        conn: sqlite3.Connection | None = None
-        shortened = False
         try:
-            # Shielded: once queued, the work runs to COMMIT or ROLLBACK whatever happens
-            # to the caller (a cancelled request), within the bound.
-            with anyio.CancelScope(shield=True):
-                while True:
-                    # Waiting here, not on aiosqlite's thread: a hand-off costs two thread
-                    # wake-ups, each a wait for a core when every core is busy, and made
-                    # the tail of many processes writing at once longer than the floor's.
-                    left_ms = int((deadline - anyio.current_time()) * 1000)
-                    busy_ms = None if left_ms >= QUICK_WRITE_BUSY_MS else max(1, left_ms)
-                    shortened = shortened or busy_ms is not None
-                    conn = self._quick_writer()
+            left_ms = int((deadline - anyio.current_time()) * 1000)
+            conn = self._quick_writer()
+            try:
+                if left_ms >= QUICK_WRITE_BUSY_MS:
+                    result = in_transaction(conn, work, self._guard)
+                else:  # the bound is nearer than the usual wait
                     try:
-                        result = in_transaction(conn, work, self._guard, busy_ms)
+                        result = in_transaction(conn, work, self._guard, max(1, left_ms))
+                    finally:
+                        conn.execute(f"PRAGMA busy_timeout = {QUICK_WRITE_BUSY_MS}")
+            except BeginBusy:
+                pass  # another process is writing: wait for it on aiosqlite's thread
+            except sqlite3.Error as error:
+                raise self._translated(error) from None
+            except StorageReplaced as error:
+                raise await self._released(error) from None
+            else:
+                self._committed()
+                return result
+            # One long wait on aiosqlite's thread, not more short ones here: each short
+            # wait restarts SQLite's busy handler at its 1 ms sleeps, so fifty waiting
+            # processes polled the lock far more often and took the cores from the writer
+            # holding it (50 writers' p99 2.68x the floor's; docs/PERFORMANCE.md).
+            # Shielded: once queued, the work runs to COMMIT or ROLLBACK whatever happens
+            # to the caller; waiting for it keeps the lock honest.
+            with anyio.CancelScope(shield=True):
+                async for _ in self._attempts(deadline):
+                    try:
+                        result = await on_connection_thread(
+                            self._conn, in_transaction, work, self._guard, self._wait_ms(deadline)
+                        )
                     except BeginBusy:
-                        if anyio.current_time() >= deadline:
-                            break
-                        await anyio.lowlevel.checkpoint()  # other requests go on
                         continue
                     except sqlite3.Error as error:
                         raise self._translated(error) from None
@@ -493,8 +506,6 @@ class Database:
                     self._committed()
                     return result
         finally:
-            if shortened and conn is not None:
-                conn.execute(f"PRAGMA busy_timeout = {QUICK_WRITE_BUSY_MS}")
             self._write_lock.release()
         raise self._busy()
 
