@@ -215,7 +215,6 @@ async def test_a_writer_locked_out_past_the_short_wait_waits_once_off_the_loop(
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(release_later)
-        await anyio.sleep(0)
         await database.transact(lambda conn: conn.execute(INSERT_S, ("s1",)))
     quick.set_trace_callback(None)
     holder.close()
