@@ -4,10 +4,13 @@ PgBouncer (Debian's package) that this test starts on a free loopback port."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,41 +33,71 @@ class PgBouncer:
 
     def __init__(self, cluster: Cluster, dbname: str, mode: str = "session") -> None:
         self.root = Path(tempfile.mkdtemp(prefix="scs-pgbouncer-"))
+        self.cluster, self.dbname, self.mode = cluster, dbname, mode
         self.port = free_port()
         (self.root / "users.txt").write_text('"postgres" ""\n')
-        (self.root / "pgbouncer.ini").write_text(
-            f"[databases]\n{dbname} = host=127.0.0.1 port={cluster.port} dbname={dbname}\n"
-            "[pgbouncer]\n"
-            f"listen_addr = 127.0.0.1\nlisten_port = {self.port}\nunix_socket_dir =\n"
-            f"auth_type = trust\nauth_file = {self.root / 'users.txt'}\n"
-            f"pool_mode = {mode}\ndefault_pool_size = {POOL_SIZE}\nmax_client_conn = 200\n"
-            f"pidfile = {self.root / 'pgbouncer.pid'}\nlogfile = {self.root / 'log'}\n"
-        )
         self._as: list[str] = []
         if os.geteuid() == 0:
             shutil.chown(self.root, "postgres")
-            for path in self.root.iterdir():
-                shutil.chown(path, "postgres")
             self._as = ["runuser", "-u", "postgres", "--"]
 
-    def start(self) -> PgBouncer:
-        binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
-        subprocess.run(
-            [*self._as, binary, "-d", str(self.root / "pgbouncer.ini")],
-            check=True,
-            capture_output=True,
-            timeout=30,
+    def _configure(self) -> Path:
+        ini = self.root / "pgbouncer.ini"
+        ini.write_text(
+            f"[databases]\n{self.dbname} = host=127.0.0.1 port={self.cluster.port}"
+            f" dbname={self.dbname}\n"
+            "[pgbouncer]\n"
+            f"listen_addr = 127.0.0.1\nlisten_port = {self.port}\nunix_socket_dir =\n"
+            f"auth_type = trust\nauth_file = {self.root / 'users.txt'}\n"
+            f"pool_mode = {self.mode}\ndefault_pool_size = {POOL_SIZE}\nmax_client_conn = 200\n"
+            f"pidfile = {self.root / 'pgbouncer.pid'}\nlogfile = {self.root / 'log'}\n"
         )
-        return self
+        if self._as:
+            for path in self.root.iterdir():
+                shutil.chown(path, "postgres")
+        return ini
+
+    def start(self) -> PgBouncer:
+        """Started and accepting connections. `-d` returns before the daemon listens, and
+        under xdist another worker can take the free port first: each try waits for the
+        port, and a bind that failed is tried again on another port."""
+        binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+        for _ in range(3):
+            ini = self._configure()
+            subprocess.run(
+                [*self._as, binary, "-d", str(ini)], check=True, capture_output=True, timeout=30
+            )
+            deadline = time.monotonic() + 10.0
+            while time.monotonic() < deadline:
+                with (
+                    contextlib.suppress(OSError),
+                    socket.create_connection(("127.0.0.1", self.port), timeout=1.0),
+                ):
+                    if self.running():  # not some other process on a port taken first
+                        return self
+                time.sleep(0.05)
+            self.stop(remove=False)
+            self.port = free_port()
+        log = self.root / "log"
+        raise RuntimeError(f"pgbouncer never listened: {log.read_text() if log.exists() else ''}")
 
     def url(self, dbname: str) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
 
-    def stop(self) -> None:
+    def running(self) -> bool:
+        pid = self.root / "pgbouncer.pid"
+        try:
+            os.kill(int(pid.read_text().strip()), 0)
+        except (OSError, ValueError):
+            return False
+        return True
+
+    def stop(self, remove: bool = True) -> None:
         pid = self.root / "pgbouncer.pid"
         if pid.exists():
             subprocess.run(["kill", pid.read_text().strip()], check=False)
-        shutil.rmtree(self.root, ignore_errors=True)
+        if remove:
+            shutil.rmtree(self.root, ignore_errors=True)
 
 
 @pytest.fixture

@@ -261,6 +261,9 @@ BAD_CALLS = [
     ("set_memory", {"key": "k", "value": {"a": "\x00"}}, "INVALID_INPUT", "value holds a NUL"),
     ("search_context", {"session_id": "S", "query": "q\x00"}, "INVALID_INPUT", "query"),
     ("list_sessions", {"cursor": "cjk5OTk5OTk5OTk5OTk5OTk5OTk5OTk"}, "INVALID_INPUT", "cursor"),
+    # Found by the fuzz suite: an id past 64 bits reached SQLite as INTERNAL_ERROR.
+    ("release", {"ids": [2**63]}, "INVALID_INPUT", "ids"),
+    ("release", {"ids": [0]}, "INVALID_INPUT", "ids"),
 ]
 
 

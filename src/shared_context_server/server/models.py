@@ -34,7 +34,7 @@ Json = dict[str, Any]
 def _fits_sqlite(value: int) -> int:
     # Checked here rather than as a schema maximum, which every tool list would carry.
     if value >= 2**63:
-        raise ValueError("is larger than any message id (ids fit in 64 bits)")
+        raise ValueError("is larger than any id (ids fit in 64 bits)")
     return value
 
 
@@ -69,6 +69,7 @@ def _length(least: int, most: int) -> AfterValidator:
 
 MessageId = Annotated[int, Field(ge=1), AfterValidator(_fits_sqlite)]
 AfterId = Annotated[int, Field(ge=0), AfterValidator(_fits_sqlite)]
+ClaimId = Annotated[int, Field(ge=1), AfterValidator(_fits_sqlite)]
 # Limits checked in code, not written into schemas that every agent pays for on every turn.
 SessionId = Annotated[str, AfterValidator(_session_id_length)]
 
@@ -219,7 +220,7 @@ class Claim(Input):
 
 class Release(Input):
     targets: list[str] | None = None
-    ids: list[int] | None = None
+    ids: list[ClaimId] | None = None
 
 
 class ListClaims(Input):
