@@ -38,6 +38,12 @@ def _fits_sqlite(value: int) -> int:
     return value
 
 
+def _positive(value: int) -> int:
+    if value < 1:
+        raise ValueError(f"must be 1 or more; got {value}")
+    return value
+
+
 def _seconds(most: int) -> Callable[[int], int]:
     def check(value: int) -> int:
         if not 1 <= value <= most:
@@ -69,7 +75,9 @@ def _length(least: int, most: int) -> AfterValidator:
 
 MessageId = Annotated[int, Field(ge=1), AfterValidator(_fits_sqlite)]
 AfterId = Annotated[int, Field(ge=0), AfterValidator(_fits_sqlite)]
-ClaimId = Annotated[int, Field(ge=1), AfterValidator(_fits_sqlite)]
+# Checked in code, as _fits_sqlite: a "minimum" in the schema would be carried by every
+# tool list, in two profiles.
+ClaimId = Annotated[int, AfterValidator(_positive), AfterValidator(_fits_sqlite)]
 # Limits checked in code, not written into schemas that every agent pays for on every turn.
 SessionId = Annotated[str, AfterValidator(_session_id_length)]
 
