@@ -58,23 +58,10 @@ def check_db_value(raw: str, source: str = "--db") -> None:
     a file named after the URL, password and all. Raises InvalidInput."""
     if looks_like_url(raw) and not is_postgres_url(raw):
         raise InvalidInput(
-            f"{source} {hidden(raw)!r} is neither a PostgreSQL URL nor a file path: a database "
-            "URL is postgresql://user@host:5432/dbname (or postgres://), and a file path "
-            "needs no scheme."
+            f"{source} {redact(raw.strip())!r} is neither a PostgreSQL URL nor a file path: "
+            "a database URL is postgresql://user@host:5432/dbname (or postgres://), and a "
+            "file path needs no scheme."
         )
-
-
-def hidden(raw: str) -> str:
-    """A URL-like value with any password replaced as ***, even where the URL is malformed
-    (one slash after the scheme, a slash in the password), where urlsplit finds none."""
-    import re
-
-    text = raw.strip()
-    scheme, _, rest = text.partition(":")
-    userinfo, at, place = rest.rpartition("@")
-    if at and ":" in userinfo:
-        text = f"{scheme}:{userinfo.partition(':')[0]}:***@{place}"
-    return re.sub(r"(password=)[^&]*", r"\1***", text)
 
 
 def shown(target: Target) -> str:

@@ -341,9 +341,7 @@ class PgDatabase:
                 except pg.DataError as error:
                     raise _bad_value(error) from None
                 except pg.OperationalError as error:
-                    if not (conn.closed or conn.broken):
-                        raise _interrupted(error) from None
-                    conn.close()
+                    _close_if_closed(conn, error)
                     if not retry:
                         raise _lost(error) from None
         raise AssertionError("unreachable")
@@ -525,12 +523,18 @@ def _attempt(
     except pg.DataError as error:
         raise _bad_value(error) from None
     except pg.OperationalError as error:
-        if not (conn.closed or conn.broken):
-            raise _interrupted(error) from None
-        conn.close()
+        _close_if_closed(conn, error)
         if unit.trips > 1 or unit.committing:
             raise _lost(error, committing=unit.committing) from None
         raise _Again("closed", error) from None
+
+
+def _close_if_closed(conn: psycopg.Connection[Any], error: Exception) -> None:
+    """After an OperationalError: a connection PostgreSQL closed is closed here too (the
+    caller decides whether to try again); on an open one the call was interrupted."""
+    if not (conn.closed or conn.broken):
+        raise _interrupted(error) from None
+    conn.close()
 
 
 def _bad_value(error: Exception) -> Exception:

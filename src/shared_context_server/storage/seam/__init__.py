@@ -261,8 +261,8 @@ def passwordless(url: str) -> str:
 
 def redact(url: str) -> str:
     """The URL with any password replaced, for messages and logs: the one after the user
-    name, and any `password=` (or `sslpassword=`) among the query's parameters, which
-    libpq reads too."""
+    name (in a malformed URL too), and any `password=` (or `sslpassword=`) among the
+    query's parameters, which libpq reads too."""
     import re
     from urllib.parse import urlsplit, urlunsplit
 
@@ -272,6 +272,15 @@ def redact(url: str) -> str:
         password = parts.password
     except ValueError:  # unparsable (a stray bracket): hide whatever sits before an @
         return in_query.sub(r"\1***", re.sub(r"//[^/@]*@", "//***@", url, count=1))
+    if password is None:
+        # A malformed URL (one slash after the scheme, a slash in the password) can hold a
+        # password where urlsplit finds none: whatever follows the user before the last @.
+        head, mark, tail = url.partition("?")
+        scheme, _, rest = head.partition(":")
+        userinfo, at, place = rest.rpartition("@")
+        if at and ":" in userinfo:
+            masked = f"{scheme}:{userinfo.partition(':')[0]}:***@{place}{mark}{tail}"
+            return in_query.sub(r"\1***", masked)
     netloc = parts.netloc
     if password is not None:
         netloc = netloc.replace(f":{password}@", ":***@", 1)
